@@ -1,0 +1,220 @@
+"""Config dataclasses → YAML files → ``--key value`` overrides (TRL style).
+
+Every training stage has one frozen-free dataclass whose fields carry a ``help`` string in
+their metadata (``field(default=..., metadata={"help": ...})``).  :func:`load_config` builds
+an instance from an optional YAML file, then applies ``--key value`` overrides, coercing each
+value to the field's type; unknown keys and ill-typed values raise :class:`ConfigError` naming
+the key and what it accepts.  :func:`config_help` renders the fields for ``--help``.
+
+This module imports no torch: the CLI uses it to build parsers quickly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, get_args, get_origin
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used (unknown key, wrong type, bad value)."""
+
+
+def cfg_field(default: Any = dataclasses.MISSING, help: str = "", choices: tuple | None = None, **kw):
+    """``dataclasses.field`` with a ``help`` string (and optional allowed ``choices``)."""
+    meta = {"help": help}
+    if choices is not None:
+        meta["choices"] = tuple(choices)
+    if isinstance(default, (list, dict)):
+        val = default
+        return dataclasses.field(default_factory=lambda: json.loads(json.dumps(val)), metadata=meta, **kw)
+    return dataclasses.field(default=default, metadata=meta, **kw)
+
+
+def _field_types(cls) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def coerce(name: str, value: Any, tp: Any) -> Any:
+    """Convert ``value`` (from YAML or a command-line string) to the annotated type ``tp``."""
+    origin = get_origin(tp)
+    args = get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return coerce(name, value, a)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{name}: cannot use {value!r}")
+    if tp is Any:
+        return value
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            try:
+                value = yaml.safe_load(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
+            except yaml.YAMLError as e:
+                raise ConfigError(f"{name}: expected a list, got {value!r}") from e
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        inner = args[0] if args else Any
+        return [coerce(name, v, inner) for v in value]
+    if origin is dict or tp is dict:
+        if isinstance(value, str):
+            try:
+                value = yaml.safe_load(value) if value.strip() else {}
+            except yaml.YAMLError as e:
+                raise ConfigError(f"{name}: expected a mapping like '{{beta: 0.1}}', got {value!r}") from e
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name}: expected a mapping like '{{beta: 0.1}}', got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+            return False
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise ConfigError(f"{name}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: expected an integer, got {value!r}") from None
+        if not f.is_integer():
+            raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        return int(f)
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{name}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: expected a number, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{name}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def from_dict(cls, data: dict[str, Any], source: str = "config"):
+    """Build ``cls`` from a mapping; unknown keys and bad values raise :class:`ConfigError`."""
+    types_ = _field_types(cls)
+    unknown = sorted(set(data) - set(types_))
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key(s) {', '.join(unknown)} for {cls.__name__}; "
+            f"allowed: {', '.join(types_)}"
+        )
+    kwargs = {k: coerce(k, v, types_[k]) for k, v in data.items()}
+    obj = cls(**kwargs)
+    validate(obj)
+    return obj
+
+
+def validate(obj) -> None:
+    """Check every field that declares ``choices``, then call ``obj.check()`` if present."""
+    for f in dataclasses.fields(obj):
+        choices = f.metadata.get("choices")
+        if choices is not None and getattr(obj, f.name) not in choices:
+            raise ConfigError(
+                f"{f.name}: {getattr(obj, f.name)!r} is not allowed; choose one of {', '.join(map(str, choices))}"
+            )
+    check = getattr(obj, "check", None)
+    if callable(check):
+        check()
+
+
+def parse_overrides(tokens: list[str]) -> dict[str, Any]:
+    """``["--lr", "1e-5", "--beta=0.1"]`` → ``{"lr": "1e-5", "beta": "0.1"}`` (strings; coerced later).
+
+    Dashes in keys become underscores (``--max-new-tokens`` = ``--max_new_tokens``); a key
+    with no value is a boolean ``true``.
+    """
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if not tok.startswith("--") or tok == "--":
+            raise ConfigError(f"unexpected argument {tok!r}; overrides are written --key value")
+        key = tok[2:]
+        if "=" in key:
+            key, val = key.split("=", 1)
+            i += 1
+        elif i + 1 < len(tokens) and not tokens[i + 1].startswith("--"):
+            val = tokens[i + 1]
+            i += 2
+        else:
+            val = "true"
+            i += 1
+        out[key.replace("-", "_")] = val
+    return out
+
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"--config: file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--config: {p} is not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config: {p} must hold a mapping of key: value, got {type(data).__name__}")
+    return data
+
+
+def load_config(cls, path: str | os.PathLike | None = None, overrides: dict[str, Any] | list[str] | None = None):
+    """``cls`` from YAML file ``path`` (optional) updated by ``overrides`` (dict or ``--key value`` list)."""
+    data: dict[str, Any] = read_yaml(path) if path else {}
+    data.pop("stage", None)  # example files may say which stage they are for
+    if isinstance(overrides, list):
+        overrides = parse_overrides(overrides)
+    data.update(overrides or {})
+    return from_dict(cls, data, source=str(path) if path else "overrides")
+
+
+def to_dict(obj) -> dict[str, Any]:
+    return dataclasses.asdict(obj)
+
+
+def save_config(obj, path: str | os.PathLike) -> None:
+    """Write the resolved config as YAML (reloadable with :func:`load_config`)."""
+    Path(path).write_text(yaml.safe_dump(to_dict(obj), sort_keys=False))
+
+
+def config_help(cls) -> str:
+    """One line per field: ``--name (type, default) help``; for the CLI epilog."""
+    lines = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else "required")
+        tp = _type_name(_field_types(cls)[f.name])
+        choices = f.metadata.get("choices")
+        extra = f" {{{', '.join(map(str, choices))}}}" if choices else ""
+        lines.append(f"  --{f.name} ({tp}, default {default!r}){extra}\n      {f.metadata.get('help', '')}")
+    return "\n".join(lines)

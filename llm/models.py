@@ -1,0 +1,301 @@
+"""Policy (causal LM + value head) and reward model (LM + scalar head) on any transformers model.
+
+* :func:`init_model` writes a randomly initialised GPT-2- or Llama-style model and a locally
+  trained tokenizer in Hugging Face format (``prefmatch model init``); ``from_pretrained``
+  loads the directory.  Sizes: ``tiny`` (≈ 0.2 M parameters, for tests) and ``small`` (≈ 4 M).
+* :func:`load_causal_lm`, :func:`load_reward_model` load from local directories only and turn
+  transformers' long errors into one line naming the directory.
+* :class:`PolicyWithValue` is the PPO actor-critic: the LM and a linear value head on its last
+  hidden state (shared trunk, as in TRL's ``AutoModelForCausalLMWithValueHead``).
+* The reward model is ``AutoModelForSequenceClassification`` with one label; its score is read
+  at the last attended token (:func:`reward_scores`), whatever the pad token is.
+
+Everything torch is imported lazily: ``import prefmatch.llm.models`` is cheap.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+SIZES = ("tiny", "small")
+ARCHS = ("gpt2", "llama")
+VALUE_HEAD_FILE = "value_head.safetensors"
+REWARD_NORM_FILE = "reward_normalization.json"
+
+
+class ModelLoadError(FileNotFoundError):
+    """A model directory that is missing or cannot be loaded by transformers."""
+
+
+def _size_params(size: str) -> dict[str, int]:
+    if size == "tiny":
+        return dict(hidden=64, layers=2, heads=2, positions=512, vocab=512)
+    if size == "small":
+        return dict(hidden=256, layers=4, heads=4, positions=1024, vocab=2048)
+    raise ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
+
+
+def model_config(size: str = "tiny", arch: str = "gpt2", vocab_size: int = 512, pad_token_id: int = 0,
+                 bos_token_id: int = 1, eos_token_id: int = 2):
+    """A transformers config for a GPT-2- or Llama-style model of the given size (no dropout)."""
+    from transformers import GPT2Config, LlamaConfig
+
+    s = _size_params(size)
+    if arch == "gpt2":
+        return GPT2Config(
+            vocab_size=vocab_size, n_positions=s["positions"], n_embd=s["hidden"], n_layer=s["layers"],
+            n_head=s["heads"], resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+            pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id,
+            tie_word_embeddings=True,
+        )
+    if arch == "llama":
+        return LlamaConfig(
+            vocab_size=vocab_size, hidden_size=s["hidden"], intermediate_size=2 * s["hidden"],
+            num_hidden_layers=s["layers"], num_attention_heads=s["heads"], num_key_value_heads=s["heads"],
+            max_position_embeddings=s["positions"], pad_token_id=pad_token_id, bos_token_id=bos_token_id,
+            eos_token_id=eos_token_id, tie_word_embeddings=True, attention_dropout=0.0,
+        )
+    raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {arch!r}")
+
+
+def init_model(out_dir: str | os.PathLike, size: str = "tiny", arch: str = "gpt2", texts=None,
+               vocab_size: int | None = None, seed: int = 0) -> Path:
+    """Write a randomly initialised causal LM and a locally trained tokenizer to ``out_dir``.
+
+    ``texts`` (optional) is the tokenizer's training corpus (e.g. the prompts and responses of
+    the data the model will see); the model's vocabulary is the tokenizer's.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from prefmatch.llm.tokenizer import build_tokenizer
+
+    s = _size_params(size)
+    if arch not in ARCHS:
+        raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {arch!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = build_tokenizer(out, texts=texts, vocab_size=vocab_size or s["vocab"])
+    cfg = model_config(size, arch, vocab_size=len(tok), pad_token_id=tok.pad_token_id,
+                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    quiet_transformers()
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(cfg)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.save_pretrained(str(out))
+    return out
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def quiet_transformers() -> None:
+    """Silence transformers' load reports and weight-loading progress bars (we print our own)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def _check_dir(path, what: str) -> Path:
+    p = Path(path)
+    if not p.is_dir():
+        raise ModelLoadError(f"{what} directory not found: {p}")
+    if not (p / "config.json").is_file() and not (p / "adapter_config.json").is_file():
+        raise ModelLoadError(f"{what} directory {p} has no config.json (not a Hugging Face model directory)")
+    return p
+
+
+def _one_line(e: Exception) -> str:
+    msg = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {msg[0] if msg else ''}"
+
+
+def load_causal_lm(path: str | os.PathLike, dtype=None, what: str = "policy"):
+    """``AutoModelForCausalLM`` from a local directory (a peft adapter dir is merged on load)."""
+    from transformers import AutoModelForCausalLM
+
+    p = _check_dir(path, what)
+    quiet_transformers()
+    try:
+        if (p / "adapter_config.json").is_file():
+            from peft import AutoPeftModelForCausalLM
+
+            model = AutoPeftModelForCausalLM.from_pretrained(str(p), dtype=dtype).merge_and_unload()
+        else:
+            model = AutoModelForCausalLM.from_pretrained(str(p), dtype=dtype, local_files_only=True)
+    except Exception as e:
+        raise ModelLoadError(f"cannot load {what} model from {p} ({_one_line(e)})") from None
+    return model
+
+
+def load_reward_model(path: str | os.PathLike, dtype=None, what: str = "reward"):
+    """A one-label ``AutoModelForSequenceClassification`` from a local directory.
+
+    A plain causal-LM directory (e.g. the SFT model) gets a freshly initialised scalar head: that
+    is how the reward model stage starts.  A saved reward model keeps its head and its
+    normalisation (``reward_normalization.json``, see :func:`reward_scores`).
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    p = _check_dir(path, what)
+    quiet_transformers()
+    try:
+        if (p / "adapter_config.json").is_file():
+            from peft import AutoPeftModelForSequenceClassification
+
+            model = AutoPeftModelForSequenceClassification.from_pretrained(str(p), num_labels=1, dtype=dtype)
+            model = model.merge_and_unload()
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                str(p), num_labels=1, dtype=dtype, local_files_only=True)
+    except Exception as e:
+        raise ModelLoadError(f"cannot load {what} model from {p} ({_one_line(e)})") from None
+    norm = p / REWARD_NORM_FILE
+    model.reward_normalization = json.loads(norm.read_text()) if norm.is_file() else None
+    return model
+
+
+def _backbone_and_head(model):
+    """(transformer trunk, scalar head) of a (possibly peft-wrapped) sequence-classification model."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    trunk = getattr(inner, inner.base_model_prefix)
+    head = getattr(inner, "score", None)
+    if head is None:
+        raise TypeError(f"{type(inner).__name__} has no `score` head; use a model with a "
+                        "ForSequenceClassification class (GPT-2, OPT, Llama, ...)")
+    return trunk, head
+
+
+def last_index(attention_mask):
+    """Index of the last attended position in each row (right or left padding)."""
+    import torch
+
+    T = attention_mask.shape[-1]
+    pos = torch.arange(T, device=attention_mask.device).expand_as(attention_mask)
+    return (pos * attention_mask.long()).argmax(-1)
+
+
+def reward_scores(model, input_ids, attention_mask, normalize: bool = True):
+    """Scalar reward r(x, y) of each row: the head at the last attended token, shape [B].
+
+    With ``normalize`` and a saved normalisation ``{"mean", "std"}`` it returns (r − mean)/std.
+    """
+    import torch
+
+    trunk, head = _backbone_and_head(model)
+    hidden = trunk(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    idx = last_index(attention_mask)
+    h_last = hidden[torch.arange(hidden.shape[0], device=hidden.device), idx]
+    r = head(h_last).squeeze(-1).float()
+    norm = getattr(model, "reward_normalization", None)
+    if normalize and norm:
+        r = (r - norm["mean"]) / norm["std"]
+    return r
+
+
+def disable_dropout(model) -> None:
+    """Set every dropout probability to 0 (PPO's ratio must be 1 before the first update)."""
+    import torch
+
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+
+
+def lora_wrap(model, task_type: str, r: int = 8, alpha: int = 16, dropout: float = 0.0,
+              target_modules: list[str] | None = None):
+    """Wrap ``model`` with peft LoRA adapters (``task_type`` ``CAUSAL_LM`` or ``SEQ_CLS``)."""
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(task_type=task_type, r=r, lora_alpha=alpha, lora_dropout=dropout,
+                     target_modules=target_modules or "all-linear")
+    return get_peft_model(model, cfg)
+
+
+def save_model(model, out_dir: str | os.PathLike, tokenizer=None, merge_lora: bool = True) -> None:
+    """Save in HF format; a peft model is merged into full weights first (loadable without peft)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if merge_lora and hasattr(model, "merge_and_unload"):
+        import copy
+
+        model = copy.deepcopy(model).merge_and_unload()
+    model.save_pretrained(str(out))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(out))
+    norm = getattr(model, "reward_normalization", None)
+    if norm:
+        (out / REWARD_NORM_FILE).write_text(json.dumps(norm))
+
+
+
+
+class _Lazy:
+    """Builds :class:`PolicyWithValue` on first use so that this module imports without torch."""
+
+    cls = None
+
+
+def policy_with_value_class():
+    if _Lazy.cls is not None:
+        return _Lazy.cls
+    import torch
+    from torch import nn
+
+    class PolicyWithValue(nn.Module):
+        """Actor-critic for PPO: causal LM ``lm`` and a linear ``value_head`` on its last hidden state.
+
+        ``forward(input_ids, attention_mask)`` returns ``(logits [B,T,V], values [B,T])``, where
+        ``values[:, t]`` estimates the return after the token at position t has been read.
+        """
+
+        def __init__(self, lm, value_head=None):
+            super().__init__()
+            self.lm = lm
+            hidden = lm.config.get_text_config().hidden_size
+            self.value_head = value_head if value_head is not None else nn.Linear(hidden, 1)
+            if value_head is None:
+                nn.init.zeros_(self.value_head.weight)
+                nn.init.zeros_(self.value_head.bias)
+
+        def forward(self, input_ids, attention_mask):
+            out = self.lm(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True,
+                          use_cache=False)
+            h = out.hidden_states[-1]
+            values = self.value_head(h.to(self.value_head.weight.dtype)).squeeze(-1)
+            return out.logits, values
+
+        def generate(self, *args, **kwargs):
+            return self.lm.generate(*args, **kwargs)
+
+        def save_pretrained(self, out_dir, tokenizer=None):
+            from safetensors.torch import save_file
+
+            save_model(self.lm, out_dir, tokenizer)
+            save_file({k: v.detach().cpu().contiguous() for k, v in self.value_head.state_dict().items()},
+                      str(Path(out_dir) / VALUE_HEAD_FILE))
+
+        @classmethod
+        def from_pretrained(cls, path, dtype=None):
+            from safetensors.torch import load_file
+
+            lm = load_causal_lm(path, dtype=dtype)
+            model = cls(lm)
+            vh = Path(path) / VALUE_HEAD_FILE
+            if vh.is_file():
+                model.value_head.load_state_dict(load_file(str(vh)))
+            return model
+
+    _Lazy.cls = PolicyWithValue
+    return PolicyWithValue
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: `from prefmatch.llm.models import PolicyWithValue`
+    if name == "PolicyWithValue":
+        return policy_with_value_class()
+    raise AttributeError(name)

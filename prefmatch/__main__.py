@@ -1,0 +1,5 @@
+import sys
+
+from prefmatch.cli import main
+
+sys.exit(main())

@@ -1,0 +1,98 @@
+"""Registry of executable checks of the papers' claims (``prefmatch verify``).
+
+Every check has a stable ``id``, a one-line ``statement``, the ``source`` (theorem or
+equation of the paper it verifies), the ``method`` (``"sympy"`` or ``"numeric"``) and a
+function returning ``(passed, detail)``.  Checks are registered with :func:`check` in the
+modules listed in :data:`CHECK_MODULES`; :func:`run_checks` imports them and runs them.
+
+A check function must be deterministic (seed its own random generator) and take no
+arguments.  It compares a closed form with an *independent* computation (``dsolve``,
+cvxpy, scipy on logits, finite differences) to a tolerance stated in ``detail``.
+"""
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Callable
+
+#: modules that register checks when imported (order = report order)
+CHECK_MODULES = (
+    "prefmatch.theory.checks_pm",
+    "prefmatch.theory.checks_mref",
+)
+
+
+@dataclass(frozen=True)
+class Check:
+    id: str
+    statement: str
+    source: str
+    method: str
+    func: Callable[[], tuple[bool, str]]
+
+
+REGISTRY: dict[str, Check] = {}
+
+
+def check(id: str, *, statement: str, source: str, method: str):
+    """Decorator registering ``func() -> (passed, detail)`` under a stable ``id``."""
+    if method not in ("sympy", "numeric"):
+        raise ValueError(f"method must be 'sympy' or 'numeric', got {method!r}")
+
+    def deco(func):
+        if id in REGISTRY and REGISTRY[id].func.__qualname__ != func.__qualname__:
+            raise ValueError(f"check id {id!r} registered twice")
+        REGISTRY[id] = Check(id, statement, source, method, func)
+        return func
+
+    return deco
+
+
+def load_all() -> dict[str, Check]:
+    """Import every module of :data:`CHECK_MODULES` (skipping ones not written yet)."""
+    for mod in CHECK_MODULES:
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as err:
+            if err.name != mod:
+                raise
+    return REGISTRY
+
+
+def select(pattern: str | None = None) -> list[Check]:
+    """Checks whose id matches the glob or substring ``pattern`` (all when ``None``)."""
+    checks = list(load_all().values())
+    if not pattern:
+        return checks
+    return [c for c in checks if fnmatch.fnmatch(c.id, pattern) or pattern in c.id]
+
+
+def run_check(c: Check) -> dict:
+    """Run one check; an exception counts as a failure with its message as detail."""
+    t0 = time.perf_counter()
+    try:
+        passed, detail = c.func()
+        passed = bool(passed)
+    except Exception as exc:  # a crashing check is a failing check, reported, not raised
+        passed, detail = False, f"raised {type(exc).__name__}: {exc}\n" + traceback.format_exc(limit=3)
+    return {
+        "id": c.id,
+        "statement": c.statement,
+        "source": c.source,
+        "method": c.method,
+        "passed": passed,
+        "detail": str(detail),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+def run_checks(pattern: str | None = None, progress: bool = False) -> list[dict]:
+    checks = select(pattern)
+    if progress:
+        from tqdm import tqdm
+
+        checks = tqdm(checks, desc="verify", unit="check", leave=False)
+    return [run_check(c) for c in checks]

@@ -1,0 +1,1095 @@
+r"""The regularizer objects: the single source of every ψ in the package.
+
+Every objective of both papers has the shape (design.md, equation ⋆)
+
+.. math::  J(\pi) = \sum_y \pi(y)\,\bigl[r(y) + \psi(\pi(y), y)\bigr],
+
+and a *regularizer object* carries ψ and what can be said about it.  The layers ask it for
+
+* ``psi(logp, ref_logp)``            ψ per response, on numpy arrays or torch tensors;
+* ``token_reward(logp_t, ref_logp_t, mask_t)``  the per-token share of ψ inside PPO;
+* ``objective(pi, r, ref)``          J(π) on the simplex (tabular), with 0·∞ limits;
+* ``optimal_logp(r, ref_logp)``      log of the maximizer of J, computed in log space;
+* ``optimal_value(r, ref_logp)``     J at the maximizer;
+* ``cvx_objective(pi_var, r, ref)``  the same J as a concave cvxpy expression;
+* ``psi_sympy(p, q)``                ψ as a sympy expression of p = π(y), q = π_ref(y).
+
+Conventions.  The last axis indexes responses; leading axes are a batch of prompts.  β always
+multiplies the divergence: J = E_π[r] − β·D(π, π_ref) (PM paper, eq. 2.3).  Multi-reference
+regularizers take reference log-probabilities with a *leading* K axis: ``ref_logp[k, ..., y]``.
+Probabilities of 0 are log-probabilities of −inf and stay exact.
+
+Two families:
+
+* :class:`AffineLogRegularizer` — ψ = −a·log π + b(y) with a > 0 (KL, PM, conditional PM,
+  maximum entropy, multi-reference reverse KL, and any :func:`weighted` sum of them).  Their
+  optimum is written once: log π* = log_softmax((r + b)/a), value a·logsumexp((r + b)/a).
+  Used as a per-sample reward in a score-function estimator (PPO) ψ gives the exact policy
+  gradient, because E_π[∇ log π] = 0 (``reward_gradient_exact``).
+* :class:`FDivergence` — ψ = −β (π_ref/π) f(π/π_ref) (PM paper, Section 5.1).  The optimum is
+  π* = π_ref·(f')⁻¹((r − λ)/β) with λ fixed by normalization, found by one vectorized,
+  safeguarded Newton root-finder (:func:`solve_normalizer`).  Multi-reference forward KL is the
+  reverse-KL f-divergence against the arithmetic mixture (Lemma 6.1 of the second paper).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+
+from prefmatch.theory._array import (
+    last_token_mask,
+    log_softmax,
+    logsumexp,
+    namespace,
+    quiet,
+    weighted_sum,
+    xexpy,
+)
+
+__all__ = [
+    "Regularizer",
+    "AffineLogRegularizer",
+    "KL",
+    "PM",
+    "ConditionalPM",
+    "MaxEnt",
+    "MultiRKL",
+    "Weighted",
+    "FDivergence",
+    "MultiFKL",
+    "GeneralizedPM",
+    "FSpec",
+    "F_DIVERGENCES",
+    "kl",
+    "pm",
+    "cpm",
+    "maxent",
+    "f_divergence",
+    "multi_rkl",
+    "multi_fkl",
+    "generalized_pm",
+    "weighted",
+    "get",
+    "ALL_REGULARIZERS",
+    "solve_normalizer",
+    "check_positive",
+]
+
+
+# --------------------------------------------------------------------------- validation
+def check_positive(name: str, value) -> float:
+    """``value`` as a float; ValueError naming ``name`` unless it is finite and > 0."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return v
+
+
+def _check_alpha(alpha) -> float:
+    try:
+        a = float(alpha)
+    except (TypeError, ValueError):
+        raise ValueError(f"alpha must be a number in (0, 1], got {alpha!r}") from None
+    if not (0.0 < a <= 1.0):
+        raise ValueError(f"alpha must be in (0, 1], got {alpha!r}")
+    return a
+
+
+def _check_weights(weights, tol: float = 1e-6) -> tuple[float, ...]:
+    try:
+        w = np.asarray(weights, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise ValueError(f"weights must be a list of numbers on the simplex, got {weights!r}") from None
+    if w.size == 0:
+        raise ValueError("weights must hold at least one reference weight (K >= 1), got []")
+    if not np.all(np.isfinite(w)) or np.any(w < 0) or abs(w.sum() - 1.0) > tol:
+        raise ValueError(
+            f"weights must be non-negative and sum to 1 (tolerance {tol:g}), got {w.tolist()}"
+        )
+    return tuple(float(x) for x in w / w.sum())
+
+
+def _check_reward(r, name: str = "reward") -> None:
+    xp = namespace(r)
+    if bool(xp.any(xp.isnan(r))) or bool(xp.any(xp.isinf(r))):
+        raise ValueError(f"{name} must be finite (no NaN or inf)")
+
+
+# --------------------------------------------------------------------------- base class
+@dataclass(frozen=True, kw_only=True)
+class Regularizer:
+    """ψ of the objective (⋆) and everything the layers ask of it (see module docstring)."""
+
+    name: ClassVar[str] = "regularizer"
+    #: True when ``ref_logp`` has a leading axis of K references
+    multi_reference: ClassVar[bool] = False
+    #: True when ψ(Σ_t l_t, Σ_t q_t) = Σ_t token_reward_t, so ψ can be paid per token
+    token_additive: ClassVar[bool] = True
+
+    # ---- what subclasses provide
+    def psi(self, logp, ref_logp=None):
+        """ψ(π(y), y) per response from log-probabilities (numpy or torch)."""
+        raise NotImplementedError
+
+    def optimal_logp(self, r, ref_logp=None):
+        """log π* = log argmax_π J(π), along the last axis."""
+        raise NotImplementedError
+
+    def cvx_objective(self, pi_var, r, ref):
+        """J(π) as a concave cvxpy expression of the variable ``pi_var`` (1-D problems)."""
+        raise NotImplementedError
+
+    def psi_sympy(self, p, q):
+        """ψ as a sympy expression of p = π(y) and q = π_ref(y) (a list of K for multi-ref)."""
+        raise NotImplementedError
+
+    # ---- shared behaviour
+    @property
+    def reward_gradient_exact(self) -> bool:
+        """Whether ψ as a sampled reward gives the exact policy gradient (E_π[∇ψ] = 0)."""
+        return False
+
+    def pi_psi(self, logp, ref_logp=None):
+        """π(y)·ψ(π(y), y) with the limit taken where π(y) = 0 (default limit: 0)."""
+        with quiet():
+            return xexpy(logp, self.psi(logp, ref_logp))
+
+    def objective(self, pi, r, ref=None):
+        """J(π) = Σ_y π(y)[r(y) + ψ(π(y), y)] for probabilities ``pi`` and ``ref`` (last axis)."""
+        xp = namespace(pi, r)
+        with quiet():
+            logp = xp.log(pi)
+            ref_logp = None if ref is None else xp.log(ref)
+            return xp.sum(xexpy(logp, r) + self.pi_psi(logp, ref_logp), axis=-1)
+
+    def optimal_value(self, r, ref_logp=None):
+        """J(π*) (default: the objective evaluated at ``optimal_logp``)."""
+        xp = namespace(r)
+        logp = self.optimal_logp(r, ref_logp)
+        with quiet():
+            ref = None if ref_logp is None else xp.exp(ref_logp)
+            return self.objective(xp.exp(logp), r, ref)
+
+    def optimal_policy(self, r, ref=None):
+        """π* as probabilities, from probabilities ``ref`` (convenience for tabular code)."""
+        xp = namespace(r)
+        with quiet():
+            ref_logp = None if ref is None else xp.log(xp.asarray(ref))
+            return xp.exp(self.optimal_logp(r, ref_logp))
+
+    def cvx_constraints(self, pi_var, r, ref) -> list:
+        """Constraints added to the simplex in the cvxpy problem (default: none)."""
+        return []
+
+    def token_reward(self, logp_t, ref_logp_t, mask_t):
+        """Per-token share of ψ for PPO; summed over the masked tokens it equals ψ."""
+        raise ValueError(
+            f"regularizer {self.name!r} is not additive over tokens (its ψ is not affine in "
+            "log π); use its exact gradient as a loss term instead of a per-token reward"
+        )
+
+
+# --------------------------------------------------------------------------- affine family
+@dataclass(frozen=True, kw_only=True)
+class AffineLogRegularizer(Regularizer):
+    r"""ψ(π, y) = −a·log π(y) + b(y), a > 0.
+
+    The maximizer of Σ π (r + b − a log π) on the simplex is the Gibbs distribution
+    π* ∝ exp((r + b)/a) with value a·logsumexp((r + b)/a) (Gibbs variational principle; PM
+    paper Prop. 5.1 for KL, Theorem 1 for PM, Theorem 4 for cPM, second paper Theorem 5.2).
+    """
+
+    def coefficients(self, ref_logp=None, like=None) -> tuple[Any, Any]:
+        """(a, b) with ψ = −a log π + b; b broadcasts against the responses axis."""
+        raise NotImplementedError
+
+    def constant_sum(self, like) -> Any:
+        """Σ_y of the terms of π·ψ that do not depend on π (PM's C2 term); default 0."""
+        return 0.0
+
+    @property
+    def reward_gradient_exact(self) -> bool:
+        return True
+
+    def psi(self, logp, ref_logp=None):
+        a, b = self.coefficients(ref_logp, like=logp)
+        return -a * logp + b
+
+    def optimal_logp(self, r, ref_logp=None):
+        _check_reward(r)
+        a, b = self.coefficients(ref_logp, like=r)
+        with quiet():
+            return log_softmax((r + b) / a)
+
+    def optimal_value(self, r, ref_logp=None):
+        _check_reward(r)
+        a, b = self.coefficients(ref_logp, like=r)
+        with quiet():
+            return a * logsumexp((r + b) / a) + self.constant_sum(r)
+
+    # token rewards: ψ = −a Σ_t l_t + b_lin(Σ_t q_t) + b_const, b_lin linear in q
+    def token_terms(self, ref_logp_t, mask_t):
+        """(a, per-token part of b, sequence constant of b) for :meth:`token_reward`."""
+        a, b = self.coefficients(ref_logp_t, like=mask_t)
+        return a, b, 0.0
+
+    def token_reward(self, logp_t, ref_logp_t, mask_t):
+        xp = namespace(logp_t)
+        mask = xp.astype(mask_t, logp_t.dtype)
+        a, b_tok, b_const = self.token_terms(ref_logp_t, mask)
+        out = (-a * logp_t + b_tok) * mask
+        if not (isinstance(b_const, float) and b_const == 0.0):
+            out = out + b_const * last_token_mask(mask)
+        return xp.where(mask > 0, out, xp.zeros_like(out))
+
+    def cvx_objective(self, pi_var, r, ref):
+        import cvxpy as cp
+
+        a, b = self.coefficients(None if ref is None else _np_log(ref), like=np.asarray(r, float))
+        b = np.broadcast_to(np.asarray(b, dtype=float), np.shape(r))
+        finite = np.isfinite(b)
+        b_fin = np.where(finite, b, 0.0)
+        return (
+            cp.sum(cp.multiply(np.asarray(r, float) + b_fin, pi_var))
+            + a * cp.sum(cp.entr(pi_var))
+            + float(np.sum(self.constant_sum(np.asarray(r, float))))
+        )
+
+    def cvx_constraints(self, pi_var, r, ref):
+        a, b = self.coefficients(None if ref is None else _np_log(ref), like=np.asarray(r, float))
+        b = np.broadcast_to(np.asarray(b, dtype=float), np.shape(r))
+        off = np.flatnonzero(~np.isfinite(b))
+        return [pi_var[off] == 0] if off.size else []
+
+
+def _np_log(x):
+    with quiet():
+        return np.log(np.asarray(x, dtype=np.float64))
+
+
+def _param(value, like):
+    """A regularizer parameter (scalar or per-response array) in the namespace of ``like``."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    if like is None:
+        return np.asarray(value, dtype=np.float64)
+    xp = namespace(like)
+    return xp.asarray(np.asarray(value, dtype=np.float64), dtype=like.dtype, device=getattr(like, "device", None)) if not isinstance(like, np.ndarray) else np.asarray(value, dtype=like.dtype)
+
+
+def _require_ref(ref_logp, name):
+    if ref_logp is None:
+        raise ValueError(f"regularizer {name!r} needs reference log-probabilities (ref_logp)")
+    return ref_logp
+
+
+@dataclass(frozen=True, kw_only=True)
+class KL(AffineLogRegularizer):
+    r"""KL-RLHF: ψ = −β log(π/π_ref) (PM paper eq. 2.3); π* ∝ π_ref e^{r/β} (Prop. 5.1, eq. 5.1).
+
+    ``estimator`` selects the per-token KL estimate used by :meth:`token_reward`: ``"k1"``
+    (log π − log π_ref, exact and additive) or ``"k3"`` ((ρ − 1) − log ρ with ρ = π_ref/π,
+    unbiased per sampled token, always ≥ 0, not additive with ψ).
+    """
+
+    name: ClassVar[str] = "kl"
+    beta: float = 1.0
+    estimator: str = "k1"
+
+    def __post_init__(self):
+        object.__setattr__(self, "beta", check_positive("beta", self.beta))
+        if self.estimator not in ("k1", "k3"):
+            raise ValueError(f"estimator must be 'k1' or 'k3', got {self.estimator!r}")
+
+    def coefficients(self, ref_logp=None, like=None):
+        return self.beta, self.beta * _require_ref(ref_logp, self.name)
+
+    def token_reward(self, logp_t, ref_logp_t, mask_t):
+        if self.estimator == "k1":
+            return super().token_reward(logp_t, ref_logp_t, mask_t)
+        xp = namespace(logp_t)
+        mask = xp.astype(mask_t, logp_t.dtype)
+        d = ref_logp_t - logp_t
+        k3 = xp.expm1(d) - d
+        return xp.where(mask > 0, -self.beta * k3 * mask, xp.zeros_like(k3))
+
+    def psi_sympy(self, p, q):
+        import sympy as sp
+
+        return -sp.nsimplify(self.beta) * sp.log(p / q)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PM(AffineLogRegularizer):
+    r"""Preference-matching regularizer R(π) = −log π + C1 + C2/π (PM paper Theorem 1, eq. 3.8).
+
+    ``c1`` may depend on the prompt (scalar or an array broadcasting as [..., 1]); ``c2`` may
+    depend on prompt and response (Theorem 2, eq. 3.13): scalar or an array [..., n].
+    π* is the Plackett–Luce distribution softmax(r) whatever C1, C2 (Theorems 1–2); the C2
+    term contributes Σ_y C2 to J whatever π (Remark 3.4/3.6), so it adds no per-token reward
+    and, used as a sampled reward, would bias the score-function gradient.
+    """
+
+    name: ClassVar[str] = "pm"
+    c1: Any = 0.0
+    c2: Any = 0.0
+
+    def __post_init__(self):
+        for nm in ("c1", "c2"):
+            v = np.asarray(getattr(self, nm), dtype=np.float64)
+            if not np.all(np.isfinite(v)):
+                raise ValueError(f"{nm} must be finite")
+
+    @property
+    def _c2_zero(self) -> bool:
+        return bool(np.all(np.asarray(self.c2, dtype=np.float64) == 0.0))
+
+    @property
+    def reward_gradient_exact(self) -> bool:
+        return self._c2_zero
+
+    def coefficients(self, ref_logp=None, like=None):
+        return 1.0, _param(self.c1, like)
+
+    def constant_sum(self, like):
+        if self._c2_zero:
+            return 0.0
+        xp = namespace(like)
+        c2 = _param(self.c2, like)
+        return xp.sum(c2 + xp.zeros_like(like), axis=-1)
+
+    def psi(self, logp, ref_logp=None):
+        xp = namespace(logp)
+        out = -logp + _param(self.c1, logp)
+        if not self._c2_zero:
+            with quiet():
+                out = out + _param(self.c2, logp) * xp.exp(-logp)
+        return out
+
+    def pi_psi(self, logp, ref_logp=None):
+        xp = namespace(logp)
+        with quiet():
+            out = xexpy(logp, -logp + _param(self.c1, logp))
+        if not self._c2_zero:
+            out = out + _param(self.c2, logp) + xp.zeros_like(logp)  # lim π·C2/π = C2
+        return out
+
+    def token_terms(self, ref_logp_t, mask_t):
+        if not self._c2_zero:
+            raise ValueError("pm with c2 != 0 has no per-token reward (C2/π is not affine in log π); set c2=0")
+        c1 = np.asarray(self.c1, dtype=np.float64)
+        if c1.ndim:
+            raise ValueError("per-token rewards need a scalar c1")
+        return 1.0, 0.0, float(c1)
+
+    def psi_sympy(self, p, q=None):
+        import sympy as sp
+
+        return -sp.log(p) + sp.nsimplify(np.asarray(self.c1).item() if np.ndim(self.c1) == 0 else 0) + (
+            sp.nsimplify(np.asarray(self.c2).item()) / p if np.ndim(self.c2) == 0 else 0
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class MaxEnt(AffineLogRegularizer):
+    r"""Maximum-entropy RL: ψ = −τ log π; π* ∝ e^{r/τ} (PM paper Table 1; τ = 1 is PM)."""
+
+    name: ClassVar[str] = "maxent"
+    tau: float = 1.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "tau", check_positive("tau", self.tau))
+
+    def coefficients(self, ref_logp=None, like=None):
+        return self.tau, 0.0
+
+    def psi_sympy(self, p, q=None):
+        import sympy as sp
+
+        return -sp.nsimplify(self.tau) * sp.log(p)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConditionalPM(AffineLogRegularizer):
+    r"""Conditional PM RLHF (PM paper Definition 4.1): ψ = −log π on M = {π_ref ≥ α},
+    −log(π/π_ref) off M.  π* ∝ e^{r} on M and ∝ π_ref e^{r} off M, so π* conditioned on M is
+    the PL distribution of r on M (Theorem 4).
+
+    ``level="sequence"`` is Definition 4.1 (indicator on the sequence probability π_ref(y|x)).
+    ``level="token"`` is the variant of the paper's code: in :meth:`token_reward` the
+    indicator is applied per token on π_ref(y_t | x, y_<t).  On one-token responses the two
+    coincide; ``psi`` on whole responses is Definition 4.1 for both.
+    """
+
+    name: ClassVar[str] = "cpm"
+    alpha: float = 0.3
+    level: str = "sequence"
+
+    def __post_init__(self):
+        object.__setattr__(self, "alpha", _check_alpha(self.alpha))
+        if self.level not in ("sequence", "token"):
+            raise ValueError(f"level must be 'sequence' or 'token', got {self.level!r}")
+
+    def _b(self, ref_logp):
+        xp = namespace(ref_logp)
+        off = ref_logp < math.log(self.alpha)
+        return xp.where(off, ref_logp, xp.zeros_like(ref_logp))
+
+    def coefficients(self, ref_logp=None, like=None):
+        return 1.0, self._b(_require_ref(ref_logp, self.name))
+
+    def token_terms(self, ref_logp_t, mask_t):
+        xp = namespace(ref_logp_t)
+        if self.level == "token":
+            return 1.0, self._b(ref_logp_t), 0.0
+        seq = xp.sum(xp.where(mask_t > 0, ref_logp_t, xp.zeros_like(ref_logp_t)), axis=-1, keepdims=True)
+        off = seq < math.log(self.alpha)
+        return 1.0, xp.where(off, ref_logp_t, xp.zeros_like(ref_logp_t)), 0.0
+
+    def psi_sympy(self, p, q):
+        import sympy as sp
+
+        a = sp.nsimplify(self.alpha)
+        return sp.Piecewise((-sp.log(p), q >= a), (-sp.log(p / q), True))
+
+
+@dataclass(frozen=True, kw_only=True)
+class MultiRKL(AffineLogRegularizer):
+    r"""Multi-reference reverse KL: ψ = −β Σ_i α_i log(π/π_ref,i) (second paper, eq. 17).
+
+    ``ref_logp`` has a leading axis of K references.  b = β Σ_i α_i log π_ref,i is the
+    log of the *unnormalized* geometric mixture, so π* ∝ π̂_α e^{r/β} with π̂_α the generalized
+    escort distribution (Theorem 5.2) and J(π*) = β log Σ_y Π_i π_ref,i^{α_i} e^{r/β}.
+    """
+
+    name: ClassVar[str] = "multi_rkl"
+    multi_reference: ClassVar[bool] = True
+    weights: tuple = (0.5, 0.5)
+    beta: float = 1.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "beta", check_positive("beta", self.beta))
+        object.__setattr__(self, "weights", _check_weights(self.weights))
+
+    def _check_k(self, ref_logp):
+        ref_logp = _require_ref(ref_logp, self.name)
+        if ref_logp.shape[0] != len(self.weights):
+            raise ValueError(
+                f"ref_logp has {ref_logp.shape[0]} references on its leading axis but weights has {len(self.weights)}"
+            )
+        return ref_logp
+
+    def coefficients(self, ref_logp=None, like=None):
+        ref_logp = self._check_k(ref_logp)
+        return self.beta, self.beta * weighted_sum(self.weights, ref_logp)
+
+    def psi_sympy(self, p, q):
+        import sympy as sp
+
+        return -sp.nsimplify(self.beta) * sum(
+            sp.nsimplify(w) * sp.log(p / qi) for w, qi in zip(self.weights, q)
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Weighted(AffineLogRegularizer):
+    """Sum of affine regularizers (like optax.chain): ψ = Σ_k ψ_k, a = Σ a_k, b = Σ b_k."""
+
+    name: ClassVar[str] = "weighted"
+    terms: tuple = ()
+
+    def __post_init__(self):
+        if not self.terms:
+            raise ValueError("weighted() needs at least one regularizer")
+        for t in self.terms:
+            if not isinstance(t, AffineLogRegularizer):
+                raise ValueError(
+                    f"weighted() composes affine-in-log-π regularizers only; {t.name!r} is not one"
+                )
+        if len({t.multi_reference for t in self.terms}) > 1:
+            raise ValueError("weighted() cannot mix single- and multi-reference regularizers")
+
+    @property
+    def multi_reference(self):  # type: ignore[override]
+        return self.terms[0].multi_reference
+
+    @property
+    def reward_gradient_exact(self) -> bool:
+        return all(t.reward_gradient_exact for t in self.terms)
+
+    def coefficients(self, ref_logp=None, like=None):
+        a, b = 0.0, 0.0
+        for t in self.terms:
+            at, bt = t.coefficients(ref_logp if _needs_ref(t) else None, like=like)
+            a, b = a + at, b + bt
+        return a, b
+
+    def constant_sum(self, like):
+        return sum(t.constant_sum(like) for t in self.terms)
+
+    def psi(self, logp, ref_logp=None):
+        return sum(t.psi(logp, ref_logp if _needs_ref(t) else None) for t in self.terms)
+
+    def pi_psi(self, logp, ref_logp=None):
+        return sum(t.pi_psi(logp, ref_logp if _needs_ref(t) else None) for t in self.terms)
+
+    def token_terms(self, ref_logp_t, mask_t):
+        a, b, c = 0.0, 0.0, 0.0
+        for t in self.terms:
+            at, bt, ct = t.token_terms(ref_logp_t if _needs_ref(t) else None, mask_t)
+            a, b, c = a + at, b + bt, c + ct
+        return a, b, c
+
+    def psi_sympy(self, p, q):
+        return sum(t.psi_sympy(p, q) for t in self.terms)
+
+
+def _needs_ref(t) -> bool:
+    return isinstance(t, (KL, ConditionalPM, MultiRKL, Weighted))
+
+
+# --------------------------------------------------------------------------- f-divergences
+@dataclass(frozen=True)
+class FSpec:
+    r"""A convex f with f(1) = 0 and what the optimum (5.3) needs of it.
+
+    With v = (r − λ)/β the stationarity condition of E_π[r] − β Σ π_ref f(π/π_ref) is
+    f'(π/π_ref) = v, so π = π_ref·h(v), h = (f')⁻¹ (clipped at 0 where f'(0) is finite).
+    h is written in a *gap* variable g = v₀ − v ≥ 0 about an anchor v₀ (the pole of h when
+    h has one) so that the root-finder keeps full precision near the pole:
+    ``log_h(g)`` and its derivative ``dlog_h(g)``.
+    """
+
+    name: str
+    f_over_u: Callable  # (xp, L=log u) -> f(u)/u
+    f_sympy: Callable  # u -> sympy f(u)
+    f_at_0: float  # f(0) (may be inf)
+    fprime_inf: float  # lim f'(u), u → ∞ (may be inf)
+    anchor: float  # v₀
+    pole: bool  # h → ∞ as g → 0+
+    g_one: float  # h(g_one) = 1, i.e. g_one = v₀ − f'(1)
+    log_h: Callable  # (xp, g) -> log h
+    dlog_h: Callable  # (xp, g) -> d log h / d g
+
+
+def _log_chi2_h(xp, g):
+    t = 1.0 - g / 2.0
+    with quiet():
+        return xp.where(t > 0, xp.log(xp.where(t > 0, t, xp.ones_like(t))), -xp.inf * xp.ones_like(t))
+
+
+F_DIVERGENCES: dict[str, FSpec] = {
+    "kl": FSpec(
+        "kl", lambda xp, L: L, lambda u: u * __import__("sympy").log(u), 0.0, math.inf,
+        anchor=1.0, pole=False, g_one=0.0,
+        log_h=lambda xp, g: -g, dlog_h=lambda xp, g: -xp.ones_like(g),
+    ),
+    "reverse_kl": FSpec(
+        "reverse_kl", lambda xp, L: -L * xp.exp(-L), lambda u: -__import__("sympy").log(u),
+        math.inf, 0.0, anchor=0.0, pole=True, g_one=1.0,
+        log_h=lambda xp, g: -xp.log(g), dlog_h=lambda xp, g: -1.0 / g,
+    ),
+    "chi2": FSpec(
+        "chi2", lambda xp, L: xp.exp(L) - 2.0 + xp.exp(-L), lambda u: (u - 1) ** 2, 1.0, math.inf,
+        anchor=0.0, pole=False, g_one=0.0,
+        log_h=_log_chi2_h,
+        dlog_h=lambda xp, g: xp.where(g < 2.0, -1.0 / (2.0 - xp.where(g < 2.0, g, xp.zeros_like(g))), xp.zeros_like(g)),
+    ),
+    "hellinger": FSpec(
+        "hellinger", lambda xp, L: (1.0 - xp.exp(-L / 2.0)) ** 2,
+        lambda u: (__import__("sympy").sqrt(u) - 1) ** 2, 1.0, 1.0,
+        anchor=1.0, pole=True, g_one=1.0,
+        log_h=lambda xp, g: -2.0 * xp.log(g), dlog_h=lambda xp, g: -2.0 / g,
+    ),
+    "js": FSpec(
+        "js",
+        lambda xp, L: L - (1.0 + xp.exp(-L)) * (xp.logaddexp(xp.zeros_like(L), L) - math.log(2.0)),
+        lambda u: u * __import__("sympy").log(u) - (1 + u) * __import__("sympy").log((1 + u) / 2),
+        math.log(2.0), math.log(2.0), anchor=math.log(2.0), pole=True, g_one=math.log(2.0),
+        log_h=lambda xp, g: -xp.log(xp.expm1(g)), dlog_h=lambda xp, g: -1.0 / (-xp.expm1(-g)),
+    ),
+}
+
+
+def solve_normalizer(spec: FSpec, s, ref_logp, *, tol: float = 1e-13, max_iter: int = 200):
+    r"""Solve Σ_y π_ref(y)·h(s_y − μ) = 1 for μ, row-wise and vectorized.
+
+    ``s`` = r/β.  The unknown is written μ = s_max − v₀ + d, so the gap of response y is
+    g_y = d + (s_max − s_y) ≥ d, with s_max the largest s on the support of π_ref.  In d,
+    φ(d) = log Σ_y π_ref h(g_y) is strictly decreasing; the root is bracketed by
+    (0, g_one] for pole-type h and [g_one − span, g_one] otherwise.  Safeguarded Newton on φ
+    (a bisection step whenever Newton leaves the bracket) converges to |φ| ≤ ``tol``.
+
+    Returns (d, s_max) with shapes [..., 1]; the policy is log π = log π_ref + log h(g).
+    """
+    xp = namespace(s, ref_logp)
+    with quiet():
+        on = ref_logp > -math.inf
+        neg = -xp.inf * xp.ones_like(s)
+        s_on = xp.where(on, s, neg)
+        s_max = xp.max(s_on, axis=-1, keepdims=True)
+        s_min = -xp.max(xp.where(on, -s, neg), axis=-1, keepdims=True)
+        span = s_max - s_min
+        base = xp.where(on, s_max - s, xp.zeros_like(s))  # g_y - d ≥ 0 on the support
+
+        def phi_and_slope(d):
+            g = d + base
+            lh = spec.log_h(xp, xp.where(on, g, xp.ones_like(g)))
+            logw = xp.where(on, ref_logp + lh, neg)
+            lse = logsumexp(logw, keepdims=True)
+            w = xp.exp(logw - lse)
+            slope = xp.sum(xp.where(on, w * spec.dlog_h(xp, xp.where(on, g, xp.ones_like(g))), xp.zeros_like(g)), axis=-1, keepdims=True)
+            return lse, slope
+
+        hi = xp.zeros_like(s_max) + spec.g_one
+        if spec.pole:
+            lo = xp.zeros_like(s_max)
+            d = hi * 0.5
+        else:
+            lo = spec.g_one - span - 1.0
+            d = (lo + hi) * 0.5
+        for _ in range(max_iter):
+            phi, slope = phi_and_slope(d)
+            done = xp.abs(phi) <= tol
+            if bool(xp.all(done)):
+                break
+            lo = xp.where(phi > 0, d, lo)
+            hi = xp.where(phi > 0, hi, d)
+            newton = d - phi / slope
+            bad = ~(xp.isfinite(newton)) | (newton <= lo) | (newton >= hi)
+            mid = xp.where((lo > 0) & (hi > 4.0 * lo), xp.sqrt(xp.abs(lo * hi)), 0.5 * (lo + hi))
+            if spec.pole:
+                mid = xp.where(lo <= 0, 0.25 * hi, mid)
+            d = xp.where(done, d, xp.where(bad, mid, newton))
+        return d, s_max, on, base
+
+
+@dataclass(frozen=True, kw_only=True)
+class FDivergence(Regularizer):
+    r"""f-divergence RLHF: maximize E_π[r] − β D_f(π‖π_ref), D_f = Σ π_ref f(π/π_ref)
+    (PM paper, Section 5.1).  ψ = −β (π_ref/π) f(π/π_ref).
+
+    Stationarity gives π* = π_ref·(f')⁻¹((r − λ)/β) with λ fixed by Σ π* = 1.  The paper's
+    (5.3) writes the pairwise preference with (f')⁻¹(r/β), i.e. without λ; that is exact only
+    when (f')⁻¹ is an exponential (KL), for which λ factors out.  Here λ is solved for.
+
+    Where π_ref(y) = 0 the term is the perspective limit −β π(y) f'(∞): with f'(∞) < ∞
+    (reverse KL, Hellinger, JS) mass off the reference support is penalized only linearly, and
+    the optimum puts the leftover mass on the best such response when its reward beats λ.
+    """
+
+    name: ClassVar[str] = "fdiv"
+    f: str = "kl"
+    beta: float = 1.0
+
+    def __post_init__(self):
+        if self.f not in F_DIVERGENCES:
+            raise ValueError(f"f must be one of {sorted(F_DIVERGENCES)}, got {self.f!r}")
+        object.__setattr__(self, "beta", check_positive("beta", self.beta))
+
+    @property
+    def spec(self) -> FSpec:
+        return F_DIVERGENCES[self.f]
+
+    @property
+    def reward_gradient_exact(self) -> bool:
+        return self.f == "kl"
+
+    @property
+    def token_additive(self):  # type: ignore[override]
+        return self.f == "kl"
+
+    def token_reward(self, logp_t, ref_logp_t, mask_t):
+        if self.f == "kl":
+            return KL(beta=self.beta).token_reward(logp_t, ref_logp_t, mask_t)
+        return super().token_reward(logp_t, ref_logp_t, mask_t)
+
+    def psi(self, logp, ref_logp=None):
+        ref_logp = _require_ref(ref_logp, self.name)
+        xp = namespace(logp)
+        with quiet():
+            return -self.beta * self.spec.f_over_u(xp, logp - ref_logp)
+
+    def pi_psi(self, logp, ref_logp=None):
+        ref_logp = _require_ref(ref_logp, self.name)
+        xp = namespace(logp)
+        sp = self.spec
+        with quiet():
+            p, q = xp.exp(logp), xp.exp(ref_logp)
+            both = (p > 0) & (q > 0)
+            inner = p * sp.f_over_u(xp, xp.where(both, logp - ref_logp, xp.zeros_like(logp)))
+            out = xp.where(both, -self.beta * inner, xp.zeros_like(logp))
+            out = xp.where((p == 0) & (q > 0), -self.beta * sp.f_at_0 * q, out)
+            off = (p > 0) & (q == 0)
+            out = xp.where(off, -self.beta * sp.fprime_inf * p if math.isfinite(sp.fprime_inf) else -xp.inf * xp.ones_like(p), out)
+            return out
+
+    def _solve(self, r, ref_logp):
+        """(log π*, μ = λ/β) for each row."""
+        _check_reward(r)
+        ref_logp = _require_ref(ref_logp, self.name)
+        xp = namespace(r, ref_logp)
+        sp = self.spec
+        s = r / self.beta
+        if self.f == "kl":
+            with quiet():
+                logp = log_softmax(ref_logp + s)
+                mu = logsumexp(ref_logp + s, keepdims=True) - 1.0  # (f')⁻¹(v) = e^{v−1}
+            return logp, mu
+        d, s_max, on, base = solve_normalizer(sp, s, ref_logp)
+        with quiet():
+            g = d + base
+            logp = xp.where(on, ref_logp + sp.log_h(xp, xp.where(on, g, xp.ones_like(g))), -xp.inf * xp.ones_like(s))
+            mu = s_max - sp.anchor + d
+            if math.isfinite(sp.fprime_inf):
+                # responses off the reference support: marginal value s − f'(∞) per unit mass
+                off_val = xp.where(on, -xp.inf * xp.ones_like(s), s - sp.fprime_inf)
+                c = xp.max(off_val, axis=-1, keepdims=True)
+                use = c > mu
+                if bool(xp.any(use)):
+                    d_c = c - s_max + sp.anchor
+                    g_c = d_c + base
+                    logp_c = xp.where(on, ref_logp + sp.log_h(xp, xp.where(on, g_c, xp.ones_like(g_c))), -xp.inf * xp.ones_like(s))
+                    mass_on = xp.exp(logsumexp(logp_c, keepdims=True))
+                    ties = (off_val == c)
+                    n_ties = xp.sum(xp.astype(ties, s.dtype), axis=-1, keepdims=True)
+                    rest = xp.log(xp.clip(1.0 - mass_on, 0.0, 1.0)) - xp.log(n_ties)
+                    logp_c = xp.where(ties, rest + xp.zeros_like(s), logp_c)
+                    logp = xp.where(use, logp_c, logp)
+                    mu = xp.where(use, c, mu)
+        return logp, mu
+
+    def optimal_logp(self, r, ref_logp=None):
+        return self._solve(r, ref_logp)[0]
+
+    def lagrange_multiplier(self, r, ref_logp):
+        """λ of the optimum, π* = π_ref (f')⁻¹((r − λ)/β) (shape [..., 1])."""
+        return self.beta * self._solve(r, ref_logp)[1]
+
+    def cvx_objective(self, pi_var, r, ref):
+        import cvxpy as cp
+
+        r = np.asarray(r, float)
+        ref = np.asarray(ref, float)
+        on = ref > 0
+        idx, off = np.flatnonzero(on), np.flatnonzero(~on)
+        x, q = pi_var[idx], ref[idx]
+        if self.f == "kl":
+            div = cp.sum(cp.rel_entr(x, q))
+        elif self.f == "reverse_kl":
+            div = cp.sum(cp.rel_entr(q, x))
+        elif self.f == "chi2":
+            div = cp.sum(cp.multiply(1.0 / q, cp.square(x - q)))
+        elif self.f == "hellinger":
+            div = cp.sum(x) + float(q.sum()) - 2 * cp.sum(cp.multiply(np.sqrt(q), cp.sqrt(x)))
+        elif self.f == "js":
+            m = x + q
+            div = cp.sum(cp.rel_entr(x, m)) + cp.sum(cp.rel_entr(q, m)) + (cp.sum(x) + float(q.sum())) * math.log(2.0)
+        else:  # pragma: no cover
+            raise ValueError(self.f)
+        expr = r @ pi_var - self.beta * div
+        if off.size and math.isfinite(self.spec.fprime_inf):
+            expr = expr - self.beta * self.spec.fprime_inf * cp.sum(pi_var[off])
+        return expr
+
+    def cvx_constraints(self, pi_var, r, ref):
+        off = np.flatnonzero(np.asarray(ref) <= 0)
+        if off.size and not math.isfinite(self.spec.fprime_inf):
+            return [pi_var[off] == 0]
+        return []
+
+    def psi_sympy(self, p, q):
+        import sympy as sp
+
+        return -sp.nsimplify(self.beta) * (q / p) * self.spec.f_sympy(p / q)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MultiFKL(Regularizer):
+    r"""Multi-reference forward KL: J = E_π[r] − β Σ_i α_i KL(π_ref,i ‖ π) (second paper, eq. 28).
+
+    By Lemma 6.1, Σ α_i KL(P_i‖π) = KL(P̄_α‖π) + Σ α_i KL(P_i‖P̄_α) with P̄_α = Σ α_i P_i, so
+    the optimum is the reverse-KL f-divergence optimum against the arithmetic mixture,
+    π* = β P̄_α/(λ − r) (Theorem 6.2, package β), with λ > max r solved by
+    :func:`solve_normalizer`.  ψ = −β Σ_i α_i (π_ref,i/π) log(π_ref,i/π) is not affine in
+    log π: train with its exact gradient, not as a sampled reward.
+    """
+
+    name: ClassVar[str] = "multi_fkl"
+    multi_reference: ClassVar[bool] = True
+    token_additive: ClassVar[bool] = False
+    weights: tuple = (0.5, 0.5)
+    beta: float = 1.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "beta", check_positive("beta", self.beta))
+        object.__setattr__(self, "weights", _check_weights(self.weights))
+
+    def _check_k(self, ref_logp):
+        ref_logp = _require_ref(ref_logp, self.name)
+        if ref_logp.shape[0] != len(self.weights):
+            raise ValueError(
+                f"ref_logp has {ref_logp.shape[0]} references on its leading axis but weights has {len(self.weights)}"
+            )
+        return ref_logp
+
+    def mixture_logp(self, ref_logp):
+        """log P̄_α = log Σ_i α_i π_ref,i (the arithmetic mixture, eq. 30)."""
+        from prefmatch.theory.distributions import arithmetic_mixture
+
+        return arithmetic_mixture(self._check_k(ref_logp), self.weights)
+
+    @property
+    def _single(self) -> FDivergence:
+        return FDivergence(f="reverse_kl", beta=self.beta)
+
+    def psi(self, logp, ref_logp=None):
+        xp = namespace(logp)
+        ref_logp = self._check_k(ref_logp)
+        with quiet():
+            terms = xp.exp(ref_logp - logp) * (ref_logp - logp)
+            terms = xp.where(ref_logp > -math.inf, terms, xp.zeros_like(terms))
+            return -self.beta * weighted_sum(self.weights, terms)
+
+    def pi_psi(self, logp, ref_logp=None):
+        xp = namespace(logp)
+        ref_logp = self._check_k(ref_logp)
+        with quiet():
+            q = xp.exp(ref_logp)
+            terms = xp.where(q > 0, q * (ref_logp - logp), xp.zeros_like(q))
+            return -self.beta * weighted_sum(self.weights, terms)
+
+    def optimal_logp(self, r, ref_logp=None):
+        return self._single.optimal_logp(r, self.mixture_logp(ref_logp))
+
+    def lagrange_multiplier(self, r, ref_logp):
+        """λ_x of Theorem 6.2 (package β): Σ_y β P̄_α(y)/(λ − r(y)) = 1."""
+        return self._single.lagrange_multiplier(r, self.mixture_logp(ref_logp))
+
+    def cvx_objective(self, pi_var, r, ref):
+        import cvxpy as cp
+
+        ref = np.asarray(ref, float)
+        div = 0
+        for w, q in zip(self.weights, ref):
+            on = np.flatnonzero(q > 0)
+            div = div + w * cp.sum(cp.rel_entr(q[on], pi_var[on]))
+        return np.asarray(r, float) @ pi_var - self.beta * div
+
+    def psi_sympy(self, p, q):
+        import sympy as sp
+
+        return -sp.nsimplify(self.beta) * sum(
+            sp.nsimplify(w) * (qi / p) * sp.log(qi / p) for w, qi in zip(self.weights, q)
+        )
+
+
+# --------------------------------------------------------------------------- generalized link
+@dataclass(frozen=True, kw_only=True)
+class GeneralizedPM(Regularizer):
+    r"""PM regularizer for a generalized PL link g (PM paper Theorem 3, eq. 3.14):
+    R(π) = −g⁻¹(π) + C1 + (G(g⁻¹(π)) + C2)/π, G' = g.
+
+    Then (π R(π))' = −g⁻¹(π) + C1, so the stationarity condition of Σ π (r + R(π)) reads
+    g⁻¹(π_y) = r_y + C1 − λ, i.e. π* = g(r + c) with the shift c fixed by Σ π* = 1.  For
+    g = exp this is softmax(r), the PL distribution.  For other links it differs in general
+    from the generalized PL distribution g(r_y)/Σ g(r_y') (see ``pm.generalized_g``).
+
+    Links: ``"exp"`` (g = e^r) and ``"power"`` (g(r) = r^k on r > 0, k = ``power``).
+    """
+
+    name: ClassVar[str] = "generalized_pm"
+    link: str = "exp"
+    power: float = 2.0
+    c1: float = 0.0
+    c2: float = 0.0
+
+    def __post_init__(self):
+        if self.link not in ("exp", "power"):
+            raise ValueError(f"link must be 'exp' or 'power', got {self.link!r}")
+        object.__setattr__(self, "power", check_positive("power", self.power))
+
+    # g, g^{-1}, G on arrays
+    def g(self, x):
+        xp = namespace(x)
+        return xp.exp(x) if self.link == "exp" else xp.where(x > 0, x, xp.zeros_like(x)) ** self.power
+
+    def g_inv(self, p):
+        xp = namespace(p)
+        return xp.log(p) if self.link == "exp" else p ** (1.0 / self.power)
+
+    def G(self, x):
+        xp = namespace(x)
+        return xp.exp(x) if self.link == "exp" else x ** (self.power + 1.0) / (self.power + 1.0)
+
+    def g_sympy(self, x):
+        import sympy as sp
+
+        return sp.exp(x) if self.link == "exp" else x ** sp.nsimplify(self.power)
+
+    def psi(self, logp, ref_logp=None):
+        xp = namespace(logp)
+        with quiet():
+            p = xp.exp(logp)
+            gi = self.g_inv(p)
+            return -gi + self.c1 + (self.G(gi) + self.c2) / p
+
+    def pi_psi(self, logp, ref_logp=None):
+        xp = namespace(logp)
+        with quiet():
+            p = xp.exp(logp)
+            gi = self.g_inv(xp.where(p > 0, p, xp.ones_like(p)))
+            val = p * (-gi + self.c1) + self.G(gi) + self.c2
+            lim0 = (self.G(xp.zeros_like(p)) if self.link == "power" else xp.zeros_like(p)) + self.c2
+            return xp.where(p > 0, val, lim0)
+
+    def optimal_logp(self, r, ref_logp=None):
+        _check_reward(r)
+        xp = namespace(r)
+        if self.link == "exp":
+            return log_softmax(r)
+        # π = (r + c)_+^k, Σ = 1: monotone in c, bisection + Newton on c
+        k = self.power
+        lo = -xp.max(r, axis=-1, keepdims=True)  # all mass 0
+        hi = lo + 1.0 + (xp.max(r, axis=-1, keepdims=True) - xp.min(r, axis=-1, keepdims=True))
+        # ensure Σ ≥ 1 at hi
+        for _ in range(200):
+            tot = xp.sum(self.g(r + hi), axis=-1, keepdims=True)
+            if bool(xp.all(tot >= 1)):
+                break
+            hi = xp.where(tot >= 1, hi, hi + (hi - lo))
+        for _ in range(200):
+            mid = 0.5 * (lo + hi)
+            tot = xp.sum(self.g(r + mid), axis=-1, keepdims=True)
+            lo = xp.where(tot < 1, mid, lo)
+            hi = xp.where(tot < 1, hi, mid)
+            if bool(xp.all(hi - lo <= 1e-15 * (1 + xp.abs(hi)))):
+                break
+        c = 0.5 * (lo + hi)
+        with quiet():
+            logp = k * xp.log(xp.where(r + c > 0, r + c, xp.zeros_like(r)))
+        return log_softmax(logp)  # remove the ≤1e-15 normalization residue
+
+    def cvx_objective(self, pi_var, r, ref):
+        import cvxpy as cp
+
+        if self.link == "exp":
+            return np.asarray(r, float) @ pi_var + cp.sum(cp.entr(pi_var)) + self.c1 + len(r) * (1.0 + self.c2)
+        k = self.power
+        # Σ π(−π^{1/k}) + Σ G(π^{1/k}) = −Σ π^{1+1/k} + Σ π^{(k+1)/k}/(k+1) = −k/(k+1) Σ π^{1+1/k}
+        return (
+            np.asarray(r, float) @ pi_var
+            - (k / (k + 1.0)) * cp.sum(cp.power(pi_var, 1.0 + 1.0 / k))
+            + self.c1
+            + len(r) * self.c2
+        )
+
+    def psi_sympy(self, p, q=None):
+        import sympy as sp
+
+        x = sp.Symbol("x")
+        g = self.g_sympy(x)
+        G = sp.integrate(g, x)
+        ginv = sp.log(p) if self.link == "exp" else p ** (1 / sp.nsimplify(self.power))
+        return -ginv + sp.nsimplify(self.c1) + (G.subs(x, ginv) + sp.nsimplify(self.c2)) / p
+
+
+# --------------------------------------------------------------------------- factories
+def kl(beta: float = 1.0, estimator: str = "k1") -> KL:
+    """KL-RLHF regularizer ψ = −β log(π/π_ref) (PM paper eq. 2.3)."""
+    return KL(beta=beta, estimator=estimator)
+
+
+def pm(c1=0.0, c2=0.0) -> PM:
+    """PM regularizer −log π + C1 + C2/π (Theorem 1; array constants: Theorem 2)."""
+    return PM(c1=c1, c2=c2)
+
+
+def cpm(alpha: float = 0.3, level: str = "sequence") -> ConditionalPM:
+    """Conditional PM RLHF (Definition 4.1), ``level`` = ``"sequence"`` or ``"token"``."""
+    return ConditionalPM(alpha=alpha, level=level)
+
+
+def maxent(tau: float = 1.0) -> MaxEnt:
+    """Maximum-entropy regularizer −τ log π."""
+    return MaxEnt(tau=tau)
+
+
+def f_divergence(f: str = "kl", beta: float = 1.0) -> FDivergence:
+    """f-divergence RLHF with f ∈ {kl, reverse_kl, chi2, hellinger, js} (Section 5.1)."""
+    return FDivergence(f=f, beta=beta)
+
+
+def multi_rkl(weights=(0.5, 0.5), beta: float = 1.0) -> MultiRKL:
+    """Reverse KL to K references with weights α on the simplex (second paper, eq. 17)."""
+    return MultiRKL(weights=weights, beta=beta)
+
+
+def multi_fkl(weights=(0.5, 0.5), beta: float = 1.0) -> MultiFKL:
+    """Forward KL to K references with weights α on the simplex (second paper, eq. 28)."""
+    return MultiFKL(weights=weights, beta=beta)
+
+
+def generalized_pm(link: str = "exp", power: float = 2.0, c1: float = 0.0, c2: float = 0.0) -> GeneralizedPM:
+    """PM regularizer for the generalized PL link g (Theorem 3, eq. 3.14)."""
+    return GeneralizedPM(link=link, power=power, c1=c1, c2=c2)
+
+
+def weighted(*terms: AffineLogRegularizer) -> Weighted:
+    """Composition ψ = Σ ψ_k of affine regularizers, e.g. ``weighted(kl(0.5), maxent(0.1))``."""
+    return Weighted(terms=tuple(terms))
+
+
+_FACTORIES: dict[str, Callable[..., Regularizer]] = {
+    "kl": kl,
+    "pm": pm,
+    "cpm": cpm,
+    "maxent": maxent,
+    "fdiv": f_divergence,
+    "multi_rkl": multi_rkl,
+    "multi_fkl": multi_fkl,
+    "generalized_pm": generalized_pm,
+}
+
+
+def get(name: str, **params) -> Regularizer:
+    """The regularizer called ``name`` with ``params`` (ValueError naming what is allowed)."""
+    if name not in _FACTORIES:
+        raise ValueError(f"regularizer must be one of {sorted(_FACTORIES)}, got {name!r}")
+    import inspect
+
+    allowed = set(inspect.signature(_FACTORIES[name]).parameters)
+    extra = set(params) - allowed
+    if extra:
+        raise ValueError(f"regularizer {name!r} takes parameters {sorted(allowed)}, got unexpected {sorted(extra)}")
+    return _FACTORIES[name](**params)
+
+
+#: one instance per objective with safe parameters (as scipy's ``distcont``): the shared
+#: battery of tests in tests/theory/test_regularizer_battery.py runs over all of them
+ALL_REGULARIZERS: dict[str, Regularizer] = {
+    "kl": kl(beta=0.7),
+    "kl_small_beta": kl(beta=0.05),
+    "pm": pm(),
+    "pm_c1": pm(c1=-0.4),
+    "pm_c2": pm(c1=0.2, c2=0.3),
+    "cpm_seq": cpm(alpha=0.2),
+    "cpm_token": cpm(alpha=0.2, level="token"),
+    "maxent": maxent(tau=0.5),
+    "fdiv_kl": f_divergence("kl", beta=0.8),
+    "fdiv_reverse_kl": f_divergence("reverse_kl", beta=0.8),
+    "fdiv_chi2": f_divergence("chi2", beta=0.8),
+    "fdiv_hellinger": f_divergence("hellinger", beta=0.8),
+    "fdiv_js": f_divergence("js", beta=0.8),
+    "multi_rkl": multi_rkl(weights=(0.3, 0.7), beta=0.6),
+    "multi_fkl": multi_fkl(weights=(0.3, 0.7), beta=0.6),
+    "generalized_pm_exp": generalized_pm("exp"),
+    "generalized_pm_power": generalized_pm("power", power=2.0),
+    "kl_plus_maxent": weighted(kl(beta=0.5), maxent(tau=0.25)),
+}
