@@ -980,7 +980,8 @@ class GeneralizedPM(Regularizer):
         import cvxpy as cp
 
         if self.link == "exp":
-            return np.asarray(r, float) @ pi_var + cp.sum(cp.entr(pi_var)) + self.c1 + len(r) * (1.0 + self.c2)
+            # π·ψ = −π log π + C1 π + π + C2 (G(g⁻¹(π)) = π for g = exp)
+            return np.asarray(r, float) @ pi_var + cp.sum(cp.entr(pi_var)) + self.c1 + 1.0 + len(r) * self.c2
         k = self.power
         # Σ π(−π^{1/k}) + Σ G(π^{1/k}) = −Σ π^{1+1/k} + Σ π^{(k+1)/k}/(k+1) = −k/(k+1) Σ π^{1+1/k}
         return (

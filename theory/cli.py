@@ -1,0 +1,261 @@
+"""Theory-layer subcommands: ``prefmatch verify`` and ``prefmatch solve``."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+SOLVE_HELP = """\
+Read one JSON problem (stdin or --input FILE) and print the optimal policy as JSON.
+
+Input:  {"regularizer": "kl"|"pm"|"cpm"|"maxent"|"fdiv"|"multi_rkl"|"multi_fkl",
+         "reward": [...] or [[...], ...],            (one row per prompt)
+         "ref":  [...] or [[...], ...],               (probabilities; kl, cpm, fdiv)
+         "refs": [[...], ...] (K x n) or batch x K x n (multi_rkl, multi_fkl),
+         "weights": [...] (K, on the simplex), "beta": >0, "alpha": (0,1], "tau": >0,
+         "f": "kl"|"reverse_kl"|"chi2"|"hellinger"|"js", "c1": number, "c2": number or [n]}
+Output: {"policy": [...], "logp": [...] (null where the probability is 0), "value": J(pi*)}
+
+beta multiplies the divergence: the objective is E_pi[r] - beta * D(pi, pi_ref).  The
+multi-reference paper writes 1/beta for this beta.  "cpm" is Definition 4.1 (sequence level).
+Bad input exits with code 2 and one line on stderr naming the field and what is allowed.
+"""
+
+# which fields each regularizer needs (besides "regularizer" and "reward")
+REQUIRED = {
+    "kl": ("ref", "beta"),
+    "pm": (),
+    "cpm": ("ref", "alpha"),
+    "maxent": ("tau",),
+    "fdiv": ("ref", "beta", "f"),
+    "multi_rkl": ("refs", "weights", "beta"),
+    "multi_fkl": ("refs", "weights", "beta"),
+}
+KNOWN_FIELDS = {"regularizer", "reward", "ref", "refs", "weights", "beta", "alpha", "tau", "f", "c1", "c2"}
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "verify",
+        help="run every registered check of the papers' claims (sympy and numeric)",
+        description="Run the registry of executable checks (theory/checks.py). Exit code 1 if any fails.",
+    )
+    p.add_argument("--json", action="store_true", help="print a JSON list of check results")
+    p.add_argument("--only", metavar="PATTERN", help="run only checks whose id matches the glob or substring")
+    p.add_argument("--list", action="store_true", help="list the check ids without running them")
+    p.set_defaults(func=cmd_verify)
+
+    s = sub.add_parser(
+        "solve",
+        help="optimal policy of any regularized objective, JSON in and out",
+        description=SOLVE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    s.add_argument("--input", metavar="FILE", help="read the problem from FILE instead of stdin")
+    s.add_argument("--json", action="store_true", help="accepted for symmetry; output is always JSON")
+    s.set_defaults(func=cmd_solve)
+
+
+# --------------------------------------------------------------------------- verify
+def cmd_verify(args) -> int:
+    from prefmatch.cli import CLIError
+    from prefmatch.theory import checks
+
+    selected = checks.select(args.only)
+    if not selected and not args.only:
+        raise CLIError("no checks are registered (is the package installed correctly?)")
+    if not selected:
+        raise CLIError(f"--only {args.only!r} matches no check id; see `prefmatch verify --list`")
+    if args.list:
+        for c in selected:
+            print(f"{c.id:32s} {c.source}")
+        return 0
+    results = checks.run_checks(args.only, progress=not args.json and sys.stderr.isatty())
+    if args.json:
+        print(json.dumps([{k: r[k] for k in ("id", "statement", "source", "method", "passed", "detail")} for r in results], indent=2))
+    else:
+        width = max(len(r["id"]) for r in results)
+        for r in results:
+            mark = "PASS" if r["passed"] else "FAIL"
+            first = r["detail"].splitlines()[0] if r["detail"] else ""
+            print(f"{mark}  {r['id']:<{width}}  {r['seconds']:6.2f}s  {first[:110]}")
+        n_fail = sum(not r["passed"] for r in results)
+        print(f"{len(results) - n_fail} passed, {n_fail} failed")
+    return 1 if any(not r["passed"] for r in results) else 0
+
+
+# --------------------------------------------------------------------------- solve
+def _err(msg: str):
+    from prefmatch.cli import CLIError
+
+    return CLIError(msg)
+
+
+def _array(name, value, ndim_allowed):
+    import numpy as np
+
+    if not isinstance(value, list):
+        raise _err(f"{name} must be a JSON list of numbers, got {type(value).__name__}")
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise _err(f"{name} must be a rectangular list of numbers (rows of equal length)") from None
+    if arr.ndim not in ndim_allowed or arr.size == 0:
+        dims = " or ".join(f"{d}-D" for d in ndim_allowed)
+        raise _err(f"{name} must be a non-empty {dims} list of numbers, got {arr.ndim}-D with {arr.size} entries")
+    return arr
+
+
+def _number(name, value, lo=None, lo_open=True, hi=None, hi_closed=True, allowed=""):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _err(f"{name} must be a finite number{allowed}, got {value!r}")
+    v = float(value)
+    if lo is not None and (v <= lo if lo_open else v < lo):
+        raise _err(f"{name} must be{allowed}, got {value!r}")
+    if hi is not None and (v > hi if hi_closed else v >= hi):
+        raise _err(f"{name} must be{allowed}, got {value!r}")
+    return v
+
+
+def _probabilities(name, arr, tol=1e-6):
+    import numpy as np
+
+    if not np.all(np.isfinite(arr)):
+        raise _err(f"{name} must hold finite probabilities (no NaN or inf)")
+    if np.any(arr < 0):
+        raise _err(f"{name} must hold probabilities >= 0, found {arr.min():g}")
+    sums = arr.sum(-1)
+    bad = np.abs(sums - 1.0) > tol
+    if np.any(bad):
+        raise _err(f"{name} rows must sum to 1 (tolerance {tol:g}), found a row summing to {sums[bad].flat[0]:.9g}")
+    return arr
+
+
+def parse_problem(text: str):
+    """Validate a ``solve`` problem; returns (regularizer, reward, ref_logp) or raises CLIError."""
+    import numpy as np
+
+    from prefmatch.theory import regularizers as R
+
+    try:
+        prob = json.loads(text)  # NaN/Infinity parse to floats and are rejected per field below
+    except json.JSONDecodeError as e:
+        raise _err(f"input is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    if not isinstance(prob, dict):
+        raise _err("input must be a JSON object with fields 'regularizer', 'reward', ...")
+    unknown = set(prob) - KNOWN_FIELDS
+    if unknown:
+        raise _err(f"unknown field {sorted(unknown)[0]!r}; allowed fields: {', '.join(sorted(KNOWN_FIELDS))}")
+    name = prob.get("regularizer")
+    if name is None:
+        raise _err(f"missing field 'regularizer' (one of {', '.join(REQUIRED)})")
+    if name not in REQUIRED:
+        raise _err(f"regularizer must be one of {', '.join(REQUIRED)}, got {name!r}")
+    if "reward" not in prob:
+        raise _err("missing field 'reward' (a list of numbers, or a list of rows for a batch)")
+    for field in REQUIRED[name]:
+        if field not in prob:
+            raise _err(f"missing field {field!r}, required by regularizer {name!r}")
+    reward = _array("reward", prob["reward"], (1, 2))
+    if not np.all(np.isfinite(reward)):
+        raise _err("reward must be finite (no NaN or inf)")
+    n = reward.shape[-1]
+
+    params = {}
+    if "beta" in REQUIRED[name]:
+        params["beta"] = _number("beta", prob["beta"], lo=0.0, allowed=" > 0")
+    if name == "cpm":
+        params["alpha"] = _number("alpha", prob["alpha"], lo=0.0, hi=1.0, allowed=" in (0, 1]")
+    if name == "maxent":
+        params["tau"] = _number("tau", prob["tau"], lo=0.0, allowed=" > 0")
+    if name == "fdiv":
+        f = prob["f"]
+        if f not in R.F_DIVERGENCES:
+            raise _err(f"f must be one of {', '.join(R.F_DIVERGENCES)}, got {f!r}")
+        params["f"] = f
+    if name == "pm":
+        params["c1"] = _number("c1", prob.get("c1", 0.0))
+        c2 = prob.get("c2", 0.0)
+        if isinstance(c2, list):
+            c2 = _array("c2", c2, (1,))
+            if c2.shape[-1] != n or not np.all(np.isfinite(c2)):
+                raise _err(f"c2 must be a number or a list of {n} finite numbers (one per response)")
+        else:
+            c2 = _number("c2", c2)
+        params["c2"] = c2
+
+    ref_logp = None
+    if "ref" in REQUIRED[name]:
+        ref = _probabilities("ref", _array("ref", prob["ref"], (1, 2)))
+        if ref.shape != reward.shape:
+            raise _err(f"ref has shape {list(ref.shape)} but reward has shape {list(reward.shape)}; they must match")
+        with np.errstate(divide="ignore"):
+            ref_logp = np.log(ref)
+    if "refs" in REQUIRED[name]:
+        refs = _array("refs", prob["refs"], (reward.ndim + 1,))
+        if reward.ndim == 1:
+            k = refs.shape[0]
+            if refs.shape[1:] != reward.shape:
+                raise _err(f"refs must be K x {n} (one row per reference), got shape {list(refs.shape)}")
+        else:
+            if refs.shape[0] != reward.shape[0] or refs.shape[2] != n:
+                raise _err(f"refs must be batch x K x n = {reward.shape[0]} x K x {n}, got shape {list(refs.shape)}")
+            k = refs.shape[1]
+            refs = np.moveaxis(refs, 1, 0)  # leading K axis, the package convention
+        if k == 0:
+            raise _err("refs must hold at least one reference (K >= 1)")
+        _probabilities("refs", refs)
+        w = _array("weights", prob["weights"], (1,))
+        if w.shape[0] != k:
+            raise _err(f"weights must have one entry per reference (K = {k}), got {w.shape[0]}")
+        if not np.all(np.isfinite(w)) or np.any(w < 0) or abs(w.sum() - 1) > 1e-6:
+            raise _err(f"weights must be non-negative and sum to 1 (tolerance 1e-6), got {w.tolist()}")
+        params["weights"] = tuple(w.tolist())
+        with np.errstate(divide="ignore"):
+            ref_logp = np.log(refs)
+        if name == "multi_rkl":
+            from prefmatch.theory._array import weighted_sum
+
+            if np.any(np.all(weighted_sum(w, ref_logp) == -np.inf, axis=-1)):
+                raise _err("refs: the references' supports do not intersect, so multi_rkl has no solution")
+    try:
+        reg = R.get(name, **params)
+    except ValueError as e:
+        raise _err(str(e)) from None
+    return reg, reward, ref_logp
+
+
+def solve_problem(text: str) -> dict:
+    import numpy as np
+
+    reg, reward, ref_logp = parse_problem(text)
+    with np.errstate(all="ignore"):
+        logp = reg.optimal_logp(reward, ref_logp)
+        value = reg.optimal_value(reward, ref_logp)
+    policy = np.exp(logp)
+    if not (np.all(np.isfinite(policy)) and np.all(np.isfinite(value))) or np.any(np.isnan(logp)):
+        raise _err("the optimum is not finite for this input (please report it as a bug)")
+    logp_out = np.where(np.isneginf(logp), np.nan, logp)
+    value_out = value.tolist() if np.ndim(value) else float(value)
+    return {
+        "policy": policy.tolist(),
+        "logp": [[None if math.isnan(v) else v for v in row] for row in logp_out.tolist()]
+        if logp.ndim == 2
+        else [None if math.isnan(v) else v for v in logp_out.tolist()],
+        "value": value_out,
+    }
+
+
+def cmd_solve(args) -> int:
+    if args.input:
+        try:
+            with open(args.input, encoding="utf-8") as fh:
+                text = fh.read()
+        except OSError as e:
+            raise _err(f"--input: cannot read {args.input!r} ({e.strerror})") from None
+    else:
+        text = sys.stdin.read()
+    out = solve_problem(text)
+    print(json.dumps(out, allow_nan=False))
+    return 0
