@@ -14,7 +14,12 @@ import argparse
 import importlib
 import sys
 
-LAYER_CLIS = ("prefmatch.theory.cli", "prefmatch.tabular.cli", "prefmatch.llm.cli")
+LAYER_CLIS = (
+    "prefmatch.theory.cli",
+    "prefmatch.tabular.cli",
+    "prefmatch.llm.cli",
+    "prefmatch.llm.opinion_cli",
+)
 
 
 class CLIError(Exception):
