@@ -564,8 +564,8 @@ class FSpec:
     With v = (r − λ)/β the stationarity condition of E_π[r] − β Σ π_ref f(π/π_ref) is
     f'(π/π_ref) = v, so π = π_ref·h(v), h = (f')⁻¹ (clipped at 0 where f'(0) is finite).
     h is written in a *gap* variable g = v₀ − v about an anchor v₀ — the pole of h where h has
-    one — so that the root-finder keeps full precision next to the pole.  ``h_dh(xp, g)``
-    returns (h, h', h''), ``log_h`` gives log h for the returned log-policy, ``h_inv`` inverts h
+    one — so that the root-finder keeps full precision next to the pole.  ``h_dh(xp, g, L)``
+    returns (h, L·h', L²·h'') for a length scale L ≤ g, ``log_h`` gives log h for the returned log-policy, ``h_inv`` inverts h
     (used for the starting point), ``pole_power`` p says h ~ g^{-p} at the pole (0: no pole).
     """
 
@@ -577,34 +577,37 @@ class FSpec:
     anchor: float  # v₀
     pole_power: float  # p: h ~ g^{-p} as g → 0+ (0 when h has no pole)
     g_one: float  # h(g_one) = 1, i.e. g_one = v₀ − f'(1)
-    h_dh: Callable  # (xp, g) -> (h, dh/dg, d²h/dg²)
+    h_dh: Callable  # (xp, g, L) -> (h, L·dh/dg, L²·d²h/dg²)
     log_h: Callable  # (xp, g) -> log h
     h_inv: Callable  # (xp, y) -> g with h(g) = y (pole types)
 
 
-def _rkl_h_dh(xp, g):
+# h, L·h' and L²·h'' for a length scale L ≤ g (written with L/g ≤ 1 so nothing overflows when
+# π_ref(top) and the gap are as small as 1e-300)
+def _rkl_h_dh(xp, g, L):
     t = 1.0 / g
-    t2 = t * t
-    return t, -t2, 2.0 * t2 * t
+    u = L * t
+    return t, -u * t, 2.0 * u * u * t
 
 
-def _hel_h_dh(xp, g):
+def _hel_h_dh(xp, g, L):
     t = 1.0 / g
+    u = L * t
     h = t * t
-    ht = h * t
-    return h, -2.0 * ht, 6.0 * ht * t
+    return h, -2.0 * u * h, 6.0 * u * u * h
 
 
-def _js_h_dh(xp, g):
+def _js_h_dh(xp, g, L):
     h = 1.0 / xp.expm1(g)
-    dh = -h * (h + 1.0)  # d/dg 1/(e^g − 1) = −e^g/(e^g − 1)^2
-    return h, dh, -dh * (2.0 * h + 1.0)
+    Lh1 = L / (-xp.expm1(-g))  # L·(h + 1) = L·e^g/(e^g − 1)
+    dh = -(L * h) * (h + 1.0)  # d/dg 1/(e^g − 1) = −h(h + 1)
+    return h, dh, (L * h) * Lh1 * (2.0 * h + 1.0)
 
 
-def _chi2_h_dh(xp, g):
+def _chi2_h_dh(xp, g, L):
     inside = g < 2.0
     z = xp.zeros_like(g)
-    return xp.where(inside, 1.0 - 0.5 * g, z), xp.where(inside, -0.5 * xp.ones_like(g), z), z
+    return xp.where(inside, 1.0 - 0.5 * g, z), xp.where(inside, -0.5 * L * xp.ones_like(g), z), z
 
 
 def _log_chi2_h(xp, g):
@@ -623,7 +626,7 @@ F_DIVERGENCES: dict[str, FSpec] = {
     "kl": FSpec(
         "kl", lambda xp, L: L, lambda u: u * _sympy().log(u), 0.0, math.inf,
         anchor=1.0, pole_power=0.0, g_one=0.0,
-        h_dh=lambda xp, g: (xp.exp(-g), -xp.exp(-g), xp.exp(-g)), log_h=lambda xp, g: -g, h_inv=lambda xp, y: -xp.log(y),
+        h_dh=lambda xp, g, L: (xp.exp(-g), -L * xp.exp(-g), L * L * xp.exp(-g)), log_h=lambda xp, g: -g, h_inv=lambda xp, y: -xp.log(y),
     ),
     "reverse_kl": FSpec(
         "reverse_kl", lambda xp, L: -L * xp.exp(-L), lambda u: -_sympy().log(u), math.inf, 0.0,
@@ -650,7 +653,7 @@ F_DIVERGENCES: dict[str, FSpec] = {
 }
 
 
-def solve_normalizer(spec: FSpec, s, ref_logp, *, tol: float = 1e-13, max_iter: int = 100):
+def solve_normalizer(spec: FSpec, s, ref_logp, *, tol: float = 1e-13, max_iter: int = 300):
     r"""Solve Σ_y π_ref(y)·h(s_y − μ) = 1 for μ, row-wise and vectorized.
 
     ``s`` = r/β.  Write μ = s_max − v₀ + d, so the gap of response y is g_y = d + (s_max − s_y)
@@ -676,42 +679,58 @@ def solve_normalizer(spec: FSpec, s, ref_logp, *, tol: float = 1e-13, max_iter: 
         p = spec.pole_power
         hi = xp.zeros_like(s_max) + spec.g_one  # S(hi) ≤ 1: every gap ≥ g_one, so h ≤ 1
         if p > 0:
-            lo = xp.zeros_like(s_max)  # S → ∞ as d → 0+
+            # S(d) ≥ q_top h(d) (the responses with s = s_max), so S ≥ 1 at d = h⁻¹(1/q_top):
+            # a left end of the bracket that is > 0 — geometric bisection works even when
+            # π_ref(top) is 1e-300 — and the length scale L of the iteration (e = d/L)
+            q_top = xp.sum(xp.where(base == 0, q, xp.zeros_like(q)), axis=-1, keepdims=True)
+            lo = xp.minimum(spec.h_inv(xp, 1.0 / q_top), hi)
+            L = lo
             d = hi  # from the right end the rational step lands next to the root (2–4 steps)
         else:
             s_min = -xp.max(xp.where(on, -s, neg), axis=-1, keepdims=True)
             lo = spec.g_one - (s_max - s_min) - 1.0  # every gap ≤ g_one − 1: h ≥ 1, S ≥ 1
+            L = xp.ones_like(lo)
             # Jensen (h convex): S(d) ≥ h(d + E_q[base]), so the root has d ≥ g_one − E_q[base];
             # S is convex, so Newton from this left point increases monotonically to the root
             d = xp.maximum(lo, spec.g_one - xp.vecdot(q, base)[..., None])
         for _ in range(max_iter):
-            h, dh, d2h = spec.h_dh(xp, d + base)
+            h, dh, d2h = spec.h_dh(xp, d + base, L)
             S = xp.vecdot(q, h)[..., None]
-            dS = xp.vecdot(q, dh)[..., None]
+            dS = xp.vecdot(q, dh)[..., None]  # L·dS/dd: derivatives in e = d/L
             done = xp.abs(S - 1.0) <= tol
             if bool(xp.all(done)):
                 break
             lo = xp.where(S > 1.0, d, lo)
             hi = xp.where(S > 1.0, hi, d)
+            e = d / L
             if p > 0:
-                # fit S ≈ a/(d + c)^p + b to (S, S', S'') and solve the model exactly: a rational
+                # fit S ≈ a/(e + c)^p + b to (S, S', S'') and solve the model exactly: a rational
                 # (Halley-type) step that captures the far responses as the constant b
                 d2S = xp.vecdot(q, d2h)[..., None]
-                dc = -(p + 1.0) * dS / d2S
-                a = -dS * dc ** (p + 1.0) / p
-                b = S - a / dc**p
-                model = (a / (1.0 - b)) ** (1.0 / p) - (dc - d)
+                ec = -(p + 1.0) * dS / d2S  # e + c
+                a = -dS * ec ** (p + 1.0) / p
+                b = S - a / ec**p
+                model = (a / (1.0 - b)) ** (1.0 / p) - (ec - e)
                 # fallback: Newton on F = S^{-1/p}, F' = -(1/p) S^{-1/p-1} S'
                 F = S ** (-1.0 / p)
-                newton = d - (F - 1.0) / (-(1.0 / p) * F / S * dS)
-                ok = xp.isfinite(model) & (b < 1.0) & (model > lo) & (model < hi)
-                newton = xp.where(ok, model, newton)
+                newton = e - (F - 1.0) / (-(1.0 / p) * F / S * dS)
+                ok = xp.isfinite(model) & (b < 1.0)
+                newton = L * xp.where(ok, model, newton)
+                newton = xp.where(ok & ((newton <= lo) | (newton >= hi)), L * (e - (F - 1.0) / (-(1.0 / p) * F / S * dS)), newton)
             else:
-                newton = d - (S - 1.0) / dS
-            bad = ~xp.isfinite(newton) | (newton <= lo) | (newton >= hi)
+                newton = L * (e - (S - 1.0) / dS)
+            bad = ~xp.isfinite(newton) | (newton < lo) | (newton > hi) | (newton == d)
             geo = (lo > 0) & (hi > 4.0 * lo)
-            mid = xp.where(geo, xp.sqrt(xp.abs(lo * hi)), 0.5 * (lo + hi))
+            mid = xp.where(geo, xp.sqrt(xp.abs(lo)) * xp.sqrt(xp.abs(hi)), 0.5 * (lo + hi))
             d = xp.where(done, d, xp.where(bad, mid, newton))
+        else:
+            h = spec.h_dh(xp, d + base, L)[0]
+            S = xp.vecdot(q, h)[..., None]
+            if not bool(xp.all(xp.abs(S - 1.0) <= 1e-10)):
+                raise RuntimeError(
+                    f"solve_normalizer({spec.name}) did not converge in {max_iter} steps "
+                    f"(max |Σπ − 1| = {float(xp.max(xp.abs(S - 1.0))):.3g}); please report this input"
+                )
         return d, s_max, on, base
 
 
