@@ -50,8 +50,16 @@ def logsumexp(x, axis: int = -1, keepdims: bool = False):
 
 
 def log_softmax(x, axis: int = -1):
-    """x − logsumexp(x): the log of the normalized distribution ∝ exp(x)."""
-    return x - logsumexp(x, axis=axis, keepdims=True)
+    """x − logsumexp(x): the log of the normalized distribution ∝ exp(x).
+
+    Computed as (x − m) − log Σ exp(x − m) with m = max x, so that no |x|·eps rounding enters
+    (rewards of 1e4 at β = 1e-4 give logits of 1e8 and still exact answers).
+    """
+    xp = namespace(x)
+    m = xp.max(x, axis=axis, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+    z = x - m
+    return z - xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True))
 
 
 def xexpy(logp, y):

@@ -74,6 +74,7 @@ __all__ = [
     "weighted",
     "get",
     "ALL_REGULARIZERS",
+    "FACTORIES",
     "solve_normalizer",
     "check_positive",
 ]
@@ -1111,7 +1112,8 @@ def weighted(*terms: AffineLogRegularizer) -> Weighted:
     return Weighted(terms=tuple(terms))
 
 
-_FACTORIES: dict[str, Callable[..., Regularizer]] = {
+#: regularizer name → factory (the names ``get``, ``prefmatch solve`` and the trainer accept)
+FACTORIES: dict[str, Callable[..., Regularizer]] = {
     "kl": kl,
     "pm": pm,
     "cpm": cpm,
@@ -1125,15 +1127,15 @@ _FACTORIES: dict[str, Callable[..., Regularizer]] = {
 
 def get(name: str, **params) -> Regularizer:
     """The regularizer called ``name`` with ``params`` (ValueError naming what is allowed)."""
-    if name not in _FACTORIES:
-        raise ValueError(f"regularizer must be one of {sorted(_FACTORIES)}, got {name!r}")
+    if name not in FACTORIES:
+        raise ValueError(f"regularizer must be one of {sorted(FACTORIES)}, got {name!r}")
     import inspect
 
-    allowed = set(inspect.signature(_FACTORIES[name]).parameters)
+    allowed = set(inspect.signature(FACTORIES[name]).parameters)
     extra = set(params) - allowed
     if extra:
         raise ValueError(f"regularizer {name!r} takes parameters {sorted(allowed)}, got unexpected {sorted(extra)}")
-    return _FACTORIES[name](**params)
+    return FACTORIES[name](**params)
 
 
 #: one instance per objective with safe parameters (as scipy's ``distcont``): the shared
@@ -1158,3 +1160,5 @@ ALL_REGULARIZERS: dict[str, Regularizer] = {
     "generalized_pm_power": generalized_pm("power", power=2.0),
     "kl_plus_maxent": weighted(kl(beta=0.5), maxent(tau=0.25)),
 }
+
+_FACTORIES = FACTORIES  # backwards-compatible private alias
