@@ -796,7 +796,7 @@ class FDivergence(Regularizer):
             return out
 
     def _solve(self, r, ref_logp):
-        """(log π*, μ = λ/β) for each row."""
+        """(log π*, μ = λ/β, μ − max s on the support) for each row."""
         _check_reward(r)
         ref_logp = _require_ref(ref_logp, self.name)
         xp = namespace(r, ref_logp)
@@ -806,12 +806,14 @@ class FDivergence(Regularizer):
             with quiet():
                 logp = log_softmax(ref_logp + s)
                 mu = logsumexp(ref_logp + s, keepdims=True) - 1.0  # (f')⁻¹(v) = e^{v−1}
-            return logp, mu
+                s_max = xp.max(xp.where(ref_logp > -math.inf, s, -xp.inf * xp.ones_like(s)), axis=-1, keepdims=True)
+            return logp, mu, mu - s_max
         d, s_max, on, base = solve_normalizer(sp, s, ref_logp)
         with quiet():
             g = d + base
             logp = xp.where(on, ref_logp + sp.log_h(xp, xp.where(on, g, xp.ones_like(g))), -xp.inf * xp.ones_like(s))
             mu = s_max - sp.anchor + d
+            gap = d - sp.anchor  # μ − s_max without the rounding of μ (exact when v₀ = 0)
             if math.isfinite(sp.fprime_inf):
                 # responses off the reference support: marginal value s − f'(∞) per unit mass
                 off_val = xp.where(on, -xp.inf * xp.ones_like(s), s - sp.fprime_inf)
@@ -828,7 +830,8 @@ class FDivergence(Regularizer):
                     logp_c = xp.where(ties, rest + xp.zeros_like(s), logp_c)
                     logp = xp.where(use, logp_c, logp)
                     mu = xp.where(use, c, mu)
-        return logp, mu
+                    gap = xp.where(use, c - s_max, gap)
+        return logp, mu, gap
 
     def optimal_logp(self, r, ref_logp=None):
         return self._solve(r, ref_logp)[0]
@@ -836,6 +839,11 @@ class FDivergence(Regularizer):
     def lagrange_multiplier(self, r, ref_logp):
         """λ of the optimum, π* = π_ref (f')⁻¹((r − λ)/β) (shape [..., 1])."""
         return self.beta * self._solve(r, ref_logp)[1]
+
+    def lagrange_gap(self, r, ref_logp):
+        """λ − max_{y ∈ supp π_ref} r(y), computed without forming λ (which can round onto
+        max r when the gap is below one ulp of λ, e.g. β = 1e-3 and a tiny π_ref(top))."""
+        return self.beta * self._solve(r, ref_logp)[2]
 
     def cvx_objective(self, pi_var, r, ref):
         import cvxpy as cp
@@ -936,6 +944,10 @@ class MultiFKL(Regularizer):
     def lagrange_multiplier(self, r, ref_logp):
         """λ_x of Theorem 6.2 (package β): Σ_y β P̄_α(y)/(λ − r(y)) = 1."""
         return self._single.lagrange_multiplier(r, self.mixture_logp(ref_logp))
+
+    def lagrange_gap(self, r, ref_logp):
+        """λ_x − max r on the mixture's support, without the rounding of λ_x."""
+        return self._single.lagrange_gap(r, self.mixture_logp(ref_logp))
 
     def cvx_objective(self, pi_var, r, ref):
         import cvxpy as cp

@@ -292,3 +292,15 @@ def test_f_divergence_tiny_reference_on_top_reward(f):
         if p[y] > 0 and ref[y] > 0:
             ratio = mp.mpf(p[y]) / mp.mpf(ref[y])
             assert abs(float(fp(ratio)) - (r[y] - lam) / 0.5) < 1e-8 * (1 + abs((r[y] - lam) / 0.5))
+
+
+def test_lagrange_gap_survives_rounding_of_lambda():
+    """β = 1e-3 and π̄(top) ~ 1e-13: λ − max r is below one ulp of λ, the gap is still exact."""
+    reg = R.multi_fkl(weights=(1.0,), beta=1e-3)
+    refs = np.array([[[0.0799, 9.69e-14, 0.9201 - 9.69e-14]]])
+    r = np.array([[-1.59, 5.408, 2.147]])
+    gap = reg.lagrange_gap(r, np.log(refs))
+    p = np.exp(reg.optimal_logp(r, np.log(refs)))
+    assert np.all(gap > 0)
+    # top response: π = β P̄/(λ − r) = β P̄/gap  ⇒  gap = β P̄(top)/π(top)
+    np.testing.assert_allclose(gap[0, 0], 1e-3 * refs[0, 0, 1] / p[0, 1], rtol=1e-12)
