@@ -1,0 +1,141 @@
+"""``prefmatch bandit``: list and run the tabular experiments, write their figures.
+
+    prefmatch bandit list
+    prefmatch bandit run NAME [--json] [--plot FILE] [--seed S] [--quick] [--trials T]
+    prefmatch bandit figures OUTDIR
+
+``run --json`` prints {"experiment", "params", "series", "checks"}; the exit code is 1 when a
+check fails.  Progress bars (tqdm) appear on a terminal and never with ``--json``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "bandit",
+        help="tabular bandit experiments: bias, collapse, cPM, multi-reference, sample complexity",
+        description="Finite-bandit simulations of both papers' claims, each with checks and a figure.",
+    )
+    actions = p.add_subparsers(dest="bandit_action", metavar="ACTION", title="actions")
+    p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
+
+    ls = actions.add_parser("list", help="name the experiments with one line each")
+    ls.add_argument("--json", action="store_true", help="print a JSON list of {name, figure, summary}")
+    ls.set_defaults(func=cmd_list)
+
+    run = actions.add_parser("run", help="run one experiment; exit 1 if a check fails")
+    run.add_argument("name", help="experiment name (see `prefmatch bandit list`)")
+    run.add_argument("--json", action="store_true", help="print the result as JSON (no progress bars)")
+    run.add_argument("--plot", metavar="FILE", help="save the experiment's figure to FILE (.png, .pdf, .svg)")
+    run.add_argument("--seed", default="0", help="random seed (integer >= 0, default 0)")
+    run.add_argument("--quick", action="store_true", help="sample-complexity only: 200 trials, n in {1e2, 1e3, 1e4}")
+    run.add_argument("--trials", default=None, help="bt-mle / sample-complexity: trials per n (integer >= 10)")
+    run.set_defaults(func=cmd_run)
+
+    fig = actions.add_parser("figures", help="run every experiment quickly and write OUTDIR/NAME.png")
+    fig.add_argument("outdir", help="output folder (created if missing)")
+    fig.set_defaults(func=cmd_figures)
+
+
+def _error(msg: str):
+    from prefmatch.cli import CLIError
+
+    return CLIError(msg)
+
+
+def _int(value, field: str, minimum: int) -> int:
+    try:
+        v = int(str(value))
+    except ValueError:
+        raise _error(f"{field} must be an integer >= {minimum}, got {value!r}") from None
+    if v < minimum:
+        raise _error(f"{field} must be an integer >= {minimum}, got {value!r}")
+    return v
+
+
+def cmd_list(args) -> int:
+    from prefmatch.tabular.experiments import EXPERIMENTS
+
+    if getattr(args, "json", False):
+        print(json.dumps([{"name": e.name, "figure": e.figure, "summary": e.summary} for e in EXPERIMENTS.values()]))
+        return 0
+    width = max(len(n) for n in EXPERIMENTS)
+    for e in EXPERIMENTS.values():
+        print(f"{e.name:<{width}}  [{e.figure}]  {e.summary}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from prefmatch.tabular.experiments import EXPERIMENTS
+
+    if args.name not in EXPERIMENTS:
+        raise _error(f"experiment must be one of {', '.join(EXPERIMENTS)}; got {args.name!r}")
+    seed = _int(args.seed, "--seed", 0)
+    sizes = {}
+    if args.quick:
+        if args.name != "sample-complexity":
+            raise _error(f"--quick applies to sample-complexity only, not {args.name!r}")
+        sizes["quick"] = True
+    if args.trials is not None:
+        if args.name not in ("sample-complexity", "bt-mle"):
+            raise _error(f"--trials applies to sample-complexity and bt-mle only, not {args.name!r}")
+        sizes["trials"] = _int(args.trials, "--trials", 10)
+    if args.plot:
+        folder = os.path.dirname(os.path.abspath(args.plot))
+        if not os.path.isdir(folder):
+            raise _error(f"--plot: folder {folder!r} does not exist")
+        ext = os.path.splitext(args.plot)[1].lower()
+        if ext not in (".png", ".pdf", ".svg"):
+            raise _error(f"--plot FILE must end in .png, .pdf or .svg, got {args.plot!r}")
+    progress = (not args.json) and sys.stderr.isatty()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # solver chatter (cvxpy accuracy notes) stays off stderr
+        result = EXPERIMENTS[args.name].run(seed=seed, progress=progress, **sizes)
+        if args.plot:
+            from prefmatch.tabular.plots import plot
+
+            plot(result, args.plot)
+    ok = all(c["passed"] for c in result["checks"])
+    if args.json:
+        print(json.dumps(result, allow_nan=False))
+    else:
+        _print_human(result, args.plot)
+    return 0 if ok else 1
+
+
+def _print_human(result: dict, plot_path) -> None:
+    print(f"experiment: {result['experiment']}")
+    for c in result["checks"]:
+        print(f"  {'PASS' if c['passed'] else 'FAIL'}  {c['id']}: {c['detail']}")
+    slopes = result["series"].get("slopes")
+    if slopes:
+        print("  log-log slopes of the (1-delta)-quantile (95% bootstrap CI):")
+        for k, s in slopes.items():
+            print(f"    {k:<18} {s['slope']:+.3f}  [{s['ci'][0]:+.3f}, {s['ci'][1]:+.3f}]")
+        print(f"  bound_holds: {result['series']['bound_holds']}")
+    if plot_path:
+        print(f"  figure: {plot_path}")
+    n_fail = sum(not c["passed"] for c in result["checks"])
+    print(f"{len(result['checks']) - n_fail} of {len(result['checks'])} checks pass")
+
+
+def cmd_figures(args) -> int:
+    import warnings
+
+    from prefmatch.tabular.plots import make_all_figures
+
+    try:
+        os.makedirs(args.outdir, exist_ok=True)
+    except OSError as err:
+        raise _error(f"outdir: cannot create {args.outdir!r} ({err.strerror})") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for path in make_all_figures(args.outdir):
+            print(path)
+    return 0

@@ -1,0 +1,93 @@
+"""The documentation builds warning-free (``sphinx-build -W``) and covers every check id.
+
+The full build runs the check registry and the fast figures (cached in docs/_generated/ by a
+digest of the sources), so a cold build takes about a minute: it is marked ``slow``.  The other
+tests are fast and run by default.
+"""
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+
+needs_sphinx = pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None
+        for m in ("sphinx", "myst_parser", "sphinx_proof", "sphinxcontrib.bibtex", "furo")),
+    reason="docs extra not installed (pip install -e .[docs])",
+)
+
+
+def _ext(name):
+    sys.path.insert(0, str(DOCS / "_ext"))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.pop(0)
+
+
+def _doc_sources() -> str:
+    return "\n".join(p.read_text() for p in DOCS.rglob("*.md") if "_generated" not in p.parts
+                     and "_build" not in p.parts)
+
+
+@needs_sphinx
+def test_every_contract_check_id_is_documented_with_its_live_result():
+    ids = _ext("prefmatch_checks").CONTRACT_IDS
+    text = _doc_sources()
+    shown = set(re.findall(r"```\{check-result\}\s+(\S+)", text))
+    assert not set(ids) - shown, f"check ids without a {{check-result}} on any page: {set(ids) - shown}"
+    assert not shown - set(ids) - _registered_ids(), f"unknown ids in the docs: {shown - set(ids)}"
+
+
+def _registered_ids() -> set[str]:
+    try:
+        from prefmatch.theory.checks import load_all
+    except Exception:  # noqa: BLE001 - the registry is tested elsewhere
+        return set()
+    return set(load_all())
+
+
+@needs_sphinx
+def test_every_figure_directive_names_a_known_figure():
+    known = {f.name for f in _ext("figures").FIGURES}
+    used = set(re.findall(r"```\{prefmatch-figure\}\s+(\S+)", _doc_sources()))
+    assert used <= known, used - known
+    assert {f.name for f in _ext("figures").FIGURES} <= used, "a figure is made but never shown"
+
+
+@needs_sphinx
+def test_docstring_pipes_are_escaped_outside_math_and_literals():
+    esc = _ext("prefmatch_generate").escape_docstring_pipes
+    lines = ["log(|R|/δ) with ``|x|`` and :math:`|z|`", "", ".. math::", "", "   |a - b|", "",
+             "after |y|"]
+    esc(None, "function", "f", None, {}, lines)
+    assert lines[0] == r"log(\|R\|/δ) with ``|x|`` and :math:`|z|`"
+    assert lines[4] == "   |a - b|"
+    assert lines[6] == r"after \|y\|"
+
+
+@pytest.mark.slow
+@needs_sphinx
+def test_docs_build_warning_free(tmp_path):
+    """``sphinx-build -W -b html``: exit 0; every internal reference resolves (an unresolved
+    {doc}, {ref}, {prf:ref} or {cite} is a warning, hence an error)."""
+    out = tmp_path / "html"
+    proc = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
+         "-d", str(tmp_path / "doctrees"), str(DOCS), str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    for page in ("index", "checks", "cli", "architecture", "theory/pm_ode",
+                 "theory/multi_reference", "tutorials/tabular", "_generated/api/index"):
+        assert (out / f"{page}.html").exists(), page
+    checks = (out / "checks.html").read_text()
+    assert "checks registered" in checks
+    assert "prefmatch verify" in (out / "cli.html").read_text()
