@@ -59,7 +59,8 @@ def log_softmax(x, axis: int = -1):
     m = xp.max(x, axis=axis, keepdims=True)
     m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
     z = x - m
-    return z - xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True))
+    z -= xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True))  # in place: one temporary fewer
+    return z
 
 
 def xexpy(logp, y):
@@ -72,11 +73,19 @@ def xexpy(logp, y):
 def weighted_sum(weights, stacked, axis: int = 0):
     """Σ_i w_i·x_i over the leading axis with 0·(−inf) = 0 (a weight of 0 ignores that term)."""
     xp = namespace(stacked)
-    w = asarray(weights, like=stacked)
-    shape = (w.shape[0],) + (1,) * (stacked.ndim - 1)
-    w = xp.reshape(w, shape)
-    terms = xp.where(w > 0, w * stacked, xp.zeros_like(stacked))
-    return xp.sum(terms, axis=axis)
+    out = None
+    for i, wi in enumerate(weights):  # K is small: one fused pass per reference, zeros skipped
+        wi = float(wi)
+        if wi == 0.0:
+            continue
+        term = stacked[i, ...] * wi
+        if out is None:
+            out = term
+        else:
+            out += term
+    if out is None:
+        raise ValueError("weights must have at least one positive entry")
+    return out
 
 
 def last_token_mask(mask):

@@ -224,17 +224,21 @@ class AffineLogRegularizer(Regularizer):
         a, b = self.coefficients(ref_logp, like=logp)
         return -a * logp + b
 
+    def gibbs_logits(self, r, ref_logp=None):
+        """(r + b)/a, the logits of π* (subclasses may compute it with fewer passes)."""
+        a, b = self.coefficients(ref_logp, like=r)
+        return (r + b) / a
+
     def optimal_logp(self, r, ref_logp=None):
         _check_reward(r)
-        a, b = self.coefficients(ref_logp, like=r)
         with quiet():
-            return log_softmax((r + b) / a)
+            return log_softmax(self.gibbs_logits(r, ref_logp))
 
     def optimal_value(self, r, ref_logp=None):
         _check_reward(r)
-        a, b = self.coefficients(ref_logp, like=r)
+        a, _ = self.coefficients(ref_logp, like=r)
         with quiet():
-            return a * logsumexp((r + b) / a) + self.constant_sum(r)
+            return a * logsumexp(self.gibbs_logits(r, ref_logp)) + self.constant_sum(r)
 
     # token rewards: ψ = −a Σ_t l_t + b_lin(Σ_t q_t) + b_const, b_lin linear in q
     def token_terms(self, ref_logp_t, mask_t):
@@ -312,6 +316,11 @@ class KL(AffineLogRegularizer):
 
     def coefficients(self, ref_logp=None, like=None):
         return self.beta, self.beta * _require_ref(ref_logp, self.name)
+
+    def gibbs_logits(self, r, ref_logp=None):
+        z = r * (1.0 / self.beta)  # b/a = log π_ref: two passes instead of three
+        z += _require_ref(ref_logp, self.name)
+        return z
 
     def token_reward(self, logp_t, ref_logp_t, mask_t):
         if self.estimator == "k1":
@@ -492,6 +501,11 @@ class MultiRKL(AffineLogRegularizer):
         ref_logp = self._check_k(ref_logp)
         return self.beta, self.beta * weighted_sum(self.weights, ref_logp)
 
+    def gibbs_logits(self, r, ref_logp=None):
+        z = r * (1.0 / self.beta)  # b/a = Σ_i α_i log π_ref,i, the unnormalized escort log-density
+        z += weighted_sum(self.weights, self._check_k(ref_logp))
+        return z
+
     def psi_sympy(self, p, q):
         import sympy as sp
 
@@ -565,8 +579,9 @@ class FSpec:
     With v = (r − λ)/β the stationarity condition of E_π[r] − β Σ π_ref f(π/π_ref) is
     f'(π/π_ref) = v, so π = π_ref·h(v), h = (f')⁻¹ (clipped at 0 where f'(0) is finite).
     h is written in a *gap* variable g = v₀ − v about an anchor v₀ — the pole of h where h has
-    one — so that the root-finder keeps full precision next to the pole.  ``h_dh(xp, g, L)``
-    returns (h, L·h', L²·h'') for a length scale L ≤ g, ``log_h`` gives log h for the returned log-policy, ``h_inv`` inverts h
+    one — so that the root-finder keeps full precision next to the pole.  ``moments(xp, q, g, L)``
+    returns S = Σ q h(g) and its scaled derivatives (L·S', L²·S'') for a length scale L ≤ g,
+    ``log_h`` gives log h for the returned log-policy, ``h_inv`` inverts h
     (used for the starting point), ``pole_power`` p says h ~ g^{-p} at the pole (0: no pole).
     """
 
@@ -578,37 +593,56 @@ class FSpec:
     anchor: float  # v₀
     pole_power: float  # p: h ~ g^{-p} as g → 0+ (0 when h has no pole)
     g_one: float  # h(g_one) = 1, i.e. g_one = v₀ − f'(1)
-    h_dh: Callable  # (xp, g, L) -> (h, L·dh/dg, L²·d²h/dg²)
+    moments: Callable  # (xp, q, g, L) -> (S, L·S', L²·S'') of S = Σ q h(g)
     log_h: Callable  # (xp, g) -> log h
     h_inv: Callable  # (xp, y) -> g with h(g) = y (pole types)
 
 
-# h, L·h' and L²·h'' for a length scale L ≤ g (written with L/g ≤ 1 so nothing overflows when
-# π_ref(top) and the gap are as small as 1e-300)
-def _rkl_h_dh(xp, g, L):
-    t = 1.0 / g
-    u = L * t
-    return t, -u * t, 2.0 * u * u * t
+# Moments of S(d) = Σ_y q_y h(g_y) used by the root-finder: (S, L·S', L²·S'') for a length scale
+# L ≤ g, written with L/g ≤ 1 so that nothing overflows when π_ref(top) and the gap are 1e-300.
+# Each is a few fused passes over the array (vecdot = multiply + sum in one pass).
+def _rkl_moments(xp, q, g, L):
+    t = 1.0 / g  # h = 1/g
+    ut = L * t
+    w = q * t
+    S = xp.sum(w, axis=-1)
+    S1 = -xp.vecdot(w, ut)
+    w *= ut
+    return S, S1, 2.0 * xp.vecdot(w, ut)
 
 
-def _hel_h_dh(xp, g, L):
-    t = 1.0 / g
-    u = L * t
-    h = t * t
-    return h, -2.0 * u * h, 6.0 * u * u * h
+def _hel_moments(xp, q, g, L):
+    t = 1.0 / g  # h = 1/g²
+    ut = L * t
+    w = q * t
+    w *= t
+    S = xp.sum(w, axis=-1)
+    S1 = -2.0 * xp.vecdot(w, ut)
+    w *= ut
+    return S, S1, 6.0 * xp.vecdot(w, ut)
 
 
-def _js_h_dh(xp, g, L):
-    h = 1.0 / xp.expm1(g)
-    Lh1 = L / (-xp.expm1(-g))  # L·(h + 1) = L·e^g/(e^g − 1)
-    dh = -(L * h) * (h + 1.0)  # d/dg 1/(e^g − 1) = −h(h + 1)
-    return h, dh, (L * h) * Lh1 * (2.0 * h + 1.0)
+def _js_moments(xp, q, g, L):
+    h = 1.0 / xp.expm1(g)  # h = 1/(e^g − 1), h' = −h(h + 1), h'' = h(h + 1)(2h + 1)
+    w = q * h
+    S = xp.sum(w, axis=-1)
+    Lh1 = L / (-xp.expm1(-g))  # L·(h + 1) = L e^g/(e^g − 1) ≤ L(1/g + 1): no overflow
+    S1 = -xp.vecdot(w, Lh1)
+    w *= Lh1
+    return S, S1, xp.vecdot(w, L * (2.0 * h + 1.0))
 
 
-def _chi2_h_dh(xp, g, L):
-    inside = g < 2.0
-    z = xp.zeros_like(g)
-    return xp.where(inside, 1.0 - 0.5 * g, z), xp.where(inside, -0.5 * L * xp.ones_like(g), z), z
+def _chi2_moments(xp, q, g, L):
+    h = xp.clip(1.0 - 0.5 * g, 0.0, None)  # h = (1 − g/2)_+, h' = −1/2 where h > 0
+    S = xp.sum(q * h, axis=-1)
+    S1 = -0.5 * L[..., 0] * xp.sum(xp.where(h > 0, q, xp.zeros_like(q)), axis=-1)
+    return S, S1, xp.zeros_like(S)
+
+
+def _kl_moments(xp, q, g, L):
+    w = q * xp.exp(-g)
+    S = xp.sum(w, axis=-1)
+    return S, -L[..., 0] * S, L[..., 0] ** 2 * S
 
 
 def _log_chi2_h(xp, g):
@@ -627,29 +661,29 @@ F_DIVERGENCES: dict[str, FSpec] = {
     "kl": FSpec(
         "kl", lambda xp, L: L, lambda u: u * _sympy().log(u), 0.0, math.inf,
         anchor=1.0, pole_power=0.0, g_one=0.0,
-        h_dh=lambda xp, g, L: (xp.exp(-g), -L * xp.exp(-g), L * L * xp.exp(-g)), log_h=lambda xp, g: -g, h_inv=lambda xp, y: -xp.log(y),
+        moments=_kl_moments, log_h=lambda xp, g: -g, h_inv=lambda xp, y: -xp.log(y),
     ),
     "reverse_kl": FSpec(
         "reverse_kl", lambda xp, L: -L * xp.exp(-L), lambda u: -_sympy().log(u), math.inf, 0.0,
         anchor=0.0, pole_power=1.0, g_one=1.0,
-        h_dh=_rkl_h_dh, log_h=lambda xp, g: -xp.log(g), h_inv=lambda xp, y: 1.0 / y,
+        moments=_rkl_moments, log_h=lambda xp, g: -xp.log(g), h_inv=lambda xp, y: 1.0 / y,
     ),
     "chi2": FSpec(
         "chi2", lambda xp, L: xp.exp(L) - 2.0 + xp.exp(-L), lambda u: (u - 1) ** 2, 1.0, math.inf,
         anchor=0.0, pole_power=0.0, g_one=0.0,
-        h_dh=_chi2_h_dh, log_h=_log_chi2_h, h_inv=lambda xp, y: 2.0 * (1.0 - y),
+        moments=_chi2_moments, log_h=_log_chi2_h, h_inv=lambda xp, y: 2.0 * (1.0 - y),
     ),
     "hellinger": FSpec(
         "hellinger", lambda xp, L: (1.0 - xp.exp(-L / 2.0)) ** 2, lambda u: (_sympy().sqrt(u) - 1) ** 2,
         1.0, 1.0, anchor=1.0, pole_power=2.0, g_one=1.0,
-        h_dh=_hel_h_dh, log_h=lambda xp, g: -2.0 * xp.log(g), h_inv=lambda xp, y: 1.0 / xp.sqrt(y),
+        moments=_hel_moments, log_h=lambda xp, g: -2.0 * xp.log(g), h_inv=lambda xp, y: 1.0 / xp.sqrt(y),
     ),
     "js": FSpec(
         "js",
         lambda xp, L: L - (1.0 + xp.exp(-L)) * (xp.logaddexp(xp.zeros_like(L), L) - math.log(2.0)),
         lambda u: u * _sympy().log(u) - (1 + u) * _sympy().log((1 + u) / 2),
         math.log(2.0), math.log(2.0), anchor=math.log(2.0), pole_power=1.0, g_one=math.log(2.0),
-        h_dh=_js_h_dh, log_h=lambda xp, g: -xp.log(xp.expm1(g)), h_inv=lambda xp, y: xp.log1p(1.0 / y),
+        moments=_js_moments, log_h=lambda xp, g: -xp.log(xp.expm1(g)), h_inv=lambda xp, y: xp.log1p(1.0 / y),
     ),
 }
 
@@ -667,15 +701,19 @@ def solve_normalizer(spec: FSpec, s, ref_logp, *, tol: float = 1e-13, max_iter: 
     for every h; the loop stops at |S − 1| ≤ ``tol``.  Each iteration is a handful of passes
     over the array (no exp/log), which keeps the batched solver near the memory-bound floor.
 
-    Returns (d, s_max, on, base) with d, s_max of shape [..., 1], ``on`` the support mask and
-    ``base`` = s_max − s on it; the policy is log π = log π_ref + log h(d + base).
+    Returns (d, s_max, on, base) with d, s_max of shape [..., 1], ``on`` the support mask
+    (``None`` when π_ref > 0 everywhere) and ``base`` = s_max − s on it; the policy is log π = log π_ref + log h(d + base).
     """
     xp = namespace(s, ref_logp)
     with quiet():
         on = ref_logp > -math.inf
-        neg = -xp.inf * xp.ones_like(s)
-        s_max = xp.max(xp.where(on, s, neg), axis=-1, keepdims=True)
-        base = xp.where(on, s_max - s, xp.zeros_like(s))
+        if bool(xp.all(on)):  # full support: skip the masking passes
+            on = None
+            s_max = xp.max(s, axis=-1, keepdims=True)
+            base = s_max - s
+        else:
+            s_max = xp.max(xp.where(on, s, -xp.inf * xp.ones_like(s)), axis=-1, keepdims=True)
+            base = xp.where(on, s_max - s, xp.zeros_like(s))
         q = xp.exp(ref_logp)  # 0 off the support
         p = spec.pole_power
         hi = xp.zeros_like(s_max) + spec.g_one  # S(hi) ≤ 1: every gap ≥ g_one, so h ≤ 1
@@ -688,50 +726,64 @@ def solve_normalizer(spec: FSpec, s, ref_logp, *, tol: float = 1e-13, max_iter: 
             L = lo
             d = hi  # from the right end the rational step lands next to the root (2–4 steps)
         else:
-            s_min = -xp.max(xp.where(on, -s, neg), axis=-1, keepdims=True)
+            s_min = s_max - xp.max(xp.where(q > 0, base, xp.zeros_like(base)), axis=-1, keepdims=True)
             lo = spec.g_one - (s_max - s_min) - 1.0  # every gap ≤ g_one − 1: h ≥ 1, S ≥ 1
             L = xp.ones_like(lo)
             # Jensen (h convex): S(d) ≥ h(d + E_q[base]), so the root has d ≥ g_one − E_q[base];
             # S is convex, so Newton from this left point increases monotonically to the root
             d = xp.maximum(lo, spec.g_one - xp.vecdot(q, base)[..., None])
+        # iterate on the rows that have not converged yet (rows are independent)
+        shape = d.shape
+        n = base.shape[-1]
+        base2, q2 = xp.reshape(base, (-1, n)), xp.reshape(q, (-1, n))
+        d, lo, hi, L = (xp.reshape(x, (-1, 1)) for x in (d, lo, hi, L))
+        active = None  # None: all rows
+        ba, qa, da, loa, hia, La = base2, q2, d, lo, hi, L
         for _ in range(max_iter):
-            h, dh, d2h = spec.h_dh(xp, d + base, L)
-            S = xp.vecdot(q, h)[..., None]
-            dS = xp.vecdot(q, dh)[..., None]  # L·dS/dd: derivatives in e = d/L
+            S, dS, d2S = (x[..., None] for x in spec.moments(xp, qa, da + ba, La))
             done = xp.abs(S - 1.0) <= tol
-            if bool(xp.all(done)):
-                break
-            lo = xp.where(S > 1.0, d, lo)
-            hi = xp.where(S > 1.0, hi, d)
-            e = d / L
+            lo_new = xp.where(S > 1.0, da, loa)
+            hi_new = xp.where(S > 1.0, hia, da)
+            loa, hia = lo_new, hi_new
+            e = da / La
             if p > 0:
                 # fit S ≈ a/(e + c)^p + b to (S, S', S'') and solve the model exactly: a rational
                 # (Halley-type) step that captures the far responses as the constant b
-                d2S = xp.vecdot(q, d2h)[..., None]
                 ec = -(p + 1.0) * dS / d2S  # e + c
                 a = -dS * ec ** (p + 1.0) / p
                 b = S - a / ec**p
                 model = (a / (1.0 - b)) ** (1.0 / p) - (ec - e)
                 # fallback: Newton on F = S^{-1/p}, F' = -(1/p) S^{-1/p-1} S'
                 F = S ** (-1.0 / p)
-                newton = e - (F - 1.0) / (-(1.0 / p) * F / S * dS)
-                ok = xp.isfinite(model) & (b < 1.0)
-                newton = L * xp.where(ok, model, newton)
-                newton = xp.where(ok & ((newton <= lo) | (newton >= hi)), L * (e - (F - 1.0) / (-(1.0 / p) * F / S * dS)), newton)
+                newton_e = e - (F - 1.0) / (-(1.0 / p) * F / S * dS)
+                cand = La * model
+                use_model = xp.isfinite(model) & (b < 1.0) & (cand > loa) & (cand < hia)
+                step = xp.where(use_model, cand, La * newton_e)
             else:
-                newton = L * (e - (S - 1.0) / dS)
-            bad = ~xp.isfinite(newton) | (newton < lo) | (newton > hi) | (newton == d)
-            geo = (lo > 0) & (hi > 4.0 * lo)
-            mid = xp.where(geo, xp.sqrt(xp.abs(lo)) * xp.sqrt(xp.abs(hi)), 0.5 * (lo + hi))
-            d = xp.where(done, d, xp.where(bad, mid, newton))
+                step = La * (e - (S - 1.0) / dS)
+            bad = ~xp.isfinite(step) | (step < loa) | (step > hia) | (step == da)
+            geo = (loa > 0) & (hia > 4.0 * loa)
+            mid = xp.where(geo, xp.sqrt(xp.abs(loa)) * xp.sqrt(xp.abs(hia)), 0.5 * (loa + hia))
+            da = xp.where(done, da, xp.where(bad, mid, step))
+            if active is None:
+                d, lo, hi = da, loa, hia
+            else:
+                d[active], lo[active], hi[active] = da, loa, hia
+            keep = ~done[:, 0]
+            n_keep = int(xp.sum(xp.astype(keep, xp.int64)))
+            if n_keep == 0:
+                break
+            if n_keep < 0.5 * keep.shape[0]:  # compact: iterate on the unconverged rows only
+                active = xp.nonzero(keep)[0] if active is None else active[keep]
+                ba, qa, da, loa, hia, La = (x[active, ...] for x in (base2, q2, d, lo, hi, L))
         else:
-            h = spec.h_dh(xp, d + base, L)[0]
-            S = xp.vecdot(q, h)[..., None]
+            S = spec.moments(xp, q2, d + base2, L)[0]
             if not bool(xp.all(xp.abs(S - 1.0) <= 1e-10)):
                 raise RuntimeError(
                     f"solve_normalizer({spec.name}) did not converge in {max_iter} steps "
                     f"(max |Σπ − 1| = {float(xp.max(xp.abs(S - 1.0))):.3g}); please report this input"
                 )
+        d = xp.reshape(d, shape)
         return d, s_max, on, base
 
 
@@ -809,12 +861,16 @@ class FDivergence(Regularizer):
                 s_max = xp.max(xp.where(ref_logp > -math.inf, s, -xp.inf * xp.ones_like(s)), axis=-1, keepdims=True)
             return logp, mu, mu - s_max
         d, s_max, on, base = solve_normalizer(sp, s, ref_logp)
+        full_support = on is None
         with quiet():
             g = d + base
-            logp = xp.where(on, ref_logp + sp.log_h(xp, xp.where(on, g, xp.ones_like(g))), -xp.inf * xp.ones_like(s))
+            if full_support:
+                logp = ref_logp + sp.log_h(xp, g)
+            else:
+                logp = xp.where(on, ref_logp + sp.log_h(xp, xp.where(on, g, xp.ones_like(g))), -xp.inf * xp.ones_like(s))
             mu = s_max - sp.anchor + d
             gap = d - sp.anchor  # μ − s_max without the rounding of μ (exact when v₀ = 0)
-            if math.isfinite(sp.fprime_inf):
+            if math.isfinite(sp.fprime_inf) and not full_support:
                 # responses off the reference support: marginal value s − f'(∞) per unit mass
                 off_val = xp.where(on, -xp.inf * xp.ones_like(s), s - sp.fprime_inf)
                 c = xp.max(off_val, axis=-1, keepdims=True)
