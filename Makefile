@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 OUT    ?= out
 
-.PHONY: install test test-slow test-all demo docs figures bench clean
+.PHONY: install test test-slow test-all docs figures bench demo smollm2 clean
 
 install: $(STAMP)
 
@@ -18,18 +18,33 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q -e '.[llm,test,docs]'
 	touch $(STAMP)
 
+# the default suite (slow tests excluded) plus a warning-free docs build
 test: install
 	$(VENV)/bin/pytest -q -m "not slow and not gpu"
+	$(MAKE) docs
 
+# tests marked slow (long end-to-end runs, the docs build as a test, the real small model)
 test-slow: install
 	$(VENV)/bin/pytest -q -m "slow"
 
 test-all: install
 	$(VENV)/bin/pytest -q
 
+# Sphinx with warnings as errors; figures and check results are made by the code during the build
+docs: install
+	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+
+# every figure, the full sample-complexity sweep included (`--check` fails on a missing/stale one)
+figures: install
+	$(PY) docs/_ext/figures.py
+
+bench: install
+	$(PY) benchmarks/solvers.py
+	$(PY) benchmarks/sample_complexity.py
+
+# verify every claim, the key tabular figures and the opinion benchmark (quick grid) into $(OUT)/
 demo: install
-	mkdir -p $(OUT)
-	$(VENV)/bin/prefmatch verify | tee $(OUT)/verify.txt
+	$(PY) -m prefmatch.demo --out $(OUT)
 
 clean:
-	rm -rf $(VENV) $(OUT) docs/_build .pytest_cache
+	rm -rf $(VENV) $(OUT) docs/_build docs/_generated .pytest_cache

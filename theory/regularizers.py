@@ -275,6 +275,14 @@ class AffineLogRegularizer(Regularizer):
         return [pi_var[off] == 0] if off.size else []
 
 
+def _add(z, y):
+    """z + y, in place when the shapes allow it (z is a fresh temporary)."""
+    if z.shape == y.shape or (y.ndim <= z.ndim and all(a == b or b == 1 for a, b in zip(z.shape[::-1], y.shape[::-1]))):
+        z += y
+        return z
+    return z + y
+
+
 def _np_log(x):
     with quiet():
         return np.log(np.asarray(x, dtype=np.float64))
@@ -318,9 +326,7 @@ class KL(AffineLogRegularizer):
         return self.beta, self.beta * _require_ref(ref_logp, self.name)
 
     def gibbs_logits(self, r, ref_logp=None):
-        z = r * (1.0 / self.beta)  # b/a = log π_ref: two passes instead of three
-        z += _require_ref(ref_logp, self.name)
-        return z
+        return _add(r * (1.0 / self.beta), _require_ref(ref_logp, self.name))  # b/a = log π_ref
 
     def token_reward(self, logp_t, ref_logp_t, mask_t):
         if self.estimator == "k1":
@@ -502,9 +508,8 @@ class MultiRKL(AffineLogRegularizer):
         return self.beta, self.beta * weighted_sum(self.weights, ref_logp)
 
     def gibbs_logits(self, r, ref_logp=None):
-        z = r * (1.0 / self.beta)  # b/a = Σ_i α_i log π_ref,i, the unnormalized escort log-density
-        z += weighted_sum(self.weights, self._check_k(ref_logp))
-        return z
+        # b/a = Σ_i α_i log π_ref,i, the unnormalized escort log-density
+        return _add(r * (1.0 / self.beta), weighted_sum(self.weights, self._check_k(ref_logp)))
 
     def psi_sympy(self, p, q):
         import sympy as sp
@@ -733,6 +738,8 @@ def solve_normalizer(spec: FSpec, s, ref_logp, *, tol: float = 1e-13, max_iter: 
             # S is convex, so Newton from this left point increases monotonically to the root
             d = xp.maximum(lo, spec.g_one - xp.vecdot(q, base)[..., None])
         # iterate on the rows that have not converged yet (rows are independent)
+        base, q = xp.broadcast_arrays(base, q)  # r and π_ref may broadcast against each other
+        d, lo, hi, L = xp.broadcast_arrays(d, lo, hi, L)
         shape = d.shape
         n = base.shape[-1]
         base2, q2 = xp.reshape(base, (-1, n)), xp.reshape(q, (-1, n))

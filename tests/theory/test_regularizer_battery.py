@@ -304,3 +304,16 @@ def test_lagrange_gap_survives_rounding_of_lambda():
     assert np.all(gap > 0)
     # top response: π = β P̄/(λ − r) = β P̄/gap  ⇒  gap = β P̄(top)/π(top)
     np.testing.assert_allclose(gap[0, 0], 1e-3 * refs[0, 0, 1] / p[0, 1], rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_reward_and_reference_broadcast(name):
+    """A batch of reward tables against one reference per prompt (trials × prompts × responses)."""
+    reg = R.ALL_REGULARIZERS[name]
+    rng = np.random.default_rng(11)
+    r = rng.normal(size=(4, 3, 5))
+    ref = rng.dirichlet(np.ones(5), size=(len(reg.weights), 3) if reg.multi_reference else 3)
+    lp = reg.optimal_logp(r, np.log(ref))
+    assert lp.shape == (4, 3, 5)
+    for t in range(4):
+        np.testing.assert_allclose(lp[t], reg.optimal_logp(r[t], np.log(ref)), atol=1e-12)
