@@ -175,10 +175,21 @@ def parse_overrides(tokens: list[str]) -> dict[str, Any]:
     return out
 
 
+#: YAML configs shipped with the package (``--config tiny_ppo`` finds ``llm/configs/tiny_ppo.yaml``)
+PACKAGE_CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def packaged_configs() -> list[str]:
+    return sorted(p.stem for p in PACKAGE_CONFIGS.glob("*.yaml"))
+
+
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """Mapping from a YAML file, or from a packaged config named without path and suffix."""
     p = Path(path)
+    if not p.is_file() and (PACKAGE_CONFIGS / f"{p.name}.yaml").is_file() and p.name == str(path):
+        p = PACKAGE_CONFIGS / f"{p.name}.yaml"
     if not p.is_file():
-        raise ConfigError(f"--config: file not found: {p}")
+        raise ConfigError(f"--config: file not found: {p} (packaged configs: {', '.join(packaged_configs())})")
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:

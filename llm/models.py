@@ -188,7 +188,7 @@ def reward_scores(model, input_ids, attention_mask, normalize: bool = True):
     import torch
 
     trunk, head = _backbone_and_head(model)
-    hidden = trunk(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    hidden = trunk(**model_inputs(trunk, input_ids, attention_mask)).last_hidden_state
     idx = last_index(attention_mask)
     h_last = hidden[torch.arange(hidden.shape[0], device=hidden.device), idx]
     r = head(h_last).squeeze(-1).float()
@@ -264,7 +264,7 @@ def policy_with_value_class():
                 nn.init.zeros_(self.value_head.bias)
 
         def forward(self, input_ids, attention_mask):
-            out = self.lm(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True,
+            out = self.lm(**model_inputs(self.lm, input_ids, attention_mask), output_hidden_states=True,
                           use_cache=False)
             h = out.hidden_states[-1]
             values = self.value_head(h.to(self.value_head.weight.dtype)).squeeze(-1)
@@ -299,3 +299,21 @@ def __getattr__(name: str) -> Any:  # PEP 562: `from prefmatch.llm.models import
     if name == "PolicyWithValue":
         return policy_with_value_class()
     raise AttributeError(name)
+
+
+def model_inputs(model, input_ids, attention_mask) -> dict:
+    """Keyword inputs with position ids that skip left padding (when the model accepts them)."""
+    from prefmatch.llm.training import accepts_position_ids, position_ids_from_mask
+
+    kw = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if accepts_position_ids(model):
+        kw["position_ids"] = position_ids_from_mask(attention_mask)
+    return kw
+
+
+def token_logprobs(model, input_ids, attention_mask):
+    """log π(x_t | x_<t) for t = 1..T−1 (teacher forcing), shape [B, T−1], float32."""
+    from prefmatch.llm.losses import logprobs_from_logits
+
+    logits = model(**model_inputs(model, input_ids, attention_mask), use_cache=False).logits
+    return logprobs_from_logits(logits[:, :-1], input_ids[:, 1:])

@@ -375,6 +375,10 @@ class PM(AffineLogRegularizer):
     def coefficients(self, ref_logp=None, like=None):
         return 1.0, _param(self.c1, like)
 
+    def gibbs_logits(self, r, ref_logp=None):
+        c1 = _param(self.c1, r)
+        return r if isinstance(c1, float) and c1 == 0.0 else r + c1  # a = 1: no division
+
     def constant_sum(self, like):
         if self._c2_zero:
             return 0.0
