@@ -70,9 +70,8 @@ def xexpy(logp, y):
     return xp.where(p > 0, p * y, xp.zeros_like(p))
 
 
-def weighted_sum(weights, stacked, axis: int = 0):
+def weighted_sum(weights, stacked):
     """Σ_i w_i·x_i over the leading axis with 0·(−inf) = 0 (a weight of 0 ignores that term)."""
-    xp = namespace(stacked)
     out = None
     for i, wi in enumerate(weights):  # K is small: one fused pass per reference, zeros skipped
         wi = float(wi)

@@ -305,7 +305,6 @@ def check_pm_sufficiency():
     method="numeric",
 )
 def check_pm_response_dependent():
-    import sympy as sp
 
     rng = _rng(21)
     worst_p = worst_v = 0.0
