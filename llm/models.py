@@ -212,9 +212,14 @@ def lora_wrap(model, task_type: str, r: int = 8, alpha: int = 16, dropout: float
     """Wrap ``model`` with peft LoRA adapters (``task_type`` ``CAUSAL_LM`` or ``SEQ_CLS``)."""
     from peft import LoraConfig, get_peft_model
 
+    import warnings
+
     cfg = LoraConfig(task_type=task_type, r=r, lora_alpha=alpha, lora_dropout=dropout,
                      target_modules=target_modules or "all-linear")
-    return get_peft_model(model, cfg)
+    with warnings.catch_warnings():  # peft ↔ transformers 5 deprecation noise; GPT-2 Conv1D note
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*", category=UserWarning)
+        return get_peft_model(model, cfg)
 
 
 def save_model(model, out_dir: str | os.PathLike, tokenizer=None, merge_lora: bool = True) -> None:
@@ -244,7 +249,6 @@ class _Lazy:
 def policy_with_value_class():
     if _Lazy.cls is not None:
         return _Lazy.cls
-    import torch
     from torch import nn
 
     class PolicyWithValue(nn.Module):

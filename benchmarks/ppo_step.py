@@ -1,0 +1,257 @@
+"""Tokens/s of prefmatch's PPO iteration against TRL's PPO trainer on the same setup (CPU).
+
+Same tiny model (GPT-2 style, built locally), same prompts, batch, generation length (no early
+stop: every response has exactly ``--gen-len`` tokens), minibatches and PPO epochs.  Tokens/s
+counts generated response tokens per second of iteration wall time (rollout + scoring + update),
+measured over ``--steps`` iterations after one warm-up iteration.
+
+TRL is **not** a prefmatch dependency.  TRL removed its PPO trainer in 1.13; ``trl==1.12.0``
+still has it as ``trl.experimental.ppo.PPOTrainer``.  Install it without dependencies into a
+separate environment that reuses this venv's torch/transformers, e.g.::
+
+    python -m venv .cache/trl-1.12
+    echo "$(.venv/bin/python -c 'import site; print(site.getsitepackages()[0])')" \\
+        > "$(.cache/trl-1.12/bin/python -c 'import site; print(site.getsitepackages()[0])')/_project.pth"
+    .cache/trl-1.12/bin/pip install --no-deps trl==1.12.0
+
+(the same with ``trl==1.16.0`` in ``.cache/trl-1.16`` for the GRPO context figure).  Where an
+environment is missing or TRL fails, the JSON says so instead of a number.
+
+    python benchmarks/ppo_step.py [--json] [--steps 5] [--batch 16] [--gen-len 32]
+
+``--json`` prints ``{"ours_tokens_per_s", "baseline", "baseline_tokens_per_s", "ratio",
+"model_time_fraction", ...}``; ``model_time_fraction`` is the share of our iteration time spent
+inside model calls (generate, forward, backward, optimizer step).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def build_setup(work: Path, size: str, n_prompts: int, seed: int) -> dict:
+    """Tiny policy + reward model (untrained scalar head) + prompts, written once to ``work``."""
+    from prefmatch.llm.data import synthetic_preferences, write_jsonl
+    from prefmatch.llm.models import init_model, load_reward_model, save_model
+    from prefmatch.llm.tokenizer import load_tokenizer
+
+    recs = synthetic_preferences(n_prompts, seed=seed)
+    data = write_jsonl(recs, work / "data.jsonl")
+    base = init_model(work / "base", size, texts=[r["prompt"] + r["chosen"] for r in recs], seed=seed)
+    rm = load_reward_model(base)
+    save_model(rm, work / "rm", load_tokenizer(base))
+    return {"data": str(data), "base": str(base), "rm": str(work / "rm")}
+
+
+def run_ours(setup: dict, a) -> dict:
+    import torch
+
+    from prefmatch.llm.config import load_config
+    from prefmatch.llm.ppo import PPOConfig, PPOTrainer
+
+    torch.set_num_threads(a.threads)
+    cfg = load_config(PPOConfig, overrides=dict(
+        data=setup["data"], policy=setup["base"], reward_model=setup["rm"], out=str(Path(a.work) / "ours"),
+        split="all", steps=a.steps + 1, batch_size=a.batch, mini_batch_size=a.mini_batch, ppo_epochs=a.epochs,
+        max_prompt_len=64, max_response_len=a.gen_len, min_new_tokens=a.gen_len, lr=1e-5, beta=0.05,
+        regularizer="kl", cpu=True, seed=a.seed))
+    trainer = PPOTrainer(cfg, quiet=True)
+    trainer.step()  # warm-up
+    tokens, seconds, model_seconds = 0.0, 0.0, 0.0
+    for _ in range(a.steps):
+        m = trainer.step()
+        tokens += m["tokens_per_s"] * m["step_time_s"]
+        seconds += m["step_time_s"]
+        model_seconds += m["model_time_fraction"] * m["step_time_s"]
+    return {"tokens_per_s": tokens / seconds, "model_time_fraction": model_seconds / seconds,
+            "step_time_s": seconds / a.steps}
+
+
+# --------------------------------------------------------------------------- TRL workers
+def trl_ppo_worker(setup: dict, a) -> dict:
+    """Runs inside the TRL 1.12 environment: PPOTrainer.train() with a per-update timer."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
+    from trl.experimental.ppo import PPOConfig, PPOTrainer
+
+    torch.set_num_threads(a.threads)
+    tok = AutoTokenizer.from_pretrained(setup["base"])
+    tok.padding_side = "left"
+    prompts = [json.loads(x)["prompt"] for x in Path(setup["data"]).read_text().splitlines() if x.strip()]
+    ds = Dataset.from_dict({"input_ids": [tok(p, add_special_tokens=False)["input_ids"][-64:] for p in prompts]})
+    stamps: list[float] = []
+
+    class Stamp(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            stamps.append(time.perf_counter())
+
+    cfg = PPOConfig(
+        output_dir=str(Path(a.work) / "trl"), per_device_train_batch_size=a.batch, gradient_accumulation_steps=1,
+        num_mini_batches=a.batch // a.mini_batch, num_ppo_epochs=a.epochs, response_length=a.gen_len,
+        stop_token=None, total_episodes=a.batch * (a.steps + 1), learning_rate=1e-5, kl_coef=0.05,
+        local_rollout_forward_batch_size=a.batch, num_sample_generations=0, missing_eos_penalty=None,
+        report_to=[], save_strategy="no", logging_steps=1, use_cpu=True, bf16=False, seed=a.seed,
+        disable_tqdm=True, temperature=1.0)
+    policy = AutoModelForCausalLM.from_pretrained(setup["base"])
+    ref = AutoModelForCausalLM.from_pretrained(setup["base"])
+    value = AutoModelForSequenceClassification.from_pretrained(setup["rm"], num_labels=1)
+    rm = AutoModelForSequenceClassification.from_pretrained(setup["rm"], num_labels=1)
+    trainer = PPOTrainer(args=cfg, processing_class=tok, model=policy, ref_model=ref, reward_model=rm,
+                         value_model=value, train_dataset=ds, eval_dataset=ds, callbacks=[Stamp()])
+    start = time.perf_counter()
+    trainer.train()
+    stamps = [start] + stamps
+    per_step = [b - c for b, c in zip(stamps[2:], stamps[1:-1])]  # drop the warm-up update
+    secs = sum(per_step)
+    return {"tokens_per_s": a.batch * a.gen_len * len(per_step) / secs, "step_time_s": secs / len(per_step),
+            "steps_timed": len(per_step)}
+
+
+def trl_grpo_worker(setup: dict, a) -> dict:
+    """Runs inside a TRL 1.16 environment: GRPOTrainer on the same model, prompts and lengths (context)."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    torch.set_num_threads(a.threads)
+    tok = AutoTokenizer.from_pretrained(setup["base"])
+    prompts = [json.loads(x)["prompt"] for x in Path(setup["data"]).read_text().splitlines() if x.strip()]
+    ds = Dataset.from_dict({"prompt": prompts})
+    stamps: list[float] = []
+
+    class Stamp(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            stamps.append(time.perf_counter())
+
+    def reward_len(completions, **kw):
+        return [float(len(c)) / 100 for c in completions]
+
+    n_gen = 4
+    cfg = GRPOConfig(output_dir=str(Path(a.work) / "grpo"), per_device_train_batch_size=a.batch,
+                     gradient_accumulation_steps=1, num_generations=n_gen, max_completion_length=a.gen_len,
+                     max_steps=a.steps + 1, learning_rate=1e-5, report_to=[], save_strategy="no", logging_steps=1,
+                     use_cpu=True, bf16=False, seed=a.seed, disable_tqdm=True, num_iterations=a.epochs)
+    model = AutoModelForCausalLM.from_pretrained(setup["base"])
+    trainer = GRPOTrainer(model=model, reward_funcs=reward_len, args=cfg, train_dataset=ds, processing_class=tok,
+                          callbacks=[Stamp()])
+    start = time.perf_counter()
+    trainer.train()
+    stamps = [start] + stamps
+    per_step = [b - c for b, c in zip(stamps[2:], stamps[1:-1])]
+    secs = sum(per_step)
+    return {"tokens_per_s": a.batch * a.gen_len * len(per_step) / secs, "step_time_s": secs / len(per_step)}
+
+
+def run_in_env(python: str | None, worker: str, setup: dict, a, label: str) -> tuple[dict | None, str]:
+    """Run a worker of this script with another interpreter; (result, description or reason)."""
+    if not python or not Path(python).exists():
+        return None, f"{label} not available: no environment at {python} (see this script's docstring)"
+    cmd = [python, __file__, "--worker", worker, "--setup", json.dumps(setup), "--work", a.work,
+           "--steps", str(a.steps), "--batch", str(a.batch), "--mini-batch", str(a.mini_batch),
+           "--gen-len", str(a.gen_len), "--epochs", str(a.epochs), "--threads", str(a.threads), "--seed", str(a.seed)]
+    env = {**os.environ, "TRL_EXPERIMENTAL_SILENCE": "1", "CUDA_VISIBLE_DEVICES": ""}
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return None, f"{label} did not finish within {a.timeout} s"
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return None, f"{label} failed: {last[:300]}"
+    return json.loads(lines[-1]), label
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--steps", type=int, default=5, help="timed PPO iterations (after one warm-up)")
+    p.add_argument("--batch", type=int, default=16, help="rollout batch (prompts per iteration)")
+    p.add_argument("--mini-batch", type=int, default=8, help="minibatch size of the update")
+    p.add_argument("--gen-len", type=int, default=32, help="generated tokens per response")
+    p.add_argument("--epochs", type=int, default=1, help="PPO epochs per rollout batch")
+    p.add_argument("--size", default="tiny", choices=("tiny", "small"), help="model size")
+    p.add_argument("--threads", type=int, default=max(1, min(4, os.cpu_count() or 1)), help="torch threads")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=3, help="alternating ours/baseline measurements (medians)")
+    p.add_argument("--timeout", type=int, default=900, help="seconds allowed to each TRL run")
+    p.add_argument("--trl-python", default=str(ROOT / ".cache/trl-1.12/bin/python"),
+                   help="interpreter of the TRL 1.12 environment (PPO baseline)")
+    p.add_argument("--grpo-python", default=str(ROOT / ".cache/trl-1.16/bin/python"),
+                   help="interpreter of the TRL 1.16 environment (GRPO context figure)")
+    p.add_argument("--no-grpo", action="store_true", help="skip the GRPO context run")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--setup", help=argparse.SUPPRESS)
+    p.add_argument("--work", default=None, help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+
+    if a.worker:
+        setup = json.loads(a.setup)
+        res = trl_ppo_worker(setup, a) if a.worker == "trl_ppo" else trl_grpo_worker(setup, a)
+        print(json.dumps(res))
+        return 0
+
+    tmp = tempfile.TemporaryDirectory(prefix="ppo_bench_")
+    a.work = a.work or tmp.name
+    setup = build_setup(Path(a.work), a.size, n_prompts=max(64, 4 * a.batch), seed=a.seed)
+    # alternate ours / baseline `repeats` times and take medians: the machine may be shared, and
+    # alternating exposes both to the same background load
+    runs_ours, runs_base, base_label = [], [], ""
+    for _ in range(a.repeats):
+        runs_ours.append(run_ours(setup, a))
+        base, base_label = run_in_env(a.trl_python, "trl_ppo", setup, a, "trl 1.12.0 experimental.ppo.PPOTrainer")
+        if base is None:
+            break
+        runs_base.append(base)
+
+    def median(runs, key):
+        import statistics
+
+        return statistics.median(r[key] for r in runs) if runs else None
+
+    ours_tps = median(runs_ours, "tokens_per_s")
+    base_tps = median(runs_base, "tokens_per_s")
+    out = {
+        "ours_tokens_per_s": ours_tps,
+        "baseline": base_label,
+        "baseline_tokens_per_s": base_tps,
+        "ratio": ours_tps / base_tps if base_tps else None,
+        "model_time_fraction": median(runs_ours, "model_time_fraction"),
+        "ours_step_time_s": median(runs_ours, "step_time_s"),
+        "baseline_step_time_s": median(runs_base, "step_time_s"),
+        "ratio_per_repeat": [o["tokens_per_s"] / b["tokens_per_s"] for o, b in zip(runs_ours, runs_base)],
+        "setup": {"model": a.size, "batch": a.batch, "mini_batch": a.mini_batch, "gen_len": a.gen_len,
+                  "ppo_epochs": a.epochs, "timed_steps": a.steps, "threads": a.threads, "device": "cpu",
+                  "repeats": len(runs_ours)},
+    }
+    if not a.no_grpo:
+        grpo, grpo_label = run_in_env(a.grpo_python, "trl_grpo", setup, a, "trl 1.16 GRPOTrainer")
+        out["grpo_context"] = {"label": grpo_label, "tokens_per_s": grpo["tokens_per_s"] if grpo else None}
+    if a.json:
+        print(json.dumps(out))
+    else:
+        print(f"ours (prefmatch PPO):   {out['ours_tokens_per_s']:10.1f} tokens/s   "
+              f"model-time fraction {out['model_time_fraction']:.2f}")
+        if base_tps:
+            print(f"baseline ({base_label}): {base_tps:10.1f} tokens/s")
+            print(f"ratio ours/baseline:    {out['ratio']:10.2f}")
+        else:
+            print(f"baseline: {base_label}")
+        if "grpo_context" in out:
+            g = out["grpo_context"]
+            print(f"context ({g['label']}): " + (f"{g['tokens_per_s']:.1f} tokens/s" if g["tokens_per_s"] else ""))
+    tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""``prefmatch train {sft,rm,ppo}``, ``prefmatch model init``, ``prefmatch eval``.
+
+Options of the ``train`` commands are generated from the config dataclasses (every field is a
+``--field`` option with its help string); ``--config FILE.yaml`` gives the base values and
+command-line options override them.  torch and transformers are imported inside the command
+functions only, so ``prefmatch --help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import sys
+
+STAGES = {
+    "sft": ("prefmatch.llm.sft", "SFTConfig", "train_sft", "supervised fine-tuning on the response tokens"),
+    "rm": ("prefmatch.llm.reward_model", "RMConfig", "train_reward_model",
+           "Bradley-Terry reward model (PM paper eq. 2.2) with pairwise accuracy"),
+    "ppo": ("prefmatch.llm.ppo", "PPOConfig", "train_ppo",
+            "PPO with a theory regularizer (kl, pm, cpm, maxent, multi_rkl) as per-token reward"),
+}
+
+
+def _user_errors():
+    """Exception types that are the user's to fix (reported as one line, exit 2)."""
+    from prefmatch.llm.config import ConfigError
+    from prefmatch.llm.data import DataError
+    from prefmatch.llm.models import ModelLoadError
+    from prefmatch.llm.rewards import RegularizerConfigError
+    from prefmatch.llm.training import TrainingError
+
+    return (ConfigError, DataError, ModelLoadError, RegularizerConfigError, TrainingError, FileNotFoundError)
+
+
+def _guard(func):
+    @functools.wraps(func)
+    def run(args):
+        from prefmatch.cli import CLIError
+
+        try:
+            return func(args)
+        except _user_errors() as e:
+            raise CLIError(str(e)) from None
+
+    return run
+
+
+def _emit(args, result: dict, title: str) -> None:
+    if args.json:
+        print(json.dumps(result, default=float))
+        return
+    print(title)
+    for k, v in result.items():
+        if isinstance(v, dict):
+            print(f"  {k}:")
+            for k2, v2 in v.items():
+                print(f"    {k2:<22} {v2:.6g}" if isinstance(v2, float) else f"    {k2:<22} {v2}")
+        elif isinstance(v, list):
+            continue
+        else:
+            print(f"  {k:<24} {v:.6g}" if isinstance(v, float) else f"  {k:<24} {v}")
+
+
+def _add_config_options(parser: argparse.ArgumentParser, cls) -> None:
+    """One ``--field`` option per dataclass field (string values, coerced by the config loader)."""
+    group = parser.add_argument_group("config fields (override the YAML file)")
+    for f in dataclasses.fields(cls):
+        choices = f.metadata.get("choices")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        helptext = f"{f.metadata.get('help', '')} (default: {default!r})"
+        if choices:
+            helptext += f" {{{', '.join(map(str, choices))}}}"
+        names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+        extra = {"nargs": "?", "const": "true"} if f.type in (bool, "bool") else {}
+        group.add_argument(*names, dest=f"cfg__{f.name}", default=argparse.SUPPRESS, metavar="V", help=helptext,
+                           **extra)
+
+
+def _overrides(args) -> dict:
+    return {k[len("cfg__"):]: v for k, v in vars(args).items() if k.startswith("cfg__")}
+
+
+def _stage_config(stage: str, args):
+    import importlib
+
+    from prefmatch.llm.config import load_config
+
+    mod_name, cls_name, _, _ = STAGES[stage]
+    cls = getattr(importlib.import_module(mod_name), cls_name)
+    return load_config(cls, args.config, _overrides(args))
+
+
+@_guard
+def _run_train(args) -> int:
+    import importlib
+
+    stage = args.stage
+    cfg = _stage_config(stage, args)
+    mod_name, _, fn_name, _ = STAGES[stage]
+    fn = getattr(importlib.import_module(mod_name), fn_name)
+    kwargs = {"quiet": args.json}
+    if stage == "ppo":
+        kwargs["resume"] = args.resume
+    result = fn(cfg, **kwargs)
+    _emit(args, result, f"prefmatch train {stage}: done")
+    return 0
+
+
+@_guard
+def _run_model_init(args) -> int:
+    from prefmatch.cli import CLIError
+    from prefmatch.llm.models import ARCHS, SIZES, count_parameters, init_model, load_causal_lm
+
+    if args.size not in SIZES:
+        raise CLIError(f"--size: must be one of {', '.join(SIZES)}, got {args.size!r}")
+    if args.arch not in ARCHS:
+        raise CLIError(f"--arch: must be one of {', '.join(ARCHS)}, got {args.arch!r}")
+    texts = None
+    if args.corpus:
+        from prefmatch.llm.data import load_records
+
+        recs = load_records(args.corpus, keys=("prompt",))
+        texts = [" ".join(str(v) for v in r.values() if isinstance(v, str)) for r in recs]
+    out = init_model(args.out, size=args.size, arch=args.arch, texts=texts, vocab_size=args.vocab_size,
+                     seed=args.seed)
+    n = count_parameters(load_causal_lm(out))
+    _emit(args, {"out": str(out), "size": args.size, "arch": args.arch, "parameters": n},
+          "prefmatch model init: done")
+    return 0
+
+
+@_guard
+def _run_eval(args) -> int:
+    from prefmatch.cli import CLIError
+    from prefmatch.llm.metrics import METRIC_NAMES, evaluate
+
+    if args.n_prompts < 1:
+        raise CLIError(f"--n-prompts: must be >= 1, got {args.n_prompts}")
+    if args.max_new_tokens < 1:
+        raise CLIError(f"--max-new-tokens: must be >= 1, got {args.max_new_tokens}")
+    try:
+        res = evaluate(args.policy, args.reward, args.ref, args.data, n_prompts=args.n_prompts,
+                       max_new_tokens=args.max_new_tokens, max_prompt_len=args.max_prompt_len, seed=args.seed,
+                       split=args.split)
+    except ValueError as e:  # tokenizer mismatch
+        raise CLIError(str(e)) from None
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    print(f"{'metric':<16}{'value':>12}")
+    for k in METRIC_NAMES:
+        print(f"{k:<16}{res[k]:>12.4f}")
+    print(f"{'prompts':<16}{res['n_prompts']:>12d}")
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add ``train``, ``model`` and ``eval`` to the top-level ``prefmatch`` parser."""
+    import importlib
+
+    fmt = argparse.RawDescriptionHelpFormatter
+    # --- train {sft,rm,ppo}
+    train = subparsers.add_parser("train", help="train a stage: sft, rm (reward model) or ppo",
+                                  description="Train one RLHF stage from a YAML config and --key value overrides.")
+    stages = train.add_subparsers(dest="stage", metavar="STAGE", title="stages")
+    stages.required = True
+    for stage, (mod_name, cls_name, _, helptext) in STAGES.items():
+        p = stages.add_parser(stage, help=helptext, description=helptext, formatter_class=fmt)
+        p.add_argument("--config", metavar="FILE.yaml", help="YAML file of config fields")
+        p.add_argument("--json", action="store_true", help="print the result as JSON; no progress bar")
+        if stage == "ppo":
+            p.add_argument("--resume", metavar="DIR", help="continue from a checkpoint (or a run directory)")
+        _add_config_options(p, getattr(importlib.import_module(mod_name), cls_name))
+        p.set_defaults(func=_run_train, stage=stage)
+
+    # --- model init
+    model = subparsers.add_parser("model", help="build models locally (no download)")
+    msub = model.add_subparsers(dest="model_command", metavar="ACTION", title="actions")
+    msub.required = True
+    init = msub.add_parser("init", help="write a random GPT-2/Llama-style model + tokenizer in HF format",
+                           description="Randomly initialised causal LM and a byte-level BPE tokenizer trained "
+                           "locally, saved so that from_pretrained(DIR) loads them.")
+    init.add_argument("--size", default="tiny", help="tiny (~0.2M parameters) or small (~4M)")
+    init.add_argument("--arch", default="gpt2", help="gpt2 or llama")
+    init.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    init.add_argument("--corpus", metavar="FILE", help="jsonl whose string fields train the tokenizer")
+    init.add_argument("--vocab-size", type=int, default=None, help="tokenizer vocabulary (default by size)")
+    init.add_argument("--seed", type=int, default=0, help="initialisation seed")
+    init.add_argument("--json", action="store_true", help="print the result as JSON")
+    init.set_defaults(func=_run_model_init)
+
+    # --- eval
+    ev = subparsers.add_parser("eval", help="PM divergence, perplexity, entropy, length, KL (PM paper §6.1)",
+                               description="Sample two responses per prompt from the policy and report the "
+                               "PM paper's Section 6.1 metrics.")
+    ev.add_argument("--policy", required=True, metavar="DIR", help="policy model directory")
+    ev.add_argument("--reward", required=True, metavar="DIR", help="reward model directory")
+    ev.add_argument("--ref", required=True, metavar="DIR", help="reference model directory (for KL)")
+    ev.add_argument("--data", required=True, metavar="FILE", help="prompts: jsonl with 'prompt' or a datasets dir")
+    ev.add_argument("--split", default="all", choices=("all", "sft", "rm", "rl"), help="part of the split to use")
+    ev.add_argument("--n-prompts", type=int, default=64, help="number of prompts evaluated")
+    ev.add_argument("--max-new-tokens", type=int, default=64, help="generation length")
+    ev.add_argument("--max-prompt-len", type=int, default=256, help="prompt tokens kept")
+    ev.add_argument("--seed", type=int, default=0, help="sampling seed")
+    ev.add_argument("--json", action="store_true", help="print JSON (with instance PM divergences)")
+    ev.set_defaults(func=_run_eval)
+
+    # the opinion benchmark (issue 7) registers itself: prefmatch.cli lists prefmatch.llm.opinion_cli
+
+if __name__ == "__main__":  # pragma: no cover
+    from prefmatch.cli import main
+
+    sys.exit(main())

@@ -1,0 +1,172 @@
+r"""Evaluation metrics of the PM paper's Section 6.1 (``prefmatch eval``).
+
+For each prompt x of the evaluation data, two responses y1, y2 are sampled from the policy and
+
+* **PM divergence**: instance KL(p_llm ‖ p_reward) between the policy's pairwise preference
+  p_llm(y1) = π(y1|x)/(π(y1|x) + π(y2|x)) and the reward model's Bradley–Terry preference
+  p_reward(y1) = σ(r(x, y1) − r(x, y2)) (raw scores, no normalisation), averaged over prompts
+  (``prefmatch.theory.distributions.pm_divergence``);
+* **perplexity**: E_y[π(y|x)^{−1/|y|}];
+* **entropy**: E_y[−log π(y|x)];
+* **length**: E_y[|y|] (tokens, EOS included);
+* **KL**: E_y[log π(y|x) − log π_ref(y|x)].
+
+All expectations are Monte-Carlo averages over the sampled responses.  Sequence log-probs are
+teacher-forced (:func:`sequence_logprobs`), at sampling temperature 1, so they are the policy's
+own probabilities.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+METRIC_NAMES = ("pm_divergence", "perplexity", "entropy", "length", "kl")
+
+
+def sequence_logprobs_ids(model, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]],
+                          pad_id: int, batch_size: int = 32, device=None, per_token: bool = False):
+    """Teacher-forced log π(y|x) = Σ_t log π(y_t|x, y_<t) from token ids; float64 tensor [N].
+
+    With ``per_token`` also returns the list of per-token log-prob tensors.
+    """
+    import torch
+
+    from prefmatch.llm.data import pad_batch
+    from prefmatch.llm.models import token_logprobs
+
+    if len(prompt_ids) != len(response_ids):
+        raise ValueError(f"prompts and responses differ in number ({len(prompt_ids)} vs {len(response_ids)})")
+    device = device or next(model.parameters()).device
+    out, toks = [], []
+    with torch.no_grad():
+        for i in range(0, len(prompt_ids), batch_size):
+            ps, rs = prompt_ids[i:i + batch_size], response_ids[i:i + batch_size]
+            ids, mask = pad_batch([list(p) + list(r) for p, r in zip(ps, rs)], pad_id)
+            rmask, _ = pad_batch([[0] * len(p) + [1] * len(r) for p, r in zip(ps, rs)], 0)
+            lp = token_logprobs(model, ids.to(device), mask.to(device)).double().cpu()
+            rm = rmask[:, 1:].double()
+            out.append((lp * rm).sum(-1))
+            if per_token:
+                toks += [lp[b][rm[b] > 0] for b in range(lp.shape[0])]
+    seq = torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+    return (seq, toks) if per_token else seq
+
+
+def sequence_logprobs(model, tokenizer, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 32,
+                      max_prompt_len: int = 256, max_response_len: int = 256, device=None, per_token: bool = False):
+    """Teacher-forced log π(y|x) of text responses (tokenised as in training, EOS appended): [N].
+
+    This is what issue 7's exact answer-set distributions use: for an enumerable answer set
+    {y_1..y_n}, ``softmax(sequence_logprobs(...))`` is the policy conditioned on that set.
+    """
+    from prefmatch.llm.data import encode_prompt, encode_response
+
+    p_ids = [encode_prompt(tokenizer, p, max_prompt_len) for p in prompts]
+    r_ids = [encode_response(tokenizer, r, max_response_len) for r in responses]
+    return sequence_logprobs_ids(model, p_ids, r_ids, tokenizer.pad_token_id, batch_size, device, per_token)
+
+
+def sample_responses(model, tokenizer, prompts: Sequence[str], n: int = 2, max_new_tokens: int = 64,
+                     max_prompt_len: int = 256, seed: int = 0, batch_size: int = 32, temperature: float = 1.0,
+                     device=None):
+    """``n`` sampled responses per prompt, reproducible by ``seed``.
+
+    Returns ``(prompt_ids, response_ids)``: per prompt its token ids, and per prompt a list of
+    ``n`` response token-id lists (up to and including EOS when one was generated).
+    """
+    import torch
+
+    from prefmatch.llm.data import encode_prompt, pad_batch
+
+    device = device or next(model.parameters()).device
+    torch.manual_seed(seed)
+    p_ids = [encode_prompt(tokenizer, p, max_prompt_len) for p in prompts]
+    out: list[list[list[int]]] = [[] for _ in prompts]
+    flat = [i for i in range(len(prompts)) for _ in range(n)]
+    with torch.no_grad():
+        for s in range(0, len(flat), batch_size):
+            chunk = flat[s:s + batch_size]
+            ids, mask = pad_batch([p_ids[i] for i in chunk], tokenizer.pad_token_id, side="left")
+            seq = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=True,
+                                 max_new_tokens=max_new_tokens, temperature=temperature, top_k=0, top_p=1.0,
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+            for i, row in zip(chunk, seq[:, ids.shape[1]:].tolist()):
+                if tokenizer.eos_token_id in row:
+                    row = row[: row.index(tokenizer.eos_token_id) + 1]
+                out[i].append(row)
+    return p_ids, out
+
+
+def score_responses_ids(reward_model, prompt_ids, response_ids, pad_id: int, batch_size: int = 32, device=None,
+                        normalize: bool = False):
+    """Reward-model scores r(x, y) [N] from token ids (raw by default: BT uses raw differences)."""
+    import torch
+
+    from prefmatch.llm.data import pad_batch
+    from prefmatch.llm.models import reward_scores
+
+    device = device or next(reward_model.parameters()).device
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(prompt_ids), batch_size):
+            seqs = [list(p) + list(r) for p, r in zip(prompt_ids[i:i + batch_size], response_ids[i:i + batch_size])]
+            ids, mask = pad_batch(seqs, pad_id)
+            out.append(reward_scores(reward_model, ids.to(device), mask.to(device), normalize=normalize).double().cpu())
+    return torch.cat(out)
+
+
+def summarize(logp1, logp2, ref1, ref2, r1, r2, len1, len2) -> dict:
+    """The Section 6.1 metrics from per-pair arrays (torch or numpy), plus the instance PM divergences."""
+    import numpy as np
+
+    from prefmatch.theory.distributions import pm_divergence
+
+    lp = np.concatenate([np.asarray(logp1, float), np.asarray(logp2, float)])
+    ref = np.concatenate([np.asarray(ref1, float), np.asarray(ref2, float)])
+    ln = np.concatenate([np.asarray(len1, float), np.asarray(len2, float)])
+    inst = pm_divergence(np.asarray(logp1, float), np.asarray(logp2, float), np.asarray(r1, float),
+                         np.asarray(r2, float))
+    return {
+        "pm_divergence": float(np.mean(inst)),
+        "perplexity": float(np.mean(np.exp(-lp / np.maximum(ln, 1)))),
+        "entropy": float(np.mean(-lp)),
+        "length": float(np.mean(ln)),
+        "kl": float(np.mean(lp - ref)),
+        "instance_pm_divergence": [float(x) for x in inst],
+    }
+
+
+def evaluate(policy: str, reward: str, ref: str, data: str, n_prompts: int = 64, max_new_tokens: int = 64,
+             max_prompt_len: int = 256, seed: int = 0, split: str = "all", split_fractions=(0.2, 0.4, 0.4),
+             split_seed: int = 0, batch_size: int = 32, quiet: bool = True, device: str | None = None) -> dict:
+    """Sample two responses per prompt from ``policy`` and compute the Section 6.1 metrics."""
+    import torch
+
+    from prefmatch.llm.data import load_split
+    from prefmatch.llm.models import load_causal_lm, load_reward_model
+    from prefmatch.llm.tokenizer import load_tokenizer, same_tokenizer
+
+    records = load_split(data, split, split_fractions, split_seed, keys=("prompt",))[:n_prompts]
+    prompts = [r["prompt"] for r in records]
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    tok = load_tokenizer(policy)
+    for what, d in (("--reward", reward), ("--ref", ref)):
+        if not same_tokenizer(tok, load_tokenizer(d)):
+            raise ValueError(f"{what}: the tokenizer in {d} does not match the policy's ({policy})")
+    pol = load_causal_lm(policy, what="policy").to(dev).eval()
+    ref_m = load_causal_lm(ref, what="ref").to(dev).eval()
+    rm = load_reward_model(reward, what="reward").to(dev).eval()
+    tok.padding_side = "left"
+    p_ids, samples = sample_responses(pol, tok, prompts, n=2, max_new_tokens=max_new_tokens,
+                                      max_prompt_len=max_prompt_len, seed=seed, batch_size=batch_size, device=dev)
+    y1 = [s[0] for s in samples]
+    y2 = [s[1] for s in samples]
+    kw = dict(pad_id=tok.pad_token_id, batch_size=batch_size, device=dev)
+    lp1 = sequence_logprobs_ids(pol, p_ids, y1, **kw)
+    lp2 = sequence_logprobs_ids(pol, p_ids, y2, **kw)
+    rf1 = sequence_logprobs_ids(ref_m, p_ids, y1, **kw)
+    rf2 = sequence_logprobs_ids(ref_m, p_ids, y2, **kw)
+    r1 = score_responses_ids(rm, p_ids, y1, **kw)
+    r2 = score_responses_ids(rm, p_ids, y2, **kw)
+    out = summarize(lp1, lp2, rf1, rf2, r1, r2, [len(y) for y in y1], [len(y) for y in y2])
+    out["n_prompts"] = len(prompts)
+    return out

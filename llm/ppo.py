@@ -1,0 +1,422 @@
+r"""PPO for RLHF with the theory layer's regularizers as per-token rewards.
+
+One iteration (:meth:`PPOTrainer.step`) reads top to bottom like the algorithm:
+
+1. **rollout**: sample a batch of prompts, generate responses with the policy;
+2. **score**: per-token log-probs of the policy (and its values) and of the reference(s);
+   the reward model's score of prompt + response;
+3. **rewards**: r_t = ψ_t + 1[t = last]·s·clip(r_θ, ±c), where ψ_t is the regularizer's
+   ``token_reward`` (theory layer; see :mod:`prefmatch.llm.rewards`);
+4. **advantages**: GAE(γ, λ) on the value head's estimates, whitened;
+5. **update**: ``ppo_epochs`` passes of shuffled minibatches of the clipped policy loss plus
+   ``vf_coef`` × the clipped value loss (plus the pathwise regularizer term in ``loss`` mode).
+
+Outputs in ``out``: ``metrics.jsonl`` (one line per step: reward, regularizer, KL to the
+reference, entropy, clip fraction, approx KL, value loss, explained variance, tokens/s, …),
+``config.yaml``, ``checkpoints/checkpoint-NNNNNN`` every ``save_every`` steps (written atomically)
+and ``model`` (HF-format policy with ``value_head.safetensors``) at the end.
+``resume`` continues from a checkpoint and gives the same weights as an uninterrupted run: all
+randomness of step k is drawn from seeds derived from (seed, k, rank), and the optimizer state is
+saved with the weights.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefmatch.llm.common import CommonConfig
+from prefmatch.llm.config import ConfigError, cfg_field, load_config, save_config
+from prefmatch.llm.rewards import REGULARIZER_MODES
+
+REGULARIZERS = ("kl", "pm", "cpm", "maxent", "multi_rkl", "fdiv", "multi_fkl")
+
+
+@dataclass
+class PPOConfig(CommonConfig):
+    policy: str = cfg_field("", help="initial policy directory (usually the SFT model)")
+    reward_model: str = cfg_field("", help="reward model directory (from `prefmatch train rm`)")
+    ref: list[str] = cfg_field([], help="reference model directories (default: the initial policy); "
+                               "several for multi_rkl, in the order of regularizer_params.weights")
+    split: str = cfg_field("rl", help="part of the SFT/RM/RL split whose prompts are used",
+                           choices=("all", "sft", "rm", "rl"))
+    out: str = cfg_field("out/ppo", help="output directory")
+    regularizer: str = cfg_field("kl", help="regularizer ψ of the objective E[r + ψ]", choices=REGULARIZERS)
+    regularizer_params: dict = cfg_field({}, help="parameters of the regularizer besides beta, e.g. "
+                                         "{alpha: 0.3} for cpm, {weights: [0.5, 0.5]} for multi_rkl, "
+                                         "{estimator: k3} for kl, {level: sequence} for cpm (default token)")
+    regularizer_mode: str = cfg_field("reward", help="reward: ψ_t as per-token reward (exact for ψ affine in "
+                                      "log π); loss: also add the pathwise gradient term (needed otherwise)",
+                                      choices=REGULARIZER_MODES)
+    beta: float = cfg_field(0.1, help="β: passed to kl/multi_rkl/fdiv; for pm/cpm/maxent the reward is "
+                            "divided by β instead (PM paper Section 6: r = r_θ/β)")
+    reward_clip: float = cfg_field(5.0, help="clip the reward-model score to ±reward_clip (0 = off)")
+    normalize_reward: bool = cfg_field(True, help="apply the reward model's saved normalisation, if any")
+    steps: int = cfg_field(100, help="PPO iterations (rollout + update)")
+    mini_batch_size: int = cfg_field(4, help="minibatch size of the update (per process)")
+    ppo_epochs: int = cfg_field(1, help="passes over each rollout batch")
+    gamma: float = cfg_field(1.0, help="discount γ")
+    lam: float = cfg_field(0.95, help="GAE λ")
+    cliprange: float = cfg_field(0.2, help="policy ratio clip ε")
+    cliprange_value: float = cfg_field(0.2, help="value clip")
+    vf_coef: float = cfg_field(0.1, help="weight of the value loss")
+    whiten_advantages: bool = cfg_field(True, help="normalise advantages to mean 0, std 1 per batch")
+    temperature: float = cfg_field(1.0, help="sampling temperature")
+    top_k: int = cfg_field(0, help="top-k sampling (0 = off)")
+    top_p: float = cfg_field(1.0, help="nucleus sampling (1 = off)")
+    min_new_tokens: int = cfg_field(0, help="minimum generated tokens (EOS suppressed before)")
+    save_every: int = cfg_field(0, help="checkpoint every N steps (0 = only the final model)")
+    keep_checkpoints: int = cfg_field(2, help="how many recent checkpoints to keep")
+
+    def check(self) -> None:
+        super().check()
+        if not self.policy:
+            raise ConfigError("policy: required (a local model directory, e.g. the SFT model)")
+        if not self.reward_model:
+            raise ConfigError("reward_model: required (a directory written by `prefmatch train rm`)")
+        for name in ("steps", "mini_batch_size", "ppo_epochs", "temperature"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)!r}")
+        if not 0 <= self.gamma <= 1 or not 0 <= self.lam <= 1:
+            raise ConfigError(f"gamma, lam: must be in [0, 1], got {self.gamma}, {self.lam}")
+
+
+def load_ppo_config(path=None, overrides=None) -> PPOConfig:
+    return load_config(PPOConfig, path, overrides)
+
+
+# ----------------------------------------------------------------------------- the trainer
+
+class PPOTrainer:
+    """Holds models, optimizer and data of a PPO run; :meth:`step` is one PPO iteration."""
+
+    def __init__(self, cfg: PPOConfig, quiet: bool = False):
+        import torch
+
+        from prefmatch.llm.data import load_split
+        from prefmatch.llm.models import (
+            disable_dropout, load_causal_lm, load_reward_model, policy_with_value_class)
+        from prefmatch.llm.rewards import RegularizerConfigError, build_regularizer, check_mode
+        from prefmatch.llm.sft import make_optimizer, setup_trainable
+        from prefmatch.llm.tokenizer import load_tokenizer, same_tokenizer
+        from prefmatch.llm.training import Timer, make_accelerator, seed_everything
+
+        self.cfg, self.quiet = cfg, quiet
+        try:
+            self.reg, self.reward_scale = build_regularizer(cfg.regularizer, cfg.regularizer_params, cfg.beta)
+            check_mode(self.reg, cfg.regularizer_mode)
+        except RegularizerConfigError as e:
+            raise ConfigError(str(e)) from None
+        ref_dirs = list(cfg.ref) or [cfg.policy]
+        n_refs = len(getattr(self.reg, "weights", ())) if self.reg.multi_reference else 1
+        if len(ref_dirs) != n_refs:
+            raise ConfigError(f"ref: {cfg.regularizer} needs {n_refs} reference model(s) "
+                              f"(one per weight), got {len(ref_dirs)}")
+        self.records = load_split(cfg.data, cfg.split, cfg.split_fractions, cfg.split_seed, keys=("prompt",))
+
+        self.acc = acc = make_accelerator(cfg.mixed_precision, cfg.cpu)
+        seed_everything(cfg.seed)
+        self.tok = load_tokenizer(cfg.policy)
+        self.tok.padding_side = "left"
+        for what, d in [("reward_model", cfg.reward_model)] + [("ref", r) for r in ref_dirs]:
+            if not same_tokenizer(self.tok, load_tokenizer(d)):
+                raise ConfigError(f"{what}: the tokenizer in {d} does not match the policy's ({cfg.policy}); "
+                                  "train all models from the same base model")
+        frozen_dtype = torch.bfloat16 if acc.mixed_precision == "bf16" else None
+        PolicyWithValue = policy_with_value_class()
+        policy = PolicyWithValue.from_pretrained(cfg.policy)
+        disable_dropout(policy)
+        if cfg.lora or cfg.gradient_checkpointing:
+            policy.lm = setup_trainable(policy.lm, cfg, "CAUSAL_LM")
+        self.refs = [load_causal_lm(d, dtype=frozen_dtype, what="ref").to(acc.device).eval() for d in ref_dirs]
+        self.rm = load_reward_model(cfg.reward_model, dtype=frozen_dtype, what="reward_model").to(acc.device).eval()
+        for m in self.refs + [self.rm]:
+            m.requires_grad_(False)
+        self.optimizer = make_optimizer(policy, cfg)
+        self.model, self.optimizer = acc.prepare(policy, self.optimizer)
+        self.timer = Timer(cuda=acc.device.type == "cuda")
+        self.step_count = 0
+        self.last_checkpoint: str | None = None
+        self.out = Path(cfg.out)
+
+    @property
+    def policy(self):
+        """The unwrapped :class:`PolicyWithValue` (no DDP wrapper)."""
+        return self.acc.unwrap_model(self.model)
+
+    # ------------------------------------------------------------------ helpers of one step
+    def sample_prompts(self, step: int) -> list[str]:
+        """This process's prompts of iteration ``step``: drawn from a seed of (seed, step) only."""
+        import numpy as np
+
+        from prefmatch.llm.training import derived_seed, rank_slice
+
+        rng = np.random.default_rng(derived_seed(self.cfg.seed, step, 0))
+        n = len(self.records)
+        B = self.cfg.batch_size
+        idx = rng.choice(n, size=B, replace=n < B).tolist()
+        return [self.records[i]["prompt"] for i in rank_slice(idx, self.acc)]
+
+    def generate(self, prompts: list[str]):
+        """(query_ids, query_mask, response_ids, response_mask); response_mask covers tokens up to EOS."""
+        import torch
+
+        from prefmatch.llm.data import encode_prompt, pad_batch
+
+        cfg, tok = self.cfg, self.tok
+        q = [encode_prompt(tok, p, cfg.max_prompt_len) for p in prompts]
+        query, qmask = pad_batch(q, tok.pad_token_id, side="left")
+        query, qmask = query.to(self.acc.device), qmask.to(self.acc.device)
+        gen_kw = dict(do_sample=True, max_new_tokens=cfg.max_response_len, temperature=cfg.temperature,
+                      top_k=cfg.top_k, top_p=cfg.top_p, min_new_tokens=cfg.min_new_tokens,
+                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        with torch.no_grad(), self.acc.autocast():
+            seq = self.policy.lm.generate(input_ids=query, attention_mask=qmask, **gen_kw)
+        response = seq[:, query.shape[1]:]
+        is_eos = response == tok.eos_token_id
+        after_eos = (is_eos.long().cumsum(-1) - is_eos.long()) > 0  # strictly after the first EOS
+        rmask = (~after_eos).long()
+        if response.shape[1] == 0:
+            raise ConfigError("max_response_len: generation produced no tokens")
+        response = torch.where(rmask.bool(), response, torch.full_like(response, tok.pad_token_id))
+        return query, qmask, response, rmask
+
+    def response_logprobs(self, model, input_ids, attn, P: int, with_values: bool = False):
+        """log π(y_t|·) over the response positions (and the values before each token)."""
+        from prefmatch.llm.losses import logprobs_from_logits
+        from prefmatch.llm.models import model_inputs
+
+        if with_values:
+            logits, values = model(input_ids, attn)
+        else:
+            logits = model(**model_inputs(model, input_ids, attn), use_cache=False).logits
+        logits = logits[:, P - 1:-1]
+        if self.cfg.temperature != 1.0:
+            logits = logits / self.cfg.temperature
+        logp = logprobs_from_logits(logits, input_ids[:, P:])
+        if with_values:
+            return logp, values[:, P - 1:-1].float(), logits
+        return logp
+
+    # ------------------------------------------------------------------ one PPO iteration
+    def step(self) -> dict:
+        """One PPO iteration: rollout → rewards (task + ψ) → GAE → clipped updates. Returns metrics."""
+        import numpy as np
+        import torch
+
+        from prefmatch.llm.losses import (
+            clipped_policy_loss, clipped_value_loss, entropy_from_logits, explained_variance, gae,
+            masked_mean, masked_whiten)
+        from prefmatch.llm.models import reward_scores
+        from prefmatch.llm.rewards import pathwise_regularizer_loss, ppo_token_rewards
+        from prefmatch.llm.training import check_finite, derived_seed
+
+        cfg, acc, timer = self.cfg, self.acc, self.timer
+        step = self.step_count + 1
+        t0 = time.perf_counter()
+        torch.manual_seed(derived_seed(cfg.seed, step, acc.process_index + 1))
+
+        # 1. rollout
+        prompts = self.sample_prompts(step)
+        self.model.eval()
+        with timer.section("generate"):
+            query, qmask, response, rmask = self.generate(prompts)
+        P = query.shape[1]
+        input_ids = torch.cat([query, response], 1)
+        attn = torch.cat([qmask, rmask], 1)
+
+        # 2. score: policy/ref log-probs, values, reward-model score
+        with torch.no_grad(), acc.autocast():
+            with timer.section("forward"):
+                old_logp, old_values, logits = self.response_logprobs(self.policy, input_ids, attn, P,
+                                                                      with_values=True)
+            entropy = masked_mean(entropy_from_logits(logits), rmask)
+            del logits
+            with timer.section("forward"):
+                ref_logp = torch.stack([self.response_logprobs(r, input_ids, attn, P) for r in self.refs])
+                score = reward_scores(self.rm, input_ids, attn, normalize=cfg.normalize_reward)
+        ref_for_reg = ref_logp if self.reg.multi_reference else ref_logp[0]
+
+        # 3. rewards: task score at the last token + the regularizer's per-token ψ_t (theory layer)
+        rewards, psi_t = ppo_token_rewards(self.reg, score, old_logp, ref_for_reg, rmask,
+                                           reward_scale=self.reward_scale, reward_clip=cfg.reward_clip or None)
+
+        # 4. advantages
+        advantages, returns = gae(rewards, old_values, rmask, cfg.gamma, cfg.lam)
+        if cfg.whiten_advantages:
+            advantages = masked_whiten(advantages, rmask)
+
+        # 5. update: ppo_epochs × shuffled minibatches
+        self.model.train()
+        B = input_ids.shape[0]
+        rng = np.random.default_rng(derived_seed(cfg.seed, step, 10_000 + acc.process_index))
+        stats = {"policy_loss": [], "value_loss": [], "clipfrac": [], "approx_kl": []}
+        for _ in range(cfg.ppo_epochs):
+            perm = rng.permutation(B)
+            for start in range(0, B, cfg.mini_batch_size):
+                mb = torch.as_tensor(perm[start:start + cfg.mini_batch_size], device=input_ids.device)
+                with acc.autocast():
+                    with timer.section("forward"):
+                        logp, values, _ = self.response_logprobs(self.model, input_ids[mb], attn[mb], P,
+                                                                  with_values=True)
+                    pg_loss, clipfrac, approx_kl = clipped_policy_loss(logp, old_logp[mb], advantages[mb], rmask[mb],
+                                                                       cfg.cliprange)
+                    vf_loss = clipped_value_loss(values, old_values[mb], returns[mb], rmask[mb], cfg.cliprange_value)
+                    loss = pg_loss + cfg.vf_coef * vf_loss
+                    if cfg.regularizer_mode == "loss":
+                        ref_mb = ref_for_reg[:, mb] if self.reg.multi_reference else ref_for_reg[mb]
+                        loss = loss + pathwise_regularizer_loss(self.reg, logp, ref_mb, rmask[mb])
+                check_finite(acc, step, self.last_checkpoint, policy_loss=pg_loss, value_loss=vf_loss, loss=loss)
+                with timer.section("backward"):
+                    acc.backward(loss)
+                with timer.section("optimizer"):
+                    if cfg.max_grad_norm > 0:
+                        acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                for k, v in zip(stats, (pg_loss, vf_loss, clipfrac, approx_kl)):
+                    stats[k].append(float(v.detach()))
+
+        self.step_count = step
+        elapsed = time.perf_counter() - t0
+        times = timer.reset()
+        n_tokens = float(rmask.sum())
+        m = rmask.float()
+        seq_kl = ((old_logp - ref_logp[0]) * m).sum(-1)
+        metrics = {
+            "reward": float(score.float().mean()),
+            "regularizer": float((psi_t * m).sum(-1).mean()),
+            "kl": float(seq_kl.mean()),
+            "entropy": float(entropy),
+            "response_length": float(m.sum(-1).mean()),
+            "clipfrac": float(np.mean(stats["clipfrac"])),
+            "approx_kl": float(np.mean(stats["approx_kl"])),
+            "policy_loss": float(np.mean(stats["policy_loss"])),
+            "value_loss": float(np.mean(stats["value_loss"])),
+            "explained_variance": float(explained_variance(old_values, returns, rmask)),
+            "return": float((rewards * m).sum(-1).mean()),
+        }
+        for i in range(1, len(self.refs)):
+            metrics[f"kl_ref{i}"] = float(((old_logp - ref_logp[i]) * m).sum(-1).mean())
+        from prefmatch.llm.training import mean_over_processes
+
+        metrics = mean_over_processes(acc, metrics)
+        metrics["tokens_per_s"] = n_tokens * acc.num_processes / elapsed
+        metrics["step_time_s"] = elapsed
+        metrics["model_time_fraction"] = sum(times.values()) / elapsed
+        return {"step": step, **metrics}
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self) -> str:
+        """Write ``checkpoints/checkpoint-NNNNNN`` atomically (policy, value head, optimizer, state)."""
+        import torch
+
+        from prefmatch.llm.training import atomic_dir, write_text_atomic
+
+        acc = self.acc
+        path = self.out / "checkpoints" / f"checkpoint-{self.step_count:06d}"
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            with atomic_dir(path) as tmp:
+                policy = self.policy
+                policy.save_pretrained(tmp / "policy", self.tok_for_saving())
+                trainable = {k: v.detach().cpu() for k, v in policy.state_dict().items()}
+                if self.cfg.lora:  # adapters are not in the merged HF dir: keep the trainable tensors
+                    names = {n for n, p in policy.named_parameters() if p.requires_grad}
+                    torch.save({k: v for k, v in trainable.items() if k in names}, tmp / "trainable.pt")
+                torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+                save_config(self.cfg, tmp / "config.yaml")
+                (tmp / "trainer_state.json").write_text(json.dumps({"step": self.step_count}))
+            write_text_atomic(self.out / "checkpoints" / "latest", path.name)
+            self._prune_checkpoints()
+        acc.wait_for_everyone()
+        self.last_checkpoint = str(path)
+        return str(path)
+
+    def tok_for_saving(self):
+        import copy
+
+        tok = copy.copy(self.tok)
+        tok.padding_side = "right"
+        return tok
+
+    def _prune_checkpoints(self) -> None:
+        import shutil
+
+        ckpts = sorted((self.out / "checkpoints").glob("checkpoint-*"))
+        for old in ckpts[: max(0, len(ckpts) - max(1, self.cfg.keep_checkpoints))]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Restore weights, value head, optimizer and step from a checkpoint directory."""
+        import torch
+        from safetensors.torch import load_file
+
+        from prefmatch.llm.models import VALUE_HEAD_FILE, load_causal_lm
+
+        path = Path(path)
+        policy = self.policy
+        if self.cfg.lora:
+            policy.load_state_dict(torch.load(path / "trainable.pt", map_location="cpu"), strict=False)
+        else:
+            lm = load_causal_lm(path / "policy")
+            policy.lm.load_state_dict(lm.state_dict())
+        policy.value_head.load_state_dict(load_file(str(path / "policy" / VALUE_HEAD_FILE)))
+        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
+        self.step_count = json.loads((path / "trainer_state.json").read_text())["step"]
+        self.last_checkpoint = str(path)
+
+    def save_final(self) -> str:
+        from prefmatch.llm.training import atomic_dir
+
+        self.acc.wait_for_everyone()
+        if self.acc.is_main_process:
+            with atomic_dir(self.out / "model") as tmp:
+                self.policy.save_pretrained(tmp, self.tok_for_saving())
+        self.acc.wait_for_everyone()
+        return str(self.out / "model")
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint directory from itself, a ``checkpoints`` directory or a run's ``out`` directory."""
+    p = Path(path)
+    for cand in (p, p / "checkpoints"):
+        latest = cand / "latest"
+        if latest.is_file():
+            return cand / latest.read_text().strip()
+    if (p / "trainer_state.json").is_file():
+        return p
+    raise ConfigError(f"--resume: no checkpoint found in {p} (expected a checkpoint-NNNNNN directory "
+                      "or a run directory with checkpoints/latest)")
+
+
+def train_ppo(cfg: PPOConfig, quiet: bool = False, resume: str | None = None) -> dict:
+    """Run PPO (optionally resuming); returns ``{"out", "steps", "final_metrics", ...}``."""
+    from prefmatch.llm.training import MetricsLog, progress
+
+    ckpt = resolve_checkpoint(resume) if resume else None
+    trainer = PPOTrainer(cfg, quiet=quiet)
+    if ckpt is not None:
+        trainer.load_checkpoint(ckpt)
+    acc = trainer.acc
+    if acc.is_main_process:
+        trainer.out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, trainer.out / "config.yaml")
+    log = MetricsLog(trainer.out / "metrics.jsonl", enabled=acc.is_main_process,
+                     truncate_after_step=trainer.step_count if ckpt is not None else None)
+    bar = progress(cfg.steps, f"ppo[{cfg.regularizer}]", quiet, acc)
+    bar.update(trainer.step_count)
+    last = {}
+    while trainer.step_count < cfg.steps:
+        last = trainer.step()
+        if trainer.step_count % cfg.log_every == 0 or trainer.step_count == cfg.steps:
+            log.log(last)
+        if cfg.save_every and trainer.step_count % cfg.save_every == 0:
+            trainer.save_checkpoint()
+        bar.update(1)
+        bar.set_postfix(reward=f"{last['reward']:.3f}", kl=f"{last['kl']:.3f}")
+    bar.close()
+    out = trainer.save_final()
+    return {"out": out, "steps": trainer.step_count, "final_metrics": last,
+            "last_checkpoint": trainer.last_checkpoint}

@@ -1,0 +1,171 @@
+r"""Reward model: a scalar head on the LM trained with the Bradley–Terry loss (PM paper eq. 2.2).
+
+    L(θ) = −E_{(x, y_w, y_l)} log σ(r_θ(x, y_w) − r_θ(x, y_l))
+
+The score r_θ(x, y) is the head at the last token of prompt + response (EOS included).
+Pairwise accuracy (fraction of held-out pairs with r(y_w) > r(y_l)) is reported on
+``eval_fraction`` of the RM part.  ``normalize: true`` stores the mean score of the training
+responses and subtracts it when the model is used in PPO: the reward then has mean zero, i.e.
+C1 = −E r of the PM paper's Section 4.2, which moves no optimum and no BT preference.
+(``normalize_std`` also divides by the standard deviation; that rescales r and so changes the
+preferences σ(r1 − r2) that PM targets: off by default.)
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefmatch.llm.common import CommonConfig
+from prefmatch.llm.config import ConfigError, cfg_field, save_config
+
+
+@dataclass
+class RMConfig(CommonConfig):
+    model: str = cfg_field("", help="initial model directory (usually the SFT model); a scalar head is added")
+    split: str = cfg_field("rm", help="part of the SFT/RM/RL split to train on", choices=("all", "sft", "rm", "rl"))
+    out: str = cfg_field("out/rm", help="output directory of the reward model")
+    epochs: int = cfg_field(1, help="passes over the data")
+    max_steps: int = cfg_field(0, help="stop after this many optimizer steps (0 = run all epochs)")
+    eval_fraction: float = cfg_field(0.1, help="fraction of the pairs held out for pairwise accuracy")
+    normalize: bool = cfg_field(False, help="centre rewards: subtract the mean training score (C1 = −E r)")
+    normalize_std: bool = cfg_field(False, help="also divide by the std (changes BT preferences; see docs)")
+
+    def check(self) -> None:
+        super().check()
+        if not self.model:
+            raise ConfigError("model: required (a local model directory)")
+        if not 0 <= self.eval_fraction < 1:
+            raise ConfigError(f"eval_fraction: must be in [0, 1), got {self.eval_fraction}")
+
+
+def pair_batch(tok, records, max_prompt: int, max_response: int):
+    """Chosen rows then rejected rows in one right-padded batch (one forward pass per step)."""
+    from prefmatch.llm.data import prompt_response_batch
+
+    prompts = [r["prompt"] for r in records]
+    ids, mask, _ = prompt_response_batch(tok, prompts + prompts, [r["chosen"] for r in records] +
+                                         [r["rejected"] for r in records], max_prompt, max_response)
+    return ids, mask
+
+
+def score_pairs(model, tok, records, max_prompt: int, max_response: int, batch_size: int = 32, device=None,
+                normalize: bool = False):
+    """(r_chosen, r_rejected) as float tensors over ``records`` (no gradient)."""
+    import torch
+
+    from prefmatch.llm.models import reward_scores
+
+    rc, rr = [], []
+    with torch.no_grad():
+        for i in range(0, len(records), batch_size):
+            chunk = records[i:i + batch_size]
+            ids, mask = pair_batch(tok, chunk, max_prompt, max_response)
+            r = reward_scores(model, ids.to(device), mask.to(device), normalize=normalize).float().cpu()
+            rc.append(r[: len(chunk)])
+            rr.append(r[len(chunk):])
+    return torch.cat(rc), torch.cat(rr)
+
+
+def pairwise_accuracy(r_chosen, r_rejected) -> float:
+    """Fraction of pairs ranked as labelled (ties count one half)."""
+    return float(((r_chosen > r_rejected).float() + 0.5 * (r_chosen == r_rejected).float()).mean())
+
+
+def train_reward_model(cfg: RMConfig, quiet: bool = False) -> dict:
+    """Train with loss (2.2); returns ``{"out", "steps", "loss", "eval_accuracy", "eval_loss", ...}``."""
+    import random
+
+    import torch
+
+    from prefmatch.llm.data import load_split
+    from prefmatch.llm.losses import bradley_terry_loss
+    from prefmatch.llm.models import disable_dropout, load_reward_model, reward_scores, save_model
+    from prefmatch.llm.sft import epoch_batches, make_optimizer, setup_trainable
+    from prefmatch.llm.tokenizer import load_tokenizer
+    from prefmatch.llm.training import (
+        MetricsLog, atomic_dir, check_finite, make_accelerator, mean_over_processes, progress, rank_slice,
+        seed_everything)
+
+    records = load_split(cfg.data, cfg.split, cfg.split_fractions, cfg.split_seed)
+    order = list(range(len(records)))
+    random.Random(cfg.seed).shuffle(order)
+    n_eval = int(round(cfg.eval_fraction * len(records)))
+    if n_eval and len(records) - n_eval < 1:
+        raise ConfigError(f"eval_fraction: leaves no training pairs out of {len(records)}")
+    eval_recs = [records[i] for i in order[:n_eval]]
+    train_recs = [records[i] for i in order[n_eval:]]
+
+    acc = make_accelerator(cfg.mixed_precision, cfg.cpu)
+    seed_everything(cfg.seed)
+    tok = load_tokenizer(cfg.model)
+    model = load_reward_model(cfg.model, what="model")
+    model.config.pad_token_id = tok.pad_token_id
+    disable_dropout(model)
+    model = setup_trainable(model, cfg, "SEQ_CLS")
+    opt = make_optimizer(model, cfg)
+    model, opt = acc.prepare(model, opt)
+    out = Path(cfg.out)
+    if acc.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+    log = MetricsLog(out / "metrics.jsonl", enabled=acc.is_main_process)
+
+    n_per_epoch = len(epoch_batches(len(train_recs), cfg.batch_size, cfg.seed, 0, acc.num_processes))
+    if n_per_epoch == 0:
+        raise ConfigError(f"batch_size: {len(train_recs)} RM pairs are fewer than the {acc.num_processes} processes")
+    total = n_per_epoch * cfg.epochs
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
+    bar = progress(total, "reward model", quiet, acc)
+    step, loss_val = 0, float("nan")
+    model.train()
+    for epoch in range(cfg.epochs):
+        for batch in epoch_batches(len(train_recs), cfg.batch_size, cfg.seed, epoch, acc.num_processes):
+            if step >= total:
+                break
+            mine = [train_recs[i] for i in rank_slice(batch, acc)]
+            ids, mask = pair_batch(tok, mine, cfg.max_prompt_len, cfg.max_response_len)
+            with acc.autocast():
+                r = reward_scores(model, ids.to(acc.device), mask.to(acc.device), normalize=False)
+            loss = bradley_terry_loss(r[: len(mine)], r[len(mine):])
+            check_finite(acc, step + 1, None, loss=loss)
+            acc.backward(loss)
+            if cfg.max_grad_norm > 0:
+                acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            loss_val = float(loss.detach())
+            if step % cfg.log_every == 0 or step == total:
+                m = mean_over_processes(acc, {"loss": loss_val,
+                                              "accuracy": pairwise_accuracy(r[: len(mine)], r[len(mine):])})
+                log.log({"step": step, "epoch": epoch, **m})
+            bar.update(1)
+    bar.close()
+    model.eval()
+    unwrapped = acc.unwrap_model(model)
+    result = {"out": str(out / "model"), "steps": step, "loss": loss_val}
+    if eval_recs:
+        rc, rr = score_pairs(unwrapped, tok, eval_recs, cfg.max_prompt_len, cfg.max_response_len, device=acc.device)
+        result["eval_accuracy"] = pairwise_accuracy(rc, rr)
+        result["eval_loss"] = float(bradley_terry_loss(rc, rr))
+        result["eval_pairs"] = len(eval_recs)
+    norm = None
+    if cfg.normalize or cfg.normalize_std:
+        rc, rr = score_pairs(unwrapped, tok, train_recs, cfg.max_prompt_len, cfg.max_response_len, device=acc.device)
+        allr = torch.cat([rc, rr])
+        norm = {"mean": float(allr.mean()), "std": float(allr.std()) if cfg.normalize_std else 1.0}
+        result["reward_normalization"] = norm
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        unwrapped.reward_normalization = norm
+        with atomic_dir(out / "model") as tmp:
+            save_model(unwrapped, tmp, tok)
+            if norm:
+                from prefmatch.llm.models import REWARD_NORM_FILE
+
+                (tmp / REWARD_NORM_FILE).write_text(json.dumps(norm))
+        log.log({"step": step, "final": True, **{k: v for k, v in result.items() if k != "out"}})
+    acc.wait_for_everyone()
+    return result

@@ -1,0 +1,135 @@
+"""Supervised fine-tuning: next-token loss on the response tokens only (prompt tokens are context).
+
+``prefmatch train sft --config sft.yaml [--key value ...]``; programmatic: :func:`train_sft`.
+The model trains on ``prompt + <response_key>`` (the chosen response by default) of the SFT part
+of the split and is saved in Hugging Face format to ``out``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefmatch.llm.common import CommonConfig
+from prefmatch.llm.config import ConfigError, cfg_field, save_config
+
+
+@dataclass
+class SFTConfig(CommonConfig):
+    model: str = cfg_field("", help="base model directory (Hugging Face format, e.g. from `prefmatch model init`)")
+    split: str = cfg_field("sft", help="part of the SFT/RM/RL split to train on", choices=("all", "sft", "rm", "rl"))
+    out: str = cfg_field("out/sft", help="output directory of the fine-tuned model")
+    epochs: int = cfg_field(1, help="passes over the data")
+    max_steps: int = cfg_field(0, help="stop after this many optimizer steps (0 = run all epochs)")
+    response_key: str = cfg_field("chosen", help="which response field to imitate")
+
+    def check(self) -> None:
+        super().check()
+        if not self.model:
+            raise ConfigError("model: required (a local model directory)")
+        if self.epochs < 1:
+            raise ConfigError(f"epochs: must be >= 1, got {self.epochs}")
+
+
+def setup_trainable(model, cfg, task_type: str):
+    """Optionally enable gradient checkpointing and wrap with LoRA; returns the model to train."""
+    if getattr(cfg, "gradient_checkpointing", False):
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+        if cfg.lora:
+            model.enable_input_require_grads()
+    if cfg.lora:
+        from prefmatch.llm.models import lora_wrap
+
+        model = lora_wrap(model, task_type, r=cfg.lora_r, alpha=cfg.lora_alpha,
+                          target_modules=cfg.lora_target_modules or None)
+    return model
+
+
+def make_optimizer(model, cfg):
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, world: int) -> list[list[int]]:
+    """Seeded shuffled index batches of one epoch; a last batch smaller than the world is dropped."""
+    import numpy as np
+
+    from prefmatch.llm.training import derived_seed
+
+    perm = np.random.default_rng(derived_seed(seed, epoch)).permutation(n).tolist()
+    batches = [perm[i:i + batch_size] for i in range(0, n, batch_size)]
+    return [b for b in batches if len(b) >= world]
+
+
+def train_sft(cfg: SFTConfig, quiet: bool = False) -> dict:
+    """Run SFT; returns ``{"out", "steps", "loss", "tokens"}``."""
+    from prefmatch.llm.data import load_split, prompt_response_batch
+    from prefmatch.llm.losses import response_nll
+    from prefmatch.llm.models import disable_dropout, load_causal_lm, model_inputs, save_model
+    from prefmatch.llm.tokenizer import load_tokenizer
+    from prefmatch.llm.training import (
+        MetricsLog, atomic_dir, check_finite, make_accelerator, mean_over_processes, progress, rank_slice,
+        seed_everything)
+
+    records = load_split(cfg.data, cfg.split, cfg.split_fractions, cfg.split_seed,
+                         keys=("prompt", cfg.response_key))
+    acc = make_accelerator(cfg.mixed_precision, cfg.cpu)
+    seed_everything(cfg.seed)
+    tok = load_tokenizer(cfg.model)
+    model = load_causal_lm(cfg.model, what="model")
+    disable_dropout(model)
+    model = setup_trainable(model, cfg, "CAUSAL_LM")
+    opt = make_optimizer(model, cfg)
+    model, opt = acc.prepare(model, opt)
+    out = Path(cfg.out)
+    if acc.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+    log = MetricsLog(out / "metrics.jsonl", enabled=acc.is_main_process)
+
+    n_per_epoch = len(epoch_batches(len(records), cfg.batch_size, cfg.seed, 0, acc.num_processes))
+    if n_per_epoch == 0:
+        raise ConfigError(f"batch_size: {len(records)} SFT records are fewer than the {acc.num_processes} processes")
+    total = n_per_epoch * cfg.epochs
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
+    bar = progress(total, "sft", quiet, acc)
+    step, loss_val, tokens = 0, float("nan"), 0
+    model.train()
+    for epoch in range(cfg.epochs):
+        for batch in epoch_batches(len(records), cfg.batch_size, cfg.seed, epoch, acc.num_processes):
+            if step >= total:
+                break
+            mine = [records[i] for i in rank_slice(batch, acc)]
+            ids, mask, rmask = prompt_response_batch(tok, [r["prompt"] for r in mine],
+                                                     [r[cfg.response_key] for r in mine],
+                                                     cfg.max_prompt_len, cfg.max_response_len)
+            ids, mask, rmask = ids.to(acc.device), mask.to(acc.device), rmask.to(acc.device)
+            with acc.autocast():
+                logits = model(**model_inputs(model, ids, mask), use_cache=False).logits
+            loss = response_nll(logits, ids, rmask)
+            check_finite(acc, step + 1, None, loss=loss)
+            acc.backward(loss)
+            if cfg.max_grad_norm > 0:
+                acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            tokens += int(rmask.sum())
+            loss_val = float(loss.detach())
+            if step % cfg.log_every == 0 or step == total:
+                m = mean_over_processes(acc, {"loss": loss_val})
+                log.log({"step": step, "epoch": epoch, **m})
+            bar.update(1)
+    bar.close()
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        with atomic_dir(out / "model") as tmp:
+            save_model(acc.unwrap_model(model), tmp, tok)
+    acc.wait_for_everyone()
+    return {"out": str(out / "model"), "steps": step, "loss": loss_val, "tokens": tokens}

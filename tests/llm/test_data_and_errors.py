@@ -1,0 +1,171 @@
+"""Data loading, the seeded split, configs, and clear errors on bad input."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from prefmatch.cli import main
+from prefmatch.llm.config import ConfigError, load_config, parse_overrides
+from prefmatch.llm.data import DataError, load_records, load_split, split_records, synthetic_preferences, write_jsonl
+
+
+def test_jsonl_and_datasets_dir_give_the_same_records(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    recs = synthetic_preferences(10, seed=4)
+    write_jsonl(recs, tmp_path / "d.jsonl")
+    datasets.Dataset.from_list(recs).save_to_disk(str(tmp_path / "ds"))
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(recs)}).save_to_disk(str(tmp_path / "dd"))
+    assert load_records(tmp_path / "d.jsonl") == recs
+    assert load_records(tmp_path / "ds") == recs
+    assert load_records(tmp_path / "dd") == recs
+
+
+def test_split_is_seeded_disjoint_and_20_40_40():
+    recs = [{"prompt": f"p{i}", "chosen": "a", "rejected": "b"} for i in range(50)]
+    a = split_records(recs, seed=7)
+    b = split_records(recs, seed=7)
+    c = split_records(recs, seed=8)
+    assert a == b and a != c
+    assert [len(a[k]) for k in ("sft", "rm", "rl")] == [10, 20, 20]
+    ids = [r["prompt"] for k in a for r in a[k]]
+    assert sorted(ids) == sorted(r["prompt"] for r in recs)
+
+
+@pytest.mark.parametrize("content,match", [
+    ('{"prompt": "a", "chosen": "b"}\n', "line 1: missing key"),
+    ('{"prompt": "a", "chosen": "b", "rejected": "c"}\n{not json\n', "line 2: not valid JSON"),
+    ('[1, 2]\n', "expected a JSON object"),
+    ('{"prompt": "a", "chosen": 3, "rejected": "c"}\n', "must be strings"),
+    ("\n\n", "empty"),
+])
+def test_bad_data_files_raise_clear_errors(tmp_path, content, match):
+    p = tmp_path / "bad.jsonl"
+    p.write_text(content)
+    with pytest.raises(DataError, match=match):
+        load_records(p)
+
+
+def test_missing_file_and_empty_split(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        load_records(tmp_path / "nope.jsonl")
+    write_jsonl(synthetic_preferences(2), tmp_path / "two.jsonl")
+    with pytest.raises(DataError, match="part of the split is empty"):
+        load_split(tmp_path / "two.jsonl", "sft")
+
+
+def test_config_yaml_overrides_and_errors(tmp_path):
+    from prefmatch.llm.ppo import PPOConfig
+
+    y = tmp_path / "c.yaml"
+    y.write_text("data: d.jsonl\npolicy: p\nreward_model: r\nbeta: 0.5\nregularizer_params: {alpha: 0.1}\n")
+    cfg = load_config(PPOConfig, y, ["--beta", "0.25", "--steps=7", "--ref", "a,b", "--lora"])
+    assert (cfg.beta, cfg.steps, cfg.ref, cfg.lora, cfg.regularizer_params) == (0.25, 7, ["a", "b"], True,
+                                                                                {"alpha": 0.1})
+    assert parse_overrides(["--max-new-tokens", "3"]) == {"max_new_tokens": "3"}
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config(PPOConfig, y, {"bogus": 1})
+    with pytest.raises(ConfigError, match="steps: expected an integer"):
+        load_config(PPOConfig, y, {"steps": "many"})
+    with pytest.raises(ConfigError, match="regularizer: 'xx' is not allowed"):
+        load_config(PPOConfig, y, {"regularizer": "xx"})
+    with pytest.raises(ConfigError, match="policy: required"):
+        load_config(PPOConfig, None, {"data": "d", "reward_model": "r"})
+
+
+def one_line_error(capsys, argv):
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("prefmatch: error:") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_cli_bad_inputs_exit_2_with_one_line(tmp_path, tiny, capsys):
+    err = one_line_error(capsys, ["train", "sft", "--data", str(tmp_path / "none.jsonl"), "--model", tiny["base"]])
+    assert "not found" in err
+    (tmp_path / "bad.yaml").write_text("data: [unclosed\n")
+    assert "not valid YAML" in one_line_error(capsys, ["train", "rm", "--config", str(tmp_path / "bad.yaml")])
+    assert "must be one of" in one_line_error(capsys, ["model", "init", "--size", "huge", "--out", str(tmp_path)])
+    err = one_line_error(capsys, ["train", "ppo", "--data", tiny["data"], "--policy", str(tmp_path / "nomodel"),
+                                  "--reward-model", tiny["rm"]])
+    assert "nomodel" in err
+    err = one_line_error(capsys, ["train", "ppo", "--data", tiny["data"], "--policy", tiny["sft"],
+                                  "--reward-model", tiny["rm"], "--regularizer", "fdiv",
+                                  "--regularizer-params", "{f: chi2}"])
+    assert "regularizer_mode: loss" in err
+    err = one_line_error(capsys, ["train", "ppo", "--data", tiny["data"], "--policy", tiny["sft"],
+                                  "--reward-model", tiny["rm"], "--regularizer", "multi_rkl"])
+    assert "needs 2 reference" in err
+
+
+def test_reward_model_with_other_tokenizer_is_refused(tmp_path, tiny, capsys):
+    from prefmatch.llm.models import init_model
+
+    other = init_model(tmp_path / "other", "tiny", texts=["completely different corpus " * 20], vocab_size=300)
+    err = one_line_error(capsys, ["train", "ppo", "--data", tiny["data"], "--policy", tiny["sft"],
+                                  "--reward-model", str(other)])
+    assert "tokenizer" in err and "does not match" in err
+    err = one_line_error(capsys, ["eval", "--policy", tiny["sft"], "--reward", str(other), "--ref", tiny["sft"],
+                                  "--data", tiny["data"]])
+    assert "does not match" in err
+
+
+def test_nan_loss_stops_with_clear_error_and_keeps_last_checkpoint(tmp_path, tiny, ppo_overrides, monkeypatch):
+    import hashlib
+
+    import torch
+
+    from prefmatch.llm import losses, ppo
+    from prefmatch.llm.training import TrainingError
+
+    cfg = load_config(ppo.PPOConfig, overrides=ppo_overrides(tmp_path / "run", steps=3, save_every=1))
+    trainer = ppo.PPOTrainer(cfg, quiet=True)
+    trainer.step()
+    ckpt = trainer.save_checkpoint()
+
+    def digest(d):
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((tmp_path / "run").rglob("*"))
+                if p.is_file()}
+
+    before = digest(ckpt)
+    weights = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
+    monkeypatch.setattr(losses, "clipped_value_loss", lambda *a, **k: torch.tensor(float("nan")))
+    with pytest.raises(TrainingError, match=r"non-finite loss at step 2 .*checkpoint-000001 left untouched"):
+        trainer.step()
+    assert digest(ckpt) == before
+    after = trainer.policy.state_dict()
+    assert all(torch.equal(weights[k], after[k]) for k in weights)  # no optimizer step with the NaN loss
+
+
+def test_metrics_jsonl_and_resolved_config_written(tmp_path, tiny, ppo_overrides):
+    from prefmatch.llm.ppo import PPOConfig, train_ppo
+
+    cfg = load_config(PPOConfig, overrides=ppo_overrides(tmp_path / "r", steps=2, regularizer="kl",
+                                                         regularizer_params={"estimator": "k3"}))
+    train_ppo(cfg, quiet=True)
+    recs = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert len(recs) == 2
+    again = load_config(PPOConfig, tmp_path / "r" / "config.yaml")
+    assert again == cfg
+    from prefmatch.llm.models import policy_with_value_class
+
+    assert policy_with_value_class().from_pretrained(tmp_path / "r" / "model") is not None
+
+
+@pytest.mark.parametrize("name", ["tiny_sft", "tiny_rm", "tiny_ppo"])
+def test_packaged_configs_load_by_name(name):
+    import importlib
+
+    stage = read_yaml_stage(name)
+    mod, cls = {"sft": ("sft", "SFTConfig"), "rm": ("reward_model", "RMConfig"), "ppo": ("ppo", "PPOConfig")}[stage]
+    cls = getattr(importlib.import_module(f"prefmatch.llm.{mod}"), cls)
+    req = {"data": "d.jsonl", "model": "m"} if stage != "ppo" else {"data": "d", "policy": "p", "reward_model": "r"}
+    cfg = load_config(cls, name, req)
+    assert cfg.data == "d.jsonl" or cfg.data == "d"
+
+
+def read_yaml_stage(name):
+    from prefmatch.llm.config import read_yaml
+
+    return read_yaml(name)["stage"]
