@@ -73,6 +73,7 @@ def _add_config_options(parser: argparse.ArgumentParser, cls) -> None:
             helptext += f" {{{', '.join(map(str, choices))}}}"
         names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
         extra = {"nargs": "?", "const": "true"} if f.type in (bool, "bool") else {}
+        helptext = helptext.replace("%", "%%")  # argparse %-formats help strings
         group.add_argument(*names, dest=f"cfg__{f.name}", default=argparse.SUPPRESS, metavar="V", help=helptext,
                            **extra)
 

@@ -95,3 +95,24 @@ def test_tabular_never_imports_llm(mod):
     if res.returncode != 0 and "No module named" in res.stderr:
         pytest.skip(f"{mod} not present")
     assert res.stdout.strip() == "False"
+
+
+def _walk(parser, path=()):
+    import argparse
+
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _walk(sub, path + (name,))
+
+
+def test_every_subcommand_help_renders(capsys):
+    """`prefmatch ... --help` renders for every (nested) subcommand (e.g. no stray % in help)."""
+    paths = [p for p, _ in _walk(build_parser())]
+    assert len(paths) > 5
+    for path in paths:
+        with pytest.raises(SystemExit) as exc:
+            main([*path, "--help"])
+        assert exc.value.code == 0, path
+    capsys.readouterr()
