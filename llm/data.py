@@ -4,6 +4,7 @@ Records are dicts with ``prompt``, ``chosen``, ``rejected`` (the hh-rlhf layout:
 with ``"\\n\\nAssistant:"`` and the responses continue it).  RL and evaluation need ``prompt`` only.
 
 Sources:
+
 * ``*.jsonl``: one JSON object per line (blank lines skipped);
 * a directory written by ``datasets``' ``save_to_disk`` (a ``Dataset``, or a ``DatasetDict`` whose
   ``train`` split — or its only split — is used).
