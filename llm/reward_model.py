@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 from prefmatch.llm.common import CommonConfig
-from prefmatch.llm.config import ConfigError, cfg_field, save_config
+from prefmatch.llm.config import ConfigError, cfg_field
 
 
 @dataclass
@@ -80,12 +79,9 @@ def train_reward_model(cfg: RMConfig, quiet: bool = False) -> dict:
 
     from prefmatch.llm.data import load_split
     from prefmatch.llm.losses import bradley_terry_loss
-    from prefmatch.llm.models import disable_dropout, load_reward_model, reward_scores, save_model
-    from prefmatch.llm.sft import epoch_batches, make_optimizer, setup_trainable
-    from prefmatch.llm.tokenizer import load_tokenizer
-    from prefmatch.llm.training import (
-        MetricsLog, atomic_dir, check_finite, make_accelerator, mean_over_processes, progress, rank_slice,
-        seed_everything)
+    from prefmatch.llm.models import load_reward_model, reward_scores, save_model
+    from prefmatch.llm.sft import run_supervised
+    from prefmatch.llm.training import atomic_dir
 
     records = load_split(cfg.data, cfg.split, cfg.split_fractions, cfg.split_seed)
     order = list(range(len(records)))
@@ -96,53 +92,17 @@ def train_reward_model(cfg: RMConfig, quiet: bool = False) -> dict:
     eval_recs = [records[i] for i in order[:n_eval]]
     train_recs = [records[i] for i in order[n_eval:]]
 
-    acc = make_accelerator(cfg.mixed_precision, cfg.cpu)
-    seed_everything(cfg.seed)
-    tok = load_tokenizer(cfg.model)
-    model = load_reward_model(cfg.model, what="model")
-    model.config.pad_token_id = tok.pad_token_id
-    disable_dropout(model)
-    model = setup_trainable(model, cfg, "SEQ_CLS")
-    opt = make_optimizer(model, cfg)
-    model, opt = acc.prepare(model, opt)
-    out = Path(cfg.out)
-    if acc.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
-    log = MetricsLog(out / "metrics.jsonl", enabled=acc.is_main_process)
+    def batch_loss(model, tok, acc, indices):
+        mine = [train_recs[i] for i in indices]
+        ids, mask = pair_batch(tok, mine, cfg.max_prompt_len, cfg.max_response_len)
+        with acc.autocast():
+            r = reward_scores(model, ids.to(acc.device), mask.to(acc.device), normalize=False)
+        rc, rr = r[: len(mine)], r[len(mine):]
+        return bradley_terry_loss(rc, rr), {"accuracy": pairwise_accuracy(rc, rr)}
 
-    n_per_epoch = len(epoch_batches(len(train_recs), cfg.batch_size, cfg.seed, 0, acc.num_processes))
-    if n_per_epoch == 0:
-        raise ConfigError(f"batch_size: {len(train_recs)} RM pairs are fewer than the {acc.num_processes} processes")
-    total = n_per_epoch * cfg.epochs
-    if cfg.max_steps:
-        total = min(total, cfg.max_steps)
-    bar = progress(total, "reward model", quiet, acc)
-    step, loss_val = 0, float("nan")
-    model.train()
-    for epoch in range(cfg.epochs):
-        for batch in epoch_batches(len(train_recs), cfg.batch_size, cfg.seed, epoch, acc.num_processes):
-            if step >= total:
-                break
-            mine = [train_recs[i] for i in rank_slice(batch, acc)]
-            ids, mask = pair_batch(tok, mine, cfg.max_prompt_len, cfg.max_response_len)
-            with acc.autocast():
-                r = reward_scores(model, ids.to(acc.device), mask.to(acc.device), normalize=False)
-            loss = bradley_terry_loss(r[: len(mine)], r[len(mine):])
-            check_finite(acc, step + 1, None, loss=loss)
-            acc.backward(loss)
-            if cfg.max_grad_norm > 0:
-                acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            loss_val = float(loss.detach())
-            if step % cfg.log_every == 0 or step == total:
-                m = mean_over_processes(acc, {"loss": loss_val,
-                                              "accuracy": pairwise_accuracy(r[: len(mine)], r[len(mine):])})
-                log.log({"step": step, "epoch": epoch, **m})
-            bar.update(1)
-    bar.close()
+    acc, model, tok, out, log, step, loss_val = run_supervised(
+        cfg, load_model=load_reward_model, task_type="SEQ_CLS", n_train=len(train_recs), what="RM pairs",
+        desc="reward model", batch_loss=batch_loss, quiet=quiet)
     model.eval()
     unwrapped = acc.unwrap_model(model)
     result = {"out": str(out / "model"), "steps": step, "loss": loss_val}

@@ -66,24 +66,28 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, world: int) ->
     return [b for b in batches if len(b) >= world]
 
 
-def train_sft(cfg: SFTConfig, quiet: bool = False) -> dict:
-    """Run SFT; returns ``{"out", "steps", "loss", "tokens"}``."""
-    from prefmatch.llm.data import load_split, prompt_response_batch
-    from prefmatch.llm.losses import response_nll
-    from prefmatch.llm.models import disable_dropout, load_causal_lm, model_inputs, save_model
+def run_supervised(cfg, *, load_model, task_type: str, n_train: int, what: str, desc: str,
+                   batch_loss, quiet: bool = False):
+    """The training loop shared by SFT and the reward model (one screen, no callbacks).
+
+    Loads tokenizer and model (``load_model(dir, what=...)``), applies LoRA / checkpointing,
+    prepares them with accelerate, then runs seeded shuffled epochs over ``n_train`` records:
+    ``batch_loss(model, tok, acc, indices) -> (loss, log_metrics)`` gives each process's loss on
+    its share of the batch; gradients are clipped and averaged, a NaN loss stops the run.
+    Returns ``(acc, model, tok, out, log, steps, last_loss)``.
+    """
+    from prefmatch.llm.models import disable_dropout
     from prefmatch.llm.tokenizer import load_tokenizer
     from prefmatch.llm.training import (
-        MetricsLog, atomic_dir, check_finite, make_accelerator, mean_over_processes, progress, rank_slice,
-        seed_everything)
+        MetricsLog, check_finite, make_accelerator, mean_over_processes, progress, rank_slice, seed_everything)
 
-    records = load_split(cfg.data, cfg.split, cfg.split_fractions, cfg.split_seed,
-                         keys=("prompt", cfg.response_key))
     acc = make_accelerator(cfg.mixed_precision, cfg.cpu)
     seed_everything(cfg.seed)
     tok = load_tokenizer(cfg.model)
-    model = load_causal_lm(cfg.model, what="model")
+    model = load_model(cfg.model, what="model")
+    model.config.pad_token_id = tok.pad_token_id
     disable_dropout(model)
-    model = setup_trainable(model, cfg, "CAUSAL_LM")
+    model = setup_trainable(model, cfg, task_type)
     opt = make_optimizer(model, cfg)
     model, opt = acc.prepare(model, opt)
     out = Path(cfg.out)
@@ -92,27 +96,20 @@ def train_sft(cfg: SFTConfig, quiet: bool = False) -> dict:
         save_config(cfg, out / "config.yaml")
     log = MetricsLog(out / "metrics.jsonl", enabled=acc.is_main_process)
 
-    n_per_epoch = len(epoch_batches(len(records), cfg.batch_size, cfg.seed, 0, acc.num_processes))
+    n_per_epoch = len(epoch_batches(n_train, cfg.batch_size, cfg.seed, 0, acc.num_processes))
     if n_per_epoch == 0:
-        raise ConfigError(f"batch_size: {len(records)} SFT records are fewer than the {acc.num_processes} processes")
+        raise ConfigError(f"batch_size: {n_train} {what} are fewer than the {acc.num_processes} processes")
     total = n_per_epoch * cfg.epochs
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
-    bar = progress(total, "sft", quiet, acc)
-    step, loss_val, tokens = 0, float("nan"), 0
+    bar = progress(total, desc, quiet, acc)
+    step, loss_val = 0, float("nan")
     model.train()
     for epoch in range(cfg.epochs):
-        for batch in epoch_batches(len(records), cfg.batch_size, cfg.seed, epoch, acc.num_processes):
+        for batch in epoch_batches(n_train, cfg.batch_size, cfg.seed, epoch, acc.num_processes):
             if step >= total:
                 break
-            mine = [records[i] for i in rank_slice(batch, acc)]
-            ids, mask, rmask = prompt_response_batch(tok, [r["prompt"] for r in mine],
-                                                     [r[cfg.response_key] for r in mine],
-                                                     cfg.max_prompt_len, cfg.max_response_len)
-            ids, mask, rmask = ids.to(acc.device), mask.to(acc.device), rmask.to(acc.device)
-            with acc.autocast():
-                logits = model(**model_inputs(model, ids, mask), use_cache=False).logits
-            loss = response_nll(logits, ids, rmask)
+            loss, metrics = batch_loss(model, tok, acc, rank_slice(batch, acc))
             check_finite(acc, step + 1, None, loss=loss)
             acc.backward(loss)
             if cfg.max_grad_norm > 0:
@@ -120,13 +117,41 @@ def train_sft(cfg: SFTConfig, quiet: bool = False) -> dict:
             opt.step()
             opt.zero_grad(set_to_none=True)
             step += 1
-            tokens += int(rmask.sum())
             loss_val = float(loss.detach())
             if step % cfg.log_every == 0 or step == total:
-                m = mean_over_processes(acc, {"loss": loss_val})
+                m = mean_over_processes(acc, {"loss": loss_val, **metrics})
                 log.log({"step": step, "epoch": epoch, **m})
             bar.update(1)
     bar.close()
+    return acc, model, tok, out, log, step, loss_val
+
+
+def train_sft(cfg: SFTConfig, quiet: bool = False) -> dict:
+    """Run SFT; returns ``{"out", "steps", "loss", "tokens"}``."""
+    from prefmatch.llm.data import load_split, prompt_response_batch
+    from prefmatch.llm.losses import response_nll
+    from prefmatch.llm.models import load_causal_lm, model_inputs, save_model
+    from prefmatch.llm.training import atomic_dir
+
+    records = load_split(cfg.data, cfg.split, cfg.split_fractions, cfg.split_seed,
+                         keys=("prompt", cfg.response_key))
+    tokens = 0
+
+    def batch_loss(model, tok, acc, indices):
+        nonlocal tokens
+        mine = [records[i] for i in indices]
+        ids, mask, rmask = prompt_response_batch(tok, [r["prompt"] for r in mine],
+                                                 [r[cfg.response_key] for r in mine],
+                                                 cfg.max_prompt_len, cfg.max_response_len)
+        ids, mask, rmask = ids.to(acc.device), mask.to(acc.device), rmask.to(acc.device)
+        with acc.autocast():
+            logits = model(**model_inputs(model, ids, mask), use_cache=False).logits
+        tokens += int(rmask.sum())
+        return response_nll(logits, ids, rmask), {}
+
+    acc, model, tok, out, _, step, loss_val = run_supervised(
+        cfg, load_model=load_causal_lm, task_type="CAUSAL_LM", n_train=len(records), what="SFT records",
+        desc="sft", batch_loss=batch_loss, quiet=quiet)
     acc.wait_for_everyone()
     if acc.is_main_process:
         with atomic_dir(out / "model") as tmp:
