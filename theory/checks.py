@@ -25,6 +25,36 @@ CHECK_MODULES = (
 )
 
 
+#: the stable check ids other code relies on (docs pages, the issue contracts)
+CONTRACT_IDS = (
+    "pm.ode.derivation",
+    "pm.ode.general_solution",
+    "pm.ode.uniqueness",
+    "pm.sufficiency",
+    "pm.response_dependent",
+    "pm.kl_rlhf_not_pm",
+    "pm.generalized_g",
+    "pm.examples",
+    "pm.robust_dual",
+    "pm.conditional",
+    "rlhf.kl_optimum",
+    "rlhf.bias",
+    "rlhf.collapse",
+    "fdiv.optimum",
+    "fdiv.only_kl_is_exp",
+    "bt.mle_recovers_reward",
+    "mref.escort_identity",
+    "mref.rkl_optimum",
+    "mref.rkl_mrpo_lower_bound",
+    "mref.rkl_holder_upper_bound",
+    "mref.softmax_sensitivity",
+    "mref.fkl_identity",
+    "mref.fkl_optimum",
+    "mref.bounds_monotone",
+    "mref.dpo_objectives",
+)
+
+
 @dataclass(frozen=True)
 class Check:
     id: str

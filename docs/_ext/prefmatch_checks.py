@@ -37,36 +37,9 @@ from docutils.parsers.rst import directives
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective, SphinxRole
 
-logger = logging.getLogger(__name__)
+from prefmatch.theory.checks import CONTRACT_IDS  # the stable ids the docs cover
 
-#: the stable check ids the docs promise to cover (issue 3 and issue 4 contracts)
-CONTRACT_IDS = (
-    "pm.ode.derivation",
-    "pm.ode.general_solution",
-    "pm.ode.uniqueness",
-    "pm.sufficiency",
-    "pm.response_dependent",
-    "pm.kl_rlhf_not_pm",
-    "pm.generalized_g",
-    "pm.examples",
-    "pm.robust_dual",
-    "pm.conditional",
-    "rlhf.kl_optimum",
-    "rlhf.bias",
-    "rlhf.collapse",
-    "fdiv.optimum",
-    "fdiv.only_kl_is_exp",
-    "bt.mle_recovers_reward",
-    "mref.escort_identity",
-    "mref.rkl_optimum",
-    "mref.rkl_mrpo_lower_bound",
-    "mref.rkl_holder_upper_bound",
-    "mref.softmax_sensitivity",
-    "mref.fkl_identity",
-    "mref.fkl_optimum",
-    "mref.bounds_monotone",
-    "mref.dpo_objectives",
-)
+logger = logging.getLogger(__name__)
 
 _RUNNER = r"""
 import json, sys

@@ -22,6 +22,7 @@ REQUIRED_IDS = [
 
 
 def test_every_required_check_is_registered():
+    assert set(REQUIRED_IDS) == set(checks.CONTRACT_IDS)
     registered = set(checks.load_all())
     missing = [i for i in REQUIRED_IDS if i not in registered]
     assert not missing, f"checks not registered: {missing}"
