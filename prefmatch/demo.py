@@ -69,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
             red = res.get("pm_divergence_reduction")
             summary.append(f"opinion: PM-divergence reduction of cPM vs KL at beta=1: "
                            f"{red:.1%} ({dt:.0f} s) -> {out / 'opinion'}")
+            for alpha, frac in res.get("pm_divergence_reduction_by_alpha", {}).items():
+                summary.append(f"  reduction at alpha={alpha}: {frac:.1%}")
+            for claim, held in res.get("claims", {}).items():
+                summary.append(f"  claim {claim}: {'holds' if held else 'does not hold'}")
             for row in res.get("rows", []):
                 summary.append(
                     f"  {row['method']:<9} alpha={row.get('alpha')!s:<5} beta={row.get('beta')!s:<4} "
