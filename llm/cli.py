@@ -22,7 +22,7 @@ STAGES = {
 }
 
 
-def _user_errors():
+def user_errors():
     """Exception types that are the user's to fix (reported as one line, exit 2)."""
     from prefmatch.llm.config import ConfigError
     from prefmatch.llm.data import DataError
@@ -40,7 +40,7 @@ def _guard(func):
 
         try:
             return func(args)
-        except _user_errors() as e:
+        except user_errors() as e:
             raise CLIError(str(e)) from None
 
     return run

@@ -94,11 +94,11 @@ def _run(args) -> int:
     log = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
     out = Path(args.out)
     log(f"opinion benchmark: {len(cfg.runs)} runs x {len(cfg.seeds)} seed(s) -> {out}")
-    from prefmatch.llm.cli import _user_errors
+    from prefmatch.llm.cli import user_errors
 
     try:
         summary = O.run_benchmark(cfg, out, quiet=quiet, log=log)
-    except (O.OpinionConfigError, *_user_errors()) as e:
+    except (O.OpinionConfigError, *user_errors()) as e:
         raise CLIError(str(e)) from None
     table = O.markdown_table(summary)
     (out / "table.md").write_text(table + "\n")

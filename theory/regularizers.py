@@ -294,8 +294,12 @@ def _param(value, like):
         return float(value)
     if like is None:
         return np.asarray(value, dtype=np.float64)
+    if isinstance(like, np.ndarray):
+        return np.asarray(value, dtype=like.dtype)
+    import array_api_compat
+
     xp = namespace(like)
-    return xp.asarray(np.asarray(value, dtype=np.float64), dtype=like.dtype, device=getattr(like, "device", None)) if not isinstance(like, np.ndarray) else np.asarray(value, dtype=like.dtype)
+    return xp.asarray(np.asarray(value, dtype=np.float64), dtype=like.dtype, device=array_api_compat.device(like))
 
 
 def _require_ref(ref_logp, name):
@@ -411,11 +415,12 @@ class PM(AffineLogRegularizer):
         return 1.0, 0.0, float(c1)
 
     def psi_sympy(self, p, q=None):
+        """−log p + C1 + C2/p (scalar constants; per-response constants are symbols C1, C2)."""
         import sympy as sp
 
-        return -sp.log(p) + sp.nsimplify(np.asarray(self.c1).item() if np.ndim(self.c1) == 0 else 0) + (
-            sp.nsimplify(np.asarray(self.c2).item()) / p if np.ndim(self.c2) == 0 else 0
-        )
+        c1 = sp.nsimplify(float(self.c1)) if np.ndim(self.c1) == 0 else sp.Symbol("C1")
+        c2 = sp.nsimplify(float(self.c2)) if np.ndim(self.c2) == 0 else sp.Symbol("C2")
+        return -sp.log(p) + c1 + c2 / p
 
 
 @dataclass(frozen=True, kw_only=True)
