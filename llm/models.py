@@ -102,7 +102,9 @@ def quiet_transformers() -> None:
 
 
 def _check_dir(path, what: str) -> Path:
-    p = Path(path)
+    from prefmatch.llm.tokenizer import resolve_model_dir
+
+    p = resolve_model_dir(path)
     if not p.is_dir():
         raise ModelLoadError(f"{what} directory not found: {p}")
     if not (p / "config.json").is_file() and not (p / "adapter_config.json").is_file():

@@ -71,6 +71,15 @@ def build_tokenizer(out_dir: str | os.PathLike, texts: Iterable[str] | None = No
     return tok
 
 
+def resolve_model_dir(path: str | os.PathLike) -> Path:
+    """``path``, or ``path/model`` when ``path`` is a run directory of ``prefmatch train``
+    (which saves the model in its ``model/`` subfolder next to ``metrics.jsonl``)."""
+    p = Path(path)
+    if p.is_dir() and not (p / "config.json").is_file() and (p / "model" / "config.json").is_file():
+        return p / "model"
+    return p
+
+
 def load_tokenizer(path: str | os.PathLike):
     """``AutoTokenizer`` from a local directory with a clear error; sets a pad token if missing.
 
@@ -78,7 +87,7 @@ def load_tokenizer(path: str | os.PathLike):
     """
     from transformers import AutoTokenizer
 
-    p = Path(path)
+    p = resolve_model_dir(path)
     if not p.is_dir():
         raise FileNotFoundError(f"tokenizer directory not found: {p}")
     try:

@@ -91,3 +91,48 @@ def test_docs_build_warning_free(tmp_path):
     checks = (out / "checks.html").read_text()
     assert "checks registered" in checks
     assert "prefmatch verify" in (out / "cli.html").read_text()
+
+
+def _documented_commands():
+    """Every `prefmatch ...` command line in the README and the docs (continuations joined)."""
+    import shlex
+
+    files = [ROOT / "README.md", ROOT / "examples" / "README.md"] + [
+        p for p in DOCS.rglob("*.md") if "_generated" not in p.parts and "_build" not in p.parts]
+    cmds = []
+    for path in files:
+        if not path.is_file():
+            continue
+        in_code, buf = False, ""
+        for line in path.read_text().splitlines():
+            if line.startswith("```"):
+                in_code, buf = not in_code, ""
+                continue
+            if not in_code:
+                continue
+            text = buf + line.strip()
+            if text.endswith("\\"):
+                buf = text[:-1] + " "
+                continue
+            buf = ""
+            text = text.removeprefix("$ ").split("  #")[0].split(" # ")[0].strip()
+            if text.startswith("prefmatch ") and "|" not in text:
+                cmds.append((path.name, shlex.split(text)[1:]))
+    return cmds
+
+
+def test_documented_commands_parse():
+    """The README's and the docs' `prefmatch` commands are accepted by the real parser."""
+    from prefmatch.cli import build_parser
+
+    cmds = _documented_commands()
+    assert len(cmds) >= 15
+    parser = build_parser()
+    bad = []
+    for where, argv in cmds:
+        try:
+            parser.parse_args(argv)
+        except SystemExit as e:
+            if e.code not in (0, None):
+                bad.append(f"{where}: prefmatch {' '.join(argv)}")
+    assert not bad, "documented commands the CLI rejects:\n" + "\n".join(bad)
