@@ -33,6 +33,7 @@ Two families:
 """
 from __future__ import annotations
 
+import abc
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
@@ -126,7 +127,7 @@ def _check_reward(r, name: str = "reward") -> None:
 
 # --------------------------------------------------------------------------- base class
 @dataclass(frozen=True, kw_only=True)
-class Regularizer:
+class Regularizer(abc.ABC):
     """ψ of the objective (⋆) and everything the layers ask of it (see module docstring)."""
 
     name: ClassVar[str] = "regularizer"
@@ -136,21 +137,21 @@ class Regularizer:
     token_additive: ClassVar[bool] = True
 
     # ---- what subclasses provide
+    @abc.abstractmethod
     def psi(self, logp, ref_logp=None):
         """ψ(π(y), y) per response from log-probabilities (numpy or torch)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def optimal_logp(self, r, ref_logp=None):
         """log π* = log argmax_π J(π), along the last axis."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def cvx_objective(self, pi_var, r, ref):
         """J(π) as a concave cvxpy expression of the variable ``pi_var`` (1-D problems)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def psi_sympy(self, p, q):
         """ψ as a sympy expression of p = π(y) and q = π_ref(y) (a list of K for multi-ref)."""
-        raise NotImplementedError
 
     # ---- shared behaviour
     @property
@@ -208,9 +209,9 @@ class AffineLogRegularizer(Regularizer):
     paper Prop. 5.1 for KL, Theorem 1 for PM, Theorem 4 for cPM, second paper Theorem 5.2).
     """
 
+    @abc.abstractmethod
     def coefficients(self, ref_logp=None, like=None) -> tuple[Any, Any]:
         """(a, b) with ψ = −a log π + b; b broadcasts against the responses axis."""
-        raise NotImplementedError
 
     def constant_sum(self, like) -> Any:
         """Σ_y of the terms of π·ψ that do not depend on π (PM's C2 term); default 0."""
