@@ -49,16 +49,25 @@ def logsumexp(x, axis: int = -1, keepdims: bool = False):
     return out
 
 
-def log_softmax(x, axis: int = -1):
+def log_softmax(x, axis: int = -1, *, overwrite: bool = False):
     """x − logsumexp(x): the log of the normalized distribution ∝ exp(x).
 
     Computed as (x − m) − log Σ exp(x − m) with m = max x, so that no |x|·eps rounding enters
-    (rewards of 1e4 at β = 1e-4 give logits of 1e8 and still exact answers).
+    (rewards of 1e4 at β = 1e-4 give logits of 1e8 and still exact answers).  ``overwrite=True``
+    reuses ``x``'s memory (for a temporary the caller no longer needs; numpy only — torch tensors
+    are never modified in place, so autograd sees every step).
     """
     xp = namespace(x)
     m = xp.max(x, axis=axis, keepdims=True)
     m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
-    z = x - m
+    if not isinstance(x, np.ndarray):  # torch: no in-place ops (autograd must see every step)
+        z = x - m
+        return z - xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True))
+    if overwrite:
+        x -= m
+        z = x
+    else:
+        z = x - m
     z -= xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True))  # in place: one temporary fewer
     return z
 

@@ -233,7 +233,8 @@ class AffineLogRegularizer(Regularizer):
     def optimal_logp(self, r, ref_logp=None):
         _check_reward(r)
         with quiet():
-            return log_softmax(self.gibbs_logits(r, ref_logp))
+            z = self.gibbs_logits(r, ref_logp)
+            return log_softmax(z, overwrite=z is not r)  # z is a fresh temporary unless it is r
 
     def optimal_value(self, r, ref_logp=None):
         _check_reward(r)
@@ -277,7 +278,9 @@ class AffineLogRegularizer(Regularizer):
 
 
 def _add(z, y):
-    """z + y, in place when the shapes allow it (z is a fresh temporary)."""
+    """z + y, in place for numpy when the shapes allow it (z is a fresh temporary)."""
+    if not isinstance(z, np.ndarray):
+        return z + y
     if z.shape == y.shape or (y.ndim <= z.ndim and all(a == b or b == 1 for a, b in zip(z.shape[::-1], y.shape[::-1]))):
         z += y
         return z

@@ -317,3 +317,18 @@ def test_reward_and_reference_broadcast(name):
     assert lp.shape == (4, 3, 5)
     for t in range(4):
         np.testing.assert_allclose(lp[t], reg.optimal_logp(r[t], np.log(ref)), atol=1e-12)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if isinstance(R.ALL_REGULARIZERS[n], R.AffineLogRegularizer)])
+def test_torch_autograd_through_optimum(name):
+    """∂ log π*/∂r by autograd equals (1/a)(I − π*) (Gibbs Jacobian) — no in-place op breaks autograd."""
+    torch = pytest.importorskip("torch")
+    reg = R.ALL_REGULARIZERS[name]
+    rng = np.random.default_rng(12)
+    r, ref = instance(reg, rng, n=5)
+    rt = torch.tensor(r, requires_grad=True)
+    lp = reg.optimal_logp(rt, torch.tensor(np.log(ref)))
+    jac = np.stack([torch.autograd.grad(lp[i], rt, retain_graph=True)[0].numpy() for i in range(5)])
+    a = reg.coefficients(np.log(ref), like=r)[0]
+    p = np.exp(lp.detach().numpy())
+    np.testing.assert_allclose(jac, (np.eye(5) - p[None, :]) / a, atol=1e-12)
