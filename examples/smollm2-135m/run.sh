@@ -1,18 +1,4 @@
 #!/usr/bin/env bash
-# SmolLM2-135M(-Instruct) converted to a local HF dir (see the opinion benchmark): SFT -> reward model -> PPO (KL and conditional PM) -> evaluation.
+# SmolLM2-135M(-Instruct) converted to a local HF dir (see the opinion benchmark): the four stages of examples/run_stages.sh with this folder's configs.
 # Usage: MODEL=/path/to/local/model DATA=/path/to/hh-rlhf.jsonl bash examples/smollm2-135m/run.sh
-# Several GPUs: LAUNCH="accelerate launch --config_file examples/accelerate/deepspeed_zero2.yaml -m" bash ...
-set -euo pipefail
-MODEL=${MODEL:-models/smollm2-135m}
-DATA=${DATA:-data/hh-rlhf.jsonl}
-OUT=${OUT:-out/smollm2-135m}
-LAUNCH=${LAUNCH:-python -m}
-HERE=$(dirname "$0")
-$LAUNCH prefmatch train sft --config "$HERE/sft.yaml" --model "$MODEL" --data "$DATA" --out "$OUT/sft"
-$LAUNCH prefmatch train rm  --config "$HERE/rm.yaml" --model "$OUT/sft/model" --data "$DATA" --out "$OUT/rm"
-for REG in kl cpm; do
-  $LAUNCH prefmatch train ppo --config "$HERE/ppo_$REG.yaml" --policy "$OUT/sft/model" --ref "$OUT/sft/model" \
-      --reward-model "$OUT/rm/model" --data "$DATA" --out "$OUT/ppo_$REG"
-  python -m prefmatch eval --policy "$OUT/ppo_$REG/model" --reward "$OUT/rm/model" --ref "$OUT/sft/model" \
-      --data "$DATA" --split rl --n-prompts 500 --max-new-tokens 256 --json > "$OUT/eval_$REG.json"
-done
+exec bash "$(dirname "$0")/../run_stages.sh" "$(dirname "$0")"
