@@ -42,7 +42,7 @@ def logsumexp(x, axis: int = -1, keepdims: bool = False):
     """log Σ exp(x) along ``axis``; exact for -inf entries, all -inf gives -inf."""
     xp = namespace(x)
     m = xp.max(x, axis=axis, keepdims=True)
-    m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+    m = xp.where(xp.isfinite(m), m, 0.0)
     out = xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True)) + m
     if not keepdims:
         out = xp.squeeze(out, axis=axis)
@@ -59,7 +59,7 @@ def log_softmax(x, axis: int = -1, *, overwrite: bool = False):
     """
     xp = namespace(x)
     m = xp.max(x, axis=axis, keepdims=True)
-    m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+    m = xp.where(xp.isfinite(m), m, 0.0)
     if not isinstance(x, np.ndarray):  # torch: no in-place ops (autograd must see every step)
         z = x - m
         return z - xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True))
@@ -76,7 +76,7 @@ def xexpy(logp, y):
     """exp(logp)·y with the convention 0·y = 0 where the probability is 0 (y may be ±inf)."""
     xp = namespace(logp, y)
     p = xp.exp(logp)
-    return xp.where(p > 0, p * y, xp.zeros_like(p))
+    return xp.where(p > 0, p * y, 0.0)
 
 
 def weighted_sum(weights, stacked):

@@ -255,7 +255,7 @@ class AffineLogRegularizer(Regularizer):
         out = (-a * logp_t + b_tok) * mask
         if not (isinstance(b_const, float) and b_const == 0.0):
             out = out + b_const * last_token_mask(mask)
-        return xp.where(mask > 0, out, xp.zeros_like(out))
+        return xp.where(mask > 0, out, 0.0)
 
     def cvx_objective(self, pi_var, r, ref):
         import cvxpy as cp
@@ -343,7 +343,7 @@ class KL(AffineLogRegularizer):
         mask = xp.astype(mask_t, logp_t.dtype)
         d = ref_logp_t - logp_t
         k3 = xp.expm1(d) - d
-        return xp.where(mask > 0, -self.beta * k3 * mask, xp.zeros_like(k3))
+        return xp.where(mask > 0, -self.beta * k3 * mask, 0.0)
 
     def psi_sympy(self, p, q):
         import sympy as sp
@@ -470,7 +470,7 @@ class ConditionalPM(AffineLogRegularizer):
     def _b(self, ref_logp):
         xp = namespace(ref_logp)
         off = ref_logp < math.log(self.alpha)
-        return xp.where(off, ref_logp, xp.zeros_like(ref_logp))
+        return xp.where(off, ref_logp, 0.0)
 
     def coefficients(self, ref_logp=None, like=None):
         return 1.0, self._b(_require_ref(ref_logp, self.name))
@@ -479,9 +479,9 @@ class ConditionalPM(AffineLogRegularizer):
         xp = namespace(ref_logp_t)
         if self.level == "token":
             return 1.0, self._b(ref_logp_t), 0.0
-        seq = xp.sum(xp.where(mask_t > 0, ref_logp_t, xp.zeros_like(ref_logp_t)), axis=-1, keepdims=True)
+        seq = xp.sum(xp.where(mask_t > 0, ref_logp_t, 0.0), axis=-1, keepdims=True)
         off = seq < math.log(self.alpha)
-        return 1.0, xp.where(off, ref_logp_t, xp.zeros_like(ref_logp_t)), 0.0
+        return 1.0, xp.where(off, ref_logp_t, 0.0), 0.0
 
     def psi_sympy(self, p, q):
         import sympy as sp
@@ -653,7 +653,7 @@ def _js_moments(xp, q, g, L):
 def _chi2_moments(xp, q, g, L):
     h = xp.clip(1.0 - 0.5 * g, 0.0, None)  # h = (1 − g/2)_+, h' = −1/2 where h > 0
     S = xp.sum(q * h, axis=-1)
-    S1 = -0.5 * L[..., 0] * xp.sum(xp.where(h > 0, q, xp.zeros_like(q)), axis=-1)
+    S1 = -0.5 * L[..., 0] * xp.sum(xp.where(h > 0, q, 0.0), axis=-1)
     return S, S1, xp.zeros_like(S)
 
 
@@ -666,7 +666,7 @@ def _kl_moments(xp, q, g, L):
 def _log_chi2_h(xp, g):
     t = 1.0 - g / 2.0
     with quiet():
-        return xp.where(t > 0, xp.log(xp.where(t > 0, t, xp.ones_like(t))), -xp.inf * xp.ones_like(t))
+        return xp.where(t > 0, xp.log(xp.where(t > 0, t, 1.0)), -math.inf)
 
 
 def _sympy():
@@ -730,8 +730,8 @@ def solve_normalizer(spec: FSpec, s, ref_logp, *, tol: float = 1e-13, max_iter: 
             s_max = xp.max(s, axis=-1, keepdims=True)
             base = s_max - s
         else:
-            s_max = xp.max(xp.where(on, s, -xp.inf * xp.ones_like(s)), axis=-1, keepdims=True)
-            base = xp.where(on, s_max - s, xp.zeros_like(s))
+            s_max = xp.max(xp.where(on, s, -math.inf), axis=-1, keepdims=True)
+            base = xp.where(on, s_max - s, 0.0)
         q = xp.exp(ref_logp)  # 0 off the support
         p = spec.pole_power
         hi = xp.zeros_like(s_max) + spec.g_one  # S(hi) ≤ 1: every gap ≥ g_one, so h ≤ 1
@@ -739,12 +739,12 @@ def solve_normalizer(spec: FSpec, s, ref_logp, *, tol: float = 1e-13, max_iter: 
             # S(d) ≥ q_top h(d) (the responses with s = s_max), so S ≥ 1 at d = h⁻¹(1/q_top):
             # a left end of the bracket that is > 0 — geometric bisection works even when
             # π_ref(top) is 1e-300 — and the length scale L of the iteration (e = d/L)
-            q_top = xp.sum(xp.where(base == 0, q, xp.zeros_like(q)), axis=-1, keepdims=True)
+            q_top = xp.sum(xp.where(base == 0, q, 0.0), axis=-1, keepdims=True)
             lo = xp.minimum(spec.h_inv(xp, 1.0 / q_top), hi)
             L = lo
             d = hi  # from the right end the rational step lands next to the root (2–4 steps)
         else:
-            s_min = s_max - xp.max(xp.where(q > 0, base, xp.zeros_like(base)), axis=-1, keepdims=True)
+            s_min = s_max - xp.max(xp.where(q > 0, base, 0.0), axis=-1, keepdims=True)
             lo = spec.g_one - (s_max - s_min) - 1.0  # every gap ≤ g_one − 1: h ≥ 1, S ≥ 1
             L = xp.ones_like(lo)
             # Jensen (h convex): S(d) ≥ h(d + E_q[base]), so the root has d ≥ g_one − E_q[base];
@@ -860,11 +860,11 @@ class FDivergence(Regularizer):
         with quiet():
             p, q = xp.exp(logp), xp.exp(ref_logp)
             both = (p > 0) & (q > 0)
-            inner = p * sp.f_over_u(xp, xp.where(both, logp - ref_logp, xp.zeros_like(logp)))
-            out = xp.where(both, -self.beta * inner, xp.zeros_like(logp))
+            inner = p * sp.f_over_u(xp, xp.where(both, logp - ref_logp, 0.0))
+            out = xp.where(both, -self.beta * inner, 0.0)
             out = xp.where((p == 0) & (q > 0), -self.beta * sp.f_at_0 * q, out)
             off = (p > 0) & (q == 0)
-            out = xp.where(off, -self.beta * sp.fprime_inf * p if math.isfinite(sp.fprime_inf) else -xp.inf * xp.ones_like(p), out)
+            out = xp.where(off, -self.beta * sp.fprime_inf * p if math.isfinite(sp.fprime_inf) else -math.inf, out)
             return out
 
     def _solve(self, r, ref_logp):
@@ -878,7 +878,7 @@ class FDivergence(Regularizer):
             with quiet():
                 logp = log_softmax(ref_logp + s)
                 mu = logsumexp(ref_logp + s, keepdims=True) - 1.0  # (f')⁻¹(v) = e^{v−1}
-                s_max = xp.max(xp.where(ref_logp > -math.inf, s, -xp.inf * xp.ones_like(s)), axis=-1, keepdims=True)
+                s_max = xp.max(xp.where(ref_logp > -math.inf, s, -math.inf), axis=-1, keepdims=True)
             return logp, mu, mu - s_max
         d, s_max, on, base = solve_normalizer(sp, s, ref_logp)
         full_support = on is None
@@ -887,18 +887,18 @@ class FDivergence(Regularizer):
             if full_support:
                 logp = ref_logp + sp.log_h(xp, g)
             else:
-                logp = xp.where(on, ref_logp + sp.log_h(xp, xp.where(on, g, xp.ones_like(g))), -xp.inf * xp.ones_like(s))
+                logp = xp.where(on, ref_logp + sp.log_h(xp, xp.where(on, g, 1.0)), -math.inf)
             mu = s_max - sp.anchor + d
             gap = d - sp.anchor  # μ − s_max without the rounding of μ (exact when v₀ = 0)
             if math.isfinite(sp.fprime_inf) and not full_support:
                 # responses off the reference support: marginal value s − f'(∞) per unit mass
-                off_val = xp.where(on, -xp.inf * xp.ones_like(s), s - sp.fprime_inf)
+                off_val = xp.where(on, -math.inf, s - sp.fprime_inf)
                 c = xp.max(off_val, axis=-1, keepdims=True)
                 use = c > mu
                 if bool(xp.any(use)):
                     d_c = c - s_max + sp.anchor
                     g_c = d_c + base
-                    logp_c = xp.where(on, ref_logp + sp.log_h(xp, xp.where(on, g_c, xp.ones_like(g_c))), -xp.inf * xp.ones_like(s))
+                    logp_c = xp.where(on, ref_logp + sp.log_h(xp, xp.where(on, g_c, 1.0)), -math.inf)
                     mass_on = xp.exp(logsumexp(logp_c, keepdims=True))
                     ties = (off_val == c)
                     n_ties = xp.sum(xp.astype(ties, s.dtype), axis=-1, keepdims=True)
@@ -1003,7 +1003,7 @@ class MultiFKL(Regularizer):
         ref_logp = self._check_k(ref_logp)
         with quiet():
             terms = xp.exp(ref_logp - logp) * (ref_logp - logp)
-            terms = xp.where(ref_logp > -math.inf, terms, xp.zeros_like(terms))
+            terms = xp.where(ref_logp > -math.inf, terms, 0.0)
             return -self.beta * weighted_sum(self.weights, terms)
 
     def pi_psi(self, logp, ref_logp=None):
@@ -1011,7 +1011,7 @@ class MultiFKL(Regularizer):
         ref_logp = self._check_k(ref_logp)
         with quiet():
             q = xp.exp(ref_logp)
-            terms = xp.where(q > 0, q * (ref_logp - logp), xp.zeros_like(q))
+            terms = xp.where(q > 0, q * (ref_logp - logp), 0.0)
             return -self.beta * weighted_sum(self.weights, terms)
 
     def optimal_logp(self, r, ref_logp=None):
@@ -1071,7 +1071,7 @@ class GeneralizedPM(Regularizer):
     # g, g^{-1}, G on arrays
     def g(self, x):
         xp = namespace(x)
-        return xp.exp(x) if self.link == "exp" else xp.where(x > 0, x, xp.zeros_like(x)) ** self.power
+        return xp.exp(x) if self.link == "exp" else xp.where(x > 0, x, 0.0) ** self.power
 
     def g_inv(self, p):
         xp = namespace(p)
@@ -1097,7 +1097,7 @@ class GeneralizedPM(Regularizer):
         xp = namespace(logp)
         with quiet():
             p = xp.exp(logp)
-            gi = self.g_inv(xp.where(p > 0, p, xp.ones_like(p)))
+            gi = self.g_inv(xp.where(p > 0, p, 1.0))
             val = p * (-gi + self.c1) + self.G(gi) + self.c2
             lim0 = (self.G(xp.zeros_like(p)) if self.link == "power" else xp.zeros_like(p)) + self.c2
             return xp.where(p > 0, val, lim0)
@@ -1126,7 +1126,7 @@ class GeneralizedPM(Regularizer):
                 break
         c = 0.5 * (lo + hi)
         with quiet():
-            logp = k * xp.log(xp.where(r + c > 0, r + c, xp.zeros_like(r)))
+            logp = k * xp.log(xp.where(r + c > 0, r + c, 0.0))
         return log_softmax(logp)  # remove the ≤1e-15 normalization residue
 
     def cvx_objective(self, pi_var, r, ref):
