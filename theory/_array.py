@@ -72,6 +72,58 @@ def log_softmax(x, axis: int = -1, *, overwrite: bool = False):
     return z
 
 
+def log_softmax_into(z, work):
+    """Normalize numpy logits ``z`` in place to log-probabilities (rows of the last axis).
+
+    ``work`` is a scratch array of ``z``'s shape (it receives exp(z − max)); no temporary of
+    the array's size is allocated, which is what keeps a row-blocked loop in cache.
+    """
+    m = np.max(z, axis=-1, keepdims=True)
+    m[~np.isfinite(m)] = 0.0
+    z -= m
+    np.exp(z, out=work)
+    z -= np.log(np.sum(work, axis=-1, keepdims=True))
+    return z
+
+
+#: bytes of one [rows, n] block in row-blocked numpy loops: a few such blocks (output, scratch,
+#: inputs) stay in the per-core L2/L3 cache, so every pass after the first read is a cache pass
+BLOCK_BYTES = 1 << 20
+
+
+def row_blocks(n_rows: int, n_cols: int, itemsize: int = 8, block_bytes: int | None = None):
+    """Slices of about ``block_bytes`` of rows each covering range(n_rows) (at least one row)."""
+    rows = max(1, (block_bytes or BLOCK_BYTES) // max(1, n_cols * itemsize))
+    return [slice(i, min(i + rows, n_rows)) for i in range(0, n_rows, rows)]
+
+
+def blockable(r, ref_logp=None, ref_ndim: int = 2) -> bool:
+    """Whether a row-blocked numpy loop applies: float64 numpy ``r`` of shape [B, n] with more
+    than one block, and ``ref_logp`` ``None`` or a float64 numpy array of at most ``ref_ndim``
+    dimensions (exactly 3 — [K, B or 1, n] — for K references) whose last axes broadcast against ``r``."""
+    if not (isinstance(r, np.ndarray) and r.ndim == 2 and r.dtype == np.float64):
+        return False
+    if len(row_blocks(r.shape[0], r.shape[1])) < 2:
+        return False
+    if ref_logp is None:
+        return True
+    return (
+        isinstance(ref_logp, np.ndarray)
+        and ref_logp.dtype == np.float64
+        and (ref_logp.ndim == 3 if ref_ndim == 3 else ref_logp.ndim <= 2)
+        and ref_logp.shape[-1] == r.shape[-1]
+        and (ref_logp.ndim < 2 or ref_logp.shape[-2] in (1, r.shape[0]))
+    )
+
+
+def take_rows(x, sl: slice, n_rows: int):
+    """``x[..., sl, :]`` when ``x`` has a rows axis of length ``n_rows`` (second to last), else
+    ``x`` itself (it broadcasts against every block)."""
+    if x is None or x.ndim < 2 or x.shape[-2] != n_rows:
+        return x
+    return x[..., sl, :]
+
+
 def xexpy(logp, y):
     """exp(logp)·y with the convention 0·y = 0 where the probability is 0 (y may be ±inf)."""
     xp = namespace(logp, y)
@@ -79,11 +131,12 @@ def xexpy(logp, y):
     return xp.where(p > 0, p * y, 0.0)
 
 
-def weighted_sum(weights, stacked):
+def weighted_sum(weights, stacked, out=None):
     """Σ_i w_i·x_i over the leading axis with 0·(−inf) = 0 (a weight of 0 ignores that term).
 
     One ``tensordot`` (a BLAS matrix–vector product for numpy) over the references with a
     positive weight: it reads the K arrays once instead of K multiply and K − 1 add passes.
+    ``out`` (numpy only, C-contiguous of the result's shape) receives the result.
     """
     xp = namespace(stacked)
     keep = [i for i, w in enumerate(weights) if float(w) > 0.0]
@@ -92,7 +145,15 @@ def weighted_sum(weights, stacked):
     if len(keep) < stacked.shape[0]:
         stacked = xp.take(stacked, xp.asarray(keep, device=array_api_compat.device(stacked)), axis=0)
     w = xp.asarray([float(weights[i]) for i in keep], dtype=stacked.dtype, device=array_api_compat.device(stacked))
-    return xp.tensordot(w, stacked, axes=1)
+    if out is not None and out.flags.c_contiguous and stacked.shape[1:] == out.shape:
+        # [K, rows, n] row block of a [K, B, n] array: a view as [K, rows·n] (no copy)
+        np.dot(w, np.reshape(stacked, (stacked.shape[0], -1)), out=np.reshape(out, (-1,)))
+        return out
+    res = xp.tensordot(w, stacked, axes=1)
+    if out is None:
+        return res
+    out[...] = res
+    return out
 
 
 def last_token_mask(mask):
