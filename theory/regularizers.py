@@ -260,8 +260,9 @@ class AffineLogRegularizer(Regularizer):
         work = np.empty((blocks[0].stop - blocks[0].start, n))
         for sl in blocks:
             o, w = out[sl], work[: sl.stop - sl.start]
-            _check_reward(r[sl])  # on the block: its second read comes from cache
-            log_softmax_into(self.gibbs_logits(r[sl], take_rows(ref_logp, sl, n_rows), out=o, work=w), w)
+            z = self.gibbs_logits(r[sl], take_rows(ref_logp, sl, n_rows), out=o, work=w)
+            _check_reward(r[sl])  # after the logits: this read of the block comes from cache
+            log_softmax_into(z, w)
         return out
 
     def optimal_value(self, r, ref_logp=None):
