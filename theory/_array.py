@@ -72,17 +72,40 @@ def log_softmax(x, axis: int = -1, *, overwrite: bool = False):
     return z
 
 
-def log_softmax_into(z, work):
-    """Normalize numpy logits ``z`` in place to log-probabilities (rows of the last axis).
+def log_softmax_into(z, work, bound: float = 40.0):
+    """Normalize numpy logits ``z`` [..., n] in place to log-probabilities (last axis).
 
-    ``work`` is a scratch array of ``z``'s shape (it receives exp(z − max)); no temporary of
-    the array's size is allocated, which is what keeps a row-blocked loop in cache.
+    ``work`` is a scratch array of ``z``'s shape (it receives exp(z)); no temporary of the
+    array's size is allocated, which is what keeps a row-blocked loop in cache.
+
+    Optimistic first pass: log π = z − log Σ exp(z) without the max shift, kept for the rows
+    whose log-normalizer lies in [−``bound``, ``bound``] (then max z ≥ −bound − log n and
+    max z ≤ bound, so exp neither overflows nor underflows to a zero sum, and the rounding of
+    z − log Σ is that of numbers ≤ bound + log n: ≲ 1e-14).  Other rows — large logits (huge
+    rewards, tiny β), all logits very negative, or −inf everywhere — are redone with the usual
+    max shift, which is exact in log space.  This saves the max and subtract passes in the
+    common case.
     """
-    m = np.max(z, axis=-1, keepdims=True)
-    m[~np.isfinite(m)] = 0.0
-    z -= m
-    np.exp(z, out=work)
-    z -= np.log(np.sum(work, axis=-1, keepdims=True))
+    with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+        np.exp(z, out=work)
+        lse = np.log(np.sum(work, axis=-1, keepdims=True))
+        ok = np.abs(lse) <= bound  # False for inf/NaN too
+        if ok.all():
+            z -= lse
+            return z
+        n = z.shape[-1]
+        z2, lse2, ok2 = np.reshape(z, (-1, n)), np.reshape(lse, (-1, 1)), np.reshape(ok, (-1,))
+        redo = np.flatnonzero(~ok2)
+        zr = z2[redo]
+        m = np.max(zr, axis=-1, keepdims=True)
+        m[~np.isfinite(m)] = 0.0
+        zr -= m
+        zr -= np.log(np.sum(np.exp(zr), axis=-1, keepdims=True))
+        keep = np.flatnonzero(ok2)
+        z2[keep] -= lse2[keep]
+        z2[redo] = zr
+        if not np.shares_memory(z2, z):  # pragma: no cover - z2 is a view for contiguous z
+            z[...] = np.reshape(z2, z.shape)
     return z
 
 
@@ -138,6 +161,12 @@ def weighted_sum(weights, stacked, out=None):
     positive weight: it reads the K arrays once instead of K multiply and K − 1 add passes.
     ``out`` (numpy only, C-contiguous of the result's shape) receives the result.
     """
+    if out is not None and stacked.shape[1:] == out.shape and out.flags.c_contiguous:
+        w = np.asarray(weights, dtype=np.float64)
+        if np.all(w > 0):  # the row-blocked path: no namespace lookup, no temporary
+            # [K, rows, n] row block of a [K, B, n] array: a view as [K, rows·n] (no copy)
+            np.dot(w, np.reshape(stacked, (stacked.shape[0], -1)), out=np.reshape(out, (-1,)))
+            return out
     xp = namespace(stacked)
     keep = [i for i, w in enumerate(weights) if float(w) > 0.0]
     if not keep:
@@ -145,10 +174,6 @@ def weighted_sum(weights, stacked, out=None):
     if len(keep) < stacked.shape[0]:
         stacked = xp.take(stacked, xp.asarray(keep, device=array_api_compat.device(stacked)), axis=0)
     w = xp.asarray([float(weights[i]) for i in keep], dtype=stacked.dtype, device=array_api_compat.device(stacked))
-    if out is not None and out.flags.c_contiguous and stacked.shape[1:] == out.shape:
-        # [K, rows, n] row block of a [K, B, n] array: a view as [K, rows·n] (no copy)
-        np.dot(w, np.reshape(stacked, (stacked.shape[0], -1)), out=np.reshape(out, (-1,)))
-        return out
     res = xp.tensordot(w, stacked, axes=1)
     if out is None:
         return res

@@ -260,8 +260,10 @@ class AffineLogRegularizer(Regularizer):
         work = np.empty((blocks[0].stop - blocks[0].start, n))
         for sl in blocks:
             o, w = out[sl], work[: sl.stop - sl.start]
-            z = self.gibbs_logits(r[sl], take_rows(ref_logp, sl, n_rows), out=o, work=w)
-            _check_reward(r[sl])  # after the logits: this read of the block comes from cache
+            rb = r[sl]
+            z = self.gibbs_logits(rb, take_rows(ref_logp, sl, n_rows), out=o, work=w)
+            if not math.isfinite(rb.sum()):  # after the logits: this read comes from cache
+                _check_reward(rb)  # raises unless the sum overflowed
             log_softmax_into(z, w)
         return out
 

@@ -169,3 +169,27 @@ def test_log_softmax_into_matches_log_softmax():
     got = A.log_softmax_into(z.copy(), work)
     np.testing.assert_allclose(got, log_softmax(z, axis=-1), atol=1e-12)
     np.testing.assert_allclose(np.exp(got).sum(-1), 1.0, atol=1e-13)
+
+
+@pytest.mark.parametrize("scale,shift", [(1.0, 0.0), (10.0, 30.0), (10.0, -60.0), (1e3, 0.0), (1.0, 800.0), (1.0, -800.0)])
+def test_log_softmax_into_optimistic_and_fallback_rows(scale, shift):
+    """Rows whose log-normalizer is within ±40 skip the max shift; the others (huge logits, all
+    logits very negative) take it; both agree with scipy to the rounding of the logits."""
+    from scipy.special import log_softmax
+
+    rng = np.random.default_rng(int(scale) + int(shift) % 97)
+    z = rng.normal(size=(6, 50)) * scale + shift
+    z[0] = rng.normal(size=50)  # one ordinary row in every case: a mix of both paths
+    got = A.log_softmax_into(z.copy(), np.empty_like(z))
+    want = log_softmax(z, axis=-1)
+    tol = 4 * np.finfo(float).eps * (np.abs(z).max(axis=-1, keepdims=True) + 1)
+    assert np.all(np.abs(got - want) <= tol + 1e-14)
+    np.testing.assert_allclose(np.exp(got).sum(-1), 1.0, atol=1e-13)
+
+
+def test_log_softmax_into_degenerate_rows():
+    z = np.array([[0.0, -np.inf, 1.0], [-np.inf, -np.inf, -np.inf], [1e300, 0.0, -1e300]])
+    got = A.log_softmax_into(z.copy(), np.empty_like(z))
+    np.testing.assert_allclose(got[0], [-np.log1p(np.e), -np.inf, 1 - np.log1p(np.e)])
+    assert np.all(np.isnan(got[1]))  # no distribution: the same answer as log_softmax gives
+    np.testing.assert_array_equal(got[2], [0.0, -1e300, -2e300])
