@@ -243,13 +243,17 @@ class AffineLogRegularizer(Regularizer):
         return out
 
     def optimal_logp(self, r, ref_logp=None):
-        if blockable(r, ref_logp, ref_ndim=3 if self.multi_reference else 2):
+        if self._blockable_params() and blockable(r, ref_logp, ref_ndim=3 if self.multi_reference else 2):
             with quiet():
                 return self._optimal_logp_blocked(r, ref_logp)
         _check_reward(r)
         with quiet():
             z = self.gibbs_logits(r, ref_logp)
             return log_softmax(z, overwrite=z is not r)  # z is a fresh temporary unless it is r
+
+    def _blockable_params(self) -> bool:
+        """False when a parameter array has a prompt axis (the row blocks would not slice it)."""
+        return True
 
     def _optimal_logp_blocked(self, r, ref_logp):
         """Row blocks of about 1 MB (rows are independent problems): the logits are formed in
@@ -424,6 +428,9 @@ class PM(AffineLogRegularizer):
         if out is not None:
             return np.add(r, c1, out=out)
         return r if isinstance(c1, float) and c1 == 0.0 else r + c1  # a = 1: no division
+
+    def _blockable_params(self) -> bool:
+        return np.ndim(self.c1) <= 1  # a per-prompt c1 [B, 1] takes the whole-array path
 
     def constant_sum(self, like):
         if self._c2_zero:
@@ -607,6 +614,9 @@ class Weighted(AffineLogRegularizer):
             at, bt = t.coefficients(ref_logp if _needs_ref(t) else None, like=like)
             a, b = a + at, b + bt
         return a, b
+
+    def _blockable_params(self) -> bool:
+        return all(t._blockable_params() for t in self.terms)
 
     def constant_sum(self, like):
         return sum(t.constant_sum(like) for t in self.terms)

@@ -193,3 +193,23 @@ def test_log_softmax_into_degenerate_rows():
     np.testing.assert_allclose(got[0], [-np.log1p(np.e), -np.inf, 1 - np.log1p(np.e)])
     assert np.all(np.isnan(got[1]))  # no distribution: the same answer as log_softmax gives
     np.testing.assert_array_equal(got[2], [0.0, -1e300, -2e300])
+
+
+@pytest.mark.parametrize("c1_shape", [(), (N,), (10, 1), (10, N)])
+def test_pm_constants_with_prompt_axis(c1_shape, tiny_blocks, monkeypatch):
+    """A per-prompt C1 (an array with a rows axis) cannot be sliced by the row blocks: PM then
+    takes the whole-array path; the answers agree either way (and alone or in weighted())."""
+    rng = np.random.default_rng(8)
+    r = rng.normal(size=(10, N))
+    ref_logp = np.log(rng.dirichlet(np.ones(N), size=10))
+    c1 = rng.normal(size=c1_shape) if c1_shape else 0.3
+    for reg in (R.pm(c1=c1), R.weighted(R.pm(c1=c1), R.kl(beta=0.5))):
+        got = reg.optimal_logp(r, ref_logp)
+        want = unblocked(lambda: reg.optimal_logp(r, ref_logp), monkeypatch)
+        np.testing.assert_allclose(got, want, atol=1e-13)
+        b = np.broadcast_to(np.asarray(c1, float), r.shape) if c1_shape != (N,) else np.broadcast_to(c1, r.shape)
+        a = 1.0 if isinstance(reg, R.PM) else 1.5
+        z = (r + b + (0.0 if isinstance(reg, R.PM) else 0.5 * ref_logp)) / a
+        from scipy.special import log_softmax
+
+        np.testing.assert_allclose(got, log_softmax(z, axis=-1), atol=1e-12)
