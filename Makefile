@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 OUT    ?= out
 
-.PHONY: install test test-slow test-all docs figures bench demo smollm2 clean
+.PHONY: install test test-slow test-all test-explore docs figures bench demo smollm2 clean
 
 install: $(STAMP)
 
@@ -29,6 +29,10 @@ test-slow: install
 
 test-all: install
 	$(VENV)/bin/pytest -q
+
+# property tests with fresh random examples (make test draws the same ones every run)
+test-explore: install
+	HYPOTHESIS_PROFILE=explore $(VENV)/bin/pytest -q -m "not slow and not gpu" tests/theory tests/tabular
 
 # Sphinx with warnings as errors; figures and check results are made by the code during the build
 docs: install

@@ -787,7 +787,8 @@ def solve_normalizer(spec: FSpec, s, ref_logp, *, tol: float = 1e-13, max_iter: 
     strictly decreasing in d.  For h with a pole h ~ g^{-p} each step fits the model
     S ≈ a/(d + c)^p + b to (S, S', S'') and jumps to the model's root (a rational,
     Halley-type step; Newton on S^{-1/p} when the model is unusable), starting from the larger
-    of two points where S ≥ 1 (the top response's pole alone, and Jensen's bound); for χ² (no pole, S convex) Newton runs from a Jensen lower bound.
+    of two points where S ≥ 1 (the top response's pole alone, and Jensen's bound); for χ²
+    (no pole, S convex) Newton runs from a Jensen lower bound.
     A bracket is kept and any step leaving it is replaced by bisection, so convergence holds
     for every h; the loop stops at |S − 1| ≤ ``tol``.  Each iteration is a handful of passes
     over the array (no exp/log), which keeps the batched solver near the memory-bound floor.
@@ -1023,20 +1024,22 @@ class FDivergence(Regularizer):
             logp = out
         return logp, mu, gap
 
-    def _solve_blocked(self, r, ref_logp):
+    def _solve_blocked(self, r, ref_logp, ref_block=None):
         """:meth:`_solve` over row blocks of about 1 MB (rows are independent problems) with
         four scratch buffers reused by every block: the root-finder's passes stay in cache and
-        allocate nothing of the array's size."""
+        allocate nothing of the array's size.  ``ref_block`` maps each block of ``ref_logp`` to
+        the reference log-probabilities (the multi-reference mixture, formed block by block)."""
         n_rows, n = r.shape
-        logp = np.empty(np.broadcast_shapes(r.shape, ref_logp.shape))
+        logp = np.empty(np.broadcast_shapes(r.shape, ref_logp.shape[-2:]))
         mu, gap = np.empty((n_rows, 1)), np.empty((n_rows, 1))
         blocks = row_blocks(n_rows, n)
         bufs = [np.empty((blocks[0].stop - blocks[0].start, n)) for _ in range(4)]
         for sl in blocks:
             k = sl.stop - sl.start
             _check_reward(r[sl])
+            ref = take_rows(ref_logp, sl, n_rows)
             _, mu[sl], gap[sl] = self._solve(
-                r[sl], take_rows(ref_logp, sl, n_rows), out=logp[sl], scratch=[b[:k] for b in bufs]
+                r[sl], ref if ref_block is None else ref_block(ref), out=logp[sl], scratch=[b[:k] for b in bufs]
             )
         return logp, mu, gap
 
@@ -1145,16 +1148,24 @@ class MultiFKL(Regularizer):
             terms = xp.where(q > 0, q * (ref_logp - logp), 0.0)
             return -self.beta * weighted_sum(self.weights, terms)
 
+    def _solve(self, r, ref_logp):
+        """The reverse-KL optimum against the mixture; for a large numpy batch the mixture is
+        formed block by block inside the single-reference solver's row loop."""
+        ref_logp = self._check_k(ref_logp)
+        if blockable(r, ref_logp, ref_ndim=3):
+            return self._single._solve_blocked(r, ref_logp, ref_block=self.mixture_logp)
+        return self._single._solve(r, self.mixture_logp(ref_logp))
+
     def optimal_logp(self, r, ref_logp=None):
-        return self._single.optimal_logp(r, self.mixture_logp(ref_logp))
+        return self._solve(r, ref_logp)[0]
 
     def lagrange_multiplier(self, r, ref_logp):
         """λ_x of Theorem 6.2 (package β): Σ_y β P̄_α(y)/(λ − r(y)) = 1."""
-        return self._single.lagrange_multiplier(r, self.mixture_logp(ref_logp))
+        return self.beta * self._solve(r, ref_logp)[1]
 
     def lagrange_gap(self, r, ref_logp):
         """λ_x − max r on the mixture's support, without the rounding of λ_x."""
-        return self._single.lagrange_gap(r, self.mixture_logp(ref_logp))
+        return self.beta * self._solve(r, ref_logp)[2]
 
     def cvx_objective(self, pi_var, r, ref):
         import cvxpy as cp

@@ -74,5 +74,8 @@ def test_multi_reference_property(seed, beta, w, scale):
         lp = closed_form(reg, r, ref_logp)
         assert np.allclose(np.exp(lp).sum(-1), 1.0, atol=1e-12)
         assert np.all(stationarity_residual(reg, r, lp, ref_logp) <= 1e-7 * max(1.0, scale))
-        ma = mirror_ascent(reg, r, ref_logp, tol=1e-10 * max(1.0, scale))
+        # a KKT residual ε (max π|g − ḡ|) leaves |Δπ| up to about ε/β (the curvature in log π is
+        # β), so the independent solver is asked for β times the accuracy the comparison needs
+        # (with tol · scale alone, β = 0.05 and scale 8 gave |Δπ| = 1.4e-7 on a π of 2e-6)
+        ma = mirror_ascent(reg, r, ref_logp, tol=1e-10 * max(1.0, scale) * min(1.0, beta))
         np.testing.assert_allclose(np.exp(ma.logp), np.exp(lp), atol=1e-7)
