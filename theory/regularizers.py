@@ -830,6 +830,15 @@ def solve_normalizer(spec: FSpec, s, ref_logp, *, tol: float = 1e-13, max_iter: 
                 q_top = np.take_along_axis(q, idx, axis=-1)
             else:
                 q_top = xp.sum(xp.where(base == 0, q, 0.0), axis=-1, keepdims=True)
+            # rows whose top response has π_ref below the normal range (log π_ref < −690, e.g.
+            # a long sequence): q_top and the gap d underflow, so those rows are solved in log
+            # space (:func:`_solve_log_rows`) and skipped here (q_top = 1 keeps them harmless)
+            tiny = q_top < _TINY
+            if bool(xp.any(tiny)):
+                log_q_top = logsumexp(xp.where(base == 0, ref_logp, -math.inf), axis=-1, keepdims=True)
+                q_top = xp.where(tiny, 1.0, q_top)
+            else:
+                tiny = None
             lo = xp.minimum(spec.h_inv(xp, 1.0 / q_top), hi)
             L = lo
             # start from the larger of two left points (S ≥ 1 at both): lo, and Jensen's bound
@@ -844,6 +853,7 @@ def solve_normalizer(spec: FSpec, s, ref_logp, *, tol: float = 1e-13, max_iter: 
             # Jensen (h convex): S(d) ≥ h(d + E_q[base]), so the root has d ≥ g_one − E_q[base];
             # S is convex, so Newton from this left point increases monotonically to the root
             d = xp.maximum(lo, spec.g_one - xp.vecdot(q, base)[..., None])
+            tiny = None  # no pole: nothing underflows with π_ref(top)
         # iterate on the rows that have not converged yet (rows are independent)
         base, q = xp.broadcast_arrays(base, q)  # r and π_ref may broadcast against each other
         d, lo, hi, L = xp.broadcast_arrays(d, lo, hi, L)
@@ -853,7 +863,12 @@ def solve_normalizer(spec: FSpec, s, ref_logp, *, tol: float = 1e-13, max_iter: 
         d, lo, hi, L = (xp.reshape(x, (-1, 1)) for x in (d, lo, hi, L))
         active = None  # None: all rows
         ba, qa, da, loa, hia, La = base2, q2, d, lo, hi, L
-        for _ in range(max_iter):
+        if tiny is not None:  # start on the other rows only
+            tiny2 = xp.reshape(xp.broadcast_to(tiny, shape), (-1,))
+            d, lo, hi = (xp.asarray(x, copy=True) for x in (d, lo, hi))
+            active = xp.nonzero(~tiny2)[0]
+            ba, qa, da, loa, hia, La = (x[active, ...] for x in (base2, q2, d, lo, hi, L))
+        for _ in range(max_iter if da.shape[0] else 0):
             if work is None:
                 mom = spec.moments(xp, qa, da + ba, La)
             else:
@@ -897,13 +912,78 @@ def solve_normalizer(spec: FSpec, s, ref_logp, *, tol: float = 1e-13, max_iter: 
                 ba, qa, da, loa, hia, La = (x[active, ...] for x in (base2, q2, d, lo, hi, L))
         else:
             S = spec.moments(xp, q2, d + base2, L)[0]
-            if not bool(xp.all(xp.abs(S - 1.0) <= 1e-10)):
+            if tiny is not None:
+                S = xp.where(tiny2, 1.0, S)
+            if da.shape[0] and not bool(xp.all(xp.abs(S - 1.0) <= 1e-10)):
                 raise RuntimeError(
                     f"solve_normalizer({spec.name}) did not converge in {max_iter} steps "
                     f"(max |Σπ − 1| = {float(xp.max(xp.abs(S - 1.0))):.3g}); please report this input"
                 )
         d = xp.reshape(d, shape)
-        return d, s_max, on, base
+        log_rows = None
+        if tiny is not None:
+            log_d = _solve_log_rows(spec, ref_logp, base, log_q_top, tiny)
+            d = xp.where(tiny, xp.exp(log_d), d)
+            log_rows = (tiny, log_d)
+        return d, s_max, on, base, log_rows
+
+
+#: π_ref of the top response below which a row is solved in log space (the normal range of
+#: float64 ends at 2.2e-308; below 1e-300 the gap d loses digits or underflows)
+_TINY = 1e-300
+
+
+def _log_h_of_log_g(spec: FSpec, xp, log_g):
+    """log h(g) from log g, exact where g underflows: h ~ g^(−p) at the pole
+    (rkl 1/g, Hellinger 1/g², JS 1/(e^g − 1) = 1/g − 1/2 + …)."""
+    small = log_g < -600.0
+    g = xp.exp(xp.where(small, 0.0, log_g))
+    return xp.where(small, -spec.pole_power * log_g, spec.log_h(xp, g))
+
+
+def _solve_log_rows(spec: FSpec, ref_logp, base, log_q_top, rows, tol: float = 1e-15, max_iter: int = 400):
+    r"""log d with Σ_y π_ref(y) h(d + base_y) = 1 in log space, for the ``rows`` whose top
+    response has π_ref below 1e-300 (elsewhere the result is unused).
+
+    F(t) = logsumexp_y(log π_ref(y) + log h(g_y)), log g_y = logaddexp(t, log base_y), is
+    decreasing in t = log d.  F ≥ 0 at t = log π_ref(top)/p − 1 (the top's pole alone:
+    h(d) ≥ d^(−p)(1 − o(1))) and F ≤ 0 at t = log g_one (every h ≤ 1); Illinois regula falsi
+    keeps that bracket and stops when |F| ≤ ``tol`` or the bracket is below ``tol``·|t|.  Every
+    quantity stays a logarithm, so π_ref(top) = e^−5000 still gives log π exactly; the top may
+    even take most of the mass (reverse KL does not collapse onto π_ref's support).
+    """
+    xp = namespace(ref_logp, base)
+    with quiet():
+        ref_b, base_b = xp.broadcast_arrays(ref_logp, base)
+        log_b = xp.log(base_b)  # −inf for the top response(s)
+
+        def F(t):
+            log_g = xp.logaddexp(t, log_b)
+            return logsumexp(ref_b + _log_h_of_log_g(spec, xp, log_g), axis=-1, keepdims=True)
+
+        a = xp.where(rows, log_q_top / spec.pole_power - 1.0, -1.0)
+        b = xp.zeros_like(a) + math.log(spec.g_one)
+        fa, fb = F(a), F(b)
+        fa = xp.where(rows, fa, 1.0)
+        fb = xp.where(rows, fb, -1.0)
+        t = b
+        side = xp.zeros_like(a)  # Illinois: which end was kept last (−1 left, +1 right)
+        for _ in range(max_iter):
+            t = (a * fb - b * fa) / (fb - fa)  # the secant root inside [a, b] (fa > 0 > fb)
+            t = xp.where(xp.isfinite(t) & (t > a) & (t < b), t, 0.5 * (a + b))
+            ft = xp.where(rows, F(t), 0.0)
+            done = (xp.abs(ft) <= tol) | (b - a <= tol * xp.maximum(1.0, xp.abs(t)))
+            if bool(xp.all(done)):
+                break
+            left = ft > 0  # root to the right of t
+            fb = xp.where(left & (side > 0), 0.5 * fb, fb)  # Illinois halving of the stale end
+            fa = xp.where(~left & (side < 0), 0.5 * fa, fa)
+            a, fa = xp.where(left, t, a), xp.where(left, ft, fa)
+            b, fb = xp.where(left, b, t), xp.where(left, fb, ft)
+            side = xp.where(left, 1.0, -1.0)
+        else:
+            raise RuntimeError(f"solve_normalizer({spec.name}): the log-space rows did not converge; please report this input")
+        return t
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -989,10 +1069,18 @@ class FDivergence(Regularizer):
                 mu = logsumexp(ref_logp + s, keepdims=True) - 1.0  # (f')⁻¹(v) = e^{v−1}
                 s_max = xp.max(xp.where(ref_logp > -math.inf, s, -math.inf), axis=-1, keepdims=True)
             return logp, mu, mu - s_max
-        d, s_max, on, base = solve_normalizer(sp, s, ref_logp, scratch=None if scratch is None else scratch[1:])
+        d, s_max, on, base, log_rows = solve_normalizer(
+            sp, s, ref_logp, scratch=None if scratch is None else scratch[1:]
+        )
         full_support = on is None
         with quiet():
-            if full_support and out is not None:  # base is scratch[0] (s overwritten), done with it
+            if log_rows is not None:  # rows solved in log space: log g from log d, exactly
+                tiny, log_d = log_rows
+                log_g = xp.logaddexp(log_d, xp.log(base))
+                logp_log = ref_logp + _log_h_of_log_g(sp, xp, log_g)
+                if not full_support:
+                    logp_log = xp.where(on, logp_log, -math.inf)
+            if full_support and out is not None and log_rows is None:  # base is scratch[0] (s overwritten)
                 g = np.add(d, base, out=base)
                 logp = np.add(ref_logp, sp.log_h(xp, g, out=g), out=out)
             elif full_support:
@@ -1019,6 +1107,9 @@ class FDivergence(Regularizer):
                     logp = xp.where(use, logp_c, logp)
                     mu = xp.where(use, c, mu)
                     gap = xp.where(use, c - s_max, gap)
+            if log_rows is not None:
+                keep_log = tiny if not (math.isfinite(sp.fprime_inf) and not full_support) else tiny & ~use
+                logp = xp.where(keep_log, logp_log, logp)
         if out is not None and logp is not out:
             out[...] = logp
             logp = out
@@ -1027,20 +1118,21 @@ class FDivergence(Regularizer):
     def _solve_blocked(self, r, ref_logp, ref_block=None):
         """:meth:`_solve` over row blocks of about 1 MB (rows are independent problems) with
         four scratch buffers reused by every block: the root-finder's passes stay in cache and
-        allocate nothing of the array's size.  ``ref_block`` maps each block of ``ref_logp`` to
-        the reference log-probabilities (the multi-reference mixture, formed block by block)."""
+        allocate nothing of the array's size.  ``ref_block(block, out, work)`` maps each block
+        of ``ref_logp`` to the reference log-probabilities (the multi-reference mixture, formed
+        block by block into two more buffers)."""
         n_rows, n = r.shape
         logp = np.empty(np.broadcast_shapes(r.shape, ref_logp.shape[-2:]))
         mu, gap = np.empty((n_rows, 1)), np.empty((n_rows, 1))
         blocks = row_blocks(n_rows, n)
-        bufs = [np.empty((blocks[0].stop - blocks[0].start, n)) for _ in range(4)]
+        bufs = [np.empty((blocks[0].stop - blocks[0].start, n)) for _ in range(4 if ref_block is None else 6)]
         for sl in blocks:
             k = sl.stop - sl.start
             _check_reward(r[sl])
             ref = take_rows(ref_logp, sl, n_rows)
-            _, mu[sl], gap[sl] = self._solve(
-                r[sl], ref if ref_block is None else ref_block(ref), out=logp[sl], scratch=[b[:k] for b in bufs]
-            )
+            if ref_block is not None:
+                ref = ref_block(ref, bufs[4][:k], bufs[5][:k])
+            _, mu[sl], gap[sl] = self._solve(r[sl], ref, out=logp[sl], scratch=[b[:k] for b in bufs[:4]])
         return logp, mu, gap
 
     def optimal_logp(self, r, ref_logp=None):
@@ -1153,8 +1245,25 @@ class MultiFKL(Regularizer):
         formed block by block inside the single-reference solver's row loop."""
         ref_logp = self._check_k(ref_logp)
         if blockable(r, ref_logp, ref_ndim=3):
-            return self._single._solve_blocked(r, ref_logp, ref_block=self.mixture_logp)
+            return self._single._solve_blocked(r, ref_logp, ref_block=self._mixture_logp_into)
         return self._single._solve(r, self.mixture_logp(ref_logp))
+
+    def _mixture_logp_into(self, ref_logp, out, work):
+        """:meth:`mixture_logp` of a [K, rows, n] numpy block into ``out`` through probabilities
+        (K exps and one log, no temporaries); a block where the mixture falls below 1e-290
+        somewhere is redone in log space, so that tiny reference probabilities stay exact."""
+        if ref_logp.shape[-2] != out.shape[0]:  # [K, 1, n]: broadcast to the block
+            return self.mixture_logp(ref_logp)
+        with quiet():
+            for i, w in enumerate(self.weights):
+                if i == 0:
+                    np.multiply(np.exp(ref_logp[0], out=out), w, out=out)
+                else:
+                    out += np.multiply(np.exp(ref_logp[i], out=work), w, out=work)
+            if out.min() < 1e-290:
+                out[...] = self.mixture_logp(ref_logp)
+                return out
+            return np.log(out, out=out)
 
     def optimal_logp(self, r, ref_logp=None):
         return self._solve(r, ref_logp)[0]
