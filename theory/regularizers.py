@@ -793,8 +793,11 @@ def solve_normalizer(spec: FSpec, s, ref_logp, *, tol: float = 1e-13, max_iter: 
     for every h; the loop stops at |S − 1| ≤ ``tol``.  Each iteration is a handful of passes
     over the array (no exp/log), which keeps the batched solver near the memory-bound floor.
 
-    Returns (d, s_max, on, base) with d, s_max of shape [..., 1], ``on`` the support mask
-    (``None`` when π_ref > 0 everywhere) and ``base`` = s_max − s on it; the policy is log π = log π_ref + log h(d + base).
+    Returns (d, s_max, on, base, log_rows) with d, s_max of shape [..., 1], ``on`` the support
+    mask (``None`` when π_ref > 0 everywhere) and ``base`` = s_max − s on it; the policy is
+    log π = log π_ref + log h(d + base).  ``log_rows`` is ``None``, or (mask, log d) for the rows
+    whose top response has π_ref < 1e-300: there d underflows, and log g = logaddexp(log d,
+    log base) gives the policy exactly (:func:`_solve_log_rows`).
 
     ``scratch`` (numpy [rows, n] ``s``, the row-blocked path): three buffers of ``s``'s shape
     (for π_ref, the gaps and the moments' work); with full support ``s`` itself is overwritten
