@@ -96,11 +96,7 @@ def log_softmax_into(z, work, bound: float = 40.0):
         n = z.shape[-1]
         z2, lse2, ok2 = np.reshape(z, (-1, n)), np.reshape(lse, (-1, 1)), np.reshape(ok, (-1,))
         redo = np.flatnonzero(~ok2)
-        zr = z2[redo]
-        m = np.max(zr, axis=-1, keepdims=True)
-        m[~np.isfinite(m)] = 0.0
-        zr -= m
-        zr -= np.log(np.sum(np.exp(zr), axis=-1, keepdims=True))
+        zr = log_softmax(z2[redo], overwrite=True)  # the max-shifted form, on those rows only
         keep = np.flatnonzero(ok2)
         z2[keep] -= lse2[keep]
         z2[redo] = zr

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from prefmatch.theory._array import asarray, log_softmax, logsumexp, namespace, quiet, weighted_sum
 
 __all__ = [
@@ -103,11 +105,29 @@ def generalized_escort(ref_logps, weights):
         return g - log_f[..., None], log_f
 
 
-def arithmetic_mixture(ref_logps, weights):
-    """log P̄_α = log Σ_i α_i π_i (second paper, eq. 30); support = union of the supports."""
+def arithmetic_mixture(ref_logps, weights, out=None, work=None):
+    """log P̄_α = log Σ_i α_i π_i (second paper, eq. 30); support = union of the supports.
+
+    ``out`` and ``work`` (numpy buffers of one reference's shape; the row-blocked solvers) make
+    it go through probabilities instead — K exps, one log, no temporaries — and fall back to
+    the logsumexp form when the mixture falls below 1e-290 anywhere (so that tiny reference
+    probabilities stay exact in log space).
+    """
     ref_logps = asarray(ref_logps)
     xp = namespace(ref_logps)
-    w = asarray(weights, like=ref_logps)
     with quiet():
+        if out is not None and ref_logps.shape[1:] == out.shape:
+            for i, wi in enumerate(weights):
+                if i == 0:
+                    np.multiply(np.exp(ref_logps[0], out=out), float(wi), out=out)
+                else:
+                    out += np.multiply(np.exp(ref_logps[i], out=work), float(wi), out=work)
+            if out.min() >= 1e-290:
+                return np.log(out, out=out)
+        w = asarray(weights, like=ref_logps)
         logw = xp.reshape(xp.log(w), (w.shape[0],) + (1,) * (ref_logps.ndim - 1))
-        return logsumexp(logw + ref_logps, axis=0)
+        res = logsumexp(logw + ref_logps, axis=0)
+        if out is None:
+            return res
+        out[...] = res
+        return out

@@ -946,7 +946,7 @@ def _log_h_of_log_g(spec: FSpec, xp, log_g):
 
 def _solve_log_rows(spec: FSpec, ref_logp, base, log_q_top, rows, tol: float = 1e-15, max_iter: int = 400):
     r"""log d with Σ_y π_ref(y) h(d + base_y) = 1 in log space, for the ``rows`` whose top
-    response has π_ref below 1e-300 (elsewhere the result is unused).
+    response has π_ref below 1e-300 (0 is returned on the other rows, which are not computed).
 
     F(t) = logsumexp_y(log π_ref(y) + log h(g_y)), log g_y = logaddexp(t, log base_y), is
     decreasing in t = log d.  F ≥ 0 at t = log π_ref(top)/p − 1 (the top's pole alone:
@@ -958,23 +958,26 @@ def _solve_log_rows(spec: FSpec, ref_logp, base, log_q_top, rows, tol: float = 1
     xp = namespace(ref_logp, base)
     with quiet():
         ref_b, base_b = xp.broadcast_arrays(ref_logp, base)
-        log_b = xp.log(base_b)  # −inf for the top response(s)
+        n = base_b.shape[-1]
+        shape = rows.shape
+        # only the flagged rows are iterated (a batch may hold a handful of them)
+        idx = xp.nonzero(xp.reshape(xp.broadcast_to(rows, base_b.shape[:-1] + (1,)), (-1,)))[0]
+        ref_r = xp.reshape(ref_b, (-1, n))[idx, ...]
+        log_b = xp.log(xp.reshape(base_b, (-1, n))[idx, ...])  # −inf for the top response(s)
 
         def F(t):
             log_g = xp.logaddexp(t, log_b)
-            return logsumexp(ref_b + _log_h_of_log_g(spec, xp, log_g), axis=-1, keepdims=True)
+            return logsumexp(ref_r + _log_h_of_log_g(spec, xp, log_g), axis=-1, keepdims=True)
 
-        a = xp.where(rows, log_q_top / spec.pole_power - 1.0, -1.0)
+        a = xp.reshape(xp.broadcast_to(log_q_top, shape), (-1, 1))[idx, ...] / spec.pole_power - 1.0
         b = xp.zeros_like(a) + math.log(spec.g_one)
         fa, fb = F(a), F(b)
-        fa = xp.where(rows, fa, 1.0)
-        fb = xp.where(rows, fb, -1.0)
         t = b
         side = xp.zeros_like(a)  # Illinois: which end was kept last (−1 left, +1 right)
         for _ in range(max_iter):
             t = (a * fb - b * fa) / (fb - fa)  # the secant root inside [a, b] (fa > 0 > fb)
             t = xp.where(xp.isfinite(t) & (t > a) & (t < b), t, 0.5 * (a + b))
-            ft = xp.where(rows, F(t), 0.0)
+            ft = F(t)
             done = (xp.abs(ft) <= tol) | (b - a <= tol * xp.maximum(1.0, xp.abs(t)))
             if bool(xp.all(done)):
                 break
@@ -986,7 +989,9 @@ def _solve_log_rows(spec: FSpec, ref_logp, base, log_q_top, rows, tol: float = 1
             side = xp.where(left, 1.0, -1.0)
         else:
             raise RuntimeError(f"solve_normalizer({spec.name}): the log-space rows did not converge; please report this input")
-        return t
+        out = xp.reshape(xp.zeros_like(xp.broadcast_to(log_q_top, shape)), (-1, 1))
+        out[idx, ...] = t
+        return xp.reshape(out, shape)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1217,11 +1222,12 @@ class MultiFKL(Regularizer):
             )
         return ref_logp
 
-    def mixture_logp(self, ref_logp):
-        """log P̄_α = log Σ_i α_i π_ref,i (the arithmetic mixture, eq. 30)."""
+    def mixture_logp(self, ref_logp, out=None, work=None):
+        """log P̄_α = log Σ_i α_i π_ref,i (the arithmetic mixture, eq. 30); ``out``/``work``:
+        numpy buffers of the row-blocked path (:func:`.distributions.arithmetic_mixture`)."""
         from prefmatch.theory.distributions import arithmetic_mixture
 
-        return arithmetic_mixture(self._check_k(ref_logp), self.weights)
+        return arithmetic_mixture(self._check_k(ref_logp), self.weights, out=out, work=work)
 
     @property
     def _single(self) -> FDivergence:
@@ -1248,25 +1254,8 @@ class MultiFKL(Regularizer):
         formed block by block inside the single-reference solver's row loop."""
         ref_logp = self._check_k(ref_logp)
         if blockable(r, ref_logp, ref_ndim=3):
-            return self._single._solve_blocked(r, ref_logp, ref_block=self._mixture_logp_into)
+            return self._single._solve_blocked(r, ref_logp, ref_block=self.mixture_logp)
         return self._single._solve(r, self.mixture_logp(ref_logp))
-
-    def _mixture_logp_into(self, ref_logp, out, work):
-        """:meth:`mixture_logp` of a [K, rows, n] numpy block into ``out`` through probabilities
-        (K exps and one log, no temporaries); a block where the mixture falls below 1e-290
-        somewhere is redone in log space, so that tiny reference probabilities stay exact."""
-        if ref_logp.shape[-2] != out.shape[0]:  # [K, 1, n]: broadcast to the block
-            return self.mixture_logp(ref_logp)
-        with quiet():
-            for i, w in enumerate(self.weights):
-                if i == 0:
-                    np.multiply(np.exp(ref_logp[0], out=out), w, out=out)
-                else:
-                    out += np.multiply(np.exp(ref_logp[i], out=work), w, out=work)
-            if out.min() < 1e-290:
-                out[...] = self.mixture_logp(ref_logp)
-                return out
-            return np.log(out, out=out)
 
     def optimal_logp(self, r, ref_logp=None):
         return self._solve(r, ref_logp)[0]

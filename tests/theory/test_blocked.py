@@ -227,3 +227,22 @@ def test_blocked_multi_fkl_tiny_mixture_stays_exact(tiny_blocks, monkeypatch):
     assert np.all(np.isfinite(got))
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(np.exp(got).sum(-1), 1.0, atol=1e-12)
+
+
+def test_arithmetic_mixture_buffers_match_logsumexp_form():
+    """The buffered (probability-space) mixture equals the logsumexp form, and a block whose
+    mixture underflows there falls back to it (log P̄ of e^-800 stays −800 + log Σα, not −inf)."""
+    from prefmatch.theory.distributions import arithmetic_mixture
+
+    rng = np.random.default_rng(13)
+    L = np.log(rng.dirichlet(np.ones(N), size=(3, 4)))
+    w = (0.2, 0.5, 0.3)
+    want = arithmetic_mixture(L, w)
+    out, work = np.empty((4, N)), np.empty((4, N))
+    got = arithmetic_mixture(L, w, out=out, work=work)
+    assert got is out
+    np.testing.assert_allclose(got, want, rtol=1e-14, atol=1e-14)
+    L[:, 2, 5] = -800.0
+    got = arithmetic_mixture(L, w, out=out, work=work)
+    np.testing.assert_allclose(got, arithmetic_mixture(L, w), rtol=1e-14)
+    assert got[2, 5] == pytest.approx(-800.0, abs=1e-12)
