@@ -29,14 +29,19 @@ def masked_mean(x, mask, dim=None):
     return (x * m).sum(dim) / m.sum(dim).clamp(min=1)
 
 
-def masked_whiten(x, mask, shift_mean: bool = True, eps: float = 1e-8):
-    """(x − mean)/std over the masked entries (advantage normalisation)."""
+def masked_whiten(x, mask, shift_mean: bool = True, eps: float = 1e-8, return_scale: bool = False):
+    """(x − mean)/std over the masked entries (advantage normalisation).
+
+    With ``return_scale`` also returns 1/std (detached): the factor by which whitening scales the
+    score-function gradient, which the pathwise regularizer term must share."""
     mean = masked_mean(x, mask)
     var = masked_mean((x - mean) ** 2, mask)
-    out = (x - mean) * (var + eps).rsqrt()
+    scale = (var + eps).rsqrt()
+    out = (x - mean) * scale
     if not shift_mean:
         out = out + mean
-    return out * mask.to(x.dtype)
+    out = out * mask.to(x.dtype)
+    return (out, scale.detach()) if return_scale else out
 
 
 def gae(rewards, values, mask, gamma: float = 1.0, lam: float = 0.95):

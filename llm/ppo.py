@@ -5,11 +5,17 @@ One iteration (:meth:`PPOTrainer.step`) reads top to bottom like the algorithm:
 1. **rollout**: sample a batch of prompts, generate responses with the policy;
 2. **score**: per-token log-probs of the policy (and its values) and of the reference(s);
    the reward model's score of prompt + response;
-3. **rewards**: r_t = ψ_t + 1[t = last]·s·clip(r_θ, ±c), where ψ_t is the regularizer's
-   ``token_reward`` (theory layer; see :mod:`prefmatch.llm.rewards`);
-4. **advantages**: GAE(γ, λ) on the value head's estimates, whitened;
+3. **rewards**: r_t = ψ_t + 1[t = last]·clip(r_θ, ±c), where ψ_t is the regularizer's
+   per-token term (theory layer; see :mod:`prefmatch.llm.rewards`), β inside ψ;
+4. **advantages**: GAE(γ = 1, λ) on the value head's estimates, whitened (scale σ⁻¹);
 5. **update**: ``ppo_epochs`` passes of shuffled minibatches of the clipped policy loss plus
-   ``vf_coef`` × the clipped value loss (plus the pathwise regularizer term in ``loss`` mode).
+   ``vf_coef`` × the clipped value loss, plus — in ``loss`` placement — the pathwise regularizer
+   term on the same scale (the same token normalizer and the same σ⁻¹).
+
+Every configuration this trainer accepts reaches the theory's optimum on tabular policies: the
+convergence battery (:mod:`prefmatch.llm.battery`) drives this same :meth:`PPOTrainer.step`
+through :meth:`PPOTrainer.from_modules`; a configuration that cannot be made exact is refused
+when the config is built (:meth:`PPOConfig.check_algorithm`).
 
 Outputs in ``out``: ``metrics.jsonl`` (one line per step: reward, regularizer, KL to the
 reference, entropy, clip fraction, approx KL, value loss, explained variance, tokens/s, …),
@@ -27,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prefmatch.llm.common import CommonConfig
-from prefmatch.llm.config import ConfigError, cfg_field, load_config, save_config
+from prefmatch.llm.config import ConfigError, cfg_field, save_config
 from prefmatch.llm.rewards import REGULARIZER_MODES
 
 REGULARIZERS = ("kl", "pm", "cpm", "maxent", "multi_rkl", "fdiv", "multi_fkl")
@@ -37,35 +43,42 @@ REGULARIZERS = ("kl", "pm", "cpm", "maxent", "multi_rkl", "fdiv", "multi_fkl")
 class PPOConfig(CommonConfig):
     policy: str = cfg_field("", help="initial policy directory (usually the SFT model)")
     reward_model: str = cfg_field("", help="reward model directory (from `prefmatch train rm`)")
+    reward_fn: str = cfg_field("", help="instead of reward_model: a rule-based reward 'package.module:function' "
+                               "called as f(prompt_ids [B,P] left-padded, response_ids [B,T], response_mask [B,T]) "
+                               "-> scores [B]")
     ref: list[str] = cfg_field([], help="reference model directories (default: the initial policy); "
-                               "several for multi_rkl, in the order of regularizer_params.weights")
+                               "several for multi_rkl/multi_fkl, in the order of regularizer_params.weights")
     split: str = cfg_field("rl", help="part of the SFT/RM/RL split whose prompts are used",
                            choices=("all", "sft", "rm", "rl"))
     out: str = cfg_field("out/ppo", help="output directory")
     regularizer: str = cfg_field("kl", help="regularizer ψ of the objective E[r + ψ]", choices=REGULARIZERS)
     regularizer_params: dict = cfg_field({}, help="parameters of the regularizer besides beta, e.g. "
                                          "{alpha: 0.3} for cpm, {weights: [0.5, 0.5]} for multi_rkl, "
-                                         "{estimator: k3} for kl, {level: sequence} for cpm (default token)")
-    regularizer_mode: str = cfg_field("reward", help="reward: ψ_t as per-token reward (exact for ψ affine in "
-                                      "log π); loss: also add the pathwise gradient term (needed otherwise)",
-                                      choices=REGULARIZER_MODES)
-    beta: float = cfg_field(0.1, help="β: passed to kl/multi_rkl/fdiv; for pm/cpm/maxent the reward is "
-                            "divided by β instead (PM paper Section 6: r = r_θ/β)")
+                                         "{estimator: k3} for kl, {f: chi2} for fdiv, {level: sequence} for cpm "
+                                         "(default token)")
+    regularizer_mode: str = cfg_field("auto", help="where ψ goes: reward (score-function part only; exact for ψ "
+                                      "affine in log π), loss (also its pathwise gradient; needed otherwise), "
+                                      "auto (reward where exact, else loss)", choices=REGULARIZER_MODES)
+    beta: float = cfg_field(0.1, help="β, the divergence's coefficient in E[r] − β·D for every regularizer "
+                            "(PM: ψ = β(−log π + C1 + C2/π), optimum softmax(r/β))")
     reward_clip: float = cfg_field(5.0, help="clip the reward-model score to ±reward_clip (0 = off)")
     normalize_reward: bool = cfg_field(True, help="apply the reward model's saved normalisation, if any")
     steps: int = cfg_field(100, help="PPO iterations (rollout + update)")
     mini_batch_size: int = cfg_field(4, help="minibatch size of the update (per process)")
     ppo_epochs: int = cfg_field(1, help="passes over each rollout batch")
-    gamma: float = cfg_field(1.0, help="discount γ")
-    lam: float = cfg_field(0.95, help="GAE λ")
+    gamma: float = cfg_field(1.0, help="discount γ; must be 1 (the RLHF objective is undiscounted: γ < 1 "
+                             "discounts the last-token reward and changes the optimum)")
+    lam: float = cfg_field(0.95, help="GAE λ in [0, 1] (1 without a value model)")
     cliprange: float = cfg_field(0.2, help="policy ratio clip ε")
     cliprange_value: float = cfg_field(0.2, help="value clip")
     vf_coef: float = cfg_field(0.1, help="weight of the value loss")
-    whiten_advantages: bool = cfg_field(True, help="normalise advantages to mean 0, std 1 per batch")
-    temperature: float = cfg_field(1.0, help="sampling temperature")
-    top_k: int = cfg_field(0, help="top-k sampling (0 = off)")
-    top_p: float = cfg_field(1.0, help="nucleus sampling (1 = off)")
-    min_new_tokens: int = cfg_field(0, help="minimum generated tokens (EOS suppressed before)")
+    whiten_advantages: bool = cfg_field(True, help="normalise advantages to mean 0, std 1 per batch (the "
+                                        "pathwise regularizer term is divided by the same std)")
+    temperature: float = cfg_field(1.0, help="sampling temperature (the trained policy is softmax(logits/T))")
+    top_k: int = cfg_field(0, help="top-k sampling; must be 0 (PPO's ratio and ψ need samples from the policy)")
+    top_p: float = cfg_field(1.0, help="nucleus sampling; must be 1 (PPO's ratio and ψ need samples from the policy)")
+    min_new_tokens: int = cfg_field(0, help="minimum generated tokens; must be 0 (suppressing EOS samples from "
+                                    "another distribution than the one in the ratio and ψ)")
     save_every: int = cfg_field(0, help="checkpoint every N steps (0 = only the final model)")
     keep_checkpoints: int = cfg_field(2, help="how many recent checkpoints to keep")
 
@@ -73,68 +86,144 @@ class PPOConfig(CommonConfig):
         super().check()
         if not self.policy:
             raise ConfigError("policy: required (a local model directory, e.g. the SFT model)")
-        if not self.reward_model:
-            raise ConfigError("reward_model: required (a directory written by `prefmatch train rm`)")
-        for name in ("steps", "mini_batch_size", "ppo_epochs", "temperature"):
+        if bool(self.reward_model) == bool(self.reward_fn):
+            raise ConfigError("reward_model, reward_fn: give exactly one (a directory written by `prefmatch train rm`, "
+                              "or a rule 'package.module:function')")
+        self.check_algorithm()
+
+    def check_algorithm(self, has_value: bool = True):
+        """Refuse what cannot reach the theory's optimum; returns ``(regularizer, placement)``."""
+        from prefmatch.llm.rewards import RegularizerConfigError, build_regularizer, resolve_mode
+
+        for name in ("steps", "mini_batch_size", "ppo_epochs", "temperature", "batch_size", "max_response_len"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)!r}")
-        if not 0 <= self.gamma <= 1 or not 0 <= self.lam <= 1:
-            raise ConfigError(f"gamma, lam: must be in [0, 1], got {self.gamma}, {self.lam}")
-
-
-def load_ppo_config(path=None, overrides=None) -> PPOConfig:
-    return load_config(PPOConfig, path, overrides)
+        if self.gamma != 1:
+            raise ConfigError(f"gamma: must be 1 (the RLHF objective is undiscounted), got {self.gamma!r}")
+        if not 0 <= self.lam <= 1:
+            raise ConfigError(f"lam: must be in [0, 1], got {self.lam!r}")
+        if not has_value and self.lam != 1:
+            raise ConfigError(f"lam: must be 1 without a value model (the advantage is then the return-to-go), "
+                              f"got {self.lam!r}")
+        if self.top_k != 0:
+            raise ConfigError(f"top_k: must be 0 (PPO's ratio and ψ are those of the full policy), got {self.top_k!r}")
+        if self.top_p != 1:
+            raise ConfigError(f"top_p: must be 1 (PPO's ratio and ψ are those of the full policy), got {self.top_p!r}")
+        if self.min_new_tokens != 0:
+            raise ConfigError(f"min_new_tokens: must be 0 (suppressing EOS samples from another distribution "
+                              f"than the one in PPO's ratio and ψ), got {self.min_new_tokens!r}")
+        try:
+            reg = build_regularizer(self.regularizer, self.regularizer_params, self.beta)
+            return reg, resolve_mode(reg, self.regularizer_mode)
+        except RegularizerConfigError as e:
+            raise ConfigError(str(e)) from None
 
 
 # ----------------------------------------------------------------------------- the trainer
 
 class PPOTrainer:
-    """Holds models, optimizer and data of a PPO run; :meth:`step` is one PPO iteration."""
+    """Holds models, optimizer and data of a PPO run; :meth:`step` is one PPO iteration.
+
+    ``PPOTrainer(cfg)`` loads local HF directories; :meth:`from_modules` runs the same
+    :meth:`step` on any torch modules that follow the HF call convention.
+    """
 
     def __init__(self, cfg: PPOConfig, quiet: bool = False):
         import torch
 
-        from prefmatch.llm.data import load_split
+        from prefmatch.llm.data import encode_prompt, load_split
         from prefmatch.llm.models import (
             disable_dropout, load_causal_lm, load_reward_model, policy_with_value_class)
-        from prefmatch.llm.rewards import RegularizerConfigError, build_regularizer, check_mode
-        from prefmatch.llm.sft import make_optimizer, setup_trainable
+        from prefmatch.llm.sft import setup_trainable
         from prefmatch.llm.tokenizer import load_tokenizer, same_tokenizer
-        from prefmatch.llm.training import Timer, make_accelerator, seed_everything
+        from prefmatch.llm.training import make_accelerator, seed_everything
 
-        self.cfg, self.quiet = cfg, quiet
-        try:
-            self.reg, self.reward_scale = build_regularizer(cfg.regularizer, cfg.regularizer_params, cfg.beta)
-            check_mode(self.reg, cfg.regularizer_mode)
-        except RegularizerConfigError as e:
-            raise ConfigError(str(e)) from None
+        reg, placement = cfg.check_algorithm()
+        n_refs = len(reg.weights) if reg.multi_reference else 1
         ref_dirs = list(cfg.ref) or [cfg.policy]
-        n_refs = len(getattr(self.reg, "weights", ())) if self.reg.multi_reference else 1
         if len(ref_dirs) != n_refs:
             raise ConfigError(f"ref: {cfg.regularizer} needs {n_refs} reference model(s) "
                               f"(one per weight), got {len(ref_dirs)}")
-        self.records = load_split(cfg.data, cfg.split, cfg.split_fractions, cfg.split_seed, keys=("prompt",))
+        records = load_split(cfg.data, cfg.split, cfg.split_fractions, cfg.split_seed, keys=("prompt",))
+        reward_fn = load_reward_fn(cfg.reward_fn) if cfg.reward_fn else None
 
-        self.acc = acc = make_accelerator(cfg.mixed_precision, cfg.cpu)
+        acc = make_accelerator(cfg.mixed_precision, cfg.cpu)
         seed_everything(cfg.seed)
-        self.tok = load_tokenizer(cfg.policy)
-        self.tok.padding_side = "left"
-        for what, d in [("reward_model", cfg.reward_model)] + [("ref", r) for r in ref_dirs]:
-            if not same_tokenizer(self.tok, load_tokenizer(d)):
+        tok = load_tokenizer(cfg.policy)
+        tok.padding_side = "left"
+        others = ([("reward_model", cfg.reward_model)] if cfg.reward_model else []) + [("ref", r) for r in ref_dirs]
+        for what, d in others:
+            if not same_tokenizer(tok, load_tokenizer(d)):
                 raise ConfigError(f"{what}: the tokenizer in {d} does not match the policy's ({cfg.policy}); "
                                   "train all models from the same base model")
         frozen_dtype = torch.bfloat16 if acc.mixed_precision == "bf16" else None
-        PolicyWithValue = policy_with_value_class()
-        policy = PolicyWithValue.from_pretrained(cfg.policy)
+        policy = policy_with_value_class().from_pretrained(cfg.policy)
         disable_dropout(policy)
         if cfg.lora or cfg.gradient_checkpointing:
             policy.lm = setup_trainable(policy.lm, cfg, "CAUSAL_LM")
-        self.refs = [load_causal_lm(d, dtype=frozen_dtype, what="ref").to(acc.device).eval() for d in ref_dirs]
-        self.rm = load_reward_model(cfg.reward_model, dtype=frozen_dtype, what="reward_model").to(acc.device).eval()
-        for m in self.refs + [self.rm]:
+        refs = [load_causal_lm(d, dtype=frozen_dtype, what="ref").to(acc.device).eval() for d in ref_dirs]
+        self.rm = None
+        if reward_fn is None:
+            self.rm = load_reward_model(cfg.reward_model, dtype=frozen_dtype, what="reward_model").to(acc.device).eval()
+        self.tok = tok
+        prompts = [encode_prompt(tok, r["prompt"], cfg.max_prompt_len) for r in records]
+        self._setup(cfg, quiet, acc, reg, placement, policy, refs, reward_fn, prompts,
+                    pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+
+    @classmethod
+    def from_modules(cls, config: PPOConfig, *, policy, reference, reward_fn, prompts, value=None,
+                     eos_token_id: int | None = None, pad_token_id: int = 0, quiet: bool = True) -> "PPOTrainer":
+        """The trainer on user modules, with the same :meth:`step`.
+
+        ``policy``/``reference``: torch modules called as ``m(input_ids=..., attention_mask=...)``
+        returning an object with ``.logits`` [B, T, V]; ``reference`` may be a list (one per
+        weight of a multi-reference regularizer).  ``reward_fn(prompt_ids, response_ids,
+        response_mask)`` returns scores [B] (prompt_ids left-padded with ``pad_token_id``).
+        ``prompts``: token-id lists.  ``value`` (optional) returns [B, T]; without one the
+        advantage is the return-to-go (``lam`` must be 1).  A policy without ``.generate`` is
+        sampled token by token from its logits.  ``eos_token_id`` None: every response has
+        ``max_response_len`` tokens.
+        """
+        from torch import nn
+
+        from prefmatch.llm.training import make_accelerator, seed_everything
+
+        reg, placement = config.check_algorithm(has_value=value is not None)
+        refs = list(reference) if isinstance(reference, (list, tuple)) else [reference]
+        n_refs = len(reg.weights) if reg.multi_reference else 1
+        if len(refs) != n_refs:
+            raise ConfigError(f"reference: {config.regularizer} needs {n_refs} reference module(s), got {len(refs)}")
+        if config.lora or config.gradient_checkpointing:
+            raise ConfigError("lora, gradient_checkpointing: from_modules trains the modules as given")
+        prompts = [[int(t) for t in p] for p in prompts]
+        if not prompts or any(len(p) == 0 for p in prompts):
+            raise ConfigError("prompts: a non-empty list of non-empty token-id lists")
+        self = cls.__new__(cls)
+        self.tok, self.rm = None, None
+        acc = make_accelerator(config.mixed_precision, config.cpu)
+        seed_everything(config.seed)
+        model = _ActorCritic(policy, value)
+        for r in refs:
+            if isinstance(r, nn.Module):
+                r.requires_grad_(False)
+        self._setup(config, quiet, acc, reg, placement, model, refs, reward_fn, prompts,
+                    pad_token_id=pad_token_id, eos_token_id=eos_token_id)
+        return self
+
+    def _setup(self, cfg, quiet, acc, reg, placement, model, refs, reward_fn, prompts, *, pad_token_id, eos_token_id):
+        from prefmatch.llm.sft import make_optimizer
+        from prefmatch.llm.training import Timer
+
+        self.cfg, self.quiet, self.acc = cfg, quiet, acc
+        self.reg, self.placement = reg, placement
+        self.prompts = prompts
+        self.reward_fn = reward_fn
+        self.pad_token_id, self.eos_token_id = pad_token_id, eos_token_id
+        self.refs = refs
+        for m in self.refs + ([self.rm] if self.rm is not None else []):
             m.requires_grad_(False)
-        self.optimizer = make_optimizer(policy, cfg)
-        self.model, self.optimizer = acc.prepare(policy, self.optimizer)
+        optimizer = make_optimizer(model, cfg)
+        self.model, self.optimizer = acc.prepare(model, optimizer)
         self.timer = Timer(cuda=acc.device.type == "cuda")
         self.step_count = 0
         self.last_checkpoint: str | None = None
@@ -142,45 +231,74 @@ class PPOTrainer:
 
     @property
     def policy(self):
-        """The unwrapped :class:`PolicyWithValue` (no DDP wrapper)."""
+        """The unwrapped actor-critic (no DDP wrapper)."""
         return self.acc.unwrap_model(self.model)
 
     # ------------------------------------------------------------------ helpers of one step
-    def sample_prompts(self, step: int) -> list[str]:
-        """This process's prompts of iteration ``step``: drawn from a seed of (seed, step) only."""
+    def sample_prompts(self, step: int) -> list[list[int]]:
+        """This process's prompt token ids of iteration ``step``: drawn from a seed of (seed, step) only."""
         import numpy as np
 
         from prefmatch.llm.training import derived_seed, rank_slice
 
         rng = np.random.default_rng(derived_seed(self.cfg.seed, step, 0))
-        n = len(self.records)
+        n = len(self.prompts)
         B = self.cfg.batch_size
         idx = rng.choice(n, size=B, replace=n < B).tolist()
-        return [self.records[i]["prompt"] for i in rank_slice(idx, self.acc)]
+        return [self.prompts[i] for i in rank_slice(idx, self.acc)]
 
-    def generate(self, prompts: list[str]):
-        """(query_ids, query_mask, response_ids, response_mask); response_mask covers tokens up to EOS."""
+    def generate(self, prompts: list[list[int]]):
+        """(query_ids, query_mask, response_ids, response_mask); response_mask covers tokens up to EOS.
+
+        Samples from softmax(logits/temperature), the distribution PPO's ratio and ψ use: HF
+        ``generate`` with an explicit generation config (no model defaults such as top-k 50), or,
+        for a module without ``.generate``, token by token from its logits.
+        """
         import torch
 
-        from prefmatch.llm.data import encode_prompt, pad_batch
+        from prefmatch.llm.data import pad_batch
 
-        cfg, tok = self.cfg, self.tok
-        q = [encode_prompt(tok, p, cfg.max_prompt_len) for p in prompts]
-        query, qmask = pad_batch(q, tok.pad_token_id, side="left")
+        cfg = self.cfg
+        query, qmask = pad_batch(prompts, self.pad_token_id, side="left")
         query, qmask = query.to(self.acc.device), qmask.to(self.acc.device)
-        gen_kw = dict(do_sample=True, max_new_tokens=cfg.max_response_len, temperature=cfg.temperature,
-                      top_k=cfg.top_k, top_p=cfg.top_p, min_new_tokens=cfg.min_new_tokens,
-                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        lm = self.policy.lm
         with torch.no_grad(), self.acc.autocast():
-            seq = self.policy.lm.generate(input_ids=query, attention_mask=qmask, **gen_kw)
-        response = seq[:, query.shape[1]:]
-        is_eos = response == tok.eos_token_id
-        after_eos = (is_eos.long().cumsum(-1) - is_eos.long()) > 0  # strictly after the first EOS
-        rmask = (~after_eos).long()
+            if hasattr(lm, "generate"):
+                from transformers import GenerationConfig
+
+                gen = GenerationConfig(do_sample=True, max_new_tokens=cfg.max_response_len, min_new_tokens=0,
+                                       temperature=cfg.temperature, top_k=0, top_p=1.0,
+                                       pad_token_id=self.pad_token_id, eos_token_id=self.eos_token_id)
+                seq = lm.generate(input_ids=query, attention_mask=qmask, generation_config=gen)
+                response = seq[:, query.shape[1]:]
+            else:
+                response = self._sample_tokens(lm, query, qmask)
         if response.shape[1] == 0:
             raise ConfigError("max_response_len: generation produced no tokens")
-        response = torch.where(rmask.bool(), response, torch.full_like(response, tok.pad_token_id))
+        if self.eos_token_id is None:
+            rmask = torch.ones_like(response)
+        else:
+            is_eos = response == self.eos_token_id
+            after_eos = (is_eos.long().cumsum(-1) - is_eos.long()) > 0  # strictly after the first EOS
+            rmask = (~after_eos).long()
+        response = torch.where(rmask.bool(), response, torch.full_like(response, self.pad_token_id))
         return query, qmask, response, rmask
+
+    def _sample_tokens(self, lm, query, qmask):
+        import torch
+
+        from prefmatch.llm.models import model_inputs
+
+        ids, mask, out = query, qmask, []
+        for _ in range(self.cfg.max_response_len):
+            logits = lm(**model_inputs(lm, ids, mask)).logits[:, -1].float() / self.cfg.temperature
+            nxt = torch.multinomial(torch.softmax(logits, -1), 1)
+            out.append(nxt)
+            ids = torch.cat([ids, nxt], 1)
+            mask = torch.cat([mask, torch.ones_like(nxt)], 1)
+            if self.eos_token_id is not None and bool((torch.cat(out, 1) == self.eos_token_id).any(-1).all()):
+                break
+        return torch.cat(out, 1)
 
     def response_logprobs(self, model, input_ids, attn, P: int, with_values: bool = False):
         """log π(y_t|·) over the response positions (and the values before each token)."""
@@ -190,7 +308,10 @@ class PPOTrainer:
         if with_values:
             logits, values = model(input_ids, attn)
         else:
-            logits = model(**model_inputs(model, input_ids, attn), use_cache=False).logits
+            kw = model_inputs(model, input_ids, attn)
+            if hasattr(model, "config"):  # a transformers model: no KV cache for teacher forcing
+                kw["use_cache"] = False
+            logits = model(**kw).logits
         logits = logits[:, P - 1:-1]
         if self.cfg.temperature != 1.0:
             logits = logits / self.cfg.temperature
@@ -198,6 +319,23 @@ class PPOTrainer:
         if with_values:
             return logp, values[:, P - 1:-1].float(), logits
         return logp
+
+    def scores(self, query, qmask, response, rmask):
+        """Task reward of each row [B]: the reward model's score, or the rule ``reward_fn``'s."""
+        import torch
+
+        if self.rm is not None:
+            from prefmatch.llm.models import reward_scores
+
+            return reward_scores(self.rm, torch.cat([query, response], 1), torch.cat([qmask, rmask], 1),
+                                 normalize=self.cfg.normalize_reward)
+        s = torch.as_tensor(self.reward_fn(query, response, rmask), device=response.device).float()
+        if s.shape != (response.shape[0],):
+            raise ConfigError(f"reward_fn: must return one score per response, shape [{response.shape[0]}], "
+                              f"got {list(s.shape)}")
+        if not bool(torch.isfinite(s).all()):
+            raise ConfigError("reward_fn: returned a non-finite score (NaN or inf)")
+        return s
 
     # ------------------------------------------------------------------ one PPO iteration
     def step(self) -> dict:
@@ -208,7 +346,6 @@ class PPOTrainer:
         from prefmatch.llm.losses import (
             clipped_policy_loss, clipped_value_loss, entropy_from_logits, explained_variance, gae,
             masked_mean, masked_whiten)
-        from prefmatch.llm.models import reward_scores
         from prefmatch.llm.rewards import pathwise_regularizer_loss, ppo_token_rewards
         from prefmatch.llm.training import check_finite, derived_seed
 
@@ -226,7 +363,7 @@ class PPOTrainer:
         input_ids = torch.cat([query, response], 1)
         attn = torch.cat([qmask, rmask], 1)
 
-        # 2. score: policy/ref log-probs, values, reward-model score
+        # 2. score: policy/ref log-probs, values, task reward
         with torch.no_grad(), acc.autocast():
             with timer.section("forward"):
                 old_logp, old_values, logits = self.response_logprobs(self.policy, input_ids, attn, P,
@@ -235,17 +372,18 @@ class PPOTrainer:
             del logits
             with timer.section("forward"):
                 ref_logp = torch.stack([self.response_logprobs(r, input_ids, attn, P) for r in self.refs])
-                score = reward_scores(self.rm, input_ids, attn, normalize=cfg.normalize_reward)
+                score = self.scores(query, qmask, response, rmask)
         ref_for_reg = ref_logp if self.reg.multi_reference else ref_logp[0]
 
         # 3. rewards: task score at the last token + the regularizer's per-token ψ_t (theory layer)
         rewards, psi_t = ppo_token_rewards(self.reg, score, old_logp, ref_for_reg, rmask,
-                                           reward_scale=self.reward_scale, reward_clip=cfg.reward_clip or None)
+                                           reward_clip=cfg.reward_clip or None)
 
-        # 4. advantages
+        # 4. advantages; whitening divides the score-function part by σ, the pathwise part follows
         advantages, returns = gae(rewards, old_values, rmask, cfg.gamma, cfg.lam)
+        adv_scale = 1.0
         if cfg.whiten_advantages:
-            advantages = masked_whiten(advantages, rmask)
+            advantages, adv_scale = masked_whiten(advantages, rmask, return_scale=True)
 
         # 5. update: ppo_epochs × shuffled minibatches
         self.model.train()
@@ -264,9 +402,9 @@ class PPOTrainer:
                                                                        cfg.cliprange)
                     vf_loss = clipped_value_loss(values, old_values[mb], returns[mb], rmask[mb], cfg.cliprange_value)
                     loss = pg_loss + cfg.vf_coef * vf_loss
-                    if cfg.regularizer_mode == "loss":
+                    if self.placement == "loss":  # same token normalizer as the PPO loss, same σ⁻¹
                         ref_mb = ref_for_reg[:, mb] if self.reg.multi_reference else ref_for_reg[mb]
-                        loss = loss + pathwise_regularizer_loss(self.reg, logp, ref_mb, rmask[mb])
+                        loss = loss + pathwise_regularizer_loss(self.reg, logp, ref_mb, rmask[mb], scale=adv_scale)
                 check_finite(acc, step, self.last_checkpoint, policy_loss=pg_loss, value_loss=vf_loss, loss=loss)
                 with timer.section("backward"):
                     acc.backward(loss)
@@ -420,3 +558,45 @@ def train_ppo(cfg: PPOConfig, quiet: bool = False, resume: str | None = None) ->
     out = trainer.save_final()
     return {"out": out, "steps": trainer.step_count, "final_metrics": last,
             "last_checkpoint": trainer.last_checkpoint}
+
+
+def load_reward_fn(spec: str):
+    """The function named by ``'package.module:function'`` (ConfigError naming reward_fn otherwise)."""
+    import importlib
+
+    mod_name, sep, attr = spec.partition(":")
+    if not sep or not mod_name or not attr:
+        raise ConfigError(f"reward_fn: expected 'package.module:function', got {spec!r}")
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise ConfigError(f"reward_fn: cannot import {mod_name!r} ({e})") from None
+    fn = getattr(mod, attr, None)
+    if not callable(fn):
+        raise ConfigError(f"reward_fn: {mod_name!r} has no function {attr!r}")
+    return fn
+
+
+class _LazyActorCritic:
+    cls = None
+
+
+def _ActorCritic(policy, value):
+    """Actor-critic from user modules: ``forward(ids, mask) -> (logits, values)`` (values 0 without one)."""
+    import torch
+    from torch import nn
+
+    if _LazyActorCritic.cls is None:
+        class ActorCritic(nn.Module):
+            def __init__(self, lm, value):
+                super().__init__()
+                self.lm, self.value = lm, value
+
+            def forward(self, input_ids, attention_mask):
+                logits = self.lm(input_ids=input_ids, attention_mask=attention_mask).logits
+                if self.value is None:
+                    return logits, torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
+                return logits, self.value(input_ids=input_ids, attention_mask=attention_mask)
+
+        _LazyActorCritic.cls = ActorCritic
+    return _LazyActorCritic.cls(policy, value)

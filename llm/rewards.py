@@ -1,40 +1,44 @@
-r"""Regularizer → per-token PPO rewards.  No ψ is written here: every formula is the theory
-layer's (:mod:`prefmatch.theory.regularizers`); this module only wires tensors to it.
+r"""Regularizer → per-token PPO rewards and the pathwise loss term.  No ψ is written here:
+every formula is the theory layer's (:mod:`prefmatch.theory.regularizers`); this module wires
+tensors to it.
 
-For one sampled response y = (y_1..y_T) to prompt x, PPO maximises the return
-Σ_t r_t with
+For one sampled response y = (y_1..y_T) to prompt x, PPO maximises the return Σ_t r_t with
 
-.. math::  r_t = \psi_t + \mathbb 1[t = T]\; s\cdot \mathrm{clip}(r_\theta(x, y), \pm c),
+.. math::  r_t = \psi_t + \mathbb 1[t = T]\; \mathrm{clip}(r_\theta(x, y), \pm c),
 
-where ψ_t = ``regularizer.token_reward(log π(y_t|·), log π_ref(y_t|·), mask)`` is the per-token
-share of ψ (Σ_t ψ_t = ψ(log π(y|x), log π_ref(y|x)) for token-additive regularizers), r_θ is the
-reward model's score, c the reward clip and s the reward scale (1/β for the regularizers that
-have no β of their own, as the PM paper's Section 6 does: r = r_θ/β).
+where ψ_t = :func:`regularizer_token_terms` is the per-token share of ψ (for token-additive
+regularizers the theory ``token_reward``; otherwise ψ of the whole response at its last token),
+r_θ the task reward (reward model or rule) and c the reward clip.  β is the regularizer's own
+coefficient (E_π[r] − β·D); the task reward is never rescaled.
 
-Choices documented here:
+Where ψ goes (the ``grad.*`` checks of :mod:`prefmatch.theory.checks_grad` prove each row):
 
-* ``cpm`` defaults to ``level="token"`` in the trainer: the indicator π_ref ≥ α is applied per
-  token on π_ref(y_t | x, y_<t), as the PM paper's implementation does.  Definition 4.1 puts
-  the indicator on the *sequence* probability π_ref(y|x); both coincide for one-token
-  responses, and ``regularizer_params: {level: sequence}`` selects Definition 4.1 exactly.
-* ``multi_rkl``: ψ_t = −β Σ_i α_i (log π(y_t|·) − log π_ref,i(y_t|·)) with the *unnormalized*
-  geometric mixture: summed over tokens it is −β Σ_i α_i log(π(y|x)/π_ref,i(y|x)), the
-  sequence-level objective of the multi-reference paper (eq. 17) whose optimum is the
-  generalized escort tilt (Theorem 5.2).  Re-normalizing the mixture per token would subtract
-  β log Σ_v Π_i π_ref,i(v|·)^{α_i} at each step, which depends on the prefix and so changes the
-  objective (see :func:`renormalized_mixture_token_reward`, kept only to show the difference).
-* Regularizers whose ψ is not affine in log π (``reward_gradient_exact`` False: f-divergences,
-  multi-reference forward KL, PM with C2 ≠ 0) give a biased policy gradient when ψ is used as a
-  sampled reward.  The trainer refuses them unless ``regularizer_mode: loss``, which adds the
-  pathwise term E_π[∂ψ/∂ log π · ∇ log π] as a loss (:func:`pathwise_regularizer_loss`), so
-  that reward + loss is the exact gradient of E_π[ψ].
+* ``regularizer_mode: reward`` pays ψ_t as a reward only (score-function part).  Exact when the
+  per-token terms are affine in log π (``reg.reward_gradient_exact``: KL with k1, PM for every
+  C2 — its C2/π term is a constant of J and is not paid —, cPM, max-ent, multi-reference
+  reverse KL, f = kl).
+* ``regularizer_mode: loss`` adds the pathwise part: the same ψ_t evaluated on the current
+  policy, differentiated through log π (:func:`pathwise_regularizer_loss`).  Reward + pathwise
+  is the exact gradient of E_π[Σ_t ψ_t]; exact for the objective when E_π[Σ_t ψ_t] = E_π[ψ]
+  (``reg.loss_gradient_exact``: everything but KL's k2).  The pathwise term is put on the PPO
+  loss's scale: divided by the same token count (the loss is a token mean) and by the same
+  advantage-whitening scale.
+* ``auto`` (the default) picks ``reward`` where it is exact and ``loss`` otherwise.
+
+Sequence-level cPM (Definition 4.1) pays −β log π(y_t|·) per token and β·b(y) once at the last
+token (b depends on the whole response); token-level cPM (the paper's code) is a different
+objective, whose optimum over whole responses is ``reg.sequence_optimal_logp``.
+
+``multi_rkl``: ψ_t = −β Σ_i α_i (log π(y_t|·) − log π_ref,i(y_t|·)) with the *unnormalized*
+geometric mixture: summed over tokens it is the sequence-level objective of the multi-reference
+paper (eq. 17).  Re-normalizing the mixture per token changes the objective (see
+:func:`renormalized_mixture_token_reward`, kept only to show the difference).
 """
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
-REGULARIZER_MODES = ("reward", "loss")
+REGULARIZER_MODES = ("auto", "reward", "loss")
 
 
 class RegularizerConfigError(ValueError):
@@ -42,68 +46,74 @@ class RegularizerConfigError(ValueError):
 
 
 def build_regularizer(name: str, params: dict[str, Any] | None = None, beta: float | None = None):
-    """``(regularizer, reward_scale)`` from a config.
+    """The regularizer object of a trainer config.
 
-    ``beta`` goes to the regularizer when its factory takes one (kl, multi_rkl, fdiv,
-    multi_fkl); otherwise (pm, cpm, maxent) the reward is scaled by 1/β instead (PM paper §6,
-    r = r_θ/β; the same optimum as r + β ψ).  ``cpm`` defaults to the token-level indicator.
+    ``beta`` (the config's β) goes into the regularizer for every regularizer; a
+    ``params["beta"]`` that differs from it is refused (one β).  ``cpm`` defaults to the
+    token-level indicator (the paper's code).
     """
     from prefmatch.theory import regularizers as R
 
     params = dict(params or {})
-    factories = R.FACTORIES
-    factory = factories.get(name)
-    if factory is None:
-        raise RegularizerConfigError(f"regularizer: must be one of {', '.join(sorted(factories))}, got {name!r}")
-    takes = set(inspect.signature(factory).parameters)
-    scale = 1.0
+    if name not in R.FACTORIES:
+        raise RegularizerConfigError(f"regularizer: must be one of {', '.join(sorted(R.FACTORIES))}, got {name!r}")
     if beta is not None:
-        if "beta" in takes:
-            params.setdefault("beta", beta)
-        else:
-            if not beta > 0:
-                raise RegularizerConfigError(f"beta: must be > 0, got {beta!r}")
-            scale = 1.0 / beta
+        if "beta" in params and params["beta"] != beta:
+            raise RegularizerConfigError(
+                f"regularizer_params.beta: {params['beta']!r} conflicts with beta: {beta!r}; "
+                "set β once, with beta (--beta)")
+        params["beta"] = beta
     if name == "cpm":
         params.setdefault("level", "token")
     try:
-        reg = R.get(name, **params)
+        return R.get(name, **params)
     except (TypeError, ValueError) as e:
         raise RegularizerConfigError(f"regularizer_params: {e}") from None
-    return reg, scale
+
+
+def resolve_mode(reg, mode: str) -> str:
+    """The placement (``reward`` or ``loss``) for ``mode``; refuses one that is not exact."""
+    if mode not in REGULARIZER_MODES:
+        raise RegularizerConfigError(f"regularizer_mode: must be one of {', '.join(REGULARIZER_MODES)}, got {mode!r}")
+    what = _describe(reg)
+    if not reg.loss_gradient_exact:
+        raise RegularizerConfigError(
+            f"regularizer_params.estimator: {what} reaches the wrong optimum in every placement "
+            "(E_π[k2] is not the KL); use estimator k1 (reward or loss) or k3 (loss)")
+    if mode == "auto":
+        return "reward" if reg.reward_gradient_exact else "loss"
+    if mode == "reward" and not reg.reward_gradient_exact:
+        raise RegularizerConfigError(
+            f"regularizer_mode: {what} as a reward only gives a biased policy gradient; "
+            "use regularizer_mode: loss (or auto), which adds its pathwise gradient term")
+    return mode
 
 
 def check_mode(reg, mode: str) -> None:
-    """Refuse ψ-as-reward for a regularizer whose sampled-reward gradient is not exact."""
-    if mode not in REGULARIZER_MODES:
-        raise RegularizerConfigError(f"regularizer_mode: must be one of {', '.join(REGULARIZER_MODES)}, got {mode!r}")
-    if mode == "reward" and not reg.reward_gradient_exact:
-        raise RegularizerConfigError(
-            f"regularizer {reg.name!r} is not affine in log π: as a PPO reward its policy gradient is "
-            "biased; set regularizer_mode: loss to add its exact (pathwise) gradient term"
-        )
+    """Raise :class:`RegularizerConfigError` unless ``mode`` is exact for ``reg``."""
+    resolve_mode(reg, mode)
+
+
+def _describe(reg) -> str:
+    est = getattr(reg, "estimator", None)
+    f = getattr(reg, "f", None)
+    return reg.name + (f" with estimator {est}" if est else "") + (f" with f={f}" if f else "")
 
 
 def regularizer_token_terms(reg, logp_t, ref_logp_t, mask_t):
-    """ψ_t [B, T]: the regularizer's per-token reward (theory ``token_reward``).
+    """ψ_t [B, T]: the regularizer's per-token terms (theory ``token_reward``).
 
     For a regularizer that is not additive over tokens, ψ of the whole sequence is paid at the
     last response token (sequence log-probs are Σ_t of the token log-probs).
     """
-    if getattr(reg, "token_additive", True):
-        try:
-            return reg.token_reward(logp_t, ref_logp_t, mask_t)
-        except ValueError:
-            if reg.reward_gradient_exact:
-                raise
+    if reg.token_additive:
+        return reg.token_reward(logp_t, ref_logp_t, mask_t)
     import torch
 
     from prefmatch.theory._array import last_token_mask
 
     m = mask_t.to(logp_t.dtype)
-    seq_logp = (logp_t * m).sum(-1)
-    seq_ref = None if ref_logp_t is None else (ref_logp_t * m).sum(-1)
-    psi = reg.psi(seq_logp, seq_ref)
+    psi = sequence_psi(reg, logp_t, ref_logp_t, mask_t)
     return torch.where(m > 0, psi[..., None] * last_token_mask(m), torch.zeros_like(logp_t))
 
 
@@ -114,9 +124,8 @@ def sequence_psi(reg, logp_t, ref_logp_t, mask_t):
     return reg.psi((logp_t * m).sum(-1), seq_ref)
 
 
-def ppo_token_rewards(reg, score, logp_t, ref_logp_t, mask_t, reward_scale: float = 1.0,
-                      reward_clip: float | None = None):
-    """``(rewards [B,T], psi_t [B,T])``: ψ_t plus the clipped, scaled score at the last token."""
+def ppo_token_rewards(reg, score, logp_t, ref_logp_t, mask_t, reward_clip: float | None = None):
+    """``(rewards [B,T], psi_t [B,T])``: ψ_t plus the clipped task score at the last token."""
     import torch
 
     from prefmatch.theory._array import last_token_mask
@@ -126,16 +135,22 @@ def ppo_token_rewards(reg, score, logp_t, ref_logp_t, mask_t, reward_scale: floa
     if reward_clip is not None and reward_clip > 0:
         s = torch.clamp(s, -reward_clip, reward_clip)
     last = last_token_mask(mask_t.to(logp_t.dtype))
-    return psi_t + reward_scale * s[:, None] * last, psi_t
+    return psi_t + s[:, None] * last, psi_t
 
 
-def pathwise_regularizer_loss(reg, logp_t, ref_logp_t, mask_t):
-    r"""−E[ψ(log π_θ(y|x), ·)] with gradients through log π_θ only (the pathwise part).
+def pathwise_regularizer_loss(reg, logp_t, ref_logp_t, mask_t, normalizer=None, scale=1.0):
+    r"""The pathwise part of ∇E_π[Σ_t ψ_t], as a loss to minimise: −scale·Σ_{b,t} ψ_t(log π_θ) / normalizer.
 
-    ∇_θ E_{y∼π_θ}[ψ(π_θ(y), y)] = E[ψ ∇log π_θ] (the score part: ψ as reward) +
-    E[∂ψ/∂log π · ∇log π_θ] (this term).  Minimise it alongside the PPO loss in ``loss`` mode.
+    ∇_θ E_{y∼π_θ}[Σ_t ψ_t] = E[Σ_t ∇log π_θ(y_t|·) Σ_{t'≥t} ψ_{t'}] (the score part: ψ_t as a
+    reward) + E[Σ_t ∂ψ_t/∂log π_θ · ∇log π_θ] (this term).  ``normalizer`` is the PPO loss's:
+    the number of response tokens of the minibatch (default), and ``scale`` the advantage
+    whitening factor, so that both parts stand on one scale.
     """
-    return -sequence_psi(reg, logp_t, ref_logp_t, mask_t).mean()
+    m = mask_t.to(logp_t.dtype)
+    total = regularizer_token_terms(reg, logp_t, ref_logp_t, mask_t).sum()
+    if normalizer is None:
+        normalizer = m.sum().clamp(min=1)
+    return -scale * total / normalizer
 
 
 def renormalized_mixture_token_reward(weights, beta, logp_t, ref_logits_t, tokens_t, mask_t):

@@ -160,8 +160,27 @@ class Regularizer(abc.ABC):
     # ---- shared behaviour
     @property
     def reward_gradient_exact(self) -> bool:
-        """Whether ψ as a sampled reward gives the exact policy gradient (E_π[∇ψ] = 0)."""
+        """Whether :meth:`token_reward` paid as a sampled reward (score-function part only) gives
+        the exact gradient of E_π[ψ]: true when ψ is affine in log π (E_π[∇ log π] = 0)."""
         return False
+
+    @property
+    def loss_gradient_exact(self) -> bool:
+        """Whether the per-token terms as a reward *plus* their pathwise gradient (the trainer's
+        ``regularizer_mode: loss``) give the exact gradient of E_π[ψ] (true unless an estimator
+        has the wrong expectation, like KL's k2)."""
+        return True
+
+    def sequence_optimal_logp(self, r, ref_logp_t, mask_t):
+        """log π* over enumerated whole responses from their *token* reference log-probs
+        ``ref_logp_t`` [..., n, T] (leading K axis for multi-reference) and mask [n, T]: the
+        optimum of the objective the trainer's per-token terms define.  For every regularizer but
+        token-level cPM this is :meth:`optimal_logp` of the summed sequence log-probs."""
+        if ref_logp_t is None:
+            return self.optimal_logp(r, None)
+        xp = namespace(ref_logp_t)
+        seq = xp.sum(xp.where(mask_t > 0, ref_logp_t, 0.0), axis=-1)
+        return self.optimal_logp(r, seq)
 
     def pi_psi(self, logp, ref_logp=None):
         """π(y)·ψ(π(y), y) with the limit taken where π(y) = 0 (default limit: 0)."""
@@ -351,19 +370,33 @@ def _require_ref(ref_logp, name):
 class KL(AffineLogRegularizer):
     r"""KL-RLHF: ψ = −β log(π/π_ref) (PM paper eq. 2.3); π* ∝ π_ref e^{r/β} (Prop. 5.1, eq. 5.1).
 
-    ``estimator`` selects the per-token KL estimate used by :meth:`token_reward`: ``"k1"``
-    (log π − log π_ref, exact and additive) or ``"k3"`` ((ρ − 1) − log ρ with ρ = π_ref/π,
-    unbiased per sampled token, always ≥ 0, not additive with ψ).
+    ``estimator`` selects the per-token KL estimate k_t that :meth:`token_reward` pays as
+    ψ_t = −β k_t, with l_t = log π(y_t|·) − log π_ref(y_t|·) and ρ_t = e^{−l_t}:
+    ``"k1"`` = l_t, ``"k2"`` = l_t²/2, ``"k3"`` = (ρ_t − 1) + l_t (Schulman's estimators).
+    Which gradient each gives, as a reward or as a loss, is the ``grad.*`` table
+    (:mod:`prefmatch.theory.checks_grad`): as a reward only k1 is exact; with its pathwise
+    term (``regularizer_mode: loss``) k1 and k3 are exact (E_π[k3_t] = E_π[l_t]); k2 is exact
+    only as a pure loss (E_π[∇k2] = ∇KL), which no trainer mode here uses.
     """
 
     name: ClassVar[str] = "kl"
     beta: float = 1.0
     estimator: str = "k1"
 
+    ESTIMATORS: ClassVar[tuple[str, ...]] = ("k1", "k2", "k3")
+
     def __post_init__(self):
         object.__setattr__(self, "beta", check_positive("beta", self.beta))
-        if self.estimator not in ("k1", "k3"):
-            raise ValueError(f"estimator must be 'k1' or 'k3', got {self.estimator!r}")
+        if self.estimator not in self.ESTIMATORS:
+            raise ValueError(f"estimator must be one of {', '.join(self.ESTIMATORS)}, got {self.estimator!r}")
+
+    @property
+    def reward_gradient_exact(self) -> bool:
+        return self.estimator == "k1"
+
+    @property
+    def loss_gradient_exact(self) -> bool:
+        return self.estimator in ("k1", "k3")
 
     def coefficients(self, ref_logp=None, like=None):
         return self.beta, self.beta * _require_ref(ref_logp, self.name)
@@ -381,9 +414,9 @@ class KL(AffineLogRegularizer):
             return super().token_reward(logp_t, ref_logp_t, mask_t)
         xp = namespace(logp_t)
         mask = xp.astype(mask_t, logp_t.dtype)
-        d = ref_logp_t - logp_t
-        k3 = xp.expm1(d) - d
-        return xp.where(mask > 0, -self.beta * k3 * mask, 0.0)
+        l = xp.where(mask > 0, logp_t - ref_logp_t, 0.0)
+        k = 0.5 * l * l if self.estimator == "k2" else xp.expm1(-l) + l
+        return xp.where(mask > 0, -self.beta * k, 0.0)
 
     def psi_sympy(self, p, q):
         import sympy as sp
@@ -393,20 +426,24 @@ class KL(AffineLogRegularizer):
 
 @dataclass(frozen=True, kw_only=True)
 class PM(AffineLogRegularizer):
-    r"""Preference-matching regularizer R(π) = −log π + C1 + C2/π (PM paper Theorem 1, eq. 3.8).
+    r"""Preference-matching regularizer, ψ = β·R(π) with R(π) = −log π + C1 + C2/π
+    (PM paper Theorem 1, eq. 3.8; the paper's β = 1, its Section 6 writes r/β instead).
 
-    ``c1`` may depend on the prompt (scalar or an array broadcasting as [..., 1]); ``c2`` may
-    depend on prompt and response (Theorem 2, eq. 3.13): scalar or an array [..., n].
-    π* is the Plackett–Luce distribution softmax(r) whatever C1, C2 (Theorems 1–2); the C2
-    term contributes Σ_y C2 to J whatever π (Remark 3.4/3.6), so it adds no per-token reward
-    and, used as a sampled reward, would bias the score-function gradient.
+    The optimum of E_π[r + ψ] is softmax(r/β), the Plackett–Luce distribution of r/β, whatever
+    C1, C2 (Theorems 1–2).  ``c1`` may depend on the prompt (scalar or an array broadcasting
+    as [..., 1]); ``c2`` on prompt and response (Theorem 2, eq. 3.13): scalar or [..., n].
+    The C2 term contributes β Σ_y C2 to J whatever π (Remark 3.4/3.6), so its gradient is 0:
+    :meth:`token_reward` leaves it out (paying C2/π(y) as a sampled reward would bias the
+    score-function gradient and overflows for sequence probabilities like e^-100).
     """
 
     name: ClassVar[str] = "pm"
     c1: Any = 0.0
     c2: Any = 0.0
+    beta: float = 1.0
 
     def __post_init__(self):
+        object.__setattr__(self, "beta", check_positive("beta", self.beta))
         for nm in ("c1", "c2"):
             v = np.asarray(getattr(self, nm), dtype=np.float64)
             if not np.all(np.isfinite(v)):
@@ -416,18 +453,16 @@ class PM(AffineLogRegularizer):
     def _c2_zero(self) -> bool:
         return bool(np.all(np.asarray(self.c2, dtype=np.float64) == 0.0))
 
-    @property
-    def reward_gradient_exact(self) -> bool:
-        return self._c2_zero
-
     def coefficients(self, ref_logp=None, like=None):
-        return 1.0, _param(self.c1, like)
+        return self.beta, self.beta * _param(self.c1, like)
 
     def gibbs_logits(self, r, ref_logp=None, out=None, work=None):
         c1 = _param(self.c1, r)
         if out is not None:
-            return np.add(r, c1, out=out)
-        return r if isinstance(c1, float) and c1 == 0.0 else r + c1  # a = 1: no division
+            np.multiply(r, 1.0 / self.beta, out=out)
+            return np.add(out, c1, out=out)
+        z = r if self.beta == 1.0 else r * (1.0 / self.beta)
+        return z if isinstance(c1, float) and c1 == 0.0 else z + c1
 
     def _blockable_params(self) -> bool:
         return np.ndim(self.c1) <= 1  # a per-prompt c1 [B, 1] takes the whole-array path
@@ -437,7 +472,7 @@ class PM(AffineLogRegularizer):
             return 0.0
         xp = namespace(like)
         c2 = _param(self.c2, like)
-        return xp.sum(c2 + xp.zeros_like(like), axis=-1)
+        return self.beta * xp.sum(c2 + xp.zeros_like(like), axis=-1)
 
     def psi(self, logp, ref_logp=None):
         xp = namespace(logp)
@@ -445,7 +480,7 @@ class PM(AffineLogRegularizer):
         if not self._c2_zero:
             with quiet():
                 out = out + _param(self.c2, logp) * xp.exp(-logp)
-        return out
+        return self.beta * out
 
     def pi_psi(self, logp, ref_logp=None):
         xp = namespace(logp)
@@ -453,62 +488,69 @@ class PM(AffineLogRegularizer):
             out = xexpy(logp, -logp + _param(self.c1, logp))
         if not self._c2_zero:
             out = out + _param(self.c2, logp) + xp.zeros_like(logp)  # lim π·C2/π = C2
-        return out
+        return self.beta * out
 
     def token_terms(self, ref_logp_t, mask_t):
-        if not self._c2_zero:
-            raise ValueError("pm with c2 != 0 has no per-token reward (C2/π is not affine in log π); set c2=0")
+        # the C2 term is a constant of J (zero gradient): not paid
         c1 = np.asarray(self.c1, dtype=np.float64)
         if c1.ndim:
             raise ValueError("per-token rewards need a scalar c1")
-        return 1.0, 0.0, float(c1)
+        return self.beta, 0.0, self.beta * float(c1)
 
     def psi_sympy(self, p, q=None):
-        """−log p + C1 + C2/p (scalar constants; per-response constants are symbols C1, C2)."""
+        """β(−log p + C1 + C2/p) (scalar constants; per-response constants are symbols C1, C2)."""
         import sympy as sp
 
         c1 = sp.nsimplify(float(self.c1)) if np.ndim(self.c1) == 0 else sp.Symbol("C1")
         c2 = sp.nsimplify(float(self.c2)) if np.ndim(self.c2) == 0 else sp.Symbol("C2")
-        return -sp.log(p) + c1 + c2 / p
+        return sp.nsimplify(self.beta) * (-sp.log(p) + c1 + c2 / p)
 
 
 @dataclass(frozen=True, kw_only=True)
 class MaxEnt(AffineLogRegularizer):
-    r"""Maximum-entropy RL: ψ = −τ log π; π* ∝ e^{r/τ} (PM paper Table 1; τ = 1 is PM)."""
+    r"""Maximum-entropy RL: ψ = −β log π; π* ∝ e^{r/β} (PM paper Table 1, where the
+    coefficient is called τ; β = 1 is PM with C1 = C2 = 0)."""
 
     name: ClassVar[str] = "maxent"
-    tau: float = 1.0
+    beta: float = 1.0
 
     def __post_init__(self):
-        object.__setattr__(self, "tau", check_positive("tau", self.tau))
+        object.__setattr__(self, "beta", check_positive("beta", self.beta))
 
     def coefficients(self, ref_logp=None, like=None):
-        return self.tau, 0.0
+        return self.beta, 0.0
 
     def psi_sympy(self, p, q=None):
         import sympy as sp
 
-        return -sp.nsimplify(self.tau) * sp.log(p)
+        return -sp.nsimplify(self.beta) * sp.log(p)
 
 
 @dataclass(frozen=True, kw_only=True)
 class ConditionalPM(AffineLogRegularizer):
-    r"""Conditional PM RLHF (PM paper Definition 4.1): ψ = −log π on M = {π_ref ≥ α},
-    −log(π/π_ref) off M.  π* ∝ e^{r} on M and ∝ π_ref e^{r} off M, so π* conditioned on M is
-    the PL distribution of r on M (Theorem 4).
+    r"""Conditional PM RLHF (PM paper Definition 4.1): ψ = −β log π on M = {π_ref ≥ α},
+    −β log(π/π_ref) off M.  π* ∝ e^{r/β} on M and ∝ π_ref e^{r/β} off M, so π* conditioned on
+    M is the PL distribution of r/β on M (Theorem 4, the paper's β = 1).
 
     ``level="sequence"`` is Definition 4.1 (indicator on the sequence probability π_ref(y|x)).
-    ``level="token"`` is the variant of the paper's code: in :meth:`token_reward` the
-    indicator is applied per token on π_ref(y_t | x, y_<t).  On one-token responses the two
-    coincide; ``psi`` on whole responses is Definition 4.1 for both.
+    :meth:`token_reward` pays −β log π(y_t|·) at every token and β·b(y) = β·𝟙[y ∉ M] log π_ref(y|x)
+    once, at the last token: b depends on the whole response, and paying its share at an earlier
+    token would make that token's reward depend on later tokens (biased with returns-to-go).
+
+    ``level="token"`` is the variant of the paper's code, a different objective: the indicator is
+    applied per token on π_ref(y_t | x, y_<t), ψ(y) = −β log π(y) + β Σ_t 𝟙[π_ref(y_t|·) < α]
+    log π_ref(y_t|·).  Its optimum over whole responses is :meth:`sequence_optimal_logp`.  On
+    one-token responses the two coincide; ``psi`` on whole responses is Definition 4.1 for both.
     """
 
     name: ClassVar[str] = "cpm"
     alpha: float = 0.3
     level: str = "sequence"
+    beta: float = 1.0
 
     def __post_init__(self):
         object.__setattr__(self, "alpha", _check_alpha(self.alpha))
+        object.__setattr__(self, "beta", check_positive("beta", self.beta))
         if self.level not in ("sequence", "token"):
             raise ValueError(f"level must be 'sequence' or 'token', got {self.level!r}")
 
@@ -518,21 +560,28 @@ class ConditionalPM(AffineLogRegularizer):
         return xp.where(off, ref_logp, 0.0)
 
     def coefficients(self, ref_logp=None, like=None):
-        return 1.0, self._b(_require_ref(ref_logp, self.name))
+        return self.beta, self.beta * self._b(_require_ref(ref_logp, self.name))
 
     def token_terms(self, ref_logp_t, mask_t):
         xp = namespace(ref_logp_t)
         if self.level == "token":
-            return 1.0, self._b(ref_logp_t), 0.0
+            return self.beta, self.beta * self._b(ref_logp_t), 0.0
         seq = xp.sum(xp.where(mask_t > 0, ref_logp_t, 0.0), axis=-1, keepdims=True)
-        off = seq < math.log(self.alpha)
-        return 1.0, xp.where(off, ref_logp_t, 0.0), 0.0
+        return self.beta, 0.0, self.beta * self._b(seq)  # b(y) once, at the last token
+
+    def sequence_optimal_logp(self, r, ref_logp_t, mask_t):
+        if self.level == "sequence":
+            return super().sequence_optimal_logp(r, ref_logp_t, mask_t)
+        xp = namespace(ref_logp_t)
+        b = xp.sum(xp.where(mask_t > 0, self._b(ref_logp_t), 0.0), axis=-1)
+        _check_reward(r)
+        return log_softmax(r / self.beta + b)
 
     def psi_sympy(self, p, q):
         import sympy as sp
 
-        a = sp.nsimplify(self.alpha)
-        return sp.Piecewise((-sp.log(p), q >= a), (-sp.log(p / q), True))
+        a, beta = sp.nsimplify(self.alpha), sp.nsimplify(self.beta)
+        return beta * sp.Piecewise((-sp.log(p), q >= a), (-sp.log(p / q), True))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -607,6 +656,10 @@ class Weighted(AffineLogRegularizer):
     @property
     def reward_gradient_exact(self) -> bool:
         return all(t.reward_gradient_exact for t in self.terms)
+
+    @property
+    def loss_gradient_exact(self) -> bool:
+        return all(t.loss_gradient_exact for t in self.terms)
 
     def coefficients(self, ref_logp=None, like=None):
         a, b = 0.0, 0.0
@@ -1290,13 +1343,14 @@ class MultiFKL(Regularizer):
 @dataclass(frozen=True, kw_only=True)
 class GeneralizedPM(Regularizer):
     r"""PM regularizer for a generalized PL link g (PM paper Theorem 3, eq. 3.14):
-    R(π) = −g⁻¹(π) + C1 + (G(g⁻¹(π)) + C2)/π, G' = g.
+    R(π) = −g⁻¹(π) + C1 + (G(g⁻¹(π)) + C2)/π, G' = g, and ψ = β·R(π) (the paper's β = 1).
 
     Then (π R(π))' = −g⁻¹(π) + C1, so the stationarity condition of Σ π (r + R(π)) reads
     g⁻¹(π_y) = r_y + C1 − λ, i.e. π* = g(r + c) with the shift c fixed by Σ π* = 1.  For
     g = exp this is softmax(r), the PL distribution.  For other links it differs in general
     from the generalized PL distribution g(r_y)/Σ g(r_y') (see ``pm.generalized_g``).
 
+    With β the objective is β·Σ π (r/β + R(π)): everything below holds for r/β.
     Links: ``"exp"`` (g = e^r) and ``"power"`` (g(r) = r^k on r > 0, k = ``power``).
     """
 
@@ -1305,8 +1359,10 @@ class GeneralizedPM(Regularizer):
     power: float = 2.0
     c1: float = 0.0
     c2: float = 0.0
+    beta: float = 1.0
 
     def __post_init__(self):
+        object.__setattr__(self, "beta", check_positive("beta", self.beta))
         if self.link not in ("exp", "power"):
             raise ValueError(f"link must be 'exp' or 'power', got {self.link!r}")
         object.__setattr__(self, "power", check_positive("power", self.power))
@@ -1334,7 +1390,7 @@ class GeneralizedPM(Regularizer):
         with quiet():
             p = xp.exp(logp)
             gi = self.g_inv(p)
-            return -gi + self.c1 + (self.G(gi) + self.c2) / p
+            return self.beta * (-gi + self.c1 + (self.G(gi) + self.c2) / p)
 
     def pi_psi(self, logp, ref_logp=None):
         xp = namespace(logp)
@@ -1343,11 +1399,13 @@ class GeneralizedPM(Regularizer):
             gi = self.g_inv(xp.where(p > 0, p, 1.0))
             val = p * (-gi + self.c1) + self.G(gi) + self.c2
             lim0 = (self.G(xp.zeros_like(p)) if self.link == "power" else xp.zeros_like(p)) + self.c2
-            return xp.where(p > 0, val, lim0)
+            return self.beta * xp.where(p > 0, val, lim0)
 
     def optimal_logp(self, r, ref_logp=None):
         _check_reward(r)
         xp = namespace(r)
+        if self.beta != 1.0:
+            r = r * (1.0 / self.beta)
         if self.link == "exp":
             return log_softmax(r)
         # π = (r + c)_+^k, Σ = 1: monotone in c, bisection + Newton on c
@@ -1373,6 +1431,9 @@ class GeneralizedPM(Regularizer):
         return log_softmax(logp)  # remove the ≤1e-15 normalization residue
 
     def cvx_objective(self, pi_var, r, ref):
+        if self.beta != 1.0:  # β·J_1(π; r/β)
+            return self.beta * GeneralizedPM(link=self.link, power=self.power, c1=self.c1, c2=self.c2).cvx_objective(
+                pi_var, np.asarray(r, float) / self.beta, ref)
         import cvxpy as cp
 
         if self.link == "exp":
@@ -1394,7 +1455,7 @@ class GeneralizedPM(Regularizer):
         g = self.g_sympy(x)
         G = sp.integrate(g, x)
         ginv = sp.log(p) if self.link == "exp" else p ** (1 / sp.nsimplify(self.power))
-        return -ginv + sp.nsimplify(self.c1) + (G.subs(x, ginv) + sp.nsimplify(self.c2)) / p
+        return sp.nsimplify(self.beta) * (-ginv + sp.nsimplify(self.c1) + (G.subs(x, ginv) + sp.nsimplify(self.c2)) / p)
 
 
 # --------------------------------------------------------------------------- factories
@@ -1403,19 +1464,19 @@ def kl(beta: float = 1.0, estimator: str = "k1") -> KL:
     return KL(beta=beta, estimator=estimator)
 
 
-def pm(c1=0.0, c2=0.0) -> PM:
-    """PM regularizer −log π + C1 + C2/π (Theorem 1; array constants: Theorem 2)."""
-    return PM(c1=c1, c2=c2)
+def pm(c1=0.0, c2=0.0, beta: float = 1.0) -> PM:
+    """PM regularizer β(−log π + C1 + C2/π) (Theorem 1 at β = 1; array constants: Theorem 2)."""
+    return PM(c1=c1, c2=c2, beta=beta)
 
 
-def cpm(alpha: float = 0.3, level: str = "sequence") -> ConditionalPM:
+def cpm(alpha: float = 0.3, level: str = "sequence", beta: float = 1.0) -> ConditionalPM:
     """Conditional PM RLHF (Definition 4.1), ``level`` = ``"sequence"`` or ``"token"``."""
-    return ConditionalPM(alpha=alpha, level=level)
+    return ConditionalPM(alpha=alpha, level=level, beta=beta)
 
 
-def maxent(tau: float = 1.0) -> MaxEnt:
-    """Maximum-entropy regularizer −τ log π."""
-    return MaxEnt(tau=tau)
+def maxent(beta: float = 1.0) -> MaxEnt:
+    """Maximum-entropy regularizer −β log π (the τ of max-entropy RL is this β)."""
+    return MaxEnt(beta=beta)
 
 
 def f_divergence(f: str = "kl", beta: float = 1.0) -> FDivergence:
@@ -1433,9 +1494,10 @@ def multi_fkl(weights=(0.5, 0.5), beta: float = 1.0) -> MultiFKL:
     return MultiFKL(weights=weights, beta=beta)
 
 
-def generalized_pm(link: str = "exp", power: float = 2.0, c1: float = 0.0, c2: float = 0.0) -> GeneralizedPM:
-    """PM regularizer for the generalized PL link g (Theorem 3, eq. 3.14)."""
-    return GeneralizedPM(link=link, power=power, c1=c1, c2=c2)
+def generalized_pm(link: str = "exp", power: float = 2.0, c1: float = 0.0, c2: float = 0.0,
+                   beta: float = 1.0) -> GeneralizedPM:
+    """PM regularizer for the generalized PL link g (Theorem 3, eq. 3.14), times β."""
+    return GeneralizedPM(link=link, power=power, c1=c1, c2=c2, beta=beta)
 
 
 def weighted(*terms: AffineLogRegularizer) -> Weighted:
@@ -1479,7 +1541,9 @@ ALL_REGULARIZERS: dict[str, Regularizer] = {
     "pm_c2": pm(c1=0.2, c2=0.3),
     "cpm_seq": cpm(alpha=0.2),
     "cpm_token": cpm(alpha=0.2, level="token"),
-    "maxent": maxent(tau=0.5),
+    "maxent": maxent(beta=0.5),
+    "pm_beta": pm(c1=0.1, c2=0.2, beta=0.3),
+    "cpm_seq_beta": cpm(alpha=0.2, beta=2.5),
     "fdiv_kl": f_divergence("kl", beta=0.8),
     "fdiv_reverse_kl": f_divergence("reverse_kl", beta=0.8),
     "fdiv_chi2": f_divergence("chi2", beta=0.8),
@@ -1489,7 +1553,7 @@ ALL_REGULARIZERS: dict[str, Regularizer] = {
     "multi_fkl": multi_fkl(weights=(0.3, 0.7), beta=0.6),
     "generalized_pm_exp": generalized_pm("exp"),
     "generalized_pm_power": generalized_pm("power", power=2.0),
-    "kl_plus_maxent": weighted(kl(beta=0.5), maxent(tau=0.25)),
+    "kl_plus_maxent": weighted(kl(beta=0.5), maxent(beta=0.25)),
+    "generalized_pm_power_beta": generalized_pm("power", power=2.0, beta=0.5),
 }
 
-_FACTORIES = FACTORIES  # backwards-compatible private alias

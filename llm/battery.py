@@ -1,0 +1,271 @@
+r"""The PPO trainer's convergence battery: the real :meth:`PPOTrainer.step` on tabular policies.
+
+The regularizer battery (tests/theory) checks each closed-form optimum against cvxpy; this one
+checks that the *trainer* reaches it.  A case is a trainer configuration (regularizer,
+parameters, placement, estimator, whitening, response length): a tabular autoregressive policy
+over a vocabulary of ``V`` tokens and responses of exactly ``T`` tokens (every one of the V^T
+responses enumerable), started at the reference, is trained by
+:meth:`PPOTrainer.from_modules` against a known reward per response; its Polyak average (the
+parameters averaged over the second half of the run) is compared with the theory's optimum over
+whole responses, ``reg.sequence_optimal_logp`` (for token-level cPM its own token-level
+optimum), in total variation.
+
+``python -m prefmatch.llm.battery [--quick] [--json]`` prints the table (combination → TV, or
+refused with the reason).  Tests: tests/llm/test_convergence.py (a fast subset in ``make test``,
+the full sweep marked slow: ``make test-battery``).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: the tolerance the battery holds every accepted configuration to (total variation)
+TV_TOL = 0.01
+
+
+@dataclass(frozen=True)
+class Case:
+    """One trainer configuration of the battery."""
+
+    regularizer: str
+    params: dict = field(default_factory=dict)
+    mode: str = "auto"
+    whiten: bool = True
+    length: int = 1
+    value: bool = False  # a tabular value model (GAE with lam = 0.95) instead of none (lam = 1)
+    ppo_epochs: int = 1
+    mini_batches: int = 1
+
+    @property
+    def id(self) -> str:
+        p = ",".join(f"{k}={v}" for k, v in sorted(self.params.items()) if k != "weights")
+        extra = (" value+gae0.95" if self.value else "") + (
+            f" epochs={self.ppo_epochs}x{self.mini_batches}mb" if self.ppo_epochs > 1 or self.mini_batches > 1 else "")
+        return f"{self.regularizer}[{p}] {self.mode} whiten={'on' if self.whiten else 'off'} T={self.length}{extra}"
+
+
+# --------------------------------------------------------------------------- tabular modules
+def tabular_modules():
+    """(TabularPolicy, TabularValue) classes (built lazily: this module imports without torch)."""
+    import torch
+    from torch import nn
+
+    class _Out:
+        def __init__(self, logits):
+            self.logits = logits
+
+    class TabularPolicy(nn.Module):
+        """π(y_t | y_{t-1}, t) = softmax(W[t, y_{t-1}]) for a prompt of ``prompt_len`` tokens: the
+        most general autoregressive policy on responses of up to ``length`` tokens whose first
+        token follows the prompt's last one.  Called like an HF causal LM."""
+
+        def __init__(self, vocab: int, length: int, prompt_len: int = 1, init=None):
+            super().__init__()
+            self.prompt_len = prompt_len
+            w = torch.zeros(length, vocab, vocab, dtype=torch.float64) if init is None else init.clone()
+            self.W = nn.Parameter(w)
+
+        def forward(self, input_ids, attention_mask=None):
+            L = input_ids.shape[1]
+            k = (torch.arange(L, device=input_ids.device) - (self.prompt_len - 1)).clamp(0, self.W.shape[0] - 1)
+            logits = self.W[k[None, :].expand_as(input_ids), input_ids]  # [B, L, V]
+            return _Out(logits)
+
+    class TabularValue(nn.Module):
+        """V(y_{t-1}, t): one value per (position, previous token), shape [B, L]."""
+
+        def __init__(self, vocab: int, length: int, prompt_len: int = 1):
+            super().__init__()
+            self.prompt_len = prompt_len
+            self.V = nn.Parameter(torch.zeros(length + 1, vocab, dtype=torch.float64))
+
+        def forward(self, input_ids, attention_mask=None):
+            L = input_ids.shape[1]
+            k = (torch.arange(L, device=input_ids.device) - (self.prompt_len - 1)).clamp(0, self.V.shape[0] - 1)
+            return self.V[k[None, :].expand_as(input_ids), input_ids].float()
+
+    return TabularPolicy, TabularValue
+
+
+# --------------------------------------------------------------------------- one problem
+@dataclass
+class Problem:
+    """A random tabular instance: references' weights, reward per response, all responses."""
+
+    vocab: int
+    length: int
+    ref_weights: list  # one [T, V, V] tensor per reference
+    reward: np.ndarray  # [V^T]
+    responses: np.ndarray  # [V^T, T] token ids
+
+    @classmethod
+    def make(cls, vocab: int = 3, length: int = 1, n_refs: int = 1, seed: int = 0, reward_scale: float = 1.0):
+        import torch
+
+        rng = np.random.default_rng(seed)
+        refs = [torch.tensor(rng.normal(scale=1.0, size=(length, vocab, vocab))) for _ in range(n_refs)]
+        responses = np.array(list(itertools.product(range(vocab), repeat=length)), dtype=np.int64)
+        reward = reward_scale * rng.normal(size=len(responses))
+        return cls(vocab, length, refs, reward, responses)
+
+    def token_logp(self, module) -> np.ndarray:
+        """log π(y_t | ·) of every enumerated response [n, T] under a tabular module."""
+        import torch
+
+        ids = torch.cat([torch.zeros(len(self.responses), 1, dtype=torch.long), torch.as_tensor(self.responses)], 1)
+        with torch.no_grad():
+            logits = module(input_ids=ids).logits[:, :-1].double()
+            lp = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+        return lp.numpy()
+
+    def reward_fn(self):
+        import torch
+
+        base = self.vocab ** np.arange(self.length - 1, -1, -1)
+        table = torch.as_tensor(self.reward, dtype=torch.float32)
+
+        def reward(prompt_ids, response_ids, response_mask):
+            idx = (response_ids.cpu().numpy() * base).sum(-1)
+            return table[torch.as_tensor(idx)]
+
+        return reward
+
+
+def run_case(case: Case, *, steps: int = 300, batch_size: int = 256, lr: float = 0.05, seed: int = 0,
+             vocab: int = 3) -> dict[str, Any]:
+    """Train one case; ``{"id", "accepted", "tv", "reason", ...}``."""
+    import copy
+
+    import torch
+
+    from prefmatch.llm.config import ConfigError
+    from prefmatch.llm.ppo import PPOConfig, PPOTrainer
+
+    TabularPolicy, TabularValue = tabular_modules()
+    n_refs = len(case.params.get("weights", ())) or 1
+    prob = Problem.make(vocab=vocab, length=case.length, n_refs=n_refs, seed=1000 + seed)
+    refs = [TabularPolicy(vocab, case.length, init=w) for w in prob.ref_weights]
+    policy = TabularPolicy(vocab, case.length, init=prob.ref_weights[0])
+    value = TabularValue(vocab, case.length) if case.value else None
+    cfg = PPOConfig(
+        regularizer=case.regularizer, regularizer_params=dict(case.params), regularizer_mode=case.mode,
+        beta=case.params.get("beta", 0.7), whiten_advantages=case.whiten, steps=steps, batch_size=batch_size,
+        mini_batch_size=batch_size // case.mini_batches, ppo_epochs=case.ppo_epochs, lr=lr,
+        max_response_len=case.length, lam=0.95 if case.value else 1.0, vf_coef=0.5, cpu=True, seed=seed,
+        max_grad_norm=0.0)
+    cfg.regularizer_params.pop("beta", None)
+    try:
+        trainer = PPOTrainer.from_modules(cfg, policy=policy, reference=refs if n_refs > 1 else refs[0],
+                                          reward_fn=prob.reward_fn(), prompts=[[0]], value=value)
+    except ConfigError as e:
+        return {"id": case.id, "accepted": False, "tv": None, "reason": str(e)}
+    avg, n_avg = None, 0
+    for k in range(steps):
+        trainer.step()
+        if k >= steps // 2:  # Polyak–Ruppert average of the second half
+            w = trainer.policy.lm.W.detach().clone()
+            avg = w if avg is None else avg + w
+            n_avg += 1
+    averaged = TabularPolicy(vocab, case.length, init=avg / n_avg)
+    logp = prob.token_logp(averaged).sum(-1)
+    ref_t = np.stack([prob.token_logp(r) for r in refs]) if n_refs > 1 else prob.token_logp(refs[0])
+    target = trainer.reg.sequence_optimal_logp(prob.reward, ref_t, np.ones(ref_t.shape[-2:]))
+    tv = 0.5 * float(np.abs(np.exp(logp) - np.exp(target)).sum())
+    start = 0.5 * float(np.abs(np.exp(prob.token_logp(refs[0]).sum(-1)) - np.exp(target)).sum())
+    del copy
+    return {"id": case.id, "accepted": True, "placement": trainer.placement, "tv": tv, "tv_at_start": start,
+            "reason": ""}
+
+
+# --------------------------------------------------------------------------- the sweep
+#: every regularizer configuration the trainer knows, with the parameters the battery uses
+REGULARIZER_CASES: list[tuple[str, dict]] = [
+    ("kl", {"estimator": "k1"}),
+    ("kl", {"estimator": "k2"}),
+    ("kl", {"estimator": "k3"}),
+    ("pm", {}),
+    ("pm", {"c1": 0.4, "c2": 0.3}),
+    ("cpm", {"alpha": 0.3, "level": "token"}),
+    ("cpm", {"alpha": 0.3, "level": "sequence"}),
+    ("maxent", {}),
+    ("multi_rkl", {"weights": [0.3, 0.7]}),
+    ("fdiv", {"f": "kl"}),
+    ("fdiv", {"f": "reverse_kl"}),
+    ("fdiv", {"f": "chi2"}),
+    ("fdiv", {"f": "hellinger"}),
+    ("fdiv", {"f": "js"}),
+    ("multi_fkl", {"weights": [0.3, 0.7]}),
+]
+
+
+def all_cases(lengths=(1, 2)) -> list[Case]:
+    """regularizer × mode (reward, loss) × whitening × length, plus the value-model/GAE and
+    multi-epoch variants on two-token responses."""
+    cases = [Case(name, params, mode, whiten, T)
+             for name, params in REGULARIZER_CASES for mode in ("reward", "loss")
+             for whiten in (True, False) for T in lengths]
+    for name, params in [("kl", {"estimator": "k1"}), ("cpm", {"alpha": 0.3, "level": "sequence"}),
+                         ("fdiv", {"f": "chi2"})]:
+        cases.append(Case(name, params, "auto", True, 2, value=True))
+        cases.append(Case(name, params, "auto", True, 2, ppo_epochs=2, mini_batches=4))
+    return cases
+
+
+#: the fast subset run by `make test`: one case per placement family and each fixed defect
+QUICK = [
+    Case("kl", {"estimator": "k1"}, "reward", True, 2),
+    Case("kl", {"estimator": "k3"}, "loss", True, 2),
+    Case("pm", {"c1": 0.4, "c2": 0.3}, "reward", True, 1),
+    Case("cpm", {"alpha": 0.3, "level": "sequence"}, "reward", False, 2),
+    Case("cpm", {"alpha": 0.3, "level": "token"}, "reward", True, 2),
+    Case("fdiv", {"f": "chi2"}, "loss", True, 2),
+    Case("multi_fkl", {"weights": [0.3, 0.7]}, "loss", True, 1),
+    Case("multi_rkl", {"weights": [0.3, 0.7]}, "reward", True, 1),
+]
+
+
+def run_battery(cases, progress: bool = True, **kw) -> list[dict]:
+    from tqdm import tqdm
+
+    out = []
+    for c in tqdm(cases, desc="battery", disable=not progress):
+        out.append(run_case(c, **kw))
+    return out
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = ["| configuration | placement | TV to the optimum (start) | verdict |", "|---|---|---|---|"]
+    for r in rows:
+        if r["accepted"]:
+            ok = "pass" if r["tv"] <= TV_TOL else "FAIL"
+            lines.append(f"| `{r['id']}` | {r['placement']} | {r['tv']:.4f} ({r['tv_at_start']:.3f}) | {ok} |")
+        else:
+            lines.append(f"| `{r['id']}` | refused | — | {r['reason']} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m prefmatch.llm.battery",
+                                 description="The PPO trainer's convergence battery on tabular policies.")
+    ap.add_argument("--quick", action="store_true", help="only the fast subset that `make test` runs")
+    ap.add_argument("--json", action="store_true", help="print the rows as JSON")
+    ap.add_argument("--steps", type=int, default=300)
+    a = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    rows = run_battery(QUICK if a.quick else all_cases(), progress=not a.json and sys.stderr.isatty(),
+                       steps=a.steps)
+    print(json.dumps(rows, indent=1) if a.json else format_table(rows))
+    bad = [r for r in rows if r["accepted"] and r["tv"] > TV_TOL]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
