@@ -61,7 +61,7 @@ def run_ours(setup: dict, a) -> dict:
     cfg = load_config(PPOConfig, overrides=dict(
         data=setup["data"], policy=setup["base"], reward_model=setup["rm"], out=str(Path(a.work) / "ours"),
         split="all", steps=a.steps + 1, batch_size=a.batch, mini_batch_size=a.mini_batch, ppo_epochs=a.epochs,
-        max_prompt_len=64, max_response_len=a.gen_len, min_new_tokens=a.gen_len, lr=1e-5, beta=0.05,
+        max_prompt_len=64, max_response_len=a.gen_len, lr=1e-5, beta=0.05,  # no min_new_tokens: PPO refuses it (tokens/s counts the tokens generated)
         regularizer="kl", cpu=True, seed=a.seed))
     trainer = PPOTrainer(cfg, quiet=True)
     trainer.step()  # warm-up

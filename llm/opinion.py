@@ -411,58 +411,38 @@ def reward_model_error(prompts: Sequence[OpinionPrompt], rm: Sequence[np.ndarray
     return float(np.mean(errs))
 
 
-def cpm_token_offset(alpha: float, ref_token_logp: Sequence[np.ndarray]) -> np.ndarray:
-    """b_tok(y) = Σ_t 1[π_ref(y_t|·) < α] log π_ref(y_t|·) for each answer (token-level cPM).
-
-    Read off the regularizer's own ``token_reward`` (ψ_t = −log π(y_t|·) + b_t) at log π = 0,
-    so the indicator is exactly the trainer's.
-    """
-    from prefmatch.theory.regularizers import get
-
-    reg = get("cpm", alpha=alpha, level="token")
-    out = []
-    for q in ref_token_logp:
-        q = np.asarray(q, dtype=np.float64)[None, :]
-        out.append(float(np.sum(reg.token_reward(np.zeros_like(q), q, np.ones_like(q)))))
-    return np.asarray(out)
-
-
 def theory_optimum(method: str, r: np.ndarray, ref_logp: np.ndarray, *, beta: float = 1.0, alpha: float = 0.3,
                    cpm_level: str = "token", ref_token_logp: Sequence[np.ndarray] | None = None,
                    ref2_logp: np.ndarray | None = None, weights: Sequence[float] = (0.5, 0.5)) -> np.ndarray:
     """log π* of the method's objective on the answer set, for rewards ``r`` and reference ``ref_logp``.
 
-    The regularizer and the reward scale are the trainer's (:func:`prefmatch.llm.rewards.build_regularizer`:
-    β goes into kl / multi_rkl, the reward is divided by β for pm / cpm as in the PM paper §6),
-    and the optimum is the regularizer object's ``optimal_logp``.  Token-level cPM (the trainer's
-    default, the paper's code) is ψ = −log π(y) + b_tok(y) (:func:`cpm_token_offset`): an affine
-    regularizer with a = 1, whose optimum is the β = 1 KL tilt of the unnormalised weights
-    e^{b_tok}, so ``kl(beta=1).optimal_logp(r/β, b_tok)`` gives it.
+    The regularizer is the trainer's (:func:`prefmatch.llm.rewards.build_regularizer`, β inside ψ
+    for every method) and the optimum its ``optimal_logp``.  Token-level cPM (the trainer's
+    default, the paper's code) is its own objective: its optimum over the answers is the object's
+    ``sequence_optimal_logp`` from the reference's per-token log-probs ``ref_token_logp``.
     """
     from prefmatch.llm.rewards import build_regularizer
-    from prefmatch.theory.regularizers import get
 
     r = np.asarray(r, dtype=np.float64)
     ref_logp = np.asarray(ref_logp, dtype=np.float64)
-    if method == "kl":
-        reg, scale = build_regularizer("kl", {}, beta)
-        return np.asarray(reg.optimal_logp(scale * r, ref_logp))
-    if method == "pm":
-        reg, scale = build_regularizer("pm", {}, beta)
-        return np.asarray(reg.optimal_logp(scale * r, ref_logp))
-    if method == "cpm":
-        reg, scale = build_regularizer("cpm", {"alpha": alpha, "level": cpm_level}, beta)
-        if cpm_level == "sequence":
-            return np.asarray(reg.optimal_logp(scale * r, ref_logp))
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    params = {"cpm": {"alpha": alpha, "level": cpm_level}, "multi_rkl": {"weights": list(weights)}}.get(method, {})
+    reg = build_regularizer(method, params, beta)
+    if method == "cpm" and cpm_level == "token":
         if ref_token_logp is None:
             raise ValueError("token-level cPM needs the reference's per-token log-probs (ref_token_logp)")
-        return np.asarray(get("kl", beta=1.0).optimal_logp(scale * r, cpm_token_offset(alpha, ref_token_logp)))
+        T = max(len(q) for q in ref_token_logp)
+        q = np.zeros((len(ref_token_logp), T))
+        mask = np.zeros_like(q)
+        for i, row in enumerate(ref_token_logp):
+            q[i, :len(row)], mask[i, :len(row)] = row, 1.0
+        return np.asarray(reg.sequence_optimal_logp(r, q, mask))
     if method == "multi_rkl":
         if ref2_logp is None:
             raise ValueError("multi_rkl needs the second reference's log-probs (ref2_logp)")
-        reg, scale = build_regularizer("multi_rkl", {"weights": list(weights)}, beta)
-        return np.asarray(reg.optimal_logp(scale * r, np.stack([ref_logp, np.asarray(ref2_logp, np.float64)])))
-    raise ValueError(f"method must be one of kl, cpm, pm, multi_rkl, got {method!r}")
+        ref_logp = np.stack([ref_logp, np.asarray(ref2_logp, np.float64)])
+    return np.asarray(reg.optimal_logp(r, ref_logp))
 
 
 # ----------------------------------------------------------------------------- pipeline

@@ -101,20 +101,9 @@ def _describe(reg) -> str:
 
 
 def regularizer_token_terms(reg, logp_t, ref_logp_t, mask_t):
-    """ψ_t [B, T]: the regularizer's per-token terms (theory ``token_reward``).
-
-    For a regularizer that is not additive over tokens, ψ of the whole sequence is paid at the
-    last response token (sequence log-probs are Σ_t of the token log-probs).
-    """
-    if reg.token_additive:
-        return reg.token_reward(logp_t, ref_logp_t, mask_t)
-    import torch
-
-    from prefmatch.theory._array import last_token_mask
-
-    m = mask_t.to(logp_t.dtype)
-    psi = sequence_psi(reg, logp_t, ref_logp_t, mask_t)
-    return torch.where(m > 0, psi[..., None] * last_token_mask(m), torch.zeros_like(logp_t))
+    """ψ_t [B, T]: the regularizer's per-token terms (theory ``token_reward``; a regularizer that
+    is not additive over tokens pays ψ of the whole response at its last token)."""
+    return reg.token_reward(logp_t, ref_logp_t, mask_t)
 
 
 def sequence_psi(reg, logp_t, ref_logp_t, mask_t):

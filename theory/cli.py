@@ -13,26 +13,32 @@ Input:  {"regularizer": "kl"|"pm"|"cpm"|"maxent"|"fdiv"|"multi_rkl"|"multi_fkl",
          "reward": [...] or [[...], ...],            (one row per prompt)
          "ref":  [...] or [[...], ...],               (probabilities; kl, cpm, fdiv)
          "refs": [[...], ...] (K x n) or batch x K x n (multi_rkl, multi_fkl),
-         "weights": [...] (K, on the simplex), "beta": >0, "alpha": (0,1], "tau": >0,
+         "weights": [...] (K, on the simplex), "beta": >0, "alpha": (0,1],
          "f": "kl"|"reverse_kl"|"chi2"|"hellinger"|"js", "c1": number, "c2": number or [n]}
+Fields per regularizer (required; optional):
+  kl: ref, beta        pm: ; beta (1), c1 (0), c2 (0)     cpm: ref, alpha; beta (1)
+  maxent: ; beta (1)   fdiv: ref, beta, f                 multi_rkl, multi_fkl: refs, weights, beta
 Output: {"policy": [...], "logp": [...] (null where the probability is 0), "value": J(pi*)}
 
-beta multiplies the divergence: the objective is E_pi[r] - beta * D(pi, pi_ref).  The
-multi-reference paper writes 1/beta for this beta.  "cpm" is Definition 4.1 (sequence level).
+beta multiplies the divergence for every regularizer: the objective is E_pi[r] - beta * D(pi, pi_ref)
+(pm: psi = beta(-log pi + c1 + c2/pi), optimum softmax(r/beta); the PM paper's r/beta is this beta).
+The multi-reference paper writes 1/beta for this beta.  "cpm" is Definition 4.1 (sequence level).
+A field that does not apply to the chosen regularizer is an error.
 Bad input exits with code 2 and one line on stderr naming the field and what is allowed.
 """
 
-# which fields each regularizer needs (besides "regularizer" and "reward")
+# which fields each regularizer needs / accepts (besides "regularizer" and "reward")
 REQUIRED = {
     "kl": ("ref", "beta"),
     "pm": (),
     "cpm": ("ref", "alpha"),
-    "maxent": ("tau",),
+    "maxent": (),
     "fdiv": ("ref", "beta", "f"),
     "multi_rkl": ("refs", "weights", "beta"),
     "multi_fkl": ("refs", "weights", "beta"),
 }
-KNOWN_FIELDS = {"regularizer", "reward", "ref", "refs", "weights", "beta", "alpha", "tau", "f", "c1", "c2"}
+OPTIONAL = {"pm": ("beta", "c1", "c2"), "cpm": ("beta",), "maxent": ("beta",)}
+KNOWN_FIELDS = {"regularizer", "reward", "ref", "refs", "weights", "beta", "alpha", "f", "c1", "c2"}
 
 
 def register(sub) -> None:
@@ -157,18 +163,21 @@ def parse_problem(text: str):
     for field in REQUIRED[name]:
         if field not in prob:
             raise _err(f"missing field {field!r}, required by regularizer {name!r}")
+    applies = {"regularizer", "reward", *REQUIRED[name], *OPTIONAL.get(name, ())}
+    extra = sorted(set(prob) - applies)
+    if extra:
+        raise _err(f"field {extra[0]!r} does not apply to regularizer {name!r} "
+                   f"(its fields: {', '.join(sorted(applies - {'regularizer', 'reward'})) or 'none'})")
     reward = _array("reward", prob["reward"], (1, 2))
     if not np.all(np.isfinite(reward)):
         raise _err("reward must be finite (no NaN or inf)")
     n = reward.shape[-1]
 
     params = {}
-    if "beta" in REQUIRED[name]:
+    if "beta" in prob:
         params["beta"] = _number("beta", prob["beta"], lo=0.0, allowed=" > 0")
     if name == "cpm":
         params["alpha"] = _number("alpha", prob["alpha"], lo=0.0, hi=1.0, allowed=" in (0, 1]")
-    if name == "maxent":
-        params["tau"] = _number("tau", prob["tau"], lo=0.0, allowed=" > 0")
     if name == "fdiv":
         f = prob["f"]
         if f not in R.F_DIVERGENCES:

@@ -215,11 +215,18 @@ class Regularizer(abc.ABC):
         return []
 
     def token_reward(self, logp_t, ref_logp_t, mask_t):
-        """Per-token share of ψ for PPO; summed over the masked tokens it equals ψ."""
-        raise ValueError(
-            f"regularizer {self.name!r} is not additive over tokens (its ψ is not affine in "
-            "log π); use its exact gradient as a loss term instead of a per-token reward"
-        )
+        """Per-token terms ψ_t of ψ for PPO [..., T]; summed over the masked tokens they equal ψ.
+
+        A regularizer that is not additive over tokens (``token_additive`` False) pays ψ of the
+        whole response, ψ(Σ_t log π(y_t|·), Σ_t log π_ref(y_t|·)), at its last token: a reward
+        that depends on the whole response belongs where the whole response is known.
+        """
+        xp = namespace(logp_t)
+        mask = xp.astype(mask_t, logp_t.dtype)
+        seq = xp.sum(xp.where(mask > 0, logp_t, 0.0), axis=-1)
+        seq_ref = None if ref_logp_t is None else xp.sum(xp.where(mask > 0, ref_logp_t, 0.0), axis=-1)
+        psi = self.psi(seq, seq_ref)
+        return xp.where(mask > 0, psi[..., None] * last_token_mask(mask), 0.0)
 
 
 # --------------------------------------------------------------------------- affine family
@@ -1355,6 +1362,7 @@ class GeneralizedPM(Regularizer):
     """
 
     name: ClassVar[str] = "generalized_pm"
+    token_additive: ClassVar[bool] = False
     link: str = "exp"
     power: float = 2.0
     c1: float = 0.0

@@ -45,7 +45,9 @@ def test_entry_point_subprocess():
         {"regularizer": "kl", "reward": [[1, 2], [0, 5]], "ref": [[0.5, 0.5], [0.1, 0.9]], "beta": 2.0},
         {"regularizer": "pm", "reward": [0.3, -1.0, 2.0], "c1": 0.5, "c2": [0.1, 0.2, 0.3]},
         {"regularizer": "cpm", "reward": [1, 2, 3], "ref": [0.05, 0.15, 0.8], "alpha": 0.1},
-        {"regularizer": "maxent", "reward": [1, 2, 3], "tau": 0.3},
+        {"regularizer": "maxent", "reward": [1, 2, 3], "beta": 0.3},
+        {"regularizer": "pm", "reward": [0.3, -1.0, 2.0], "c1": 0.5, "c2": 0.2, "beta": 0.25},
+        {"regularizer": "cpm", "reward": [1, 2, 3], "ref": [0.05, 0.15, 0.8], "alpha": 0.1, "beta": 3.0},
         {"regularizer": "fdiv", "f": "chi2", "reward": [1, 2, 3], "ref": [0.2, 0.3, 0.5], "beta": 0.7},
         {"regularizer": "multi_rkl", "reward": [1, 2, 3], "refs": [[0.2, 0.3, 0.5], [0.6, 0.2, 0.2]], "weights": [0.3, 0.7], "beta": 1.5},
         {"regularizer": "multi_fkl", "reward": [[1, 2, 3]], "refs": [[[0.2, 0.3, 0.5], [0.6, 0.2, 0.2]]], "weights": [0.3, 0.7], "beta": 1.5},
@@ -106,7 +108,10 @@ BAD = [
     ("refs unequal", {"regularizer": "multi_fkl", "reward": [1, 2], "refs": [[0.5, 0.5], [1.0]], "weights": [0.5, 0.5], "beta": 1}, "rectangular"),
     ("weights count", {"regularizer": "multi_fkl", "reward": [1, 2], "refs": [[0.5, 0.5], [0.2, 0.8]], "weights": [1.0], "beta": 1}, "one entry per reference"),
     ("disjoint supports", {"regularizer": "multi_rkl", "reward": [1, 2], "refs": [[1.0, 0.0], [0.0, 1.0]], "weights": [0.5, 0.5], "beta": 1}, "supports do not intersect"),
-    ("tau string", {"regularizer": "maxent", "reward": [1, 2], "tau": "big"}, "tau must be a finite number"),
+    ("beta string", {"regularizer": "maxent", "reward": [1, 2], "beta": "big"}, "beta must be a finite number"),
+    ("tau is not a field", {"regularizer": "maxent", "reward": [1, 2], "tau": 0.3}, "unknown field 'tau'"),
+    ("field does not apply", {"regularizer": "pm", "reward": [1, 2], "ref": [0.5, 0.5]}, "field 'ref' does not apply to regularizer 'pm'"),
+    ("alpha for kl", {"regularizer": "kl", "reward": [1, 2], "ref": [0.5, 0.5], "beta": 1, "alpha": 0.3}, "field 'alpha' does not apply"),
     ("typo field", {"regularizer": "kl", "reward": [1, 2], "ref": [0.5, 0.5], "bta": 1}, "unknown field 'bta'"),
 ]
 
@@ -121,6 +126,14 @@ def test_bad_input_exit_2_one_line(label, problem, message, capsys):
     import re
 
     assert re.search(message, lines[0]), lines[0]
+
+
+def test_pm_beta_is_the_divergence_coefficient(capsys):
+    """{"regularizer": "pm", "reward": [1, 2], "beta": 0.1} is softmax(r/β), not softmax(r)."""
+    code, out, err = run({"regularizer": "pm", "reward": [1, 2], "beta": 0.1}, capsys)
+    assert code == 0, err
+    z = np.array([1.0, 2.0]) / 0.1
+    np.testing.assert_allclose(json.loads(out)["policy"], np.exp(z - np.logaddexp.reduce(z)), rtol=1e-12)
 
 
 def test_missing_input_file(capsys):

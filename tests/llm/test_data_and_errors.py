@@ -58,7 +58,7 @@ def test_config_yaml_overrides_and_errors(tmp_path):
     from prefmatch.llm.ppo import PPOConfig
 
     y = tmp_path / "c.yaml"
-    y.write_text("data: d.jsonl\npolicy: p\nreward_model: r\nbeta: 0.5\nregularizer_params: {alpha: 0.1}\n")
+    y.write_text("data: d.jsonl\npolicy: p\nreward_model: r\nbeta: 0.5\nregularizer: cpm\nregularizer_params: {alpha: 0.1}\n")
     cfg = load_config(PPOConfig, y, ["--beta", "0.25", "--steps=7", "--ref", "a,b", "--lora"])
     assert (cfg.beta, cfg.steps, cfg.ref, cfg.lora, cfg.regularizer_params) == (0.25, 7, ["a", "b"], True,
                                                                                 {"alpha": 0.1})
@@ -71,6 +71,28 @@ def test_config_yaml_overrides_and_errors(tmp_path):
         load_config(PPOConfig, y, {"regularizer": "xx"})
     with pytest.raises(ConfigError, match="policy: required"):
         load_config(PPOConfig, None, {"data": "d", "reward_model": "r"})
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"regularizer": "kl", "regularizer_params": {"estimator": "k3"}, "regularizer_mode": "reward"},
+     "regularizer_mode: kl with estimator k3 as a reward only gives a biased policy gradient"),
+    ({"regularizer": "kl", "regularizer_params": {"estimator": "k2"}}, "k2 reaches the wrong optimum"),
+    ({"regularizer": "fdiv", "regularizer_params": {"f": "js"}, "regularizer_mode": "reward"}, "use regularizer_mode: loss"),
+    ({"regularizer": "pm", "regularizer_params": {"beta": 0.5}}, "regularizer_params.beta: 0.5 conflicts with beta: 0.1"),
+    ({"regularizer": "maxent", "regularizer_params": {"tau": 0.5}}, "unexpected.*tau"),
+    ({"top_p": 0.9}, "top_p: must be 1"),
+    ({"top_k": 50}, "top_k: must be 0"),
+    ({"min_new_tokens": 3}, "min_new_tokens: must be 0"),
+    ({"gamma": 0.99}, "gamma: must be 1"),
+    ({"lam": 1.5}, r"lam: must be in \[0, 1\]"),
+    ({"reward_fn": "mod:fn"}, "reward_model, reward_fn: give exactly one"),
+])
+def test_ppo_config_refuses_what_cannot_reach_the_optimum(overrides, message):
+    """Refused when the config is built, with one line naming the field and what works."""
+    from prefmatch.llm.ppo import PPOConfig
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(PPOConfig, None, {"data": "d", "policy": "p", "reward_model": "r", **overrides})
 
 
 def one_line_error(capsys, argv):
@@ -92,7 +114,7 @@ def test_cli_bad_inputs_exit_2_with_one_line(tmp_path, tiny, capsys):
     assert "nomodel" in err
     err = one_line_error(capsys, ["train", "ppo", "--data", tiny["data"], "--policy", tiny["sft"],
                                   "--reward-model", tiny["rm"], "--regularizer", "fdiv",
-                                  "--regularizer-params", "{f: chi2}"])
+                                  "--regularizer-params", "{f: chi2}", "--regularizer-mode", "reward"])
     assert "regularizer_mode: loss" in err
     err = one_line_error(capsys, ["train", "ppo", "--data", tiny["data"], "--policy", tiny["sft"],
                                   "--reward-model", tiny["rm"], "--regularizer", "multi_rkl"])

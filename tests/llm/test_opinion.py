@@ -186,7 +186,7 @@ def test_theory_optima_against_closed_forms():
     ref2 = log_softmax(rng.normal(size=6) * 3)
     for beta in (0.1, 0.5, 1.0):
         np.testing.assert_allclose(O.theory_optimum("kl", r, ref, beta=beta), log_softmax(ref + r / beta), atol=1e-12)
-        # pm and cpm take the reward divided by β (PM paper Section 6)
+        # β inside ψ for every method: PM's optimum is softmax(r/β) (the PM paper's §6 r/β)
         np.testing.assert_allclose(O.theory_optimum("pm", r, ref, beta=beta), log_softmax(r / beta), atol=1e-12)
         on = np.exp(ref) >= 0.3
         np.testing.assert_allclose(O.theory_optimum("cpm", r, ref, beta=beta, alpha=0.3, cpm_level="sequence"),
@@ -196,10 +196,11 @@ def test_theory_optima_against_closed_forms():
     # token level: the indicator applies per token
     toks = [np.log(np.array(t)) for t in ([0.9, 0.05, 1.0], [0.5, 0.25], [0.02], [0.4, 0.4, 0.2], [1.0], [0.2, 0.9])]
     b = np.array([sum(np.log(x) for x in t if x < 0.3) for t in [np.exp(t) for t in toks]])
-    np.testing.assert_allclose(O.cpm_token_offset(0.3, toks), b, atol=1e-12)
     seq = np.array([t.sum() for t in toks])
     np.testing.assert_allclose(O.theory_optimum("cpm", r, seq, alpha=0.3, ref_token_logp=toks), log_softmax(r + b),
                                atol=1e-12)
+    np.testing.assert_allclose(O.theory_optimum("cpm", r, seq, alpha=0.3, beta=0.5, ref_token_logp=toks),
+                               log_softmax(r / 0.5 + b), atol=1e-12)
     with pytest.raises(ValueError):
         O.theory_optimum("cpm", r, seq, alpha=0.3)
     with pytest.raises(ValueError):

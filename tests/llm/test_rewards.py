@@ -10,8 +10,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from prefmatch.llm.rewards import (  # noqa: E402
-    RegularizerConfigError, build_regularizer, check_mode, ppo_token_rewards, regularizer_token_terms,
-    renormalized_mixture_token_reward, sequence_psi)
+    RegularizerConfigError, build_regularizer, pathwise_regularizer_loss, ppo_token_rewards,
+    regularizer_token_terms, renormalized_mixture_token_reward, resolve_mode, sequence_psi)
 from prefmatch.theory import regularizers as R  # noqa: E402
 
 
@@ -25,7 +25,7 @@ def random_batch(seed=0, B=4, T=6, K=None):
     return logp, ref, mask
 
 
-AFFINE = [R.kl(beta=0.3), R.pm(), R.pm(c1=-0.7), R.cpm(alpha=0.05, level="sequence"), R.maxent(tau=0.4),
+AFFINE = [R.kl(beta=0.3), R.pm(), R.pm(c1=-0.7), R.pm(c1=0.2, beta=0.4), R.cpm(alpha=0.05, level="sequence"), R.maxent(beta=0.4),
           R.multi_rkl(weights=(0.25, 0.75), beta=0.6)]
 
 
@@ -43,24 +43,31 @@ def test_token_rewards_sum_to_sequence_psi(reg):
     torch.testing.assert_close(sequence_psi(reg, logp, ref, mask), expected)
 
 
-def test_ppo_rewards_add_clipped_scaled_score_at_last_token():
-    reg, scale = build_regularizer("cpm", {"alpha": 0.3}, beta=0.5)
-    assert scale == pytest.approx(2.0) and reg.level == "token"
+def test_ppo_rewards_add_clipped_score_at_last_token():
+    reg = build_regularizer("cpm", {"alpha": 0.3}, beta=0.5)
+    assert reg.level == "token" and reg.beta == 0.5
     logp, ref, mask = random_batch()
     score = torch.tensor([7.0, -0.5, 1.0, -9.0], dtype=torch.float64)
-    rewards, psi_t = ppo_token_rewards(reg, score, logp, ref, mask, reward_scale=scale, reward_clip=5.0)
-    torch.testing.assert_close(rewards.sum(-1) - psi_t.sum(-1), 2.0 * score.clamp(-5, 5))
+    rewards, psi_t = ppo_token_rewards(reg, score, logp, ref, mask, reward_clip=5.0)
+    torch.testing.assert_close(rewards.sum(-1) - psi_t.sum(-1), score.clamp(-5, 5))
     last = mask.sum(-1) - 1
     for b in range(4):
         extra = rewards[b] - psi_t[b]
-        assert torch.count_nonzero(extra) <= 1 and extra[last[b]] == pytest.approx(2.0 * float(score[b].clamp(-5, 5)))
+        assert torch.count_nonzero(extra) <= 1 and extra[last[b]] == pytest.approx(float(score[b].clamp(-5, 5)))
 
 
-def test_kl_beta_goes_to_regularizer_and_pm_scales_reward():
-    reg, scale = build_regularizer("kl", {}, beta=0.2)
-    assert reg.beta == 0.2 and scale == 1.0
-    reg, scale = build_regularizer("pm", {}, beta=0.2)
-    assert scale == pytest.approx(5.0)
+def test_one_beta_goes_into_every_regularizer():
+    for name, params in [("kl", {}), ("pm", {}), ("cpm", {}), ("maxent", {}), ("fdiv", {"f": "chi2"}),
+                         ("multi_rkl", {}), ("multi_fkl", {})]:
+        assert build_regularizer(name, params, beta=0.2).beta == 0.2
+    # PM's optimum is softmax(r/β): the β is inside ψ, no hidden reward scale
+    r = np.array([1.0, 2.0, -0.5])
+    np.testing.assert_allclose(build_regularizer("pm", {}, beta=0.2).optimal_logp(r), r / 0.2 - np.logaddexp.reduce(r / 0.2))
+    with pytest.raises(RegularizerConfigError, match=r"regularizer_params.beta: 0.5 conflicts with beta: 0.1"):
+        build_regularizer("kl", {"beta": 0.5}, beta=0.1)
+    assert build_regularizer("kl", {"beta": 0.1}, beta=0.1).beta == 0.1  # the same value twice is not a conflict
+    with pytest.raises(RegularizerConfigError, match="unexpected.*tau"):
+        build_regularizer("maxent", {"tau": 0.5}, beta=0.1)
     with pytest.raises(RegularizerConfigError, match="regularizer_params"):
         build_regularizer("cpm", {"alpha": 3.0}, beta=1.0)
     with pytest.raises(RegularizerConfigError, match="must be one of"):
@@ -83,21 +90,44 @@ def test_cpm_token_level_indicator_per_token():
     # sequence-level (Definition 4.1): π_ref(y|x) = 0.9·0.1·0.5 = 0.045 < α → the whole response is off M
     seq = regularizer_token_terms(R.cpm(alpha=alpha, level="sequence"), logp, ref, mask)
     torch.testing.assert_close(seq.sum(), -((logp - ref) * mask).sum())
+    # ... and b(y) = log π_ref(y|x) is paid once, at the last response token (it depends on the whole response)
+    torch.testing.assert_close(seq[0, :2], -logp[0, :2])
+    torch.testing.assert_close(seq[0, 2], -logp[0, 2] + (ref[0] * mask[0]).sum())
     # on one-token responses the two levels coincide
     one = torch.tensor([[1, 0, 0, 0]])
     torch.testing.assert_close(regularizer_token_terms(reg, logp, ref, one),
                                regularizer_token_terms(R.cpm(alpha=alpha, level="sequence"), logp, ref, one))
 
 
-def test_non_affine_regularizer_refused_in_reward_mode():
-    reg, _ = build_regularizer("fdiv", {"f": "chi2"}, beta=0.5)
+def test_placement_is_refused_where_it_is_not_exact():
+    chi2 = build_regularizer("fdiv", {"f": "chi2"}, beta=0.5)
     with pytest.raises(RegularizerConfigError, match="regularizer_mode: loss"):
-        check_mode(reg, "reward")
-    check_mode(reg, "loss")  # explicit loss-term mode is allowed
-    pm_c2, _ = build_regularizer("pm", {"c2": 0.5}, beta=1.0)
-    with pytest.raises(RegularizerConfigError):
-        check_mode(pm_c2, "reward")
-    check_mode(R.kl(beta=1.0), "reward")
+        resolve_mode(chi2, "reward")
+    assert resolve_mode(chi2, "loss") == "loss" and resolve_mode(chi2, "auto") == "loss"
+    # PM with C2 != 0 is exact as a reward now: the constant C2 term is not paid
+    assert resolve_mode(build_regularizer("pm", {"c2": 0.5}, beta=1.0), "reward") == "reward"
+    assert resolve_mode(R.kl(beta=1.0), "auto") == "reward"
+    k3 = R.kl(beta=1.0, estimator="k3")
+    with pytest.raises(RegularizerConfigError, match="k3 as a reward only"):
+        resolve_mode(k3, "reward")
+    assert resolve_mode(k3, "auto") == "loss"
+    for mode in ("reward", "loss", "auto"):
+        with pytest.raises(RegularizerConfigError, match="k2 reaches the wrong optimum"):
+            resolve_mode(R.kl(beta=1.0, estimator="k2"), mode)
+    with pytest.raises(RegularizerConfigError, match="regularizer_mode: must be one of"):
+        resolve_mode(k3, "sometimes")
+
+
+def test_pathwise_loss_shares_the_ppo_normalizer_and_whitening_scale():
+    """The pathwise term is −scale·Σ ψ_t / (number of response tokens), like the token-mean PPO loss."""
+    reg = R.f_divergence("chi2", beta=0.5)
+    logp, ref, mask = random_batch()
+    psi = regularizer_token_terms(reg, logp, ref, mask)
+    loss = pathwise_regularizer_loss(reg, logp, ref, mask, scale=0.25)
+    torch.testing.assert_close(loss, -0.25 * psi.sum() / mask.sum())
+    # ψ of a non-additive regularizer is paid once, at the last response token
+    assert torch.all((psi != 0).sum(-1) == 1)
+    torch.testing.assert_close(psi.sum(-1), sequence_psi(reg, logp, ref, mask))
 
 
 # ------------------------------------------------------------------ multi-reference, two tokens

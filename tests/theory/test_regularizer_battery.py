@@ -117,6 +117,8 @@ def test_psi_sympy_equals_psi(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_token_rewards_sum_to_psi(name):
+    """Σ_t token_reward = ψ of the sequence (PM: without its constant C2/π term; token-level cPM:
+    ψ applied token by token); non-additive regularizers pay ψ once, at the last token."""
     reg = R.ALL_REGULARIZERS[name]
     rng = np.random.default_rng(5)
     B, T = 4, 5
@@ -126,22 +128,20 @@ def test_token_rewards_sum_to_psi(name):
     else:
         ref_t = np.log(rng.uniform(0.05, 0.95, size=(B, T)))
     mask = (np.arange(T)[None, :] < rng.integers(1, T + 1, size=(B, 1))).astype(float)
-    exact_gradient = reg.reward_gradient_exact
-    if not exact_gradient or (getattr(reg, "level", "sequence") == "token"):
-        if not exact_gradient:
-            with pytest.raises(ValueError, match="additive|per-token|c2"):
-                reg.token_reward(logp_t, ref_t, mask)
-            return
     tok = reg.token_reward(logp_t, ref_t, mask)
     assert np.all(tok[mask == 0] == 0)
     seq_logp = (logp_t * mask).sum(-1)
     seq_ref = (ref_t * mask).sum(-1)
     if getattr(reg, "level", "sequence") == "token":
-        # token-level cPM: per-token indicator; equals ψ applied token by token
         per_tok = np.where(mask > 0, reg.psi(logp_t, ref_t), 0.0)
         np.testing.assert_allclose(tok, per_tok, atol=1e-12)
         return
-    np.testing.assert_allclose(tok.sum(-1), reg.psi(seq_logp, seq_ref), atol=1e-10)
+    expected = reg.psi(seq_logp, seq_ref)
+    if isinstance(reg, R.PM):
+        expected = expected - reg.beta * reg.c2 * np.exp(-seq_logp)
+    np.testing.assert_allclose(tok.sum(-1), expected, atol=1e-10)
+    if not reg.token_additive:
+        assert np.all((tok != 0).sum(-1) <= 1)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -232,7 +232,8 @@ def test_f_divergence_off_support_mass():
         (R.kl, {"beta": float("nan")}, "beta"),
         (R.cpm, {"alpha": 0.0}, r"alpha must be in \(0, 1\]"),
         (R.cpm, {"alpha": 1.5}, "alpha"),
-        (R.maxent, {"tau": 0}, "tau"),
+        (R.maxent, {"beta": 0}, "beta"),
+        (R.pm, {"beta": -1.0}, "beta"),
         (R.multi_rkl, {"weights": (0.5, 0.6)}, "weights"),
         (R.multi_rkl, {"weights": ()}, "weights"),
         (R.f_divergence, {"f": "tv"}, "f must be one of"),
