@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 OUT    ?= out
 
-.PHONY: install test test-slow test-all test-explore docs figures bench demo smollm2 clean
+.PHONY: install test test-slow test-battery test-all test-explore docs figures bench demo smollm2 clean
 
 install: $(STAMP)
 
@@ -26,6 +26,10 @@ test: install
 # tests marked slow (long end-to-end runs, the docs build as a test, the real small model)
 test-slow: install
 	$(VENV)/bin/pytest -q -m "slow"
+
+# the PPO trainer's full convergence battery (every accepted configuration; about 10 minutes)
+test-battery: install
+	$(VENV)/bin/pytest -q -m "slow" tests/llm/test_convergence.py
 
 test-all: install
 	$(VENV)/bin/pytest -q

@@ -264,12 +264,30 @@ def main(argv=None) -> int:
                                  description="The PPO trainer's convergence battery on tabular policies.")
     ap.add_argument("--quick", action="store_true", help="only the fast subset that `make test` runs")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON")
+    ap.add_argument("--markdown", metavar="FILE", help="also write the table, with the command and the machine, "
+                    "to FILE (docs/results/battery_table.md is written this way)")
     ap.add_argument("--steps", type=int, default=None, help="PPO steps per case (default: budget())")
     a = ap.parse_args(argv)
     rows = run_battery(QUICK if a.quick else all_cases(), progress=not a.json and sys.stderr.isatty(),
                        steps=a.steps)
     print(json.dumps(rows, indent=1) if a.json else format_table(rows))
     bad = [r for r in rows if r["accepted"] and r["tv"] > TV_TOL]
+    if a.markdown:
+        import platform
+        import time
+
+        import torch
+
+        n_acc = sum(r["accepted"] for r in rows)
+        head = (f"<!-- written by `python -m prefmatch.llm.battery{' --quick' if a.quick else ''} --markdown "
+                f"{a.markdown}`; do not edit -->\n"
+                f"Run on {time.strftime('%Y-%m-%d')}, {platform.machine()} CPU, torch {torch.__version__}: "
+                f"{len(rows)} configurations, {n_acc} accepted, {n_acc - len(bad)} of them within TV {TV_TOL} "
+                f"of the optimum, {len(rows) - n_acc} refused; worst accepted TV "
+                f"{max((r['tv'] for r in rows if r['accepted']), default=float('nan')):.4f}.\n\n")
+        from pathlib import Path
+
+        Path(a.markdown).write_text(head + format_table(rows) + "\n")
     return 1 if bad else 0
 
 

@@ -18,7 +18,7 @@ STAGES = {
     "rm": ("prefmatch.llm.reward_model", "RMConfig", "train_reward_model",
            "Bradley-Terry reward model (PM paper eq. 2.2) with pairwise accuracy"),
     "ppo": ("prefmatch.llm.ppo", "PPOConfig", "train_ppo",
-            "PPO with a theory regularizer (kl, pm, cpm, maxent, multi_rkl) as per-token reward"),
+            "PPO with a theory regularizer (kl, pm, cpm, maxent, multi_rkl, fdiv, multi_fkl) placed where it is exact"),
 }
 
 

@@ -185,7 +185,7 @@ def _k1_loss():
 @check("grad.kl_k2_reward", statement="k2 = ½ log²(π/π_ref) as a reward: biased (neither KL's gradient nor any "
        "objective's)", source=SOURCE, method="numeric")
 def _k2_reward():
-    return _biased(_kl("k2"), "reward", exact_placement="loss")
+    return _biased(_kl("k2"), "reward", exact_placement="loss", length=1)
 
 
 def _per_token_identity(reg, placement: str, *, target_one, forward: bool):
@@ -196,10 +196,11 @@ def _per_token_identity(reg, placement: str, *, target_one, forward: bool):
     g = prob.placement_gradient(reg, placement)
     err_frozen = _rel(g, prob.frozen_prefix_kl_gradient(forward))
     err_seq = _rel(g, prob.objective_gradient(target_one))
+    tv = prob.tv_to(prob.fixed_point(reg, placement), prob.optimum(target_one))
     ok = ok1 and err_frozen < TOL and err_seq > 1e-3
     return ok, (f"T=1: {d1.split(': ', 1)[1].split(' (')[0]}; T=2: equals the frozen-prefix per-token "
                 f"{'forward' if forward else 'reverse'} KL gradient to {err_frozen:.1e}, off the sequence-level "
-                f"gradient by {err_seq:.3f} (relative)")
+                f"gradient by {err_seq:.3f} (relative); its fixed point is at TV {tv:.3f} from the sequence-level optimum")
 
 
 @check("grad.kl_k2_loss", statement="k2 as a loss (pathwise only): the gradient of −β·KL(π‖π_ref) on one-token "

@@ -58,3 +58,31 @@ def test_ppo_increases_reward_slow(tmp_path, tiny, ppo_overrides):
     rewards = [json.loads(x)["reward"] for x in (tmp_path / "learn" / "metrics.jsonl").read_text().splitlines()]
     assert res["steps"] == 40
     assert sum(rewards[-8:]) / 8 > rewards[0] + 0.5, rewards  # rewards[0]: rollout of the initial policy
+
+
+def test_rule_based_reward_fn_from_the_cli(tmp_path, tiny, monkeypatch, capsys):
+    """`prefmatch train ppo --reward-fn module:function` instead of a reward model; the rule sees
+    prompt ids, response ids and the response mask, and its score is what PPO logs as the reward."""
+    import json
+
+    from prefmatch.cli import main
+
+    (tmp_path / "prefmatch_test_rules.py").write_text(
+        "import torch\n"
+        "def length(prompt_ids, response_ids, response_mask):\n"
+        "    assert prompt_ids.shape[0] == response_ids.shape[0] == response_mask.shape[0]\n"
+        "    return response_mask.sum(-1).float() / response_mask.shape[1]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "rule"
+    argv = ["train", "ppo", "--data", tiny["data"], "--policy", tiny["sft"], "--reward-fn",
+            "prefmatch_test_rules:length", "--out", str(out), "--steps", "1", "--batch_size", "4",
+            "--mini_batch_size", "2", "--max_response_len", "8", "--max_prompt_len", "32", "--json"]
+    assert main(argv) == 0, capsys.readouterr().err
+    rec = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert 0 < rec["reward"] <= 1 and rec["reward"] == pytest.approx(rec["response_length"] / 8)
+    capsys.readouterr()
+    for spec, msg in [("nocolon", "expected 'package.module:function'"), ("no_such_mod_xyz:f", "cannot import"),
+                      ("prefmatch_test_rules:missing", "has no function 'missing'")]:
+        assert main(argv[:7] + [spec] + argv[8:]) == 2
+        err = capsys.readouterr().err
+        assert msg in err and "reward_fn" in err and "Traceback" not in err

@@ -333,3 +333,25 @@ def test_torch_autograd_through_optimum(name):
     a = reg.coefficients(np.log(ref), like=r)[0]
     p = np.exp(lp.detach().numpy())
     np.testing.assert_allclose(jac, (np.eye(5) - p[None, :]) / a, atol=1e-12)
+
+
+def test_token_level_cpm_optimum_against_cvxpy():
+    """Token-level cPM (indicator per token on π_ref(y_t|·)) is its own objective,
+    Σ_y π(y)[r(y) − β log π(y) + β Σ_t 1[π_ref(y_t|·) < α] log π_ref(y_t|·)]; its
+    ``sequence_optimal_logp`` is that objective's maximizer (cvxpy on the simplex, b by a loop)."""
+    import cvxpy as cp
+
+    rng = np.random.default_rng(11)
+    n, T, alpha, beta = 6, 3, 0.3, 0.6
+    ref_t = np.log(rng.uniform(0.05, 0.9, size=(n, T)))
+    mask = (np.arange(T)[None, :] < rng.integers(1, T + 1, size=(n, 1))).astype(float)
+    r = rng.normal(size=n)
+    b = np.array([sum(q for q, m in zip(row, mrow) if m and np.exp(q) < alpha) for row, mrow in zip(ref_t, mask)])
+    pi = cp.Variable(n, nonneg=True)
+    cp.Problem(cp.Maximize((r + beta * b) @ pi + beta * cp.sum(cp.entr(pi))), [cp.sum(pi) == 1]).solve(
+        solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
+    got = np.exp(R.cpm(alpha=alpha, level="token", beta=beta).sequence_optimal_logp(r, ref_t, mask))
+    np.testing.assert_allclose(got, pi.value, atol=1e-6)
+    # the sequence level (Definition 4.1) is a different optimum on the same data
+    seq = np.exp(R.cpm(alpha=alpha, level="sequence", beta=beta).sequence_optimal_logp(r, ref_t, mask))
+    assert np.abs(seq - got).max() > 1e-3
