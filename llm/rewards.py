@@ -6,8 +6,8 @@ For one sampled response y = (y_1..y_T) to prompt x, PPO maximises the return Σ
 
 .. math::  r_t = \psi_t + \mathbb 1[t = T]\; \mathrm{clip}(r_\theta(x, y), \pm c),
 
-where ψ_t = :func:`regularizer_token_terms` is the per-token share of ψ (for token-additive
-regularizers the theory ``token_reward``; otherwise ψ of the whole response at its last token),
+where ψ_t = ``reg.token_reward`` is the per-token share of ψ (theory layer; a regularizer that is
+not additive over tokens pays ψ of the whole response at its last token),
 r_θ the task reward (reward model or rule) and c the reward clip.  β is the regularizer's own
 coefficient (E_π[r] − β·D); the task reward is never rescaled.
 
@@ -89,21 +89,10 @@ def resolve_mode(reg, mode: str) -> str:
     return mode
 
 
-def check_mode(reg, mode: str) -> None:
-    """Raise :class:`RegularizerConfigError` unless ``mode`` is exact for ``reg``."""
-    resolve_mode(reg, mode)
-
-
 def _describe(reg) -> str:
     est = getattr(reg, "estimator", None)
     f = getattr(reg, "f", None)
     return reg.name + (f" with estimator {est}" if est else "") + (f" with f={f}" if f else "")
-
-
-def regularizer_token_terms(reg, logp_t, ref_logp_t, mask_t):
-    """ψ_t [B, T]: the regularizer's per-token terms (theory ``token_reward``; a regularizer that
-    is not additive over tokens pays ψ of the whole response at its last token)."""
-    return reg.token_reward(logp_t, ref_logp_t, mask_t)
 
 
 def sequence_psi(reg, logp_t, ref_logp_t, mask_t):
@@ -119,7 +108,7 @@ def ppo_token_rewards(reg, score, logp_t, ref_logp_t, mask_t, reward_clip: float
 
     from prefmatch.theory._array import last_token_mask
 
-    psi_t = regularizer_token_terms(reg, logp_t, ref_logp_t, mask_t)
+    psi_t = reg.token_reward(logp_t, ref_logp_t, mask_t)
     s = score.to(logp_t.dtype)
     if reward_clip is not None and reward_clip > 0:
         s = torch.clamp(s, -reward_clip, reward_clip)
@@ -136,7 +125,7 @@ def pathwise_regularizer_loss(reg, logp_t, ref_logp_t, mask_t, normalizer=None, 
     whitening factor, so that both parts stand on one scale.
     """
     m = mask_t.to(logp_t.dtype)
-    total = regularizer_token_terms(reg, logp_t, ref_logp_t, mask_t).sum()
+    total = reg.token_reward(logp_t, ref_logp_t, mask_t).sum()
     if normalizer is None:
         normalizer = m.sum().clamp(min=1)
     return -scale * total / normalizer

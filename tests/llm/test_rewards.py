@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 
 from prefmatch.llm.rewards import (  # noqa: E402
     RegularizerConfigError, build_regularizer, pathwise_regularizer_loss, ppo_token_rewards,
-    regularizer_token_terms, renormalized_mixture_token_reward, resolve_mode, sequence_psi)
+    renormalized_mixture_token_reward, resolve_mode, sequence_psi)
 from prefmatch.theory import regularizers as R  # noqa: E402
 
 
@@ -34,7 +34,7 @@ def test_token_rewards_sum_to_sequence_psi(reg):
     """Σ_t ψ_t over the response = theory ψ(log π(y|x), log π_ref(y|x)) (sequence log-probs)."""
     K = len(reg.weights) if reg.multi_reference else None
     logp, ref, mask = random_batch(K=K)
-    psi_t = regularizer_token_terms(reg, logp, ref, mask)
+    psi_t = reg.token_reward(logp, ref, mask)
     m = mask.double()
     seq_ref = (ref * m).sum(-1)
     expected = reg.psi((logp * m).sum(-1), seq_ref)
@@ -81,22 +81,22 @@ def test_cpm_token_level_indicator_per_token():
     ref = torch.log(torch.tensor([[0.9, 0.1, 0.5, 0.2]], dtype=torch.float64))
     logp = torch.log(torch.tensor([[0.8, 0.3, 0.4, 0.6]], dtype=torch.float64))
     mask = torch.tensor([[1, 1, 1, 0]])
-    psi_t = regularizer_token_terms(reg, logp, ref, mask)
+    psi_t = reg.token_reward(logp, ref, mask)
     expected = []
     for lp, lq, m in zip(logp[0].tolist(), ref[0].tolist(), mask[0].tolist()):
         on = math.exp(lq) >= alpha
         expected.append(0.0 if not m else (-lp if on else -(lp - lq)))
     torch.testing.assert_close(psi_t[0], torch.tensor(expected, dtype=torch.float64))
     # sequence-level (Definition 4.1): π_ref(y|x) = 0.9·0.1·0.5 = 0.045 < α → the whole response is off M
-    seq = regularizer_token_terms(R.cpm(alpha=alpha, level="sequence"), logp, ref, mask)
+    seq = R.cpm(alpha=alpha, level="sequence").token_reward(logp, ref, mask)
     torch.testing.assert_close(seq.sum(), -((logp - ref) * mask).sum())
     # ... and b(y) = log π_ref(y|x) is paid once, at the last response token (it depends on the whole response)
     torch.testing.assert_close(seq[0, :2], -logp[0, :2])
     torch.testing.assert_close(seq[0, 2], -logp[0, 2] + (ref[0] * mask[0]).sum())
     # on one-token responses the two levels coincide
     one = torch.tensor([[1, 0, 0, 0]])
-    torch.testing.assert_close(regularizer_token_terms(reg, logp, ref, one),
-                               regularizer_token_terms(R.cpm(alpha=alpha, level="sequence"), logp, ref, one))
+    torch.testing.assert_close(reg.token_reward(logp, ref, one),
+                               R.cpm(alpha=alpha, level="sequence").token_reward(logp, ref, one))
 
 
 def test_placement_is_refused_where_it_is_not_exact():
@@ -122,7 +122,7 @@ def test_pathwise_loss_shares_the_ppo_normalizer_and_whitening_scale():
     """The pathwise term is −scale·Σ ψ_t / (number of response tokens), like the token-mean PPO loss."""
     reg = R.f_divergence("chi2", beta=0.5)
     logp, ref, mask = random_batch()
-    psi = regularizer_token_terms(reg, logp, ref, mask)
+    psi = reg.token_reward(logp, ref, mask)
     loss = pathwise_regularizer_loss(reg, logp, ref, mask, scale=0.25)
     torch.testing.assert_close(loss, -0.25 * psi.sum() / mask.sum())
     # ψ of a non-additive regularizer is paid once, at the last response token
@@ -170,7 +170,7 @@ def test_multi_rkl_unnormalized_token_rewards_reach_the_tabular_optimum_renormal
     ref_t = torch.tensor(np.stack([[[np.log(p1[k, a]), np.log(p2[k, a, b])] for a, b in seqs] for k in range(K)]))
     mask = torch.ones(4, 2, dtype=torch.long)
     zeros = torch.zeros(4, 2, dtype=torch.float64)
-    b_unnorm = regularizer_token_terms(reg, zeros, ref_t, mask).numpy()        # [4 seqs, 2 steps]
+    b_unnorm = reg.token_reward(zeros, ref_t, mask).numpy()        # [4 seqs, 2 steps]
     # renormalized: reference log-probs over the whole vocabulary at each step, [K, 4, 2, V]
     full = torch.tensor(np.stack([[[np.log(p1[k]), np.log(p2[k, a])] for a, b in seqs] for k in range(K)]))
     b_renorm = renormalized_mixture_token_reward(weights, beta, zeros, full, tokens, mask).numpy()
