@@ -190,31 +190,19 @@ def run_case(case: Case, *, steps: int | None = None, batch_size: int = 256, lr:
 
 
 # --------------------------------------------------------------------------- the sweep
-#: every regularizer configuration the trainer knows, with the parameters the battery uses
-REGULARIZER_CASES: list[tuple[str, dict]] = [
-    ("kl", {"estimator": "k1"}),
-    ("kl", {"estimator": "k2"}),
-    ("kl", {"estimator": "k3"}),
-    ("pm", {}),
-    ("pm", {"c1": 0.4, "c2": 0.3}),
-    ("cpm", {"alpha": 0.3, "level": "token"}),
-    ("cpm", {"alpha": 0.3, "level": "sequence"}),
-    ("maxent", {}),
-    ("multi_rkl", {"weights": [0.3, 0.7]}),
-    ("fdiv", {"f": "kl"}),
-    ("fdiv", {"f": "reverse_kl"}),
-    ("fdiv", {"f": "chi2"}),
-    ("fdiv", {"f": "hellinger"}),
-    ("fdiv", {"f": "js"}),
-    ("multi_fkl", {"weights": [0.3, 0.7]}),
-]
+def regularizer_cases() -> list[tuple[str, dict]]:
+    """(name, parameters) of every trainable regularizer, from each class's ``battery_cases``
+    in the registry (a newly registered regularizer is in the battery with no other edit)."""
+    from prefmatch.theory.regularizers import REGISTRY
+
+    return [(name, dict(p)) for name, cls in REGISTRY.items() if cls.trainable for p in cls.battery_cases]
 
 
 def all_cases(lengths=(1, 2)) -> list[Case]:
     """regularizer × mode (reward, loss) × whitening × length, plus the value-model/GAE and
     multi-epoch variants on two-token responses."""
     cases = [Case(name, params, mode, whiten, T)
-             for name, params in REGULARIZER_CASES for mode in ("reward", "loss")
+             for name, params in regularizer_cases() for mode in ("reward", "loss")
              for whiten in (True, False) for T in lengths]
     for name, params in [("kl", {"estimator": "k1"}), ("cpm", {"alpha": 0.3, "level": "sequence"}),
                          ("fdiv", {"f": "chi2"})]:

@@ -18,7 +18,7 @@ STAGES = {
     "rm": ("prefmatch.llm.reward_model", "RMConfig", "train_reward_model",
            "Bradley-Terry reward model (PM paper eq. 2.2) with pairwise accuracy"),
     "ppo": ("prefmatch.llm.ppo", "PPOConfig", "train_ppo",
-            "PPO with a theory regularizer (kl, pm, cpm, maxent, multi_rkl, fdiv, multi_fkl) placed where it is exact"),
+            "PPO with a theory regularizer (--regularizer) placed where it is exact"),
 }
 
 
@@ -64,11 +64,13 @@ def _emit(args, result: dict, title: str) -> None:
 
 def _add_config_options(parser: argparse.ArgumentParser, cls) -> None:
     """One ``--field`` option per dataclass field (string values, coerced by the config loader)."""
+    from prefmatch.llm.config import field_choices, field_help
+
     group = parser.add_argument_group("config fields (override the YAML file)")
     for f in dataclasses.fields(cls):
-        choices = f.metadata.get("choices")
+        choices = field_choices(f)
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        helptext = f"{f.metadata.get('help', '')} (default: {default!r})"
+        helptext = f"{field_help(f)} (default: {default!r})"
         if choices:
             helptext += f" {{{', '.join(map(str, choices))}}}"
         names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])

@@ -16,7 +16,7 @@ import os
 import types
 import typing
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from typing import Any, Callable, get_args, get_origin
 
 import yaml
 
@@ -25,15 +25,30 @@ class ConfigError(ValueError):
     """A config file or override that cannot be used (unknown key, wrong type, bad value)."""
 
 
-def cfg_field(default: Any = dataclasses.MISSING, help: str = "", choices: tuple | None = None, **kw):
-    """``dataclasses.field`` with a ``help`` string (and optional allowed ``choices``)."""
+def cfg_field(default: Any = dataclasses.MISSING, help: str | Callable[[], str] = "",
+              choices: tuple | Callable[[], tuple] | None = None, **kw):
+    """``dataclasses.field`` with a ``help`` string (and optional allowed ``choices``).
+
+    Either may be a function, called when it is read (so that a list that comes from a registry,
+    such as the regularizers, is the registry's at that moment)."""
     meta = {"help": help}
     if choices is not None:
-        meta["choices"] = tuple(choices)
+        meta["choices"] = choices if callable(choices) else tuple(choices)
     if isinstance(default, (list, dict)):
         val = default
         return dataclasses.field(default_factory=lambda: json.loads(json.dumps(val)), metadata=meta, **kw)
     return dataclasses.field(default=default, metadata=meta, **kw)
+
+
+def field_choices(f: dataclasses.Field) -> tuple | None:
+    """The allowed values a field declares (``None``: any)."""
+    c = f.metadata.get("choices")
+    return tuple(c()) if callable(c) else c
+
+
+def field_help(f: dataclasses.Field) -> str:
+    h = f.metadata.get("help", "")
+    return h() if callable(h) else h
 
 
 def _field_types(cls) -> dict[str, Any]:
@@ -139,7 +154,7 @@ def from_dict(cls, data: dict[str, Any], source: str = "config"):
 def validate(obj) -> None:
     """Check every field that declares ``choices``, then call ``obj.check()`` if present."""
     for f in dataclasses.fields(obj):
-        choices = f.metadata.get("choices")
+        choices = field_choices(f)
         if choices is not None and getattr(obj, f.name) not in choices:
             raise ConfigError(
                 f"{f.name}: {getattr(obj, f.name)!r} is not allowed; choose one of {', '.join(map(str, choices))}"
@@ -225,7 +240,7 @@ def config_help(cls) -> str:
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else "required")
         tp = _type_name(_field_types(cls)[f.name])
-        choices = f.metadata.get("choices")
+        choices = field_choices(f)
         extra = f" {{{', '.join(map(str, choices))}}}" if choices else ""
-        lines.append(f"  --{f.name} ({tp}, default {default!r}){extra}\n      {f.metadata.get('help', '')}")
+        lines.append(f"  --{f.name} ({tp}, default {default!r}){extra}\n      {field_help(f)}")
     return "\n".join(lines)

@@ -36,7 +36,18 @@ from prefmatch.llm.common import CommonConfig
 from prefmatch.llm.config import ConfigError, cfg_field, save_config
 from prefmatch.llm.rewards import REGULARIZER_MODES
 
-REGULARIZERS = ("kl", "pm", "cpm", "maxent", "multi_rkl", "fdiv", "multi_fkl")
+def _regularizer_choices() -> tuple[str, ...]:
+    from prefmatch.theory.regularizers import trainable_names
+
+    return trainable_names()
+
+
+def _regularizer_params_help() -> str:
+    from prefmatch.theory.regularizers import describe_params
+
+    return ("parameters of the regularizer besides beta, as a mapping, e.g. {alpha: 0.3}; per regularizer: "
+            + " | ".join(describe_params(n).replace("beta: > 0 (default 1.0); ", "").replace("; beta: > 0 (default 1.0)", "")
+                         for n in _regularizer_choices()) + " (the trainer's cpm defaults to level: token)")
 
 
 @dataclass
@@ -51,11 +62,9 @@ class PPOConfig(CommonConfig):
     split: str = cfg_field("rl", help="part of the SFT/RM/RL split whose prompts are used",
                            choices=("all", "sft", "rm", "rl"))
     out: str = cfg_field("out/ppo", help="output directory")
-    regularizer: str = cfg_field("kl", help="regularizer ψ of the objective E[r + ψ]", choices=REGULARIZERS)
-    regularizer_params: dict = cfg_field({}, help="parameters of the regularizer besides beta, e.g. "
-                                         "{alpha: 0.3} for cpm, {weights: [0.5, 0.5]} for multi_rkl, "
-                                         "{estimator: k3} for kl, {f: chi2} for fdiv, {level: sequence} for cpm "
-                                         "(default token)")
+    regularizer: str = cfg_field("kl", help="regularizer ψ of the objective E[r + ψ] (the registry's trainable ones)",
+                                 choices=_regularizer_choices)
+    regularizer_params: dict = cfg_field({}, help=_regularizer_params_help)
     regularizer_mode: str = cfg_field("auto", help="where ψ goes: reward (score-function part only; exact for ψ "
                                       "affine in log π), loss (also its pathwise gradient; needed otherwise), "
                                       "auto (reward where exact, else loss)", choices=REGULARIZER_MODES)

@@ -183,33 +183,9 @@ def mirror_ascent(
 
 
 # --------------------------------------------------------------------------- cvxpy reference
-def cvxpy_solve(reg, r, ref=None, *, solver: str | None = None, eps: float = 1e-12) -> np.ndarray:
-    """π* of one 1-D problem from ``reg.cvx_objective`` + ``reg.cvx_constraints`` (cvxpy).
+def cvxpy_solve(reg, r, ref=None) -> np.ndarray:
+    """π* of one 1-D problem by cvxpy from ``reg.cvx_objective`` + ``reg.cvx_constraints``
+    (:func:`prefmatch.theory.cvx.cvx_optimum`; ``ref`` [n], or [K, n] for multi-reference)."""
+    from prefmatch.theory.cvx import cvx_optimum
 
-    ``ref`` holds probabilities ([n], or [K, n] for multi-reference regularizers).  The
-    default solver is Clarabel (exponential cones) at tolerance ``eps``.
-    """
-    import cvxpy as cp
-
-    r = np.asarray(r, dtype=np.float64)
-    if r.ndim != 1:
-        raise ValueError(f"cvxpy_solve takes one problem (1-D reward), got shape {r.shape}")
-    pi = cp.Variable(r.shape[0], nonneg=True)
-    cons = [cp.sum(pi) == 1] + list(reg.cvx_constraints(pi, r, ref))
-    prob = cp.Problem(cp.Maximize(reg.cvx_objective(pi, r, ref)), cons)
-    solver = solver or "CLARABEL"
-    kwargs = {}
-    if solver == "CLARABEL":
-        kwargs = dict(tol_gap_abs=eps, tol_gap_rel=eps, tol_feas=eps, tol_ktratio=eps * 1e2,
-                      max_iter=500)
-    import warnings
-
-    with warnings.catch_warnings():
-        # Clarabel at 1e-12 sometimes ends "optimal_inaccurate" (still ~1e-9 accurate); the
-        # callers compare the result against their own tolerance
-        warnings.simplefilter("ignore", UserWarning)
-        prob.solve(solver=solver, **kwargs)
-    if pi.value is None:
-        raise RuntimeError(f"cvxpy failed: status {prob.status}")
-    p = np.clip(np.asarray(pi.value, dtype=np.float64), 0.0, None)
-    return p / p.sum()
+    return cvx_optimum(reg, r, ref)[0]

@@ -16,6 +16,7 @@ from prefmatch.theory import dpo as DPO
 from prefmatch.theory import identities as I
 from prefmatch.theory import regularizers as R
 from prefmatch.theory.checks import check
+from prefmatch.theory.cvx import cvx_optimum
 from prefmatch.theory.distributions import arithmetic_mixture, generalized_escort
 
 _SRC = "Multi-reference paper (Aminian et al. 2025)"
@@ -34,23 +35,6 @@ def _random_refs(rng, k, n, zeros=0, batch=()):
         idx = rng.integers(1, n, size=refs.shape[:-1])
         np.put_along_axis(refs, idx[..., None], 0.0, axis=-1)
     return refs / refs.sum(-1, keepdims=True)
-
-
-def _cvx_solve(reg, r, refs):
-    import cvxpy as cp
-
-    n = len(r)
-    x = cp.Variable(n, nonneg=True)
-    cons = [cp.sum(x) == 1] + reg.cvx_constraints(x, r, refs)
-    prob = cp.Problem(cp.Maximize(reg.cvx_objective(x, r, refs)), cons)
-    import warnings
-
-    with warnings.catch_warnings():  # "optimal_inaccurate" is accepted; accuracy is measured, not assumed
-        warnings.simplefilter("ignore", UserWarning)
-        prob.solve(solver="CLARABEL", tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10, max_iter=500)
-    if prob.status not in ("optimal", "optimal_inaccurate"):
-        raise RuntimeError(f"CLARABEL status {prob.status}")
-    return np.asarray(x.value), float(prob.value)
 
 
 # --------------------------------------------------------------------------- Lemma 5.1
@@ -101,7 +85,7 @@ def check_rkl_optimum():
         lp = reg.optimal_logp(r, L)
         v = float(reg.optimal_value(r, L))
         lp_e, v_e = I.rkl_optimum_via_escort(r, L, w, beta)
-        x, v_cvx = _cvx_solve(reg, r, refs)
+        x, v_cvx = cvx_optimum(reg, r, refs)
         p = np.exp(lp)
         d_pi = float(np.max(np.abs(p - x)))
         d_v = abs(v - v_cvx)
@@ -282,7 +266,7 @@ def check_fkl_optimum():
         bar = np.exp(arithmetic_mixture(L, w))
         v = float(reg.optimal_value(r, L))
         v_formula = float(I.fkl_optimal_value(r, L, w, beta))
-        x, v_cvx = _cvx_solve(reg, r, refs)
+        x, v_cvx = cvx_optimum(reg, r, refs)
         lo_b, hi_b = (float(z) for z in I.fkl_lambda_bounds(r, L, w, beta))
         rmax = float(np.max(r[bar > 0]))
         lam_form = float(np.max(np.abs(p - beta * bar / (lam - r))))
@@ -304,7 +288,7 @@ def check_fkl_optimum():
     r = np.array([0.0, 0.2, 5.0])
     reg = R.multi_fkl(weights=(0.4, 0.6), beta=0.5)
     p = np.exp(reg.optimal_logp(r, _log(refs)))
-    x, v_cvx = _cvx_solve(reg, r, refs)
+    x, v_cvx = cvx_optimum(reg, r, refs)
     off_ok = float(np.max(np.abs(p - x))) <= 1e-5 and abs(float(reg.optimal_value(r, _log(refs))) - v_cvx) <= 1e-8 and p[2] > 0
     ok &= off_ok
     rows.append(f"off-support response with r=5 > λ: π={np.round(p, 6).tolist()} vs cvxpy {np.round(x, 6).tolist()} (match: {off_ok})")

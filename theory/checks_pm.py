@@ -14,18 +14,16 @@ wrong formula and see the comparison fail.
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 
 from prefmatch.theory import derivations as D
 from prefmatch.theory import regularizers as REG
 from prefmatch.theory.checks import check
+from prefmatch.theory.cvx import cvx_optimum
 
 PM_PAPER = "PM paper"
 
-#: CLARABEL settings for the reference optimum (defaults stop at ~1e-5 on entropy problems)
-CLARABEL_TIGHT = dict(tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12, max_iter=500)
 
 
 # =========================================================================== helpers
@@ -48,33 +46,6 @@ def _softmax(x) -> np.ndarray:
     from scipy.special import softmax
 
     return softmax(np.asarray(x, dtype=np.float64))
-
-
-def cvx_optimum(reg, r, ref=None, extra_constraints=None):
-    """Maximize ``reg.cvx_objective`` over the simplex with cvxpy/CLARABEL.
-
-    Returns (π, value).  Independent of ``reg.optimal_logp``: the solver only sees J.
-    """
-    import cvxpy as cp
-
-    r = np.asarray(r, dtype=np.float64)
-    x = cp.Variable(r.shape[-1], nonneg=True)
-    cons = [cp.sum(x) == 1] + list(reg.cvx_constraints(x, r, ref))
-    if extra_constraints:
-        cons += extra_constraints(x)
-    prob = cp.Problem(cp.Maximize(reg.cvx_objective(x, r, ref)), cons)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            prob.solve(solver="CLARABEL", **CLARABEL_TIGHT)
-        except cp.error.SolverError:
-            prob.solve(solver="CLARABEL")
-        if prob.status not in ("optimal", "optimal_inaccurate") or x.value is None:
-            prob.solve(solver="CLARABEL")  # default tolerances
-    if prob.status not in ("optimal", "optimal_inaccurate") or x.value is None:
-        raise RuntimeError(f"cvxpy status {prob.status}")
-    p = np.clip(np.asarray(x.value, dtype=np.float64), 0.0, None)
-    return p / p.sum(), float(prob.value)
 
 
 def lbfgs_optimum(objective, n: int, seed: int = 0, restarts: int = 2):

@@ -6,19 +6,20 @@ import json
 import math
 import sys
 
-SOLVE_HELP = """\
+def solve_help() -> str:
+    """``prefmatch solve --help``: the schema, generated from the regularizer registry."""
+    from prefmatch.theory.regularizers import REGISTRY, describe_params
+
+    lines = "\n".join("  " + describe_params(name) for name in REGISTRY)
+    return f"""\
 Read one JSON problem (stdin or --input FILE) and print the optimal policy as JSON.
 
-Input:  {"regularizer": "kl"|"pm"|"cpm"|"maxent"|"fdiv"|"multi_rkl"|"multi_fkl",
-         "reward": [...] or [[...], ...],            (one row per prompt)
-         "ref":  [...] or [[...], ...],               (probabilities; kl, cpm, fdiv)
-         "refs": [[...], ...] (K x n) or batch x K x n (multi_rkl, multi_fkl),
-         "weights": [...] (K, on the simplex), "beta": >0, "alpha": (0,1],
-         "f": "kl"|"reverse_kl"|"chi2"|"hellinger"|"js", "c1": number, "c2": number or [n]}
-Fields per regularizer (required; optional):
-  kl: ref, beta        pm: ; beta (1), c1 (0), c2 (0)     cpm: ref, alpha; beta (1)
-  maxent: ; beta (1)   fdiv: ref, beta, f                 multi_rkl, multi_fkl: refs, weights, beta
-Output: {"policy": [...], "logp": [...] (null where the probability is 0), "value": J(pi*)}
+Input:  {{"regularizer": NAME, "reward": [...] or [[...], ...] (one row per prompt),
+         "ref": [...] or [[...], ...] (probabilities; regularizers with one reference),
+         "refs": [[...], ...] (K x n) or batch x K x n (regularizers with K references),
+         and the regularizer's parameters:}}
+{lines}
+Output: {{"policy": [...], "logp": [...] (null where the probability is 0), "value": J(pi*)}}
 
 beta multiplies the divergence for every regularizer: the objective is E_pi[r] - beta * D(pi, pi_ref)
 (pm: psi = beta(-log pi + c1 + c2/pi), optimum softmax(r/beta); the PM paper's r/beta is this beta).
@@ -27,18 +28,18 @@ A field that does not apply to the chosen regularizer is an error.
 Bad input exits with code 2 and one line on stderr naming the field and what is allowed.
 """
 
-# which fields each regularizer needs / accepts (besides "regularizer" and "reward")
-REQUIRED = {
-    "kl": ("ref", "beta"),
-    "pm": (),
-    "cpm": ("ref", "alpha"),
-    "maxent": (),
-    "fdiv": ("ref", "beta", "f"),
-    "multi_rkl": ("refs", "weights", "beta"),
-    "multi_fkl": ("refs", "weights", "beta"),
-}
-OPTIONAL = {"pm": ("beta", "c1", "c2"), "cpm": ("beta",), "maxent": ("beta",)}
-KNOWN_FIELDS = {"regularizer", "reward", "ref", "refs", "weights", "beta", "alpha", "f", "c1", "c2"}
+
+def problem_fields(name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(required, optional) fields of a ``solve`` problem for regularizer ``name`` (besides
+    "regularizer" and "reward"), from the registry's declaration of its class."""
+    from prefmatch.theory.regularizers import REGISTRY
+
+    cls = REGISTRY[name]
+    required = {"none": (), "one": ("ref",), "K": ("refs",)}[cls.refs]
+    # weights must match the references given, so solve asks for them
+    required += tuple(p.name for p in cls.params if p.required or p.kind == "weights")
+    optional = tuple(p.name for p in cls.params if p.name not in required)
+    return required, optional
 
 
 def register(sub) -> None:
@@ -55,7 +56,7 @@ def register(sub) -> None:
     s = sub.add_parser(
         "solve",
         help="optimal policy of any regularized objective, JSON in and out",
-        description=SOLVE_HELP,
+        description=solve_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     s.add_argument("--input", metavar="FILE", help="read the problem from FILE instead of stdin")
@@ -150,58 +151,59 @@ def parse_problem(text: str):
         raise _err(f"input is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
     if not isinstance(prob, dict):
         raise _err("input must be a JSON object with fields 'regularizer', 'reward', ...")
-    unknown = set(prob) - KNOWN_FIELDS
-    if unknown:
-        raise _err(f"unknown field {sorted(unknown)[0]!r}; allowed fields: {', '.join(sorted(KNOWN_FIELDS))}")
     name = prob.get("regularizer")
     if name is None:
-        raise _err(f"missing field 'regularizer' (one of {', '.join(REQUIRED)})")
-    if name not in REQUIRED:
-        raise _err(f"regularizer must be one of {', '.join(REQUIRED)}, got {name!r}")
-    if "reward" not in prob:
-        raise _err("missing field 'reward' (a list of numbers, or a list of rows for a batch)")
-    for field in REQUIRED[name]:
-        if field not in prob:
-            raise _err(f"missing field {field!r}, required by regularizer {name!r}")
-    applies = {"regularizer", "reward", *REQUIRED[name], *OPTIONAL.get(name, ())}
+        raise _err(f"missing field 'regularizer' (one of {', '.join(R.REGISTRY)})")
+    if name not in R.REGISTRY:
+        raise _err(f"regularizer must be one of {', '.join(R.REGISTRY)}, got {name!r}")
+    cls = R.REGISTRY[name]
+    required, optional = problem_fields(name)
+    applies = {"regularizer", "reward", *required, *optional}
+    known = {"regularizer", "reward", "ref", "refs"} | {p.name for c in R.REGISTRY.values() for p in c.params}
+    unknown = sorted(set(prob) - known)
+    if unknown:
+        raise _err(f"unknown field {unknown[0]!r}; allowed fields: {', '.join(sorted(known))}")
     extra = sorted(set(prob) - applies)
     if extra:
         raise _err(f"field {extra[0]!r} does not apply to regularizer {name!r} "
                    f"(its fields: {', '.join(sorted(applies - {'regularizer', 'reward'})) or 'none'})")
+    if "reward" not in prob:
+        raise _err("missing field 'reward' (a list of numbers, or a list of rows for a batch)")
+    for field in required:
+        if field not in prob:
+            raise _err(f"missing field {field!r}, required by regularizer {name!r}")
     reward = _array("reward", prob["reward"], (1, 2))
     if not np.all(np.isfinite(reward)):
         raise _err("reward must be finite (no NaN or inf)")
     n = reward.shape[-1]
 
     params = {}
-    if "beta" in prob:
-        params["beta"] = _number("beta", prob["beta"], lo=0.0, allowed=" > 0")
-    if name == "cpm":
-        params["alpha"] = _number("alpha", prob["alpha"], lo=0.0, hi=1.0, allowed=" in (0, 1]")
-    if name == "fdiv":
-        f = prob["f"]
-        if f not in R.F_DIVERGENCES:
-            raise _err(f"f must be one of {', '.join(R.F_DIVERGENCES)}, got {f!r}")
-        params["f"] = f
-    if name == "pm":
-        params["c1"] = _number("c1", prob.get("c1", 0.0))
-        c2 = prob.get("c2", 0.0)
-        if isinstance(c2, list):
-            c2 = _array("c2", c2, (1,))
-            if c2.shape[-1] != n or not np.all(np.isfinite(c2)):
-                raise _err(f"c2 must be a number or a list of {n} finite numbers (one per response)")
-        else:
-            c2 = _number("c2", c2)
-        params["c2"] = c2
+    for p in cls.params:
+        if p.name not in prob:
+            continue
+        value = prob[p.name]
+        if p.kind == "array":
+            if isinstance(value, list) and p.per_response:
+                value = _array(p.name, value, (1,))
+                if value.shape[-1] != n or not np.all(np.isfinite(value)):
+                    raise _err(f"{p.name} must be a number or a list of {n} finite numbers (one per response)")
+            else:
+                value = _number(p.name, value)
+        elif p.kind == "weights":
+            continue  # checked against the references below
+        try:
+            params[p.name] = p.check(value)
+        except ValueError as e:
+            raise _err(str(e)) from None
 
     ref_logp = None
-    if "ref" in REQUIRED[name]:
+    if cls.refs == "one":
         ref = _probabilities("ref", _array("ref", prob["ref"], (1, 2)))
         if ref.shape != reward.shape:
             raise _err(f"ref has shape {list(ref.shape)} but reward has shape {list(reward.shape)}; they must match")
         with np.errstate(divide="ignore"):
             ref_logp = np.log(ref)
-    if "refs" in REQUIRED[name]:
+    if cls.refs == "K":
         refs = _array("refs", prob["refs"], (reward.ndim + 1,))
         if reward.ndim == 1:
             k = refs.shape[0]

@@ -49,24 +49,13 @@ __all__ = [
 
 
 def implicit_reward(reg: R.Regularizer, logp, ref_logp):
-    r"""r_π(y) (up to a prompt constant): the reward whose ``reg``-optimum is π.
+    r"""r_π(y) (up to a prompt constant): the reward whose ``reg``-optimum is π — the regularizer
+    object's own ``implicit_reward`` (affine ψ = −a log π + b: a·log π − b; f-divergences:
+    β f′(π/π_ref); multi-reference forward KL: −β P̄_α/π).
 
     ``logp`` [..., n or B]; ``ref_logp`` as ``reg`` expects it ([K, ...] for multi-reference).
-    Affine ψ = −a log π + b: a·log π − b.  MultiFKL: −β P̄_α/π.  FDivergence: β f′(π/π_ref)
-    for ``kl`` (β log(π/π_ref)) and ``reverse_kl`` (−β π_ref/π).
     """
-    xp = namespace(logp)
-    if isinstance(reg, R.AffineLogRegularizer):
-        a, b = reg.coefficients(ref_logp, like=logp)
-        return a * logp - b
-    with quiet():
-        if isinstance(reg, R.MultiFKL):
-            return -reg.beta * xp.exp(reg.mixture_logp(ref_logp) - logp)
-        if isinstance(reg, R.FDivergence) and reg.f == "reverse_kl":
-            return -reg.beta * xp.exp(ref_logp - logp)
-        if isinstance(reg, R.FDivergence) and reg.f == "kl":
-            return reg.beta * (logp - ref_logp)
-    raise ValueError(f"no implicit reward for regularizer {reg.name!r} (f-divergence {getattr(reg, 'f', None)!r})")
+    return reg.implicit_reward(logp, ref_logp)
 
 
 def preference_logit(reg: R.Regularizer, logp_w, logp_l, ref_logp_w, ref_logp_l):

@@ -36,7 +36,8 @@ from __future__ import annotations
 import abc
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -52,6 +53,12 @@ from prefmatch.theory._array import (
     quiet,
     weighted_sum,
     xexpy,
+)
+from prefmatch.theory.fdivergences import (  # noqa: F401  (FSpec, F_DIVERGENCES, solve_normalizer are re-exported)
+    F_DIVERGENCES,
+    FSpec,
+    log_h_of_log_g,
+    solve_normalizer,
 )
 
 __all__ = [
@@ -78,6 +85,11 @@ __all__ = [
     "generalized_pm",
     "weighted",
     "get",
+    "Param",
+    "REGISTRY",
+    "register",
+    "trainable_names",
+    "describe_params",
     "ALL_REGULARIZERS",
     "FACTORIES",
     "solve_normalizer",
@@ -95,16 +107,6 @@ def check_positive(name: str, value) -> float:
     if not (math.isfinite(v) and v > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return v
-
-
-def _check_alpha(alpha) -> float:
-    try:
-        a = float(alpha)
-    except (TypeError, ValueError):
-        raise ValueError(f"alpha must be a number in (0, 1], got {alpha!r}") from None
-    if not (0.0 < a <= 1.0):
-        raise ValueError(f"alpha must be in (0, 1], got {alpha!r}")
-    return a
 
 
 def _check_weights(weights, tol: float = 1e-6) -> tuple[float, ...]:
@@ -129,6 +131,102 @@ def _check_reward(r, name: str = "reward") -> None:
     raise ValueError(f"{name} must be finite (no NaN or inf)")
 
 
+# --------------------------------------------------------------------------- parameters
+_REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a regularizer, declared once next to its class.
+
+    Validation, ``prefmatch solve``'s schema and help, and the trainers' help all come from it.
+    ``kind``: ``"number"`` (a real in the range ``lo``/``hi``), ``"array"`` (finite numbers: a
+    scalar, or an array for response-dependent constants; ``per_response`` says that ``solve``
+    accepts a list of n), ``"choice"`` (one of ``choices``), ``"weights"`` (K numbers on the simplex).
+    """
+
+    name: str
+    default: Any = _REQUIRED
+    kind: str = "number"
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = True
+    hi_closed: bool = True
+    choices: tuple = ()
+    per_response: bool = False
+    help: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is _REQUIRED
+
+    @property
+    def allowed(self) -> str:
+        """The allowed values in words: ``> 0``, ``in (0, 1]``, ``one of k1, k2``, ..."""
+        if self.kind == "choice":
+            return "one of " + ", ".join(map(str, self.choices))
+        if self.kind == "weights":
+            return "non-negative and sum to 1 (one weight per reference)"
+        if self.kind == "array":
+            return "finite" + (" (a number, or one per response)" if self.per_response else "")
+        if self.lo is not None and self.hi is not None:
+            return f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{']' if self.hi_closed else ')'}"
+        if self.lo is not None:
+            return f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        if self.hi is not None:
+            return f"{'<=' if self.hi_closed else '<'} {self.hi:g}"
+        return "finite"
+
+    def describe(self) -> str:
+        default = "required" if self.required else f"default {self.default!r}"
+        return f"{self.name}: {self.allowed} ({default}){' — ' + self.help if self.help else ''}"
+
+    def check(self, value):
+        """``value`` validated (numbers as float); ValueError naming the parameter and its range."""
+        if self.kind == "choice":
+            if value not in self.choices:
+                raise ValueError(f"{self.name} must be {self.allowed}, got {value!r}")
+            return value
+        if self.kind == "weights":
+            return _check_weights(value)
+        if self.kind == "array":
+            try:
+                arr = np.asarray(value, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise ValueError(f"{self.name} must be {self.allowed}, got {value!r}") from None
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"{self.name} must be finite, got {value!r}")
+            return float(arr) if arr.ndim == 0 and not isinstance(value, np.ndarray) else value
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise ValueError(f"{self.name} must be a finite number {self.allowed}, got {value!r}")
+        v = float(value)
+        if not math.isfinite(v):
+            raise ValueError(f"{self.name} must be a finite number {self.allowed}, got {value!r}")
+        if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
+            raise ValueError(f"{self.name} must be {self.allowed}, got {value!r}")
+        if self.hi is not None and (v > self.hi if self.hi_closed else v >= self.hi):
+            raise ValueError(f"{self.name} must be {self.allowed}, got {value!r}")
+        return v
+
+
+def beta_param(default: float = 1.0) -> Param:
+    """β, the divergence's coefficient in E_π[r] − β·D (every regularizer has one)."""
+    return Param("beta", default, lo=0.0, help="the divergence's coefficient in E[r] - beta*D")
+
+
+#: regularizer name → class: every entry point (``get``, ``prefmatch solve``, the trainers, the
+#: batteries) reads its list of regularizers and their parameters from here
+REGISTRY: dict[str, type] = {}
+
+
+def register(cls):
+    """Class decorator adding a regularizer to :data:`REGISTRY` under ``cls.name``."""
+    if not cls.name or cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
+        raise ValueError(f"regularizer name {cls.name!r} is empty or registered twice")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
 # --------------------------------------------------------------------------- base class
 @dataclass(frozen=True, kw_only=True)
 class Regularizer(abc.ABC):
@@ -139,6 +237,20 @@ class Regularizer(abc.ABC):
     multi_reference: ClassVar[bool] = False
     #: True when ψ(Σ_t l_t, Σ_t q_t) = Σ_t token_reward_t, so ψ can be paid per token
     token_additive: ClassVar[bool] = True
+    #: the parameters, declared once (validation, ``solve``'s schema, the trainers' help)
+    params: ClassVar[tuple[Param, ...]] = ()
+    #: which reference log-probabilities it needs: ``"none"``, ``"one"`` or ``"K"`` (leading axis)
+    refs: ClassVar[str] = "none"
+    #: named instances with safe parameters: the regularizer battery runs over all of them
+    examples: ClassVar[dict[str, dict]] = {}
+    #: parameter sets the trainer's convergence battery trains (``trainable`` ones)
+    battery_cases: ClassVar[tuple[dict, ...]] = ()
+    #: whether the PPO trainer offers it (``--regularizer``)
+    trainable: ClassVar[bool] = True
+
+    def __post_init__(self):
+        for p in self.params:
+            object.__setattr__(self, p.name, p.check(getattr(self, p.name)))
 
     # ---- what subclasses provide
     @abc.abstractmethod
@@ -214,6 +326,11 @@ class Regularizer(abc.ABC):
         """Constraints added to the simplex in the cvxpy problem (default: none)."""
         return []
 
+    def implicit_reward(self, logp, ref_logp=None):
+        """r_π(y) up to a prompt constant: the reward whose optimum under this regularizer is π
+        (the stationarity condition solved for r; DPO's implicit reward)."""
+        raise ValueError(f"regularizer {self.name!r} has no implicit reward")
+
     def token_reward(self, logp_t, ref_logp_t, mask_t):
         """Per-token terms ψ_t of ψ for PPO [..., T]; summed over the masked tokens they equal ψ.
 
@@ -254,6 +371,11 @@ class AffineLogRegularizer(Regularizer):
     def psi(self, logp, ref_logp=None):
         a, b = self.coefficients(ref_logp, like=logp)
         return -a * logp + b
+
+    def implicit_reward(self, logp, ref_logp=None):
+        """a·log π − b (log π* = (r + b)/a − log Z solved for r)."""
+        a, b = self.coefficients(ref_logp, like=logp)
+        return a * logp - b
 
     def gibbs_logits(self, r, ref_logp=None, out=None, work=None):
         """(r + b)/a, the logits of π* (subclasses may compute it with fewer passes).
@@ -373,6 +495,7 @@ def _require_ref(ref_logp, name):
     return ref_logp
 
 
+@register
 @dataclass(frozen=True, kw_only=True)
 class KL(AffineLogRegularizer):
     r"""KL-RLHF: ψ = −β log(π/π_ref) (PM paper eq. 2.3); π* ∝ π_ref e^{r/β} (Prop. 5.1, eq. 5.1).
@@ -390,12 +513,11 @@ class KL(AffineLogRegularizer):
     beta: float = 1.0
     estimator: str = "k1"
 
-    ESTIMATORS: ClassVar[tuple[str, ...]] = ("k1", "k2", "k3")
-
-    def __post_init__(self):
-        object.__setattr__(self, "beta", check_positive("beta", self.beta))
-        if self.estimator not in self.ESTIMATORS:
-            raise ValueError(f"estimator must be one of {', '.join(self.ESTIMATORS)}, got {self.estimator!r}")
+    params: ClassVar = (beta_param(), Param("estimator", "k1", kind="choice", choices=("k1", "k2", "k3"),
+                                            help="per-token KL estimate paid by token_reward"))
+    refs: ClassVar[str] = "one"
+    examples: ClassVar = {"kl": {"beta": 0.7}, "kl_small_beta": {"beta": 0.05}}
+    battery_cases: ClassVar = ({"estimator": "k1"}, {"estimator": "k2"}, {"estimator": "k3"})
 
     @property
     def reward_gradient_exact(self) -> bool:
@@ -431,6 +553,7 @@ class KL(AffineLogRegularizer):
         return -sp.nsimplify(self.beta) * sp.log(p / q)
 
 
+@register
 @dataclass(frozen=True, kw_only=True)
 class PM(AffineLogRegularizer):
     r"""Preference-matching regularizer, ψ = β·R(π) with R(π) = −log π + C1 + C2/π
@@ -449,12 +572,12 @@ class PM(AffineLogRegularizer):
     c2: Any = 0.0
     beta: float = 1.0
 
-    def __post_init__(self):
-        object.__setattr__(self, "beta", check_positive("beta", self.beta))
-        for nm in ("c1", "c2"):
-            v = np.asarray(getattr(self, nm), dtype=np.float64)
-            if not np.all(np.isfinite(v)):
-                raise ValueError(f"{nm} must be finite")
+    params: ClassVar = (Param("c1", 0.0, kind="array", help="C1 (may depend on the prompt)"),
+                        Param("c2", 0.0, kind="array", per_response=True, help="C2 (may depend on the response)"),
+                        beta_param())
+    examples: ClassVar = {"pm": {}, "pm_c1": {"c1": -0.4}, "pm_c2": {"c1": 0.2, "c2": 0.3},
+                          "pm_beta": {"c1": 0.1, "c2": 0.2, "beta": 0.3}}
+    battery_cases: ClassVar = ({}, {"c1": 0.4, "c2": 0.3})
 
     @property
     def _c2_zero(self) -> bool:
@@ -513,6 +636,7 @@ class PM(AffineLogRegularizer):
         return sp.nsimplify(self.beta) * (-sp.log(p) + c1 + c2 / p)
 
 
+@register
 @dataclass(frozen=True, kw_only=True)
 class MaxEnt(AffineLogRegularizer):
     r"""Maximum-entropy RL: ψ = −β log π; π* ∝ e^{r/β} (PM paper Table 1, where the
@@ -521,8 +645,9 @@ class MaxEnt(AffineLogRegularizer):
     name: ClassVar[str] = "maxent"
     beta: float = 1.0
 
-    def __post_init__(self):
-        object.__setattr__(self, "beta", check_positive("beta", self.beta))
+    params: ClassVar = (beta_param(),)
+    examples: ClassVar = {"maxent": {"beta": 0.5}}
+    battery_cases: ClassVar = ({},)
 
     def coefficients(self, ref_logp=None, like=None):
         return self.beta, 0.0
@@ -533,6 +658,7 @@ class MaxEnt(AffineLogRegularizer):
         return -sp.nsimplify(self.beta) * sp.log(p)
 
 
+@register
 @dataclass(frozen=True, kw_only=True)
 class ConditionalPM(AffineLogRegularizer):
     r"""Conditional PM RLHF (PM paper Definition 4.1): ψ = −β log π on M = {π_ref ≥ α},
@@ -555,11 +681,14 @@ class ConditionalPM(AffineLogRegularizer):
     level: str = "sequence"
     beta: float = 1.0
 
-    def __post_init__(self):
-        object.__setattr__(self, "alpha", _check_alpha(self.alpha))
-        object.__setattr__(self, "beta", check_positive("beta", self.beta))
-        if self.level not in ("sequence", "token"):
-            raise ValueError(f"level must be 'sequence' or 'token', got {self.level!r}")
+    params: ClassVar = (Param("alpha", 0.3, lo=0.0, hi=1.0, help="threshold of M = {pi_ref >= alpha}"),
+                        Param("level", "sequence", kind="choice", choices=("sequence", "token"),
+                              help="indicator on pi_ref(y|x) (Definition 4.1) or per token (the paper's code)"),
+                        beta_param())
+    refs: ClassVar[str] = "one"
+    examples: ClassVar = {"cpm_seq": {"alpha": 0.2}, "cpm_token": {"alpha": 0.2, "level": "token"},
+                          "cpm_seq_beta": {"alpha": 0.2, "beta": 2.5}}
+    battery_cases: ClassVar = ({"alpha": 0.3, "level": "token"}, {"alpha": 0.3, "level": "sequence"})
 
     def _b(self, ref_logp):
         xp = namespace(ref_logp)
@@ -591,6 +720,7 @@ class ConditionalPM(AffineLogRegularizer):
         return beta * sp.Piecewise((-sp.log(p), q >= a), (-sp.log(p / q), True))
 
 
+@register
 @dataclass(frozen=True, kw_only=True)
 class MultiRKL(AffineLogRegularizer):
     r"""Multi-reference reverse KL: ψ = −β Σ_i α_i log(π/π_ref,i) (second paper, eq. 17).
@@ -605,9 +735,11 @@ class MultiRKL(AffineLogRegularizer):
     weights: tuple = (0.5, 0.5)
     beta: float = 1.0
 
-    def __post_init__(self):
-        object.__setattr__(self, "beta", check_positive("beta", self.beta))
-        object.__setattr__(self, "weights", _check_weights(self.weights))
+    params: ClassVar = (Param("weights", (0.5, 0.5), kind="weights", help="alpha_i, one per reference"),
+                        beta_param())
+    refs: ClassVar[str] = "K"
+    examples: ClassVar = {"multi_rkl": {"weights": (0.3, 0.7), "beta": 0.6}}
+    battery_cases: ClassVar = ({"weights": [0.3, 0.7]},)
 
     def _check_k(self, ref_logp):
         ref_logp = _require_ref(ref_logp, self.name)
@@ -661,6 +793,11 @@ class Weighted(AffineLogRegularizer):
         return self.terms[0].multi_reference
 
     @property
+    def refs(self):  # type: ignore[override]
+        kinds = {t.refs for t in self.terms} - {"none"}
+        return kinds.pop() if kinds else "none"
+
+    @property
     def reward_gradient_exact(self) -> bool:
         return all(t.reward_gradient_exact for t in self.terms)
 
@@ -671,7 +808,7 @@ class Weighted(AffineLogRegularizer):
     def coefficients(self, ref_logp=None, like=None):
         a, b = 0.0, 0.0
         for t in self.terms:
-            at, bt = t.coefficients(ref_logp if _needs_ref(t) else None, like=like)
+            at, bt = t.coefficients(ref_logp if t.refs != "none" else None, like=like)
             a, b = a + at, b + bt
         return a, b
 
@@ -682,15 +819,15 @@ class Weighted(AffineLogRegularizer):
         return sum(t.constant_sum(like) for t in self.terms)
 
     def psi(self, logp, ref_logp=None):
-        return sum(t.psi(logp, ref_logp if _needs_ref(t) else None) for t in self.terms)
+        return sum(t.psi(logp, ref_logp if t.refs != "none" else None) for t in self.terms)
 
     def pi_psi(self, logp, ref_logp=None):
-        return sum(t.pi_psi(logp, ref_logp if _needs_ref(t) else None) for t in self.terms)
+        return sum(t.pi_psi(logp, ref_logp if t.refs != "none" else None) for t in self.terms)
 
     def token_terms(self, ref_logp_t, mask_t):
         a, b, c = 0.0, 0.0, 0.0
         for t in self.terms:
-            at, bt, ct = t.token_terms(ref_logp_t if _needs_ref(t) else None, mask_t)
+            at, bt, ct = t.token_terms(ref_logp_t if t.refs != "none" else None, mask_t)
             a, b, c = a + at, b + bt, c + ct
         return a, b, c
 
@@ -698,362 +835,8 @@ class Weighted(AffineLogRegularizer):
         return sum(t.psi_sympy(p, q) for t in self.terms)
 
 
-def _needs_ref(t) -> bool:
-    return isinstance(t, (KL, ConditionalPM, MultiRKL, Weighted))
-
-
 # --------------------------------------------------------------------------- f-divergences
-@dataclass(frozen=True)
-class FSpec:
-    r"""A convex f with f(1) = 0 and what the optimum of Section 5.1 needs of it.
-
-    With v = (r − λ)/β the stationarity condition of E_π[r] − β Σ π_ref f(π/π_ref) is
-    f'(π/π_ref) = v, so π = π_ref·h(v), h = (f')⁻¹ (clipped at 0 where f'(0) is finite).
-    h is written in a *gap* variable g = v₀ − v about an anchor v₀ — the pole of h where h has
-    one — so that the root-finder keeps full precision next to the pole.  ``moments(xp, q, g, L)``
-    returns S = Σ q h(g) and its scaled derivatives (L·S', L²·S'') for a length scale L ≤ g
-    (given numpy buffers ``work=`` it may overwrite ``g`` and ``work`` instead of allocating),
-    ``log_h(xp, g, out=None)`` gives log h for the returned log-policy, ``h_inv`` inverts h
-    (used for the starting point), ``pole_power`` p says h ~ g^{-p} at the pole (0: no pole).
-    """
-
-    name: str
-    f_over_u: Callable  # (xp, L=log u) -> f(u)/u
-    f_sympy: Callable  # u -> sympy f(u)
-    f_at_0: float  # f(0) (may be inf)
-    fprime_inf: float  # lim f'(u), u → ∞ (may be inf)
-    anchor: float  # v₀
-    pole_power: float  # p: h ~ g^{-p} as g → 0+ (0 when h has no pole)
-    g_one: float  # h(g_one) = 1, i.e. g_one = v₀ − f'(1)
-    moments: Callable  # (xp, q, g, L, work=None) -> (S, L·S', L²·S'') of S = Σ q h(g)
-    log_h: Callable  # (xp, g, out=None) -> log h
-    h_inv: Callable  # (xp, y) -> g with h(g) = y (pole types)
-
-
-# Moments of S(d) = Σ_y q_y h(g_y) used by the root-finder: (S, L·S', L²·S'') for a length scale
-# L ≤ g, written with L/g ≤ 1 so that nothing overflows when π_ref(top) and the gap are 1e-300.
-# Each is a few fused passes over the array (vecdot = multiply + sum in one pass).
-def _rkl_moments(xp, q, g, L, work=None):
-    # h = 1/g; with u = L/g ≤ 1 and w = q·u: S = Σw/L, L·S' = −Σ w u/L, L²·S'' = 2 Σ w u²/L
-    if work is None:
-        u = L / g
-        w = q * u
-    else:  # numpy buffers: g (overwritten) and work, no temporary of the block's size
-        u = np.divide(L, g, out=g)
-        w = np.multiply(q, u, out=work)
-    inv_L = 1.0 / L[..., 0]
-    S = xp.sum(w, axis=-1) * inv_L
-    S1 = -xp.vecdot(w, u) * inv_L
-    w *= u
-    return S, S1, 2.0 * xp.vecdot(w, u) * inv_L
-
-
-def _hel_moments(xp, q, g, L, work=None):
-    t = 1.0 / g  # h = 1/g²
-    ut = L * t
-    w = q * t
-    w *= t
-    S = xp.sum(w, axis=-1)
-    S1 = -2.0 * xp.vecdot(w, ut)
-    w *= ut
-    return S, S1, 6.0 * xp.vecdot(w, ut)
-
-
-def _js_moments(xp, q, g, L, work=None):
-    h = 1.0 / xp.expm1(g)  # h = 1/(e^g − 1), h' = −h(h + 1), h'' = h(h + 1)(2h + 1)
-    w = q * h
-    S = xp.sum(w, axis=-1)
-    Lh1 = L / (-xp.expm1(-g))  # L·(h + 1) = L e^g/(e^g − 1) ≤ L(1/g + 1): no overflow
-    S1 = -xp.vecdot(w, Lh1)
-    w *= Lh1
-    return S, S1, xp.vecdot(w, L * (2.0 * h + 1.0))
-
-
-def _chi2_moments(xp, q, g, L, work=None):
-    h = xp.clip(1.0 - 0.5 * g, 0.0, None)  # h = (1 − g/2)_+, h' = −1/2 where h > 0
-    S = xp.sum(q * h, axis=-1)
-    S1 = -0.5 * L[..., 0] * xp.sum(xp.where(h > 0, q, 0.0), axis=-1)
-    return S, S1, xp.zeros_like(S)
-
-
-def _kl_moments(xp, q, g, L, work=None):
-    w = q * xp.exp(-g)
-    S = xp.sum(w, axis=-1)
-    return S, -L[..., 0] * S, L[..., 0] ** 2 * S
-
-
-def _log_chi2_h(xp, g, out=None):
-    t = 1.0 - g / 2.0
-    with quiet():
-        return _into(xp.where(t > 0, xp.log(xp.where(t > 0, t, 1.0)), -math.inf), out)
-
-
-def _into(x, out):
-    """``x``, copied into ``out`` when a numpy buffer is given (log_h for the blocked path)."""
-    if out is None:
-        return x
-    out[...] = x
-    return out
-
-
-def _rkl_log_h(xp, g, out=None):
-    if out is None:
-        return -xp.log(g)
-    return np.negative(np.log(g, out=out), out=out)
-
-
-def _sympy():
-    import sympy
-
-    return sympy
-
-
-F_DIVERGENCES: dict[str, FSpec] = {
-    "kl": FSpec(
-        "kl", lambda xp, L: L, lambda u: u * _sympy().log(u), 0.0, math.inf,
-        anchor=1.0, pole_power=0.0, g_one=0.0,
-        moments=_kl_moments, log_h=lambda xp, g, out=None: _into(-g, out), h_inv=lambda xp, y: -xp.log(y),
-    ),
-    "reverse_kl": FSpec(
-        "reverse_kl", lambda xp, L: -L * xp.exp(-L), lambda u: -_sympy().log(u), math.inf, 0.0,
-        anchor=0.0, pole_power=1.0, g_one=1.0,
-        moments=_rkl_moments, log_h=_rkl_log_h, h_inv=lambda xp, y: 1.0 / y,
-    ),
-    "chi2": FSpec(
-        "chi2", lambda xp, L: xp.exp(L) - 2.0 + xp.exp(-L), lambda u: (u - 1) ** 2, 1.0, math.inf,
-        anchor=0.0, pole_power=0.0, g_one=0.0,
-        moments=_chi2_moments, log_h=_log_chi2_h, h_inv=lambda xp, y: 2.0 * (1.0 - y),
-    ),
-    "hellinger": FSpec(
-        "hellinger", lambda xp, L: (1.0 - xp.exp(-L / 2.0)) ** 2, lambda u: (_sympy().sqrt(u) - 1) ** 2,
-        1.0, 1.0, anchor=1.0, pole_power=2.0, g_one=1.0,
-        moments=_hel_moments, log_h=lambda xp, g, out=None: _into(-2.0 * xp.log(g), out), h_inv=lambda xp, y: 1.0 / xp.sqrt(y),
-    ),
-    "js": FSpec(
-        "js",
-        lambda xp, L: L - (1.0 + xp.exp(-L)) * (xp.logaddexp(xp.zeros_like(L), L) - math.log(2.0)),
-        lambda u: u * _sympy().log(u) - (1 + u) * _sympy().log((1 + u) / 2),
-        math.log(2.0), math.log(2.0), anchor=math.log(2.0), pole_power=1.0, g_one=math.log(2.0),
-        moments=_js_moments, log_h=lambda xp, g, out=None: _into(-xp.log(xp.expm1(g)), out), h_inv=lambda xp, y: xp.log1p(1.0 / y),
-    ),
-}
-
-
-def solve_normalizer(spec: FSpec, s, ref_logp, *, tol: float = 1e-13, max_iter: int = 300, scratch=None):
-    r"""Solve Σ_y π_ref(y)·h(s_y − μ) = 1 for μ, row-wise and vectorized.
-
-    ``s`` = r/β.  Write μ = s_max − v₀ + d, so the gap of response y is g_y = d + (s_max − s_y)
-    ≥ d, with s_max the largest s on the support of π_ref, and S(d) = Σ_y π_ref(y) h(g_y) is
-    strictly decreasing in d.  For h with a pole h ~ g^{-p} each step fits the model
-    S ≈ a/(d + c)^p + b to (S, S', S'') and jumps to the model's root (a rational,
-    Halley-type step; Newton on S^{-1/p} when the model is unusable), starting from the larger
-    of two points where S ≥ 1 (the top response's pole alone, and Jensen's bound); for χ²
-    (no pole, S convex) Newton runs from a Jensen lower bound.
-    A bracket is kept and any step leaving it is replaced by bisection, so convergence holds
-    for every h; the loop stops at |S − 1| ≤ ``tol``.  Each iteration is a handful of passes
-    over the array (no exp/log), which keeps the batched solver near the memory-bound floor.
-
-    Returns (d, s_max, on, base, log_rows) with d, s_max of shape [..., 1], ``on`` the support
-    mask (``None`` when π_ref > 0 everywhere) and ``base`` = s_max − s on it; the policy is
-    log π = log π_ref + log h(d + base).  ``log_rows`` is ``None``, or (mask, log d) for the rows
-    whose top response has π_ref < 1e-300: there d underflows, and log g = logaddexp(log d,
-    log base) gives the policy exactly (:func:`_solve_log_rows`).
-
-    ``scratch`` (numpy [rows, n] ``s``, the row-blocked path): three buffers of ``s``'s shape
-    (for π_ref, the gaps and the moments' work); with full support ``s`` itself is overwritten
-    by ``base``, so that an iteration allocates nothing of the block's size.
-    """
-    xp = namespace(s, ref_logp)
-    with quiet():
-        full = math.prod(ref_logp.shape) == 0 or bool(xp.min(ref_logp) > -math.inf)  # no mask array
-        on = None if full else ref_logp > -math.inf
-        if full and scratch is not None and s.ndim == 2:
-            q_buf, g_buf, work = scratch
-            idx = np.argmax(s, axis=-1)[:, None]  # one pass for s_max and the top response
-            s_max = np.take_along_axis(s, idx, axis=-1)
-            base = np.subtract(s_max, s, out=s)
-            q = np.exp(ref_logp, out=q_buf)
-        elif full:  # full support: skip the masking passes
-            s_max = xp.max(s, axis=-1, keepdims=True)
-            base = s_max - s
-            q = xp.exp(ref_logp)
-            g_buf = work = None
-        else:
-            s_max = xp.max(xp.where(on, s, -math.inf), axis=-1, keepdims=True)
-            base = xp.where(on, s_max - s, 0.0)
-            q = xp.exp(ref_logp)  # 0 off the support
-            g_buf = work = None
-        p = spec.pole_power
-        hi = xp.zeros_like(s_max) + spec.g_one  # S(hi) ≤ 1: every gap ≥ g_one, so h ≤ 1
-        if p > 0:
-            # S(d) ≥ q_top h(d) (the responses with s = s_max), so S ≥ 1 at d = h⁻¹(1/q_top):
-            # a left end of the bracket that is > 0 — geometric bisection works even when
-            # π_ref(top) is 1e-300 — and the length scale L of the iteration (e = d/L)
-            if work is not None:  # π_ref of one top response (≤ the sum over ties: still a bound)
-                q_top = np.take_along_axis(q, idx, axis=-1)
-            else:
-                q_top = xp.sum(xp.where(base == 0, q, 0.0), axis=-1, keepdims=True)
-            # rows whose top response has π_ref below the normal range (log π_ref < −690, e.g.
-            # a long sequence): q_top and the gap d underflow, so those rows are solved in log
-            # space (:func:`_solve_log_rows`) and skipped here (q_top = 1 keeps them harmless)
-            tiny = q_top < _TINY
-            if bool(xp.any(tiny)):
-                log_q_top = logsumexp(xp.where(base == 0, ref_logp, -math.inf), axis=-1, keepdims=True)
-                q_top = xp.where(tiny, 1.0, q_top)
-            else:
-                tiny = None
-            lo = xp.minimum(spec.h_inv(xp, 1.0 / q_top), hi)
-            L = lo
-            # start from the larger of two left points (S ≥ 1 at both): lo, and Jensen's bound
-            # (h convex: S(d) ≥ h(d + E_q[base]), so S ≥ 1 at d = g_one − E_q[base]).  The
-            # rational step from a left point reaches |S − 1| ≤ 1e-13 in 2–3 evaluations for
-            # rewards ~ N(0, 1) and β from 0.05 to 5 (from the right end it took 4–6)
-            d = xp.maximum(lo, spec.g_one - xp.vecdot(q, base)[..., None])
-        else:
-            s_min = s_max - xp.max(xp.where(q > 0, base, 0.0), axis=-1, keepdims=True)
-            lo = spec.g_one - (s_max - s_min) - 1.0  # every gap ≤ g_one − 1: h ≥ 1, S ≥ 1
-            L = xp.ones_like(lo)
-            # Jensen (h convex): S(d) ≥ h(d + E_q[base]), so the root has d ≥ g_one − E_q[base];
-            # S is convex, so Newton from this left point increases monotonically to the root
-            d = xp.maximum(lo, spec.g_one - xp.vecdot(q, base)[..., None])
-            tiny = None  # no pole: nothing underflows with π_ref(top)
-        # iterate on the rows that have not converged yet (rows are independent)
-        base, q = xp.broadcast_arrays(base, q)  # r and π_ref may broadcast against each other
-        d, lo, hi, L = xp.broadcast_arrays(d, lo, hi, L)
-        shape = d.shape
-        n = base.shape[-1]
-        base2, q2 = xp.reshape(base, (-1, n)), xp.reshape(q, (-1, n))
-        d, lo, hi, L = (xp.reshape(x, (-1, 1)) for x in (d, lo, hi, L))
-        active = None  # None: all rows
-        ba, qa, da, loa, hia, La = base2, q2, d, lo, hi, L
-        if tiny is not None:  # start on the other rows only
-            tiny2 = xp.reshape(xp.broadcast_to(tiny, shape), (-1,))
-            d, lo, hi = (xp.asarray(x, copy=True) for x in (d, lo, hi))
-            active = xp.nonzero(~tiny2)[0]
-            ba, qa, da, loa, hia, La = (x[active, ...] for x in (base2, q2, d, lo, hi, L))
-        for _ in range(max_iter if da.shape[0] else 0):
-            if work is None:
-                mom = spec.moments(xp, qa, da + ba, La)
-            else:
-                k = da.shape[0]
-                mom = spec.moments(xp, qa, np.add(da, ba, out=g_buf[:k]), La, work=work[:k])
-            S, dS, d2S = (x[..., None] for x in mom)
-            done = xp.abs(S - 1.0) <= tol
-            lo_new = xp.where(S > 1.0, da, loa)
-            hi_new = xp.where(S > 1.0, hia, da)
-            loa, hia = lo_new, hi_new
-            e = da / La
-            if p > 0:
-                # fit S ≈ a/(e + c)^p + b to (S, S', S'') and solve the model exactly: a rational
-                # (Halley-type) step that captures the far responses as the constant b
-                ec = -(p + 1.0) * dS / d2S  # e + c
-                a = -dS * ec ** (p + 1.0) / p
-                b = S - a / ec**p
-                model = (a / (1.0 - b)) ** (1.0 / p) - (ec - e)
-                # fallback: Newton on F = S^{-1/p}, F' = -(1/p) S^{-1/p-1} S'
-                F = S ** (-1.0 / p)
-                newton_e = e - (F - 1.0) / (-(1.0 / p) * F / S * dS)
-                cand = La * model
-                use_model = xp.isfinite(model) & (b < 1.0) & (cand > loa) & (cand < hia)
-                step = xp.where(use_model, cand, La * newton_e)
-            else:
-                step = La * (e - (S - 1.0) / dS)
-            bad = ~xp.isfinite(step) | (step < loa) | (step > hia) | (step == da)
-            geo = (loa > 0) & (hia > 4.0 * loa)
-            mid = xp.where(geo, xp.sqrt(xp.abs(loa)) * xp.sqrt(xp.abs(hia)), 0.5 * (loa + hia))
-            da = xp.where(done, da, xp.where(bad, mid, step))
-            if active is None:
-                d, lo, hi = da, loa, hia
-            else:
-                d[active], lo[active], hi[active] = da, loa, hia
-            keep = ~done[:, 0]
-            n_keep = int(xp.sum(xp.astype(keep, xp.int64)))
-            if n_keep == 0:
-                break
-            if n_keep < 0.5 * keep.shape[0]:  # compact: iterate on the unconverged rows only
-                active = xp.nonzero(keep)[0] if active is None else active[keep]
-                ba, qa, da, loa, hia, La = (x[active, ...] for x in (base2, q2, d, lo, hi, L))
-        else:
-            S = spec.moments(xp, q2, d + base2, L)[0]
-            if tiny is not None:
-                S = xp.where(tiny2, 1.0, S)
-            if da.shape[0] and not bool(xp.all(xp.abs(S - 1.0) <= 1e-10)):
-                raise RuntimeError(
-                    f"solve_normalizer({spec.name}) did not converge in {max_iter} steps "
-                    f"(max |Σπ − 1| = {float(xp.max(xp.abs(S - 1.0))):.3g}); please report this input"
-                )
-        d = xp.reshape(d, shape)
-        log_rows = None
-        if tiny is not None:
-            log_d = _solve_log_rows(spec, ref_logp, base, log_q_top, tiny)
-            d = xp.where(tiny, xp.exp(log_d), d)
-            log_rows = (tiny, log_d)
-        return d, s_max, on, base, log_rows
-
-
-#: π_ref of the top response below which a row is solved in log space (the normal range of
-#: float64 ends at 2.2e-308; below 1e-300 the gap d loses digits or underflows)
-_TINY = 1e-300
-
-
-def _log_h_of_log_g(spec: FSpec, xp, log_g):
-    """log h(g) from log g, exact where g underflows: h ~ g^(−p) at the pole
-    (rkl 1/g, Hellinger 1/g², JS 1/(e^g − 1) = 1/g − 1/2 + …)."""
-    small = log_g < -600.0
-    g = xp.exp(xp.where(small, 0.0, log_g))
-    return xp.where(small, -spec.pole_power * log_g, spec.log_h(xp, g))
-
-
-def _solve_log_rows(spec: FSpec, ref_logp, base, log_q_top, rows, tol: float = 1e-15, max_iter: int = 400):
-    r"""log d with Σ_y π_ref(y) h(d + base_y) = 1 in log space, for the ``rows`` whose top
-    response has π_ref below 1e-300 (0 is returned on the other rows, which are not computed).
-
-    F(t) = logsumexp_y(log π_ref(y) + log h(g_y)), log g_y = logaddexp(t, log base_y), is
-    decreasing in t = log d.  F ≥ 0 at t = log π_ref(top)/p − 1 (the top's pole alone:
-    h(d) ≥ d^(−p)(1 − o(1))) and F ≤ 0 at t = log g_one (every h ≤ 1); Illinois regula falsi
-    keeps that bracket and stops when |F| ≤ ``tol`` or the bracket is below ``tol``·|t|.  Every
-    quantity stays a logarithm, so π_ref(top) = e^−5000 still gives log π exactly; the top may
-    even take most of the mass (reverse KL does not collapse onto π_ref's support).
-    """
-    xp = namespace(ref_logp, base)
-    with quiet():
-        ref_b, base_b = xp.broadcast_arrays(ref_logp, base)
-        n = base_b.shape[-1]
-        shape = rows.shape
-        # only the flagged rows are iterated (a batch may hold a handful of them)
-        idx = xp.nonzero(xp.reshape(xp.broadcast_to(rows, base_b.shape[:-1] + (1,)), (-1,)))[0]
-        ref_r = xp.reshape(ref_b, (-1, n))[idx, ...]
-        log_b = xp.log(xp.reshape(base_b, (-1, n))[idx, ...])  # −inf for the top response(s)
-
-        def F(t):
-            log_g = xp.logaddexp(t, log_b)
-            return logsumexp(ref_r + _log_h_of_log_g(spec, xp, log_g), axis=-1, keepdims=True)
-
-        a = xp.reshape(xp.broadcast_to(log_q_top, shape), (-1, 1))[idx, ...] / spec.pole_power - 1.0
-        b = xp.zeros_like(a) + math.log(spec.g_one)
-        fa, fb = F(a), F(b)
-        t = b
-        side = xp.zeros_like(a)  # Illinois: which end was kept last (−1 left, +1 right)
-        for _ in range(max_iter):
-            t = (a * fb - b * fa) / (fb - fa)  # the secant root inside [a, b] (fa > 0 > fb)
-            t = xp.where(xp.isfinite(t) & (t > a) & (t < b), t, 0.5 * (a + b))
-            ft = F(t)
-            done = (xp.abs(ft) <= tol) | (b - a <= tol * xp.maximum(1.0, xp.abs(t)))
-            if bool(xp.all(done)):
-                break
-            left = ft > 0  # root to the right of t
-            fb = xp.where(left & (side > 0), 0.5 * fb, fb)  # Illinois halving of the stale end
-            fa = xp.where(~left & (side < 0), 0.5 * fa, fa)
-            a, fa = xp.where(left, t, a), xp.where(left, ft, fa)
-            b, fb = xp.where(left, b, t), xp.where(left, fb, ft)
-            side = xp.where(left, 1.0, -1.0)
-        else:
-            raise RuntimeError(f"solve_normalizer({spec.name}): the log-space rows did not converge; please report this input")
-        out = xp.reshape(xp.zeros_like(xp.broadcast_to(log_q_top, shape)), (-1, 1))
-        out[idx, ...] = t
-        return xp.reshape(out, shape)
-
-
+@register
 @dataclass(frozen=True, kw_only=True)
 class FDivergence(Regularizer):
     r"""f-divergence RLHF: maximize E_π[r] − β D_f(π‖π_ref), D_f = Σ π_ref f(π/π_ref)
@@ -1072,10 +855,11 @@ class FDivergence(Regularizer):
     f: str = "kl"
     beta: float = 1.0
 
-    def __post_init__(self):
-        if self.f not in F_DIVERGENCES:
-            raise ValueError(f"f must be one of {sorted(F_DIVERGENCES)}, got {self.f!r}")
-        object.__setattr__(self, "beta", check_positive("beta", self.beta))
+    params: ClassVar = (Param("f", "kl", kind="choice", choices=tuple(F_DIVERGENCES), help="the convex f"),
+                        beta_param())
+    refs: ClassVar[str] = "one"
+    examples: ClassVar = {f"fdiv_{f}": {"f": f, "beta": 0.8} for f in F_DIVERGENCES}
+    battery_cases: ClassVar = tuple({"f": f} for f in F_DIVERGENCES)
 
     @property
     def spec(self) -> FSpec:
@@ -1099,6 +883,13 @@ class FDivergence(Regularizer):
         xp = namespace(logp)
         with quiet():
             return -self.beta * self.spec.f_over_u(xp, logp - ref_logp)
+
+    def implicit_reward(self, logp, ref_logp=None):
+        """β f'(π/π_ref): exact on π's support; where an f with finite f'(0) (χ², Hellinger, JS)
+        clips π to 0, the reward is only bounded by it (r − λ ≤ β f'(0))."""
+        ref_logp = _require_ref(ref_logp, self.name)
+        with quiet():
+            return self.beta * self.spec.fprime(namespace(logp), logp - ref_logp)
 
     def pi_psi(self, logp, ref_logp=None):
         ref_logp = _require_ref(ref_logp, self.name)
@@ -1145,7 +936,7 @@ class FDivergence(Regularizer):
             if log_rows is not None:  # rows solved in log space: log g from log d, exactly
                 tiny, log_d = log_rows
                 log_g = xp.logaddexp(log_d, xp.log(base))
-                logp_log = ref_logp + _log_h_of_log_g(sp, xp, log_g)
+                logp_log = ref_logp + log_h_of_log_g(sp, xp, log_g)
                 if not full_support:
                     logp_log = xp.where(on, logp_log, -math.inf)
             if full_support and out is not None and log_rows is None:  # base is scratch[0] (s overwritten)
@@ -1222,20 +1013,7 @@ class FDivergence(Regularizer):
         ref = np.asarray(ref, float)
         on = ref > 0
         idx, off = np.flatnonzero(on), np.flatnonzero(~on)
-        x, q = pi_var[idx], ref[idx]
-        if self.f == "kl":
-            div = cp.sum(cp.rel_entr(x, q))
-        elif self.f == "reverse_kl":
-            div = cp.sum(cp.rel_entr(q, x))
-        elif self.f == "chi2":
-            div = cp.sum(cp.multiply(1.0 / q, cp.square(x - q)))
-        elif self.f == "hellinger":
-            div = cp.sum(x) + float(q.sum()) - 2 * cp.sum(cp.multiply(np.sqrt(q), cp.sqrt(x)))
-        elif self.f == "js":
-            m = x + q
-            div = cp.sum(cp.rel_entr(x, m)) + cp.sum(cp.rel_entr(q, m)) + (cp.sum(x) + float(q.sum())) * math.log(2.0)
-        else:  # pragma: no cover
-            raise ValueError(self.f)
+        div = self.spec.cvx_divergence(cp, pi_var[idx], ref[idx])
         expr = r @ pi_var - self.beta * div
         if off.size and math.isfinite(self.spec.fprime_inf):
             expr = expr - self.beta * self.spec.fprime_inf * cp.sum(pi_var[off])
@@ -1253,6 +1031,7 @@ class FDivergence(Regularizer):
         return -sp.nsimplify(self.beta) * (q / p) * self.spec.f_sympy(p / q)
 
 
+@register
 @dataclass(frozen=True, kw_only=True)
 class MultiFKL(Regularizer):
     r"""Multi-reference forward KL: J = E_π[r] − β Σ_i α_i KL(π_ref,i ‖ π) (second paper, eq. 28).
@@ -1270,9 +1049,11 @@ class MultiFKL(Regularizer):
     weights: tuple = (0.5, 0.5)
     beta: float = 1.0
 
-    def __post_init__(self):
-        object.__setattr__(self, "beta", check_positive("beta", self.beta))
-        object.__setattr__(self, "weights", _check_weights(self.weights))
+    params: ClassVar = (Param("weights", (0.5, 0.5), kind="weights", help="alpha_i, one per reference"),
+                        beta_param())
+    refs: ClassVar[str] = "K"
+    examples: ClassVar = {"multi_fkl": {"weights": (0.3, 0.7), "beta": 0.6}}
+    battery_cases: ClassVar = ({"weights": [0.3, 0.7]},)
 
     def _check_k(self, ref_logp):
         ref_logp = _require_ref(ref_logp, self.name)
@@ -1292,6 +1073,10 @@ class MultiFKL(Regularizer):
     @property
     def _single(self) -> FDivergence:
         return FDivergence(f="reverse_kl", beta=self.beta)
+
+    def implicit_reward(self, logp, ref_logp=None):
+        """−β P̄_α/π (the reverse-KL implicit reward against the arithmetic mixture)."""
+        return self._single.implicit_reward(logp, self.mixture_logp(ref_logp))
 
     def psi(self, logp, ref_logp=None):
         xp = namespace(logp)
@@ -1347,6 +1132,7 @@ class MultiFKL(Regularizer):
 
 
 # --------------------------------------------------------------------------- generalized link
+@register
 @dataclass(frozen=True, kw_only=True)
 class GeneralizedPM(Regularizer):
     r"""PM regularizer for a generalized PL link g (PM paper Theorem 3, eq. 3.14):
@@ -1369,11 +1155,12 @@ class GeneralizedPM(Regularizer):
     c2: float = 0.0
     beta: float = 1.0
 
-    def __post_init__(self):
-        object.__setattr__(self, "beta", check_positive("beta", self.beta))
-        if self.link not in ("exp", "power"):
-            raise ValueError(f"link must be 'exp' or 'power', got {self.link!r}")
-        object.__setattr__(self, "power", check_positive("power", self.power))
+    params: ClassVar = (Param("link", "exp", kind="choice", choices=("exp", "power"), help="the PL link g"),
+                        Param("power", 2.0, lo=0.0, help="k of the power link g(r) = r^k"),
+                        Param("c1", 0.0, kind="array"), Param("c2", 0.0, kind="array"), beta_param())
+    examples: ClassVar = {"generalized_pm_exp": {"link": "exp"}, "generalized_pm_power": {"link": "power", "power": 2.0},
+                          "generalized_pm_power_beta": {"link": "power", "power": 2.0, "beta": 0.5}}
+    trainable: ClassVar[bool] = False  # ψ not token-additive and the power link's support is clipped
 
     # g, g^{-1}, G on arrays
     def g(self, x):
@@ -1513,55 +1300,55 @@ def weighted(*terms: AffineLogRegularizer) -> Weighted:
     return Weighted(terms=tuple(terms))
 
 
-#: regularizer name → factory (the names ``get``, ``prefmatch solve`` and the trainer accept)
-FACTORIES: dict[str, Callable[..., Regularizer]] = {
-    "kl": kl,
-    "pm": pm,
-    "cpm": cpm,
-    "maxent": maxent,
-    "fdiv": f_divergence,
-    "multi_rkl": multi_rkl,
-    "multi_fkl": multi_fkl,
-    "generalized_pm": generalized_pm,
-}
+#: the registry under its historical name (the same dict: a later registration shows here too)
+FACTORIES = REGISTRY
 
 
 def get(name: str, **params) -> Regularizer:
-    """The regularizer called ``name`` with ``params`` (ValueError naming what is allowed)."""
-    if name not in FACTORIES:
-        raise ValueError(f"regularizer must be one of {sorted(FACTORIES)}, got {name!r}")
-    import inspect
-
-    allowed = set(inspect.signature(FACTORIES[name]).parameters)
-    extra = set(params) - allowed
+    """The registered regularizer called ``name`` with ``params`` (ValueError naming what is allowed)."""
+    cls = REGISTRY.get(name)
+    if cls is None:
+        raise ValueError(f"regularizer must be one of {sorted(REGISTRY)}, got {name!r}")
+    allowed = [p.name for p in cls.params]
+    extra = set(params) - set(allowed)
     if extra:
         raise ValueError(f"regularizer {name!r} takes parameters {sorted(allowed)}, got unexpected {sorted(extra)}")
-    return FACTORIES[name](**params)
+    missing = [p.name for p in cls.params if p.required and p.name not in params]
+    if missing:
+        raise ValueError(f"regularizer {name!r} needs parameter {missing[0]!r}")
+    return cls(**params)
 
 
-#: one instance per objective with safe parameters (as scipy's ``distcont``): the shared
-#: battery of tests in tests/theory/test_regularizer_battery.py runs over all of them
-ALL_REGULARIZERS: dict[str, Regularizer] = {
-    "kl": kl(beta=0.7),
-    "kl_small_beta": kl(beta=0.05),
-    "pm": pm(),
-    "pm_c1": pm(c1=-0.4),
-    "pm_c2": pm(c1=0.2, c2=0.3),
-    "cpm_seq": cpm(alpha=0.2),
-    "cpm_token": cpm(alpha=0.2, level="token"),
-    "maxent": maxent(beta=0.5),
-    "pm_beta": pm(c1=0.1, c2=0.2, beta=0.3),
-    "cpm_seq_beta": cpm(alpha=0.2, beta=2.5),
-    "fdiv_kl": f_divergence("kl", beta=0.8),
-    "fdiv_reverse_kl": f_divergence("reverse_kl", beta=0.8),
-    "fdiv_chi2": f_divergence("chi2", beta=0.8),
-    "fdiv_hellinger": f_divergence("hellinger", beta=0.8),
-    "fdiv_js": f_divergence("js", beta=0.8),
-    "multi_rkl": multi_rkl(weights=(0.3, 0.7), beta=0.6),
-    "multi_fkl": multi_fkl(weights=(0.3, 0.7), beta=0.6),
-    "generalized_pm_exp": generalized_pm("exp"),
-    "generalized_pm_power": generalized_pm("power", power=2.0),
-    "kl_plus_maxent": weighted(kl(beta=0.5), maxent(beta=0.25)),
-    "generalized_pm_power_beta": generalized_pm("power", power=2.0, beta=0.5),
-}
+def trainable_names() -> tuple[str, ...]:
+    """The registered regularizers the trainers offer."""
+    return tuple(n for n, c in REGISTRY.items() if c.trainable)
 
+
+def describe_params(name: str) -> str:
+    """``name``'s parameters in one line (for help texts)."""
+    cls = REGISTRY[name]
+    ref = {"none": "", "one": "; one reference", "K": "; K references"}[cls.refs]
+    return f"{name}: " + "; ".join(p.describe() for p in cls.params) + ref
+
+
+class _Examples(Mapping):
+    """name → instance of every registered regularizer's ``examples`` (plus compositions), read
+    from :data:`REGISTRY` on each access, like scipy's ``distcont``: the shared battery of
+    tests/theory/test_regularizer_battery.py runs over all of them."""
+
+    def _all(self) -> dict[str, Regularizer]:
+        out = {key: cls(**kw) for cls in REGISTRY.values() for key, kw in cls.examples.items()}
+        out["kl_plus_maxent"] = weighted(KL(beta=0.5), MaxEnt(beta=0.25))
+        return out
+
+    def __getitem__(self, key):
+        return self._all()[key]
+
+    def __iter__(self):
+        return iter(self._all())
+
+    def __len__(self):
+        return len(self._all())
+
+
+ALL_REGULARIZERS: Mapping[str, Regularizer] = _Examples()

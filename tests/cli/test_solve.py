@@ -90,7 +90,7 @@ BAD = [
     ("unknown regularizer", {"regularizer": "tv", "reward": [1]}, "regularizer must be one of"),
     ("missing regularizer", {"reward": [1]}, "missing field 'regularizer'"),
     ("missing reward", {"regularizer": "pm"}, "missing field 'reward'"),
-    ("missing beta", {"regularizer": "kl", "reward": [1, 2], "ref": [0.5, 0.5]}, "missing field 'beta'"),
+    ("missing weights", {"regularizer": "multi_rkl", "reward": [1, 2], "refs": [[0.5, 0.5], [0.2, 0.8]]}, "missing field 'weights'"),
     ("missing ref", {"regularizer": "kl", "reward": [1, 2], "beta": 1}, "missing field 'ref'"),
     ("negative prob", {"regularizer": "kl", "reward": [1, 2], "ref": [-0.5, 1.5], "beta": 1}, "ref must hold probabilities >= 0"),
     ("not summing", {"regularizer": "kl", "reward": [1, 2], "ref": [0.5, 0.6], "beta": 1}, "ref rows must sum to 1"),
@@ -126,6 +126,13 @@ def test_bad_input_exit_2_one_line(label, problem, message, capsys):
     import re
 
     assert re.search(message, lines[0]), lines[0]
+
+
+def test_beta_defaults_to_the_registry_default(capsys):
+    """An omitted β is the class's declared default (1), the same as ``kl()`` in Python."""
+    code, out, err = run({"regularizer": "kl", "reward": [1, 2], "ref": [0.5, 0.5]}, capsys)
+    assert code == 0, err
+    np.testing.assert_allclose(json.loads(out)["policy"], np.exp(R.kl().optimal_logp(np.array([1.0, 2.0]), np.log([0.5, 0.5]))))
 
 
 def test_pm_beta_is_the_divergence_coefficient(capsys):

@@ -11,7 +11,8 @@ torch = pytest.importorskip("torch")
 
 from prefmatch.llm import battery as B  # noqa: E402
 from prefmatch.llm.config import ConfigError  # noqa: E402
-from prefmatch.llm.ppo import REGULARIZERS, PPOConfig, PPOTrainer  # noqa: E402
+from prefmatch.llm.ppo import PPOConfig, PPOTrainer  # noqa: E402
+from prefmatch.theory.regularizers import REGISTRY, trainable_names  # noqa: E402
 from prefmatch.llm.rewards import REGULARIZER_MODES, RegularizerConfigError, build_regularizer, resolve_mode  # noqa: E402
 
 
@@ -34,39 +35,33 @@ def test_full_battery(case):
 
 
 def _variants():
-    """Every (regularizer, params) the trainer can be given, by its discrete parameters."""
-    for name in REGULARIZERS:
-        if name == "kl":
-            yield from ((name, {"estimator": e}) for e in ("k1", "k2", "k3"))
-        elif name == "fdiv":
-            from prefmatch.theory.regularizers import F_DIVERGENCES
-
-            yield from ((name, {"f": f}) for f in F_DIVERGENCES)
-        elif name == "cpm":
-            yield from ((name, {"level": lv}) for lv in ("token", "sequence"))
-        elif name == "pm":
-            yield from ((name, {}), (name, {"c2": 0.3}))
-        else:
-            yield name, {}
+    """Every (regularizer, discrete parameters) the trainer can be given: each trainable class's
+    choice parameters in every combination (read from the registry's declarations)."""
+    for name in trainable_names():
+        choice = [p for p in REGISTRY[name].params if p.kind == "choice"]
+        for values in itertools.product(*(p.choices for p in choice)):
+            yield name, dict(zip((p.name for p in choice), values))
 
 
 def test_every_accepted_configuration_is_in_the_battery():
     """An accepted (regularizer, parameters, placement) that the battery does not cover is a defect."""
-    covered = {(c.regularizer, tuple(sorted((k, v) for k, v in c.params.items() if k in ("estimator", "f", "level"))),
+    def discrete(name, params):
+        keys = {p.name for p in REGISTRY[name].params if p.kind == "choice"}
+        return tuple(sorted((k, v) for k, v in params.items() if k in keys))
+
+    covered = {(c.regularizer, discrete(c.regularizer, build_regularizer(c.regularizer, c.params, 0.7).__dict__),
                 c.mode, c.whiten, c.length) for c in B.all_cases()}
-    c2_covered = {c.mode for c in B.all_cases() if c.regularizer == "pm" and c.params.get("c2")}
     missing = []
     for (name, params), mode in itertools.product(_variants(), REGULARIZER_MODES):
         try:
-            placement = resolve_mode(build_regularizer(name, params, 0.7), mode)
+            reg = build_regularizer(name, params, 0.7)
+            placement = resolve_mode(reg, mode)
         except RegularizerConfigError:
             continue
-        key = tuple(sorted(params.items())) if name != "pm" else ()
         for whiten, T in itertools.product((True, False), (1, 2)):
-            if (name, key, placement, whiten, T) not in covered:
-                missing.append((name, params, mode, placement, whiten, T))
-        if name == "pm" and params.get("c2") and placement not in c2_covered:
-            missing.append((name, params, mode, placement))
+            key = (name, discrete(name, reg.__dict__), placement, whiten, T)
+            if key not in covered:
+                missing.append(key)
     assert not missing, missing
 
 

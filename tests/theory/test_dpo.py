@@ -142,6 +142,18 @@ def test_population_loss_minimized_at_rlhf_optimum(make):
     assert float(D.population_dpo_loss(reg, np.log(q), L, r, data_logp=data)) >= l_star_d
 
 
-def test_implicit_reward_rejects_unknown_regularizer():
-    with pytest.raises(ValueError):
-        D.implicit_reward(R.f_divergence("chi2", beta=1.0), np.zeros(3), np.zeros(3))
+def test_implicit_reward_rejects_a_regularizer_without_one():
+    with pytest.raises(ValueError, match="no implicit reward"):
+        D.implicit_reward(R.generalized_pm("power"), np.zeros(3), np.zeros(3))
+
+
+@pytest.mark.parametrize("f", list(R.F_DIVERGENCES))
+def test_fdiv_implicit_reward_recovers_the_reward_on_the_support(f):
+    """β f'(π*/π_ref) = r − λ on the optimum's support, for every f (stationarity, §5.1)."""
+    rng = np.random.default_rng(3)
+    reg = R.f_divergence(f, beta=0.7)
+    r, ref = rng.normal(size=7), np.log(rng.dirichlet(np.ones(7)))
+    lp = reg.optimal_logp(r, ref)
+    on = lp > np.log(1e-12)
+    d = D.implicit_reward(reg, lp, ref)[on] - r[on]
+    assert on.sum() >= 2 and np.ptp(d) < 1e-8
