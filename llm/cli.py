@@ -11,7 +11,6 @@ import argparse
 import dataclasses
 import functools
 import json
-import sys
 
 STAGES = {
     "sft": ("prefmatch.llm.sft", "SFTConfig", "train_sft", "supervised fine-tuning on the response tokens"),
@@ -36,7 +35,7 @@ def user_errors():
 def _guard(func):
     @functools.wraps(func)
     def run(args):
-        from prefmatch.cli import CLIError
+        from prefmatch.theory.errors import UsageError as CLIError
 
         try:
             return func(args)
@@ -112,7 +111,7 @@ def _run_train(args) -> int:
 
 @_guard
 def _run_model_init(args) -> int:
-    from prefmatch.cli import CLIError
+    from prefmatch.theory.errors import UsageError as CLIError
     from prefmatch.llm.models import ARCHS, SIZES, count_parameters, init_model, load_causal_lm
 
     if args.size not in SIZES:
@@ -135,7 +134,7 @@ def _run_model_init(args) -> int:
 
 @_guard
 def _run_eval(args) -> int:
-    from prefmatch.cli import CLIError
+    from prefmatch.theory.errors import UsageError as CLIError
     from prefmatch.llm.metrics import METRIC_NAMES, evaluate
 
     if args.n_prompts < 1:
@@ -208,10 +207,4 @@ def register(subparsers) -> None:
     ev.add_argument("--seed", type=int, default=0, help="sampling seed")
     ev.add_argument("--json", action="store_true", help="print JSON (with instance PM divergences)")
     ev.set_defaults(func=_run_eval)
-
-    # the opinion benchmark (issue 7) registers itself: prefmatch.cli lists prefmatch.llm.opinion_cli
-
-if __name__ == "__main__":  # pragma: no cover
-    from prefmatch.cli import main
-
-    sys.exit(main())
+    # the opinion benchmark registers its own command (prefmatch.llm.opinion_cli)

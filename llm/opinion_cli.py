@@ -51,7 +51,7 @@ def _run(args) -> int:
 
     from prefmatch.llm import opinion as O
 
-    from prefmatch.cli import CLIError
+    from prefmatch.theory.errors import UsageError as CLIError
 
     cfg = O.BenchmarkConfig()
     if args.full:

@@ -1,29 +1,30 @@
 """The ``prefmatch`` command line.
 
 Each layer owns its subcommands: it exposes ``register(subparsers)`` in its ``cli`` module
-(``prefmatch.theory.cli``, ``prefmatch.tabular.cli``, ``prefmatch.llm.cli``), which adds
-parsers whose ``func(args) -> int`` runs the command.  Layer CLIs import heavy libraries
-(torch, cvxpy, transformers) inside ``func`` only, so ``prefmatch --help`` stays fast.
+(``prefmatch.theory.cli``, ``prefmatch.tabular.cli``, ``prefmatch.llm.cli``,
+``prefmatch.llm.opinion_cli``), imported here statically (imports flow one way: the layers never
+import this module), which adds parsers whose ``func(args) -> int`` runs the command.  Layer CLIs
+import heavy libraries (torch, cvxpy, transformers) inside ``func`` only, so ``prefmatch --help``
+stays fast.
 
-Errors a user can fix raise :class:`CLIError`; they are printed as one line on stderr and
-exit with code 2 (never a traceback).
+Errors a user can fix raise :class:`prefmatch.theory.errors.UsageError` (``CLIError`` here is the
+same class); they are printed as one line on stderr and exit with code 2 (never a traceback).
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
-LAYER_CLIS = (
-    "prefmatch.theory.cli",
-    "prefmatch.tabular.cli",
-    "prefmatch.llm.cli",
-    "prefmatch.llm.opinion_cli",
-)
+from prefmatch.llm import cli as llm_cli
+from prefmatch.llm import opinion_cli
+from prefmatch.tabular import cli as tabular_cli
+from prefmatch.theory import cli as theory_cli
+from prefmatch.theory.errors import UsageError
 
+CLIError = UsageError  # the name the commands have always raised
 
-class CLIError(Exception):
-    """A user-fixable error: printed as ``prefmatch: error: <message>``, exit code 2."""
+#: the layers' command modules, in the order of ``prefmatch --help``
+LAYER_CLIS = (theory_cli, tabular_cli, llm_cli, opinion_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,13 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"prefmatch {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
-    for mod_name in LAYER_CLIS:
-        try:
-            mod = importlib.import_module(mod_name)
-        except ModuleNotFoundError as err:
-            if err.name == mod_name:
-                continue
-            raise
+    for mod in LAYER_CLIS:
         mod.register(sub)
     return parser
 

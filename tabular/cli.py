@@ -42,7 +42,7 @@ def register(sub) -> None:
 
 
 def _error(msg: str):
-    from prefmatch.cli import CLIError
+    from prefmatch.theory.errors import UsageError as CLIError
 
     return CLIError(msg)
 

@@ -66,7 +66,7 @@ def register(sub) -> None:
 
 # --------------------------------------------------------------------------- verify
 def cmd_verify(args) -> int:
-    from prefmatch.cli import CLIError
+    from prefmatch.theory.errors import UsageError as CLIError
     from prefmatch.theory import checks
 
     selected = checks.select(args.only)
@@ -94,7 +94,7 @@ def cmd_verify(args) -> int:
 
 # --------------------------------------------------------------------------- solve
 def _err(msg: str):
-    from prefmatch.cli import CLIError
+    from prefmatch.theory.errors import UsageError as CLIError
 
     return CLIError(msg)
 

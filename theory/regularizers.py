@@ -720,25 +720,16 @@ class ConditionalPM(AffineLogRegularizer):
         return beta * sp.Piecewise((-sp.log(p), q >= a), (-sp.log(p / q), True))
 
 
-@register
 @dataclass(frozen=True, kw_only=True)
-class MultiRKL(AffineLogRegularizer):
-    r"""Multi-reference reverse KL: ψ = −β Σ_i α_i log(π/π_ref,i) (second paper, eq. 17).
+class _KReferences:
+    """What the multi-reference regularizers share: weights α on the simplex, β, a leading K axis."""
 
-    ``ref_logp`` has a leading axis of K references.  b = β Σ_i α_i log π_ref,i is the
-    log of the *unnormalized* geometric mixture, so π* ∝ π̂_α e^{r/β} with π̂_α the generalized
-    escort distribution (Theorem 5.2) and J(π*) = β log Σ_y Π_i π_ref,i^{α_i} e^{r/β}.
-    """
-
-    name: ClassVar[str] = "multi_rkl"
     multi_reference: ClassVar[bool] = True
+    refs: ClassVar[str] = "K"
     weights: tuple = (0.5, 0.5)
     beta: float = 1.0
-
     params: ClassVar = (Param("weights", (0.5, 0.5), kind="weights", help="alpha_i, one per reference"),
                         beta_param())
-    refs: ClassVar[str] = "K"
-    examples: ClassVar = {"multi_rkl": {"weights": (0.3, 0.7), "beta": 0.6}}
     battery_cases: ClassVar = ({"weights": [0.3, 0.7]},)
 
     def _check_k(self, ref_logp):
@@ -748,6 +739,20 @@ class MultiRKL(AffineLogRegularizer):
                 f"ref_logp has {ref_logp.shape[0]} references on its leading axis but weights has {len(self.weights)}"
             )
         return ref_logp
+
+
+@register
+@dataclass(frozen=True, kw_only=True)
+class MultiRKL(_KReferences, AffineLogRegularizer):
+    r"""Multi-reference reverse KL: ψ = −β Σ_i α_i log(π/π_ref,i) (second paper, eq. 17).
+
+    ``ref_logp`` has a leading axis of K references.  b = β Σ_i α_i log π_ref,i is the
+    log of the *unnormalized* geometric mixture, so π* ∝ π̂_α e^{r/β} with π̂_α the generalized
+    escort distribution (Theorem 5.2) and J(π*) = β log Σ_y Π_i π_ref,i^{α_i} e^{r/β}.
+    """
+
+    name: ClassVar[str] = "multi_rkl"
+    examples: ClassVar = {"multi_rkl": {"weights": (0.3, 0.7), "beta": 0.6}}
 
     def coefficients(self, ref_logp=None, like=None):
         ref_logp = self._check_k(ref_logp)
@@ -1033,7 +1038,7 @@ class FDivergence(Regularizer):
 
 @register
 @dataclass(frozen=True, kw_only=True)
-class MultiFKL(Regularizer):
+class MultiFKL(_KReferences, Regularizer):
     r"""Multi-reference forward KL: J = E_π[r] − β Σ_i α_i KL(π_ref,i ‖ π) (second paper, eq. 28).
 
     By Lemma 6.1, Σ α_i KL(P_i‖π) = KL(P̄_α‖π) + Σ α_i KL(P_i‖P̄_α) with P̄_α = Σ α_i P_i, so
@@ -1044,24 +1049,8 @@ class MultiFKL(Regularizer):
     """
 
     name: ClassVar[str] = "multi_fkl"
-    multi_reference: ClassVar[bool] = True
     token_additive: ClassVar[bool] = False
-    weights: tuple = (0.5, 0.5)
-    beta: float = 1.0
-
-    params: ClassVar = (Param("weights", (0.5, 0.5), kind="weights", help="alpha_i, one per reference"),
-                        beta_param())
-    refs: ClassVar[str] = "K"
     examples: ClassVar = {"multi_fkl": {"weights": (0.3, 0.7), "beta": 0.6}}
-    battery_cases: ClassVar = ({"weights": [0.3, 0.7]},)
-
-    def _check_k(self, ref_logp):
-        ref_logp = _require_ref(ref_logp, self.name)
-        if ref_logp.shape[0] != len(self.weights):
-            raise ValueError(
-                f"ref_logp has {ref_logp.shape[0]} references on its leading axis but weights has {len(self.weights)}"
-            )
-        return ref_logp
 
     def mixture_logp(self, ref_logp, out=None, work=None):
         """log P̄_α = log Σ_i α_i π_ref,i (the arithmetic mixture, eq. 30); ``out``/``work``:
