@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from prefmatch.theory import identities as I  # noqa: E402
+from prefmatch.theory import identities  # noqa: E402
 from prefmatch.theory.distributions import bradley_terry  # noqa: E402
 from prefmatch.tabular.bandit import random_bandit  # noqa: E402
 from prefmatch.tabular.experiments import run_sample_complexity, sample_complexity_sweep  # noqa: E402
@@ -67,7 +67,7 @@ def loop_fit_and_gaps(bandit, wins, beta, gaps_fn):
 def loop_trial(rng, bandit, beta, n):
     """One trial, both objectives, the slow way; returns (sampling seconds, fitting seconds)."""
     t_s = t_f = 0.0
-    for data_logp, gaps_fn in ((bandit.escort_logp(), I.rkl_gaps), (bandit.mixture_logp(), I.fkl_gaps)):
+    for data_logp, gaps_fn in ((bandit.escort_logp(), identities.rkl_gaps), (bandit.mixture_logp(), identities.fkl_gaps)):
         t0 = time.perf_counter()
         wins = loop_counts(rng, bandit, data_logp, n)
         t1 = time.perf_counter()

@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from prefmatch.theory import regularizers as R  # noqa: E402
+from prefmatch.theory import regularizers  # noqa: E402
 from prefmatch.tabular.solvers import closed_form, cvxpy_solve  # noqa: E402
 
 
@@ -70,18 +70,18 @@ def main(argv=None) -> int:
         return np.exp(r)
 
     cases = {
-        "kl": (R.kl(beta=0.5), ref_logp),
-        "pm": (R.pm(), None),
-        "multi_rkl_k4": (R.multi_rkl(weights=w4, beta=0.5), refs4),
+        "kl": (regularizers.kl(beta=0.5), ref_logp),
+        "pm": (regularizers.pm(), None),
+        "multi_rkl_k4": (regularizers.multi_rkl(weights=w4, beta=0.5), refs4),
     }
     ratios, floors = {}, []
     for k, (reg, q) in cases.items():
         ratios[k], f = paired_ratio(lambda reg=reg, q=q: closed_form(reg, r, q), floor, args.repeat)
         floors.append(f)
-    fkl = R.f_divergence("reverse_kl", beta=0.5)
+    fkl = regularizers.f_divergence("reverse_kl", beta=0.5)
     fkl_ratio, f = paired_ratio(lambda: closed_form(fkl, r, ref_logp), floor, args.repeat)
     floors.append(f)
-    mfkl = R.multi_fkl(weights=w4, beta=0.5)
+    mfkl = regularizers.multi_fkl(weights=w4, beta=0.5)
     mfkl_ratio, f = paired_ratio(lambda: closed_form(mfkl, r, refs4), floor, max(1, args.repeat - 2))
     floors.append(f)
     t_exp = min(floors)
@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     # one 1,000-response problem: closed form vs cvxpy
     r1, ref1 = r[0, :1000], np.exp(ref_logp[0, :1000])
     ref1 = ref1 / ref1.sum()
-    reg = R.kl(beta=0.5)
+    reg = regularizers.kl(beta=0.5)
     ref1_logp = np.log(ref1)
     t_cf1 = best_time(lambda: closed_form(reg, r1, ref1_logp), 50)
     with warnings.catch_warnings():

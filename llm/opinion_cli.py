@@ -49,13 +49,13 @@ def register(subparsers) -> None:
 def _run(args) -> int:
     from pathlib import Path
 
-    from prefmatch.llm import opinion as O
+    from prefmatch.llm import opinion
 
     from prefmatch.theory.errors import UsageError as CLIError
 
-    cfg = O.BenchmarkConfig()
+    cfg = opinion.BenchmarkConfig()
     if args.full:
-        cfg.runs = tuple(O.full_grid())
+        cfg.runs = tuple(opinion.full_grid())
         cfg.seeds = tuple(range(args.seeds or 3))
         cfg.jobs = args.jobs or 3
     else:
@@ -68,18 +68,18 @@ def _run(args) -> int:
     if args.steps is not None:
         cfg.ppo_steps = args.steps
     if args.bias is not None:
-        cfg.corpus = O.CorpusConfig(**{**O.asdict(cfg.corpus), "bias": args.bias})
+        cfg.corpus = opinion.CorpusConfig(**{**opinion.asdict(cfg.corpus), "bias": args.bias})
     cfg.cpm_level = args.cpm_level
     if args.alphas:
         try:
             extra = [float(a) for a in args.alphas.split(",") if a.strip()]
         except ValueError:
             raise CLIError(f"--alphas: comma-separated numbers in (0, 1], got {args.alphas!r}") from None
-        cfg.runs = tuple(cfg.runs) + tuple(O.Run("cpm", 1.0, a) for a in extra
-                                           if O.Run("cpm", 1.0, a) not in cfg.runs)
+        cfg.runs = tuple(cfg.runs) + tuple(opinion.Run("cpm", 1.0, a) for a in extra
+                                           if opinion.Run("cpm", 1.0, a) not in cfg.runs)
     if args.base == "smollm2":
         try:
-            cfg = O.smollm2_config(cfg, O.smollm2_base(args.cache))
+            cfg = opinion.smollm2_config(cfg, opinion.smollm2_base(args.cache))
         except FileNotFoundError as e:
             raise CLIError(str(e)) from None
         if args.steps is not None:
@@ -97,14 +97,14 @@ def _run(args) -> int:
     from prefmatch.llm.cli import user_errors
 
     try:
-        summary = O.run_benchmark(cfg, out, quiet=quiet, log=log)
-    except (O.OpinionConfigError, *user_errors()) as e:
+        summary = opinion.run_benchmark(cfg, out, quiet=quiet, log=log)
+    except (opinion.OpinionConfigError, *user_errors()) as e:
         raise CLIError(str(e)) from None
-    table = O.markdown_table(summary)
+    table = opinion.markdown_table(summary)
     (out / "table.md").write_text(table + "\n")
     if not args.no_figures:
         results = json.loads((out / "results.json").read_text())
-        summary["figures"] = O.make_figures(results, out / "figures")
+        summary["figures"] = opinion.make_figures(results, out / "figures")
     if args.json:
         print(json.dumps(summary, default=float))
     else:

@@ -52,11 +52,11 @@ def build_regularizer(name: str, params: dict[str, Any] | None = None, beta: flo
     ``params["beta"]`` that differs from it is refused (one β).  ``cpm`` defaults to the
     token-level indicator (the paper's code).
     """
-    from prefmatch.theory import regularizers as R
+    from prefmatch.theory import regularizers
 
     params = dict(params or {})
-    if name not in R.FACTORIES:
-        raise RegularizerConfigError(f"regularizer: must be one of {', '.join(sorted(R.FACTORIES))}, got {name!r}")
+    if name not in regularizers.FACTORIES:
+        raise RegularizerConfigError(f"regularizer: must be one of {', '.join(sorted(regularizers.FACTORIES))}, got {name!r}")
     if beta is not None:
         if "beta" in params and params["beta"] != beta:
             raise RegularizerConfigError(
@@ -66,7 +66,7 @@ def build_regularizer(name: str, params: dict[str, Any] | None = None, beta: flo
     if name == "cpm":
         params.setdefault("level", "token")
     try:
-        return R.get(name, **params)
+        return regularizers.get(name, **params)
     except (TypeError, ValueError) as e:
         raise RegularizerConfigError(f"regularizer_params: {e}") from None
 

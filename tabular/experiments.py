@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from prefmatch.theory import regularizers as R
+from prefmatch.theory import regularizers
 from prefmatch.theory._array import log_softmax, quiet
 from prefmatch.theory.distributions import (
     arithmetic_mixture,
@@ -129,9 +129,9 @@ def run_bias(seed: int = 0, progress: bool = False, beta: float = 1.0) -> dict:
     p_refs = np.round(np.arange(1, 10) / 10, 2)
     pr = P_REWARD_GRID
     r, ref_logp = two_response_bandit(p_refs[:, None], pr[None, :])
-    reg = R.kl(beta=beta)
+    reg = regularizers.kl(beta=beta)
     p_rlhf = _pref(closed_form(reg, r, ref_logp))
-    p_pm = _pref(closed_form(R.pm(), r))
+    p_pm = _pref(closed_form(regularizers.pm(), r))
     # (5.2): p_rlhf = p_ref p_reward^(1/β-tempered) / Σ; with p_reward the BT preference at β
     with quiet():
         p_rew_beta = pairwise_preference(r[..., 0] / beta, r[..., 1] / beta)
@@ -181,7 +181,7 @@ def run_beta_bias(seed: int = 0, progress: bool = False) -> dict:
     betas = [0.1, 0.5, 1.0, 2.0]
     pr = P_REWARD_GRID
     r, ref_logp = two_response_bandit(0.5, pr)
-    curves = {b: _pref(closed_form(R.kl(beta=b), r, ref_logp)) for b in betas}
+    curves = {b: _pref(closed_form(regularizers.kl(beta=b), r, ref_logp)) for b in betas}
     hi = pr > 0.7 + 1e-12
     a3 = float(np.min(curves[0.1][hi]))
     off = np.abs(pr - 0.5) > 1e-9
@@ -218,8 +218,8 @@ def run_collapse(seed: int = 0, progress: bool = False) -> dict:
     for prw in p_rewards:
         r = np.broadcast_to(two_response_bandit(0.5, prw)[0], ref_logp.shape)
         key = f"{prw:g}"
-        p_kl = _pref(closed_form(R.kl(beta=1.0), r, ref_logp))
-        p_pm = _pref(closed_form(R.pm(), r))
+        p_kl = _pref(closed_form(regularizers.kl(beta=1.0), r, ref_logp))
+        p_pm = _pref(closed_form(regularizers.pm(), r))
         out["kl"][key], out["pm"][key] = _list(p_kl), _list(p_pm)
         tiny = p_ref <= 1e-12
         huge = (1 - p_ref) <= 1e-12
@@ -227,7 +227,7 @@ def run_collapse(seed: int = 0, progress: bool = False) -> dict:
         kl_ok1 &= bool(np.all(p_kl[huge] >= 1 - 1e-10) and p_kl[-1] == 1.0)
         pm_err = max(pm_err, float(np.max(np.abs(p_pm - prw))))
         for a in alphas:
-            p_c = _pref(closed_form(R.cpm(alpha=a), r, ref_logp))
+            p_c = _pref(closed_form(regularizers.cpm(alpha=a), r, ref_logp))
             out[f"cpm_alpha={a:g}"][key] = _list(p_c)
             on_m = (p_ref >= a) & (1 - p_ref >= a)
             cpm_on_err = max(cpm_on_err, float(np.max(np.abs(p_c[on_m] - prw))))
@@ -252,8 +252,8 @@ def run_fdiv_bias(seed: int = 0, progress: bool = False, beta: float = 1.0) -> d
     r, ref_logp = two_response_bandit(0.5, pr)
     curves, devs = {}, {}
     ma_err = 0.0
-    for f in R.F_DIVERGENCES:
-        reg = R.f_divergence(f, beta=beta)
+    for f in regularizers.F_DIVERGENCES:
+        reg = regularizers.f_divergence(f, beta=beta)
         lp = closed_form(reg, r, ref_logp)
         curves[f] = _pref(lp)
         devs[f] = float(np.max(np.abs(curves[f] - pr)))
@@ -262,9 +262,9 @@ def run_fdiv_bias(seed: int = 0, progress: bool = False, beta: float = 1.0) -> d
     # an independent reference point per f: cvxpy at p_reward = 0.8
     k = int(np.argmin(np.abs(pr - 0.8)))
     cvx_err = max(
-        float(np.max(np.abs(cvxpy_solve(R.f_divergence(f, beta=beta), r[k], np.exp(ref_logp[k]))
-                            - np.exp(closed_form(R.f_divergence(f, beta=beta), r[k], ref_logp[k])))))
-        for f in R.F_DIVERGENCES
+        float(np.max(np.abs(cvxpy_solve(regularizers.f_divergence(f, beta=beta), r[k], np.exp(ref_logp[k]))
+                            - np.exp(closed_form(regularizers.f_divergence(f, beta=beta), r[k], ref_logp[k])))))
+        for f in regularizers.F_DIVERGENCES
     )
     others = {f: d for f, d in devs.items() if f != "kl"}
     checks = [
@@ -276,7 +276,7 @@ def run_fdiv_bias(seed: int = 0, progress: bool = False, beta: float = 1.0) -> d
         _check("fdiv.cvxpy_agrees", cvx_err <= 1e-6, f"optimum vs cvxpy at p_reward = 0.8 for every f: max |Δπ| = {cvx_err:.2e} (tol 1e-6)"),
     ]
     series = {"p_reward": _list(pr), "p_f": {f: _list(c) for f, c in curves.items()}, "max_bias": devs}
-    return _result("fdiv-bias", {"beta": beta, "p_ref": 0.5, "f": list(R.F_DIVERGENCES), "seed": seed}, series, checks)
+    return _result("fdiv-bias", {"beta": beta, "p_ref": 0.5, "f": list(regularizers.F_DIVERGENCES), "seed": seed}, series, checks)
 
 
 # --------------------------------------------------------------------------- conditional PM (Thm 4)
@@ -287,15 +287,15 @@ def run_conditional_pm(seed: int = 0, progress: bool = False, n_prompts: int = 2
     reward = rng.normal(0.0, 1.0, size=(n_prompts, n_responses))
     ref_logp = log_softmax(np.log(rng.standard_gamma(0.7, size=(n_prompts, n_responses))))
     ref = np.exp(ref_logp)
-    lp_pm = closed_form(R.pm(), reward)
-    lp_kl = closed_form(R.kl(beta=1.0), reward, ref_logp)
+    lp_pm = closed_form(regularizers.pm(), reward)
+    lp_kl = closed_form(regularizers.kl(beta=1.0), reward, ref_logp)
     i, j = np.triu_indices(n_responses, 1)
     series = {"alpha": alphas, "mass_on_M": {"cpm": [], "pm": [], "kl": []},
               "pm_divergence_on_M": {"cpm": [], "pm": [], "kl": []}, "fraction_prompts_M_nonempty": [],
               "pairs_in_M": []}
     pl_err, off_err, ma_err = 0.0, 0.0, 0.0
     for a in alphas:
-        reg = R.cpm(alpha=a)
+        reg = regularizers.cpm(alpha=a)
         lp = closed_form(reg, reward, ref_logp)
         on = ref >= a
         has = on.any(axis=-1)
@@ -337,30 +337,30 @@ def run_conditional_pm(seed: int = 0, progress: bool = False, n_prompts: int = 2
 def run_multi_reference(seed: int = 0, progress: bool = False, beta: float = 0.5,
                         n_prompts: int = 100, n_responses: int = 8) -> dict:
     """Second paper, Sections 5–6: reverse vs forward KL to K references."""
-    from prefmatch.theory import identities as I
+    from prefmatch.theory import identities
 
     rng = np.random.default_rng(seed)
     weights = (0.5, 0.3, 0.2)
     K = len(weights)
     b = random_bandit(rng, n_prompts, n_responses, r_max=1.0, n_refs=K, weights=weights, concentration=1.0)
     r, refl = b.reward, b.ref_logp
-    rkl, fkl = R.multi_rkl(weights=weights, beta=beta), R.multi_fkl(weights=weights, beta=beta)
+    rkl, fkl = regularizers.multi_rkl(weights=weights, beta=beta), regularizers.multi_fkl(weights=weights, beta=beta)
     lp_r, lp_f = closed_form(rkl, r, refl), closed_form(fkl, r, refl)
     v_r, v_f = rkl.optimal_value(r, refl), fkl.optimal_value(r, refl)
     # Theorem 5.2 via the escort route; Lemma 6.1 value formula
-    lp_esc, v_esc = I.rkl_optimum_via_escort(r, refl, weights, beta)
+    lp_esc, v_esc = identities.rkl_optimum_via_escort(r, refl, weights, beta)
     err_esc = float(max(np.max(np.abs(np.exp(lp_esc) - np.exp(lp_r))), np.max(np.abs(v_esc - v_r))))
-    err_fval = float(np.max(np.abs(I.fkl_optimal_value(r, refl, weights, beta) - v_f)))
+    err_fval = float(np.max(np.abs(identities.fkl_optimal_value(r, refl, weights, beta) - v_f)))
     # bounds: MRPO ≤ V_RKL ≤ Hölder; Corollary C.1 for FKL
-    v_mrpo = I.mrpo_surrogate_optimum(r, refl, weights, beta)[1]
-    v_hold = I.holder_upper_bound(r, refl, weights, beta)
-    single_f = R.f_divergence("reverse_kl", beta=beta)
+    v_mrpo = identities.mrpo_surrogate_optimum(r, refl, weights, beta)[1]
+    v_hold = identities.holder_upper_bound(r, refl, weights, beta)
+    single_f = regularizers.f_divergence("reverse_kl", beta=beta)
     v_f_single = np.stack([single_f.optimal_value(r, refl[k]) for k in range(K)])
     v_c1 = np.tensordot(np.asarray(weights), v_f_single, axes=1)
-    single_r = R.kl(beta=beta)
+    single_r = regularizers.kl(beta=beta)
     v_r_single = np.stack([single_r.optimal_value(r, refl[k]) for k in range(K)])
     lam = fkl.lagrange_multiplier(r, refl)[..., 0]
-    lo, hi = I.fkl_lambda_bounds(r, refl, weights, beta)
+    lo, hi = identities.fkl_lambda_bounds(r, refl, weights, beta)
     lam_ok = bool(np.all(lam > r.max(axis=-1)) and np.all(lam >= lo - 1e-12) and np.all(lam <= hi + 1e-12))
     # independent solvers: generic mirror ascent (all prompts) and cvxpy (two prompts)
     ma_r, ma_f = mirror_ascent(rkl, r, refl), mirror_ascent(fkl, r, refl)
@@ -374,10 +374,10 @@ def run_multi_reference(seed: int = 0, progress: bool = False, beta: float = 0.5
     r0, ref2 = r[:1], refl[:2, :1]
     for w in w_grid:
         ww = (float(w), float(1 - w))
-        sweep["rkl"].append(_f(R.multi_rkl(weights=ww, beta=beta).optimal_value(r0, ref2)[0]))
-        sweep["mrpo"].append(_f(I.mrpo_surrogate_optimum(r0, ref2, ww, beta)[1][0]))
-        sweep["holder"].append(_f(I.holder_upper_bound(r0, ref2, ww, beta)[0]))
-        sweep["fkl"].append(_f(R.multi_fkl(weights=ww, beta=beta).optimal_value(r0, ref2)[0]))
+        sweep["rkl"].append(_f(regularizers.multi_rkl(weights=ww, beta=beta).optimal_value(r0, ref2)[0]))
+        sweep["mrpo"].append(_f(identities.mrpo_surrogate_optimum(r0, ref2, ww, beta)[1][0]))
+        sweep["holder"].append(_f(identities.holder_upper_bound(r0, ref2, ww, beta)[0]))
+        sweep["fkl"].append(_f(regularizers.multi_fkl(weights=ww, beta=beta).optimal_value(r0, ref2)[0]))
         sweep["corollary_c1"].append(_f(ww[0] * single_f.optimal_value(r0, ref2[0])[0] + ww[1] * single_f.optimal_value(r0, ref2[1])[0]))
     log_hat = generalized_escort(refl, weights)[0]
     log_bar = arithmetic_mixture(refl, weights)
@@ -456,11 +456,11 @@ def sample_complexity_sweep(rng, bandit, beta: float, n_list, trials: int, progr
     the tabular MLE r̂ ∈ [0, R_max]^{X×n}, the regularized optimum with r̂, and the exact gaps
     (:func:`prefmatch.theory.identities.rkl_gaps` / ``fkl_gaps``) averaged over x ∼ ρ.
     """
-    from prefmatch.theory import identities as I
+    from prefmatch.theory import identities
 
     w = bandit.weights
     data = {"rkl": bandit.escort_logp(), "fkl": bandit.mixture_logp()}
-    gap_fns = {"rkl": I.rkl_gaps, "fkl": I.fkl_gaps}
+    gap_fns = {"rkl": identities.rkl_gaps, "fkl": identities.fkl_gaps}
     out = {k: np.empty((len(n_list), trials)) for k in GAP_KEYS}
     for k, n in enumerate(_progress(list(n_list), progress, "sample-complexity")):
         for obj in ("rkl", "fkl"):

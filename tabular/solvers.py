@@ -20,7 +20,6 @@ from prefmatch.theory._array import log_softmax, quiet
 
 __all__ = [
     "closed_form",
-    "closed_form_policy",
     "MirrorAscentResult",
     "mirror_ascent",
     "stationarity_residual",
@@ -38,11 +37,6 @@ def _ref_prob(ref_logp):
 def closed_form(reg, r, ref_logp=None) -> np.ndarray:
     """log π* from the regularizer (``reg.optimal_logp``), batched along leading axes."""
     return reg.optimal_logp(np.asarray(r, dtype=np.float64), ref_logp)
-
-
-def closed_form_policy(reg, r, ref_logp=None) -> np.ndarray:
-    """π* as probabilities (exp of :func:`closed_form`)."""
-    return np.exp(closed_form(reg, r, ref_logp))
 
 
 # --------------------------------------------------------------------------- mirror ascent

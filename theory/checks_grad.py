@@ -28,7 +28,7 @@ import itertools
 
 import numpy as np
 
-from prefmatch.theory import regularizers as R
+from prefmatch.theory import regularizers
 from prefmatch.theory.checks import check
 
 V, T = 3, 2
@@ -162,7 +162,7 @@ BETA = 0.7
 
 # --------------------------------------------------------------------------- KL estimators
 def _kl(est):
-    return R.kl(beta=BETA, estimator=est)
+    return regularizers.kl(beta=BETA, estimator=est)
 
 
 @check("grad.kl_k1_reward", statement="k1 = log(π/π_ref) as a reward: the exact gradient of −β·KL(π‖π_ref)",
@@ -223,7 +223,7 @@ def _k3_reward():
     prob = _Problem(0, 1, 1)
     g = prob.placement_gradient(_kl("k3"), "reward")
     rkl = prob.objective_gradient(_kl("k1"))
-    fkl = prob.objective_gradient(R.f_divergence("reverse_kl", beta=BETA))  # −β KL(π_ref‖π)
+    fkl = prob.objective_gradient(regularizers.f_divergence("reverse_kl", beta=BETA))  # −β KL(π_ref‖π)
     err = _rel(g, rkl - fkl)
     ok, detail = _biased(_kl("k3"), "reward", exact_placement="reward+loss")
     return ok and err < TOL, f"T=1: g = ∇(−β RKL) − ∇(−β FKL) to {err:.1e}; T=2: {detail}"
@@ -233,7 +233,7 @@ def _k3_reward():
        "gradient of −β·KL(π_ref‖π), the forward KL, on one-token responses; per token with frozen prefixes on "
        "longer ones", source=SOURCE, method="numeric")
 def _k3_loss():
-    return _per_token_identity(_kl("k3"), "loss", target_one=R.f_divergence("reverse_kl", beta=BETA), forward=True)
+    return _per_token_identity(_kl("k3"), "loss", target_one=regularizers.f_divergence("reverse_kl", beta=BETA), forward=True)
 
 
 @check("grad.kl_k3_reward_plus_loss", statement="k3 as reward + loss (the trainer's loss mode): the exact gradient "
@@ -253,14 +253,14 @@ def _k3_ratio():
 @check("grad.pm_reward", statement="PM with C1, C2 ≠ 0 and β: its per-token terms (C2/π not paid) as a reward give "
        "the exact gradient of β·E_π[−log π + C1 + C2/π]", source="PM paper Theorem 1, Remark 3.4", method="numeric")
 def _pm_reward():
-    return _exact(R.pm(c1=0.4, c2=0.3, beta=BETA), "reward")
+    return _exact(regularizers.pm(c1=0.4, c2=0.3, beta=BETA), "reward")
 
 
 @check("grad.pm_c2_as_reward", statement="paying PM's C2/π(y) as a sampled reward (the old placement) is biased: "
        "Σ_y π·C2/π is constant but E[C2/π ∇log π] ≠ 0", source="PM paper Remark 3.4", method="numeric")
 def _pm_c2():
     prob = _Problem()
-    reg = R.pm(c1=0.4, c2=0.3, beta=BETA)
+    reg = regularizers.pm(c1=0.4, c2=0.3, beta=BETA)
     theta = prob.theta0.clone().requires_grad_(True)
     lp = prob.token_logp(theta)
     pi = lp.sum(-1).exp().detach()
@@ -282,7 +282,7 @@ def _cpm_seq_reg():
     # α between the smallest and largest π_ref(y) of the problem, so that M and its complement are both non-empty
     prob = _Problem()
     q = np.sort(np.exp(prob.ref_seq.numpy()))
-    return R.cpm(alpha=float(np.sqrt(q[len(q) // 2] * q[len(q) // 2 + 1])), level="sequence", beta=BETA)
+    return regularizers.cpm(alpha=float(np.sqrt(q[len(q) // 2] * q[len(q) // 2 + 1])), level="sequence", beta=BETA)
 
 
 @check("grad.cpm_sequence_per_token", statement="sequence-level cPM with b(y)'s share log π_ref(y_t|·) paid at every "
@@ -310,20 +310,20 @@ def _cpm_per_token():
 @check("grad.cpm_token_reward", statement="token-level cPM (the paper's code: indicator on π_ref(y_t|·)) as a reward: "
        "the exact gradient of its own token-level objective", source="PM paper §6 (authors' code)", method="numeric")
 def _cpm_tok():
-    return _exact(R.cpm(alpha=0.3, level="token", beta=BETA), "reward", tokens=True)
+    return _exact(regularizers.cpm(alpha=0.3, level="token", beta=BETA), "reward", tokens=True)
 
 
 @check("grad.maxent_reward", statement="max-ent −β log π as a reward: exact", source="PM paper Table 1",
        method="numeric")
 def _maxent():
-    return _exact(R.maxent(beta=BETA), "reward")
+    return _exact(regularizers.maxent(beta=BETA), "reward")
 
 
 @check("grad.multi_rkl_reward", statement="multi-reference reverse KL (unnormalized geometric mixture per token) as a "
        "reward: the exact gradient of −β Σ_i α_i KL(π‖π_ref,i)", source="multi-reference paper eq. 17",
        method="numeric")
 def _mrkl():
-    return _exact(R.multi_rkl(weights=(0.3, 0.7), beta=BETA), "reward", n_refs=2)
+    return _exact(regularizers.multi_rkl(weights=(0.3, 0.7), beta=BETA), "reward", n_refs=2)
 
 
 # --------------------------------------------------------------------------- non-affine: reward + pathwise
@@ -334,7 +334,7 @@ FS = ("reverse_kl", "chi2", "hellinger", "js")
        "as reward + its pathwise term: the exact gradient of −β D_f(π‖π_ref)", source="PM paper §5.1",
        method="numeric")
 def _fdiv_both():
-    res = [(_f, *_exact(R.f_divergence(_f, beta=BETA), "reward+loss")) for _f in FS]
+    res = [(_f, *_exact(regularizers.f_divergence(_f, beta=BETA), "reward+loss")) for _f in FS]
     return all(ok for _, ok, _ in res), "; ".join(f"{f}: {d.split(': ', 1)[1].split(' (')[0]}" for f, _, d in res)
 
 
@@ -344,7 +344,7 @@ def _fdiv_reward():
     prob = _Problem()
     errs = {}
     for f in FS:
-        reg = R.f_divergence(f, beta=BETA)
+        reg = regularizers.f_divergence(f, beta=BETA)
         errs[f] = _rel(prob.placement_gradient(reg, "reward"), prob.objective_gradient(reg))
     return min(errs.values()) > 1e-2, "reward only: ‖g − ∇J‖/‖∇J‖ = " + ", ".join(f"{f} {e:.3f}" for f, e in errs.items())
 
@@ -353,7 +353,7 @@ def _fdiv_reward():
        "gradient of −β Σ_i α_i KL(π_ref,i‖π); as a reward only: biased", source="multi-reference paper eq. 28",
        method="numeric")
 def _mfkl():
-    reg = R.multi_fkl(weights=(0.3, 0.7), beta=BETA)
+    reg = regularizers.multi_fkl(weights=(0.3, 0.7), beta=BETA)
     ok, detail = _exact(reg, "reward+loss", n_refs=2)
     prob = _Problem(0, 2)
     err = _rel(prob.placement_gradient(reg, "reward"), prob.objective_gradient(reg))

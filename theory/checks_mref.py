@@ -13,8 +13,8 @@ import numpy as np
 
 from prefmatch.theory import bounds as B
 from prefmatch.theory import dpo as DPO
-from prefmatch.theory import identities as I
-from prefmatch.theory import regularizers as R
+from prefmatch.theory import identities
+from prefmatch.theory import regularizers
 from prefmatch.theory.checks import check
 from prefmatch.theory.cvx import cvx_optimum
 from prefmatch.theory.distributions import arithmetic_mixture, generalized_escort
@@ -56,7 +56,7 @@ def check_escort_identity():
                 common = np.all(refs > 0, axis=0)  # [5, n]
                 q = rng.dirichlet(np.ones(n), size=5) * common
                 q /= q.sum(-1, keepdims=True)
-                lhs, rhs = I.escort_identity_sides(_log(q), L, w)
+                lhs, rhs = identities.escort_identity_sides(_log(q), L, w)
                 scale = np.maximum(1.0, np.abs(lhs))
                 worst = max(worst, float(np.max(np.abs(lhs - rhs) / scale)))
                 worst_f = max(worst_f, float(np.max(generalized_escort(L, w)[1])))
@@ -80,11 +80,11 @@ def check_rkl_optimum():
         refs = _random_refs(rng, k, n, zeros=zeros)
         w = rng.dirichlet(np.ones(k))
         r = rng.uniform(0, 2, n)
-        reg = R.multi_rkl(weights=tuple(w), beta=beta)
+        reg = regularizers.multi_rkl(weights=tuple(w), beta=beta)
         L = _log(refs)
         lp = reg.optimal_logp(r, L)
         v = float(reg.optimal_value(r, L))
-        lp_e, v_e = I.rkl_optimum_via_escort(r, L, w, beta)
+        lp_e, v_e = identities.rkl_optimum_via_escort(r, L, w, beta)
         x, v_cvx = cvx_optimum(reg, r, refs)
         p = np.exp(lp)
         d_pi = float(np.max(np.abs(p - x)))
@@ -116,20 +116,20 @@ def check_mrpo_lower_bound():
         w = rng.dirichlet(np.ones(k))
         r = rng.uniform(0, 1, n)
         L = _log(refs)
-        reg = R.multi_rkl(weights=tuple(w), beta=beta)
-        log_h = I.harmonic_reference_logp(L, w)
+        reg = regularizers.multi_rkl(weights=tuple(w), beta=beta)
+        log_h = identities.harmonic_reference_logp(L, w)
         log_g = np.tensordot(w, L, axes=1)
         ok &= bool(np.all(log_h <= log_g + 1e-14))
         pis = rng.dirichlet(np.ones(n), size=20)
-        lp_l, v_l = I.mrpo_surrogate_optimum(r, L, w, beta)
+        lp_l, v_l = identities.mrpo_surrogate_optimum(r, L, w, beta)
         pis = np.vstack([pis, np.exp(lp_l), np.exp(reg.optimal_logp(r, L))])
-        sur = I.mrpo_surrogate_objective(pis, r, L, w, beta)
+        sur = identities.mrpo_surrogate_objective(pis, r, L, w, beta)
         obj = reg.objective(pis, r, refs)
         gap_formula = beta * np.sum(pis * (log_g - log_h), axis=-1)
         worst_pointwise = min(worst_pointwise, float(np.min(obj - sur)))
         worst_ident = max(worst_ident, float(np.max(np.abs((obj - sur) - gap_formula))))
         # π_L is the surrogate's argmax: scipy L-BFGS on logits (independent of the closed form)
-        f = lambda z: -float(I.mrpo_surrogate_objective(np.exp(z - np.logaddexp.reduce(z)), r, L, w, beta))
+        f = lambda z: -float(identities.mrpo_surrogate_objective(np.exp(z - np.logaddexp.reduce(z)), r, L, w, beta))
         res = minimize(f, np.zeros(n), method="L-BFGS-B", options={"gtol": 1e-12, "ftol": 1e-15, "maxiter": 2000})
         worst_argmax = max(worst_argmax, float(v_l) - (-res.fun))
         ok &= (-res.fun) <= float(v_l) + 1e-10
@@ -160,12 +160,12 @@ def check_holder():
             w = rng.dirichlet(np.ones(k))
             r = rng.uniform(-3, 3, (10, 7))
             L = _log(refs)
-            v = R.multi_rkl(weights=tuple(w), beta=beta).optimal_value(r, L)
-            ub = I.holder_upper_bound(r, L, w, beta)
+            v = regularizers.multi_rkl(weights=tuple(w), beta=beta).optimal_value(r, L)
+            ub = identities.holder_upper_bound(r, L, w, beta)
             min_slack = min(min_slack, float(np.min(ub - v)))
             same = np.broadcast_to(refs[:1], refs.shape)
             eq_err = max(eq_err, float(np.max(np.abs(
-                I.holder_upper_bound(r, _log(same), w, beta) - R.multi_rkl(weights=tuple(w), beta=beta).optimal_value(r, _log(same))))))
+                identities.holder_upper_bound(r, _log(same), w, beta) - regularizers.multi_rkl(weights=tuple(w), beta=beta).optimal_value(r, _log(same))))))
             n_inst += 10
     ok = min_slack >= -1e-12 and eq_err <= 1e-12
     return ok, f"{n_inst} instances (K up to 64, β∈{{0.05,0.5,5}}): min(Σα_iV_i − V*) = {min_slack:.3e} (≥ −1e-12); identical references |Σα_iV_i − V*| = {eq_err:.1e}"
@@ -188,9 +188,9 @@ def check_softmax_sensitivity():
         w = rng.dirichlet(np.ones(k))
         L = _log(refs)
         r = rng.uniform(0, 1, n)
-        reg = R.multi_rkl(weights=tuple(w), beta=beta)
+        reg = regularizers.multi_rkl(weights=tuple(w), beta=beta)
         pi = lambda rr: np.exp(reg.optimal_logp(rr, L))
-        jac = I.softmax_jacobian(reg.optimal_logp(r, L), beta)
+        jac = identities.softmax_jacobian(reg.optimal_logp(r, L), beta)
         h = 1e-5
         fd = np.stack([(pi(r + h * e) - pi(r - h * e)) / (2 * h) for e in np.eye(n)], axis=1)
         worst_fd = max(worst_fd, float(np.max(np.abs(fd - jac))))
@@ -217,7 +217,7 @@ def check_fkl_identity():
             refs = _random_refs(rng, k, 9, zeros=zeros, batch=(5,))
             w = rng.dirichlet(np.ones(k))
             q = rng.dirichlet(np.ones(9), size=5)
-            lhs, rhs = I.average_identity_sides(_log(refs), _log(q), w)
+            lhs, rhs = identities.average_identity_sides(_log(refs), _log(q), w)
             worst = max(worst, float(np.max(np.abs(lhs - rhs) / np.maximum(1, np.abs(lhs)))))
             cases += 5
     return worst <= 1e-10, f"{cases} instances, K up to 64, references with zeros: max rel |lhs−rhs| = {worst:.2e} (tol 1e-10)"
@@ -259,21 +259,21 @@ def check_fkl_optimum():
         w = rng.dirichlet(np.ones(k))
         r = rng.uniform(0, 2, n)
         L = _log(refs)
-        reg = R.multi_fkl(weights=tuple(w), beta=beta)
+        reg = regularizers.multi_fkl(weights=tuple(w), beta=beta)
         lp = reg.optimal_logp(r, L)
         p = np.exp(lp)
         lam = float(reg.lagrange_multiplier(r, L)[..., 0])
         bar = np.exp(arithmetic_mixture(L, w))
         v = float(reg.optimal_value(r, L))
-        v_formula = float(I.fkl_optimal_value(r, L, w, beta))
+        v_formula = float(identities.fkl_optimal_value(r, L, w, beta))
         x, v_cvx = cvx_optimum(reg, r, refs)
-        lo_b, hi_b = (float(z) for z in I.fkl_lambda_bounds(r, L, w, beta))
+        lo_b, hi_b = (float(z) for z in identities.fkl_lambda_bounds(r, L, w, beta))
         rmax = float(np.max(r[bar > 0]))
         lam_form = float(np.max(np.abs(p - beta * bar / (lam - r))))
-        resid = float(I.fkl_normalization_residual(lam, r, bar, beta))
-        slope = float(I.fkl_normalization_slope(lam, r, bar, beta))
+        resid = float(identities.fkl_normalization_residual(lam, r, bar, beta))
+        slope = float(identities.fkl_normalization_slope(lam, r, bar, beta))
         grid = rmax + np.geomspace(1e-6, 10 * (beta + 1), 400)
-        gvals = np.array([float(I.fkl_normalization_residual(t, r, bar, beta)) for t in grid])
+        gvals = np.array([float(identities.fkl_normalization_residual(t, r, bar, beta)) for t in grid])
         mono = bool(np.all(np.diff(gvals) < 0)) and int(np.sum(np.diff(np.sign(gvals)) != 0)) == 1
         e_r = float(np.sum(p * r)) - (lam - beta)
         d_pi, d_v = float(np.max(np.abs(p - x))), abs(v - v_cvx)
@@ -286,7 +286,7 @@ def check_fkl_optimum():
     # (2) off-support reward above λ: the closed form is beaten, the package's off-support branch matches cvxpy
     refs = np.array([[0.5, 0.5, 0.0], [0.3, 0.7, 0.0]])
     r = np.array([0.0, 0.2, 5.0])
-    reg = R.multi_fkl(weights=(0.4, 0.6), beta=0.5)
+    reg = regularizers.multi_fkl(weights=(0.4, 0.6), beta=0.5)
     p = np.exp(reg.optimal_logp(r, _log(refs)))
     x, v_cvx = cvx_optimum(reg, r, refs)
     off_ok = float(np.max(np.abs(p - x))) <= 1e-5 and abs(float(reg.optimal_value(r, _log(refs))) - v_cvx) <= 1e-8 and p[2] > 0
@@ -299,7 +299,7 @@ def check_fkl_optimum():
         w = rng.dirichlet(np.ones(k))
         r = rng.uniform(-scale, scale, (3, n))
         L = _log(refs)
-        reg = R.multi_fkl(weights=tuple(w), beta=beta)
+        reg = regularizers.multi_fkl(weights=tuple(w), beta=beta)
         lam = reg.lagrange_multiplier(r, L)[..., 0]
         lp = reg.optimal_logp(r, L)
         bar = np.exp(arithmetic_mixture(L, w))
@@ -371,7 +371,7 @@ def check_dpo_objectives():
     r = rng.uniform(0, 2, n)
     L = _log(refs)
     ok, rows = True, []
-    for reg in (R.multi_rkl(weights=w, beta=beta), R.multi_fkl(weights=w, beta=beta)):
+    for reg in (regularizers.multi_rkl(weights=w, beta=beta), regularizers.multi_fkl(weights=w, beta=beta)):
         lp_star = reg.optimal_logp(r, L)
         h = DPO.implicit_reward(reg, lp_star, L)
         dd = (h[:, None] - h[None, :]) - (r[:, None] - r[None, :])

@@ -18,7 +18,7 @@ import math
 import numpy as np
 
 from prefmatch.theory import derivations as D
-from prefmatch.theory import regularizers as REG
+from prefmatch.theory import regularizers
 from prefmatch.theory.checks import check
 from prefmatch.theory.cvx import cvx_optimum
 
@@ -224,7 +224,7 @@ def sufficiency_report(objective=None, n_inst: int = 40):
         if i % 4 == 0:
             pi[rng.integers(k)] = 0.0
             pi /= pi.sum()
-        reg = REG.pm(c1=c1, c2=c2)
+        reg = regularizers.pm(c1=c1, c2=c2)
         J = float(reg.objective(pi, r)) if objective is None else float(objective(reg, pi, r))
         log_pistar = r - _lse(r)  # log PL in log space, so ±1e4 rewards stay finite
         kl = float(np.sum(np.where(pi > 0, pi * (_log(np.where(pi > 0, pi, 1)) - log_pistar), 0.0)))
@@ -239,7 +239,7 @@ def sufficiency_report(objective=None, n_inst: int = 40):
     for i in range(4):
         k = 3 + i
         r = rng.normal(size=k) * 2
-        reg = REG.pm(c1=0.3, c2=-0.2)
+        reg = regularizers.pm(c1=0.3, c2=-0.2)
         fobj = (lambda p, reg=reg, r=r: float(reg.objective(p, r))) if objective is None else (
             lambda p, reg=reg, r=r: float(objective(reg, p, r)))
         p_opt, v_opt = lbfgs_optimum(fobj, k, seed=i)
@@ -284,7 +284,7 @@ def check_pm_response_dependent():
         r = rng.normal(size=k) * [1.0, 5.0, 50.0][i % 3]
         c1 = float(rng.normal())
         c2 = rng.normal(size=k) * 2
-        reg = REG.pm(c1=c1, c2=c2)
+        reg = regularizers.pm(c1=c1, c2=c2)
         p_cvx, v_cvx = cvx_optimum(reg, r)
         p_cf = np.exp(reg.optimal_logp(r))
         worst_p = max(worst_p, float(np.abs(p_cvx - _softmax(r)).max()), float(np.abs(p_cf - _softmax(r)).max()))
@@ -292,7 +292,7 @@ def check_pm_response_dependent():
     # negative control: C1 depending on the response is not of Theorem 2's form
     r = rng.normal(size=5)
     c1y = rng.normal(size=5)
-    p_bad, _ = cvx_optimum(REG.pm(c1=c1y), r)
+    p_bad, _ = cvx_optimum(regularizers.pm(c1=c1y), r)
     dev = float(np.abs(p_bad - _softmax(r)).max())
     sol, cprime, const = D.response_dependent_solution()
     c_ok = _sympy_zero(const - (cprime + 1))
@@ -332,11 +332,11 @@ def check_pm_kl_rlhf_not_pm():
         ref = rng.dirichlet(np.ones(k)) if i != 3 else np.ones(k) / k
         if i == 3:
             b = 0.5  # uniform reference but β ≠ 1
-        p, _ = cvx_optimum(REG.kl(b), r, ref)
+        p, _ = cvx_optimum(regularizers.kl(b), r, ref)
         min_dev = min(min_dev, float(np.abs(p - _softmax(r)).max()))
     # the exception: β = 1, uniform reference
     r = rng.normal(size=6)
-    p_exc, _ = cvx_optimum(REG.kl(1.0), r, np.ones(6) / 6)
+    p_exc, _ = cvx_optimum(regularizers.kl(1.0), r, np.ones(6) / 6)
     exc = float(np.abs(p_exc - _softmax(r)).max())
     ok = res_ok and cond_ok and min_dev > 1e-2 and exc < 1e-5
     detail = (
@@ -381,7 +381,7 @@ def generalized_g_report(closed_logp=None):
     min_jgap = np.inf
     rows = []
     for k in (2.0, 3.0, 0.5):
-        reg = REG.generalized_pm("power", power=k)
+        reg = regularizers.generalized_pm("power", power=k)
         for i in range(4):
             n = int(rng.integers(3, 7))
             r = rng.uniform(0.1, 3.0, size=n) * (10.0 if i == 3 else 1.0)
@@ -404,13 +404,13 @@ def generalized_g_report(closed_logp=None):
                 rows.append(f"k={k:g}, r={np.round(r, 3).tolist()}: optimum {np.round(p_cvx, 4).tolist()} "
                             f"(shift c={c_fit:.4f}) vs generalized PL {np.round(gpl, 4).tolist()}")
     # control 1: when Σ g(r) = 1 the shift is 0 and the optimum is generalized PL
-    reg2 = REG.generalized_pm("power", power=2.0)
+    reg2 = regularizers.generalized_pm("power", power=2.0)
     r = rng.uniform(0.2, 1.0, size=4)
     r = r / np.sqrt(np.sum(r**2))
     p_cvx, _ = cvx_optimum(reg2, r)
     ctrl = float(np.abs(p_cvx - r**2).max())
     # control 2: exp link, the optimum is PL = generalized PL
-    rege = REG.generalized_pm("exp")
+    rege = regularizers.generalized_pm("exp")
     r = rng.normal(size=5)
     p_cvx, _ = cvx_optimum(rege, r)
     p_cf = np.exp(rege.optimal_logp(r) if closed_logp is None else closed_logp(rege, r))
@@ -461,10 +461,10 @@ def check_pm_examples():
         k = int(rng.integers(2, 8))
         r = rng.normal(size=k) * 3
         ref = rng.dirichlet(np.ones(k))
-        p1, v1 = cvx_optimum(REG.pm(), r)
+        p1, v1 = cvx_optimum(regularizers.pm(), r)
         e1 = max(e1, float(np.abs(p1 - _softmax(r)).max()), abs(v1 - _lse(r)) / (1 + abs(v1)))
         c1 = -float(ref @ r)
-        p2, v2 = cvx_optimum(REG.pm(c1=c1), r)
+        p2, v2 = cvx_optimum(regularizers.pm(c1=c1), r)
         e2 = max(e2, float(np.abs(p2 - _softmax(r)).max()))
         e2v = max(e2v, abs(v2 - (_lse(r) + c1)) / (1 + abs(v2)))
         e2m = max(e2m, abs(float(ref @ (r + c1))))
@@ -475,12 +475,12 @@ def check_pm_examples():
         r = rng.normal(size=k)
         pi = rng.dirichlet(np.ones(k))
         target = float(pi @ r - np.sum(rel_entr(pi, np.ones(k) / k)))
-        J_log = float(REG.pm(c1=math.log(1 / k)).objective(pi, r))
-        J_kl = float(REG.kl(1.0).objective(pi, r, np.ones(k) / k))
-        J_lit = float(REG.pm(c1=1 / k).objective(pi, r))
+        J_log = float(regularizers.pm(c1=math.log(1 / k)).objective(pi, r))
+        J_kl = float(regularizers.kl(1.0).objective(pi, r, np.ones(k) / k))
+        J_lit = float(regularizers.pm(c1=1 / k).objective(pi, r))
         e3 = max(e3, abs(J_log - target), abs(J_kl - target))
         offs.append(J_lit - target)
-        p_kl, _ = cvx_optimum(REG.kl(1.0), r, np.ones(k) / k)
+        p_kl, _ = cvx_optimum(regularizers.kl(1.0), r, np.ones(k) / k)
         e3_opt = max(e3_opt, float(np.abs(p_kl - _softmax(r)).max()))
     ok = e1 < 1e-5 and e2 < 1e-5 and e2v < 1e-6 and e2m < 1e-12 and e3 < 1e-12 and e3_opt < 1e-5
     detail = (
@@ -529,7 +529,7 @@ def check_pm_robust_dual():
         e_con = max(e_con, abs(prob.value - (pm_obj - eps)))
     # the outer max over π of the robust value E_π[r − log π] is log Z at softmax(r)
     r = rng.normal(size=5)
-    p_opt, v_opt = cvx_optimum(REG.pm(), r)
+    p_opt, v_opt = cvx_optimum(regularizers.pm(), r)
     e_outer = max(abs(v_opt - _lse(r)), float(np.abs(p_opt - _softmax(r)).max()))
     d, val, negent, (p, q) = D.lse_conjugate_binary()
     import sympy as sp
@@ -563,7 +563,7 @@ def conditional_report(closed=None):
             ref = np.where(ref < alpha, np.where(ref > 0, 1e-300, 0.0), ref)
             ref /= ref.sum()
         r = rng.normal(size=k) * [1.0, 3.0, 20.0][i % 3]
-        reg = REG.cpm(alpha=alpha)
+        reg = regularizers.cpm(alpha=alpha)
         p_cvx, _ = cvx_optimum(reg, r, ref)
         M = ref >= alpha
         # the closed form of the check, written here: weights e^r on M, π_ref e^r off M
@@ -639,7 +639,7 @@ def kl_optimum_report(closed_logp=None):
     worst_p = worst_v = worst_lb = worst_mp = 0.0
     below = 0.0
     for name, r, ref, beta in _kl_instances(rng):
-        reg = REG.kl(beta)
+        reg = regularizers.kl(beta)
         logp = reg.optimal_logp(r, _log(ref)) if closed_logp is None else closed_logp(r, _log(ref), beta)
         p = np.exp(logp)
         if not np.all(np.isfinite(logp) | (logp == -np.inf)) or abs(p.sum() - 1) > 1e-12:
@@ -707,17 +707,17 @@ def bias_report(p_rlhf_formula=None):
         r = rng.normal(size=k) * 2
         ref = rng.dirichlet(np.ones(k))
         beta = float(rng.choice([0.1, 0.5, 1.0, 2.0]))
-        logp = REG.kl(beta).optimal_logp(r, _log(ref))
+        logp = regularizers.kl(beta).optimal_logp(r, _log(ref))
         pref = ref[0] / (ref[0] + ref[1])
         prew = float(expit((r[0] - r[1]) / beta))
         worst = max(worst, abs(_pair_prob(logp) - f52(pref, prew)))
         if i < 6:
-            p_cvx, _ = cvx_optimum(REG.kl(beta), r, ref)
+            p_cvx, _ = cvx_optimum(regularizers.kl(beta), r, ref)
             worst_cvx = max(worst_cvx, abs(p_cvx[0] / (p_cvx[0] + p_cvx[1]) - f52(pref, prew)))
     # Appendix A.3: β = 0.1, uniform reference
     beta = 0.1
     grid = np.linspace(0.7, 0.999, 300)
-    reg = REG.kl(beta)
+    reg = regularizers.kl(beta)
     uni = _log([0.5, 0.5])
 
     def p_rlhf_of_gap(gap):
@@ -772,7 +772,7 @@ def check_rlhf_collapse():
     exact_ok = True
     for r1, r2 in rewards:
         for b in betas:
-            reg = REG.kl(b)
+            reg = regularizers.kl(b)
             lp0 = reg.optimal_logp(np.array([r1, r2]), _log([0.0, 1.0]))
             lp1 = reg.optimal_logp(np.array([r1, r2]), _log([1.0, 0.0]))
             exact_ok &= _pair_prob(lp0) == 0.0 and _pair_prob(lp1) == 1.0
@@ -783,7 +783,7 @@ def check_rlhf_collapse():
     for r1, r2, b in [(5.0, -5.0, 1.0), (2.0, 0.0, 0.1), (1e4, -1e4, 1e2)]:
         vals = []
         for q in seq:
-            lp = REG.kl(b).optimal_logp(np.array([r1, r2]), _log([q, 1.0 - q]))
+            lp = regularizers.kl(b).optimal_logp(np.array([r1, r2]), _log([q, 1.0 - q]))
             with mp.workdps(50):
                 a = mp.mpf(q) * mp.e ** (mp.mpf(r1) / b)
                 c = mp.mpf(1 - q) * mp.e ** (mp.mpf(r2) / b)
@@ -794,7 +794,7 @@ def check_rlhf_collapse():
         limit_vals.append(vals)
         exact_ok &= all(vals[i + 1] <= vals[i] for i in range(len(vals) - 1))
     # the caveat: with p_ref = 1e-300 collapse needs (r1 − r2)/β < ~690
-    caveat = _pair_prob(REG.kl(1e-4).optimal_logp(np.array([1e4, -1e4]), _log([1e-300, 1.0])))
+    caveat = _pair_prob(regularizers.kl(1e-4).optimal_logp(np.array([1e4, -1e4]), _log([1e-300, 1.0])))
     ok = exact_ok and worst < 1e-9 and limit_vals[0][-1] < 1e-290
     detail = (
         f"exact p_ref(y1) ∈ {{0, 1}}: p_rlhf(y1) is exactly 0 / 1 for all 5 reward pairs (incl. ±1e4) × β ∈ "
@@ -898,7 +898,7 @@ def fdiv_optimum_report(closed_logp=None):
         paper_err, undefined, n_pairs, no_cvx = 0.0, 0, 0, 0
         for name, r, ref, beta in _fdiv_instances(rng):
             k = len(r)
-            reg = REG.f_divergence(f, beta)
+            reg = regularizers.f_divergence(f, beta)
             logp = reg.optimal_logp(r, _log(ref)) if closed_logp is None else closed_logp(f, r, _log(ref), beta)
             p = np.exp(logp)
             form = _lambda_solve(hv, dom, r, ref, beta)
@@ -1002,7 +1002,7 @@ def check_fdiv_only_kl_is_exp():
     per_f = {f: D.is_exponential_inverse(f) for f in FDIVS}
     only_kl = [f for f, (is_exp, _) in per_f.items() if is_exp] == ["kl"]
     # cross-check the generators with regularizers.F_DIVERGENCES
-    gen_ok = all(_sympy_zero(REG.F_DIVERGENCES[f].f_sympy(u) - D.F_FUNCTIONS[f]) for f in FDIVS)
+    gen_ok = all(_sympy_zero(regularizers.F_DIVERGENCES[f].f_sympy(u) - D.F_FUNCTIONS[f]) for f in FDIVS)
     ok = fwd and back and hs_ok and only_kl and gen_ok
     detail = (
         f"dsolve f'(u) = log u − c: f = {general}; with f(1) = 0: {sp.simplify(fixed)} = u log u − (1 + c)(u − 1): "

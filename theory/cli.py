@@ -143,7 +143,7 @@ def parse_problem(text: str):
     """Validate a ``solve`` problem; returns (regularizer, reward, ref_logp) or raises CLIError."""
     import numpy as np
 
-    from prefmatch.theory import regularizers as R
+    from prefmatch.theory import regularizers
 
     try:
         prob = json.loads(text)  # NaN/Infinity parse to floats and are rejected per field below
@@ -153,13 +153,13 @@ def parse_problem(text: str):
         raise _err("input must be a JSON object with fields 'regularizer', 'reward', ...")
     name = prob.get("regularizer")
     if name is None:
-        raise _err(f"missing field 'regularizer' (one of {', '.join(R.REGISTRY)})")
-    if name not in R.REGISTRY:
-        raise _err(f"regularizer must be one of {', '.join(R.REGISTRY)}, got {name!r}")
-    cls = R.REGISTRY[name]
+        raise _err(f"missing field 'regularizer' (one of {', '.join(regularizers.REGISTRY)})")
+    if name not in regularizers.REGISTRY:
+        raise _err(f"regularizer must be one of {', '.join(regularizers.REGISTRY)}, got {name!r}")
+    cls = regularizers.REGISTRY[name]
     required, optional = problem_fields(name)
     applies = {"regularizer", "reward", *required, *optional}
-    known = {"regularizer", "reward", "ref", "refs"} | {p.name for c in R.REGISTRY.values() for p in c.params}
+    known = {"regularizer", "reward", "ref", "refs"} | {p.name for c in regularizers.REGISTRY.values() for p in c.params}
     unknown = sorted(set(prob) - known)
     if unknown:
         raise _err(f"unknown field {unknown[0]!r}; allowed fields: {', '.join(sorted(known))}")
@@ -231,7 +231,7 @@ def parse_problem(text: str):
             if np.any(np.all(weighted_sum(w, ref_logp) == -np.inf, axis=-1)):
                 raise _err("refs: the references' supports do not intersect, so multi_rkl has no solution")
     try:
-        reg = R.get(name, **params)
+        reg = regularizers.get(name, **params)
     except ValueError as e:
         raise _err(str(e)) from None
     return reg, reward, ref_logp

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 
 
-from prefmatch.theory import regularizers as R
+from prefmatch.theory import regularizers
 from prefmatch.theory._array import asarray, namespace, quiet
 from prefmatch.theory.distributions import log_sigmoid
 
@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 
-def implicit_reward(reg: R.Regularizer, logp, ref_logp):
+def implicit_reward(reg: regularizers.Regularizer, logp, ref_logp):
     r"""r_π(y) (up to a prompt constant): the reward whose ``reg``-optimum is π — the regularizer
     object's own ``implicit_reward`` (affine ψ = −a log π + b: a·log π − b; f-divergences:
     β f′(π/π_ref); multi-reference forward KL: −β P̄_α/π).
@@ -58,7 +58,7 @@ def implicit_reward(reg: R.Regularizer, logp, ref_logp):
     return reg.implicit_reward(logp, ref_logp)
 
 
-def preference_logit(reg: R.Regularizer, logp_w, logp_l, ref_logp_w, ref_logp_l):
+def preference_logit(reg: regularizers.Regularizer, logp_w, logp_l, ref_logp_w, ref_logp_l):
     """r_π(y_w) − r_π(y_l): the DPO logit (BT log-odds that y_w ≻ y_l under the policy's reward)."""
     return implicit_reward(reg, logp_w, ref_logp_w) - implicit_reward(reg, logp_l, ref_logp_l)
 
@@ -78,7 +78,7 @@ def _reduce(x, reduction, sample_weight):
     raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
-def dpo_loss(reg: R.Regularizer, logp_w, logp_l, ref_logp_w, ref_logp_l, *, reduction: str = "mean",
+def dpo_loss(reg: regularizers.Regularizer, logp_w, logp_l, ref_logp_w, ref_logp_l, *, reduction: str = "mean",
              sample_weight=None):
     r"""−log σ(r_π(y_w) − r_π(y_l)) averaged over pairs: the DPO loss of regularizer ``reg``.
 
@@ -98,7 +98,7 @@ def rkl_dpo_loss(logp_w, logp_l, ref_logp_w, ref_logp_l, *, weights, beta, reduc
     −log σ(β[log π(y_w)/π(y_l) − Σ_i α_i log π_ref,i(y_w)/π_ref,i(y_l)]);
     spec: the same with 1/β_s in front.  ``ref_logp_*`` [K, B].
     """
-    return dpo_loss(R.multi_rkl(weights=weights, beta=beta), logp_w, logp_l, ref_logp_w, ref_logp_l,
+    return dpo_loss(regularizers.multi_rkl(weights=weights, beta=beta), logp_w, logp_l, ref_logp_w, ref_logp_l,
                     reduction=reduction, sample_weight=sample_weight)
 
 
@@ -109,11 +109,11 @@ def fkl_dpo_loss(logp_w, logp_l, ref_logp_w, ref_logp_l, *, weights, beta, reduc
     −log σ(β[P̄_α(y_l)/π(y_l) − P̄_α(y_w)/π(y_w)]), P̄_α = Σ_i α_i π_ref,i;
     spec: the same with 1/β_s in front.  ``ref_logp_*`` [K, B].
     """
-    return dpo_loss(R.multi_fkl(weights=weights, beta=beta), logp_w, logp_l, ref_logp_w, ref_logp_l,
+    return dpo_loss(regularizers.multi_fkl(weights=weights, beta=beta), logp_w, logp_l, ref_logp_w, ref_logp_l,
                     reduction=reduction, sample_weight=sample_weight)
 
 
-def population_dpo_loss(reg: R.Regularizer, logp, ref_logp, r, data_logp=None):
+def population_dpo_loss(reg: regularizers.Regularizer, logp, ref_logp, r, data_logp=None):
     r"""Expected DPO loss on a tabular prompt under Bradley–Terry data (the n → ∞ limit).
 
     Pairs (y, y′) are drawn i.i.d. from the data distribution q (``data_logp``; default

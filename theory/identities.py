@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from prefmatch.theory import regularizers as R
+from prefmatch.theory import regularizers
 from prefmatch.theory._array import asarray, logsumexp, namespace, quiet, weighted_sum
 from prefmatch.theory.distributions import arithmetic_mixture, generalized_escort, kl_divergence
 
@@ -105,7 +105,7 @@ def rkl_optimum_via_escort(r, ref_logps, weights, beta):
     regularizer against π̂_α, an independent route to ``multi_rkl(...).optimal_logp/value``.
     """
     log_hat, log_f = generalized_escort(ref_logps, weights)
-    single = R.kl(beta=beta)
+    single = regularizers.kl(beta=beta)
     return single.optimal_logp(r, log_hat), single.optimal_value(r, log_hat) + beta * log_f
 
 
@@ -130,7 +130,7 @@ def mrpo_surrogate_objective(pi, r, ref_logps, weights, beta):
     E_π[r] − β Σ α_i KL(π‖π_ref,i); the pointwise gap is β E_π[log(Π π_i^{α_i}/H_α)] ≥ 0.
     """
     with quiet():
-        return R.kl(beta=beta).objective(pi, r, np.exp(harmonic_reference_logp(ref_logps, weights)))
+        return regularizers.kl(beta=beta).objective(pi, r, np.exp(harmonic_reference_logp(ref_logps, weights)))
 
 
 def mrpo_surrogate_optimum(r, ref_logps, weights, beta):
@@ -140,7 +140,7 @@ def mrpo_surrogate_optimum(r, ref_logps, weights, beta):
     with the unnormalized reference H_α).  Spec: π_L ∝ H_α e^{β_s r}, value (1/β_s) log Z_L.
     """
     log_h = harmonic_reference_logp(ref_logps, weights)
-    single = R.kl(beta=beta)
+    single = regularizers.kl(beta=beta)
     return single.optimal_logp(r, log_h), single.optimal_value(r, log_h)
 
 
@@ -152,7 +152,7 @@ def holder_upper_bound(r, ref_logps, weights, beta):
     Equality iff the tilted references π_ref,i e^{r/β} are all equal (up to 0-weight ones).
     """
     ref_logps = asarray(ref_logps)
-    single = R.kl(beta=beta)
+    single = regularizers.kl(beta=beta)
     vals = [single.optimal_value(r, ref_logps[i]) for i in range(ref_logps.shape[0])]
     xp = namespace(ref_logps)
     return weighted_sum(weights, xp.stack(vals, axis=0))
@@ -184,7 +184,7 @@ def fkl_optimal_value(r, ref_logps, weights, beta):
     Σ α_i KL(P_i‖π*) = KL(P̄‖π*) + JS_α with log(P̄/π*) = log((λ − r)/β).
     Valid when the closed form is the maximizer (no off-support response with r > λ).
     """
-    reg = R.multi_fkl(weights=weights, beta=beta)
+    reg = regularizers.multi_fkl(weights=weights, beta=beta)
     xp = namespace(r)
     log_bar = reg.mixture_logp(ref_logps)
     with quiet():
@@ -282,7 +282,7 @@ def rkl_gaps(r_star, r_hat, ref_logps, weights, beta):
     spec: (1/β_s) KL).  Returns a dict with ``optimality``, ``suboptimality`` and
     ``suboptimality_kl_form`` (= β KL(π̂‖π*)), shape = batch shape.
     """
-    reg = R.multi_rkl(weights=weights, beta=beta)
+    reg = regularizers.multi_rkl(weights=weights, beta=beta)
     xp = namespace(r_star)
     lp_star, lp_hat = reg.optimal_logp(r_star, ref_logps), reg.optimal_logp(r_hat, ref_logps)
     p_star, p_hat = xp.exp(lp_star), xp.exp(lp_hat)
@@ -299,7 +299,7 @@ def fkl_gaps(r_star, r_hat, ref_logps, weights, beta):
 
     Same as :func:`rkl_gaps` with 𝒥̂ = E_π[r*] − β Σ α_i KL(π_ref,i‖π) and the λ-form policies.
     """
-    reg = R.multi_fkl(weights=weights, beta=beta)
+    reg = regularizers.multi_fkl(weights=weights, beta=beta)
     xp = namespace(r_star)
     p_star = xp.exp(reg.optimal_logp(r_star, ref_logps))
     p_hat = xp.exp(reg.optimal_logp(r_hat, ref_logps))
