@@ -37,6 +37,21 @@ def _random_refs(rng, k, n, zeros=0, batch=()):
     return refs / refs.sum(-1, keepdims=True)
 
 
+def _instance(rng, k, n, zeros=0):
+    """K references on n responses (``zeros`` zero entries each), weights on the simplex, rewards
+    in [0, 2), and the references' log-probabilities."""
+    refs = _random_refs(rng, k, n, zeros=zeros)
+    return refs, rng.dirichlet(np.ones(k)), rng.uniform(0, 2, n), _log(refs)
+
+
+def _optimum_vs_cvxpy(reg, r, refs, L):
+    """(π*, J(π*), max |π* − π_cvx|, |J(π*) − J_cvx|): the closed form against cvxpy."""
+    p = np.exp(reg.optimal_logp(r, L))
+    v = float(reg.optimal_value(r, L))
+    x, v_cvx = cvx_optimum(reg, r, refs)
+    return p, v, float(np.max(np.abs(p - x))), abs(v - v_cvx)
+
+
 # --------------------------------------------------------------------------- Lemma 5.1
 @check(
     "mref.escort_identity",
@@ -77,18 +92,10 @@ def check_rkl_optimum():
     rows, ok = [], True
     specs = [(2, 4, 0.5, 0), (3, 6, 1.5, 0), (4, 8, 0.2, 0), (8, 10, 0.8, 0), (3, 6, 0.7, 1), (8, 10, 1.0, 1)]
     for k, n, beta, zeros in specs:
-        refs = _random_refs(rng, k, n, zeros=zeros)
-        w = rng.dirichlet(np.ones(k))
-        r = rng.uniform(0, 2, n)
+        refs, w, r, L = _instance(rng, k, n, zeros)
         reg = regularizers.multi_rkl(weights=tuple(w), beta=beta)
-        L = _log(refs)
-        lp = reg.optimal_logp(r, L)
-        v = float(reg.optimal_value(r, L))
+        p, v, d_pi, d_v = _optimum_vs_cvxpy(reg, r, refs, L)
         lp_e, v_e = identities.rkl_optimum_via_escort(r, L, w, beta)
-        x, v_cvx = cvx_optimum(reg, r, refs)
-        p = np.exp(lp)
-        d_pi = float(np.max(np.abs(p - x)))
-        d_v = abs(v - v_cvx)
         d_esc = max(float(np.max(np.abs(p - np.exp(lp_e)))), abs(v - float(v_e)))
         d_obj = abs(float(reg.objective(p, r, refs)) - v)
         zero_ok = bool(np.all(p[np.any(refs == 0, axis=0)] == 0.0))
@@ -255,18 +262,12 @@ def check_fkl_optimum():
     ok, rows = True, []
     # (1) λ-form vs cvxpy, value formula, λ bounds, uniqueness
     for k, n, beta, zeros in [(2, 4, 0.5, 0), (3, 6, 1.5, 0), (4, 8, 0.2, 0), (8, 10, 0.8, 0), (3, 6, 0.7, 1)]:
-        refs = _random_refs(rng, k, n, zeros=zeros)
-        w = rng.dirichlet(np.ones(k))
-        r = rng.uniform(0, 2, n)
-        L = _log(refs)
+        refs, w, r, L = _instance(rng, k, n, zeros)
         reg = regularizers.multi_fkl(weights=tuple(w), beta=beta)
-        lp = reg.optimal_logp(r, L)
-        p = np.exp(lp)
+        p, v, d_pi, d_v = _optimum_vs_cvxpy(reg, r, refs, L)
         lam = float(reg.lagrange_multiplier(r, L)[..., 0])
         bar = np.exp(arithmetic_mixture(L, w))
-        v = float(reg.optimal_value(r, L))
         v_formula = float(identities.fkl_optimal_value(r, L, w, beta))
-        x, v_cvx = cvx_optimum(reg, r, refs)
         lo_b, hi_b = (float(z) for z in identities.fkl_lambda_bounds(r, L, w, beta))
         rmax = float(np.max(r[bar > 0]))
         lam_form = float(np.max(np.abs(p - beta * bar / (lam - r))))
@@ -276,7 +277,6 @@ def check_fkl_optimum():
         gvals = np.array([float(identities.fkl_normalization_residual(t, r, bar, beta)) for t in grid])
         mono = bool(np.all(np.diff(gvals) < 0)) and int(np.sum(np.diff(np.sign(gvals)) != 0)) == 1
         e_r = float(np.sum(p * r)) - (lam - beta)
-        d_pi, d_v = float(np.max(np.abs(p - x))), abs(v - v_cvx)
         good = (d_pi <= 1e-5 and d_v <= 1e-8 and abs(v - v_formula) <= 1e-10 and lam > rmax
                 and lo_b - 1e-12 <= lam <= hi_b + 1e-12 and abs(resid) <= 1e-12 and slope < 0 and mono
                 and abs(e_r) <= 1e-10 and lam_form <= 1e-12)

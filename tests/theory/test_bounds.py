@@ -140,15 +140,20 @@ def test_rkl_derived_bounds_hold_with_population_error(inst):
     assert g["optimality"] <= r_max / (2 * beta) * math.sqrt(c * eps2 / 2) + 1e-12
 
 
+def _fkl_gap_setup(inst):
+    """(log refs, mixture P̄, r* − r̂, its P̄-pair squared error, the multi-FKL regularizer)."""
+    refs, w, r_star, r_hat, beta, _ = inst
+    L = _log(refs)
+    bar = np.exp(arithmetic_mixture(L, w))
+    delta = r_star - r_hat
+    return L, bar, delta, _pair_sq(bar, delta), R.multi_fkl(weights=tuple(w), beta=beta)
+
+
 @settings(max_examples=80, deadline=None)
 @given(gap_instances())
 def test_fkl_derived_bounds_hold_with_population_error(inst):
     refs, w, r_star, r_hat, beta, r_max = inst
-    L = _log(refs)
-    bar = np.exp(arithmetic_mixture(L, w))
-    delta = r_star - r_hat
-    eps2 = _pair_sq(bar, delta)
-    reg = R.multi_fkl(weights=tuple(w), beta=beta)
+    L, bar, delta, eps2, reg = _fkl_gap_setup(inst)
     p_star, p_hat = np.exp(reg.optimal_logp(r_star, L)), np.exp(reg.optimal_logp(r_hat, L))
     c = max(float(np.max(p_star / bar)), float(np.max(p_hat / bar)))
     g = I.fkl_gaps(r_star, r_hat, L, w, beta)
@@ -183,15 +188,18 @@ def test_derived_constants_are_tight_in_the_weak_regularization_limit():
     assert g["optimality"] / B.rkl_optimality(1, **kw) == pytest.approx(1.0, abs=2e-3)
 
 
-def test_fkl_derived_constant_is_tight():
-    """FKL sub-optimality: E_π|Δ − c| ≤ √(C Var) is tight for two-point Δ, and both policies add
-    up at β → ∞ only to first order; here we check gap ≤ bound and bound/gap = O(1)."""
-    beta, a = 1e3, 1e-2
+def _two_point_fkl_gaps(beta, a):
+    """Gaps of a two-response, one-reference instance with reward error Δ = (−a, a), and ε²."""
     refs = np.full((1, 2), 0.5)
     r_star = np.array([0.0, 1.0])
     delta = np.array([-a, a])
-    g = I.fkl_gaps(r_star, r_star - delta, _log(refs), np.array([1.0]), beta)
-    eps2 = _pair_sq(np.full(2, 0.5), delta)
+    return I.fkl_gaps(r_star, r_star - delta, _log(refs), np.array([1.0]), beta), _pair_sq(np.full(2, 0.5), delta)
+
+
+def test_fkl_derived_constant_is_tight():
+    """FKL sub-optimality: E_π|Δ − c| ≤ √(C Var) is tight for two-point Δ, and both policies add
+    up at β → ∞ only to first order; here we check gap ≤ bound and bound/gap = O(1)."""
+    g, eps2 = _two_point_fkl_gaps(beta=1e3, a=1e-2)
     bound = B.fkl_suboptimality(1, r_max=1.0, coverage=1.0 + 1e-3, eps2=eps2)
     assert 0 <= g["suboptimality"] <= bound
 
@@ -200,11 +208,7 @@ def test_fkl_derived_constant_is_tight():
 @given(gap_instances())
 def test_fixed_beta_fkl_bounds_hold_with_population_error(inst):
     refs, w, r_star, r_hat, beta, r_max = inst
-    L = _log(refs)
-    bar = np.exp(arithmetic_mixture(L, w))
-    delta = r_star - r_hat
-    eps2 = _pair_sq(bar, delta)
-    reg = R.multi_fkl(weights=tuple(w), beta=beta)
+    L, bar, delta, eps2, reg = _fkl_gap_setup(inst)
     c = 1.02 * max(float(np.max(np.exp(reg.optimal_logp(r_hat + t * delta, L)) / bar)) for t in np.linspace(0, 1, 41))
     g = I.fkl_gaps(r_star, r_hat, L, w, beta)
     kw = dict(beta=beta, r_max=r_max, coverage=c, eps2=eps2)
@@ -213,11 +217,7 @@ def test_fixed_beta_fkl_bounds_hold_with_population_error(inst):
 
 
 def test_fkl_fast_bound_is_tight_at_weak_regularization():
-    beta, a = 1e3, 1e-2
-    refs = np.full((1, 2), 0.5)
-    r_star = np.array([0.0, 1.0])
-    delta = np.array([-a, a])
-    g = I.fkl_gaps(r_star, r_star - delta, _log(refs), np.array([1.0]), beta)
-    eps2 = _pair_sq(np.full(2, 0.5), delta)
+    beta = 1e3
+    g, eps2 = _two_point_fkl_gaps(beta=beta, a=1e-2)
     ratio = g["suboptimality"] / B.fkl_suboptimality_fast(1, beta=beta, r_max=1.0, coverage=1.0, eps2=eps2)
     assert ratio == pytest.approx(1.0, abs=5e-3)
