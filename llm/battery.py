@@ -25,6 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from prefmatch.llm.config import ConfigError
+from prefmatch.llm.ppo import PPOConfig, PPOTrainer
+from prefmatch.theory.regularizers import REGISTRY
+
 #: the tolerance the battery holds every accepted configuration to (total variation)
 TV_TOL = 0.01
 
@@ -32,7 +36,6 @@ TV_TOL = 0.01
 @dataclass(frozen=True)
 class Case:
     """One trainer configuration of the battery."""
-
     regularizer: str
     params: dict = field(default_factory=dict)
     mode: str = "auto"
@@ -64,7 +67,6 @@ def tabular_modules():
         """π(y_t | y_{t-1}, t) = softmax(W[t, y_{t-1}]) for a prompt of ``prompt_len`` tokens: the
         most general autoregressive policy on responses of up to ``length`` tokens whose first
         token follows the prompt's last one.  Called like an HF causal LM."""
-
         def __init__(self, vocab: int, length: int, prompt_len: int = 1, init=None):
             super().__init__()
             self.prompt_len = prompt_len
@@ -79,7 +81,6 @@ def tabular_modules():
 
     class TabularValue(nn.Module):
         """V(y_{t-1}, t): one value per (position, previous token), shape [B, L]."""
-
         def __init__(self, vocab: int, length: int, prompt_len: int = 1):
             super().__init__()
             self.prompt_len = prompt_len
@@ -97,7 +98,6 @@ def tabular_modules():
 @dataclass
 class Problem:
     """A random tabular instance: references' weights, reward per response, all responses."""
-
     vocab: int
     length: int
     ref_weights: list  # one [T, V, V] tensor per reference
@@ -151,9 +151,6 @@ def run_case(case: Case, *, steps: int | None = None, batch_size: int = 256, lr:
     default_steps, default_lr = budget(case)
     steps, lr = steps or default_steps, lr or default_lr
 
-    from prefmatch.llm.config import ConfigError
-    from prefmatch.llm.ppo import PPOConfig, PPOTrainer
-
     TabularPolicy, TabularValue = tabular_modules()
     n_refs = len(case.params.get("weights", ())) or 1
     prob = Problem.make(vocab=vocab, length=case.length, n_refs=n_refs, seed=1000 + seed)
@@ -193,8 +190,6 @@ def run_case(case: Case, *, steps: int | None = None, batch_size: int = 256, lr:
 def regularizer_cases() -> list[tuple[str, dict]]:
     """(name, parameters) of every trainable regularizer, from each class's ``battery_cases``
     in the registry (a newly registered regularizer is in the battery with no other edit)."""
-    from prefmatch.theory.regularizers import REGISTRY
-
     return [(name, dict(p)) for name, cls in REGISTRY.items() if cls.trainable for p in cls.battery_cases]
 
 

@@ -12,6 +12,14 @@ import dataclasses
 import functools
 import json
 
+from prefmatch.llm.config import ConfigError, field_choices, field_help, load_config
+from prefmatch.llm.data import DataError, load_records
+from prefmatch.llm.metrics import METRIC_NAMES, evaluate
+from prefmatch.llm.models import ARCHS, ModelLoadError, SIZES, count_parameters, init_model, load_causal_lm
+from prefmatch.llm.rewards import RegularizerConfigError
+from prefmatch.llm.training import TrainingError
+from prefmatch.theory.errors import UsageError as CLIError
+
 STAGES = {
     "sft": ("prefmatch.llm.sft", "SFTConfig", "train_sft", "supervised fine-tuning on the response tokens"),
     "rm": ("prefmatch.llm.reward_model", "RMConfig", "train_reward_model",
@@ -23,19 +31,12 @@ STAGES = {
 
 def user_errors():
     """Exception types that are the user's to fix (reported as one line, exit 2)."""
-    from prefmatch.llm.config import ConfigError
-    from prefmatch.llm.data import DataError
-    from prefmatch.llm.models import ModelLoadError
-    from prefmatch.llm.rewards import RegularizerConfigError
-    from prefmatch.llm.training import TrainingError
-
     return (ConfigError, DataError, ModelLoadError, RegularizerConfigError, TrainingError, FileNotFoundError)
 
 
 def _guard(func):
     @functools.wraps(func)
     def run(args):
-        from prefmatch.theory.errors import UsageError as CLIError
 
         try:
             return func(args)
@@ -63,8 +64,6 @@ def _emit(args, result: dict, title: str) -> None:
 
 def _add_config_options(parser: argparse.ArgumentParser, cls) -> None:
     """One ``--field`` option per dataclass field (string values, coerced by the config loader)."""
-    from prefmatch.llm.config import field_choices, field_help
-
     group = parser.add_argument_group("config fields (override the YAML file)")
     for f in dataclasses.fields(cls):
         choices = field_choices(f)
@@ -85,8 +84,6 @@ def _overrides(args) -> dict:
 
 def _stage_config(stage: str, args):
     import importlib
-
-    from prefmatch.llm.config import load_config
 
     mod_name, cls_name, _, _ = STAGES[stage]
     cls = getattr(importlib.import_module(mod_name), cls_name)
@@ -111,8 +108,6 @@ def _run_train(args) -> int:
 
 @_guard
 def _run_model_init(args) -> int:
-    from prefmatch.theory.errors import UsageError as CLIError
-    from prefmatch.llm.models import ARCHS, SIZES, count_parameters, init_model, load_causal_lm
 
     if args.size not in SIZES:
         raise CLIError(f"--size: must be one of {', '.join(SIZES)}, got {args.size!r}")
@@ -120,7 +115,6 @@ def _run_model_init(args) -> int:
         raise CLIError(f"--arch: must be one of {', '.join(ARCHS)}, got {args.arch!r}")
     texts = None
     if args.corpus:
-        from prefmatch.llm.data import load_records
 
         recs = load_records(args.corpus, keys=("prompt",))
         texts = [" ".join(str(v) for v in r.values() if isinstance(v, str)) for r in recs]
@@ -134,8 +128,6 @@ def _run_model_init(args) -> int:
 
 @_guard
 def _run_eval(args) -> int:
-    from prefmatch.theory.errors import UsageError as CLIError
-    from prefmatch.llm.metrics import METRIC_NAMES, evaluate
 
     if args.n_prompts < 1:
         raise CLIError(f"--n-prompts: must be >= 1, got {args.n_prompts}")

@@ -4,6 +4,8 @@ Shapes: B sequences, T response positions, V vocabulary; ``mask`` is 1 on respon
 """
 from __future__ import annotations
 
+from prefmatch.theory.distributions import log_sigmoid
+
 
 def logprobs_from_logits(logits, tokens):
     """log π(y_t | ·) = log_softmax(logits)[y_t], shape [B, T] (float32 for stability)."""
@@ -103,8 +105,6 @@ def explained_variance(values, returns, mask):
 
 def bradley_terry_loss(r_chosen, r_rejected):
     r"""Reward-model loss, PM paper eq. (2.2): −E log σ(r(x, y_w) − r(x, y_l)) (BT negative log-likelihood)."""
-    from prefmatch.theory.distributions import log_sigmoid
-
     return -log_sigmoid(r_chosen - r_rejected).mean()
 
 

@@ -19,6 +19,11 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from prefmatch.llm.data import encode_prompt, encode_response, load_split, pad_batch
+from prefmatch.llm.models import load_causal_lm, load_reward_model, reward_scores, token_logprobs
+from prefmatch.llm.tokenizer import load_tokenizer, same_tokenizer
+from prefmatch.theory.distributions import pm_divergence
+
 METRIC_NAMES = ("pm_divergence", "perplexity", "entropy", "length", "kl")
 
 
@@ -29,9 +34,6 @@ def sequence_logprobs_ids(model, prompt_ids: Sequence[Sequence[int]], response_i
     With ``per_token`` also returns the list of per-token log-prob tensors.
     """
     import torch
-
-    from prefmatch.llm.data import pad_batch
-    from prefmatch.llm.models import token_logprobs
 
     if len(prompt_ids) != len(response_ids):
         raise ValueError(f"prompts and responses differ in number ({len(prompt_ids)} vs {len(response_ids)})")
@@ -58,8 +60,6 @@ def sequence_logprobs(model, tokenizer, prompts: Sequence[str], responses: Seque
     This is what issue 7's exact answer-set distributions use: for an enumerable answer set
     {y_1..y_n}, ``softmax(sequence_logprobs(...))`` is the policy conditioned on that set.
     """
-    from prefmatch.llm.data import encode_prompt, encode_response
-
     p_ids = [encode_prompt(tokenizer, p, max_prompt_len) for p in prompts]
     r_ids = [encode_response(tokenizer, r, max_response_len) for r in responses]
     return sequence_logprobs_ids(model, p_ids, r_ids, tokenizer.pad_token_id, batch_size, device, per_token)
@@ -74,8 +74,6 @@ def sample_responses(model, tokenizer, prompts: Sequence[str], n: int = 2, max_n
     ``n`` response token-id lists (up to and including EOS when one was generated).
     """
     import torch
-
-    from prefmatch.llm.data import encode_prompt, pad_batch
 
     device = device or next(model.parameters()).device
     torch.manual_seed(seed)
@@ -101,9 +99,6 @@ def score_responses_ids(reward_model, prompt_ids, response_ids, pad_id: int, bat
     """Reward-model scores r(x, y) [N] from token ids (raw by default: BT uses raw differences)."""
     import torch
 
-    from prefmatch.llm.data import pad_batch
-    from prefmatch.llm.models import reward_scores
-
     device = device or next(reward_model.parameters()).device
     out = []
     with torch.no_grad():
@@ -117,8 +112,6 @@ def score_responses_ids(reward_model, prompt_ids, response_ids, pad_id: int, bat
 def summarize(logp1, logp2, ref1, ref2, r1, r2, len1, len2) -> dict:
     """The Section 6.1 metrics from per-pair arrays (torch or numpy), plus the instance PM divergences."""
     import numpy as np
-
-    from prefmatch.theory.distributions import pm_divergence
 
     lp = np.concatenate([np.asarray(logp1, float), np.asarray(logp2, float)])
     ref = np.concatenate([np.asarray(ref1, float), np.asarray(ref2, float)])
@@ -140,10 +133,6 @@ def evaluate(policy: str, reward: str, ref: str, data: str, n_prompts: int = 64,
              split_seed: int = 0, batch_size: int = 32, quiet: bool = True, device: str | None = None) -> dict:
     """Sample two responses per prompt from ``policy`` and compute the Section 6.1 metrics."""
     import torch
-
-    from prefmatch.llm.data import load_split
-    from prefmatch.llm.models import load_causal_lm, load_reward_model
-    from prefmatch.llm.tokenizer import load_tokenizer, same_tokenizer
 
     records = load_split(data, split, split_fractions, split_seed, keys=("prompt",))[:n_prompts]
     prompts = [r["prompt"] for r in records]

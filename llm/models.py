@@ -19,6 +19,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from prefmatch.llm.losses import logprobs_from_logits
+from prefmatch.llm.tokenizer import build_tokenizer, resolve_model_dir
+from prefmatch.llm.training import accepts_position_ids, position_ids_from_mask
+
 SIZES = ("tiny", "small")
 ARCHS = ("gpt2", "llama")
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -27,7 +31,6 @@ REWARD_NORM_FILE = "reward_normalization.json"
 
 class ModelLoadError(FileNotFoundError):
     """A model directory that is missing or cannot be loaded by transformers."""
-
 
 def _size_params(size: str) -> dict[str, int]:
     if size == "tiny":
@@ -70,8 +73,6 @@ def init_model(out_dir: str | os.PathLike, size: str = "tiny", arch: str = "gpt2
     import torch
     from transformers import AutoModelForCausalLM
 
-    from prefmatch.llm.tokenizer import build_tokenizer
-
     s = _size_params(size)
     if arch not in ARCHS:
         raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {arch!r}")
@@ -102,7 +103,6 @@ def quiet_transformers() -> None:
 
 
 def _check_dir(path, what: str) -> Path:
-    from prefmatch.llm.tokenizer import resolve_model_dir
 
     p = resolve_model_dir(path)
     if not p.is_dir():
@@ -244,7 +244,6 @@ def save_model(model, out_dir: str | os.PathLike, tokenizer=None, merge_lora: bo
 
 class _Lazy:
     """Builds :class:`PolicyWithValue` on first use so that this module imports without torch."""
-
     cls = None
 
 
@@ -259,7 +258,6 @@ def policy_with_value_class():
         ``forward(input_ids, attention_mask)`` returns ``(logits [B,T,V], values [B,T])``, where
         ``values[:, t]`` estimates the return after the token at position t has been read.
         """
-
         def __init__(self, lm, value_head=None):
             super().__init__()
             self.lm = lm
@@ -309,8 +307,6 @@ def __getattr__(name: str) -> Any:  # PEP 562: `from prefmatch.llm.models import
 
 def model_inputs(model, input_ids, attention_mask) -> dict:
     """Keyword inputs with position ids that skip left padding (when the model accepts them)."""
-    from prefmatch.llm.training import accepts_position_ids, position_ids_from_mask
-
     kw = {"input_ids": input_ids, "attention_mask": attention_mask}
     if accepts_position_ids(model):
         kw["position_ids"] = position_ids_from_mask(attention_mask)
@@ -319,7 +315,5 @@ def model_inputs(model, input_ids, attention_mask) -> dict:
 
 def token_logprobs(model, input_ids, attention_mask):
     """log π(x_t | x_<t) for t = 1..T−1 (teacher forcing), shape [B, T−1], float32."""
-    from prefmatch.llm.losses import logprobs_from_logits
-
     logits = model(**model_inputs(model, input_ids, attention_mask), use_cache=False).logits
     return logprobs_from_logits(logits[:, :-1], input_ids[:, 1:])

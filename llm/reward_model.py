@@ -17,6 +17,11 @@ from dataclasses import dataclass
 
 from prefmatch.llm.common import CommonConfig
 from prefmatch.llm.config import ConfigError, cfg_field
+from prefmatch.llm.data import load_split, prompt_response_batch
+from prefmatch.llm.losses import bradley_terry_loss
+from prefmatch.llm.models import REWARD_NORM_FILE, load_reward_model, reward_scores, save_model
+from prefmatch.llm.sft import run_supervised
+from prefmatch.llm.training import atomic_dir
 
 
 @dataclass
@@ -40,8 +45,6 @@ class RMConfig(CommonConfig):
 
 def pair_batch(tok, records, max_prompt: int, max_response: int):
     """Chosen rows then rejected rows in one right-padded batch (one forward pass per step)."""
-    from prefmatch.llm.data import prompt_response_batch
-
     prompts = [r["prompt"] for r in records]
     ids, mask, _ = prompt_response_batch(tok, prompts + prompts, [r["chosen"] for r in records] +
                                          [r["rejected"] for r in records], max_prompt, max_response)
@@ -52,8 +55,6 @@ def score_pairs(model, tok, records, max_prompt: int, max_response: int, batch_s
                 normalize: bool = False):
     """(r_chosen, r_rejected) as float tensors over ``records`` (no gradient)."""
     import torch
-
-    from prefmatch.llm.models import reward_scores
 
     rc, rr = [], []
     with torch.no_grad():
@@ -76,12 +77,6 @@ def train_reward_model(cfg: RMConfig, quiet: bool = False) -> dict:
     import random
 
     import torch
-
-    from prefmatch.llm.data import load_split
-    from prefmatch.llm.losses import bradley_terry_loss
-    from prefmatch.llm.models import load_reward_model, reward_scores, save_model
-    from prefmatch.llm.sft import run_supervised
-    from prefmatch.llm.training import atomic_dir
 
     records = load_split(cfg.data, cfg.split, cfg.split_fractions, cfg.split_seed)
     order = list(range(len(records)))
@@ -123,7 +118,6 @@ def train_reward_model(cfg: RMConfig, quiet: bool = False) -> dict:
         with atomic_dir(out / "model") as tmp:
             save_model(unwrapped, tmp, tok)
             if norm:
-                from prefmatch.llm.models import REWARD_NORM_FILE
 
                 (tmp / REWARD_NORM_FILE).write_text(json.dumps(norm))
         log.log({"step": step, "final": True, **{k: v for k, v in result.items() if k != "out"}})

@@ -38,12 +38,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from prefmatch.theory import regularizers
+from prefmatch.theory._array import last_token_mask
+from prefmatch.theory.distributions import generalized_escort
+
 REGULARIZER_MODES = ("auto", "reward", "loss")
 
 
 class RegularizerConfigError(ValueError):
     """A regularizer name/parameters/mode combination the trainer cannot use."""
-
 
 def build_regularizer(name: str, params: dict[str, Any] | None = None, beta: float | None = None):
     """The regularizer object of a trainer config.
@@ -52,8 +55,6 @@ def build_regularizer(name: str, params: dict[str, Any] | None = None, beta: flo
     ``params["beta"]`` that differs from it is refused (one β).  ``cpm`` defaults to the
     token-level indicator (the paper's code).
     """
-    from prefmatch.theory import regularizers
-
     params = dict(params or {})
     if name not in regularizers.FACTORIES:
         raise RegularizerConfigError(f"regularizer: must be one of {', '.join(sorted(regularizers.FACTORIES))}, got {name!r}")
@@ -106,8 +107,6 @@ def ppo_token_rewards(reg, score, logp_t, ref_logp_t, mask_t, reward_clip: float
     """``(rewards [B,T], psi_t [B,T])``: ψ_t plus the clipped task score at the last token."""
     import torch
 
-    from prefmatch.theory._array import last_token_mask
-
     psi_t = reg.token_reward(logp_t, ref_logp_t, mask_t)
     s = score.to(logp_t.dtype)
     if reward_clip is not None and reward_clip > 0:
@@ -140,8 +139,6 @@ def renormalized_mixture_token_reward(weights, beta, logp_t, ref_logits_t, token
     ``ref_logits_t`` is [K, B, T, V] (log-probs of each reference over the vocabulary).
     """
     import torch
-
-    from prefmatch.theory.distributions import generalized_escort
 
     log_mix, _ = generalized_escort(ref_logits_t, weights)  # Π_i π_ref,i^{α_i} normalised over V
     tok = torch.gather(log_mix, -1, tokens_t[..., None]).squeeze(-1)

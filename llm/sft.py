@@ -11,6 +11,21 @@ from pathlib import Path
 
 from prefmatch.llm.common import CommonConfig
 from prefmatch.llm.config import ConfigError, cfg_field, save_config
+from prefmatch.llm.data import load_split, prompt_response_batch
+from prefmatch.llm.losses import response_nll
+from prefmatch.llm.models import disable_dropout, load_causal_lm, lora_wrap, model_inputs, save_model
+from prefmatch.llm.tokenizer import load_tokenizer
+from prefmatch.llm.training import (
+    MetricsLog,
+    atomic_dir,
+    check_finite,
+    derived_seed,
+    make_accelerator,
+    mean_over_processes,
+    progress,
+    rank_slice,
+    seed_everything,
+)
 
 
 @dataclass
@@ -41,7 +56,6 @@ def setup_trainable(model, cfg, task_type: str):
         if cfg.lora:
             model.enable_input_require_grads()
     if cfg.lora:
-        from prefmatch.llm.models import lora_wrap
 
         model = lora_wrap(model, task_type, r=cfg.lora_r, alpha=cfg.lora_alpha,
                           target_modules=cfg.lora_target_modules or None)
@@ -59,8 +73,6 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, world: int) ->
     """Seeded shuffled index batches of one epoch; a last batch smaller than the world is dropped."""
     import numpy as np
 
-    from prefmatch.llm.training import derived_seed
-
     perm = np.random.default_rng(derived_seed(seed, epoch)).permutation(n).tolist()
     batches = [perm[i:i + batch_size] for i in range(0, n, batch_size)]
     return [b for b in batches if len(b) >= world]
@@ -76,11 +88,6 @@ def run_supervised(cfg, *, load_model, task_type: str, n_train: int, what: str, 
     its share of the batch; gradients are clipped and averaged, a NaN loss stops the run.
     Returns ``(acc, model, tok, out, log, steps, last_loss)``.
     """
-    from prefmatch.llm.models import disable_dropout
-    from prefmatch.llm.tokenizer import load_tokenizer
-    from prefmatch.llm.training import (
-        MetricsLog, check_finite, make_accelerator, mean_over_processes, progress, rank_slice, seed_everything)
-
     acc = make_accelerator(cfg.mixed_precision, cfg.cpu)
     seed_everything(cfg.seed)
     tok = load_tokenizer(cfg.model)
@@ -128,11 +135,6 @@ def run_supervised(cfg, *, load_model, task_type: str, n_train: int, what: str, 
 
 def train_sft(cfg: SFTConfig, quiet: bool = False) -> dict:
     """Run SFT; returns ``{"out", "steps", "loss", "tokens"}``."""
-    from prefmatch.llm.data import load_split, prompt_response_batch
-    from prefmatch.llm.losses import response_nll
-    from prefmatch.llm.models import load_causal_lm, model_inputs, save_model
-    from prefmatch.llm.training import atomic_dir
-
     records = load_split(cfg.data, cfg.split, cfg.split_fractions, cfg.split_seed,
                          keys=("prompt", cfg.response_key))
     tokens = 0

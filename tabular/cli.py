@@ -13,6 +13,10 @@ import json
 import os
 import sys
 
+from prefmatch.tabular.experiments import EXPERIMENTS
+from prefmatch.tabular.plots import make_all_figures, plot
+from prefmatch.theory.errors import UsageError as CLIError
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -42,7 +46,6 @@ def register(sub) -> None:
 
 
 def _error(msg: str):
-    from prefmatch.theory.errors import UsageError as CLIError
 
     return CLIError(msg)
 
@@ -58,7 +61,6 @@ def _int(value, field: str, minimum: int) -> int:
 
 
 def cmd_list(args) -> int:
-    from prefmatch.tabular.experiments import EXPERIMENTS
 
     if getattr(args, "json", False):
         print(json.dumps([{"name": e.name, "figure": e.figure, "summary": e.summary} for e in EXPERIMENTS.values()]))
@@ -70,7 +72,6 @@ def cmd_list(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from prefmatch.tabular.experiments import EXPERIMENTS
 
     if args.name not in EXPERIMENTS:
         raise _error(f"experiment must be one of {', '.join(EXPERIMENTS)}; got {args.name!r}")
@@ -98,7 +99,6 @@ def cmd_run(args) -> int:
         warnings.simplefilter("ignore")  # solver chatter (cvxpy accuracy notes) stays off stderr
         result = EXPERIMENTS[args.name].run(seed=seed, progress=progress, **sizes)
         if args.plot:
-            from prefmatch.tabular.plots import plot
 
             plot(result, args.plot)
     ok = all(c["passed"] for c in result["checks"])
@@ -127,8 +127,6 @@ def _print_human(result: dict, plot_path) -> None:
 
 def cmd_figures(args) -> int:
     import warnings
-
-    from prefmatch.tabular.plots import make_all_figures
 
     try:
         os.makedirs(args.outdir, exist_ok=True)

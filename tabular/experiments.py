@@ -40,6 +40,8 @@ from prefmatch.tabular.reward_learning import (
     mle_error_sq,
 )
 from prefmatch.tabular.solvers import closed_form, cvxpy_solve, mirror_ascent
+from prefmatch.theory import identities
+from prefmatch.theory.bounds import BOUNDS, tabular_log_class_size
 
 __all__ = ["Experiment", "EXPERIMENTS", "run_experiment", "loglog_slope", "bootstrap_slope"]
 
@@ -337,8 +339,6 @@ def run_conditional_pm(seed: int = 0, progress: bool = False, n_prompts: int = 2
 def run_multi_reference(seed: int = 0, progress: bool = False, beta: float = 0.5,
                         n_prompts: int = 100, n_responses: int = 8) -> dict:
     """Second paper, Sections 5–6: reverse vs forward KL to K references."""
-    from prefmatch.theory import identities
-
     rng = np.random.default_rng(seed)
     weights = (0.5, 0.3, 0.2)
     K = len(weights)
@@ -456,8 +456,6 @@ def sample_complexity_sweep(rng, bandit, beta: float, n_list, trials: int, progr
     the tabular MLE r̂ ∈ [0, R_max]^{X×n}, the regularized optimum with r̂, and the exact gaps
     (:func:`prefmatch.theory.identities.rkl_gaps` / ``fkl_gaps``) averaged over x ∼ ρ.
     """
-    from prefmatch.theory import identities
-
     w = bandit.weights
     data = {"rkl": bandit.escort_logp(), "fkl": bandit.mixture_logp()}
     gap_fns = {"rkl": identities.rkl_gaps, "fkl": identities.fkl_gaps}
@@ -474,7 +472,6 @@ def sample_complexity_sweep(rng, bandit, beta: float, n_list, trials: int, progr
 
 
 def _bound_values(key, n_arr, bandit, beta, delta):
-    from prefmatch.theory.bounds import BOUNDS, tabular_log_class_size
 
     spec = BOUNDS[key]
     X, n_resp = bandit.reward.shape
@@ -506,7 +503,6 @@ def run_sample_complexity(seed: int = 0, progress: bool = False, trials: int = 4
     series: dict = {"n": list(map(int, n_list))}
     slopes, holds, checks = {}, {}, []
     predicted = {"rkl_optimality": -0.5, "rkl_suboptimality": -1.0, "fkl_optimality": -0.5, "fkl_suboptimality": -0.5}
-    from prefmatch.theory.bounds import BOUNDS
 
     for key in GAP_KEYS:
         g = gaps[key]
@@ -562,7 +558,6 @@ def run_sample_complexity(seed: int = 0, progress: bool = False, trials: int = 4
 @dataclass(frozen=True)
 class Experiment:
     """A registered experiment: ``run(seed, progress, **sizes) -> dict``; figure in plots.py."""
-
     name: str
     summary: str
     figure: str

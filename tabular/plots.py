@@ -11,6 +11,8 @@ import time
 
 import numpy as np
 
+from prefmatch.tabular.experiments import EXPERIMENTS
+
 __all__ = ["plot", "PLOTTERS", "make_all_figures"]
 
 
@@ -207,8 +209,6 @@ def make_all_figures(outdir: str, seed: int = 0, quick: bool = True) -> list[str
 
     Returns the paths written; takes a few seconds in all.
     """
-    from prefmatch.tabular.experiments import EXPERIMENTS
-
     os.makedirs(outdir, exist_ok=True)
     paths = []
     for name, exp in EXPERIMENTS.items():

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from prefmatch.theory._array import log_softmax, quiet
+from prefmatch.theory.cvx import cvx_optimum
 
 __all__ = [
     "closed_form",
@@ -55,7 +56,6 @@ def _psi_derivatives(reg, logp, ref_logp, h: float):
 @dataclass(frozen=True)
 class MirrorAscentResult:
     """Output of :func:`mirror_ascent`: log π, iterations used, final KKT residual per row."""
-
     logp: np.ndarray
     iterations: int
     residual: np.ndarray
@@ -180,6 +180,4 @@ def mirror_ascent(
 def cvxpy_solve(reg, r, ref=None) -> np.ndarray:
     """π* of one 1-D problem by cvxpy from ``reg.cvx_objective`` + ``reg.cvx_constraints``
     (:func:`prefmatch.theory.cvx.cvx_optimum`; ``ref`` [n], or [K, n] for multi-reference)."""
-    from prefmatch.theory.cvx import cvx_optimum
-
     return cvx_optimum(reg, r, ref)[0]

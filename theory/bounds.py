@@ -47,6 +47,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from prefmatch.theory.identities import coverage_transfer_fkl, coverage_transfer_rkl
+
 __all__ = [
     "BoundSpec",
     "BOUNDS",
@@ -185,7 +187,6 @@ def rkl_coverage(*, beta: float, r_max: float, coverage=None, ref_coverages=None
     if coverage is not None:
         return min(_check_pos("coverage", coverage), gibbs)
     if ref_coverages is not None:
-        from prefmatch.theory.identities import coverage_transfer_rkl
 
         if weights is None:
             raise ValueError("ref_coverages needs weights")
@@ -203,7 +204,6 @@ def fkl_coverage(*, coverage=None, ref_coverages=None, weights=None) -> float:
     if coverage is not None:
         return _check_pos("coverage", coverage)
     if ref_coverages is not None and weights is not None:
-        from prefmatch.theory.identities import coverage_transfer_fkl
 
         return coverage_transfer_fkl(ref_coverages, weights)
     raise ValueError("forward-KL bounds need coverage (or ref_coverages and weights)")
@@ -342,7 +342,6 @@ class BoundSpec:
     ``beta_schedule``: β_pkg as a function of n under which the rate holds (``None``: any fixed
     β).  ``provenance``: "[D]" derived here / "[R]" paper constant available via ``form``.
     """
-
     func: Callable
     rate: float
     statement: str

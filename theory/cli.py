@@ -6,10 +6,13 @@ import json
 import math
 import sys
 
+from prefmatch.theory import checks, regularizers
+from prefmatch.theory._array import weighted_sum
+from prefmatch.theory.errors import UsageError as CLIError
+from prefmatch.theory.regularizers import REGISTRY, describe_params
+
 def solve_help() -> str:
     """``prefmatch solve --help``: the schema, generated from the regularizer registry."""
-    from prefmatch.theory.regularizers import REGISTRY, describe_params
-
     lines = "\n".join("  " + describe_params(name) for name in REGISTRY)
     return f"""\
 Read one JSON problem (stdin or --input FILE) and print the optimal policy as JSON.
@@ -32,8 +35,6 @@ Bad input exits with code 2 and one line on stderr naming the field and what is 
 def problem_fields(name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(required, optional) fields of a ``solve`` problem for regularizer ``name`` (besides
     "regularizer" and "reward"), from the registry's declaration of its class."""
-    from prefmatch.theory.regularizers import REGISTRY
-
     cls = REGISTRY[name]
     required = {"none": (), "one": ("ref",), "K": ("refs",)}[cls.refs]
     # weights must match the references given, so solve asks for them
@@ -66,8 +67,6 @@ def register(sub) -> None:
 
 # --------------------------------------------------------------------------- verify
 def cmd_verify(args) -> int:
-    from prefmatch.theory.errors import UsageError as CLIError
-    from prefmatch.theory import checks
 
     selected = checks.select(args.only)
     if not selected and not args.only:
@@ -94,7 +93,6 @@ def cmd_verify(args) -> int:
 
 # --------------------------------------------------------------------------- solve
 def _err(msg: str):
-    from prefmatch.theory.errors import UsageError as CLIError
 
     return CLIError(msg)
 
@@ -142,8 +140,6 @@ def _probabilities(name, arr, tol=1e-6):
 def parse_problem(text: str):
     """Validate a ``solve`` problem; returns (regularizer, reward, ref_logp) or raises CLIError."""
     import numpy as np
-
-    from prefmatch.theory import regularizers
 
     try:
         prob = json.loads(text)  # NaN/Infinity parse to floats and are rejected per field below
@@ -226,7 +222,6 @@ def parse_problem(text: str):
         with np.errstate(divide="ignore"):
             ref_logp = np.log(refs)
         if name == "multi_rkl":
-            from prefmatch.theory._array import weighted_sum
 
             if np.any(np.all(weighted_sum(w, ref_logp) == -np.inf, axis=-1)):
                 raise _err("refs: the references' supports do not intersect, so multi_rkl has no solution")

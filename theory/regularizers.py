@@ -60,6 +60,7 @@ from prefmatch.theory.fdivergences import (  # noqa: F401  (FSpec, F_DIVERGENCES
     log_h_of_log_g,
     solve_normalizer,
 )
+from prefmatch.theory.distributions import arithmetic_mixture
 
 __all__ = [
     "Regularizer",
@@ -144,7 +145,6 @@ class Param:
     scalar, or an array for response-dependent constants; ``per_response`` says that ``solve``
     accepts a list of n), ``"choice"`` (one of ``choices``), ``"weights"`` (K numbers on the simplex).
     """
-
     name: str
     default: Any = _REQUIRED
     kind: str = "number"
@@ -231,7 +231,6 @@ def register(cls):
 @dataclass(frozen=True, kw_only=True)
 class Regularizer(abc.ABC):
     """ψ of the objective (⋆) and everything the layers ask of it (see module docstring)."""
-
     name: ClassVar[str] = "regularizer"
     #: True when ``ref_logp`` has a leading axis of K references
     multi_reference: ClassVar[bool] = False
@@ -256,19 +255,15 @@ class Regularizer(abc.ABC):
     @abc.abstractmethod
     def psi(self, logp, ref_logp=None):
         """ψ(π(y), y) per response from log-probabilities (numpy or torch)."""
-
     @abc.abstractmethod
     def optimal_logp(self, r, ref_logp=None):
         """log π* = log argmax_π J(π), along the last axis."""
-
     @abc.abstractmethod
     def cvx_objective(self, pi_var, r, ref):
         """J(π) as a concave cvxpy expression of the variable ``pi_var`` (1-D problems)."""
-
     @abc.abstractmethod
     def psi_sympy(self, p, q):
         """ψ as a sympy expression of p = π(y) and q = π_ref(y) (a list of K for multi-ref)."""
-
     # ---- shared behaviour
     @property
     def reward_gradient_exact(self) -> bool:
@@ -355,11 +350,9 @@ class AffineLogRegularizer(Regularizer):
     π* ∝ exp((r + b)/a) with value a·logsumexp((r + b)/a) (Gibbs variational principle; PM
     paper Prop. 5.1 for KL, Theorem 1 for PM, Theorem 4 for cPM, second paper Theorem 5.2).
     """
-
     @abc.abstractmethod
     def coefficients(self, ref_logp=None, like=None) -> tuple[Any, Any]:
         """(a, b) with ψ = −a log π + b; b broadcasts against the responses axis."""
-
     def constant_sum(self, like) -> Any:
         """Σ_y of the terms of π·ψ that do not depend on π (PM's C2 term); default 0."""
         return 0.0
@@ -508,7 +501,6 @@ class KL(AffineLogRegularizer):
     term (``regularizer_mode: loss``) k1 and k3 are exact (E_π[k3_t] = E_π[l_t]); k2 is exact
     only as a pure loss (E_π[∇k2] = ∇KL), which no trainer mode here uses.
     """
-
     name: ClassVar[str] = "kl"
     beta: float = 1.0
     estimator: str = "k1"
@@ -566,7 +558,6 @@ class PM(AffineLogRegularizer):
     :meth:`token_reward` leaves it out (paying C2/π(y) as a sampled reward would bias the
     score-function gradient and overflows for sequence probabilities like e^-100).
     """
-
     name: ClassVar[str] = "pm"
     c1: Any = 0.0
     c2: Any = 0.0
@@ -641,7 +632,6 @@ class PM(AffineLogRegularizer):
 class MaxEnt(AffineLogRegularizer):
     r"""Maximum-entropy RL: ψ = −β log π; π* ∝ e^{r/β} (PM paper Table 1, where the
     coefficient is called τ; β = 1 is PM with C1 = C2 = 0)."""
-
     name: ClassVar[str] = "maxent"
     beta: float = 1.0
 
@@ -675,7 +665,6 @@ class ConditionalPM(AffineLogRegularizer):
     log π_ref(y_t|·).  Its optimum over whole responses is :meth:`sequence_optimal_logp`.  On
     one-token responses the two coincide; ``psi`` on whole responses is Definition 4.1 for both.
     """
-
     name: ClassVar[str] = "cpm"
     alpha: float = 0.3
     level: str = "sequence"
@@ -723,7 +712,6 @@ class ConditionalPM(AffineLogRegularizer):
 @dataclass(frozen=True, kw_only=True)
 class _KReferences:
     """What the multi-reference regularizers share: weights α on the simplex, β, a leading K axis."""
-
     multi_reference: ClassVar[bool] = True
     refs: ClassVar[str] = "K"
     weights: tuple = (0.5, 0.5)
@@ -750,7 +738,6 @@ class MultiRKL(_KReferences, AffineLogRegularizer):
     log of the *unnormalized* geometric mixture, so π* ∝ π̂_α e^{r/β} with π̂_α the generalized
     escort distribution (Theorem 5.2) and J(π*) = β log Σ_y Π_i π_ref,i^{α_i} e^{r/β}.
     """
-
     name: ClassVar[str] = "multi_rkl"
     examples: ClassVar = {"multi_rkl": {"weights": (0.3, 0.7), "beta": 0.6}}
 
@@ -778,7 +765,6 @@ class MultiRKL(_KReferences, AffineLogRegularizer):
 @dataclass(frozen=True, kw_only=True)
 class Weighted(AffineLogRegularizer):
     """Sum of affine regularizers (like optax.chain): ψ = Σ_k ψ_k, a = Σ a_k, b = Σ b_k."""
-
     name: ClassVar[str] = "weighted"
     terms: tuple = ()
 
@@ -855,7 +841,6 @@ class FDivergence(Regularizer):
     (reverse KL, Hellinger, JS) mass off the reference support is penalized only linearly, and
     the optimum puts the leftover mass on the best such response when its reward beats λ.
     """
-
     name: ClassVar[str] = "fdiv"
     f: str = "kl"
     beta: float = 1.0
@@ -1047,7 +1032,6 @@ class MultiFKL(_KReferences, Regularizer):
     :func:`solve_normalizer`.  ψ = −β Σ_i α_i (π_ref,i/π) log(π_ref,i/π) is not affine in
     log π: train with its exact gradient, not as a sampled reward.
     """
-
     name: ClassVar[str] = "multi_fkl"
     token_additive: ClassVar[bool] = False
     examples: ClassVar = {"multi_fkl": {"weights": (0.3, 0.7), "beta": 0.6}}
@@ -1055,8 +1039,6 @@ class MultiFKL(_KReferences, Regularizer):
     def mixture_logp(self, ref_logp, out=None, work=None):
         """log P̄_α = log Σ_i α_i π_ref,i (the arithmetic mixture, eq. 30); ``out``/``work``:
         numpy buffers of the row-blocked path (:func:`.distributions.arithmetic_mixture`)."""
-        from prefmatch.theory.distributions import arithmetic_mixture
-
         return arithmetic_mixture(self._check_k(ref_logp), self.weights, out=out, work=work)
 
     @property
@@ -1135,7 +1117,6 @@ class GeneralizedPM(Regularizer):
     With β the objective is β·Σ π (r/β + R(π)): everything below holds for r/β.
     Links: ``"exp"`` (g = e^r) and ``"power"`` (g(r) = r^k on r > 0, k = ``power``).
     """
-
     name: ClassVar[str] = "generalized_pm"
     token_additive: ClassVar[bool] = False
     link: str = "exp"
@@ -1324,7 +1305,6 @@ class _Examples(Mapping):
     """name → instance of every registered regularizer's ``examples`` (plus compositions), read
     from :data:`REGISTRY` on each access, like scipy's ``distcont``: the shared battery of
     tests/theory/test_regularizer_battery.py runs over all of them."""
-
     def _all(self) -> dict[str, Regularizer]:
         out = {key: cls(**kw) for cls in REGISTRY.values() for key, kw in cls.examples.items()}
         out["kl_plus_maxent"] = weighted(KL(beta=0.5), MaxEnt(beta=0.25))
