@@ -138,6 +138,7 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_checkpoint(tmp_path, tin
 
     import torch
 
+    from prefmatch.llm import ppo
     from prefmatch.llm.training import TrainingError
 
     cfg = load_config(ppo.PPOConfig, overrides=ppo_overrides(tmp_path / "run", steps=3, save_every=1))
@@ -151,8 +152,6 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_checkpoint(tmp_path, tin
 
     before = digest(ckpt)
     weights = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
-    from prefmatch.llm import ppo
-
     monkeypatch.setattr(ppo, "clipped_value_loss", lambda *a, **k: torch.tensor(float("nan")))  # fault injection
     with pytest.raises(TrainingError, match=r"non-finite loss at step 2 .*checkpoint-000001 left untouched"):
         trainer.step()
