@@ -58,6 +58,7 @@ from prefmatch.llm.rewards import build_regularizer
 from prefmatch.llm.sft import SFTConfig, train_sft
 from prefmatch.llm.tokenizer import load_tokenizer
 from prefmatch.llm.training import seed_everything
+from prefmatch.theory.regularizers import REGISTRY, trainable_names
 from prefmatch.theory.distributions import bradley_terry, pairwise_preference, pm_divergence
 
 # ----------------------------------------------------------------------------- the world
@@ -422,9 +423,11 @@ def theory_optimum(method: str, r: np.ndarray, ref_logp: np.ndarray, *, beta: fl
     """
     r = np.asarray(r, dtype=np.float64)
     ref_logp = np.asarray(ref_logp, dtype=np.float64)
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    params = {"cpm": {"alpha": alpha, "level": cpm_level}, "multi_rkl": {"weights": list(weights)}}.get(method, {})
+    if method not in methods():
+        raise ValueError(f"method must be one of {', '.join(methods())}, got {method!r}")
+    params = {"alpha": alpha, "level": cpm_level} if method == "cpm" else {}
+    if REGISTRY[method].refs == "K":
+        params = {"weights": list(weights)}
     reg = build_regularizer(method, params, beta)
     if method == "cpm" and cpm_level == "token":
         if ref_token_logp is None:
@@ -435,16 +438,18 @@ def theory_optimum(method: str, r: np.ndarray, ref_logp: np.ndarray, *, beta: fl
         for i, row in enumerate(ref_token_logp):
             q[i, :len(row)], mask[i, :len(row)] = row, 1.0
         return np.asarray(reg.sequence_optimal_logp(r, q, mask))
-    if method == "multi_rkl":
+    if reg.refs == "K":
         if ref2_logp is None:
-            raise ValueError("multi_rkl needs the second reference's log-probs (ref2_logp)")
+            raise ValueError(f"{method} needs the second reference's log-probs (ref2_logp)")
         ref_logp = np.stack([ref_logp, np.asarray(ref2_logp, np.float64)])
     return np.asarray(reg.optimal_logp(r, ref_logp))
 
 
 # ----------------------------------------------------------------------------- pipeline
 
-METHODS = ("kl", "cpm", "pm", "multi_rkl")
+def methods() -> tuple[str, ...]:
+    """The methods a run may use: every regularizer the trainer offers (the registry's)."""
+    return trainable_names()
 
 
 @dataclass(frozen=True)
@@ -522,8 +527,8 @@ class BenchmarkConfig:
         if not self.seeds:
             raise ValueError("seeds: at least one seed")
         for run in self.runs:
-            if run.method not in METHODS:
-                raise ValueError(f"method must be one of {', '.join(METHODS)}, got {run.method!r}")
+            if run.method not in methods():
+                raise ValueError(f"method must be one of {', '.join(methods())}, got {run.method!r}")
             if not run.beta > 0:
                 raise ValueError(f"beta must be > 0, got {run.beta}")
             if run.method == "cpm" and not (run.alpha is not None and 0 < run.alpha <= 1):
@@ -654,7 +659,7 @@ def train_policy(cfg: BenchmarkConfig, run: Run, refs: dict[str, Any], out: Path
     ref = [refs["sft"]]
     if run.method == "cpm":
         params = {"alpha": run.alpha, "level": run.level or cfg.cpm_level}
-    elif run.method == "multi_rkl":
+    elif REGISTRY[run.method].refs == "K":
         params = {"weights": list(cfg.multi_weights)}
         ref = [refs["sft"], refs["sft_alt"]]
     pcfg = load_config(PPOConfig, overrides=dict(
@@ -722,7 +727,7 @@ def run_seed(cfg: BenchmarkConfig, out: Path, seed: int, quiet: bool = True, log
     t_seed = time.perf_counter()
     corpus = build_corpus(CorpusConfig(**{**asdict(cfg.corpus), "seed": cfg.corpus.seed + seed}))
     prompts = corpus.prompts
-    need_alt = any(r.method == "multi_rkl" for r in cfg.runs)
+    need_alt = any(REGISTRY[r.method].refs == "K" for r in cfg.runs)
     seed_everything(seed)
     refs = train_references(cfg, corpus, out, seed, need_alt, quiet=quiet)
     log(f"seed {seed}: references trained in {sum(refs['times'].values()):.0f}s "
