@@ -183,3 +183,12 @@ def last_token_mask(mask):
     m = mask
     nxt = xp.concat([m[..., 1:], xp.zeros_like(m[..., :1])], axis=-1)
     return m * (1 - nxt)
+
+
+def check_reward(r, name: str = "reward") -> None:
+    """ValueError unless every entry of ``r`` is finite (one pass: the sum is finite iff every
+    entry is, barring overflow, then checked entrywise)."""
+    xp = namespace(r)
+    if bool(xp.isfinite(xp.sum(r))) or bool(xp.all(xp.isfinite(r))):
+        return
+    raise ValueError(f"{name} must be finite (no NaN or inf)")

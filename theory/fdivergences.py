@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from prefmatch.theory._array import logsumexp, namespace, quiet
+from prefmatch.theory._array import check_reward, log_softmax, logsumexp, namespace, quiet, row_blocks, take_rows
 
 @dataclass(frozen=True)
 class FSpec:
@@ -378,4 +378,87 @@ def _solve_log_rows(spec: FSpec, ref_logp, base, log_q_top, rows, tol: float = 1
         out[idx, ...] = t
         return xp.reshape(out, shape)
 
+def fdiv_optimum(spec: FSpec, beta: float, r, ref_logp, out=None, scratch=None):
+    """(log π*, μ = λ/β, μ − max s on the support), s = r/β, of max_π E_π[r] − β D_f(π‖π_ref) per row.
 
+    ``out``/``scratch`` (numpy, from :func:`fdiv_optimum_blocked`): the log-policy buffer and four
+    buffers of ``r``'s shape; the caller checks the reward.
+    """
+    xp = namespace(r, ref_logp)
+    sp = spec
+    if scratch is None:
+        s = r / beta
+    else:
+        s = np.multiply(r, 1.0 / beta, out=scratch[0])
+    if spec.name == "kl":
+        with quiet():
+            logp = log_softmax(ref_logp + s)
+            mu = logsumexp(ref_logp + s, keepdims=True) - 1.0  # (f')⁻¹(v) = e^{v−1}
+            s_max = xp.max(xp.where(ref_logp > -math.inf, s, -math.inf), axis=-1, keepdims=True)
+        return logp, mu, mu - s_max
+    d, s_max, on, base, log_rows = solve_normalizer(
+        sp, s, ref_logp, scratch=None if scratch is None else scratch[1:]
+    )
+    full_support = on is None
+    with quiet():
+        if log_rows is not None:  # rows solved in log space: log g from log d, exactly
+            tiny, log_d = log_rows
+            log_g = xp.logaddexp(log_d, xp.log(base))
+            logp_log = ref_logp + log_h_of_log_g(sp, xp, log_g)
+            if not full_support:
+                logp_log = xp.where(on, logp_log, -math.inf)
+        if full_support and out is not None and log_rows is None:  # base is scratch[0] (s overwritten)
+            g = np.add(d, base, out=base)
+            logp = np.add(ref_logp, sp.log_h(xp, g, out=g), out=out)
+        elif full_support:
+            logp = ref_logp + sp.log_h(xp, d + base)
+        else:
+            g = d + base
+            logp = xp.where(on, ref_logp + sp.log_h(xp, xp.where(on, g, 1.0)), -math.inf)
+        mu = s_max - sp.anchor + d
+        gap = d - sp.anchor  # μ − s_max without the rounding of μ (exact when v₀ = 0)
+        if math.isfinite(sp.fprime_inf) and not full_support:
+            # responses off the reference support: marginal value s − f'(∞) per unit mass
+            off_val = xp.where(on, -math.inf, s - sp.fprime_inf)
+            c = xp.max(off_val, axis=-1, keepdims=True)
+            use = c > mu
+            if bool(xp.any(use)):
+                d_c = c - s_max + sp.anchor
+                g_c = d_c + base
+                logp_c = xp.where(on, ref_logp + sp.log_h(xp, xp.where(on, g_c, 1.0)), -math.inf)
+                mass_on = xp.exp(logsumexp(logp_c, keepdims=True))
+                ties = (off_val == c)
+                n_ties = xp.sum(xp.astype(ties, s.dtype), axis=-1, keepdims=True)
+                rest = xp.log(xp.clip(1.0 - mass_on, 0.0, 1.0)) - xp.log(n_ties)
+                logp_c = xp.where(ties, rest + xp.zeros_like(s), logp_c)
+                logp = xp.where(use, logp_c, logp)
+                mu = xp.where(use, c, mu)
+                gap = xp.where(use, c - s_max, gap)
+        if log_rows is not None:
+            keep_log = tiny if not (math.isfinite(sp.fprime_inf) and not full_support) else tiny & ~use
+            logp = xp.where(keep_log, logp_log, logp)
+    if out is not None and logp is not out:
+        out[...] = logp
+        logp = out
+    return logp, mu, gap
+
+
+def fdiv_optimum_blocked(spec: FSpec, beta: float, r, ref_logp, ref_block=None):
+    """:func:`fdiv_optimum` over row blocks of about 1 MB (rows are independent problems) with
+    four scratch buffers reused by every block: the root-finder's passes stay in cache and
+    allocate nothing of the array's size.  ``ref_block(block, out, work)`` maps each block
+    of ``ref_logp`` to the reference log-probabilities (the multi-reference mixture, formed
+    block by block into two more buffers)."""
+    n_rows, n = r.shape
+    logp = np.empty(np.broadcast_shapes(r.shape, ref_logp.shape[-2:]))
+    mu, gap = np.empty((n_rows, 1)), np.empty((n_rows, 1))
+    blocks = row_blocks(n_rows, n)
+    bufs = [np.empty((blocks[0].stop - blocks[0].start, n)) for _ in range(4 if ref_block is None else 6)]
+    for sl in blocks:
+        k = sl.stop - sl.start
+        check_reward(r[sl])
+        ref = take_rows(ref_logp, sl, n_rows)
+        if ref_block is not None:
+            ref = ref_block(ref, bufs[4][:k], bufs[5][:k])
+        _, mu[sl], gap[sl] = fdiv_optimum(spec, beta, r[sl], ref, out=logp[sl], scratch=[b[:k] for b in bufs[:4]])
+    return logp, mu, gap

@@ -42,6 +42,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from prefmatch.theory._array import (
+    check_reward as _check_reward,
     blockable,
     last_token_mask,
     log_softmax,
@@ -57,7 +58,8 @@ from prefmatch.theory._array import (
 from prefmatch.theory.fdivergences import (  # noqa: F401  (FSpec, F_DIVERGENCES, solve_normalizer are re-exported)
     F_DIVERGENCES,
     FSpec,
-    log_h_of_log_g,
+    fdiv_optimum,
+    fdiv_optimum_blocked,
     solve_normalizer,
 )
 from prefmatch.theory.distributions import arithmetic_mixture
@@ -122,14 +124,6 @@ def _check_weights(weights, tol: float = 1e-6) -> tuple[float, ...]:
             f"weights must be non-negative and sum to 1 (tolerance {tol:g}), got {w.tolist()}"
         )
     return tuple(float(x) for x in w / w.sum())
-
-
-def _check_reward(r, name: str = "reward") -> None:
-    xp = namespace(r)
-    # one pass: the sum is finite iff every entry is (barring overflow, then check entrywise)
-    if bool(xp.isfinite(xp.sum(r))) or bool(xp.all(xp.isfinite(r))):
-        return
-    raise ValueError(f"{name} must be finite (no NaN or inf)")
 
 
 # --------------------------------------------------------------------------- parameters
@@ -895,94 +889,13 @@ class FDivergence(Regularizer):
             out = xp.where(off, -self.beta * sp.fprime_inf * p if math.isfinite(sp.fprime_inf) else -math.inf, out)
             return out
 
-    def _solve(self, r, ref_logp, out=None, scratch=None):
-        """(log π*, μ = λ/β, μ − max s on the support) for each row.
-
-        ``out``/``scratch`` (numpy, from :meth:`_solve_blocked`): the log-policy buffer and four
-        buffers of ``r``'s shape; the reward is then checked by the caller.
-        """
+    def _solve(self, r, ref_logp):
+        """(log π*, μ = λ/β, μ − max s on the support) for each row (:mod:`.fdivergences`)."""
         ref_logp = _require_ref(ref_logp, self.name)
-        if out is None:
-            if self.f != "kl" and blockable(r, ref_logp, ref_ndim=2):
-                return self._solve_blocked(r, ref_logp)
-            _check_reward(r)
-        xp = namespace(r, ref_logp)
-        sp = self.spec
-        if scratch is None:
-            s = r / self.beta
-        else:
-            s = np.multiply(r, 1.0 / self.beta, out=scratch[0])
-        if self.f == "kl":
-            with quiet():
-                logp = log_softmax(ref_logp + s)
-                mu = logsumexp(ref_logp + s, keepdims=True) - 1.0  # (f')⁻¹(v) = e^{v−1}
-                s_max = xp.max(xp.where(ref_logp > -math.inf, s, -math.inf), axis=-1, keepdims=True)
-            return logp, mu, mu - s_max
-        d, s_max, on, base, log_rows = solve_normalizer(
-            sp, s, ref_logp, scratch=None if scratch is None else scratch[1:]
-        )
-        full_support = on is None
-        with quiet():
-            if log_rows is not None:  # rows solved in log space: log g from log d, exactly
-                tiny, log_d = log_rows
-                log_g = xp.logaddexp(log_d, xp.log(base))
-                logp_log = ref_logp + log_h_of_log_g(sp, xp, log_g)
-                if not full_support:
-                    logp_log = xp.where(on, logp_log, -math.inf)
-            if full_support and out is not None and log_rows is None:  # base is scratch[0] (s overwritten)
-                g = np.add(d, base, out=base)
-                logp = np.add(ref_logp, sp.log_h(xp, g, out=g), out=out)
-            elif full_support:
-                logp = ref_logp + sp.log_h(xp, d + base)
-            else:
-                g = d + base
-                logp = xp.where(on, ref_logp + sp.log_h(xp, xp.where(on, g, 1.0)), -math.inf)
-            mu = s_max - sp.anchor + d
-            gap = d - sp.anchor  # μ − s_max without the rounding of μ (exact when v₀ = 0)
-            if math.isfinite(sp.fprime_inf) and not full_support:
-                # responses off the reference support: marginal value s − f'(∞) per unit mass
-                off_val = xp.where(on, -math.inf, s - sp.fprime_inf)
-                c = xp.max(off_val, axis=-1, keepdims=True)
-                use = c > mu
-                if bool(xp.any(use)):
-                    d_c = c - s_max + sp.anchor
-                    g_c = d_c + base
-                    logp_c = xp.where(on, ref_logp + sp.log_h(xp, xp.where(on, g_c, 1.0)), -math.inf)
-                    mass_on = xp.exp(logsumexp(logp_c, keepdims=True))
-                    ties = (off_val == c)
-                    n_ties = xp.sum(xp.astype(ties, s.dtype), axis=-1, keepdims=True)
-                    rest = xp.log(xp.clip(1.0 - mass_on, 0.0, 1.0)) - xp.log(n_ties)
-                    logp_c = xp.where(ties, rest + xp.zeros_like(s), logp_c)
-                    logp = xp.where(use, logp_c, logp)
-                    mu = xp.where(use, c, mu)
-                    gap = xp.where(use, c - s_max, gap)
-            if log_rows is not None:
-                keep_log = tiny if not (math.isfinite(sp.fprime_inf) and not full_support) else tiny & ~use
-                logp = xp.where(keep_log, logp_log, logp)
-        if out is not None and logp is not out:
-            out[...] = logp
-            logp = out
-        return logp, mu, gap
-
-    def _solve_blocked(self, r, ref_logp, ref_block=None):
-        """:meth:`_solve` over row blocks of about 1 MB (rows are independent problems) with
-        four scratch buffers reused by every block: the root-finder's passes stay in cache and
-        allocate nothing of the array's size.  ``ref_block(block, out, work)`` maps each block
-        of ``ref_logp`` to the reference log-probabilities (the multi-reference mixture, formed
-        block by block into two more buffers)."""
-        n_rows, n = r.shape
-        logp = np.empty(np.broadcast_shapes(r.shape, ref_logp.shape[-2:]))
-        mu, gap = np.empty((n_rows, 1)), np.empty((n_rows, 1))
-        blocks = row_blocks(n_rows, n)
-        bufs = [np.empty((blocks[0].stop - blocks[0].start, n)) for _ in range(4 if ref_block is None else 6)]
-        for sl in blocks:
-            k = sl.stop - sl.start
-            _check_reward(r[sl])
-            ref = take_rows(ref_logp, sl, n_rows)
-            if ref_block is not None:
-                ref = ref_block(ref, bufs[4][:k], bufs[5][:k])
-            _, mu[sl], gap[sl] = self._solve(r[sl], ref, out=logp[sl], scratch=[b[:k] for b in bufs[:4]])
-        return logp, mu, gap
+        if self.f != "kl" and blockable(r, ref_logp, ref_ndim=2):
+            return fdiv_optimum_blocked(self.spec, self.beta, r, ref_logp)
+        _check_reward(r)
+        return fdiv_optimum(self.spec, self.beta, r, ref_logp)
 
     def optimal_logp(self, r, ref_logp=None):
         return self._solve(r, ref_logp)[0]
@@ -1070,7 +983,7 @@ class MultiFKL(_KReferences, Regularizer):
         formed block by block inside the single-reference solver's row loop."""
         ref_logp = self._check_k(ref_logp)
         if blockable(r, ref_logp, ref_ndim=3):
-            return self._single._solve_blocked(r, ref_logp, ref_block=self.mixture_logp)
+            return fdiv_optimum_blocked(self._single.spec, self.beta, r, ref_logp, ref_block=self.mixture_logp)
         return self._single._solve(r, self.mixture_logp(ref_logp))
 
     def optimal_logp(self, r, ref_logp=None):

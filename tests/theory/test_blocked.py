@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from prefmatch.theory import _array as A
+from prefmatch.theory import fdivergences as F
 from prefmatch.theory import regularizers as R
 
 NAMES = sorted(R.ALL_REGULARIZERS)
@@ -99,7 +100,9 @@ def test_blocked_path_is_taken(name, tiny_blocks, monkeypatch):
     reg = R.ALL_REGULARIZERS[name]
     calls = []
     orig = A.take_rows
-    monkeypatch.setattr(R, "take_rows", lambda x, sl, n: (calls.append(sl), orig(x, sl, n))[1])
+    spy = lambda x, sl, n: (calls.append(sl), orig(x, sl, n))[1]  # noqa: E731
+    monkeypatch.setattr(R, "take_rows", spy)  # the affine family's loop
+    monkeypatch.setattr(F, "take_rows", spy)  # the f-divergence root-finder's loop
     r, ref_logp = make(reg, np.random.default_rng(0), 10, ref_shapes(reg, 10)[0])
     reg.optimal_logp(r, ref_logp)
     assert len(calls) == 4  # rows 0-2, 3-5, 6-8, 9
