@@ -16,16 +16,18 @@ from prefmatch.llm.config import ConfigError, field_choices, field_help, load_co
 from prefmatch.llm.data import DataError, load_records
 from prefmatch.llm.metrics import METRIC_NAMES, evaluate
 from prefmatch.llm.models import ARCHS, ModelLoadError, SIZES, count_parameters, init_model, load_causal_lm
+from prefmatch.llm.ppo import PPOConfig, train_ppo
+from prefmatch.llm.reward_model import RMConfig, train_reward_model
+from prefmatch.llm.sft import SFTConfig, train_sft
 from prefmatch.llm.rewards import RegularizerConfigError
 from prefmatch.llm.training import TrainingError
 from prefmatch.theory.errors import UsageError as CLIError
 
+#: stage → (config class, training function, help)
 STAGES = {
-    "sft": ("prefmatch.llm.sft", "SFTConfig", "train_sft", "supervised fine-tuning on the response tokens"),
-    "rm": ("prefmatch.llm.reward_model", "RMConfig", "train_reward_model",
-           "Bradley-Terry reward model (PM paper eq. 2.2) with pairwise accuracy"),
-    "ppo": ("prefmatch.llm.ppo", "PPOConfig", "train_ppo",
-            "PPO with a theory regularizer (--regularizer) placed where it is exact"),
+    "sft": (SFTConfig, train_sft, "supervised fine-tuning on the response tokens"),
+    "rm": (RMConfig, train_reward_model, "Bradley-Terry reward model (PM paper eq. 2.2) with pairwise accuracy"),
+    "ppo": (PPOConfig, train_ppo, "PPO with a theory regularizer (--regularizer) placed where it is exact"),
 }
 
 
@@ -83,21 +85,14 @@ def _overrides(args) -> dict:
 
 
 def _stage_config(stage: str, args):
-    import importlib
-
-    mod_name, cls_name, _, _ = STAGES[stage]
-    cls = getattr(importlib.import_module(mod_name), cls_name)
-    return load_config(cls, args.config, _overrides(args))
+    return load_config(STAGES[stage][0], args.config, _overrides(args))
 
 
 @_guard
 def _run_train(args) -> int:
-    import importlib
-
     stage = args.stage
     cfg = _stage_config(stage, args)
-    mod_name, _, fn_name, _ = STAGES[stage]
-    fn = getattr(importlib.import_module(mod_name), fn_name)
+    fn = STAGES[stage][1]
     kwargs = {"quiet": args.json}
     if stage == "ppo":
         kwargs["resume"] = args.resume
@@ -151,21 +146,19 @@ def _run_eval(args) -> int:
 
 def register(subparsers) -> None:
     """Add ``train``, ``model`` and ``eval`` to the top-level ``prefmatch`` parser."""
-    import importlib
-
     fmt = argparse.RawDescriptionHelpFormatter
     # --- train {sft,rm,ppo}
     train = subparsers.add_parser("train", help="train a stage: sft, rm (reward model) or ppo",
                                   description="Train one RLHF stage from a YAML config and --key value overrides.")
     stages = train.add_subparsers(dest="stage", metavar="STAGE", title="stages")
     stages.required = True
-    for stage, (mod_name, cls_name, _, helptext) in STAGES.items():
+    for stage, (cls, _, helptext) in STAGES.items():
         p = stages.add_parser(stage, help=helptext, description=helptext, formatter_class=fmt)
         p.add_argument("--config", metavar="FILE.yaml", help="YAML file of config fields")
         p.add_argument("--json", action="store_true", help="print the result as JSON; no progress bar")
         if stage == "ppo":
             p.add_argument("--resume", metavar="DIR", help="continue from a checkpoint (or a run directory)")
-        _add_config_options(p, getattr(importlib.import_module(mod_name), cls_name))
+        _add_config_options(p, cls)
         p.set_defaults(func=_run_train, stage=stage)
 
     # --- model init

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from prefmatch import __version__
 from prefmatch.llm import cli as llm_cli
 from prefmatch.llm import opinion_cli
 from prefmatch.tabular import cli as tabular_cli
@@ -33,8 +34,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="How RLHF regularizers bias an aligned model: theory checks, tabular "
         "bandit experiments and an LLM trainer built on one regularizer interface.",
     )
-    from prefmatch import __version__
-
     parser.add_argument("--version", action="version", version=f"prefmatch {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for mod in LAYER_CLIS:
