@@ -64,19 +64,7 @@ from prefmatch.llm.rewards import (
 )
 from prefmatch.llm.sft import make_optimizer, setup_trainable
 from prefmatch.llm.tokenizer import load_tokenizer, same_tokenizer
-from prefmatch.llm.training import (
-    MetricsLog,
-    Timer,
-    atomic_dir,
-    check_finite,
-    derived_seed,
-    make_accelerator,
-    mean_over_processes,
-    progress,
-    rank_slice,
-    seed_everything,
-    write_text_atomic,
-)
+from prefmatch.llm import training
 from prefmatch.theory.regularizers import describe_params, trainable_names
 
 def _regularizer_choices() -> tuple[str, ...]:
@@ -146,20 +134,19 @@ class PPOConfig(CommonConfig):
         for name in ("steps", "mini_batch_size", "ppo_epochs", "temperature", "batch_size", "max_response_len"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)!r}")
-        if self.gamma != 1:
-            raise ConfigError(f"gamma: must be 1 (the RLHF objective is undiscounted), got {self.gamma!r}")
-        if not 0 <= self.lam <= 1:
-            raise ConfigError(f"lam: must be in [0, 1], got {self.lam!r}")
-        if not has_value and self.lam != 1:
-            raise ConfigError(f"lam: must be 1 without a value model (the advantage is then the return-to-go), "
-                              f"got {self.lam!r}")
-        if self.top_k != 0:
-            raise ConfigError(f"top_k: must be 0 (PPO's ratio and ψ are those of the full policy), got {self.top_k!r}")
-        if self.top_p != 1:
-            raise ConfigError(f"top_p: must be 1 (PPO's ratio and ψ are those of the full policy), got {self.top_p!r}")
-        if self.min_new_tokens != 0:
-            raise ConfigError(f"min_new_tokens: must be 0 (suppressing EOS samples from another distribution "
-                              f"than the one in PPO's ratio and ψ), got {self.min_new_tokens!r}")
+        full_policy = "PPO's ratio and ψ are those of the full policy"
+        rules = [  # (field, holds, what it must be and why)
+            ("gamma", self.gamma == 1, "1 (the RLHF objective is undiscounted)"),
+            ("lam", 0 <= self.lam <= 1, "in [0, 1]"),
+            ("lam", has_value or self.lam == 1, "1 without a value model (the advantage is then the return-to-go)"),
+            ("top_k", self.top_k == 0, f"0 ({full_policy})"),
+            ("top_p", self.top_p == 1, f"1 ({full_policy})"),
+            ("min_new_tokens", self.min_new_tokens == 0,
+             "0 (suppressing EOS samples from another distribution than the one in PPO's ratio and ψ)"),
+        ]
+        for name, holds, must in rules:
+            if not holds:
+                raise ConfigError(f"{name}: must be {must}, got {getattr(self, name)!r}")
         try:
             reg = build_regularizer(self.regularizer, self.regularizer_params, self.beta)
             return reg, resolve_mode(reg, self.regularizer_mode)
@@ -187,8 +174,8 @@ class PPOTrainer:
         records = load_split(cfg.data, cfg.split, cfg.split_fractions, cfg.split_seed, keys=("prompt",))
         reward_fn = load_reward_fn(cfg.reward_fn) if cfg.reward_fn else None
 
-        acc = make_accelerator(cfg.mixed_precision, cfg.cpu)
-        seed_everything(cfg.seed)
+        acc = training.make_accelerator(cfg.mixed_precision, cfg.cpu)
+        training.seed_everything(cfg.seed)
         tok = load_tokenizer(cfg.policy)
         tok.padding_side = "left"
         others = ([("reward_model", cfg.reward_model)] if cfg.reward_model else []) + [("ref", r) for r in ref_dirs]
@@ -238,8 +225,8 @@ class PPOTrainer:
             raise ConfigError("prompts: a non-empty list of non-empty token-id lists")
         self = cls.__new__(cls)
         self.tok, self.rm = None, None
-        acc = make_accelerator(config.mixed_precision, config.cpu)
-        seed_everything(config.seed)
+        acc = training.make_accelerator(config.mixed_precision, config.cpu)
+        training.seed_everything(config.seed)
         model = _ActorCritic(policy, value)
         for r in refs:
             if isinstance(r, nn.Module):
@@ -260,7 +247,7 @@ class PPOTrainer:
             m.requires_grad_(False)
         optimizer = make_optimizer(model, cfg)
         self.model, self.optimizer = acc.prepare(model, optimizer)
-        self.timer = Timer(cuda=acc.device.type == "cuda")
+        self.timer = training.Timer(cuda=acc.device.type == "cuda")
         self.step_count = 0
         self.last_checkpoint: str | None = None
         self.out = Path(cfg.out)
@@ -275,11 +262,11 @@ class PPOTrainer:
         """This process's prompt token ids of iteration ``step``: drawn from a seed of (seed, step) only."""
         import numpy as np
 
-        rng = np.random.default_rng(derived_seed(self.cfg.seed, step, 0))
+        rng = np.random.default_rng(training.derived_seed(self.cfg.seed, step, 0))
         n = len(self.prompts)
         B = self.cfg.batch_size
         idx = rng.choice(n, size=B, replace=n < B).tolist()
-        return [self.prompts[i] for i in rank_slice(idx, self.acc)]
+        return [self.prompts[i] for i in training.rank_slice(idx, self.acc)]
 
     def generate(self, prompts: list[list[int]]):
         """(query_ids, query_mask, response_ids, response_mask); response_mask covers tokens up to EOS.
@@ -372,7 +359,7 @@ class PPOTrainer:
         cfg, acc, timer = self.cfg, self.acc, self.timer
         step = self.step_count + 1
         t0 = time.perf_counter()
-        torch.manual_seed(derived_seed(cfg.seed, step, acc.process_index + 1))
+        torch.manual_seed(training.derived_seed(cfg.seed, step, acc.process_index + 1))
 
         # 1. rollout
         prompts = self.sample_prompts(step)
@@ -408,7 +395,7 @@ class PPOTrainer:
         # 5. update: ppo_epochs × shuffled minibatches
         self.model.train()
         B = input_ids.shape[0]
-        rng = np.random.default_rng(derived_seed(cfg.seed, step, 10_000 + acc.process_index))
+        rng = np.random.default_rng(training.derived_seed(cfg.seed, step, 10_000 + acc.process_index))
         stats = {"policy_loss": [], "value_loss": [], "clipfrac": [], "approx_kl": []}
         for _ in range(cfg.ppo_epochs):
             perm = rng.permutation(B)
@@ -425,7 +412,7 @@ class PPOTrainer:
                     if self.placement == "loss":  # same token normalizer as the PPO loss, same σ⁻¹
                         ref_mb = ref_for_reg[:, mb] if self.reg.multi_reference else ref_for_reg[mb]
                         loss = loss + pathwise_regularizer_loss(self.reg, logp, ref_mb, rmask[mb], scale=adv_scale)
-                check_finite(acc, step, self.last_checkpoint, policy_loss=pg_loss, value_loss=vf_loss, loss=loss)
+                training.check_finite(acc, step, self.last_checkpoint, policy_loss=pg_loss, value_loss=vf_loss, loss=loss)
                 with timer.section("backward"):
                     acc.backward(loss)
                 with timer.section("optimizer"):
@@ -458,7 +445,7 @@ class PPOTrainer:
         for i in range(1, len(self.refs)):
             metrics[f"kl_ref{i}"] = float(((old_logp - ref_logp[i]) * m).sum(-1).mean())
 
-        metrics = mean_over_processes(acc, metrics)
+        metrics = training.mean_over_processes(acc, metrics)
         metrics["tokens_per_s"] = n_tokens * acc.num_processes / elapsed
         metrics["step_time_s"] = elapsed
         metrics["model_time_fraction"] = sum(times.values()) / elapsed
@@ -473,7 +460,7 @@ class PPOTrainer:
         path = self.out / "checkpoints" / f"checkpoint-{self.step_count:06d}"
         acc.wait_for_everyone()
         if acc.is_main_process:
-            with atomic_dir(path) as tmp:
+            with training.atomic_dir(path) as tmp:
                 policy = self.policy
                 policy.save_pretrained(tmp / "policy", self.tok_for_saving())
                 trainable = {k: v.detach().cpu() for k, v in policy.state_dict().items()}
@@ -483,7 +470,7 @@ class PPOTrainer:
                 torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
                 save_config(self.cfg, tmp / "config.yaml")
                 (tmp / "trainer_state.json").write_text(json.dumps({"step": self.step_count}))
-            write_text_atomic(self.out / "checkpoints" / "latest", path.name)
+            training.write_text_atomic(self.out / "checkpoints" / "latest", path.name)
             self._prune_checkpoints()
         acc.wait_for_everyone()
         self.last_checkpoint = str(path)
@@ -524,7 +511,7 @@ class PPOTrainer:
 
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
-            with atomic_dir(self.out / "model") as tmp:
+            with training.atomic_dir(self.out / "model") as tmp:
                 self.policy.save_pretrained(tmp, self.tok_for_saving())
         self.acc.wait_for_everyone()
         return str(self.out / "model")
@@ -553,9 +540,9 @@ def train_ppo(cfg: PPOConfig, quiet: bool = False, resume: str | None = None) ->
     if acc.is_main_process:
         trainer.out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, trainer.out / "config.yaml")
-    log = MetricsLog(trainer.out / "metrics.jsonl", enabled=acc.is_main_process,
+    log = training.MetricsLog(trainer.out / "metrics.jsonl", enabled=acc.is_main_process,
                      truncate_after_step=trainer.step_count if ckpt is not None else None)
-    bar = progress(cfg.steps, f"ppo[{cfg.regularizer}]", quiet, acc)
+    bar = training.progress(cfg.steps, f"ppo[{cfg.regularizer}]", quiet, acc)
     bar.update(trainer.step_count)
     last = {}
     while trainer.step_count < cfg.steps:

@@ -15,22 +15,19 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from prefmatch.llm.common import CommonConfig
 from prefmatch.llm.config import ConfigError, cfg_field
 from prefmatch.llm.data import load_split, prompt_response_batch
 from prefmatch.llm.losses import bradley_terry_loss
 from prefmatch.llm.models import REWARD_NORM_FILE, load_reward_model, reward_scores, save_model
-from prefmatch.llm.sft import run_supervised
+from prefmatch.llm.sft import SupervisedConfig, run_supervised
 from prefmatch.llm.training import atomic_dir
 
 
 @dataclass
-class RMConfig(CommonConfig):
+class RMConfig(SupervisedConfig):
     model: str = cfg_field("", help="initial model directory (usually the SFT model); a scalar head is added")
     split: str = cfg_field("rm", help="part of the SFT/RM/RL split to train on", choices=("all", "sft", "rm", "rl"))
     out: str = cfg_field("out/rm", help="output directory of the reward model")
-    epochs: int = cfg_field(1, help="passes over the data")
-    max_steps: int = cfg_field(0, help="stop after this many optimizer steps (0 = run all epochs)")
     eval_fraction: float = cfg_field(0.1, help="fraction of the pairs held out for pairwise accuracy")
     normalize: bool = cfg_field(False, help="centre rewards: subtract the mean training score (C1 = −E r)")
     normalize_std: bool = cfg_field(False, help="also divide by the std (changes BT preferences; see docs)")

@@ -29,12 +29,18 @@ from prefmatch.llm.training import (
 
 
 @dataclass
-class SFTConfig(CommonConfig):
+class SupervisedConfig(CommonConfig):
+    """Fields of the two supervised stages (SFT and the reward model)."""
+
+    epochs: int = cfg_field(1, help="passes over the data")
+    max_steps: int = cfg_field(0, help="stop after this many optimizer steps (0 = run all epochs)")
+
+
+@dataclass
+class SFTConfig(SupervisedConfig):
     model: str = cfg_field("", help="base model directory (Hugging Face format, e.g. from `prefmatch model init`)")
     split: str = cfg_field("sft", help="part of the SFT/RM/RL split to train on", choices=("all", "sft", "rm", "rl"))
     out: str = cfg_field("out/sft", help="output directory of the fine-tuned model")
-    epochs: int = cfg_field(1, help="passes over the data")
-    max_steps: int = cfg_field(0, help="stop after this many optimizer steps (0 = run all epochs)")
     response_key: str = cfg_field("chosen", help="which response field to imitate")
 
     def check(self) -> None:

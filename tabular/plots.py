@@ -48,19 +48,26 @@ def plot_bias(res, ax_fig):
     ax.legend(fontsize=7, ncol=2)
 
 
-def plot_beta_bias(res, ax_fig):
+def _preference_curves(ax_fig, res, key, label, ylabel, title):
+    """One curve per entry of ``res["series"][key]`` against p_reward, the diagonal, the labels."""
     plt, fig = ax_fig
     ax = fig.add_subplot(111)
     pr = _arr(res["series"]["p_reward"])
-    for b, ys in res["series"]["p_rlhf"].items():
-        ax.plot(pr, _arr(ys), label=f"β = {b}")
+    for k, ys in res["series"][key].items():
+        ax.plot(pr, _arr(ys), label=label.format(k))
     _diag(ax)
+    ax.set_xlabel("reward model preference on y,  p_reward(y)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_beta_bias(res, ax_fig):
+    ax = _preference_curves(ax_fig, res, "p_rlhf", "β = {}", "KL-RLHF preference on y,  p_rlhf(y)",
+                            "PM paper Fig. 9: bias from β (uniform reference)")
     ax.axvline(0.7, color="gray", ls=":", lw=1)
     ax.axhline(0.99, color="gray", ls=":", lw=1)
-    ax.set_xlabel("reward model preference on y,  p_reward(y)")
-    ax.set_ylabel("KL-RLHF preference on y,  p_rlhf(y)")
-    ax.set_title("PM paper Fig. 9: bias from β (uniform reference)")
-    ax.legend(fontsize=8)
 
 
 def plot_collapse(res, ax_fig):
@@ -83,16 +90,8 @@ def plot_collapse(res, ax_fig):
 
 
 def plot_fdiv_bias(res, ax_fig):
-    plt, fig = ax_fig
-    ax = fig.add_subplot(111)
-    pr = _arr(res["series"]["p_reward"])
-    for f, ys in res["series"]["p_f"].items():
-        ax.plot(pr, _arr(ys), label=f"f = {f}")
-    _diag(ax)
-    ax.set_xlabel("reward model preference on y,  p_reward(y)")
-    ax.set_ylabel("f-RLHF preference on y,  p_f(y)")
-    ax.set_title("PM paper eq. (5.3): f-divergence RLHF bias (β = 1, uniform reference)")
-    ax.legend(fontsize=8)
+    _preference_curves(ax_fig, res, "p_f", "f = {}", "f-RLHF preference on y,  p_f(y)",
+                       "PM paper eq. (5.3): f-divergence RLHF bias (β = 1, uniform reference)")
 
 
 def plot_conditional_pm(res, ax_fig):

@@ -214,16 +214,20 @@ EXTREME = [
 ]
 
 
+
+def _extreme_batch(rng, k, n, scale, p_zero):
+    """A batch of 4 prompts: K references (entries after the first zeroed with probability
+    ``p_zero``, renormalized), weights on the simplex, rewards uniform in ±scale."""
+    refs = np.moveaxis(rng.dirichlet(np.ones(n) * 0.5, size=(4, k)), -2, 0)
+    if p_zero:
+        refs[..., 1:][rng.random(refs[..., 1:].shape) < p_zero] = 0.0
+        refs /= refs.sum(-1, keepdims=True)
+    return refs, rng.dirichlet(np.ones(k)), rng.uniform(-scale, scale, (4, n))
+
 @pytest.mark.parametrize("k,n,beta,scale,zeros", EXTREME)
 def test_fkl_lambda_matches_mpmath_on_extreme_batches(k, n, beta, scale, zeros):
     mp = pytest.importorskip("mpmath")
-    rng = np.random.default_rng(k * 1000 + n)
-    refs = np.moveaxis(rng.dirichlet(np.ones(n) * 0.5, size=(4, k)), -2, 0)
-    if zeros:
-        refs[..., 1:][rng.random(refs[..., 1:].shape) < 0.3] = 0.0
-        refs /= refs.sum(-1, keepdims=True)
-    w = rng.dirichlet(np.ones(k))
-    r = rng.uniform(-scale, scale, (4, n))
+    refs, w, r = _extreme_batch(np.random.default_rng(k * 1000 + n), k, n, scale, 0.3 if zeros else 0.0)
     reg = R.multi_fkl(weights=tuple(w), beta=beta)
     L = _log(refs)
     lam = reg.lagrange_multiplier(r, L)[..., 0]
@@ -255,13 +259,7 @@ def test_fkl_lambda_matches_mpmath_on_extreme_batches(k, n, beta, scale, zeros):
 
 @pytest.mark.parametrize("k,n,beta,scale,zeros", EXTREME)
 def test_rkl_extreme_inputs_finite_and_exact(k, n, beta, scale, zeros):
-    rng = np.random.default_rng(7 + k + n)
-    refs = np.moveaxis(rng.dirichlet(np.ones(n) * 0.5, size=(4, k)), -2, 0)
-    if zeros:
-        refs[..., 1:][rng.random(refs[..., 1:].shape) < 0.2] = 0.0
-        refs /= refs.sum(-1, keepdims=True)
-    w = rng.dirichlet(np.ones(k))
-    r = rng.uniform(-scale, scale, (4, n))
+    refs, w, r = _extreme_batch(np.random.default_rng(7 + k + n), k, n, scale, 0.2 if zeros else 0.0)
     L = _log(refs)
     reg = R.multi_rkl(weights=tuple(w), beta=beta)
     lp = reg.optimal_logp(r, L)
