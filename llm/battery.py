@@ -3,8 +3,8 @@ r"""The PPO trainer's convergence battery: the real :meth:`PPOTrainer.step` on t
 The regularizer battery (tests/theory) checks each closed-form optimum against cvxpy; this one
 checks that the *trainer* reaches it.  A case is a trainer configuration (regularizer,
 parameters, placement, estimator, whitening, response length): a tabular autoregressive policy
-over a vocabulary of ``V`` tokens and responses of exactly ``T`` tokens (every one of the V^T
-responses enumerable), started at the reference, is trained by
+over a vocabulary of ``V`` tokens (one logit row per response prefix) and responses of exactly
+``T`` tokens (every one of the V^T responses enumerable), started at the reference, is trained by
 :meth:`PPOTrainer.from_modules` against a known reward per response; its Polyak average (the
 parameters averaged over the second half of the run) is compared with the theory's optimum over
 whole responses, ``reg.sequence_optimal_logp`` (for token-level cPM its own token-level
@@ -54,6 +54,11 @@ class Case:
 
 
 # --------------------------------------------------------------------------- tabular modules
+def n_prefixes(vocab: int, length: int) -> int:
+    """Number of response prefixes of 0..length tokens: Σ_m vocab^m (one table row each)."""
+    return sum(vocab ** m for m in range(length + 1))
+
+
 def tabular_modules():
     """(TabularPolicy, TabularValue) classes (built lazily: this module imports without torch)."""
     import torch
@@ -63,33 +68,47 @@ def tabular_modules():
         def __init__(self, logits):
             self.logits = logits
 
+    def prefix_rows(input_ids, prompt_len: int, vocab: int, length: int):
+        """[B, L]: the table row of the response prefix read at each position (the prompt is
+        fixed; at position i the prefix is the response tokens up to i, m of them)."""
+        B, L = input_ids.shape
+        resp = input_ids[:, prompt_len:]
+        offsets = [sum(vocab ** j for j in range(m)) for m in range(length + 1)]
+        code = torch.zeros(B, dtype=torch.long, device=input_ids.device)
+        codes = [code]
+        for m in range(1, min(length, resp.shape[1]) + 1):
+            code = code * vocab + resp[:, m - 1]
+            codes.append(code)
+        cols = []
+        for i in range(L):
+            m = min(max(i - prompt_len + 1, 0), len(codes) - 1)
+            cols.append(offsets[m] + codes[m])
+        return torch.stack(cols, 1)
+
     class TabularPolicy(nn.Module):
-        """π(y_t | y_{t-1}, t) = softmax(W[t, y_{t-1}]) for a prompt of ``prompt_len`` tokens: the
-        most general autoregressive policy on responses of up to ``length`` tokens whose first
-        token follows the prompt's last one.  Called like an HF causal LM."""
+        """π(y_t | y_<t) = softmax(W[prefix]) with one row per response prefix: every
+        distribution over responses of up to ``length`` tokens is representable (a table indexed
+        by the previous token only would not be, from three tokens on).  Called like an HF causal LM."""
+
         def __init__(self, vocab: int, length: int, prompt_len: int = 1, init=None):
             super().__init__()
-            self.prompt_len = prompt_len
-            w = torch.zeros(length, vocab, vocab, dtype=torch.float64) if init is None else init.clone()
+            self.vocab, self.length, self.prompt_len = vocab, length, prompt_len
+            w = torch.zeros(n_prefixes(vocab, length), vocab, dtype=torch.float64) if init is None else init.clone()
             self.W = nn.Parameter(w)
 
         def forward(self, input_ids, attention_mask=None):
-            L = input_ids.shape[1]
-            k = (torch.arange(L, device=input_ids.device) - (self.prompt_len - 1)).clamp(0, self.W.shape[0] - 1)
-            logits = self.W[k[None, :].expand_as(input_ids), input_ids]  # [B, L, V]
-            return _Out(logits)
+            return _Out(self.W[prefix_rows(input_ids, self.prompt_len, self.vocab, self.length)])  # [B, L, V]
 
     class TabularValue(nn.Module):
-        """V(y_{t-1}, t): one value per (position, previous token), shape [B, L]."""
+        """V(y_≤t): one value per response prefix, shape [B, L]."""
+
         def __init__(self, vocab: int, length: int, prompt_len: int = 1):
             super().__init__()
-            self.prompt_len = prompt_len
-            self.V = nn.Parameter(torch.zeros(length + 1, vocab, dtype=torch.float64))
+            self.vocab, self.length, self.prompt_len = vocab, length, prompt_len
+            self.V = nn.Parameter(torch.zeros(n_prefixes(vocab, length), dtype=torch.float64))
 
         def forward(self, input_ids, attention_mask=None):
-            L = input_ids.shape[1]
-            k = (torch.arange(L, device=input_ids.device) - (self.prompt_len - 1)).clamp(0, self.V.shape[0] - 1)
-            return self.V[k[None, :].expand_as(input_ids), input_ids].float()
+            return self.V[prefix_rows(input_ids, self.prompt_len, self.vocab, self.length)].float()
 
     return TabularPolicy, TabularValue
 
@@ -100,7 +119,7 @@ class Problem:
     """A random tabular instance: references' weights, reward per response, all responses."""
     vocab: int
     length: int
-    ref_weights: list  # one [T, V, V] tensor per reference
+    ref_weights: list  # one [n_prefixes, V] logit table per reference
     reward: np.ndarray  # [V^T]
     responses: np.ndarray  # [V^T, T] token ids
 
@@ -109,7 +128,7 @@ class Problem:
         import torch
 
         rng = np.random.default_rng(seed)
-        refs = [torch.tensor(rng.normal(scale=1.0, size=(length, vocab, vocab))) for _ in range(n_refs)]
+        refs = [torch.tensor(rng.normal(scale=1.0, size=(n_prefixes(vocab, length), vocab))) for _ in range(n_refs)]
         responses = np.array(list(itertools.product(range(vocab), repeat=length)), dtype=np.int64)
         reward = reward_scale * rng.normal(size=len(responses))
         return cls(vocab, length, refs, reward, responses)
@@ -139,9 +158,9 @@ class Problem:
 
 def budget(case: Case) -> tuple[int, float]:
     """(steps, lr) of a case: without a baseline (no whitening, no value model) the advantage is the
-    raw return, whose variance slows Adam down (twice the steps); several updates per rollout take
-    a proportionally smaller step."""
-    steps = 300 if (case.whiten or case.value) else 600
+    raw return, whose variance makes the Polyak average converge slowly (1000 steps instead of 300);
+    several updates per rollout take a proportionally smaller step."""
+    steps = 300 if (case.whiten or case.value) else 1000
     return steps, 0.05 / (case.ppo_epochs * case.mini_batches) ** 0.5
 
 
@@ -194,11 +213,13 @@ def regularizer_cases() -> list[tuple[str, dict]]:
 
 
 def all_cases(lengths=(1, 2)) -> list[Case]:
-    """regularizer × mode (reward, loss) × whitening × length, plus the value-model/GAE and
-    multi-epoch variants on two-token responses."""
+    """regularizer × mode (reward, loss) × whitening × length 1 and 2, length 3 with whitening,
+    plus the value-model/GAE and multi-epoch variants on two-token responses."""
     cases = [Case(name, params, mode, whiten, T)
              for name, params in regularizer_cases() for mode in ("reward", "loss")
              for whiten in (True, False) for T in lengths]
+    # three-token responses (27 of them) where cheap: with whitening, every regularizer and placement
+    cases += [Case(name, params, mode, True, 3) for name, params in regularizer_cases() for mode in ("reward", "loss")]
     for name, params in [("kl", {"estimator": "k1"}), ("cpm", {"alpha": 0.3, "level": "sequence"}),
                          ("fdiv", {"f": "chi2"})]:
         cases.append(Case(name, params, "auto", True, 2, value=True))
