@@ -44,12 +44,16 @@ class Case:
     value: bool = False  # a tabular value model (GAE with lam = 0.95) instead of none (lam = 1)
     ppo_epochs: int = 1
     mini_batches: int = 1
+    max_grad_norm: float = 0.0  # the trainer's default clips at 1.0
+    temperature: float = 1.0
 
     @property
     def id(self) -> str:
         p = ",".join(f"{k}={v}" for k, v in sorted(self.params.items()) if k != "weights")
         extra = (" value+gae0.95" if self.value else "") + (
-            f" epochs={self.ppo_epochs}x{self.mini_batches}mb" if self.ppo_epochs > 1 or self.mini_batches > 1 else "")
+            f" epochs={self.ppo_epochs}x{self.mini_batches}mb" if self.ppo_epochs > 1 or self.mini_batches > 1 else "") + (
+            f" clip-grad={self.max_grad_norm:g}" if self.max_grad_norm else "") + (
+            f" temperature={self.temperature:g}" if self.temperature != 1 else "")
         return f"{self.regularizer}[{p}] {self.mode} whiten={'on' if self.whiten else 'off'} T={self.length}{extra}"
 
 
@@ -181,7 +185,7 @@ def run_case(case: Case, *, steps: int | None = None, batch_size: int = 256, lr:
         beta=case.params.get("beta", 0.7), whiten_advantages=case.whiten, steps=steps, batch_size=batch_size,
         mini_batch_size=batch_size // case.mini_batches, ppo_epochs=case.ppo_epochs, lr=lr,
         max_response_len=case.length, lam=0.95 if case.value else 1.0, vf_coef=0.5, cpu=True, seed=seed,
-        max_grad_norm=0.0)
+        max_grad_norm=case.max_grad_norm, temperature=case.temperature)
     cfg.regularizer_params.pop("beta", None)
     try:
         trainer = PPOTrainer.from_modules(cfg, policy=policy, reference=refs if n_refs > 1 else refs[0],
@@ -195,7 +199,7 @@ def run_case(case: Case, *, steps: int | None = None, batch_size: int = 256, lr:
             w = trainer.policy.lm.W.detach().clone()
             avg = w if avg is None else avg + w
             n_avg += 1
-    averaged = TabularPolicy(vocab, case.length, init=avg / n_avg)
+    averaged = TabularPolicy(vocab, case.length, init=avg / (n_avg * case.temperature))  # the trained policy
     logp = prob.token_logp(averaged).sum(-1)
     ref_t = np.stack([prob.token_logp(r) for r in refs]) if n_refs > 1 else prob.token_logp(refs[0])
     target = trainer.reg.sequence_optimal_logp(prob.reward, ref_t, np.ones(ref_t.shape[-2:]))
@@ -214,7 +218,8 @@ def regularizer_cases() -> list[tuple[str, dict]]:
 
 def all_cases(lengths=(1, 2)) -> list[Case]:
     """regularizer × mode (reward, loss) × whitening × length 1 and 2, length 3 with whitening,
-    plus the value-model/GAE and multi-epoch variants on two-token responses."""
+    plus value-model/GAE, multi-epoch, gradient-clipping and temperature variants on two-token
+    responses."""
     cases = [Case(name, params, mode, whiten, T)
              for name, params in regularizer_cases() for mode in ("reward", "loss")
              for whiten in (True, False) for T in lengths]
@@ -224,6 +229,8 @@ def all_cases(lengths=(1, 2)) -> list[Case]:
                          ("fdiv", {"f": "chi2"})]:
         cases.append(Case(name, params, "auto", True, 2, value=True))
         cases.append(Case(name, params, "auto", True, 2, ppo_epochs=2, mini_batches=4))
+        cases.append(Case(name, params, "auto", True, 2, max_grad_norm=1.0))  # the trainer's default clipping
+        cases.append(Case(name, params, "auto", True, 2, temperature=0.7))
     return cases
 
 

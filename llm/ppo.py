@@ -112,7 +112,8 @@ class PPOConfig(CommonConfig):
     vf_coef: float = cfg_field(0.1, help="weight of the value loss")
     whiten_advantages: bool = cfg_field(True, help="normalise advantages to mean 0, std 1 per batch (the "
                                         "pathwise regularizer term is divided by the same std)")
-    temperature: float = cfg_field(1.0, help="sampling temperature (the trained policy is softmax(logits/T))")
+    temperature: float = cfg_field(1.0, help="sampling temperature: the trained policy is softmax(logits/T); the "
+                                   "references are used at temperature 1")
     top_k: int = cfg_field(0, help="top-k sampling; must be 0 (PPO's ratio and ψ need samples from the policy)")
     top_p: float = cfg_field(1.0, help="nucleus sampling; must be 1 (PPO's ratio and ψ need samples from the policy)")
     min_new_tokens: int = cfg_field(0, help="minimum generated tokens; must be 0 (suppressing EOS samples from "
@@ -318,7 +319,13 @@ class PPOTrainer:
         return torch.cat(out, 1)
 
     def response_logprobs(self, model, input_ids, attn, P: int, with_values: bool = False):
-        """log π(y_t|·) over the response positions (and the values before each token)."""
+        """log π(y_t|·) over the response positions (and the values before each token).
+
+        ``with_values`` marks the policy (actor-critic): its logits are divided by the sampling
+        temperature, since the trained policy is the one sampled from, softmax(logits/T).  A
+        reference model is used as it is (temperature 1): π_ref is the reference model's own
+        distribution, whatever temperature the policy samples at.
+        """
         if with_values:
             logits, values = model(input_ids, attn)
         else:
@@ -327,7 +334,7 @@ class PPOTrainer:
                 kw["use_cache"] = False
             logits = model(**kw).logits
         logits = logits[:, P - 1:-1]
-        if self.cfg.temperature != 1.0:
+        if with_values and self.cfg.temperature != 1.0:
             logits = logits / self.cfg.temperature
         logp = logprobs_from_logits(logits, input_ids[:, P:])
         if with_values:
