@@ -75,8 +75,8 @@ def _regularizer_choices() -> tuple[str, ...]:
 def _regularizer_params_help() -> str:
 
     return ("parameters of the regularizer besides beta, as a mapping, e.g. {alpha: 0.3}; per regularizer: "
-            + " | ".join(describe_params(n).replace("beta: > 0 (default 1.0); ", "").replace("; beta: > 0 (default 1.0)", "")
-                         for n in _regularizer_choices()) + " (the trainer's cpm defaults to level: token)")
+            + " | ".join(describe_params(n, exclude=("beta",)) for n in _regularizer_choices())
+            + " (the trainer's cpm defaults to level: token)")
 
 
 @dataclass

@@ -1207,11 +1207,12 @@ def trainable_names() -> tuple[str, ...]:
     return tuple(n for n, c in REGISTRY.items() if c.trainable)
 
 
-def describe_params(name: str) -> str:
-    """``name``'s parameters in one line (for help texts)."""
+def describe_params(name: str, exclude: tuple[str, ...] = ()) -> str:
+    """``name``'s parameters (but ``exclude``) in one line, for help texts."""
     cls = REGISTRY[name]
     ref = {"none": "", "one": "; one reference", "K": "; K references"}[cls.refs]
-    return f"{name}: " + "; ".join(p.describe() for p in cls.params) + ref
+    params = [p.describe() for p in cls.params if p.name not in exclude]
+    return f"{name}: " + ("; ".join(params) or "no parameters") + ref
 
 
 class _Examples(Mapping):
