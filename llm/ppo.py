@@ -228,7 +228,7 @@ class PPOTrainer:
         self.tok, self.rm = None, None
         acc = training.make_accelerator(config.mixed_precision, config.cpu)
         training.seed_everything(config.seed)
-        model = _ActorCritic(policy, value)
+        model = _actor_critic(policy, value)
         for r in refs:
             if isinstance(r, nn.Module):
                 r.requires_grad_(False)
@@ -587,7 +587,7 @@ class _LazyActorCritic:
     cls = None
 
 
-def _ActorCritic(policy, value):
+def _actor_critic(policy, value):
     """Actor-critic from user modules: ``forward(ids, mask) -> (logits, values)`` (values 0 without one)."""
     import torch
     from torch import nn
