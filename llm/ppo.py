@@ -95,7 +95,8 @@ class PPOConfig(CommonConfig):
                                  choices=_regularizer_choices)
     regularizer_params: dict = cfg_field({}, help=_regularizer_params_help)
     regularizer_mode: str = cfg_field("auto", help="where ψ goes: reward (score-function part only; exact for ψ "
-                                      "affine in log π), loss (also its pathwise gradient; needed otherwise), "
+                                      "affine in log π), loss (also its pathwise gradient, where it is not zero in expectation; "
+                                      "needed otherwise), "
                                       "auto (reward where exact, else loss)", choices=REGULARIZER_MODES)
     beta: float = cfg_field(0.1, help="β, the divergence's coefficient in E[r] − β·D for every regularizer "
                             "(PM: ψ = β(−log π + C1 + C2/π), optimum softmax(r/β))")

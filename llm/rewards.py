@@ -18,7 +18,8 @@ Where ψ goes (the ``grad.*`` checks of :mod:`prefmatch.theory.checks_grad` prov
   C2 — its C2/π term is a constant of J and is not paid —, cPM, max-ent, multi-reference
   reverse KL, f = kl).
 * ``regularizer_mode: loss`` adds the pathwise part: the same ψ_t evaluated on the current
-  policy, differentiated through log π (:func:`pathwise_regularizer_loss`).  Reward + pathwise
+  policy, differentiated through log π (:func:`pathwise_regularizer_loss`) — where it is not zero
+  in expectation: for ψ affine in log π it is −a·E_π[∇log π] = 0, and ``loss`` is ``reward``.  Reward + pathwise
   is the exact gradient of E_π[Σ_t ψ_t]; exact for the objective when E_π[Σ_t ψ_t] = E_π[ψ]
   (``reg.loss_gradient_exact``: everything but KL's k2).  The pathwise term is put on the PPO
   loss's scale: divided by the same token count (the loss is a token mean) and by the same
@@ -81,13 +82,15 @@ def resolve_mode(reg, mode: str) -> str:
         raise RegularizerConfigError(
             f"regularizer_params.estimator: {what} reaches the wrong optimum in every placement "
             "(E_π[k2] is not the KL); use estimator k1 (reward or loss) or k3 (loss)")
-    if mode == "auto":
-        return "reward" if reg.reward_gradient_exact else "loss"
-    if mode == "reward" and not reg.reward_gradient_exact:
+    if reg.reward_gradient_exact:
+        # the pathwise part of ψ affine in log π is −a·E_π[∇log π] = 0: computing it (``loss``) would
+        # add only noise, and a bias O(1/B) through the batch's whitening scale (seen in the battery)
+        return "reward"
+    if mode == "reward":
         raise RegularizerConfigError(
             f"regularizer_mode: {what} as a reward only gives a biased policy gradient; "
             "use regularizer_mode: loss (or auto), which adds its pathwise gradient term")
-    return mode
+    return "loss"
 
 
 def _describe(reg) -> str:

@@ -107,6 +107,9 @@ def test_placement_is_refused_where_it_is_not_exact():
     # PM with C2 != 0 is exact as a reward now: the constant C2 term is not paid
     assert resolve_mode(build_regularizer("pm", {"c2": 0.5}, beta=1.0), "reward") == "reward"
     assert resolve_mode(R.kl(beta=1.0), "auto") == "reward"
+    # affine ψ: the pathwise part is zero in expectation, so loss is the reward placement
+    for reg in (R.kl(beta=1.0), R.pm(c2=0.3), R.cpm(), R.maxent(), R.multi_rkl()):
+        assert resolve_mode(reg, "loss") == "reward"
     k3 = R.kl(beta=1.0, estimator="k3")
     with pytest.raises(RegularizerConfigError, match="k3 as a reward only"):
         resolve_mode(k3, "reward")
