@@ -27,7 +27,7 @@ test: install
 test-slow: install
 	$(VENV)/bin/pytest -q -m "slow"
 
-# the PPO trainer's full convergence battery (every accepted configuration; about 10 minutes)
+# the PPO trainer's full convergence battery (every accepted configuration; about 15 minutes)
 test-battery: install
 	$(VENV)/bin/pytest -q -m "slow" tests/llm/test_convergence.py
 
