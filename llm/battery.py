@@ -128,13 +128,13 @@ class Problem:
     responses: np.ndarray  # [V^T, T] token ids
 
     @classmethod
-    def make(cls, vocab: int = 3, length: int = 1, n_refs: int = 1, seed: int = 0, reward_scale: float = 1.0):
+    def make(cls, vocab: int = 3, length: int = 1, n_refs: int = 1, seed: int = 0):
         import torch
 
         rng = np.random.default_rng(seed)
         refs = [torch.tensor(rng.normal(scale=1.0, size=(n_prefixes(vocab, length), vocab))) for _ in range(n_refs)]
         responses = np.array(list(itertools.product(range(vocab), repeat=length)), dtype=np.int64)
-        reward = reward_scale * rng.normal(size=len(responses))
+        reward = rng.normal(size=len(responses))
         return cls(vocab, length, refs, reward, responses)
 
     def token_logp(self, module) -> np.ndarray:

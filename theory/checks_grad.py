@@ -80,12 +80,11 @@ class _Problem:
         lp = self.token_logp(theta)
         pi = lp.sum(-1).exp().detach()
         psi_old = reg.token_reward(lp.detach(), self.ref_t, self.mask)
-        S = torch.zeros((), dtype=torch.float64)
         rewards = psi_old.clone() if "reward" in placement else torch.zeros_like(psi_old)
         if with_task:
             rewards[:, -1] = rewards[:, -1] + self.r
         G = rewards.flip(-1).cumsum(-1).flip(-1)  # return-to-go
-        S = S + (pi[:, None] * lp * G).sum()
+        S = (pi[:, None] * lp * G).sum()
         if placement in ("loss", "reward+loss"):
             S = S + (pi[:, None] * reg.token_reward(lp, self.ref_t, self.mask)).sum()
         if placement == "ratio-loss":  # ρ·ψ_t(θ) as a loss, ρ = π_θ/π_old (= 1 in value, not in gradient)
@@ -124,7 +123,7 @@ class _Problem:
     def tv_to(self, logp, target_logp) -> float:
         return 0.5 * float(np.abs(np.exp(logp) - np.exp(target_logp)).sum())
 
-    def optimum(self, reg, token_level: bool = False):
+    def optimum(self, reg):
         ref = self.ref_t.numpy()
         return reg.sequence_optimal_logp(self.r.numpy(), ref, np.ones(ref.shape[-2:]))
 
