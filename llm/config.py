@@ -232,7 +232,9 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"--config: file not found: {p} (packaged configs: {', '.join(packaged_configs())})")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"--config: {p} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"--config: {p} is not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):

@@ -559,6 +559,14 @@ def train_ppo(cfg: PPOConfig, quiet: bool = False, resume: str | None = None) ->
     if ckpt is not None:
         trainer.load_checkpoint(ckpt)
     acc = trainer.acc
+    if acc.is_main_process and ckpt is not None:
+        # resuming an older checkpoint rewinds the run: its later checkpoints (like its later
+        # metrics lines) belong to the abandoned future and would sort after the new ones
+        import shutil
+
+        for later in (trainer.out / "checkpoints").glob("checkpoint-*"):
+            if later.name > f"checkpoint-{trainer.step_count:06d}" and later.resolve() != ckpt.resolve():
+                shutil.rmtree(later, ignore_errors=True)
     if acc.is_main_process:
         trainer.out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, trainer.out / "config.yaml")

@@ -64,9 +64,13 @@ def setup_trainable(model, cfg, task_type: str):
         if cfg.lora:
             model.enable_input_require_grads()
     if cfg.lora:
-
-        model = lora_wrap(model, task_type, r=cfg.lora_r, alpha=cfg.lora_alpha,
-                          target_modules=cfg.lora_target_modules or None)
+        try:
+            model = lora_wrap(model, task_type, r=cfg.lora_r, alpha=cfg.lora_alpha,
+                              target_modules=cfg.lora_target_modules or None)
+        except ValueError as e:  # peft: target modules not found in the model, ...
+            names = sorted({n.rsplit(".", 1)[-1] for n, _ in model.named_modules() if n})
+            raise ConfigError(f"lora_target_modules: {cfg.lora_target_modules} cannot be wrapped "
+                              f"({str(e).splitlines()[0][:160]}); module names in this model: {', '.join(names[:20])}") from None
     return model
 
 

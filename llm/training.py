@@ -303,9 +303,9 @@ def claim_run_dir(out: str | os.PathLike, *, resume: bool = False, overwrite: bo
         if not overwrite:
             raise TrainingError(f"out: {p} already holds a run ({', '.join(held)}); pass --resume {p} to continue "
                                 "it, --overwrite to replace it, or choose another --out")
-        for m in held:
+        for m in held:  # every process of a launch may get here: tolerate the others' deletions
             target = p / m
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
+            shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
     remove_stale_temporaries(p)
     return p
 

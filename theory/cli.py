@@ -251,6 +251,8 @@ def cmd_solve(args) -> int:
                 text = fh.read()
         except OSError as e:
             raise _err(f"--input: cannot read {args.input!r} ({e.strerror})") from None
+        except UnicodeDecodeError as e:
+            raise _err(f"--input: {args.input} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})") from None
     else:
         text = sys.stdin.read()
     out = solve_problem(text)

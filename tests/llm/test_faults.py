@@ -230,6 +230,8 @@ def test_non_utf8_data_names_file_and_line(tmp_path, tiny, capsys):
     argv[argv.index("--data") + 1] = str(bad)
     msg = one_line(capsys, argv)
     assert f"{bad} line 2: not UTF-8" in msg
+    assert "is not UTF-8 text" in one_line(capsys, ["solve", "--input", str(bad)])
+    assert "is not UTF-8 text" in one_line(capsys, ["train", "sft", "--config", str(bad)])
 
 
 def test_eval_reward_without_head(tiny, capsys):
@@ -336,3 +338,22 @@ def test_kl_metric_is_never_negative(tmp_path, tiny, capsys):
     assert main(["eval", "--json", "--policy", str(tmp_path / "run" / "model"), "--reward", tiny["rm"],
                  "--ref", tiny["sft"], "--data", tiny["data"], "--n-prompts", "4", "--max-new-tokens", "4"]) == 0
     assert json.loads(capsys.readouterr().out)["kl"] >= 0
+
+
+def test_lora_settings_that_cannot_apply(tmp_path, tiny, capsys):
+    msg = one_line(capsys, sft_argv(tiny, tmp_path / "run", "--lora", "--lora-target-modules", "[nonexistent]"))
+    assert msg.startswith("prefmatch: error: lora_target_modules:") and "c_attn" in msg
+    assert "lora_r must be an integer in [1, inf)" in one_line(capsys, sft_argv(tiny, tmp_path / "r", "--lora", "--lora-r", "0"))
+
+
+def test_resume_of_an_older_checkpoint_rewinds_the_run(tmp_path, tiny, capsys):
+    """Resuming checkpoint 1 of a run that reached 2: the later checkpoint and metrics go, the new
+    ones are kept (not pruned by name order), and `latest` names a checkpoint that exists."""
+    run = _cpm_run(tiny, tmp_path, capsys)
+    ckpts = run / "checkpoints"
+    assert sorted(p.name for p in ckpts.glob("checkpoint-*")) == ["checkpoint-000001", "checkpoint-000002"]
+    assert main(["train", "ppo", "--json", "--resume", str(ckpts / "checkpoint-000001"), "--steps", "3"]) == 0
+    capsys.readouterr()
+    assert sorted(p.name for p in ckpts.glob("checkpoint-*")) == ["checkpoint-000002", "checkpoint-000003"]
+    assert (ckpts / (ckpts / "latest").read_text().strip()).is_dir()
+    assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [1, 2, 3]

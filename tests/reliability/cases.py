@@ -302,6 +302,7 @@ FAULT_CASES = [
     ("silent-data-loss", "test_resume_refuses_a_conflicting_option"),
     ("silent-data-loss", "test_kill_during_checkpoint_write_then_resume"),
     ("silent-data-loss", "test_model_init_refuses_an_existing_model"),
+    ("silent-data-loss", "test_resume_of_an_older_checkpoint_rewinds_the_run"),
     ("output-paths", "test_out_is_a_file"),
     ("output-paths", "test_read_only_output"),
     ("output-paths", "test_disk_full_keeps_the_last_checkpoint"),
@@ -313,6 +314,7 @@ FAULT_CASES = [
     ("nan", "test_eval_nan_reference"),
     ("nan", "test_eval_nan_policy"),
     ("nan", "test_kl_metric_is_never_negative"),
+    ("config-ranges", "test_lora_settings_that_cannot_apply"),
 ]
 
 
