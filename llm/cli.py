@@ -1,4 +1,4 @@
-"""``prefmatch train {sft,rm,ppo}``, ``prefmatch model init``, ``prefmatch eval``.
+"""``prefmatch train {sft,rm,ppo,dpo}``, ``prefmatch model init``, ``prefmatch eval``.
 
 Options of the ``train`` commands are generated from the config dataclasses (every field is a
 ``--field`` option with its help string); ``--config FILE.yaml`` gives the base values and
@@ -14,6 +14,7 @@ import json
 
 from prefmatch.llm.config import ConfigError, field_choices, field_help, load_config
 from prefmatch.llm.data import DataError, load_records
+from prefmatch.llm.dpo import DPOConfig, train_dpo
 from prefmatch.llm.metrics import METRIC_NAMES, evaluate
 from prefmatch.llm.models import ARCHS, ModelLoadError, SIZES, count_parameters, init_model, load_causal_lm
 from prefmatch.llm.ppo import PPOConfig, train_ppo
@@ -21,6 +22,7 @@ from prefmatch.llm.reward_model import RMConfig, train_reward_model
 from prefmatch.llm.sft import SFTConfig, train_sft
 from prefmatch.llm.rewards import RegularizerConfigError
 from prefmatch.llm.training import TrainingError
+from prefmatch.theory.dpo import dpo_regularizers
 from prefmatch.theory.errors import UsageError as CLIError
 
 #: stage → (config class, training function, help)
@@ -28,7 +30,12 @@ STAGES = {
     "sft": (SFTConfig, train_sft, "supervised fine-tuning on the response tokens"),
     "rm": (RMConfig, train_reward_model, "Bradley-Terry reward model (PM paper eq. 2.2) with pairwise accuracy"),
     "ppo": (PPOConfig, train_ppo, "PPO with a theory regularizer (--regularizer) placed where it is exact"),
+    "dpo": (DPOConfig, train_dpo, "DPO: the Bradley-Terry loss of a regularizer's implicit reward beta*(log pi - b) "
+            f"(--regularizer {', '.join(dpo_regularizers())})"),
 }
+
+#: stages that can continue from a checkpoint (``--resume``)
+RESUMABLE = ("ppo", "dpo")
 
 
 def user_errors():
@@ -94,7 +101,7 @@ def _run_train(args) -> int:
     cfg = _stage_config(stage, args)
     fn = STAGES[stage][1]
     kwargs = {"quiet": args.json}
-    if stage == "ppo":
+    if stage in RESUMABLE:
         kwargs["resume"] = args.resume
     result = fn(cfg, **kwargs)
     _emit(args, result, f"prefmatch train {stage}: done")
@@ -148,7 +155,7 @@ def register(subparsers) -> None:
     """Add ``train``, ``model`` and ``eval`` to the top-level ``prefmatch`` parser."""
     fmt = argparse.RawDescriptionHelpFormatter
     # --- train {sft,rm,ppo}
-    train = subparsers.add_parser("train", help="train a stage: sft, rm (reward model) or ppo",
+    train = subparsers.add_parser("train", help="train a stage: sft, rm (reward model), ppo or dpo",
                                   description="Train one RLHF stage from a YAML config and --key value overrides.")
     stages = train.add_subparsers(dest="stage", metavar="STAGE", title="stages")
     stages.required = True
@@ -156,7 +163,7 @@ def register(subparsers) -> None:
         p = stages.add_parser(stage, help=helptext, description=helptext, formatter_class=fmt)
         p.add_argument("--config", metavar="FILE.yaml", help="YAML file of config fields")
         p.add_argument("--json", action="store_true", help="print the result as JSON; no progress bar")
-        if stage == "ppo":
+        if stage in RESUMABLE:
             p.add_argument("--resume", metavar="DIR", help="continue from a checkpoint (or a run directory)")
         _add_config_options(p, cls)
         p.set_defaults(func=_run_train, stage=stage)
