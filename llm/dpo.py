@@ -36,7 +36,7 @@ from pathlib import Path
 from prefmatch.llm import training
 from prefmatch.llm.common import CommonConfig
 from prefmatch.llm.config import ConfigError, cfg_field, save_config
-from prefmatch.llm.data import encode_prompt, encode_response, load_split, pad_batch
+from prefmatch.llm.data import encode_prompt, encode_response, load_split
 from prefmatch.llm.losses import logprobs_from_logits
 from prefmatch.llm.models import disable_dropout, load_causal_lm, model_inputs, save_model
 from prefmatch.llm.rewards import RegularizerConfigError, build_regularizer
@@ -104,11 +104,20 @@ class DPOConfig(CommonConfig):
 def pair_tensors(pairs, pad_token_id: int):
     """Chosen rows then rejected rows, right-padded: ``(input_ids, attention_mask, response_mask)``
     [2B, L] from ``pairs`` of token-id lists ``(prompt, chosen, rejected)``."""
-    seqs = [p + c for p, c, _ in pairs] + [p + r for p, _, r in pairs]
-    masks = [[0] * len(p) + [1] * len(c) for p, c, _ in pairs] + [[0] * len(p) + [1] * len(r) for p, _, r in pairs]
-    ids, attn = pad_batch(seqs, pad_token_id)
-    rmask, _ = pad_batch(masks, 0)
-    return ids, attn, rmask
+    import numpy as np
+    import torch
+
+    rows = [(p, c) for p, c, _ in pairs] + [(p, r) for p, _, r in pairs]
+    L = max(len(p) + len(y) for p, y in rows)
+    ids = np.full((len(rows), L), pad_token_id, dtype=np.int64)
+    attn = np.zeros((len(rows), L), dtype=np.int64)
+    rmask = np.zeros((len(rows), L), dtype=np.int64)
+    for i, (p, y) in enumerate(rows):
+        n = len(p) + len(y)
+        ids[i, :n] = p + y
+        attn[i, :n] = 1
+        rmask[i, len(p):n] = 1
+    return torch.from_numpy(ids), torch.from_numpy(attn), torch.from_numpy(rmask)
 
 
 def response_token_logprobs(model, ids, attn, rmask):
@@ -217,6 +226,7 @@ class DPOTrainer:
         if self.batches_per_epoch == 0:
             raise ConfigError(f"batch_size: {len(pairs)} training pairs are fewer than the {acc.num_processes} processes")
         self.total_steps = cfg.steps or self.batches_per_epoch * cfg.epochs
+        self._epoch: tuple = (None, [])
         optimizer = make_optimizer(policy, cfg)
         self.model, self.optimizer = acc.prepare(policy, optimizer)
         self.step_count = 0
@@ -232,7 +242,10 @@ class DPOTrainer:
         """Pair indices of optimizer step ``step`` (1-based): seeded epochs, so a resumed run sees the
         same batches as an uninterrupted one."""
         epoch, j = divmod(step - 1, self.batches_per_epoch)
-        return epoch_batches(len(self.pairs), self.cfg.batch_size, self.cfg.seed, epoch, self.acc.num_processes)[j]
+        if self._epoch[0] != epoch:  # one permutation per epoch
+            self._epoch = (epoch, epoch_batches(len(self.pairs), self.cfg.batch_size, self.cfg.seed, epoch,
+                                                self.acc.num_processes))
+        return self._epoch[1][j]
 
     def pair_loss(self, model, pairs):
         """(loss, implicit-reward margins h(y_w) − h(y_l) [B] detached, chosen and rejected sequence log-probs)."""
