@@ -1,4 +1,4 @@
-"""``prefmatch train {sft,rm,ppo}``, ``prefmatch model init``, ``prefmatch eval``.
+"""``prefmatch train {sft,rm,ppo,dpo}``, ``prefmatch model init``, ``prefmatch eval``.
 
 Options of the ``train`` commands are generated from the config dataclasses (every field is a
 ``--field`` option with its help string); ``--config FILE.yaml`` gives the base values and
@@ -14,6 +14,7 @@ import json
 
 from prefmatch.llm.config import ConfigError, field_choices, field_help, field_range, load_config, read_yaml
 from prefmatch.llm.data import DataError, load_records
+from prefmatch.llm.dpo import DPOConfig, train_dpo
 from prefmatch.llm.metrics import METRIC_NAMES, evaluate
 from prefmatch.llm.models import ARCHS, ModelLoadError, SIZES, count_parameters, init_model, load_causal_lm
 from prefmatch.llm.ppo import PPOConfig, resolve_checkpoint, train_ppo
@@ -22,6 +23,7 @@ from prefmatch.llm.sft import SFTConfig, train_sft
 from prefmatch.llm.rewards import RegularizerConfigError
 from prefmatch.llm.tokenizer import MIN_VOCAB
 from prefmatch.llm.training import TrainingError, check_output_dir, claim_run_dir, resume_config
+from prefmatch.theory.dpo import dpo_regularizers
 from prefmatch.theory.validate import SEED, number
 from prefmatch.theory.errors import UsageError as CLIError
 
@@ -30,7 +32,12 @@ STAGES = {
     "sft": (SFTConfig, train_sft, "supervised fine-tuning on the response tokens"),
     "rm": (RMConfig, train_reward_model, "Bradley-Terry reward model (PM paper eq. 2.2) with pairwise accuracy"),
     "ppo": (PPOConfig, train_ppo, "PPO with a theory regularizer (--regularizer) placed where it is exact"),
+    "dpo": (DPOConfig, train_dpo, "DPO: the Bradley-Terry loss of a regularizer's implicit reward beta*(log pi - b) "
+            f"(--regularizer {', '.join(dpo_regularizers())})"),
 }
+
+#: stages that can continue from a checkpoint (``--resume``)
+RESUMABLE = ("ppo", "dpo")
 
 
 def user_errors():
@@ -176,7 +183,7 @@ def register(subparsers) -> None:
     """Add ``train``, ``model`` and ``eval`` to the top-level ``prefmatch`` parser."""
     fmt = argparse.RawDescriptionHelpFormatter
     # --- train {sft,rm,ppo}
-    train = subparsers.add_parser("train", help="train a stage: sft, rm (reward model) or ppo",
+    train = subparsers.add_parser("train", help="train a stage: sft, rm (reward model), ppo or dpo",
                                   description="Train one RLHF stage from a YAML config and --key value overrides.")
     stages = train.add_subparsers(dest="stage", metavar="STAGE", title="stages")
     stages.required = True
@@ -184,7 +191,7 @@ def register(subparsers) -> None:
         p = stages.add_parser(stage, help=helptext, description=helptext, formatter_class=fmt)
         p.add_argument("--config", metavar="FILE.yaml", help="YAML file of config fields")
         p.add_argument("--json", action="store_true", help="print the result as JSON; no progress bar")
-        if stage == "ppo":
+        if stage in RESUMABLE:
             p.add_argument("--resume", metavar="DIR", help="continue from a checkpoint (or a run directory) with "
                            "the run's saved config; an option that conflicts with it is an error")
         p.add_argument("--overwrite", action="store_true", help="replace the run already in --out (without it, "

@@ -340,6 +340,18 @@ class Regularizer(abc.ABC):
         (the stationarity condition solved for r; DPO's implicit reward)."""
         raise ValueError(f"regularizer {self.name!r} has no implicit reward")
 
+    def sequence_implicit_reward(self, logp_t, ref_logp_t, mask_t):
+        """The implicit reward of whole responses from their *token* log-probs ``logp_t`` [..., T]
+        (reference ``ref_logp_t`` like :meth:`sequence_optimal_logp`'s, mask [..., T]): the reward,
+        up to a prompt constant, whose optimum of the objective the per-token terms define
+        (:meth:`sequence_optimal_logp`) is π.  The DPO loss of this regularizer is the
+        Bradley–Terry loss of it (:func:`prefmatch.theory.dpo.sequence_dpo_loss`).  For every
+        regularizer but token-level cPM it is :meth:`implicit_reward` of the summed log-probs."""
+        xp = namespace(logp_t)
+        seq = xp.sum(xp.where(mask_t > 0, logp_t, 0.0), axis=-1)
+        seq_ref = None if ref_logp_t is None else xp.sum(xp.where(mask_t > 0, ref_logp_t, 0.0), axis=-1)
+        return self.implicit_reward(seq, seq_ref)
+
     def token_reward(self, logp_t, ref_logp_t, mask_t):
         """Per-token terms ψ_t of ψ for PPO [..., T]; summed over the masked tokens they equal ψ.
 
@@ -383,6 +395,22 @@ class AffineLogRegularizer(Regularizer):
         """a·log π − b (log π* = (r + b)/a − log Z solved for r)."""
         a, b = self.coefficients(ref_logp, like=logp)
         return a * logp - b
+
+    def sequence_implicit_reward(self, logp_t, ref_logp_t, mask_t):
+        """a·Σ_t log π(y_t|·) − b(y) with b(y) = Σ_t b_t + b_seq read from :meth:`token_terms`
+        (the terms :meth:`token_reward` pays, ψ(y) = −a log π(y) + b(y)): the implicit reward of
+        the objective the trainers optimize, token-level cPM's Σ_t 𝟙[π_ref(y_t|·) < α] log
+        π_ref(y_t|·) included.  Gradients flow through ``logp_t``."""
+        xp = namespace(logp_t)
+        mask = xp.astype(mask_t, logp_t.dtype)
+        a, b_tok, b_seq = self.token_terms(ref_logp_t, mask)
+        on = mask > 0
+        h = a * xp.sum(xp.where(on, logp_t, 0.0), axis=-1)
+        if not (isinstance(b_tok, float) and b_tok == 0.0):
+            h = h - xp.sum(xp.where(on, b_tok + xp.zeros_like(logp_t), 0.0), axis=-1)
+        if not (isinstance(b_seq, float) and b_seq == 0.0):
+            h = h - (b_seq[..., 0] if getattr(b_seq, "ndim", 0) else b_seq)
+        return h
 
     def gibbs_logits(self, r, ref_logp=None, out=None, work=None):
         """(r + b)/a, the logits of π* (subclasses may compute it with fewer passes).
