@@ -518,7 +518,7 @@ def run_sample_complexity(seed: int = 0, progress: bool = False, trials: int = 4
                        "bound_source": BOUNDS[key].source}
     series["slopes"] = slopes
     big = [k for k, n in enumerate(n_list) if n >= 1000]
-    if len(big) >= 3:
+    if len(big) >= 2:
         n_big = [n_list[k] for k in big]
         series["slopes_n_ge_1000"] = {
             key: dict(zip(("slope", "ci"), (lambda s_ci: (_f(s_ci[0]), _list(s_ci[1])))(
@@ -529,15 +529,20 @@ def run_sample_complexity(seed: int = 0, progress: bool = False, trials: int = 4
     checks.append(_check("sc.bound_holds", series["bound_holds"],
                          "every (1−δ)-quantile ≤ its theory/bounds.py bound: "
                          + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in holds.items())))
+    # the theorems' rates (Thms 5.6, 5.5, 6.5, 6.4) are upper bounds on the decay: the measured slope's
+    # bootstrap CI must lie below rate + 0.15 (the bounds carry the log n of the η-net's class size,
+    # whose log-log slope over 1e3..1e5 is about 0.12; a rate off by 1/2 fails by far).
+    # Fitted over n ≥ 1000 (where the MLE no longer hits the box [0, R_max]) when there are two such n.
+    asym = series.get("slopes_n_ge_1000")
     for key in GAP_KEYS:
-        s = slopes[key]
+        s = asym[key] if asym else slopes[key]
+        rng_n = "n ≥ 1000" if asym else "all n"
         hi = s["ci"][1]
-        b_slope = series[key]["bound_slope"]
-        ok = s["slope"] is not None and hi is not None and hi <= b_slope + 0.1
+        ok = s["slope"] is not None and hi is not None and hi <= predicted[key] + 0.15
         checks.append(_check(f"sc.rate.{key}", ok,
-                             f"measured slope {s['slope']:.3f} (95% CI [{s['ci'][0]:.3f}, {s['ci'][1]:.3f}]); the bound "
-                             f"(nominal rate n^{predicted[key]:+.1f}, log factors included) falls with slope {b_slope:.3f} "
-                             "over the same n: the gap decays at least as fast (CI upper end ≤ bound slope + 0.1)"))
+                             f"measured slope over {rng_n} {s['slope']:.3f} (95% CI [{s['ci'][0]:.3f}, {s['ci'][1]:.3f}]); "
+                             f"the theorem's rate n^{predicted[key]:+.1f}: the CI's upper end is ≤ {predicted[key] + 0.15:+.2f} "
+                             f"(rate + 0.15 for log factors), so the gap decays at least as fast as the theorem says"))
     fs = slopes["fkl_suboptimality"]
     checks.append(_check(
         "sc.finding.fkl_suboptimality_beats_bound", fs["ci"][1] is not None and fs["ci"][1] < -0.75,
