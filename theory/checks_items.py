@@ -633,3 +633,111 @@ def check_local_coverage():
         f"sub-optimality {worst_sub:.2e}, optimality {worst_opt:.2e} (≥ 0); forward KL: max KL(π̄‖π̃) = {max_fkl:.4f} ≤ "
         f"log(1 + R_max/β) = {eps_f:.4f}, FKL-ball C = {float(np.max(cf_root)):.4f} (root vs cvxpy rel {froot_vs_cvx:.1e})"
     )
+
+
+@check(
+    "mref.coverage_transfer",
+    statement="Section 7 (eq. 34): if π ≤ C_i π_ref,i for every i then π/π̂_α ≤ F_α Π_i C_i^{α_i} and π/π̄_α ≤ (Σ_i α_i/C_i)^{-1}; "
+    "the second bound is attained (an LP finds the supremum), so the spec's min(Σ α_i C_i, min C_i/α_i) is not sharp",
+    source=f"{MREF}, Section 7, eqs. 34–35 (coverage for multiple references)",
+    method="numeric",
+)
+def check_coverage_transfer():
+    from scipy.optimize import linprog
+
+    rng = np.random.default_rng(34)
+    worst_hat, worst_bar, cases = np.inf, np.inf, 0
+    for k, n in [(2, 4), (3, 6), (5, 8)]:
+        for _ in range(20):
+            refs = rng.dirichlet(np.ones(n), size=k)
+            w = rng.dirichlet(np.ones(k))
+            pi = rng.dirichlet(np.ones(n))
+            C = np.max(pi / refs, axis=1)  # the smallest constants with π ≤ C_i π_ref,i
+            log_hat, log_f = generalized_escort(_log(refs), w)
+            bar = np.exp(arithmetic_mixture(_log(refs), w))
+            worst_hat = min(worst_hat, identities.coverage_transfer_rkl(C, w, float(log_f)) - float(np.max(pi / np.exp(log_hat))))
+            worst_bar = min(worst_bar, identities.coverage_transfer_fkl(C, w) - float(np.max(pi / bar)))
+            cases += 1
+    # attained: C = (2, 10), α = (½, ½); references built so that both constraints bind at y0
+    C = np.array([2.0, 10.0])
+    w = np.array([0.5, 0.5])
+    refs = np.array([[0.25, 0.375, 0.375], [0.05, 0.475, 0.475]])
+    bar = w @ refs
+    res = linprog(-np.eye(3)[0], A_ub=np.eye(3), b_ub=np.min(C[:, None] * refs, axis=0),
+                  A_eq=np.ones((1, 3)), b_eq=[1.0], bounds=[(0, None)] * 3, method="highs")
+    sup = float(res.x[0] / bar[0])
+    harmonic = identities.coverage_transfer_fkl(C, w)
+    spec = min(float(w @ C), float(np.min(C / w)))
+    ok = worst_hat >= -1e-12 and worst_bar >= -1e-12 and abs(sup - harmonic) <= 1e-9 and spec - harmonic > 0.5
+    return ok, (
+        f"{cases} random (π, references): min(bound − max π/π̂_α) = {worst_hat:.2e}, min(bound − max π/π̄_α) = {worst_bar:.2e} "
+        f"(≥ −1e-12: equality up to rounding, the C_i are each instance's exact constants); C = (2, 10), α = (½, ½): the LP supremum of π(y0)/π̄(y0) = {sup:.6f} = harmonic bound {harmonic:.6f}, "
+        f"below the spec's {spec:g}"
+    )
+
+
+@check(
+    "mref.corollary_c1",
+    statement="Corollary C.1: the multi-reference forward-KL optimum is at most the α-weighted sum of the single-reference "
+    "forward-KL optima, max_π{E_π r − β Σ α_i KL(π_ref,i‖π)} ≤ Σ_i α_i max_π{E_π r − β KL(π_ref,i‖π)}, each maximum from cvxpy",
+    source=f"{MREF}, Corollary C.1 (eq. 68)",
+    method="numeric",
+)
+def check_corollary_c1():
+    rng = np.random.default_rng(68)
+    worst, worst_pkg, rows = np.inf, 0.0, 0
+    for k, n, beta in [(2, 4, 0.5), (3, 6, 1.0), (4, 5, 0.2)]:
+        for _ in range(3):
+            refs = rng.dirichlet(np.ones(n), size=k)
+            w = rng.dirichlet(np.ones(k))
+            r = rng.uniform(0, 1, n)
+            multi = regularizers.multi_fkl(weights=tuple(w), beta=beta)
+            _, v_multi = cvx_optimum(multi, r, refs)
+            single = regularizers.multi_fkl(weights=(1.0,), beta=beta)
+            v_single = [cvx_optimum(single, r, refs[i:i + 1])[1] for i in range(k)]
+            worst = min(worst, float(w @ np.array(v_single)) - v_multi)
+            worst_pkg = max(worst_pkg, abs(float(multi.optimal_value(r, _log(refs))) - v_multi))
+            rows += 1
+    ok = worst >= -1e-8 and worst_pkg <= 1e-7
+    return ok, (f"{rows} instances, K up to 4: min(Σ α_i V_i − V_multi) = {worst:.3e} (≥ −1e-8, cvxpy values); "
+                f"the package's multi-reference value vs cvxpy {worst_pkg:.1e}")
+
+
+@check(
+    "mref.assumptions_d1_d2",
+    statement="Assumptions D.1–D.2 hold at the RLHF optima: for rewards in [0, R_max] the implicit rewards satisfy "
+    "|β log(π*/π̂_α)| ≤ R_max (D.1 with R̃ = R_max) and 0 < β π̄_α/π̃* ≤ R_max + β (D.2 with R̃ = R_max + β, package β); "
+    "they are real restrictions elsewhere: a policy with small mass where the references have mass violates both",
+    source=f"{MREF}, Appendix D, Assumptions D.1–D.2 (eqs. 77–78)",
+    method="numeric",
+)
+def check_assumptions_d1_d2():
+    rng = np.random.default_rng(77)
+    d1_max, d2_max, d2_min, rows = 0.0, 0.0, np.inf, 0
+    for k, n, beta, rmax in [(2, 4, 0.5, 1.0), (3, 6, 1.0, 2.0), (2, 5, 0.2, 1.0)]:
+        for _ in range(3):
+            refs = rng.dirichlet(np.ones(n), size=k)
+            w = rng.dirichlet(np.ones(k))
+            r = rng.uniform(0, rmax, n)
+            log_hat, _ = generalized_escort(_log(refs), w)
+            bar = np.exp(arithmetic_mixture(_log(refs), w))
+            p_r, _ = cvx_optimum(regularizers.multi_rkl(weights=tuple(w), beta=beta), r, refs)
+            p_f, _ = cvx_optimum(regularizers.multi_fkl(weights=tuple(w), beta=beta), r, refs)
+            d1_max = max(d1_max, float(np.max(np.abs(beta * (np.log(p_r) - log_hat)))) / rmax)
+            d2 = beta * bar / p_f
+            d2_max = max(d2_max, float(np.max(d2)) / (rmax + beta))
+            d2_min = min(d2_min, float(np.min(d2)))
+            rows += 1
+    # a policy that is not an optimum: mass 1e-8 on a response both references like
+    pi = np.array([1e-8, 0.5 - 5e-9, 0.5 - 5e-9])
+    refs = np.array([[0.6, 0.2, 0.2], [0.5, 0.25, 0.25]])
+    w = (0.5, 0.5)
+    beta = 0.5
+    d1_bad = float(np.max(np.abs(beta * (np.log(pi) - generalized_escort(_log(refs), w)[0]))))
+    d2_bad = float(np.max(beta * np.exp(arithmetic_mixture(_log(refs), w)) / pi))
+    ok = d1_max <= 1 + 1e-6 and d2_max <= 1 + 1e-6 and d2_min > 0 and d1_bad > 5 and d2_bad > 1e6
+    return ok, (
+        f"{rows} instances (cvxpy optima): max |β log(π*/π̂)|/R_max = {d1_max:.4f} (≤ 1), max β π̄/π̃*/(R_max + β) = "
+        f"{d2_max:.4f} (≤ 1), min β π̄/π̃* = {d2_min:.3f} (> 0); a policy with mass 1e-8 on a well-covered response: "
+        f"|β log(π/π̂)| = {d1_bad:.2f}, β π̄/π = {d2_bad:.2e} (no R̃ of the order of R_max bounds them)"
+    )
