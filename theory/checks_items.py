@@ -72,7 +72,7 @@ def check_prop_3_1():
     rng = np.random.default_rng(31)
     worst_lp, worst_ip, worst_tie, cases = 0.0, 0.0, 0.0, 0
     for n in (2, 3, 7, 50):
-        for _ in range(5):
+        for _ in range(3):
             r = rng.normal(size=n)
             best = int(np.argmax(r))
             # HiGHS simplex: an exact vertex
@@ -90,7 +90,7 @@ def check_prop_3_1():
         res = linprog(-r, A_eq=np.ones((1, 2)), b_eq=[1.0], bounds=[(0, None)] * 2, method="highs")
         tiny.append(float(res.x[0]))
     # ties: an interior-point optimum (analytic centre of the optimal face) is supported on the argmax set
-    for _ in range(5):
+    for _ in range(3):
         r = rng.normal(size=6)
         r[[1, 4]] = r.max() + 0.5
         x = cp.Variable(6, nonneg=True)
@@ -98,11 +98,11 @@ def check_prop_3_1():
         worst_tie = max(worst_tie, float(np.sum(np.delete(x.value, [1, 4]))))
     # contrast: the PM-regularized optimum keeps every response (Proposition 3.1 is why a regularizer is needed)
     pm_mass = float(np.exp(regularizers.pm().optimal_logp(np.array([math.log(0.51 / 0.49), 0.0])))[0])
-    ok = worst_lp <= 1e-12 and worst_ip <= 1e-7 and min(tiny) >= 1 - 1e-12 and worst_tie <= 1e-7 and abs(pm_mass - 0.51) <= 1e-12
+    ok = worst_lp <= 1e-12 and worst_ip <= 1e-6 and min(tiny) >= 1 - 1e-12 and worst_tie <= 1e-6 and abs(pm_mass - 0.51) <= 1e-12
     return ok, (
         f"{cases} random rewards (n up to 50): HiGHS vertex |1 − π(argmax)| = {worst_lp:.1e} (tol 1e-12), "
-        f"CLARABEL {worst_ip:.1e} (tol 1e-7); 51%/49% reward gap and gap 1e-9: π(y1) = {tiny[0]:.12f}, {tiny[1]:.12f}; "
-        f"two tied maxima: mass off the argmax set {worst_tie:.1e} (tol 1e-7); PM optimum for the 51/49 pair keeps "
+        f"CLARABEL {worst_ip:.1e} (tol 1e-6); 51%/49% reward gap and gap 1e-9: π(y1) = {tiny[0]:.12f}, {tiny[1]:.12f}; "
+        f"two tied maxima: mass off the argmax set {worst_tie:.1e} (tol 1e-6); PM optimum for the 51/49 pair keeps "
         f"π(y1) = {pm_mass:.6f} (= 0.51)"
     )
 
@@ -269,7 +269,7 @@ def check_cpm_off_m():
     worst_cf, worst_cvx, n_cvx = 0.0, 0.0, 0
     grid = np.concatenate([np.geomspace(1e-300, 1e-3, 30), np.linspace(1e-3, alpha * 0.999, 30)])
     for d in (-2.0, 0.0, 1.5):
-        for p1 in grid:
+        for j, p1 in enumerate(grid):
             ref = np.array([p1, 1.0 - p1])
             r = np.array([d, 0.0])
             lp = reg.optimal_logp(r, _log(ref))
@@ -277,7 +277,7 @@ def check_cpm_off_m():
             z = d + math.log(p1)
             expect = 1.0 / (1.0 + math.exp(-z)) if z > -700 else math.exp(z)
             worst_cf = max(worst_cf, abs(pref - expect) / max(expect, 1e-300))
-            if p1 >= 1e-4:  # cvxpy's interior point is accurate to ~1e-9 absolute
+            if p1 >= 1e-4 and j % 3 == 0:  # cvxpy (interior point, ~1e-6 accurate) on every third point
                 x, _ = cvx_optimum(reg, r, ref)
                 worst_cvx = max(worst_cvx, abs(x[0] / x.sum() - expect))
                 n_cvx += 1
@@ -687,7 +687,7 @@ def check_corollary_c1():
     rng = np.random.default_rng(68)
     worst, worst_pkg, rows = np.inf, 0.0, 0
     for k, n, beta in [(2, 4, 0.5), (3, 6, 1.0), (4, 5, 0.2)]:
-        for _ in range(3):
+        for _ in range(2):
             refs = rng.dirichlet(np.ones(n), size=k)
             w = rng.dirichlet(np.ones(k))
             r = rng.uniform(0, 1, n)
