@@ -522,40 +522,6 @@ def check_hoeffding():
     )
 
 
-def _max_ratio_rkl_ball(p, eps):
-    """max π(y)/p(y) over KL(π‖p) ≤ ε, per y (0 off the support of p).
-
-    For a fixed π(y) = t the smallest KL(π‖p) puts the rest ∝ p, giving the Bernoulli
-    KL t log(t/p) + (1 − t) log((1 − t)/(1 − p)), increasing in t ≥ p: the maximum t is its root.
-    """
-    from scipy.optimize import brentq
-
-    out = []
-    for py in p:
-        if py <= 0:
-            out.append(0.0)
-        elif -math.log(py) <= eps:  # the point mass on y is in the ball
-            out.append(1.0 / py)
-        else:
-            t = brentq(lambda t: t * math.log(t / py) + (1 - t) * math.log((1 - t) / (1 - py)) - eps,
-                       py, 1 - 1e-15, xtol=1e-15)
-            out.append(t / py)
-    return np.asarray(out)
-
-
-def _max_ratio_fkl_ball(p, eps):
-    """max π(y)/p(y) over KL(p‖π) ≤ ε (p of full support), per y: π(y) = t, rest ∝ p,
-    KL = p log(p/t) + (1 − p) log((1 − p)/(1 − t)), increasing in t ≥ p and → ∞ at t = 1."""
-    from scipy.optimize import brentq
-
-    out = []
-    for py in p:
-        t = brentq(lambda t: py * math.log(py / t) + (1 - py) * math.log((1 - py) / (1 - t)) - eps,
-                   py, 1 - 1e-15, xtol=1e-15)
-        out.append(t / py)
-    return np.asarray(out)
-
-
 @check(
     "mref.local_coverage",
     statement="Assumptions 4.4–4.5 exercised: references whose common support misses responses have no global "
@@ -580,7 +546,7 @@ def check_local_coverage():
     log_hat, _ = generalized_escort(L, w)
     hat = np.exp(log_hat)
     eps = rmax / beta
-    c_root = _max_ratio_rkl_ball(hat, eps)
+    c_root = B.kl_ball_coverage(hat, eps, "reverse")
     c_cvx = []
     on = hat > 0
     for y in np.flatnonzero(on):
@@ -616,7 +582,7 @@ def check_local_coverage():
     max_fkl = max(_rel_entr_sum(bar, np.exp(fkl.optimal_logp(np.array(bits), L)))
                   for bits in itertools.product((0.0, rmax), repeat=n))
     eps_f = math.log(1 + rmax / beta)
-    cf_root = _max_ratio_fkl_ball(bar, eps_f)
+    cf_root = B.kl_ball_coverage(bar, eps_f, "forward")
     cf_cvx = []
     for y in range(n):
         x = cp.Variable(n, nonneg=True)

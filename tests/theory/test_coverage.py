@@ -157,11 +157,15 @@ def test_local_coverage_ball_constant_against_closed_form():
     """The reverse-KL ball's max ratio for a two-point reference solves the Bernoulli KL equation."""
     import math
 
-    from prefmatch.theory.checks_items import _max_ratio_rkl_ball
+    from prefmatch.theory.bounds import kl_ball_coverage
 
     p = 0.2
-    c = _max_ratio_rkl_ball([p, 1 - p], 0.1)
+    c = kl_ball_coverage([p, 1 - p], 0.1)
     t = c[0] * p
     assert abs(t * math.log(t / p) + (1 - t) * math.log((1 - t) / (1 - p)) - 0.1) < 1e-12
-    assert _max_ratio_rkl_ball([0.0, 1.0], 0.1)[0] == 0.0
-    assert _max_ratio_rkl_ball([0.5, 0.5], 10.0)[0] == 2.0  # the point mass is in the ball
+    assert kl_ball_coverage([0.0, 1.0], 0.1)[0] == 0.0
+    assert kl_ball_coverage([0.5, 0.5], 10.0)[0] == 2.0  # the point mass is in the ball
+    t = kl_ball_coverage([p, 1 - p], 0.1, "forward")[0] * p
+    assert abs(p * math.log(p / t) + (1 - p) * math.log((1 - p) / (1 - t)) - 0.1) < 1e-12
+    with pytest.raises(ValueError, match="direction"):
+        kl_ball_coverage([0.5, 0.5], 0.1, "sideways")
