@@ -148,3 +148,8 @@ def test_help_lists_the_dpo_regularizers(capsys):
     for name in dpo_regularizers():
         assert name in text
     assert "--resume" in text and "--reference" in text
+
+
+def test_packaged_tiny_dpo_config_loads():
+    cfg = load_config(DPOConfig, "tiny_dpo", {"data": "d.jsonl", "model": "m"})
+    assert cfg.split == "rm" and cfg.beta == 0.1 and cfg.regularizer == "kl"
