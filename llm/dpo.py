@@ -35,7 +35,7 @@ from pathlib import Path
 
 from prefmatch.llm import training
 from prefmatch.llm.common import CommonConfig
-from prefmatch.llm.config import ConfigError, cfg_field, save_config
+from prefmatch.llm.config import ConfigError, cfg_field, check_fields, save_config
 from prefmatch.llm.data import encode_prompt, encode_response, load_split
 from prefmatch.llm.losses import logprobs_from_logits
 from prefmatch.llm.models import disable_dropout, load_causal_lm, model_inputs, save_model
@@ -67,31 +67,24 @@ class DPOConfig(CommonConfig):
                                  "trainable ones)", choices=dpo_regularizers)
     regularizer_params: dict = cfg_field({}, help=_regularizer_params_help)
     beta: float = cfg_field(0.1, help="β, the divergence's coefficient in E[r] − β·D (the DPO β): the implicit "
-                            "reward is β(log π − b)")
-    epochs: int = cfg_field(1, help="passes over the training pairs (when steps is 0)")
+                            "reward is β(log π − b)", range="(0, inf)")
+    epochs: int = cfg_field(1, help="passes over the training pairs (when steps is 0)", range="[1, inf)")
     steps: int = cfg_field(0, help="optimizer steps (0 = as many as `epochs` passes take; otherwise exactly this "
-                           "many, continuing into further passes)")
+                           "many, continuing into further passes)", range="[0, inf)")
     eval_fraction: float = cfg_field(0.1, help="fraction of the pairs held out for the final implicit-reward "
-                                     "accuracy and loss")
-    save_every: int = cfg_field(0, help="checkpoint every N steps (0 = only the final model)")
-    keep_checkpoints: int = cfg_field(2, help="how many recent checkpoints to keep")
+                                     "accuracy and loss", range="[0, 1)")
+    save_every: int = cfg_field(0, help="checkpoint every N steps (0 = only the final model)", range="[0, inf)")
+    keep_checkpoints: int = cfg_field(2, help="how many recent checkpoints to keep", range="[1, inf)")
 
     def check(self) -> None:
         super().check()
         if not self.model:
             raise ConfigError("model: required (a local model directory, e.g. the SFT model)")
-        if not 0 <= self.eval_fraction < 1:
-            raise ConfigError(f"eval_fraction: must be in [0, 1), got {self.eval_fraction}")
         self.check_algorithm()
 
     def check_algorithm(self):
         """The regularizer object (ConfigError naming the field when it cannot be used)."""
-        for name in ("epochs", "batch_size"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)!r}")
-        for name in ("steps", "save_every"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)!r}")
+        check_fields(self)  # declared ranges (also for a config built in Python, as from_modules takes)
         if self.regularizer not in dpo_regularizers():
             raise ConfigError(f"regularizer: {self.regularizer!r} has no DPO loss here; choose one of "
                               f"{', '.join(dpo_regularizers())}")
@@ -259,6 +252,12 @@ class DPOTrainer:
             with torch.no_grad():
                 ref = torch.stack([response_token_logprobs(r, ids, attn, rmask)[0].float() for r in self.refs])
             ref_t = ref if self.reg.multi_reference else ref[0]
+        for what, lp in (("policy", logp_t), ("reference", ref_t)):
+            if lp is not None and not training.all_finite(self.acc, torch.where(m > 0, lp.detach(), 0.0)):
+                raise training.TrainingError(
+                    f"non-finite {what} log-probabilities (logits) at step {self.step_count + 1}; stopped before the "
+                    "update; " + (f"last checkpoint {self.last_checkpoint} left untouched" if self.last_checkpoint
+                                  else "no checkpoint written"))
         ref_w = None if ref_t is None else ref_t[..., :n, :]
         ref_l = None if ref_t is None else ref_t[..., n:, :]
         loss = sequence_dpo_loss(self.reg, logp_t[:n], logp_t[n:], ref_w, ref_l, m[:n], m[n:])
@@ -279,10 +278,10 @@ class DPOTrainer:
             loss, margin, lp_w, lp_l = self.pair_loss(self.model, mine)
         training.check_finite(acc, step, self.last_checkpoint, loss=loss)
         acc.backward(loss)
-        if cfg.max_grad_norm > 0:
-            acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+        training.clip_and_check_grads(acc, self.model, cfg.max_grad_norm, step, self.last_checkpoint)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        training.check_weights_finite(acc, self.model, step, self.last_checkpoint)
         self.step_count = step
         metrics = {"loss": float(loss.detach()), "accuracy": float((margin > 0).float().mean()),
                    "margin": float(margin.mean()), "logp_chosen": float(lp_w.mean()),
@@ -376,6 +375,13 @@ def train_dpo(cfg: DPOConfig, quiet: bool = False, resume: str | None = None) ->
     if ckpt is not None:
         trainer.load_checkpoint(ckpt)
     acc = trainer.acc
+    if acc.is_main_process and ckpt is not None:
+        # resuming an older checkpoint rewinds the run: its later checkpoints belong to the abandoned future
+        import shutil
+
+        for later in (trainer.out / "checkpoints").glob("checkpoint-*"):
+            if later.name > f"checkpoint-{trainer.step_count:06d}" and later.resolve() != ckpt.resolve():
+                shutil.rmtree(later, ignore_errors=True)
     if acc.is_main_process:
         trainer.out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, trainer.out / "config.yaml")
