@@ -151,8 +151,11 @@ def regularizer_cases() -> list[tuple[str, dict]]:
 
 
 def all_cases(lengths=(1, 2, 3)) -> list[Case]:
-    """Every regularizer case at response lengths 1–3, and each at a small β on two-token responses."""
+    """Every regularizer case at response lengths 1–3, and each at a small β on two-token responses;
+    sequence-level cPM also at α = 0.05, where M = {π_ref(y) ≥ α} holds some of the 9 and 27 longer
+    responses (at α = 0.3 it holds none of them on these instances, and cPM is KL there)."""
     cases = [Case(name, params, T) for name, params in regularizer_cases() for T in lengths]
+    cases += [Case("cpm", {"alpha": 0.05, "level": "sequence"}, T) for T in lengths[1:]]
     cases += [Case(name, params, 2, beta=0.2) for name, params in regularizer_cases()]
     return cases
 
