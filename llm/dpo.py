@@ -140,7 +140,8 @@ class DPOTrainer:
         if n_refs and len(ref_dirs) != n_refs:
             raise ConfigError(f"reference: {cfg.regularizer} needs {n_refs} reference model(s) "
                               f"(one per weight), got {len(ref_dirs)}")
-        records = load_split(cfg.data, cfg.split, cfg.split_fractions, cfg.split_seed)
+        records = load_split(cfg.data, cfg.split, cfg.split_fractions, cfg.split_seed,
+                             tokenizer=load_tokenizer(cfg.model))
         acc = training.make_accelerator(cfg.mixed_precision, cfg.cpu)
         training.seed_everything(cfg.seed)
         tok = load_tokenizer(cfg.model)

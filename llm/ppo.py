@@ -175,7 +175,8 @@ class PPOTrainer:
         if len(ref_dirs) != n_refs:
             raise ConfigError(f"ref: {cfg.regularizer} needs {n_refs} reference model(s) "
                               f"(one per weight), got {len(ref_dirs)}")
-        records = load_split(cfg.data, cfg.split, cfg.split_fractions, cfg.split_seed, keys=("prompt",))
+        records = load_split(cfg.data, cfg.split, cfg.split_fractions, cfg.split_seed, keys=("prompt",),
+                             tokenizer=load_tokenizer(cfg.policy))
         reward_fn = load_reward_fn(cfg.reward_fn) if cfg.reward_fn else None
 
         acc = training.make_accelerator(cfg.mixed_precision, cfg.cpu)

@@ -148,7 +148,7 @@ def run_supervised(cfg, *, load_model, task_type: str, n_train: int, what: str, 
 def train_sft(cfg: SFTConfig, quiet: bool = False) -> dict:
     """Run SFT; returns ``{"out", "steps", "loss", "tokens"}``."""
     records = load_split(cfg.data, cfg.split, cfg.split_fractions, cfg.split_seed,
-                         keys=("prompt", cfg.response_key))
+                         keys=("prompt", cfg.response_key), tokenizer=load_tokenizer(cfg.model))
     tokens = 0
 
     def batch_loss(model, tok, acc, indices):
