@@ -11,11 +11,13 @@ import argparse
 import dataclasses
 import functools
 import json
+import os
+from pathlib import Path
 
 from prefmatch.llm.config import ConfigError, field_choices, field_help, field_range, load_config, read_yaml
 from prefmatch.llm.data import DataError, load_records
 from prefmatch.llm.dpo import DPOConfig, train_dpo
-from prefmatch.llm.metrics import METRIC_NAMES, evaluate
+from prefmatch.llm.metrics import METRIC_NAMES, METRIC_UNITS, evaluate, run_defaults
 from prefmatch.llm.models import ARCHS, ModelLoadError, SIZES, count_parameters, init_model, load_causal_lm
 from prefmatch.llm.ppo import PPOConfig, resolve_checkpoint, train_ppo
 from prefmatch.llm.reward_model import RMConfig, train_reward_model
@@ -58,6 +60,10 @@ def _guard(func):
 
 
 def _emit(args, result: dict, title: str) -> None:
+    """The command's result, printed once: by rank 0 of a multi-process launch (the metrics in it
+    are already averaged over processes)."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
     if args.json:
         print(json.dumps(result, default=float))
         return
@@ -84,7 +90,7 @@ def _add_config_options(parser: argparse.ArgumentParser, cls) -> None:
             helptext += f" {{{', '.join(map(str, choices))}}}"
         if field_range(f) is not None:
             helptext += f" in {field_range(f)}"
-        names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+        names = [f"--{f.name.replace('_', '-')}"]  # --field_name is accepted too (prefmatch.cli.accept_underscores)
         extra = {"nargs": "?", "const": "true"} if f.type in (bool, "bool") else {}
         helptext = helptext.replace("%", "%%")  # argparse %-formats help strings
         group.add_argument(*names, dest=f"cfg__{f.name}", default=argparse.SUPPRESS, metavar="V", help=helptext,
@@ -160,22 +166,53 @@ def _run_model_init(args) -> int:
 
 @_guard
 def _run_eval(args) -> int:
-
     _check_args(args, {"n_prompts": ("[1, inf)", True), "max_new_tokens": ("[1, inf)", True),
                        "max_prompt_len": ("[1, inf)", True), "seed": (SEED, True)})
+    run = run_defaults(args.policy)
+    opts = {k: getattr(args, k) if getattr(args, k) is not None else run.get(k, fallback)
+            for k, fallback in (("reward_model", None), ("ref", None), ("data", None), ("max_new_tokens", 64),
+                                ("max_prompt_len", 256))}
+    for k in ("reward_model", "ref", "data"):
+        if not opts[k]:
+            raise CLIError(f"--{k.replace('_', '-')}: required (the policy {args.policy} is not inside a "
+                           "`prefmatch train` run directory whose config.yaml names it)")
     try:
-        res = evaluate(args.policy, args.reward, args.ref, args.data, n_prompts=args.n_prompts,
-                       max_new_tokens=args.max_new_tokens, max_prompt_len=args.max_prompt_len, seed=args.seed,
-                       split=args.split)
-    except ValueError as e:  # tokenizer mismatch
+        res = evaluate(args.policy, opts["reward_model"], opts["ref"], opts["data"], n_prompts=args.n_prompts,
+                       max_new_tokens=opts["max_new_tokens"], max_prompt_len=opts["max_prompt_len"], seed=args.seed,
+                       split=args.split, split_fractions=run.get("split_fractions", (0.2, 0.4, 0.4)),
+                       split_seed=run.get("split_seed", 0))
+    except ValueError as e:  # tokenizer mismatch, non-finite models
         raise CLIError(str(e)) from None
+    res["settings"] = {"split": args.split, **{k: opts[k] for k in ("data", "max_new_tokens", "max_prompt_len")}}
+    res["units"] = METRIC_UNITS
     if args.json:
         print(json.dumps(res))
         return 0
-    print(f"{'metric':<16}{'value':>12}")
+    print(f"{'metric':<16}{'value':>12}  unit")
     for k in METRIC_NAMES:
-        print(f"{k:<16}{res[k]:>12.4f}")
-    print(f"{'prompts':<16}{res['n_prompts']:>12d}")
+        print(f"{k:<16}{res[k]:>12.4f}  {METRIC_UNITS[k]}")
+    print(f"{'prompts':<16}{res['n_prompts']:>12d}  held-out split {args.split!r} of {opts['data']}, "
+          f"{opts['max_new_tokens']} new tokens")
+    return 0
+
+
+@_guard
+def _run_data_synth(args) -> int:
+    from prefmatch.llm.data import synthetic_preferences, write_jsonl
+
+    _check_args(args, {"n": ("[1, 10000000]", True), "seed": (SEED, True)})
+    out = Path(args.out)
+    if not str(args.out).strip():
+        raise CLIError("--out: an empty path; give a file such as prefs.jsonl")
+    if out.is_dir():
+        raise CLIError(f"--out: {out} is a directory; give a file such as {out / 'prefs.jsonl'}")
+    if out.exists() and not args.overwrite:
+        raise CLIError(f"--out: {out} exists; pass --overwrite to replace it")
+    check_output_dir(out.parent if str(out.parent) else ".", "out")
+    recs = synthetic_preferences(args.n, seed=args.seed)
+    write_jsonl(recs, out)
+    _emit(args, {"out": str(out), "records": len(recs), "keys": "prompt, chosen, rejected"},
+          "prefmatch data synth: done")
     return 0
 
 
@@ -217,19 +254,43 @@ def register(subparsers) -> None:
     init.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
     init.set_defaults(func=_run_model_init)
 
+    # --- data synth
+    data = subparsers.add_parser("data", help="preference data: write a synthetic prefs.jsonl")
+    dsub = data.add_subparsers(dest="data_command", metavar="ACTION", title="actions")
+    dsub.required = True
+    synth = dsub.add_parser("synth", help="write a synthetic hh-rlhf-style prefs.jsonl (prompt, chosen, rejected)",
+                            description="A small preference set where the chosen answer is a polite, on-topic "
+                            "sentence and the rejected one a curt reply (what the tests and examples train on). "
+                            "The trainers also read raw hh-rlhf lines, TRL's conversational format and "
+                            "`datasets` directories.")
+    synth.add_argument("--out", required=True, metavar="FILE", help="output .jsonl file")
+    synth.add_argument("--n", type=int, default=200, help="number of records (default 200)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed")
+    synth.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    synth.add_argument("--json", action="store_true", help="print the result as JSON")
+    synth.set_defaults(func=_run_data_synth)
+
     # --- eval
     ev = subparsers.add_parser("eval", help="PM divergence, perplexity, entropy, length, KL (PM paper §6.1)",
                                description="Sample two responses per prompt from the policy and report the "
                                "PM paper's Section 6.1 metrics.")
-    ev.add_argument("--policy", required=True, metavar="DIR", help="policy model directory")
-    ev.add_argument("--reward", required=True, metavar="DIR", help="reward model directory")
-    ev.add_argument("--ref", required=True, metavar="DIR", help="reference model directory (for KL)")
-    ev.add_argument("--data", required=True, metavar="FILE", help="prompts: jsonl with 'prompt' or a datasets dir")
-    ev.add_argument("--split", default="all", choices=("all", "sft", "rm", "rl"), help="part of the split to use")
+    ev.add_argument("--policy", required=True, metavar="DIR",
+                    help="policy model directory, or a `prefmatch train ppo`/`dpo` run directory (its config.yaml "
+                    "gives the defaults of the options below)")
+    ev.add_argument("--reward-model", metavar="DIR", help="reward model directory (default: the run's)")
+    ev.add_argument("--ref", metavar="DIR", help="reference model directory for the KL (default: the run's "
+                    "reference, else its initial policy)")
+    ev.add_argument("--data", metavar="FILE", help="prompts: jsonl with 'prompt' or a datasets dir (default: the "
+                    "run's data, with its seeded split)")
+    ev.add_argument("--split", default="rm", choices=("all", "sft", "rm", "rl"),
+                    help="part of the seeded SFT/RM/RL split (default rm: prompts the policy never trained on; "
+                    "SFT trains on sft, PPO on rl)")
     ev.add_argument("--n-prompts", type=int, default=64, help="number of prompts evaluated")
-    ev.add_argument("--max-new-tokens", type=int, default=64, help="generation length")
-    ev.add_argument("--max-prompt-len", type=int, default=256, help="prompt tokens kept")
+    ev.add_argument("--max-new-tokens", type=int, default=None,
+                    help="generation length (default: the run's max_response_len, else 64)")
+    ev.add_argument("--max-prompt-len", type=int, default=None, help="prompt tokens kept (default: the run's, else 256)")
     ev.add_argument("--seed", type=int, default=0, help="sampling seed")
     ev.add_argument("--json", action="store_true", help="print JSON (with instance PM divergences)")
+    ev._option_string_actions["--reward"] = ev._option_string_actions["--reward-model"]  # the old spelling
     ev.set_defaults(func=_run_eval)
     # the opinion benchmark registers its own command (prefmatch.llm.opinion_cli)

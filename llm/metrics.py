@@ -25,6 +25,37 @@ from prefmatch.llm.tokenizer import load_tokenizer, same_tokenizer
 from prefmatch.theory.distributions import pm_divergence
 
 METRIC_NAMES = ("pm_divergence", "perplexity", "entropy", "length", "kl")
+#: the unit of each metric (``eval`` prints them; ``--json`` gives them under "units")
+METRIC_UNITS = {
+    "pm_divergence": "nats (KL between reward-model and policy pairwise preferences, per pair)",
+    "perplexity": "exp(mean token NLL) of the policy on its own samples, per response",
+    "entropy": "nats per response (−log π(y|x) of a sample)",
+    "length": "tokens per response",
+    "kl": "nats per response (Σ_t k3 to the reference)",
+}
+
+
+def run_defaults(policy: str) -> dict:
+    """Defaults for ``eval`` from the run that trained ``policy`` (a run directory, or the ``model``
+    folder inside one): its data and seeded split, its generation length, its reward model and its
+    reference.  Empty when ``policy`` is a bare model directory."""
+    from pathlib import Path
+
+    import yaml
+
+    p = Path(policy)
+    for cand in (p / "config.yaml", p.parent / "config.yaml"):
+        if cand.is_file():
+            cfg = yaml.safe_load(cand.read_text(encoding="utf-8")) or {}
+            break
+    else:
+        return {}
+    refs = cfg.get("ref") or cfg.get("reference") or []
+    out = {"data": cfg.get("data"), "split_fractions": cfg.get("split_fractions"), "split_seed": cfg.get("split_seed"),
+           "max_new_tokens": cfg.get("max_response_len"), "max_prompt_len": cfg.get("max_prompt_len"),
+           "reward_model": cfg.get("reward_model") or None,
+           "ref": refs[0] if refs else (cfg.get("policy") or cfg.get("model") or None)}
+    return {k: v for k, v in out.items() if v not in (None, "", [])}
 
 
 def sequence_logprobs_ids(model, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]],
@@ -163,10 +194,10 @@ def evaluate(policy: str, reward: str, ref: str, data: str, n_prompts: int = 64,
     """Sample two responses per prompt from ``policy`` and compute the Section 6.1 metrics."""
     import torch
 
-    records = load_split(data, split, split_fractions, split_seed, keys=("prompt",))[:n_prompts]
+    tok = load_tokenizer(policy)
+    records = load_split(data, split, split_fractions, split_seed, keys=("prompt",), tokenizer=tok)[:n_prompts]
     prompts = [r["prompt"] for r in records]
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    tok = load_tokenizer(policy)
     for what, d in (("--reward", reward), ("--ref", ref)):
         if not same_tokenizer(tok, load_tokenizer(d)):
             raise ValueError(f"{what}: the tokenizer in {d} does not match the policy's ({policy})")

@@ -27,6 +27,7 @@ saved with the weights.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -175,10 +176,11 @@ class PPOTrainer:
         if len(ref_dirs) != n_refs:
             raise ConfigError(f"ref: {cfg.regularizer} needs {n_refs} reference model(s) "
                               f"(one per weight), got {len(ref_dirs)}")
-        records = load_split(cfg.data, cfg.split, cfg.split_fractions, cfg.split_seed, keys=("prompt",))
+        records = load_split(cfg.data, cfg.split, cfg.split_fractions, cfg.split_seed, keys=("prompt",),
+                             tokenizer=load_tokenizer(cfg.policy))
         reward_fn = load_reward_fn(cfg.reward_fn) if cfg.reward_fn else None
 
-        acc = training.make_accelerator(cfg.mixed_precision, cfg.cpu)
+        acc = training.make_accelerator(cfg.mixed_precision, cfg.cpu, cfg.report_to, cfg.out)
         training.seed_everything(cfg.seed)
         tok = load_tokenizer(cfg.policy)
         tok.padding_side = "left"
@@ -491,7 +493,10 @@ class PPOTrainer:
                     torch.save({k: v for k, v in trainable.items() if k in names}, tmp / "trainable.pt")
                 torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
                 save_config(self.cfg, tmp / "config.yaml")
-                (tmp / "trainer_state.json").write_text(json.dumps({"step": self.step_count}))
+                metrics = self.out / "metrics.jsonl"
+                history = [r for r in training.read_metrics(metrics) if r.get("step", 0) <= self.step_count] \
+                    if metrics.is_file() else []
+                (tmp / "trainer_state.json").write_text(json.dumps({"step": self.step_count, "log_history": history}))
             training.write_text_atomic(self.out / "checkpoints" / "latest", path.name)
             self._prune_checkpoints()
         acc.wait_for_everyone()
@@ -571,7 +576,9 @@ def train_ppo(cfg: PPOConfig, quiet: bool = False, resume: str | None = None) ->
         trainer.out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, trainer.out / "config.yaml")
     log = training.MetricsLog(trainer.out / "metrics.jsonl", enabled=acc.is_main_process,
-                     truncate_after_step=trainer.step_count if ckpt is not None else None)
+                     truncate_after_step=trainer.step_count if ckpt is not None else None,
+                              accelerator=acc, run_name=f"ppo[{cfg.regularizer}]", config=dataclasses.asdict(cfg),
+                              console=training.console_logging(quiet, acc), total=cfg.steps)
     bar = training.progress(cfg.steps, f"ppo[{cfg.regularizer}]", quiet, acc)
     bar.update(trainer.step_count)
     last = {}
@@ -582,8 +589,9 @@ def train_ppo(cfg: PPOConfig, quiet: bool = False, resume: str | None = None) ->
         if cfg.save_every and trainer.step_count % cfg.save_every == 0:
             trainer.save_checkpoint()
         bar.update(1)
-        bar.set_postfix(reward=f"{last['reward']:.3f}", kl=f"{last['kl']:.3f}")
+        bar.set_postfix(reward=f"{last['reward']:.3f}", kl=f"{last['kl']:.3f}", psi=f"{last['regularizer']:.3f}")
     bar.close()
+    log.close()
     out = trainer.save_final()
     return {"out": out, "steps": trainer.step_count, "final_metrics": last,
             "last_checkpoint": trainer.last_checkpoint}

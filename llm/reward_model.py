@@ -20,6 +20,7 @@ from prefmatch.llm.config import ConfigError, cfg_field
 from prefmatch.llm.data import load_split, prompt_response_batch
 from prefmatch.llm.losses import bradley_terry_loss
 from prefmatch.llm.models import REWARD_NORM_FILE, load_reward_model, reward_scores, save_model
+from prefmatch.llm.tokenizer import load_tokenizer
 from prefmatch.llm.sft import SupervisedConfig, run_supervised
 from prefmatch.llm.training import atomic_dir
 
@@ -76,7 +77,7 @@ def train_reward_model(cfg: RMConfig, quiet: bool = False) -> dict:
 
     import torch
 
-    records = load_split(cfg.data, cfg.split, cfg.split_fractions, cfg.split_seed)
+    records = load_split(cfg.data, cfg.split, cfg.split_fractions, cfg.split_seed, tokenizer=load_tokenizer(cfg.model))
     order = list(range(len(records)))
     random.Random(cfg.seed).shuffle(order)
     n_eval = int(round(cfg.eval_fraction * len(records)))

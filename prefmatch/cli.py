@@ -45,7 +45,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for mod in LAYER_CLIS:
         mod.register(sub)
+    accept_underscores(parser)
     return parser
+
+
+def accept_underscores(parser: argparse.ArgumentParser) -> None:
+    """One spelling per option in help (dashes: ``--max-new-tokens``); the underscore spelling
+    (``--max_new_tokens``) is accepted everywhere as a hidden alias of the same option."""
+    for action in list(parser._actions):
+        for opt in action.option_strings:
+            if opt.startswith("--") and "-" in opt[2:]:
+                parser._option_string_actions.setdefault("--" + opt[2:].replace("-", "_"), action)
+        if isinstance(action, argparse._SubParsersAction):
+            for child in set(action.choices.values()):
+                accept_underscores(child)
 
 
 def main(argv: list[str] | None = None) -> int:
