@@ -81,7 +81,7 @@ def _coincides(y, ref) -> bool:
 
 def _diag(ax):
     # on top: a curve that coincides with it stays visible through the dashes
-    ax.plot([0, 1], [0, 1], zorder=5, label="aligned: p = p_reward (preference matching)", **ALIGNED)
+    ax.plot([0, 1], [0, 1], zorder=5, label=r"aligned: $p = p_{\mathrm{reward}}$ (preference matching)", **ALIGNED)
 
 
 def _legend(ax, **kw):
@@ -103,11 +103,11 @@ def plot_bias(res, ax_fig):
         note = "  (coincides with aligned)" if _coincides(y, pr) else ""
         ax.plot(pr, y, color=cmap(0.9 * k / max(len(items) - 1, 1)), marker=MARKERS[k % len(MARKERS)],
                 ms=4.5, markevery=(k * step // len(items), step), lw=1.6,
-                label=f"p_ref(y) = {float(p_ref):g}{note}", zorder=2 + (1 if note else 0))
-    ax.set_xlabel("reward model's preference for y,  p_reward(y)")
-    ax.set_ylabel("KL-RLHF policy's preference for y,  p_rlhf(y)")
+                label=rf"$p_{{\mathrm{{ref}}}}(y)$ = {float(p_ref):g}{note}", zorder=2 + (1 if note else 0))
+    ax.set_xlabel(r"reward model's preference for y,  $p_{\mathrm{reward}}(y)$")
+    ax.set_ylabel(r"KL-RLHF policy's preference for y,  $p_{\mathrm{rlhf}}(y)$")
     ax.set_title(f"Algorithmic bias of KL-RLHF, β = {res['params']['beta']:g}\n(PM paper, Fig. 2)")
-    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=3, fontsize=9)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=9)
 
 
 def _preference_curves(ax_fig, res, key, names, ylabel, title):
@@ -122,7 +122,7 @@ def _preference_curves(ax_fig, res, key, names, ylabel, title):
         note = "  (coincides with aligned)" if _coincides(y, pr) else ""
         ax.plot(pr, y, lw=1.6, label=names(name) + note, zorder=3 if note else 2,
                 **_style(k, len(items), len(pr)))
-    ax.set_xlabel("reward model's preference for y,  p_reward(y)")
+    ax.set_xlabel(r"reward model's preference for y,  $p_{\mathrm{reward}}(y)$")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     return ax
@@ -130,9 +130,9 @@ def _preference_curves(ax_fig, res, key, names, ylabel, title):
 
 def plot_beta_bias(res, ax_fig):
     ax = _preference_curves(ax_fig, res, "p_rlhf", lambda b: f"β = {float(b):g}",
-                            "KL-RLHF policy's preference for y,  p_rlhf(y)",
+                            r"KL-RLHF policy's preference for y,  $p_{\mathrm{rlhf}}(y)$",
                             "Bias from β, uniform reference\n(PM paper, Fig. 9 and App. A.3)")
-    ax.axvline(0.7, label="p_reward = 0.7 and p_rlhf = 0.99\n(App. A.3's example, β = 0.1)", **GUIDE)
+    ax.axvline(0.7, label=r"$p_{\mathrm{reward}} = 0.7$ and $p_{\mathrm{rlhf}} = 0.99$" "\n(App. A.3's example, β = 0.1)", **GUIDE)
     ax.axhline(0.99, **GUIDE)
     _legend(ax, loc="lower right")
 
@@ -166,32 +166,32 @@ def plot_collapse(res, ax_fig):
     axes = np.atleast_1d(fig.subplots(1, len(s["p_reward"]), sharey=True))
     for ax, prw in zip(axes, s["p_reward"]):
         key = f"{prw:g}"
-        ax.axhline(prw, label="p_reward(y) (preference matching)", zorder=5, **ALIGNED)
+        ax.axhline(prw, label=r"$p_{\mathrm{reward}}(y)$ (preference matching)", zorder=5, **ALIGNED)
         for k, m in enumerate(methods):
             y = _arr(s[m][key])[finite]
-            note = "  (= p_reward)" if _coincides(y, np.full_like(y, prw)) else ""
+            note = r"  (coincides with $p_{\mathrm{reward}}$)" if _coincides(y, np.full_like(y, prw)) else ""
             ax.plot(z[finite], y, lw=1.8 if k == 0 else 1.4, ls=("-", "--", "-.", ":")[k % 4],
                     label=name(m) + note, zorder=2 + k, **_style(k, len(methods), visible))
         for k, (a, t) in enumerate(zip(alphas, zt)):
             c = PALETTE[(len(methods) + k) % len(PALETTE)]
-            ax.axvline(t, label=f"p_ref(y) = α or 1 − α, α = {a:g} (edges of M)", color=c,
+            ax.axvline(t, label=rf"$p_{{\mathrm{{ref}}}}(y)$ = α or 1 − α, α = {a:g} (edges of M)", color=c,
                        ls=(0, (1, 2)), lw=1.1, zorder=0)
             ax.axvline(-t, color=c, ls=(0, (1, 2)), lw=1.1, zorder=0)
         ax.set_xlim(-lim, lim)
-        ax.set_xlabel("reference log-odds of y,  logit p_ref(y)")
-        ax.set_title(f"p_reward(y) = {prw:g}")
+        ax.set_xlabel(r"reference log-odds of y,  logit $p_{\mathrm{ref}}(y)$")
+        ax.set_title(rf"$p_{{\mathrm{{reward}}}}(y)$ = {prw:g}")
     axes[0].set_ylabel("aligned model's preference for y")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize=9,
-               title="conditional PM equals p_reward while both responses are in M (α ≤ p_ref(y) ≤ 1 − α) "
+               title=r"conditional PM equals $p_{\mathrm{reward}}$ while both responses are in M (α ≤ $p_{\mathrm{ref}}(y)$ ≤ 1 − α) "
                      "and collapses like KL-RLHF outside; overlapping curves are drawn with markers",
                title_fontsize=9)
-    fig.suptitle("Preference collapse as p_ref → 0 or 1 (PM paper, Sec. 5.2), β = 1")
+    fig.suptitle(r"Preference collapse as $p_{\mathrm{ref}}$ → 0 or 1 (PM paper, Sec. 5.2), β = 1")
 
 
 def plot_fdiv_bias(res, ax_fig):
     ax = _preference_curves(ax_fig, res, "p_f", lambda f: _F_NAMES.get(f, f),
-                            "f-RLHF policy's preference for y,  p_f(y)",
+                            r"f-RLHF policy's preference for y,  $p_f(y)$",
                             "f-divergence RLHF optima, β = 1, uniform reference\n(PM paper, eq. (5.3))")
     _legend(ax, loc="upper left")
 
@@ -223,7 +223,7 @@ def plot_conditional_pm(res, ax_fig):
             ax2.annotate("no pair of\nresponses in M", (xi, 0.5 * top), ha="center", fontsize=9, color="0.3")
     for ax in (ax1, ax2):
         ax.set_xticks(x, [f"α = {a:g}" for a in alphas])
-        ax.set_xlabel("threshold α of M = {y : π_ref(y) ≥ α}")
+        ax.set_xlabel(r"threshold α of M = {y : $\pi_{\mathrm{ref}}(y)$ ≥ α}")
         _legend(ax, loc="upper right")
     ax1.set_ylabel("policy mass on M (mean over prompts)")
     ax2.set_ylabel("mean PM divergence on pairs in M")
