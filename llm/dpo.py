@@ -81,13 +81,11 @@ class DPOConfig(CommonConfig):
         super().check()
         if not self.model:
             raise ConfigError("model: required (a local model directory, e.g. the SFT model)")
-        if not 0 <= self.eval_fraction < 1:
-            raise ConfigError(f"eval_fraction: must be in [0, 1), got {self.eval_fraction}")
         self.check_algorithm()
 
     def check_algorithm(self):
         """The regularizer object (ConfigError naming the field when it cannot be used)."""
-        check_fields(self)  # declared ranges (also for a config built in Python)
+        check_fields(self)  # declared ranges (also for a config built in Python, as from_modules takes)
         if self.regularizer not in dpo_regularizers():
             raise ConfigError(f"regularizer: {self.regularizer!r} has no DPO loss here; choose one of "
                               f"{', '.join(dpo_regularizers())}")
@@ -256,6 +254,12 @@ class DPOTrainer:
             with torch.no_grad():
                 ref = torch.stack([response_token_logprobs(r, ids, attn, rmask)[0].float() for r in self.refs])
             ref_t = ref if self.reg.multi_reference else ref[0]
+        for what, lp in (("policy", logp_t), ("reference", ref_t)):
+            if lp is not None and not training.all_finite(self.acc, torch.where(m > 0, lp.detach(), 0.0)):
+                raise training.TrainingError(
+                    f"non-finite {what} log-probabilities (logits) at step {self.step_count + 1}; stopped before the "
+                    "update; " + (f"last checkpoint {self.last_checkpoint} left untouched" if self.last_checkpoint
+                                  else "no checkpoint written"))
         ref_w = None if ref_t is None else ref_t[..., :n, :]
         ref_l = None if ref_t is None else ref_t[..., n:, :]
         loss = sequence_dpo_loss(self.reg, logp_t[:n], logp_t[n:], ref_w, ref_l, m[:n], m[n:])
@@ -376,6 +380,13 @@ def train_dpo(cfg: DPOConfig, quiet: bool = False, resume: str | None = None) ->
     if ckpt is not None:
         trainer.load_checkpoint(ckpt)
     acc = trainer.acc
+    if acc.is_main_process and ckpt is not None:
+        # resuming an older checkpoint rewinds the run: its later checkpoints belong to the abandoned future
+        import shutil
+
+        for later in (trainer.out / "checkpoints").glob("checkpoint-*"):
+            if later.name > f"checkpoint-{trainer.step_count:06d}" and later.resolve() != ckpt.resolve():
+                shutil.rmtree(later, ignore_errors=True)
     if acc.is_main_process:
         trainer.out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, trainer.out / "config.yaml")

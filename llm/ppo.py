@@ -49,6 +49,7 @@ from prefmatch.llm.losses import (
 )
 from prefmatch.llm.models import (
     VALUE_HEAD_FILE,
+    adapter_disabled_reference,
     disable_dropout,
     load_causal_lm,
     load_reward_model,
@@ -194,7 +195,10 @@ class PPOTrainer:
         disable_dropout(policy)
         if cfg.lora or cfg.gradient_checkpointing:
             policy.lm = setup_trainable(policy.lm, cfg, "CAUSAL_LM")
-        refs = [load_causal_lm(d, dtype=frozen_dtype, what="ref").to(acc.device).eval() for d in ref_dirs]
+        # with LoRA, a reference that is the initial policy is the policy with its adapter disabled
+        # (no second copy of the weights); other references are loaded
+        refs = [adapter_disabled_reference(policy.lm) if cfg.lora and Path(d).resolve() == Path(cfg.policy).resolve()
+                else load_causal_lm(d, dtype=frozen_dtype, what="ref").to(acc.device).eval() for d in ref_dirs]
         self.rm = None
         if reward_fn is None:
             self.rm = load_reward_model(cfg.reward_model, dtype=frozen_dtype, what="reward_model").to(acc.device).eval()

@@ -175,4 +175,4 @@ def test_readme_llm_block_runs_top_to_bottom(tmp_path, monkeypatch, capsys):
         out, err = capsys.readouterr()
         assert code == 0, (argv, err)
     assert (tmp_path / "runs" / "ppo" / "model" / "config.json").is_file()
-    assert (tmp_path / "runs" / "dpo_pm" / "model" / "config.json").is_file()
+    assert (tmp_path / "runs" / "dpo" / "model" / "config.json").is_file()
