@@ -94,7 +94,7 @@ def generate_cli(app) -> None:
 READING_ORDER = {
     "theory": ("regularizers", "fdivergences", "distributions", "derivations", "identities", "dpo",
                "bounds", "cvx", "validate", "errors", "paper_items", "checks", "checks_pm",
-               "checks_mref", "checks_grad", "checks_items", "cli"),
+               "checks_mref", "checks_grad", "checks_items", "checks_dpo", "cli"),
     "tabular": ("bandit", "solvers", "reward_learning", "experiments", "plots", "cli"),
     "llm": ("config", "common", "data", "tokenizer", "models", "rewards", "losses", "training",
             "sft", "reward_model", "ppo", "dpo", "metrics", "battery", "dpo_battery", "opinion",
