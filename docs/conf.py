@@ -25,11 +25,13 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",  # MathJax shipped in _static/mathjax: formulas render offline
     "sphinx.ext.viewcode",
     "sphinx_proof",
     "sphinxcontrib.bibtex",
     "prefmatch_checks",
     "prefmatch_generate",
+    "prefmatch_numbering",  # theorem boxes and references carry the papers' numbers
 ]
 
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
@@ -73,7 +75,8 @@ napoleon_google_docstring = True
 napoleon_numpy_docstring = True
 napoleon_use_rtype = False
 
-# --- sphinx-proof numbering is per page; our own titles carry the paper's numbers
+# --- sphinx-proof: the site's counter is replaced by the paper's number read from each box's
+# title (docs/_ext/prefmatch_numbering.py)
 proof_minimal_theme = False
 
 # --- HTML

@@ -1,5 +1,5 @@
 """prefmatch.llm: SFT, Bradley–Terry reward model and PPO for causal LMs, with the theory layer's
-regularizers as per-token rewards (issue 6).  Nothing here imports torch at import time.
+regularizers as per-token rewards.  Nothing here imports torch at import time.
 
 Public API (all importable from their modules):
 

@@ -88,7 +88,7 @@ def sequence_logprobs(model, tokenizer, prompts: Sequence[str], responses: Seque
                       max_prompt_len: int = 256, max_response_len: int = 256, device=None, per_token: bool = False):
     """Teacher-forced log π(y|x) of text responses (tokenised as in training, EOS appended): [N].
 
-    This is what issue 7's exact answer-set distributions use: for an enumerable answer set
+    The opinion benchmark's exact answer-set distributions use it: for an enumerable answer set
     {y_1..y_n}, ``softmax(sequence_logprobs(...))`` is the policy conditioned on that set.
     """
     p_ids = [encode_prompt(tokenizer, p, max_prompt_len) for p in prompts]

@@ -1,8 +1,15 @@
 """Matplotlib figures of the tabular experiments (Agg backend; drawn from the result dicts).
 
 ``plot(result, path)`` draws the figure of any experiment result (as printed by
-``prefmatch bandit run NAME --json``); :func:`make_all_figures` runs every experiment at quick
-sizes and writes one PNG each (the docs build and ``make demo`` call it).
+``prefmatch bandit run NAME --json``); :func:`figure` returns the open figure (for tests);
+:func:`make_all_figures` runs every experiment at quick sizes and writes one PNG each (the docs
+build and ``make demo`` call it).
+
+Conventions every figure follows (``tests/tabular/test_experiments.py`` checks them): a
+colour-blind-safe palette with no colour used twice in one panel, a marker per series, human
+names in the legends (never a result key such as ``cpm_alpha=0.01``), every guide line in the
+legend, a legend note on any curve that coincides with another, fonts of at least 9 pt and
+axes limited to where the curves change.
 """
 from __future__ import annotations
 
@@ -13,7 +20,37 @@ import numpy as np
 
 from prefmatch.tabular.experiments import EXPERIMENTS
 
-__all__ = ["plot", "PLOTTERS", "make_all_figures"]
+__all__ = ["plot", "figure", "PLOTTERS", "make_all_figures", "SERIES_NAMES", "PALETTE"]
+
+# Okabe–Ito (colour-blind safe) without black, which is kept for the reference ("aligned") line
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#7F3C8D")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+GUIDE = dict(color="0.45", ls=":", lw=1.3)
+ALIGNED = dict(color="black", ls="--", lw=1.5)
+FONT = {"font.size": 10, "legend.fontsize": 9, "axes.titlesize": 10.5, "axes.labelsize": 10,
+        "xtick.labelsize": 9, "ytick.labelsize": 9, "figure.titlesize": 11.5}
+
+# result keys -> what a reader calls them
+SERIES_NAMES = {
+    "kl": "KL-RLHF",
+    "pm": "PM-RLHF",
+    "cpm": "conditional PM",
+    "reverse_kl": "reverse KL",
+    "chi2": "χ²",
+    "hellinger": "squared Hellinger",
+    "js": "Jensen–Shannon",
+    "rkl_optimality": "reverse KL: optimality gap",
+    "rkl_suboptimality": "reverse KL: sub-optimality gap",
+    "fkl_optimality": "forward KL: optimality gap",
+    "fkl_suboptimality": "forward KL: sub-optimality gap",
+}
+_F_NAMES = {"kl": "KL (f = u log u)", "reverse_kl": "reverse KL (f = −log u)", "chi2": "χ² (f = (u − 1)²)",
+            "hellinger": "squared Hellinger (f = (√u − 1)²)", "js": "Jensen–Shannon"}
+_GAP_LABELS = {
+    "optimality": r"optimality gap  $J(\pi^*) - J(\hat\pi)$,  $J = \mathbb{E}_\pi[r^*]$",
+    "suboptimality": r"sub-optimality gap  $\mathcal{J}(\pi^*) - \mathcal{J}(\hat\pi)$",
+}
+_COINCIDE_TOL = 1e-6
 
 
 def _plt():
@@ -29,8 +66,28 @@ def _arr(x):
     return np.array([np.nan if v is None else v for v in x], dtype=float)
 
 
+def _style(k: int, n: int, npoints: int) -> dict:
+    """Colour, marker and staggered marker positions of series k of n."""
+    step = max(1, npoints // 8)
+    return dict(color=PALETTE[k % len(PALETTE)], marker=MARKERS[k % len(MARKERS)], ms=5,
+                markevery=(min(k * step // max(n, 1), step - 1), step))
+
+
+def _coincides(y, ref) -> bool:
+    y, ref = np.asarray(y, float), np.asarray(ref, float)
+    ok = np.isfinite(y) & np.isfinite(ref)
+    return bool(ok.any()) and float(np.max(np.abs(y[ok] - ref[ok]))) <= _COINCIDE_TOL
+
+
 def _diag(ax):
-    ax.plot([0, 1], [0, 1], color="red", lw=1.5, label="aligned (p = p_reward)")
+    # on top: a curve that coincides with it stays visible through the dashes
+    ax.plot([0, 1], [0, 1], zorder=5, label=r"aligned: $p = p_{\mathrm{reward}}$ (preference matching)", **ALIGNED)
+
+
+def _legend(ax, **kw):
+    kw.setdefault("fontsize", 9)
+    kw.setdefault("framealpha", 0.9)
+    return ax.legend(**kw)
 
 
 def plot_bias(res, ax_fig):
@@ -39,35 +96,45 @@ def plot_bias(res, ax_fig):
     pr = _arr(res["series"]["p_reward"])
     cmap = plt.get_cmap("viridis")
     items = list(res["series"]["p_rlhf"].items())
-    for k, (p_ref, ys) in enumerate(items):
-        ax.plot(pr, _arr(ys), color=cmap(k / max(len(items) - 1, 1)), label=f"p_ref = {p_ref}")
+    step = max(1, len(pr) // 8)
     _diag(ax)
-    ax.set_xlabel("reward model preference on y,  p_reward(y)")
-    ax.set_ylabel("KL-RLHF preference on y,  p_rlhf(y)")
-    ax.set_title(f"PM paper Fig. 2: algorithmic bias of KL-RLHF (β = {res['params']['beta']:g})")
-    ax.legend(fontsize=7, ncol=2)
+    for k, (p_ref, ys) in enumerate(items):
+        y = _arr(ys)
+        note = "  (coincides with aligned)" if _coincides(y, pr) else ""
+        ax.plot(pr, y, color=cmap(0.9 * k / max(len(items) - 1, 1)), marker=MARKERS[k % len(MARKERS)],
+                ms=4.5, markevery=(k * step // len(items), step), lw=1.6,
+                label=rf"$p_{{\mathrm{{ref}}}}(y)$ = {float(p_ref):g}{note}", zorder=2 + (1 if note else 0))
+    ax.set_xlabel(r"reward model's preference for y,  $p_{\mathrm{reward}}(y)$")
+    ax.set_ylabel(r"KL-RLHF policy's preference for y,  $p_{\mathrm{rlhf}}(y)$")
+    ax.set_title(f"Algorithmic bias of KL-RLHF, β = {res['params']['beta']:g}\n(PM paper, Fig. 2)")
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=9)
 
 
-def _preference_curves(ax_fig, res, key, label, ylabel, title):
+def _preference_curves(ax_fig, res, key, names, ylabel, title):
     """One curve per entry of ``res["series"][key]`` against p_reward, the diagonal, the labels."""
     plt, fig = ax_fig
     ax = fig.add_subplot(111)
     pr = _arr(res["series"]["p_reward"])
-    for k, ys in res["series"][key].items():
-        ax.plot(pr, _arr(ys), label=label.format(k))
     _diag(ax)
-    ax.set_xlabel("reward model preference on y,  p_reward(y)")
+    items = list(res["series"][key].items())
+    for k, (name, ys) in enumerate(items):
+        y = _arr(ys)
+        note = "  (coincides with aligned)" if _coincides(y, pr) else ""
+        ax.plot(pr, y, lw=1.6, label=names(name) + note, zorder=3 if note else 2,
+                **_style(k, len(items), len(pr)))
+    ax.set_xlabel(r"reward model's preference for y,  $p_{\mathrm{reward}}(y)$")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize=8)
     return ax
 
 
 def plot_beta_bias(res, ax_fig):
-    ax = _preference_curves(ax_fig, res, "p_rlhf", "β = {}", "KL-RLHF preference on y,  p_rlhf(y)",
-                            "PM paper Fig. 9: bias from β (uniform reference)")
-    ax.axvline(0.7, color="gray", ls=":", lw=1)
-    ax.axhline(0.99, color="gray", ls=":", lw=1)
+    ax = _preference_curves(ax_fig, res, "p_rlhf", lambda b: f"β = {float(b):g}",
+                            r"KL-RLHF policy's preference for y,  $p_{\mathrm{rlhf}}(y)$",
+                            "Bias from β, uniform reference\n(PM paper, Fig. 9 and App. A.3)")
+    ax.axvline(0.7, label=r"$p_{\mathrm{reward}} = 0.7$ and $p_{\mathrm{rlhf}} = 0.99$" "\n(App. A.3's example, β = 0.1)", **GUIDE)
+    ax.axhline(0.99, **GUIDE)
+    _legend(ax, loc="lower right")
 
 
 def plot_collapse(res, ax_fig):
@@ -75,23 +142,58 @@ def plot_collapse(res, ax_fig):
     s = res["series"]
     z = _arr(s["logit_p_ref"])
     finite = np.isfinite(z) & (np.abs(z) < 1e300)
+    alphas = [float(a) for a in res["params"].get("alpha", [])]
     methods = [k for k in s if k in ("kl", "pm") or k.startswith("cpm")]
-    axes = fig.subplots(1, len(s["p_reward"]), sharey=True)
-    for ax, prw in zip(np.atleast_1d(axes), s["p_reward"]):
+
+    def name(m):
+        if m.startswith("cpm"):
+            return f"conditional PM, α = {float(m.split('=', 1)[1]):g}"
+        return SERIES_NAMES.get(m, m)
+
+    # where something happens: the curves leave their limits, and the α thresholds
+    active = np.zeros_like(z, dtype=bool)
+    for m in methods:
+        for prw in s["p_reward"]:
+            y = _arr(s[m][f"{prw:g}"])
+            lo, hi = y[finite][0], y[finite][-1]
+            active |= finite & (np.abs(y - lo) > 1e-3) & (np.abs(y - hi) > 1e-3)
+    zt = [float(np.log(a / (1 - a))) for a in alphas if 0 < a < 1]
+    lo = min([*z[active], *zt]) if active.any() else -6.0
+    hi = max([*z[active], *zt]) if active.any() else 6.0
+    lim = max(abs(lo), abs(hi)) + 1.0
+
+    visible = int(np.sum(finite & (np.abs(z) <= lim)))
+    axes = np.atleast_1d(fig.subplots(1, len(s["p_reward"]), sharey=True))
+    for ax, prw in zip(axes, s["p_reward"]):
         key = f"{prw:g}"
-        for m in methods:
-            ax.plot(z[finite], _arr(s[m][key])[finite], label=m, lw=1.5, ls="--" if m.startswith("cpm") else "-")
-        ax.axhline(prw, color="red", lw=1, ls=":")
-        ax.set_xlabel("logit p_ref(y)")
-        ax.set_title(f"p_reward(y) = {prw:g}", fontsize=9)
-    np.atleast_1d(axes)[0].set_ylabel("aligned preference on y")
-    np.atleast_1d(axes)[0].legend(fontsize=7)
-    fig.suptitle("PM paper Sec. 5.2 (cf. Fig. 2): preference collapse as p_ref → 0 / 1")
+        ax.axhline(prw, label=r"$p_{\mathrm{reward}}(y)$ (preference matching)", zorder=5, **ALIGNED)
+        for k, m in enumerate(methods):
+            y = _arr(s[m][key])[finite]
+            note = r"  (coincides with $p_{\mathrm{reward}}$)" if _coincides(y, np.full_like(y, prw)) else ""
+            ax.plot(z[finite], y, lw=1.8 if k == 0 else 1.4, ls=("-", "--", "-.", ":")[k % 4],
+                    label=name(m) + note, zorder=2 + k, **_style(k, len(methods), visible))
+        for k, (a, t) in enumerate(zip(alphas, zt)):
+            c = PALETTE[(len(methods) + k) % len(PALETTE)]
+            ax.axvline(t, label=rf"$p_{{\mathrm{{ref}}}}(y)$ = α or 1 − α, α = {a:g} (edges of M)", color=c,
+                       ls=(0, (1, 2)), lw=1.1, zorder=0)
+            ax.axvline(-t, color=c, ls=(0, (1, 2)), lw=1.1, zorder=0)
+        ax.set_xlim(-lim, lim)
+        ax.set_xlabel(r"reference log-odds of y,  logit $p_{\mathrm{ref}}(y)$")
+        ax.set_title(rf"$p_{{\mathrm{{reward}}}}(y)$ = {prw:g}")
+    axes[0].set_ylabel("aligned model's preference for y")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize=9,
+               title=r"conditional PM equals $p_{\mathrm{reward}}$ while both responses are in M (α ≤ $p_{\mathrm{ref}}(y)$ ≤ 1 − α) "
+                     "and collapses like KL-RLHF outside; overlapping curves are drawn with markers",
+               title_fontsize=9)
+    fig.suptitle(r"Preference collapse as $p_{\mathrm{ref}}$ → 0 or 1 (PM paper, Sec. 5.2), β = 1")
 
 
 def plot_fdiv_bias(res, ax_fig):
-    _preference_curves(ax_fig, res, "p_f", "f = {}", "f-RLHF preference on y,  p_f(y)",
-                       "PM paper eq. (5.3): f-divergence RLHF bias (β = 1, uniform reference)")
+    ax = _preference_curves(ax_fig, res, "p_f", lambda f: _F_NAMES.get(f, f),
+                            r"f-RLHF policy's preference for y,  $p_f(y)$",
+                            "f-divergence RLHF optima, β = 1, uniform reference\n(PM paper, eq. (5.3))")
+    _legend(ax, loc="upper left")
 
 
 def plot_conditional_pm(res, ax_fig):
@@ -100,16 +202,35 @@ def plot_conditional_pm(res, ax_fig):
     alphas = s["alpha"]
     ax1, ax2 = fig.subplots(1, 2)
     x = np.arange(len(alphas))
-    for k, m in enumerate(("cpm", "pm", "kl")):
-        ax1.bar(x + (k - 1) * 0.27, _arr(s["mass_on_M"][m]), 0.27, label=m)
-        ax2.bar(x + (k - 1) * 0.27, np.nan_to_num(np.abs(_arr(s["pm_divergence_on_M"][m]))), 0.27, label=m)
+    names = {"cpm": "conditional PM", "pm": "PM-RLHF", "kl": "KL-RLHF"}
+    hatches = ("", "//", "..")
+    w = 0.27
+    div = {m: _arr(s["pm_divergence_on_M"][m]) for m in names}
+    top = np.nanmax([np.nanmax(np.abs(v)) if np.isfinite(v).any() else 0 for v in div.values()]) or 1.0
+    for k, m in enumerate(names):
+        xs = x + (k - 1) * w
+        ax1.bar(xs, _arr(s["mass_on_M"][m]), w, label=names[m], color=PALETTE[k], hatch=hatches[k],
+                edgecolor="black", lw=0.6)
+        d = np.abs(div[m])
+        ax2.bar(xs, np.nan_to_num(d), w, label=names[m], color=PALETTE[k], hatch=hatches[k],
+                edgecolor="black", lw=0.6)
+        for xi, di in zip(xs, d):
+            if np.isfinite(di) and di < 1e-3 * top:  # a zero bar is invisible: say so
+                ax2.annotate("0", (xi, 0), xytext=(0, 3), textcoords="offset points", ha="center",
+                             fontsize=9, color=PALETTE[k], fontweight="bold")
+    for xi, pairs in zip(x, s.get("pairs_in_M", [None] * len(x))):
+        if pairs == 0:
+            ax2.annotate("no pair of\nresponses in M", (xi, 0.5 * top), ha="center", fontsize=9, color="0.3")
     for ax in (ax1, ax2):
         ax.set_xticks(x, [f"α = {a:g}" for a in alphas])
-        ax.set_xlabel("cPM threshold α  (M = {π_ref ≥ α})")
-    ax1.set_ylabel("policy mass on M")
+        ax.set_xlabel(r"threshold α of M = {y : $\pi_{\mathrm{ref}}(y)$ ≥ α}")
+        _legend(ax, loc="upper right")
+    ax1.set_ylabel("policy mass on M (mean over prompts)")
     ax2.set_ylabel("mean PM divergence on pairs in M")
-    ax1.legend(fontsize=8)
-    fig.suptitle("PM paper Thm 4: conditional PM matches preferences on M; KL does not")
+    ax2.set_ylim(0, 1.25 * top)
+    ax1.set_title("How much of the policy lies on M")
+    ax2.set_title("Preference mismatch on M (0 = matched)")
+    fig.suptitle("Conditional PM matches preferences on M; KL-RLHF does not (PM paper, Thm 4)")
 
 
 def plot_multi_reference(res, ax_fig):
@@ -118,24 +239,34 @@ def plot_multi_reference(res, ax_fig):
     ax1, ax2 = fig.subplots(1, 2)
     sw = s["weight_sweep"]
     w = _arr(sw["w"])
-    for k, lab in (("rkl", "V_RKL (Thm 5.2)"), ("mrpo", "MRPO lower bound"), ("holder", "Hölder upper bound"),
-                   ("fkl", "V_FKL (Thm 6.2)"), ("corollary_c1", "Cor. C.1 upper bound")):
-        ax1.plot(w, _arr(sw[k]), label=lab, ls="--" if k in ("mrpo", "holder", "corollary_c1") else "-")
-    ax1.set_xlabel("weight α_1 on reference 1 (α_2 = 1 − α_1)")
+    vr, vf = r"$V_{\mathrm{RKL}}$", r"$V_{\mathrm{FKL}}$"
+    lines = (("rkl", f"{vr}, reverse KL (Thm 5.2)"), ("mrpo", f"MRPO lower bound on {vr}"),
+             ("holder", f"Hölder upper bound on {vr}"), ("fkl", f"{vf}, forward KL (Thm 6.2)"),
+             ("corollary_c1", f"Cor. C.1 upper bound on {vf}"))
+    for k, (key, lab) in enumerate(lines):
+        ax1.plot(w, _arr(sw[key]), label=lab, lw=1.6,
+                 ls="--" if key in ("mrpo", "holder", "corollary_c1") else "-", **_style(k, len(lines), len(w)))
+    ax1.set_xlabel("weight α₁ on reference 1 (α₂ = 1 − α₁)")
     ax1.set_ylabel("optimal value (prompt 0)")
-    ax1.legend(fontsize=7)
+    ax1.set_title("Optimal values and their bounds")
+    _legend(ax1, loc="best")
     p0 = s["prompt0"]
     n = len(p0["reward"])
     x = np.arange(n)
-    bars = [(f"π_ref,{i + 1}", r) for i, r in enumerate(p0["refs"])] + [
-        ("escort π̂_α", p0["escort"]), ("mixture π̄_α", p0["mixture"]), ("π*_RKL", p0["pi_rkl"]), ("π*_FKL", p0["pi_fkl"])]
+    bars = [(rf"reference $\pi_{{\mathrm{{ref}},{i + 1}}}$", r) for i, r in enumerate(p0["refs"])] + [
+        (r"escort $\hat\pi_\alpha$", p0["escort"]), (r"mixture $\bar\pi_\alpha$", p0["mixture"]),
+        (r"$\pi^*_{\mathrm{RKL}}$ (reverse KL)", p0["pi_rkl"]), (r"$\pi^*_{\mathrm{FKL}}$ (forward KL)", p0["pi_fkl"])]
     wdt = 0.8 / len(bars)
     for k, (lab, ys) in enumerate(bars):
-        ax2.bar(x + (k - len(bars) / 2) * wdt, _arr(ys), wdt, label=lab)
+        ax2.bar(x + (k - len(bars) / 2 + 0.5) * wdt, _arr(ys), wdt, label=lab, color=PALETTE[k % len(PALETTE)],
+                edgecolor="black", lw=0.4)
+    ax2.set_xticks(x)
     ax2.set_xlabel("response y")
     ax2.set_ylabel("probability")
-    ax2.legend(fontsize=6)
-    fig.suptitle(f"MRef paper Secs. 5–6: reverse vs forward KL to K = {len(p0['refs'])} references (β = {s['beta']:g})")
+    ax2.set_title("References, their mixtures and the two optima (prompt 0)")
+    _legend(ax2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle(f"Reverse vs forward KL to K = {len(p0['refs'])} references, β = {s['beta']:g} "
+                 "(multi-reference paper, Secs. 5–6)")
 
 
 def plot_bt_mle(res, ax_fig):
@@ -144,15 +275,19 @@ def plot_bt_mle(res, ax_fig):
     n = _arr(s["n"])
     ax1, ax2 = fig.subplots(1, 2)
     rmse = _arr(s["rmse"])
-    ax1.loglog(n, rmse, "o-", label=f"tabular MLE, slope {s['slope']['slope']:.3f}")
-    ax1.loglog(n, rmse[0] * np.sqrt(n[0] / n), "k:", label="∝ 1/√n")
+    ax1.loglog(n, rmse, "o-", color=PALETTE[0], label=f"tabular MLE, fitted slope {s['slope']['slope']:.3f}")
+    ax1.loglog(n, rmse[0] * np.sqrt(n[0] / n), label="reference slope: ∝ 1/√n", **GUIDE)
     ax1.set_xlabel("number of comparisons n")
-    ax1.set_ylabel("RMS of √E(Δ(y) − Δ(y′))²")
-    ax1.legend(fontsize=8)
-    ax2.semilogx(n, _arr(s["p_finite_class_correct"]), "o-")
+    ax1.set_ylabel("RMS error of reward differences Δ(y) − Δ(y′)")
+    ax1.set_title("Error of the BT maximum-likelihood reward")
+    _legend(ax1)
+    ax2.semilogx(n, _arr(s["p_finite_class_correct"]), "s-", color=PALETTE[1], label="finite-class MLE")
+    ax2.set_ylim(-0.03, 1.03)
     ax2.set_xlabel("number of comparisons n")
     ax2.set_ylabel("P(finite-class MLE = r*)")
-    fig.suptitle("PM paper App. A.2: BT maximum likelihood from counts")
+    ax2.set_title("Finite reward class: the MLE finds r*")
+    _legend(ax2, loc="lower right")
+    fig.suptitle("Bradley–Terry maximum likelihood from counts (PM paper, App. A.2)")
 
 
 def plot_sample_complexity(res, ax_fig):
@@ -164,14 +299,19 @@ def plot_sample_complexity(res, ax_fig):
     for ax, key in zip(axes, ("rkl_optimality", "rkl_suboptimality", "fkl_optimality", "fkl_suboptimality")):
         d = s[key]
         sl = s["slopes"][key]
-        ax.loglog(n, _arr(d["quantile"]), "o-", label=f"{q:g}-quantile, slope {sl['slope']:.2f} [{sl['ci'][0]:.2f}, {sl['ci'][1]:.2f}]")
-        ax.loglog(n, _arr(d["mean_abs"]), "s--", label="mean |gap|")
-        ax.loglog(n, _arr(d["bound"]), "k-", lw=1, label=f"bound ({d['bound_source']})")
-        ax.set_title(key.replace("_", " "), fontsize=9)
+        ax.loglog(n, _arr(d["quantile"]), "o-", color=PALETTE[0],
+                  label=f"{q:g}-quantile of the gap, slope {sl['slope']:.2f} [{sl['ci'][0]:.2f}, {sl['ci'][1]:.2f}]")
+        ax.loglog(n, _arr(d["mean_abs"]), "s--", color=PALETTE[1], label="mean |gap|")
+        ax.loglog(n, _arr(d["bound"]), "^-", color=PALETTE[2], lw=1.2, label=f"bound ({d['bound_source']})")
+        ax.set_title(SERIES_NAMES[key])
         ax.set_xlabel("number of comparisons n")
-        ax.set_ylabel("gap")
-        ax.legend(fontsize=6)
-    fig.suptitle("MRef paper Thms 5.5–6.5: measured gaps vs n against the bounds")
+        ax.set_ylabel(_GAP_LABELS[key.split("_", 1)[1]])
+        low = np.nanmin(np.concatenate([_arr(d["quantile"]), _arr(d["mean_abs"])]))
+        if np.isfinite(low) and low > 0:  # room under the curves for the legend
+            ax.set_ylim(bottom=low / 60)
+        _legend(ax, loc="lower left")
+    fig.suptitle("Measured gaps against the sample-complexity bounds (multi-reference paper, "
+                 "Thms 5.5–6.5)")
 
 
 PLOTTERS = {
@@ -185,19 +325,32 @@ PLOTTERS = {
     "sample-complexity": plot_sample_complexity,
 }
 
-_SIZES = {"bias": (6, 5), "beta-bias": (6, 5), "fdiv-bias": (6, 5), "collapse": (12, 4),
-          "conditional-pm": (10, 4), "multi-reference": (12, 4.5), "bt-mle": (10, 4), "sample-complexity": (10, 8)}
+_SIZES = {"bias": (7, 6.8), "beta-bias": (6.5, 5.5), "fdiv-bias": (6.5, 5.5), "collapse": (13, 5.2),
+          "conditional-pm": (11, 4.6), "multi-reference": (14, 5), "bt-mle": (11, 4.4),
+          "sample-complexity": (12, 9)}
+
+
+def figure(result: dict):
+    """The open matplotlib figure of ``result`` (an experiment dict); the caller closes it."""
+    plt = _plt()
+    name = result["experiment"]
+    with plt.rc_context(FONT):
+        fig = plt.figure(figsize=_SIZES.get(name, (8, 5)), layout="constrained")
+        try:
+            PLOTTERS[name](result, (plt, fig))
+        except BaseException:
+            plt.close(fig)
+            raise
+    return fig
 
 
 def plot(result: dict, path: str) -> str:
     """Draw the figure of ``result`` (an experiment dict) into ``path`` (format from the suffix)."""
     plt = _plt()
-    name = result["experiment"]
-    fig = plt.figure(figsize=_SIZES.get(name, (8, 5)))
+    fig = figure(result)
     try:
-        PLOTTERS[name](result, (plt, fig))
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
+        with plt.rc_context(FONT):
+            fig.savefig(path, dpi=110)
     finally:
         plt.close(fig)
     return path

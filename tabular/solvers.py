@@ -1,4 +1,4 @@
-r"""Optimal policies of J(π) = Σ_y π(y)[r(y) + ψ(π(y), y)] (design.md, eq. ⋆) three ways.
+r"""Optimal policies of J(π) = Σ_y π(y)[r(y) + ψ(π(y), y)] (docs/architecture.md, eq. ⋆) three ways.
 
 * :func:`closed_form` — the regularizer's own optimum (closed form, or the theory layer's
   vectorized root-finder); batched over any leading axes.  This is the fast path.

@@ -1,7 +1,7 @@
 r"""Sample-complexity bounds of multi-reference KL-RLHF (second paper, Sections 5.2 and 6.2).
 
 Source: Aminian, Asadi, Shenfeld, Mroueh (2025), arXiv 2502.01203, Theorems 5.5, 5.6, 6.4, 6.5
-and Lemma A.1; restated in ``shared/spec/multi_reference_math.md`` §5 (the "spec").
+and Lemma A.1; as restated by the project's transcription of the paper's math, §5 (the "spec").
 
 **β convention.** Every function takes the package β (objective E_π[r] − β·D, PM paper
 eq. 2.3): β = β_pkg = 1/β_spec, where β_spec (γ in the later arXiv version) is the paper's

@@ -28,7 +28,7 @@ CHECK_MODULES = (
 )
 
 
-#: the stable check ids other code relies on (docs pages, the issue contracts)
+#: the stable check ids other code relies on (docs pages, the verify contract)
 CONTRACT_IDS = (
     "pm.ode.derivation",
     "pm.ode.general_solution",

@@ -1,8 +1,8 @@
 r"""Numeric identities of the multi-reference KL-RLHF paper, both sides as plain functions.
 
 Source: Aminian, Asadi, Shenfeld, Mroueh (2025), "Theoretical Analysis of KL-regularized RLHF
-with Multiple Reference Models" (arXiv 2502.01203); formulas restated in
-``shared/spec/multi_reference_math.md`` (the "spec").
+with Multiple Reference Models" (arXiv 2502.01203); formulas as restated, with provenance tags, by the project's transcription of the paper's math
+(the "spec"; docs/conventions.md explains the tags).
 
 **β convention.** The package writes every objective as E_π[r] − β·D (PM paper, eq. 2.3), so
 β here is β_pkg = 1/β_spec of the paper/spec (whose β, later γ, is an inverse temperature).

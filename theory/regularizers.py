@@ -1,6 +1,6 @@
 r"""The regularizer objects: the single source of every ψ in the package.
 
-Every objective of both papers has the shape (design.md, equation ⋆)
+Every objective of both papers has the shape (docs/architecture.md, equation ⋆)
 
 .. math::  J(\pi) = \sum_y \pi(y)\,\bigl[r(y) + \psi(\pi(y), y)\bigr],
 

@@ -45,9 +45,11 @@ class Figure:
 FIGURES = (
     Figure("bias", "Algorithmic bias of KL-RLHF (PM paper, Figure 2): the aligned model's "
            "preference against the reward model's, for several reference preferences, β = 1."),
-    Figure("beta-bias", "Bias from β with a uniform reference (PM paper, Figure 9)."),
+    Figure("beta-bias", "Bias from β with a uniform reference (PM paper, Figure 9); the β = 1 "
+           "curve coincides with the aligned line."),
     Figure("collapse", "Preference collapse: p_ref → 0 or 1 drives KL-RLHF to 0 or 1 whatever "
-           "the reward; PM and conditional PM do not collapse."),
+           "the reward; PM does not collapse, conditional PM does not while both responses are in "
+           "M = {π_ref ≥ α} and collapses like KL-RLHF outside."),
     Figure("fdiv-bias", "f-divergence RLHF optima: the bias persists for every f except KL, "
            "even at β = 1 with a uniform reference."),
     Figure("conditional-pm", "Conditional PM (Theorem 4): preference matching on {π_ref ≥ α}, "

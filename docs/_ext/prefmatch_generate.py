@@ -89,6 +89,25 @@ def generate_cli(app) -> None:
 
 
 # ----------------------------------------------------------------------------- API pages
+# The order a reader meets the modules in: the objects first, then what is computed from them,
+# the checks last.  A module not listed (a new one) follows, alphabetically.
+READING_ORDER = {
+    "theory": ("regularizers", "fdivergences", "distributions", "derivations", "identities", "dpo",
+               "bounds", "cvx", "validate", "errors", "paper_items", "checks", "checks_pm",
+               "checks_mref", "checks_grad", "checks_items", "checks_dpo", "cli"),
+    "tabular": ("bandit", "solvers", "reward_learning", "experiments", "plots", "cli"),
+    "llm": ("config", "common", "data", "tokenizer", "models", "rewards", "losses", "training",
+            "sft", "reward_model", "ppo", "dpo", "metrics", "battery", "dpo_battery", "opinion",
+            "opinion_cli", "cli"),
+}
+
+
+def _reading_key(folder: str, modname: str) -> tuple:
+    order = READING_ORDER.get(folder, ())
+    short = modname.split(".", 2)[-1]
+    return (order.index(short) if short in order else len(order), short)
+
+
 def _modules(root: Path, folder: str, package: str) -> list[str]:
     mods = []
     for p in sorted((root / folder).rglob("*.py")):
@@ -103,7 +122,7 @@ def _modules(root: Path, folder: str, package: str) -> list[str]:
         elif parts[-1].startswith("_"):
             continue
         mods.append(".".join([package, *parts]))
-    return mods
+    return sorted(mods, key=lambda m: _reading_key(folder, m))
 
 
 def _importable(modname: str, mock_names: list[str]) -> str | None:
@@ -261,6 +280,77 @@ def escape_docstring_pipes(app, what, name, obj, options, lines: list[str]) -> N
             block_indent = indent
 
 
+# ----------------------------------------------------------------------------- config fields, values
+def _rst_text(text: str) -> str:
+    """Plain text safe inside reST inline markup; `code` becomes a literal."""
+    out = []
+    for k, part in enumerate(re.split(r"(`[^`]+`)", text)):
+        if k % 2:
+            out.append("``" + part[1:-1] + "``")
+            continue
+        part = part.replace("\\", "\\\\")
+        for ch in ("*", "|"):
+            part = part.replace(ch, "\\" + ch)
+        out.append(re.sub(r"_(?=\s|$)", r"\\_", part))
+    return "".join(out)
+
+
+def add_config_field_help(app, what, name, obj, options, lines: list[str]) -> None:
+    """A configuration dataclass lists its fields with their help, default and allowed values
+    (the ``cfg_field(help=..., range=..., choices=...)`` metadata), as ``:param:`` entries that
+    autodoc completes with the types."""
+    import dataclasses
+
+    if what != "class" or not dataclasses.is_dataclass(obj):
+        return
+    fields = [f for f in dataclasses.fields(obj) if f.metadata.get("help")]
+    if not fields:
+        return
+    auto_doc = f"{obj.__name__}("  # dataclasses write the signature when there is no docstring
+    if lines and lines[0].startswith(auto_doc):
+        del lines[:]
+    if lines and lines[-1].strip():
+        lines.append("")
+    for f in fields:
+        help_ = f.metadata["help"]
+        help_ = help_() if callable(help_) else help_
+        extra = []
+        if f.default is not dataclasses.MISSING:
+            extra.append(f"default ``{f.default!r}``")
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            try:
+                extra.append(f"default ``{f.default_factory()!r}``")  # type: ignore[misc]
+            except Exception:  # noqa: BLE001 - a factory that needs context
+                pass
+        if f.metadata.get("range") is not None:
+            extra.append(f"allowed {f.metadata['range']}")
+        choices = f.metadata.get("choices")
+        if choices is not None:
+            try:
+                choices = tuple(choices() if callable(choices) else choices)
+                extra.append("one of " + ", ".join(f"``{c}``" for c in choices))
+            except Exception:  # noqa: BLE001 - a registry that cannot be read here
+                pass
+        tail = f" ({'; '.join(extra)})" if extra else ""
+        lines.append(f":param {f.name}: {_rst_text(str(help_))}{tail}")
+    lines.append("")
+
+
+def hide_long_values(app, doctree) -> None:
+    """Module data such as a registry dict shows its name, type and docstring, not a screen of
+    repr: a value longer than 80 characters is left out of the signature."""
+    from sphinx import addnodes
+
+    for desc in doctree.findall(addnodes.desc):
+        if desc.get("objtype") not in ("data", "attribute"):
+            continue
+        for sig in desc.findall(addnodes.desc_signature):
+            for ann in list(sig.findall(addnodes.desc_annotation)):
+                text = ann.astext().strip()
+                if text.startswith("=") and len(text) > 80:
+                    ann.parent.remove(ann)
+
+
 # ----------------------------------------------------------------------------- reliability counts
 def generate_reliability(app) -> None:
     """``_generated/reliability.md``: the adversarial suite's cases counted by class, from
@@ -271,8 +361,6 @@ def generate_reliability(app) -> None:
     src = Path(app.confdir).parent / "tests" / "reliability" / "cases.py"
     spec = importlib.util.spec_from_file_location("prefmatch_reliability_cases", src)
     cases = importlib.util.module_from_spec(spec)
-    import sys
-
     sys.modules[spec.name] = cases  # dataclasses resolve string annotations through sys.modules
     spec.loader.exec_module(cases)
     counts = cases.counts_by_class()
@@ -305,4 +393,6 @@ def setup(app):
     app.add_directive("prefmatch-figure", FigureDirective)
     app.connect("builder-inited", on_builder_inited)
     app.connect("autodoc-process-docstring", escape_docstring_pipes)
+    app.connect("autodoc-process-docstring", add_config_field_help)  # after: escapes its own text
+    app.connect("doctree-read", hide_long_values)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
