@@ -12,15 +12,17 @@ import dataclasses
 import functools
 import json
 
-from prefmatch.llm.config import ConfigError, field_choices, field_help, load_config
+from prefmatch.llm.config import ConfigError, field_choices, field_help, field_range, load_config, read_yaml
 from prefmatch.llm.data import DataError, load_records
 from prefmatch.llm.metrics import METRIC_NAMES, evaluate
 from prefmatch.llm.models import ARCHS, ModelLoadError, SIZES, count_parameters, init_model, load_causal_lm
-from prefmatch.llm.ppo import PPOConfig, train_ppo
+from prefmatch.llm.ppo import PPOConfig, resolve_checkpoint, train_ppo
 from prefmatch.llm.reward_model import RMConfig, train_reward_model
 from prefmatch.llm.sft import SFTConfig, train_sft
 from prefmatch.llm.rewards import RegularizerConfigError
-from prefmatch.llm.training import TrainingError
+from prefmatch.llm.tokenizer import MIN_VOCAB
+from prefmatch.llm.training import TrainingError, check_output_dir, claim_run_dir, resume_config
+from prefmatch.theory.validate import SEED, number
 from prefmatch.theory.errors import UsageError as CLIError
 
 #: stage → (config class, training function, help)
@@ -73,6 +75,8 @@ def _add_config_options(parser: argparse.ArgumentParser, cls) -> None:
         helptext = f"{field_help(f)} (default: {default!r})"
         if choices:
             helptext += f" {{{', '.join(map(str, choices))}}}"
+        if field_range(f) is not None:
+            helptext += f" in {field_range(f)}"
         names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
         extra = {"nargs": "?", "const": "true"} if f.type in (bool, "bool") else {}
         helptext = helptext.replace("%", "%%")  # argparse %-formats help strings
@@ -91,14 +95,36 @@ def _stage_config(stage: str, args):
 @_guard
 def _run_train(args) -> int:
     stage = args.stage
-    cfg = _stage_config(stage, args)
-    fn = STAGES[stage][1]
+    cls, fn = STAGES[stage][0], STAGES[stage][1]
     kwargs = {"quiet": args.json}
-    if stage == "ppo":
-        kwargs["resume"] = args.resume
+    resume = getattr(args, "resume", None)
+    if resume:
+        if args.overwrite:
+            raise CLIError("--resume and --overwrite: give one (continue the run, or replace it)")
+        ckpt = resolve_checkpoint(resume)
+        explicit = {**(read_yaml(args.config) if args.config else {}), **_overrides(args)}
+        explicit.pop("stage", None)
+        cfg = resume_config(cls, resume, explicit, ckpt / "config.yaml")
+        claim_run_dir(cfg.out, resume=True)
+        kwargs["resume"] = str(ckpt)
+    else:
+        cfg = _stage_config(stage, args)
+        claim_run_dir(cfg.out, overwrite=args.overwrite)
     result = fn(cfg, **kwargs)
     _emit(args, result, f"prefmatch train {stage}: done")
     return 0
+
+
+def _check_args(args, ranges: dict) -> None:
+    """Each named option within its declared range (the one number parser, theory/validate.py)."""
+    for name, (interval, integer) in ranges.items():
+        value = getattr(args, name)
+        if value is None:
+            continue
+        try:
+            number(f"--{name.replace('_', '-')}", value, interval, integer=integer)
+        except ValueError as e:
+            raise CLIError(str(e)) from None
 
 
 @_guard
@@ -108,6 +134,10 @@ def _run_model_init(args) -> int:
         raise CLIError(f"--size: must be one of {', '.join(SIZES)}, got {args.size!r}")
     if args.arch not in ARCHS:
         raise CLIError(f"--arch: must be one of {', '.join(ARCHS)}, got {args.arch!r}")
+    _check_args(args, {"vocab_size": (f"[{MIN_VOCAB}, 1000000]", True), "seed": (SEED, True)})
+    out = check_output_dir(args.out, "out")
+    if (out / "config.json").exists() and not args.overwrite:
+        raise CLIError(f"--out: {out} already holds a model; pass --overwrite to replace it or choose another --out")
     texts = None
     if args.corpus:
 
@@ -124,10 +154,8 @@ def _run_model_init(args) -> int:
 @_guard
 def _run_eval(args) -> int:
 
-    if args.n_prompts < 1:
-        raise CLIError(f"--n-prompts: must be >= 1, got {args.n_prompts}")
-    if args.max_new_tokens < 1:
-        raise CLIError(f"--max-new-tokens: must be >= 1, got {args.max_new_tokens}")
+    _check_args(args, {"n_prompts": ("[1, inf)", True), "max_new_tokens": ("[1, inf)", True),
+                       "max_prompt_len": ("[1, inf)", True), "seed": (SEED, True)})
     try:
         res = evaluate(args.policy, args.reward, args.ref, args.data, n_prompts=args.n_prompts,
                        max_new_tokens=args.max_new_tokens, max_prompt_len=args.max_prompt_len, seed=args.seed,
@@ -157,7 +185,10 @@ def register(subparsers) -> None:
         p.add_argument("--config", metavar="FILE.yaml", help="YAML file of config fields")
         p.add_argument("--json", action="store_true", help="print the result as JSON; no progress bar")
         if stage == "ppo":
-            p.add_argument("--resume", metavar="DIR", help="continue from a checkpoint (or a run directory)")
+            p.add_argument("--resume", metavar="DIR", help="continue from a checkpoint (or a run directory) with "
+                           "the run's saved config; an option that conflicts with it is an error")
+        p.add_argument("--overwrite", action="store_true", help="replace the run already in --out (without it, "
+                       "a directory holding a run is refused)")
         _add_config_options(p, cls)
         p.set_defaults(func=_run_train, stage=stage)
 
@@ -172,9 +203,11 @@ def register(subparsers) -> None:
     init.add_argument("--arch", default="gpt2", help="gpt2 or llama")
     init.add_argument("--out", required=True, metavar="DIR", help="output directory")
     init.add_argument("--corpus", metavar="FILE", help="jsonl whose string fields train the tokenizer")
-    init.add_argument("--vocab-size", type=int, default=None, help="tokenizer vocabulary (default by size)")
+    init.add_argument("--vocab-size", type=int, default=None,
+                      help=f"tokenizer vocabulary, at least {MIN_VOCAB} (256 bytes + 3 special tokens + 1; default by size)")
     init.add_argument("--seed", type=int, default=0, help="initialisation seed")
     init.add_argument("--json", action="store_true", help="print the result as JSON")
+    init.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
     init.set_defaults(func=_run_model_init)
 
     # --- eval

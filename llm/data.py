@@ -38,13 +38,23 @@ def load_records(path: str | os.PathLike, keys: Sequence[str] = PREFERENCE_KEYS)
         where = lambda i: f"{p} row {i}"  # noqa: E731
     else:
         records = []
-        with p.open(encoding="utf-8") as fh:
-            lines = [(n, line) for n, line in enumerate(fh, 1) if line.strip()]
+        raw = p.read_bytes()
+        lines = []
+        for n, b in enumerate(raw.splitlines(), 1):
+            try:
+                line = b.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{p} line {n}: not UTF-8 text (byte {b[e.start]:#04x} at column {e.start + 1}); "
+                                "save the file as UTF-8") from None
+            if line.strip():
+                lines.append((n, line))
         for n, line in lines:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
                 raise DataError(f"{p} line {n}: not valid JSON ({e.msg})") from None
+            except RecursionError:
+                raise DataError(f"{p} line {n}: JSON nested too deeply") from None
             if not isinstance(obj, dict):
                 raise DataError(f"{p} line {n}: expected a JSON object with keys {', '.join(keys)}")
             obj["_line"] = n

@@ -109,13 +109,42 @@ def score_responses_ids(reward_model, prompt_ids, response_ids, pad_id: int, bat
     return torch.cat(out)
 
 
-def summarize(logp1, logp2, ref1, ref2, r1, r2, len1, len2) -> dict:
-    """The Section 6.1 metrics from per-pair arrays (torch or numpy), plus the instance PM divergences."""
+def token_kl_k3(policy_tokens, ref_tokens):
+    """Per-sequence KL estimate Σ_t k3_t, k3 = e^{q−l} − 1 − (q − l) with l, q the policy's and the
+    reference's token log-probs of a sampled response: every term is ≥ 0 and unbiased for the
+    per-token KL(π(·|prefix) ‖ π_ref(·|prefix)), so the sum is a non-negative unbiased estimate of
+    the sequence KL (the plain Σ_t (l − q) is unbiased too but goes negative on single samples)."""
+    import numpy as np
+
+    out = []
+    for lt, qt in zip(policy_tokens, ref_tokens):
+        d = np.asarray(qt, float) - np.asarray(lt, float)
+        out.append(float(np.sum(np.expm1(d) - d)))
+    return np.asarray(out)
+
+
+def check_finite_logprobs(name: str, *arrays) -> None:
+    """ValueError naming the model whose log-probabilities are NaN/inf where they must be finite."""
+    import numpy as np
+
+    for a in arrays:
+        if not np.all(np.isfinite(np.asarray(a, float))):
+            raise ValueError(f"{name}: the model gives non-finite log-probabilities (NaN/inf weights or logits) "
+                             "on the sampled responses; it cannot be evaluated")
+
+
+def summarize(logp1, logp2, ref1, ref2, r1, r2, len1, len2, kl1=None, kl2=None) -> dict:
+    """The Section 6.1 metrics from per-pair arrays (torch or numpy), plus the instance PM divergences.
+
+    ``kl1``/``kl2`` (optional): per-sequence non-negative KL estimates (:func:`token_kl_k3`); without
+    them the KL is the mean of log π − log π_ref over the samples."""
     import numpy as np
 
     lp = np.concatenate([np.asarray(logp1, float), np.asarray(logp2, float)])
     ref = np.concatenate([np.asarray(ref1, float), np.asarray(ref2, float)])
     ln = np.concatenate([np.asarray(len1, float), np.asarray(len2, float)])
+    kl = (np.mean(np.concatenate([np.asarray(kl1, float), np.asarray(kl2, float)])) if kl1 is not None
+          else np.mean(lp - ref))
     inst = pm_divergence(np.asarray(logp1, float), np.asarray(logp2, float), np.asarray(r1, float),
                          np.asarray(r2, float))
     return {
@@ -123,7 +152,7 @@ def summarize(logp1, logp2, ref1, ref2, r1, r2, len1, len2) -> dict:
         "perplexity": float(np.mean(np.exp(-lp / np.maximum(ln, 1)))),
         "entropy": float(np.mean(-lp)),
         "length": float(np.mean(ln)),
-        "kl": float(np.mean(lp - ref)),
+        "kl": float(kl),
         "instance_pm_divergence": [float(x) for x in inst],
     }
 
@@ -144,18 +173,23 @@ def evaluate(policy: str, reward: str, ref: str, data: str, n_prompts: int = 64,
     pol = load_causal_lm(policy, what="policy").to(dev).eval()
     ref_m = load_causal_lm(ref, what="ref").to(dev).eval()
     rm = load_reward_model(reward, what="reward").to(dev).eval()
+    for what, d, m in (("--policy", policy, pol), ("--ref", ref, ref_m), ("--reward", reward, rm)):
+        if not all(bool(torch.isfinite(p).all()) for p in m.parameters()):
+            raise ValueError(f"{what}: the weights in {d} contain NaN/inf; it cannot be evaluated")
     tok.padding_side = "left"
     p_ids, samples = sample_responses(pol, tok, prompts, n=2, max_new_tokens=max_new_tokens,
                                       max_prompt_len=max_prompt_len, seed=seed, batch_size=batch_size, device=dev)
     y1 = [s[0] for s in samples]
     y2 = [s[1] for s in samples]
     kw = dict(pad_id=tok.pad_token_id, batch_size=batch_size, device=dev)
-    lp1 = sequence_logprobs_ids(pol, p_ids, y1, **kw)
-    lp2 = sequence_logprobs_ids(pol, p_ids, y2, **kw)
-    rf1 = sequence_logprobs_ids(ref_m, p_ids, y1, **kw)
-    rf2 = sequence_logprobs_ids(ref_m, p_ids, y2, **kw)
+    (lp1, lt1), (lp2, lt2) = (sequence_logprobs_ids(pol, p_ids, y, per_token=True, **kw) for y in (y1, y2))
+    (rf1, qt1), (rf2, qt2) = (sequence_logprobs_ids(ref_m, p_ids, y, per_token=True, **kw) for y in (y1, y2))
+    check_finite_logprobs(f"--policy {policy}", lp1, lp2)
+    check_finite_logprobs(f"--ref {ref}", rf1, rf2)
     r1 = score_responses_ids(rm, p_ids, y1, **kw)
     r2 = score_responses_ids(rm, p_ids, y2, **kw)
-    out = summarize(lp1, lp2, rf1, rf2, r1, r2, [len(y) for y in y1], [len(y) for y in y2])
+    check_finite_logprobs(f"--reward {reward} (its scores)", r1, r2)
+    out = summarize(lp1, lp2, rf1, rf2, r1, r2, [len(y) for y in y1], [len(y) for y in y2],
+                    kl1=token_kl_k3(lt1, qt1), kl2=token_kl_k3(lt2, qt2))
     out["n_prompts"] = len(prompts)
     return out

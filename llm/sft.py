@@ -19,6 +19,8 @@ from prefmatch.llm.training import (
     MetricsLog,
     atomic_dir,
     check_finite,
+    check_weights_finite,
+    clip_and_check_grads,
     derived_seed,
     make_accelerator,
     mean_over_processes,
@@ -32,8 +34,8 @@ from prefmatch.llm.training import (
 class SupervisedConfig(CommonConfig):
     """Fields of the two supervised stages (SFT and the reward model)."""
 
-    epochs: int = cfg_field(1, help="passes over the data")
-    max_steps: int = cfg_field(0, help="stop after this many optimizer steps (0 = run all epochs)")
+    epochs: int = cfg_field(1, help="passes over the data", range="[1, inf)")
+    max_steps: int = cfg_field(0, help="stop after this many optimizer steps (0 = run all epochs)", range="[0, inf)")
 
 
 @dataclass
@@ -125,10 +127,10 @@ def run_supervised(cfg, *, load_model, task_type: str, n_train: int, what: str, 
             loss, metrics = batch_loss(model, tok, acc, rank_slice(batch, acc))
             check_finite(acc, step + 1, None, loss=loss)
             acc.backward(loss)
-            if cfg.max_grad_norm > 0:
-                acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            clip_and_check_grads(acc, model, cfg.max_grad_norm, step + 1, None)
             opt.step()
             opt.zero_grad(set_to_none=True)
+            check_weights_finite(acc, model, step + 1, None)
             step += 1
             loss_val = float(loss.detach())
             if step % cfg.log_every == 0 or step == total:

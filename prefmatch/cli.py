@@ -28,8 +28,15 @@ CLIError = UsageError  # the name the commands have always raised
 LAYER_CLIS = (theory_cli, tabular_cli, llm_cli, opinion_cli)
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with usage errors as one line (``prefmatch: error: ...``, exit 2), not a usage block."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="prefmatch",
         description="How RLHF regularizers bias an aligned model: theory checks, tabular "
         "bandit experiments and an LLM trainer built on one regularizer interface.",
@@ -43,14 +50,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
     try:
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 0
         return int(args.func(args) or 0)
     except CLIError as err:
         print(f"prefmatch: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a full disk, a read-only or pseudo filesystem, a path under a file
+        where = f" {err.filename}" if err.filename else ""
+        print(f"prefmatch: error: cannot write or read{where}: {err.strerror or err}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("prefmatch: error: out of memory; reduce the problem size (trials, batch size, responses)",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("prefmatch: interrupted", file=sys.stderr)

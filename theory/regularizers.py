@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import abc
 import math
+import reprlib
 from dataclasses import dataclass
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -63,6 +64,7 @@ from prefmatch.theory.fdivergences import (  # noqa: F401  (FSpec, F_DIVERGENCES
     solve_normalizer,
 )
 from prefmatch.theory.distributions import arithmetic_mixture
+from prefmatch.theory import validate
 
 __all__ = [
     "Regularizer",
@@ -126,6 +128,24 @@ def _check_weights(weights, tol: float = 1e-6) -> tuple[float, ...]:
     return tuple(float(x) for x in w / w.sum())
 
 
+_SPREAD = 1e300
+
+
+def _tame_spread(r, beta):
+    """For rewards whose spread r/β overflows the root-finders (e.g. ±1e308): (r − max r clipped
+    below at −1e300·β, the shift max r/β of μ); None for every other input (left untouched).
+
+    The clip changes nothing representable: a response 1e300 below the best in units of β gets
+    probability 0 under every f in the registry, in floating point as in exact arithmetic."""
+    xp = namespace(r)
+    _check_reward(r)
+    with quiet():
+        if bool(xp.all(xp.abs(r) <= _SPREAD * beta)):
+            return None
+        top = xp.max(r, axis=-1, keepdims=True)
+        return xp.maximum(r - top, -_SPREAD * beta), top / beta
+
+
 # --------------------------------------------------------------------------- parameters
 _REQUIRED = object()
 
@@ -184,18 +204,18 @@ class Param:
         if self.kind == "weights":
             return _check_weights(value)
         if self.kind == "array":
-            try:
-                arr = np.asarray(value, dtype=np.float64)
-            except (TypeError, ValueError):
-                raise ValueError(f"{self.name} must be {self.allowed}, got {value!r}") from None
-            if not np.all(np.isfinite(arr)):
-                raise ValueError(f"{self.name} must be finite, got {value!r}")
-            return float(arr) if arr.ndim == 0 and not isinstance(value, np.ndarray) else value
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-            raise ValueError(f"{self.name} must be a finite number {self.allowed}, got {value!r}")
-        v = float(value)
-        if not math.isfinite(v):
-            raise ValueError(f"{self.name} must be a finite number {self.allowed}, got {value!r}")
+            if isinstance(value, np.ndarray):
+                if not np.all(np.isfinite(value)):
+                    raise ValueError(f"{self.name} must be finite, got {reprlib.repr(value)}")
+                return value
+            if isinstance(value, (list, tuple)):
+                validate.numbers(self.name, value, (1, 2))
+                return value
+            return validate.number(self.name, value)
+        try:
+            v = validate.number(self.name, value)
+        except ValueError:
+            raise ValueError(f"{self.name} must be a finite number {self.allowed}, got {reprlib.repr(value)}") from None
         if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
             raise ValueError(f"{self.name} must be {self.allowed}, got {value!r}")
         if self.hi is not None and (v > self.hi if self.hi_closed else v >= self.hi):
@@ -407,10 +427,27 @@ class AffineLogRegularizer(Regularizer):
         return out
 
     def optimal_value(self, r, ref_logp=None):
+        r"""J(π*) = a·log Σ_y exp((r + b)/a) + Σ constants, computed without cancellation.
+
+        With q = softmax(b/a) (for KL, q = π_ref) and c = E_q r, the value is
+        a·LSE(b/a) + c + a·log1p(E_q[expm1((r − c)/a)]).  Where |r − c| ≤ a (large β), this form
+        keeps the Var_q(r)/(2a) that a direct a·logsumexp rounds away (at β = 1e20 the direct form
+        returns 0 for rewards [1, 2]); elsewhere the direct form is exact and is used."""
         _check_reward(r)
-        a, _ = self.coefficients(ref_logp, like=r)
+        xp = namespace(r)
+        a, b = self.coefficients(ref_logp, like=r)
         with quiet():
-            return a * logsumexp(self.gibbs_logits(r, ref_logp)) + self.constant_sum(r)
+            direct = a * logsumexp(self.gibbs_logits(r, ref_logp))
+            u = b / a + xp.zeros_like(r)
+            l0 = logsumexp(u, keepdims=True)
+            q = xp.exp(u - l0)
+            support = q > 0
+            c = xp.sum(xp.where(support, q * r, 0.0), axis=-1, keepdims=True)
+            x = xp.where(support, (r - c) / a, 0.0)
+            small = xp.max(xp.abs(x), axis=-1) <= 1.0
+            near = a * xp.squeeze(l0, axis=-1) + xp.squeeze(c, axis=-1) + a * xp.log1p(
+                xp.sum(xp.where(support, q * xp.expm1(x), 0.0), axis=-1))
+            return xp.where(small, near, direct) + self.constant_sum(r)
 
     # token rewards: ψ = −a Σ_t l_t + b_lin(Σ_t q_t) + b_const, b_lin linear in q
     def token_terms(self, ref_logp_t, mask_t):
@@ -892,6 +929,11 @@ class FDivergence(Regularizer):
     def _solve(self, r, ref_logp):
         """(log π*, μ = λ/β, μ − max s on the support) for each row (:mod:`.fdivergences`)."""
         ref_logp = _require_ref(ref_logp, self.name)
+        tamed = _tame_spread(r, self.beta)
+        if tamed is not None:
+            r, shift = tamed
+            logp, mu, gap = self._solve(r, ref_logp)
+            return logp, mu + shift, gap
         if self.f != "kl" and blockable(r, ref_logp, ref_ndim=2):
             return fdiv_optimum_blocked(self.spec, self.beta, r, ref_logp)
         _check_reward(r)
@@ -982,6 +1024,11 @@ class MultiFKL(_KReferences, Regularizer):
         """The reverse-KL optimum against the mixture; for a large numpy batch the mixture is
         formed block by block inside the single-reference solver's row loop."""
         ref_logp = self._check_k(ref_logp)
+        tamed = _tame_spread(r, self.beta)
+        if tamed is not None:
+            r, shift = tamed
+            logp, mu, gap = self._solve(r, ref_logp)
+            return logp, mu + shift, gap
         if blockable(r, ref_logp, ref_ndim=3):
             return fdiv_optimum_blocked(self._single.spec, self.beta, r, ref_logp, ref_block=self.mixture_logp)
         return self._single._solve(r, self.mixture_logp(ref_logp))
