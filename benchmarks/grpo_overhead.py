@@ -94,6 +94,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=max(1, min(4, os.cpu_count() or 1)), help="torch threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-ratio", type=float, default=1.10, help="fail (exit 1) above this ratio")
+    p.add_argument("--markdown", metavar="FILE", help="also write the result as a table, with the command and the "
+                   "machine, to FILE (docs/results/grpo_overhead.md is written this way)")
     a = p.parse_args(argv)
 
     tmp = tempfile.TemporaryDirectory(prefix="grpo_overhead_")
@@ -117,6 +119,20 @@ def main(argv=None) -> int:
         print(f"baseline ({out['baseline']}): {out['baseline_step_time_s']:.3f} s/step")
         for r in rows:
             print(f"PMGRPOTrainer {r['regularizer']:5s}: {r['step_time_s']:.3f} s/step   ratio {r['ratio']:.3f}")
+    if a.markdown:
+        import platform
+
+        import torch
+        import trl
+
+        lines = [f"<!-- written by `python benchmarks/grpo_overhead.py --markdown {a.markdown}`; do not edit -->",
+                 f"Run on {time.strftime('%Y-%m-%d')}, {platform.machine()} CPU ({a.threads} threads), torch "
+                 f"{torch.__version__}, trl {trl.__version__}; tiny GPT-2 ({a.size}), {a.batch} completions of "
+                 f"{a.gen_len} tokens per step (G = {a.generations}), median of {a.steps} steps, {a.repeats} "
+                 "alternating repeats.", "", "| trainer | s/step | ratio to TRL's built-in KL |", "|---|---|---|",
+                 f"| `trl.GRPOTrainer`, built-in k3 KL | {out['baseline_step_time_s']:.3f} | 1 |"]
+        lines += [f"| `PMGRPOTrainer`, `{r['regularizer']}` | {r['step_time_s']:.3f} | {r['ratio']:.3f} |" for r in rows]
+        Path(a.markdown).write_text("\n".join(lines) + "\n")
     tmp.cleanup()
     return 0 if out["max_ratio"] <= a.max_ratio else 1
 

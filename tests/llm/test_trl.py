@@ -73,3 +73,17 @@ def test_reference_models_are_checked(tmp_path):
         PMGRPOTrainer(**kw, regularizer="multi_rkl", regularizer_params={"weights": [0.5, 0.5]}, ref_model=model)
     with pytest.raises(ValueError, match="ref_model: regularizer 'maxent' uses no reference model"):
         PMGRPOTrainer(**kw, regularizer="maxent", ref_model=model)
+
+
+def test_docs_example_runs():
+    """The runnable example of docs/integrations.md, as written."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "integrations.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if b.startswith("# runnable example")]
+    assert len(blocks) == 1
+    ns: dict = {}
+    exec(compile(blocks[0], "docs/integrations.md", "exec"), ns)  # noqa: S102 - the docs' own code
+    assert ns["trainer"].placement == "reward" and ns["trainer"].reg.name == "cpm"
+    assert ns["trainer"].state.global_step == 2
