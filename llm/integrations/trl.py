@@ -34,8 +34,10 @@ placement is :func:`prefmatch.llm.rewards.resolve_mode`, the table the ``grad.*`
 TRL's built-in KL is switched off (its ``beta`` is set to 0 inside the trainer); K reference
 models are passed as ``ref_model=[m1, ..., mK]`` for the multi-reference regularizers; a
 regularizer that needs one reference and gets none uses a frozen copy of the initial policy.
-Text-only models; the group normalization is replicated from TRL 1.16's
-``_generate_and_score_completions`` (``sum_then_normalize``), the only part that is.
+Text-only models.  Two pieces of TRL 1.16's ``_generate_and_score_completions`` are replicated,
+because ψ must join the reward before them: GRPO's group normalization (``sum_then_normalize``;
+``normalize_then_sum`` is refused) and RLOO's leave-one-out baseline with its optional
+normalization.
 """
 from __future__ import annotations
 
