@@ -17,6 +17,17 @@ from prefmatch.llm.integrations.trl import regularizer_from_config  # noqa: E402
 pytestmark = pytest.mark.trl
 
 
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """TRL's trainers initialise accelerate's process-wide state with their own settings; reset it
+    so that the next test's trainer (TRL's or prefmatch's) starts from a clean one."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("case", trl_battery.CASES, ids=lambda c: c.id)
 def test_trl_battery(case):
