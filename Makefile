@@ -6,7 +6,8 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 OUT    ?= out
 
-.PHONY: install test test-slow test-readme test-battery test-dpo-battery test-all test-explore test-browser docs figures bench demo smollm2 clean
+.PHONY: install test test-slow test-readme test-battery test-dpo-battery test-all test-explore test-browser docs figures \
+        bench demo smollm2 clean test-trl test-fsdp test-verl verl-env bench-ppo
 
 install: $(STAMP)
 
@@ -15,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[llm,test,docs]'
+	$(PIP) install -q -e '.[llm,test,docs,trl]'
 	touch $(STAMP)
 
 # the default suite (slow tests excluded) plus a warning-free docs build
@@ -78,3 +79,46 @@ smollm2: install
 
 clean:
 	rm -rf $(VENV) $(OUT) docs/_build docs/_generated .pytest_cache
+
+# ---- integrations and sharded training (each its own target; .ci/run calls test-trl and test-fsdp)
+SITE   = $$($(PY) -c 'import site; print(site.getsitepackages()[0])')
+# a side environment that reuses this venv's packages (torch, transformers, prefmatch itself)
+define side_env
+	$(PYTHON) -m venv $(1)
+	echo "import site; site.addsitedir('$(SITE)')" > "$$($(1)/bin/python -c 'import site; print(site.getsitepackages()[0])')/_project.pth"
+endef
+
+# TRL's GRPO/RLOO with prefmatch regularizers: the TRL battery and the argument checks (about 8 minutes)
+test-trl: install
+	$(VENV)/bin/pytest -q -m trl tests/llm/test_trl.py
+
+# SFT, reward model and PPO sharded with FSDP2 on 2 CPU processes vs unsharded runs (about 2 minutes)
+test-fsdp: install
+	$(VENV)/bin/pytest -q -m fsdp tests/llm/test_fsdp.py
+
+# verl 0.9.1 without its GPU dependencies (only what verl.trainer.ppo.ray_trainer imports on CPU)
+VERL_PKGS := verl==0.9.1 ray==2.60.0 tensordict==0.10.0 torchdata==0.11.0 omegaconf==2.4.0 hydra-core==1.3.8 \
+	codetiming==1.4.0 msgpack==1.2.4 protobuf==7.36.2 jsonschema==4.26.0 jsonschema-specifications==2025.9.1 \
+	referencing==0.37.0 rpds-py==2026.9.1 attrs==26.1.0 pyvers==0.2.3 orjson==3.13.0 cachetools==8.0.2 \
+	fastapi==0.165.0 starlette==1.10.0 uvicorn==0.54.0 opentelemetry-api==1.45.2 opentelemetry-sdk==1.45.2 \
+	opentelemetry-semantic-conventions==0.66b2
+.cache/verl/.installed: | install
+	$(call side_env,.cache/verl)
+	.cache/verl/bin/pip install -q --no-deps $(VERL_PKGS)
+	touch $@
+verl-env: .cache/verl/.installed
+
+# the verl recipe against verl's own core_algos / apply_kl_penalty
+test-verl: verl-env
+	$(VENV)/bin/pytest -q tests/llm/test_trl_verl.py
+
+# TRL 1.12 (the last with a PPO trainer) and 1.16 side environments for the PPO benchmark
+.cache/trl-%/.installed: | install
+	$(call side_env,.cache/trl-$*)
+	.cache/trl-$*/bin/pip install -q --no-deps trl==$*.0
+	touch $@
+
+# tokens/s of our PPO (shared trunk and separate critic) vs TRL 1.12's PPO; GRPO overhead ratio
+bench-ppo: install .cache/trl-1.12/.installed .cache/trl-1.16/.installed
+	$(PY) benchmarks/ppo_step.py
+	$(PY) benchmarks/grpo_overhead.py

@@ -5,12 +5,19 @@ stop: every response has exactly ``--gen-len`` tokens), minibatches and PPO epoc
 counts generated response tokens per second of iteration wall time (rollout + scoring + update),
 measured over ``--steps`` iterations after one warm-up iteration.
 
-TRL is **not** a prefmatch dependency.  TRL removed its PPO trainer in 1.13; ``trl==1.12.0``
-still has it as ``trl.experimental.ppo.PPOTrainer``.  Install it without dependencies into a
-separate environment that reuses this venv's torch/transformers, e.g.::
+Two rows of ours: the shared-trunk actor-critic ``prefmatch train ppo`` builds (a value head on
+the policy's last hidden state), and a like-for-like one with a *separate critic network*, as
+TRL's PPO has (its ``value_model`` is a second copy of the reward model's backbone and head):
+:meth:`PPOTrainer.from_modules` with the policy, a value module built from the reward-model
+directory, and the reward model as the reward function.
+
+TRL removed its PPO trainer in 1.13; ``trl==1.12.0`` still has it as
+``trl.experimental.ppo.PPOTrainer``.  ``make bench-ppo`` creates the side environments that
+reuse this venv's torch/transformers and runs this script (``prefmatch[trl]`` pins 1.16 in the
+venv itself)::
 
     python -m venv .cache/trl-1.12
-    echo "$(.venv/bin/python -c 'import site; print(site.getsitepackages()[0])')" \\
+    echo "import site; site.addsitedir('$(.venv/bin/python -c 'import site; print(site.getsitepackages()[0])')')" \\
         > "$(.cache/trl-1.12/bin/python -c 'import site; print(site.getsitepackages()[0])')/_project.pth"
     .cache/trl-1.12/bin/pip install --no-deps trl==1.12.0
 
@@ -20,8 +27,9 @@ environment is missing or TRL fails, the JSON says so instead of a number.
     python benchmarks/ppo_step.py [--json] [--steps 5] [--batch 16] [--gen-len 32]
 
 ``--json`` prints ``{"ours_tokens_per_s", "baseline", "baseline_tokens_per_s", "ratio",
-"model_time_fraction", ...}``; ``model_time_fraction`` is the share of our iteration time spent
-inside model calls (generate, forward, backward, optimizer step).
+"ours_separate_critic_tokens_per_s", "ratio_separate_critic", "model_time_fraction", ...}``;
+``model_time_fraction`` is the share of our iteration time spent inside model calls (generate,
+forward, backward, optimizer step).
 """
 from __future__ import annotations
 
@@ -73,6 +81,57 @@ def run_ours(setup: dict, a) -> dict:
         model_seconds += m["model_time_fraction"] * m["step_time_s"]
     return {"tokens_per_s": tokens / seconds, "model_time_fraction": model_seconds / seconds,
             "step_time_s": seconds / a.steps}
+
+
+def run_ours_separate_critic(setup: dict, a) -> dict:
+    """Our PPO step with a separate critic network (TRL's layout): policy, reference, value model
+    (reward-model backbone + head at every position) and the reward model, via ``from_modules``."""
+    import torch
+    from torch import nn
+
+    from prefmatch.llm.config import load_config
+    from prefmatch.llm.data import encode_prompt, load_records
+    from prefmatch.llm.models import _backbone_and_head, load_causal_lm, load_reward_model, reward_scores
+    from prefmatch.llm.ppo import PPOConfig, PPOTrainer
+    from prefmatch.llm.tokenizer import load_tokenizer
+
+    torch.set_num_threads(a.threads)
+
+    class Critic(nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask):
+            trunk, head = _backbone_and_head(self.model)
+            h = trunk(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            return head(h).squeeze(-1).float()
+
+    tok = load_tokenizer(setup["base"])
+    rm = load_reward_model(setup["rm"]).eval()
+
+    def reward_fn(prompt_ids, response_ids, response_mask):
+        ids = torch.cat([prompt_ids, response_ids], 1)
+        mask = torch.cat([(prompt_ids != tok.pad_token_id).long(), response_mask.long()], 1)
+        with torch.no_grad():
+            return reward_scores(rm, ids, mask)
+
+    prompts = [encode_prompt(tok, r["prompt"], 64) for r in load_records(setup["data"])]
+    cfg = load_config(PPOConfig, overrides=dict(
+        data=setup["data"], policy=setup["base"], reward_model=setup["rm"], out=str(Path(a.work) / "ours_critic"),
+        steps=a.steps + 1, batch_size=a.batch, mini_batch_size=a.mini_batch,
+        ppo_epochs=a.epochs, max_prompt_len=64, max_response_len=a.gen_len, lr=1e-5, beta=0.05, regularizer="kl",
+        cpu=True, seed=a.seed))
+    trainer = PPOTrainer.from_modules(cfg, policy=load_causal_lm(setup["base"]), reference=load_causal_lm(setup["base"]),
+                                      reward_fn=reward_fn, prompts=prompts, value=Critic(load_reward_model(setup["rm"])),
+                                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    trainer.step()  # warm-up
+    tokens, seconds = 0.0, 0.0
+    for _ in range(a.steps):
+        m = trainer.step()
+        tokens += m["tokens_per_s"] * m["step_time_s"]
+        seconds += m["step_time_s"]
+    return {"tokens_per_s": tokens / seconds, "step_time_s": seconds / a.steps}
 
 
 # --------------------------------------------------------------------------- TRL workers
@@ -205,9 +264,10 @@ def main(argv=None) -> int:
     setup = build_setup(Path(a.work), a.size, n_prompts=max(64, 4 * a.batch), seed=a.seed)
     # alternate ours / baseline `repeats` times and take medians: the machine may be shared, and
     # alternating exposes both to the same background load
-    runs_ours, runs_base, base_label = [], [], ""
+    runs_ours, runs_critic, runs_base, base_label = [], [], [], ""
     for _ in range(a.repeats):
         runs_ours.append(run_ours(setup, a))
+        runs_critic.append(run_ours_separate_critic(setup, a))
         base, base_label = run_in_env(a.trl_python, "trl_ppo", setup, a, "trl 1.12.0 experimental.ppo.PPOTrainer")
         if base is None:
             break
@@ -229,6 +289,8 @@ def main(argv=None) -> int:
         "ours_step_time_s": median(runs_ours, "step_time_s"),
         "baseline_step_time_s": median(runs_base, "step_time_s"),
         "ratio_per_repeat": [o["tokens_per_s"] / b["tokens_per_s"] for o, b in zip(runs_ours, runs_base)],
+        "ours_separate_critic_tokens_per_s": median(runs_critic, "tokens_per_s"),
+        "ratio_separate_critic": (median(runs_critic, "tokens_per_s") / base_tps) if base_tps else None,
         "setup": {"model": a.size, "batch": a.batch, "mini_batch": a.mini_batch, "gen_len": a.gen_len,
                   "ppo_epochs": a.epochs, "timed_steps": a.steps, "threads": a.threads, "device": "cpu",
                   "repeats": len(runs_ours)},
@@ -241,8 +303,10 @@ def main(argv=None) -> int:
     else:
         print(f"ours (prefmatch PPO):   {out['ours_tokens_per_s']:10.1f} tokens/s   "
               f"model-time fraction {out['model_time_fraction']:.2f}")
+        print(f"ours, separate critic:  {out['ours_separate_critic_tokens_per_s']:10.1f} tokens/s")
         if base_tps:
             print(f"baseline ({base_label}): {base_tps:10.1f} tokens/s")
+            print(f"ratio separate critic/baseline: {out['ratio_separate_critic']:.2f}")
             print(f"ratio ours/baseline:    {out['ratio']:10.2f}")
         else:
             print(f"baseline: {base_label}")

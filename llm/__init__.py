@@ -17,4 +17,7 @@ Public API (all importable from their modules):
 * metrics    ``sequence_logprobs`` / ``sequence_logprobs_ids`` (teacher forced), ``sample_responses``,
              ``score_responses_ids``, ``summarize``, ``evaluate`` (PM paper §6.1)
 * losses     ``gae``, ``clipped_policy_loss``, ``clipped_value_loss``, ``bradley_terry_loss``, ...
+* sharding   FSDP2 through accelerate, on CPU processes too (``enable_cpu_fsdp``, ``savable_model``)
+* integrations.trl   ``PMGRPOTrainer``, ``PMRLOOTrainer`` (TRL's trainers with a prefmatch regularizer)
+* integrations.verl  ``install(name, params, beta)`` (the regularizer in verl's reward)
 """

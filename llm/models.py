@@ -190,6 +190,12 @@ def last_index(attention_mask):
     return (pos * attention_mask.long()).argmax(-1)
 
 
+def _is_fsdp(model) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
 def reward_scores(model, input_ids, attention_mask, normalize: bool = True):
     """Scalar reward r(x, y) of each row: the head at the last attended token, shape [B].
 
@@ -198,7 +204,10 @@ def reward_scores(model, input_ids, attention_mask, normalize: bool = True):
     import torch
 
     trunk, head = _backbone_and_head(model)
-    hidden = trunk(**model_inputs(trunk, input_ids, attention_mask)).last_hidden_state
+    if _is_fsdp(model):  # sharded: the root's own forward gathers its parameters (the head's among them)
+        hidden = model(**model_inputs(model, input_ids, attention_mask), output_hidden_states=True).hidden_states[-1]
+    else:
+        hidden = trunk(**model_inputs(trunk, input_ids, attention_mask)).last_hidden_state
     idx = last_index(attention_mask)
     h_last = hidden[torch.arange(hidden.shape[0], device=hidden.device), idx]
     r = head(h_last).squeeze(-1).float()
@@ -316,6 +325,12 @@ def policy_with_value_class():
 
         def generate(self, *args, **kwargs):
             return self.lm.generate(*args, **kwargs)
+
+        @property
+        def _no_split_modules(self):
+            # FSDP's transformer auto-wrap: the LM's blocks and the LM itself are sharding units, so
+            # that ``lm.generate`` gathers the LM's own parameters (embeddings, final norm)
+            return [*(getattr(self.lm, "_no_split_modules", None) or []), type(self.lm).__name__]
 
         def save_pretrained(self, out_dir, tokenizer=None):
             from safetensors.torch import save_file

@@ -67,6 +67,7 @@ from prefmatch.llm.rewards import (
 from prefmatch.llm.sft import make_optimizer, setup_trainable
 from prefmatch.llm.tokenizer import load_tokenizer, same_tokenizer
 from prefmatch.llm import training
+from prefmatch.llm import sharding
 from prefmatch.theory.regularizers import describe_params, trainable_names
 
 def _regularizer_choices() -> tuple[str, ...]:
@@ -257,6 +258,8 @@ class PPOTrainer:
             m.requires_grad_(False)
         optimizer = make_optimizer(model, cfg)
         self.model, self.optimizer = acc.prepare(model, optimizer)
+        if sharding.is_sharded(acc):  # FSDP initialises from the first forward: make it the root's
+            sharding.initialize_root(self.model, acc.device)
         self.timer = training.Timer(cuda=acc.device.type == "cuda")
         self.step_count = 0
         self.last_checkpoint: str | None = None
@@ -298,7 +301,8 @@ class PPOTrainer:
                 gen = GenerationConfig(do_sample=True, max_new_tokens=cfg.max_response_len, min_new_tokens=0,
                                        temperature=cfg.temperature, top_k=0, top_p=1.0,
                                        pad_token_id=self.pad_token_id, eos_token_id=self.eos_token_id)
-                seq = lm.generate(input_ids=query, attention_mask=qmask, generation_config=gen)
+                seq = lm.generate(input_ids=query, attention_mask=qmask, generation_config=gen,
+                                  synced_gpus=sharding.is_sharded(self.acc))  # sharded: every rank steps together
                 response = seq[:, query.shape[1]:]
             else:
                 response = self._sample_tokens(lm, query, qmask)
@@ -485,6 +489,8 @@ class PPOTrainer:
         import torch
 
         acc = self.acc
+        if sharding.is_sharded(acc):
+            raise ConfigError("save_every: checkpoints of sharded (FSDP) runs are not supported; set save_every: 0")
         path = self.out / "checkpoints" / f"checkpoint-{self.step_count:06d}"
         acc.wait_for_everyone()
         if acc.is_main_process:
@@ -541,9 +547,10 @@ class PPOTrainer:
     def save_final(self) -> str:
 
         self.acc.wait_for_everyone()
+        plain = sharding.savable_model(self.acc, self.model)  # collective under FSDP
         if self.acc.is_main_process:
             with training.atomic_dir(self.out / "model") as tmp:
-                self.policy.save_pretrained(tmp, self.tok_for_saving())
+                plain.save_pretrained(tmp, self.tok_for_saving())
         self.acc.wait_for_everyone()
         return str(self.out / "model")
 

@@ -21,6 +21,7 @@ from prefmatch.llm.data import load_split, prompt_response_batch
 from prefmatch.llm.losses import bradley_terry_loss
 from prefmatch.llm.models import REWARD_NORM_FILE, load_reward_model, reward_scores, save_model
 from prefmatch.llm.tokenizer import load_tokenizer
+from prefmatch.llm.sharding import savable_model
 from prefmatch.llm.sft import SupervisedConfig, run_supervised
 from prefmatch.llm.training import atomic_dir
 
@@ -112,10 +113,11 @@ def train_reward_model(cfg: RMConfig, quiet: bool = False) -> dict:
         norm = {"mean": float(allr.mean()), "std": float(allr.std()) if cfg.normalize_std else 1.0}
         result["reward_normalization"] = norm
     acc.wait_for_everyone()
+    unwrapped.reward_normalization = norm
+    plain = savable_model(acc, model)  # collective under FSDP
     if acc.is_main_process:
-        unwrapped.reward_normalization = norm
         with atomic_dir(out / "model") as tmp:
-            save_model(unwrapped, tmp, tok)
+            save_model(plain, tmp, tok)
             if norm:
 
                 (tmp / REWARD_NORM_FILE).write_text(json.dumps(norm))

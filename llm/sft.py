@@ -16,6 +16,7 @@ from prefmatch.llm.data import load_split, prompt_response_batch
 from prefmatch.llm.losses import response_nll
 from prefmatch.llm.models import disable_dropout, load_causal_lm, lora_wrap, model_inputs, save_model
 from prefmatch.llm.tokenizer import load_tokenizer
+from prefmatch.llm.sharding import savable_model
 from prefmatch.llm.training import (
     MetricsLog,
     atomic_dir,
@@ -172,8 +173,9 @@ def train_sft(cfg: SFTConfig, quiet: bool = False) -> dict:
         cfg, load_model=load_causal_lm, task_type="CAUSAL_LM", n_train=len(records), what="SFT records",
         desc="sft", batch_loss=batch_loss, quiet=quiet)
     acc.wait_for_everyone()
+    plain = savable_model(acc, model)  # collective under FSDP
     if acc.is_main_process:
         with atomic_dir(out / "model") as tmp:
-            save_model(acc.unwrap_model(model), tmp, tok)
+            save_model(plain, tmp, tok)
     acc.wait_for_everyone()
     return {"out": str(out / "model"), "steps": step, "loss": loss_val, "tokens": tokens}

@@ -82,11 +82,13 @@ def make_accelerator(mixed_precision: str = "auto", cpu: bool = False, report_to
         mixed_precision = "bf16" if use_cuda and torch.cuda.is_bf16_supported() else "no"
     if not use_cuda:
         mixed_precision = "no"
+    from prefmatch.llm.sharding import enable_cpu_fsdp  # FSDP2 on CPU processes too (accelerate: GPUs only)
+
     trackers = _trackers(report_to)
     if not trackers:
-        return Accelerator(mixed_precision=mixed_precision, cpu=not use_cuda)
-    return Accelerator(mixed_precision=mixed_precision, cpu=not use_cuda, log_with=trackers,
-                       project_dir=str(project_dir) if project_dir is not None else None)
+        return enable_cpu_fsdp(Accelerator(mixed_precision=mixed_precision, cpu=not use_cuda))
+    return enable_cpu_fsdp(Accelerator(mixed_precision=mixed_precision, cpu=not use_cuda, log_with=trackers,
+                                       project_dir=str(project_dir) if project_dir is not None else None))
 
 
 def rank_slice(indices, accelerator):
@@ -134,11 +136,14 @@ def check_weights_finite(accelerator, model, step: int, last_checkpoint: str | N
     (checked before anything is saved or sampled, so the last checkpoint stays the last finite one)."""
     import torch
 
+    from prefmatch.llm.sharding import local_tensor
+
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         return
     with torch.no_grad():
-        ok = torch.stack([torch.isfinite(p).all() for p in params]).all().float().reshape(1)
+        # each process checks its own shard of a sharded (FSDP) parameter; the reduce below combines them
+        ok = torch.stack([torch.isfinite(local_tensor(p)).all() for p in params]).all().float().reshape(1)
     if accelerator.num_processes > 1:
         ok = accelerator.reduce(ok, reduction="mean")
     if float(ok.item()) == 1.0:

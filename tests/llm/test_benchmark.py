@@ -21,5 +21,6 @@ def test_benchmark_json_without_trl_environment(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"ours_tokens_per_s", "baseline", "baseline_tokens_per_s", "ratio", "model_time_fraction"} <= set(out)
     assert out["ours_tokens_per_s"] > 0 and 0 < out["model_time_fraction"] <= 1
+    assert out["ours_separate_critic_tokens_per_s"] > 0 and out["ratio_separate_critic"] is None
     assert "not available" in out["baseline"]
     assert out["baseline_tokens_per_s"] is None and out["ratio"] is None

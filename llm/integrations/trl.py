@@ -1,0 +1,350 @@
+r"""TRL's GRPO and RLOO trainers with their KL term replaced by any prefmatch regularizer.
+
+``pip install prefmatch[trl]`` (TRL is pinned to the tested version, :data:`TESTED_TRL_VERSION`).
+A TRL user changes one class and one argument::
+
+    from prefmatch.llm.integrations.trl import PMGRPOTrainer
+    trainer = PMGRPOTrainer(model=..., reward_funcs=..., args=GRPOConfig(beta=0.1, ...),
+                            train_dataset=..., regularizer="cpm", regularizer_params={"alpha": 0.3})
+
+Both trainers maximise, for each prompt x,
+
+.. math::  J(\pi) = \E_{y\sim\pi(\cdot|x)}\Bigl[\sum_i w_i\, r_i(x, y) + \psi(\pi(y|x), y)\Bigr]
+           = \E_\pi[r] - \beta\,D(\pi, \pi_{\mathrm{ref}}),
+
+with ψ the regularizer's own (:mod:`prefmatch.theory.regularizers`; β is the config's ``beta``,
+the coefficient of the divergence, for every regularizer), r the weighted sum of the reward
+functions, and π the policy TRL samples from (at its ``temperature``; the references are scored
+at temperature 1).  The optimum is ``reg.optimal_logp(r, log π_ref)`` (``sequence_optimal_logp``
+over whole completions).  Nothing is re-derived here: ψ per token is ``reg.token_reward`` and its
+placement is :func:`prefmatch.llm.rewards.resolve_mode`, the table the ``grad.*`` checks prove:
+
+* **reward placement** (ψ affine in log π: kl with k1, pm, cpm, maxent, multi_rkl): ψ(y) =
+  Σ_t ψ_t, computed on the sampling policy, is added to the task reward *before* TRL's group
+  normalization, so the score-function update is the exact gradient of J up to the positive scale
+  the normalization applies to the task reward too.
+* **loss placement** (the others: f-divergences, multi_fkl, kl with k3): the reward placement
+  plus the pathwise part ∂(Σ_t ψ_t)/∂log π(y_t|·), put on the same scale as the task reward's
+  advantages — divided by the same group (or batch) standard deviation, multiplied by (G−1)/G for
+  GRPO's group-mean baseline (which shrinks the score part by that factor), and aggregated by
+  TRL's own loss (GRPO: as a per-token advantage; RLOO: a per-sequence term averaged like its
+  per-sequence loss).
+* refused: kl with k2 (the wrong objective in every placement).
+
+TRL's built-in KL is switched off (its ``beta`` is set to 0 inside the trainer); K reference
+models are passed as ``ref_model=[m1, ..., mK]`` for the multi-reference regularizers; a
+regularizer that needs one reference and gets none uses a frozen copy of the initial policy.
+Text-only models.  Two pieces of TRL 1.16's ``_generate_and_score_completions`` are replicated,
+because ψ must join the reward before them: GRPO's group normalization (``sum_then_normalize``;
+``normalize_then_sum`` is refused) and RLOO's leave-one-out baseline with its optional
+normalization.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+import trl
+from accelerate.utils import gather
+from trl import GRPOTrainer, RLOOTrainer
+from trl.models import prepare_deepspeed, prepare_fsdp
+from trl.trainer.utils import add_fused_lm_head, nanstd
+
+from prefmatch.llm.rewards import RegularizerConfigError, build_regularizer, resolve_mode
+
+#: the TRL version these trainers are tested against (``prefmatch[trl]`` pins it)
+TESTED_TRL_VERSION = "1.16.0"
+
+__all__ = ["PMGRPOTrainer", "PMRLOOTrainer", "TESTED_TRL_VERSION", "regularizer_from_config"]
+
+
+def regularizer_from_config(regularizer: str, regularizer_params: dict | None, beta: float):
+    """``(reg, placement)`` for a TRL config's ``beta`` and the chosen regularizer.
+
+    β is the config's ``beta`` (TRL's KL coefficient, here the coefficient of any divergence);
+    with ``beta=0`` it may be given as ``regularizer_params["beta"]`` instead, and the two may not
+    disagree.  ValueError (one line naming the argument) for anything the placement table refuses.
+    """
+    params = dict(regularizer_params or {})
+    if not beta:
+        if "beta" not in params:
+            raise ValueError("beta: the regularizer's coefficient (E_π[r] − β·D) must be > 0; set it with the "
+                             "config's beta (or regularizer_params['beta'])")
+        beta = params.pop("beta")
+    try:
+        reg = build_regularizer(regularizer, params, beta=float(beta))
+        placement = resolve_mode(reg, "auto")
+    except RegularizerConfigError as e:
+        raise ValueError(str(e)) from None
+    if not reg.trainable:
+        raise ValueError(f"regularizer: {regularizer!r} is not offered to trainers")
+    return reg, placement
+
+
+class _Regularized:
+    """What the GRPO and RLOO variants share: the regularizer, its references, ψ per completion."""
+
+    def _pm_before_init(self, model, args, regularizer, regularizer_params, ref_model):
+        if trl.__version__ != TESTED_TRL_VERSION:
+            import warnings
+
+            warnings.warn(f"prefmatch's TRL trainers are tested with trl=={TESTED_TRL_VERSION}; "
+                          f"this is trl {trl.__version__}", stacklevel=3)
+        self.reg, self.placement = regularizer_from_config(regularizer, regularizer_params, args.beta)
+        refs = self.reg.refs
+        if refs == "none":
+            if ref_model is not None:
+                raise ValueError(f"ref_model: regularizer {self.reg.name!r} uses no reference model; leave it None")
+            ref_list = []
+        elif refs == "one":
+            if isinstance(ref_model, (list, tuple)):
+                raise ValueError(f"ref_model: regularizer {self.reg.name!r} takes one reference model, "
+                                 f"got a list of {len(ref_model)}")
+            ref_list = [self._pm_initial_copy(model) if ref_model is None else ref_model]
+        else:
+            k = len(self.reg.weights)
+            if not isinstance(ref_model, (list, tuple)) or len(ref_model) != k:
+                raise ValueError(f"ref_model: regularizer {self.reg.name!r} with {k} weights needs a list of {k} "
+                                 "reference models (or model ids)")
+            ref_list = list(ref_model)
+        self._pm_refs = [self._pm_load(r) for r in ref_list]
+        self._pm_stash = None
+        self._pm_task_rewards = None
+        args = copy.copy(args)  # TRL's own KL term off: the regularizer replaces it
+        args.beta = 0.0
+        return args
+
+    @staticmethod
+    def _pm_initial_copy(model):
+        if isinstance(model, str):
+            return model
+        from accelerate.utils import is_peft_model
+
+        if is_peft_model(model):
+            raise ValueError("ref_model: pass the reference model explicitly when the policy is a PEFT model")
+        return copy.deepcopy(model)
+
+    @staticmethod
+    def _pm_load(ref):
+        if isinstance(ref, str):
+            from transformers import AutoModelForCausalLM
+
+            ref = AutoModelForCausalLM.from_pretrained(ref)
+        return ref
+
+    def _pm_after_init(self):
+        prepared = []
+        for ref in self._pm_refs:
+            ref.eval()
+            ref.requires_grad_(False)
+            add_fused_lm_head(ref, temperature=1.0)  # the reference's own distribution
+            if self.is_deepspeed_enabled:
+                ref = prepare_deepspeed(ref, self.accelerator)
+            elif self.is_fsdp_enabled:
+                ref = prepare_fsdp(ref, self.accelerator)
+            else:
+                ref = self.accelerator.prepare_model(ref, evaluation_mode=True)
+            prepared.append(ref)
+        self._pm_refs = prepared
+
+    # ---- hooks into TRL (the policy's log-probs and the task rewards it computes anyway)
+    def _get_per_token_logps_and_entropies(self, model, *args, **kwargs):
+        out = super()._get_per_token_logps_and_entropies(model, *args, **kwargs)
+        if self._pm_stash is not None:
+            self._pm_stash.append(out[0])
+        return out
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._pm_task_rewards = rewards_per_func
+        return rewards_per_func
+
+    def _pm_super_generate(self, inputs) -> tuple[dict, Any]:
+        """TRL's generation and scoring, with the first policy log-prob call it makes kept (or None)."""
+        self._pm_stash = []
+        try:
+            out = super()._generate_and_score_completions(inputs)
+            old = self._pm_stash[0] if self._pm_stash else None
+        finally:
+            self._pm_stash = None
+        return out, old
+
+    def _pm_terms(self, out: dict, old):
+        """(ψ per completion [B], ∂Σ_tψ_t/∂log π(y_t|·) [B, T] or None, reference log-probs) on the
+        local completions; log-probs of the policy that sampled them (``old``) and of each reference."""
+        ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
+        attn = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
+        keep = out["completion_ids"].size(1)
+        mask = out["completion_mask"] * out["tool_mask"] if "tool_mask" in out else out["completion_mask"]
+        bs = self.args.per_device_train_batch_size if self.model.training else self.args.per_device_eval_batch_size
+        with torch.no_grad():
+            if old is None:
+                old = self._get_per_token_logps_and_entropies(self.model, ids, attn, keep, batch_size=bs)[0]
+            refs = [self._get_per_token_logps_and_entropies(r, ids, attn, keep, batch_size=bs)[0].double()
+                    for r in self._pm_refs]
+        ref_t = None if not refs else (torch.stack(refs) if self.reg.multi_reference else refs[0])
+        m = mask.double()
+        with torch.enable_grad():
+            lp = old.detach().double().requires_grad_(self.placement == "loss")
+            psi_t = self.reg.token_reward(lp, ref_t, m)
+            psi = psi_t.sum(-1)
+            dpsi = torch.autograd.grad(psi.sum(), lp)[0] * m if self.placement == "loss" else None
+        return psi.detach(), dpsi, ref_t
+
+    def _pm_task_reward(self):
+        rpf = self._pm_task_rewards
+        unscorable = torch.isnan(rpf).all(dim=1)
+        rewards = (rpf * self.reward_weights.to(rpf.device).unsqueeze(0)).nansum(dim=1)
+        rewards[unscorable] = torch.nan
+        return rewards, unscorable
+
+    def _pm_local(self, x, n_local: int):
+        i = self.accelerator.process_index
+        return x[i * n_local:(i + 1) * n_local]
+
+    def _pm_log(self, psi_all):
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode]["regularizer/psi_mean"].append(torch.nanmean(psi_all.float()).item())
+
+
+class PMGRPOTrainer(_Regularized, GRPOTrainer):
+    r"""TRL's ``GRPOTrainer`` with its k3 KL loss replaced by a prefmatch regularizer.
+
+    Objective: max_π E_x E_{y∼π}[Σ_i w_i r_i(x, y) + ψ(π(y|x), y)] = E_π[r] − β·D(π, π_ref) with
+    ψ the regularizer's (β = ``args.beta``); its maximiser is ``reg.optimal_logp``.  Each
+    completion's ψ(y) = Σ_t ψ_t (``reg.token_reward`` on the sampling policy's log-probs) is added
+    to its task reward before the group normalization (A = (R − mean_g R)/s, s the group's or the
+    batch's standard deviation + 1e-4 per ``scale_rewards``, 1 for ``"none"``); for the
+    regularizers the ``grad.*`` checks require it of (f-divergences, multi_fkl, kl with k3) the
+    pathwise part (G−1)/G · ∂(Σ_tψ_t)/∂log π(y_t|·) / s is added to token t's advantage, so TRL's
+    clipped ratio loss and its ``loss_type`` aggregation carry both parts alike.
+
+    Exact (the expected update is a positive multiple of ∇J at the sampling policy) with
+    ``scale_rewards="none"`` and every completion of equal length or ``loss_type="dr_grpo"``;
+    ``"group"``/``"batch"`` divide by a sample standard deviation, which the TRL battery
+    (tests/llm/test_trl.py) measures to within TV 0.02 of the optimum.
+
+    Arguments as ``GRPOTrainer``, plus ``regularizer`` (a registry name: kl, pm, cpm, maxent,
+    fdiv, multi_rkl, multi_fkl, ...), ``regularizer_params`` (its parameters but β) and
+    ``ref_model`` (one model or model id; a list of K for multi-reference regularizers; default: a
+    frozen copy of the initial policy where one is needed).
+    """
+
+    def __init__(self, model, reward_funcs, args=None, *, regularizer: str = "kl",
+                 regularizer_params: dict | None = None, ref_model=None, **kwargs):
+        from trl import GRPOConfig
+
+        if args is None:
+            raise ValueError("args: pass a GRPOConfig with beta > 0 (the regularizer's coefficient)")
+        if not isinstance(args, GRPOConfig):
+            raise ValueError(f"args: must be a trl.GRPOConfig, got {type(args).__name__}")
+        if args.multi_objective_aggregation != "sum_then_normalize":
+            raise ValueError("multi_objective_aggregation: must be 'sum_then_normalize' (ψ joins the summed reward "
+                             "before the group normalization)")
+        args = self._pm_before_init(model, args, regularizer, regularizer_params, ref_model)
+        super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
+        self._pm_after_init()
+
+    def _generate_and_score_completions(self, inputs):
+        out, old = self._pm_super_generate(inputs)
+        psi, dpsi, _ = self._pm_terms(out, old)
+        n_local = out["prompt_ids"].size(0)
+        g = self.num_generations if self.model.training else self.num_generations_eval
+        task, unscorable = self._pm_task_reward()
+        psi_all = gather(psi.to(task.dtype))
+        rewards = task + psi_all
+        mean = torch.nanmean(rewards.view(-1, g), dim=1).repeat_interleave(g)
+        if self.scale_rewards == "none":
+            scale = torch.ones_like(rewards)
+        elif self.scale_rewards == "batch":
+            scale = (nanstd(rewards) if rewards.numel() > 1 else torch.zeros(())).expand_as(rewards) + 1e-4
+        elif g > 1:
+            scale = nanstd(rewards.view(-1, g), dim=1).repeat_interleave(g) + 1e-4
+        else:
+            scale = torch.full_like(rewards, 1e-4)
+        adv = torch.nan_to_num((rewards - mean) / scale, nan=0.0)
+        adv, scale = self._pm_local(adv, n_local), self._pm_local(scale, n_local)
+        if dpsi is not None:
+            keep = (~self._pm_local(unscorable, n_local)).to(adv.dtype)
+            path = ((g - 1) / g) * dpsi.to(adv.dtype) / scale[:, None] * keep[:, None]
+            adv = adv[:, None] + path
+        out["advantages"] = adv
+        self._pm_log(psi_all)
+        return out
+
+
+class PMRLOOTrainer(_Regularized, RLOOTrainer):
+    r"""TRL's ``RLOOTrainer`` with its k1 KL reward replaced by a prefmatch regularizer.
+
+    Objective: max_π E_x E_{y∼π}[Σ_i w_i r_i(x, y) + ψ(π(y|x), y)] = E_π[r] − β·D(π, π_ref)
+    (β = ``args.beta``; maximiser ``reg.optimal_logp``).  ψ(y) = Σ_t ψ_t (``reg.token_reward``
+    on the sampling policy) is added to the (clipped, per ``reward_clip_range``) task reward where
+    TRL subtracts β·Σ_t(log π_old − log π_ref); the leave-one-out baseline and the optional
+    ``normalize_advantages`` are TRL's.  For the regularizers that need it (f-divergences,
+    multi_fkl, kl with k3) the pathwise part −Σ_tψ_t(log π_θ)/s, averaged over the batch like
+    RLOO's per-sequence loss (s the advantages' normalization, 1 without it), is added to the
+    loss.  The leave-one-out baseline is unbiased, so the expected update is a positive multiple
+    of ∇J without normalization and with it up to the sample standard deviation.
+
+    Arguments as ``RLOOTrainer``, plus ``regularizer``, ``regularizer_params`` and ``ref_model``
+    as in :class:`PMGRPOTrainer`.
+    """
+
+    def __init__(self, model, reward_funcs, args=None, *, regularizer: str = "kl",
+                 regularizer_params: dict | None = None, ref_model=None, **kwargs):
+        from trl import RLOOConfig
+
+        if args is None:
+            raise ValueError("args: pass an RLOOConfig with beta > 0 (the regularizer's coefficient)")
+        if not isinstance(args, RLOOConfig):
+            raise ValueError(f"args: must be a trl.RLOOConfig, got {type(args).__name__}")
+        args = self._pm_before_init(model, args, regularizer, regularizer_params, ref_model)
+        super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
+        self._pm_after_init()
+
+    def _generate_and_score_completions(self, inputs):
+        out, old = self._pm_super_generate(inputs)  # RLOO always scores the sampling policy
+        psi, _, ref_t = self._pm_terms(out, old)
+        n_local = out["prompt_ids"].size(0)
+        g = self.num_generations if self.model.training else self.num_generations_eval
+        rewards, _ = self._pm_task_reward()
+        if self.reward_clip_range:
+            rewards = rewards.clamp(min=self.reward_clip_range[0], max=self.reward_clip_range[1])
+        psi_all = gather(psi.to(rewards.dtype))
+        rewards = rewards + psi_all
+        grouped = rewards.view(-1, g)
+        if g > 1:
+            count = (~torch.isnan(grouped)).sum(dim=1, keepdim=True)
+            baseline = (torch.nansum(grouped, dim=1, keepdim=True) - grouped) / (count - 1)
+            adv = rewards - baseline.view(-1)
+        else:
+            adv = torch.zeros_like(rewards)
+        scale = torch.ones(())
+        if self.normalize_advantages:
+            scale = nanstd(adv) + 1e-4
+            adv = (adv - torch.nanmean(adv)) / scale
+        out["advantages"] = self._pm_local(torch.nan_to_num(adv, nan=0.0), n_local)
+        if self.placement == "loss":
+            b = out["prompt_ids"].size(0)
+            if ref_t is not None:  # batch first, so that TRL's shuffling and splitting keep it aligned
+                out["pm_ref_logps"] = ref_t.transpose(0, 1).contiguous() if self.reg.multi_reference else ref_t
+            out["pm_inv_scale"] = torch.full((b,), 1.0 / float(scale), device=out["prompt_ids"].device)
+        self._pm_log(psi_all)
+        return out
+
+    def _compute_loss(self, model, inputs):
+        if self.placement != "loss":
+            return super()._compute_loss(model, inputs)
+        self._pm_stash = []
+        try:
+            loss = super()._compute_loss(model, inputs)
+            lp = self._pm_stash[0]  # the policy's log-probs, with gradient
+        finally:
+            self._pm_stash = None
+        ref = inputs.get("pm_ref_logps")
+        if ref is not None and self.reg.multi_reference:
+            ref = ref.transpose(0, 1)
+        m = inputs["completion_mask"].to(lp.dtype)
+        psi_t = self.reg.token_reward(lp, None if ref is None else ref.to(lp.dtype), m)
+        return loss - (psi_t.sum(-1) * inputs["pm_inv_scale"].to(lp.dtype)).mean()

@@ -1,0 +1,60 @@
+"""Worker of the sharded-training test, launched by ``accelerate launch --config_file CONFIG``:
+
+    fsdp_worker.py DATA BASE OUT [STAGES]
+
+runs SFT (from BASE), the reward model (from BASE) and PPO (SFT policy, that reward model) for a
+few steps each under whatever the launcher configured (FSDP2 or plain data parallel), with
+``log_every: 1`` so every SFT/RM step's losses land in its ``metrics.jsonl``, and writes what
+the test checks to ``OUT/rank{R}.json``: the distributed type, whether the PPO parameters were
+sharded (DTensor), how many elements this rank holds, and the PPO steps' metrics.
+"""
+import json
+import sys
+from pathlib import Path
+
+SFT = dict(lr=3e-3, epochs=1, max_steps=3, batch_size=8, max_prompt_len=32, max_response_len=8, log_every=1, seed=0)
+RM = dict(lr=3e-3, epochs=1, max_steps=3, batch_size=8, max_prompt_len=32, max_response_len=8, log_every=1, seed=0)
+PPO = dict(steps=2, batch_size=4, mini_batch_size=2, max_prompt_len=24, max_response_len=6, lr=1e-3, seed=3,
+           regularizer="kl", beta=0.1)
+
+
+def shard_info(acc, model):
+    from torch.distributed.tensor import DTensor
+
+    params = list(acc.unwrap_model(model).parameters())
+    return {"dtensor": any(isinstance(p, DTensor) for p in params),
+            "local_elements": sum((p.to_local() if isinstance(p, DTensor) else p).numel() for p in params),
+            "full_elements": sum(p.numel() for p in params)}
+
+
+def main(data, base, out, stages="sft,rm,ppo"):
+    from prefmatch.llm.config import load_config
+    from prefmatch.llm.ppo import PPOConfig, PPOTrainer
+    from prefmatch.llm.reward_model import RMConfig, train_reward_model
+    from prefmatch.llm.sft import SFTConfig, train_sft
+
+    out = Path(out)
+    stages = stages.split(",")
+    report = {}
+    if "sft" in stages:
+        train_sft(load_config(SFTConfig, overrides=dict(model=base, data=data, out=str(out / "sft"), **SFT)),
+                  quiet=True)
+    if "rm" in stages:
+        train_reward_model(load_config(RMConfig, overrides=dict(model=base, data=data, out=str(out / "rm"), **RM)),
+                           quiet=True)
+    if "ppo" in stages:
+        cfg = load_config(PPOConfig, overrides=dict(data=data, policy=str(out / "sft" / "model"),
+                                                    reward_model=str(out / "rm" / "model"), out=str(out / "ppo"), **PPO))
+        trainer = PPOTrainer(cfg, quiet=True)
+        report.update(backend=str(trainer.acc.distributed_type), processes=trainer.acc.num_processes,
+                      **shard_info(trainer.acc, trainer.model))
+        report["ppo_steps"] = [trainer.step() for _ in range(cfg.steps)]
+        trainer.save_final()
+    from accelerate import PartialState
+
+    rank = PartialState().process_index
+    (out / f"rank{rank}.json").write_text(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
