@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 OUT    ?= out
 
-.PHONY: install test test-slow test-battery test-dpo-battery test-all test-explore docs figures bench demo smollm2 clean
+.PHONY: install test test-slow test-readme test-battery test-dpo-battery test-all test-explore docs figures bench demo smollm2 clean
 
 install: $(STAMP)
 
@@ -34,6 +34,10 @@ test-battery: install
 # the DPO trainer's full convergence battery (every regularizer with a DPO loss, lengths 1-3, two betas)
 test-dpo-battery: install
 	$(VENV)/bin/pytest -q -m "slow" tests/llm/test_dpo_convergence.py
+
+# the README's LLM block, line by line as written, in a fresh directory (a few minutes)
+test-readme: install
+	$(VENV)/bin/pytest -q -m "slow" tests/test_docs.py -k readme_llm_block
 
 test-all: install
 	$(VENV)/bin/pytest -q

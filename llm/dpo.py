@@ -28,6 +28,7 @@ uninterrupted run), and ``model`` (HF format, LoRA merged) at the end.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -142,7 +143,7 @@ class DPOTrainer:
                               f"(one per weight), got {len(ref_dirs)}")
         records = load_split(cfg.data, cfg.split, cfg.split_fractions, cfg.split_seed,
                              tokenizer=load_tokenizer(cfg.model))
-        acc = training.make_accelerator(cfg.mixed_precision, cfg.cpu)
+        acc = training.make_accelerator(cfg.mixed_precision, cfg.cpu, cfg.report_to, cfg.out)
         training.seed_everything(cfg.seed)
         tok = load_tokenizer(cfg.model)
         tok.padding_side = "right"
@@ -328,7 +329,10 @@ class DPOTrainer:
                                tmp / "trainable.pt")
                 torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
                 save_config(self.cfg, tmp / "config.yaml")
-                (tmp / "trainer_state.json").write_text(json.dumps({"step": self.step_count}))
+                metrics = self.out / "metrics.jsonl"
+                history = [r for r in training.read_metrics(metrics) if r.get("step", 0) <= self.step_count] \
+                    if metrics.is_file() else []
+                (tmp / "trainer_state.json").write_text(json.dumps({"step": self.step_count, "log_history": history}))
             training.write_text_atomic(self.out / "checkpoints" / "latest", path.name)
             ckpts = sorted((self.out / "checkpoints").glob("checkpoint-*"))
             import shutil
@@ -387,7 +391,9 @@ def train_dpo(cfg: DPOConfig, quiet: bool = False, resume: str | None = None) ->
         trainer.out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, trainer.out / "config.yaml")
     log = training.MetricsLog(trainer.out / "metrics.jsonl", enabled=acc.is_main_process,
-                              truncate_after_step=trainer.step_count if ckpt is not None else None)
+                              truncate_after_step=trainer.step_count if ckpt is not None else None,
+                              accelerator=acc, run_name=f"dpo[{cfg.regularizer}]", config=dataclasses.asdict(cfg),
+                              console=training.console_logging(quiet, acc), total=trainer.total_steps)
     bar = training.progress(trainer.total_steps, f"dpo[{cfg.regularizer}]", quiet, acc)
     bar.update(trainer.step_count)
     last: dict = {}
@@ -408,4 +414,5 @@ def train_dpo(cfg: DPOConfig, quiet: bool = False, resume: str | None = None) ->
               "last_checkpoint": trainer.last_checkpoint}
     if acc.is_main_process:
         log.log({"step": trainer.step_count, "final": True, **ev})
+    log.close()
     return result
