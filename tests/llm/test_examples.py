@@ -53,7 +53,9 @@ def test_example_config_dry_run_on_tiny_model(path, tmp_path, tiny):
 @pytest.mark.parametrize("path", ACCELERATE_CONFIGS, ids=lambda p: p.stem)
 def test_accelerate_configs_are_valid(path):
     cfg = yaml.safe_load(path.read_text())
-    assert cfg["distributed_type"] in ("MULTI_GPU", "DEEPSPEED")
+    assert cfg["distributed_type"] in ("MULTI_GPU", "DEEPSPEED", "FSDP")
     assert cfg["num_processes"] >= 1 and cfg["mixed_precision"] in ("bf16", "fp16", "no")
     if cfg["distributed_type"] == "DEEPSPEED":
         assert cfg["deepspeed_config"]["zero_stage"] in (2, 3)
+    if cfg["distributed_type"] == "FSDP":
+        assert cfg["fsdp_config"]["fsdp_version"] == 2  # FSDP2 (fully_shard), the engine tests/llm/test_fsdp.py runs
