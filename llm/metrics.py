@@ -109,15 +109,38 @@ def score_responses_ids(reward_model, prompt_ids, response_ids, pad_id: int, bat
     return torch.cat(out)
 
 
-def summarize(logp1, logp2, ref1, ref2, r1, r2, len1, len2) -> dict:
-    """The Section 6.1 metrics from per-pair arrays (torch or numpy), plus the instance PM divergences."""
+def pair_scores(policy, ref, reward_model, prompt_ids, y1, y2, pad_id: int, batch_size: int = 32, device=None,
+                ref_per_token: bool = False) -> dict:
+    """Teacher-forced log-probs under ``policy`` and ``ref`` and reward scores of sampled pairs (y1, y2).
+
+    Returns ``lp1, lp2, rf1, rf2, r1, r2`` (float64 tensors [N]); with ``ref_per_token`` also
+    ``rf_tok``: the reference's per-token log-probs of y1 then y2 (a list of tensors).
+    """
+    kw = dict(pad_id=pad_id, batch_size=batch_size, device=device)
+    out = {"lp1": sequence_logprobs_ids(policy, prompt_ids, y1, **kw),
+           "lp2": sequence_logprobs_ids(policy, prompt_ids, y2, **kw)}
+    if ref_per_token:
+        (out["rf1"], t1), (out["rf2"], t2) = (sequence_logprobs_ids(ref, prompt_ids, y, per_token=True, **kw)
+                                              for y in (y1, y2))
+        out["rf_tok"] = t1 + t2
+    else:
+        out["rf1"], out["rf2"] = (sequence_logprobs_ids(ref, prompt_ids, y, **kw) for y in (y1, y2))
+    out["r1"], out["r2"] = (score_responses_ids(reward_model, prompt_ids, y, **kw) for y in (y1, y2))
+    return out
+
+
+def summarize(logp1, logp2, ref1, ref2, r1, r2, len1, len2, beta: float = 1.0) -> dict:
+    """The Section 6.1 metrics from per-pair arrays (torch or numpy), plus the instance PM divergences.
+
+    ``beta`` tempers p_reward = σ((r1 − r2)/β) as the PM paper's Table 5 does (1: raw scores).
+    """
     import numpy as np
 
     lp = np.concatenate([np.asarray(logp1, float), np.asarray(logp2, float)])
     ref = np.concatenate([np.asarray(ref1, float), np.asarray(ref2, float)])
     ln = np.concatenate([np.asarray(len1, float), np.asarray(len2, float)])
-    inst = pm_divergence(np.asarray(logp1, float), np.asarray(logp2, float), np.asarray(r1, float),
-                         np.asarray(r2, float))
+    inst = pm_divergence(np.asarray(logp1, float), np.asarray(logp2, float), np.asarray(r1, float) / beta,
+                         np.asarray(r2, float) / beta)
     return {
         "pm_divergence": float(np.mean(inst)),
         "perplexity": float(np.mean(np.exp(-lp / np.maximum(ln, 1)))),
@@ -149,13 +172,8 @@ def evaluate(policy: str, reward: str, ref: str, data: str, n_prompts: int = 64,
                                       max_prompt_len=max_prompt_len, seed=seed, batch_size=batch_size, device=dev)
     y1 = [s[0] for s in samples]
     y2 = [s[1] for s in samples]
-    kw = dict(pad_id=tok.pad_token_id, batch_size=batch_size, device=dev)
-    lp1 = sequence_logprobs_ids(pol, p_ids, y1, **kw)
-    lp2 = sequence_logprobs_ids(pol, p_ids, y2, **kw)
-    rf1 = sequence_logprobs_ids(ref_m, p_ids, y1, **kw)
-    rf2 = sequence_logprobs_ids(ref_m, p_ids, y2, **kw)
-    r1 = score_responses_ids(rm, p_ids, y1, **kw)
-    r2 = score_responses_ids(rm, p_ids, y2, **kw)
-    out = summarize(lp1, lp2, rf1, rf2, r1, r2, [len(y) for y in y1], [len(y) for y in y2])
+    s = pair_scores(pol, ref_m, rm, p_ids, y1, y2, tok.pad_token_id, batch_size, dev)
+    out = summarize(s["lp1"], s["lp2"], s["rf1"], s["rf2"], s["r1"], s["r2"], [len(y) for y in y1],
+                    [len(y) for y in y2])
     out["n_prompts"] = len(prompts)
     return out
