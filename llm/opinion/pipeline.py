@@ -51,7 +51,7 @@ def smollm2_base(cache_dir: str | Path) -> str:
 
 #: the reduced settings of ``base: smollm2`` (LoRA, few topics, β = 1 only): a CPU-sized run
 SMOLLM2: dict = dict(lora=True, threads=2, jobs=1, n_topics=4, slots=2, comparisons_per_prompt=64,
-                     betas=[1.0], phase_biases=[], max_prompt_len=48, max_response_len=14, sft_epochs=2,
+                     betas=[1.0], phase_biases=[], methods=["kl"], alphas=[0.3], levels=["token"], max_prompt_len=48, max_response_len=14, sft_epochs=2,
                      sft_lr=1e-3, sft_batch_size=16, rm_epochs=3, rm_lr=3e-4, rm_batch_size=16, steps=20, lr=1e-4,
                      batch_size=16, mini_batch_size=8, ppo_epochs=1, eval_samples=8)
 
@@ -128,7 +128,7 @@ def train_policy(cfg: BenchmarkConfig, run: Run, refs: dict[str, Any], out: Path
         except ImportError:
             raise OpinionConfigError("dpo: DPO rows need prefmatch.llm.dpo, which this installation lacks") from None
         dcfg = load_config(DPOConfig, overrides=dict(
-            model=refs["sft"], reference=refs["sft"], data=refs["data"]["comparisons"], out=str(out / run.name),
+            model=refs["sft"], reference=ref, data=refs["data"]["comparisons"], out=str(out / run.name),
             regularizer=run.method, regularizer_params=params, beta=run.beta, seed=seed, lr=cfg.dpo_lr,
             epochs=cfg.dpo_epochs, batch_size=cfg.rm_batch_size, split="all", lora=cfg.lora, **_lens(cfg)))
         return train_dpo(dcfg, quiet=quiet)["out"]
@@ -140,89 +140,113 @@ def train_policy(cfg: BenchmarkConfig, run: Run, refs: dict[str, Any], out: Path
     return train_ppo(pcfg, quiet=quiet)["out"]
 
 
-def run_unit(cfg: BenchmarkConfig, out: Path, seed: int, bias: float, runs: list[Run], base_model: str | None = None,
-             quiet: bool = True, log=None) -> dict[str, Any]:
-    """One (seed, bias): world → references → every run → evaluation on the held-out prompts."""
-    import torch
+class UnitEvaluator:
+    """Everything one (seed, bias) unit evaluates with: its world, held-out prompts, the reference's
+    and the reward model's answer-set values. Rebuilt cheaply from the unit's trained references."""
 
-    log = log or (lambda msg: None)
-    torch.set_num_threads(cfg.threads)
-    t_unit = time.perf_counter()
-    corpus = build_corpus(cfg.world(seed, bias))
-    prompts = corpus.eval_prompts
-    need_alt = any(REGISTRY[r.method].refs == "K" for r in runs)
-    seed_everything(seed)
-    refs = train_references(cfg, corpus, out, seed, need_alt, base_model, quiet=quiet)
-    log(f"seed {seed} bias {bias:g}: references in {sum(refs['times'].values()):.0f}s "
-        f"(reward model held-out accuracy {refs['rm_eval_accuracy']:.3f})")
-    tok = load_tokenizer(refs["sft"])
-    lens = _lens(cfg)
-    with torch.no_grad():
-        ref_model = load_causal_lm(refs["sft"]).eval()
-        rm_model = load_reward_model(refs["rm"]).eval()
-        ref_logp, ref_tok = answer_logprobs(ref_model, tok, prompts, per_token=True, **lens)
-        ref2_logp = (answer_logprobs(load_causal_lm(refs["sft_alt"]).eval(), tok, prompts, **lens)
-                     if need_alt else None)
-        rm_r = answer_rewards(rm_model, tok, prompts, **lens)
-    gt = gt_rewards(prompts)
-    ref_w = [np.exp(q - np.logaddexp.reduce(q)) for q in ref_logp]
+    def __init__(self, cfg: BenchmarkConfig, seed: int, bias: float, refs: dict[str, Any]):
+        import torch
 
-    def ref_tokens_in_m(alpha, level):
-        return float(np.mean([tokens_in_m(qt, w, alpha, level) for qt, w in zip(ref_tok, ref_w)]))
-
-    def evaluate(model, beta, alpha=None, level=None) -> dict:
+        self.cfg, self.seed, self.refs = cfg, seed, refs
+        self.corpus = build_corpus(cfg.world(seed, bias))
+        self.prompts = self.corpus.eval_prompts
+        self.tok = load_tokenizer(refs["sft"])
+        self.lens = _lens(cfg)
         with torch.no_grad():
-            lp = answer_logprobs(model, tok, prompts, **lens)
-            ev = exact_evaluation(prompts, lp, rm_r, gt, beta=beta)
-            ev.update(sampled_metrics(model, ref_model, rm_model, tok, prompts, n_samples=cfg.eval_samples,
-                                      seed=seed, beta=beta, alpha=alpha, level=level, **lens))
-            ev["perplexity_heldout"] = heldout_perplexity(model, tok, corpus.heldout, **lens)
+            self.ref_model = load_causal_lm(refs["sft"]).eval()
+            self.rm_model = load_reward_model(refs["rm"]).eval()
+            self.ref_logp, self.ref_tok = answer_logprobs(self.ref_model, self.tok, self.prompts, per_token=True,
+                                                          **self.lens)
+            self.ref2_logp = (answer_logprobs(load_causal_lm(refs["sft_alt"]).eval(), self.tok, self.prompts,
+                                              **self.lens) if "sft_alt" in refs else None)
+            self.rm_r = answer_rewards(self.rm_model, self.tok, self.prompts, **self.lens)
+        self.gt = gt_rewards(self.prompts)
+        self.ref_w = [np.exp(q - np.logaddexp.reduce(q)) for q in self.ref_logp]
+
+    def ref_tokens_in_m(self, alpha: float, level: str) -> float:
+        """Share of the reference's answer tokens (responses) in M, answers weighted by π_ref."""
+        return float(np.mean([tokens_in_m(qt, w, alpha, level) for qt, w in zip(self.ref_tok, self.ref_w)]))
+
+    def evaluate(self, model, beta: float, alpha: float | None = None, level: str | None = None) -> dict:
+        import torch
+
+        cfg, tok, prompts = self.cfg, self.tok, self.prompts
+        with torch.no_grad():
+            lp = answer_logprobs(model, tok, prompts, **self.lens)
+            ev = exact_evaluation(prompts, lp, self.rm_r, self.gt, beta=beta)
+            ev.update(sampled_metrics(model, self.ref_model, self.rm_model, tok, prompts, n_samples=cfg.eval_samples,
+                                      seed=self.seed, beta=beta, alpha=alpha, level=level, **self.lens))
+            ev["perplexity_heldout"] = heldout_perplexity(model, tok, self.corpus.heldout, **self.lens)
         ev["pair_pref"] = [float(x) for p, q in zip(prompts, lp) for x in pair_preferences(p, q)]
         return ev
 
-    results = {"reference": evaluate(ref_model, 1.0)}
-    phase = phase_curve(prompts, rm_r, ref_logp, ref_tok, gt, cfg.theory_alphas)
-    phase["ref_tokens_in_M"] = {lv: [ref_tokens_in_m(a, lv) for a in cfg.theory_alphas]
+    def optimum(self, run: Run) -> dict:
+        return optimum_evaluation(self.prompts, self.rm_r, self.ref_logp, self.ref_tok, self.gt, run.method, run.beta,
+                                  run.alpha, run.level or "token", self.ref2_logp, self.cfg.multi_weights)
+
+
+def prepare_unit(cfg: BenchmarkConfig, out: Path, seed: int, bias: float, need_alt: bool,
+                 base_model: str | None = None, quiet: bool = True) -> dict[str, Any]:
+    """One (seed, bias): its world and references, the reference's evaluation and the theory's phase curve."""
+    import torch
+
+    torch.set_num_threads(cfg.threads)
+    t0 = time.perf_counter()
+    corpus = build_corpus(cfg.world(seed, bias))
+    seed_everything(seed)
+    refs = train_references(cfg, corpus, out, seed, need_alt, base_model, quiet=quiet)
+    ev = UnitEvaluator(cfg, seed, bias, refs)
+    phase = phase_curve(ev.prompts, ev.rm_r, ev.ref_logp, ev.ref_tok, ev.gt, cfg.theory_alphas)
+    phase["ref_tokens_in_M"] = {lv: [ev.ref_tokens_in_m(a, lv) for a in cfg.theory_alphas]
                                 for lv in ("token", "sequence")}
-    for run in runs:
-        t0 = time.perf_counter()
-        seed_everything(seed)
-        policy_dir = train_policy(cfg, run, refs, out / "policies", seed, quiet=quiet)
-        t_train = time.perf_counter() - t0
-        ev = evaluate(load_causal_lm(policy_dir).eval(), run.beta, run.alpha, run.level)
-        th = optimum_evaluation(prompts, rm_r, ref_logp, ref_tok, gt, run.method, run.beta, run.alpha,
-                                run.level or "token", ref2_logp, cfg.multi_weights)
-        for k in ("pm_divergence_exact", "pm_divergence_pairs", "majority_preference"):
-            ev[f"theory_{k}"] = th[k]
-        ev["tokens_in_M_reference"] = ref_tokens_in_m(run.alpha, run.level) if run.method == "cpm" else None
-        ev["train_time_s"] = t_train
-        ev["wall_time_s"] = time.perf_counter() - t0
-        results[run.name] = ev
-        log(f"seed {seed} bias {bias:g}: {run.name:<18} PM div {ev['pm_divergence']:.3f} (exact "
-            f"{ev['pm_divergence_exact']:.3f}, theory {ev['theory_pm_divergence_exact']:.3f})  majority pref "
-            f"{ev['majority_preference']:.3f}  valid {ev['valid_rate']:.2f}  [{ev['wall_time_s']:.0f}s]")
+    p, q = ev.prompts, ev.ref_logp
     return {
-        "seed": seed, "bias": bias, "results": results, "runs": [asdict(r) | {"name": r.name} for r in runs],
-        "rm_eval_accuracy": refs["rm_eval_accuracy"], "rm_pref_error": reward_model_error(prompts, rm_r, gt),
-        "sft_majority_share": sft_majority_share(corpus), "n_eval_prompts": len(prompts),
+        "seed": seed, "bias": bias, "refs": refs, "results": {"reference": ev.evaluate(ev.ref_model, 1.0)},
+        "rm_eval_accuracy": refs["rm_eval_accuracy"], "rm_pref_error": reward_model_error(p, ev.rm_r, ev.gt),
+        "sft_majority_share": sft_majority_share(corpus), "n_eval_prompts": len(p),
         "n_train_prompts": len(corpus.train_prompts), "phase": phase,
-        "times": {**refs["times"], "total": time.perf_counter() - t_unit},
-        "pairs": {"ref_pref": [float(x) for p, q in zip(prompts, ref_logp) for x in pair_preferences(p, q)],
-                  "rm_pref": [float(x) for p, r in zip(prompts, rm_r) for x in pair_preferences(p, r, reward=True)],
-                  "gt_pref": [float(x) for p, g in zip(prompts, gt) for x in pair_preferences(p, g, reward=True)]},
+        "times": {**refs["times"], "references_total": time.perf_counter() - t0},
+        "pairs": {"ref_pref": [float(x) for a, b in zip(p, q) for x in pair_preferences(a, b)],
+                  "rm_pref": [float(x) for a, r in zip(p, ev.rm_r) for x in pair_preferences(a, r, reward=True)],
+                  "gt_pref": [float(x) for a, g in zip(p, ev.gt) for x in pair_preferences(a, g, reward=True)]},
     }
 
 
-def _unit_worker(args):
-    cfg, out, seed, bias, runs, base, quiet = args
-    return run_unit(cfg, Path(out), seed, bias, runs, base, quiet=quiet,
-                    log=None if quiet else (lambda m: print(m, flush=True)))
+def run_one(cfg: BenchmarkConfig, out: Path, seed: int, bias: float, run: Run, refs: dict[str, Any],
+            quiet: bool = True) -> dict[str, Any]:
+    """Train one run's policy from the unit's references and evaluate it (exact, sampled, theory)."""
+    import torch
+
+    torch.set_num_threads(cfg.threads)
+    t0 = time.perf_counter()
+    seed_everything(seed)
+    policy_dir = train_policy(cfg, run, refs, out / "policies", seed, quiet=quiet)
+    t_train = time.perf_counter() - t0
+    unit = UnitEvaluator(cfg, seed, bias, refs)
+    ev = unit.evaluate(load_causal_lm(policy_dir).eval(), run.beta, run.alpha, run.level)
+    th = unit.optimum(run)
+    for k in ("pm_divergence_exact", "pm_divergence_pairs", "majority_preference"):
+        ev[f"theory_{k}"] = th[k]
+    ev["tokens_in_M_reference"] = unit.ref_tokens_in_m(run.alpha, run.level) if run.method == "cpm" else None
+    ev["train_time_s"] = t_train
+    ev["wall_time_s"] = time.perf_counter() - t0
+    return ev
+
+
+def _call(job):
+    fn, args, kw = job
+    return fn(*args, **kw)
 
 
 def run_benchmark(cfg: BenchmarkConfig, out: str | Path, quiet: bool = True, log=None,
                   command: str | None = None) -> dict[str, Any]:
-    """Every (seed, bias) unit (in ``cfg.jobs`` processes); writes and returns ``out/results.json``'s
-    content: the config, the per-unit records and the aggregate (:func:`..aggregate.aggregate`)."""
+    """Every (seed, bias) unit's references, then every run, in ``cfg.jobs`` processes; writes and
+    returns ``out/results.json``'s content: the config, the per-unit records and the aggregate
+    (:func:`prefmatch.llm.opinion.aggregate.aggregate`)."""
+    import platform
+
+    import torch
+
     from prefmatch.llm.opinion.aggregate import aggregate
 
     cfg.check()
@@ -231,22 +255,41 @@ def run_benchmark(cfg: BenchmarkConfig, out: str | Path, quiet: bool = True, log
     log = log or (lambda msg: None)
     base = smollm2_base(cfg.cache) if cfg.base == "smollm2" else None
     t0 = time.perf_counter()
-    units = [(cfg, str(out / f"seed{s}_bias{b:g}"), s, b, runs, base, quiet)
-             for b, runs in grid(cfg).items() for s in range(cfg.seeds)]
-    units.sort(key=lambda u: -len(u[4]))  # longest first
-    if cfg.jobs > 1 and len(units) > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
+    by_bias = grid(cfg)
+    units = [(b, s) for b in by_bias for s in range(cfg.seeds)]
+    udir = {(b, s): out / f"seed{s}_bias{b:g}" for b, s in units}
 
-        with ProcessPoolExecutor(max_workers=min(cfg.jobs, len(units)), mp_context=mp.get_context("spawn")) as ex:
-            per_unit = list(ex.map(_unit_worker, units))
-    else:
-        per_unit = [run_unit(u[0], Path(u[1]), *u[2:6], quiet=quiet, log=log) for u in units]
-    per_unit.sort(key=lambda u: (u["bias"], u["seed"]))
-    import platform
+    def pmap(jobs):
+        if cfg.jobs > 1 and len(jobs) > 1:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
 
-    import torch
+            with ProcessPoolExecutor(max_workers=min(cfg.jobs, len(jobs)), mp_context=mp.get_context("spawn")) as ex:
+                return list(ex.map(_call, jobs))
+        return [_call(j) for j in jobs]
 
+    need_alt = {b: any(REGISTRY[r.method].refs == "K" for r in runs) for b, runs in by_bias.items()}
+    records = pmap([(prepare_unit, (cfg, udir[u], u[1], u[0], need_alt[u[0]], base), {"quiet": quiet})
+                    for u in units])
+    rec = dict(zip(units, records))
+    for (b, s), r in rec.items():
+        log(f"seed {s} bias {b:g}: references in {r['times']['references_total']:.0f}s (reward model held-out "
+            f"accuracy {r['rm_eval_accuracy']:.3f})")
+    jobs = [((b, s), run) for b, s in units for run in by_bias[b]]
+    evs = pmap([(run_one, (cfg, udir[u], u[1], u[0], run, rec[u]["refs"]), {"quiet": quiet}) for u, run in jobs])
+    for (u, run), ev in zip(jobs, evs):
+        rec[u]["results"][run.name] = ev
+        log(f"seed {u[1]} bias {u[0]:g}: {run.name:<18} PM div {ev['pm_divergence']:.3f} (exact "
+            f"{ev['pm_divergence_exact']:.3f}; pairwise {ev['pm_divergence_pairs']:.3f}, theory "
+            f"{ev['theory_pm_divergence_pairs']:.3f})  majority pref {ev['majority_preference']:.3f} "
+            f"(RM {ev['rm_majority_preference']:.3f})  valid {ev['valid_rate']:.2f}  [{ev['wall_time_s']:.0f}s]")
+    per_unit = []
+    for (b, s) in sorted(units):
+        r = rec[(b, s)]
+        r["runs"] = [asdict(x) | {"name": x.name} for x in by_bias[b]]
+        r["times"]["total"] = r["times"]["references_total"] + sum(
+            r["results"][x.name]["wall_time_s"] for x in by_bias[b])
+        per_unit.append(r)
     result = {"config": asdict(cfg), "command": command, "units": per_unit, "wall_time_s": time.perf_counter() - t0,
               "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}",
               "date": time.strftime("%Y-%m-%d")}

@@ -3,7 +3,8 @@ r"""The opinion world: prompts with an enumerable answer set and a known ground 
 A prompt asks for a choice in ``slots`` topics at once ("Do you prefer tea or coffee; summer or
 winter; cats or dogs?") and an answer states one option per topic (" tea, winter, dogs."), so
 the preference between two answers is carried by several tokens, one decision per topic, as in
-long responses. Every (topic, option) has a ground-truth share s; the ground-truth reward is
+long responses. The topics are cut into disjoint groups of ``slots``; each group is asked in
+every phrasing of :data:`PROMPT_TEMPLATES`. Every (topic, option) has a ground-truth share s; the ground-truth reward is
 
     r*(x, y) = Σ_slots log s_{topic, option} + ε_y,   ε_y ~ N(0, answer_noise²),
 
@@ -11,7 +12,10 @@ so the Plackett–Luce distribution of r* over the answers is, up to ε, the pro
 shares: minority answers carry real preference mass. Three data sets are drawn from it:
 
 * **comparisons**: Bradley–Terry samples (PM paper eq. 2.1) between two different answers (the
-  reward model's data);
+  reward model's data); a share ``malformed_fraction`` of them pits an answer against a
+  malformed one (a topic's option replaced by another topic's, repeated, or left out), whose
+  ground-truth reward is ``malformed_gap`` below the prompt's worst answer: the annotators reject
+  malformed text, so the reward model learns to, as a real one does;
 * **demonstrations** (SFT data) from a *biased* annotator who picks the majority option of each
   topic with probability ``bias`` (else a minority option uniformly): the reference's token
   probability of a minority option is then ≈ (1 − bias)/(k − 1), which is what decides whether
@@ -62,6 +66,10 @@ PROMPT_TEMPLATES: tuple[str, ...] = (
     "Which would you choose: {opts}?",
     "What is better: {opts}?",
     "Pick for me: {opts}.",
+    "Tell me your choice: {opts}.",
+    "Choose one of each: {opts}.",
+    "Which do you like more: {opts}?",
+    "Give me your picks: {opts}.",
 )
 
 #: ground-truth option shares; each topic gets one, in a seeded order of its options
@@ -91,12 +99,18 @@ class WorldConfig:
     comparisons_per_prompt: int = 64
     answer_noise: float = 0.1
     eval_fraction: float = 0.25
+    malformed_fraction: float = 0.25
+    malformed_gap: float = 3.0
 
     def check(self) -> None:
         if not 1 <= self.n_topics <= len(TOPICS):
             raise ValueError(f"n_topics must be in [1, {len(TOPICS)}], got {self.n_topics}")
         if not 1 <= self.slots <= min(self.n_topics, 4):
             raise ValueError(f"slots must be in [1, min(n_topics, 4)], got {self.slots}")
+        if not 0 <= self.malformed_fraction < 1:
+            raise ValueError(f"malformed_fraction must be in [0, 1), got {self.malformed_fraction}")
+        if not self.malformed_gap > 0:
+            raise ValueError(f"malformed_gap must be > 0, got {self.malformed_gap}")
         for name in ("bias", "alt_bias", "eval_fraction"):
             v = getattr(self, name)
             if not 0 < v < 1:
@@ -165,7 +179,8 @@ class OpinionCorpus:
 
     def texts(self) -> list[str]:
         """Every string the models will read (the tokenizer's training corpus)."""
-        return [p.prompt + a for p in self.prompts for a in p.answers]
+        return [p.prompt + a for p in self.prompts for a in p.answers] + [
+            c["prompt"] + c["rejected"] for c in self.comparisons]
 
     def write(self, out_dir: str | Path) -> dict[str, str]:
         """sft.jsonl, sft_alt.jsonl, comparisons.jsonl, prompts.jsonl (training), heldout.jsonl, world.json."""
@@ -198,15 +213,15 @@ def _topic_shares(rng, n_topics: int) -> list[tuple[float, ...]]:
 def build_corpus(cfg: WorldConfig = WorldConfig()) -> OpinionCorpus:
     """Generate the world (deterministic in ``cfg.seed``).
 
-    Prompt g asks about topics g, g+1, …, g+slots−1 (mod n_topics) in each of the
+    Group g asks about topics g·slots, …, g·slots + slots − 1 in each of the
     :data:`PROMPT_TEMPLATES`; its answers are every combination of options.
     """
     cfg.check()
     rng = np.random.default_rng(cfg.seed)
     shares = _topic_shares(rng, cfg.n_topics)
     prompts: list[OpinionPrompt] = []
-    for g in range(cfg.n_topics):
-        idx = [(g + s) % cfg.n_topics for s in range(cfg.slots)]
+    for g in range(cfg.n_topics // cfg.slots):
+        idx = [g * cfg.slots + s for s in range(cfg.slots)]
         topics = [TOPICS[t] for t in idx]
         sh = [shares[t] for t in idx]
         choice = list(itertools.product(*[range(len(opts)) for _, opts in topics]))
@@ -245,14 +260,36 @@ def build_corpus(cfg: WorldConfig = WorldConfig()) -> OpinionCorpus:
         comps = []
         for _ in range(cfg.comparisons_per_prompt):
             i, j = rng.choice(n, size=2, replace=False)
-            win, lose = (i, j) if rng.random() < float(bradley_terry(r[i], r[j])) else (j, i)
-            comps.append({"prompt": p.prompt, "chosen": p.answers[win], "rejected": p.answers[lose]})
+            if rng.random() < cfg.malformed_fraction:
+                bad = malformed(p, i, rng, cfg.n_topics)
+                ok = rng.random() < float(bradley_terry(r[i], r.min() - cfg.malformed_gap))
+                win, lose = (p.answers[i], bad) if ok else (bad, p.answers[i])
+            else:
+                a, b = (i, j) if rng.random() < float(bradley_terry(r[i], r[j])) else (j, i)
+                win, lose = p.answers[a], p.answers[b]
+            comps.append({"prompt": p.prompt, "chosen": win, "rejected": lose})
         if p.heldout:
             heldout += demo
         else:
             sft, sft_alt, comparisons = sft + demo, sft_alt + alt, comparisons + comps
     shuffle = lambda xs: [xs[i] for i in rng.permutation(len(xs))]  # noqa: E731
     return OpinionCorpus(cfg, prompts, shuffle(sft), shuffle(sft_alt), shuffle(comparisons), heldout)
+
+
+def malformed(p: OpinionPrompt, i: int, rng, n_topics: int = len(TOPICS)) -> str:
+    """A malformed variant of answer ``i``: one topic's option replaced by an option of a topic the
+    prompt does not ask about, repeated from another slot, or left out."""
+    words = [TOPICS[[t for t, _ in TOPICS].index(tp)][1][c] for tp, c in zip(p.topics, p.choice[i])]
+    s = int(rng.integers(len(words)))
+    kind = int(rng.integers(3)) if len(words) > 1 else 0
+    if kind == 0:
+        others = [o for t, opts in TOPICS[:n_topics] if t not in p.topics for o in opts]
+        words[s] = others[int(rng.integers(len(others)))]
+    elif kind == 1:
+        words[s] = words[(s + 1) % len(words)]
+    else:
+        del words[s]
+    return answer_text(words)
 
 
 def sft_majority_share(corpus: OpinionCorpus, alt: bool = False) -> float:
@@ -268,12 +305,15 @@ def sft_majority_share(corpus: OpinionCorpus, alt: bool = False) -> float:
     return hits / total
 
 
-def empirical_comparison_preference(corpus: OpinionCorpus) -> tuple[float, float]:
-    """(wins of the answer with more majority options, the Bradley–Terry expectation), over comparisons."""
+def empirical_comparison_preference(corpus: OpinionCorpus) -> tuple[float, float, int]:
+    """Over the comparisons of two well-formed answers with different numbers of majority options:
+    (the share won by the one with more, its Bradley–Terry expectation under r*, their number)."""
     by_prompt = {p.prompt: p for p in corpus.prompts}
     wins, expect = [], []
     for rec in corpus.comparisons:
         p = by_prompt[rec["prompt"]]
+        if rec["chosen"] not in p.answers or rec["rejected"] not in p.answers:
+            continue  # a malformed answer
         i, j = p.answers.index(rec["chosen"]), p.answers.index(rec["rejected"])
         mi, mj = p.is_majority()[i].sum(), p.is_majority()[j].sum()
         if mi == mj:
@@ -281,4 +321,4 @@ def empirical_comparison_preference(corpus: OpinionCorpus) -> tuple[float, float
         a, b = (i, j) if mi > mj else (j, i)
         wins.append(a == i)
         expect.append(float(bradley_terry(p.gt_reward[a], p.gt_reward[b])))
-    return float(np.mean(wins)), float(np.mean(expect))
+    return float(np.mean(wins)), float(np.mean(expect)), len(wins)

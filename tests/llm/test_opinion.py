@@ -64,10 +64,16 @@ def test_demonstrations_are_biased_per_topic(corpus):
 
 
 def test_comparisons_follow_bradley_terry_of_the_ground_truth(corpus):
-    wins, expect = O.empirical_comparison_preference(corpus)
-    n = len(corpus.comparisons)
-    assert 0.55 < expect < 0.8  # the annotators prefer majority options, far from unanimously
-    assert wins == pytest.approx(expect, abs=4 * math.sqrt(expect * (1 - expect) / (0.5 * n)))
+    wins, expect, n = O.empirical_comparison_preference(corpus)
+    assert n > 300 and 0.55 < expect < 0.8  # the annotators prefer majority options, far from unanimously
+    assert wins == pytest.approx(expect, abs=4 * math.sqrt(expect * (1 - expect) / n))
+    # malformed answers: never an answer of the set, and rejected (ground-truth gap 3: σ(≥ 3) ≥ 0.95)
+    by = {p.prompt: p for p in corpus.prompts}
+    bad = [(c["chosen"] in by[c["prompt"]].answers, c) for c in corpus.comparisons
+           if (c["chosen"] in by[c["prompt"]].answers) != (c["rejected"] in by[c["prompt"]].answers)]
+    assert len(bad) == pytest.approx(SMALL.malformed_fraction * len(corpus.comparisons), rel=0.15)
+    assert np.mean([ok for ok, _ in bad]) >= 0.93
+    assert all(c["rejected"] not in by[c["prompt"]].answers for ok, c in bad if ok)
 
 
 def test_world_config_rejects_bad_values():
