@@ -293,6 +293,7 @@ def run_benchmark(cfg: BenchmarkConfig, out: str | Path, quiet: bool = True, log
     result = {"config": asdict(cfg), "command": command, "units": per_unit, "wall_time_s": time.perf_counter() - t0,
               "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}",
               "date": time.strftime("%Y-%m-%d")}
+    (out / "results.json").write_text(json.dumps(result, indent=1, default=float))  # the raw records first
     result["summary"] = aggregate(result)
     (out / "results.json").write_text(json.dumps(result, indent=1, default=float))
     return result

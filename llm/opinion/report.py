@@ -268,6 +268,9 @@ def main(argv=None) -> int:
     from prefmatch.llm.opinion.figures import make_figures
 
     result = json.loads(Path(args.results).read_text())
+    from prefmatch.llm.opinion.aggregate import aggregate
+
+    result["summary"] = aggregate(result)  # the aggregation of this code, from the run's per-unit records
     figs = make_figures(result, args.figures)
     smol = json.loads(Path(args.smollm2).read_text()) if args.smollm2 else None
     page_path = Path(args.page)
