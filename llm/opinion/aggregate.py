@@ -119,12 +119,16 @@ def table3(result: dict) -> dict:
                 name = f"cpm_a{alpha:g}" + ("_seq" if level == "sequence" else "") + f"_b{beta:g}"
                 paper = paper_reduction(beta, alpha)
                 lo = ci[0] if ci else m
+                kl_row = rows.get(f"kl_b{beta:g}")
+                ppl_ratio = (rows[name]["perplexity_heldout"] / kl_row["perplexity_heldout"]) if kl_row else None
+                pk, pc = PAPER_TABLE3_PERPLEXITY.get((beta, None)), PAPER_TABLE3_PERPLEXITY.get((beta, alpha))
                 cells.append({
                     "beta": beta, "alpha": alpha, "level": level, "reduction": m, "reduction_ci": ci,
                     "reduction_exact": me, "reduction_exact_ci": cie, "reduction_pairs": mp,
                     "reduction_pairs_ci": cip, "paper_reduction": paper,
                     "tokens_in_M": rows[name]["tokens_in_M"], "tokens_in_M_reference": rows[name]["tokens_in_M_reference"],
-                    "valid_rate": rows[name]["valid_rate"],
+                    "valid_rate": rows[name]["valid_rate"], "perplexity_ratio": ppl_ratio,
+                    "paper_perplexity_ratio": None if pk is None or pc is None else pc / pk,
                     "reduces": bool(lo > 0),
                     "within_paper": None if ci is None or paper is None else bool(ci[0] <= paper <= ci[1]),
                 })

@@ -69,7 +69,7 @@ def make_figures(result: dict, out_dir: str | Path, prefix: str = "opinion") -> 
     phase = result["summary"]["phase"]["biases"]
     if phase:
         fig, ax = plt.subplots(1, 2, figsize=(11, 3.8))
-        labels = {"pm_divergence_pairs": "exact pairwise PM divergence", "pm_divergence_exact": "exact §6.1 PM divergence"}
+        labels = {"pm_divergence_pairs": "exact pairwise PM div.", "pm_divergence_exact": "exact §6.1 PM div."}
         for j, metric in enumerate(("pm_divergence_pairs", "pm_divergence_exact")):
             a = ax[j]
             for i, b in enumerate(phase):
@@ -86,7 +86,7 @@ def make_figures(result: dict, out_dir: str | Path, prefix: str = "opinion") -> 
                                label=f"PPO, bias {b['bias']:g} ({b['n_seeds']} seeds)")
             a.axhline(0, color="k", lw=0.5)
             a.set_xlabel("α (token-level cPM, β = 1)")
-            a.set_ylabel(f"reduction vs KL of the {labels[metric]} (%)")
+            a.set_ylabel(f"reduction vs KL (%), {labels[metric]}")
         ax[0].legend(fontsize=7)
         fig.tight_layout()
         p = out / f"{prefix}_phase_diagram.png"

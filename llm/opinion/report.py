@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from prefmatch.llm.opinion.aggregate import PAPER_TABLE3_PERPLEXITY, PAPER_TABLE3_PM_DIVERGENCE
+from prefmatch.llm.opinion.world import PROMPT_TEMPLATES
 
 
 def _f(x, digits=3) -> str:
@@ -95,26 +96,47 @@ def table3_markdown(t3: dict) -> str:
     return "\n".join(out)
 
 
-def _why(c: dict, bias: float) -> str:
-    """The cell's explanation from its measured tokens in M and the reference's bias."""
-    tm = c.get("tokens_in_M")
-    tr = c.get("tokens_in_M_reference")
+def regime(alpha: float, level: str, bias: float, slots: int) -> str:
+    """Which answers the demonstrations' bias puts in M = {π_ref ≥ α}: the reference's decision token
+    of a minority option has probability ≈ (1 − bias)/(k − 1) (k = 2 or 3 options)."""
+    p2, p3 = 1 - bias, (1 - bias) / 2
+    if level == "token":
+        if alpha <= p3:
+            return (f"every minority decision token is in M (π_ref ≈ {p2:.2g} / {p3:.2g} for two / three options "
+                    f"≥ α): cPM is PM on the decisions")
+        if alpha <= p2:
+            return (f"two-option minority tokens are in M (π_ref ≈ {p2:.2g} ≥ α), three-option ones are not "
+                    f"({p3:.2g} < α)")
+        return (f"no minority decision token is in M (π_ref ≈ {p2:.2g} / {p3:.2g} < α) while every majority one is: "
+                f"cPM anchors minority answers as KL does and frees majority ones, so it can only collapse more")
+    m = max((k for k in range(slots + 1) if bias ** (slots - k) * p2 ** k >= alpha), default=None)
+    if m is None:
+        return f"no answer is in M (the likeliest has π_ref ≈ {bias ** slots:.2g} < α): Definition 4.1 is KL"
+    return (f"answers with at most {m} minority option(s) of two-option topics are in M (π_ref of the all-majority "
+            f"answer ≈ {bias ** slots:.2g}, of one minority option ≈ {bias ** (slots - 1) * p2:.2g})")
+
+
+def _why(c: dict, bias: float, slots: int) -> str:
+    """The cell's verdict and explanation from its measured tokens in M and the reference's bias."""
+    tm, tr = c.get("tokens_in_M"), c.get("tokens_in_M_reference")
     verdict = "reproduced (reduction > 0)" if c["reduces"] else "not reproduced"
     if c["within_paper"]:
         verdict += ", the paper's value inside the interval"
-    return (f"{verdict}; tokens in M: {_f(tr, 2)} of the reference's answer tokens, {_f(tm, 2)} of the policy's "
-            f"sampled {'tokens' if c['level'] == 'token' else 'responses'}")
+    unit = "tokens" if c["level"] == "token" else "responses"
+    return (f"{verdict}; in M: {_f(tr, 2)} of the reference's answer {unit}, {_f(tm, 2)} of the policy's sampled "
+            f"{unit}; {regime(c['alpha'], c['level'], bias, slots)}")
 
 
-def cell_notes(t3: dict) -> str:
+def cell_notes(t3: dict, slots: int) -> str:
     lines = []
     for c in t3["cells"]:
         lines.append(f"- β = {c['beta']:g}, α = {c['alpha']:g}, {c['level']}: reduction "
                      f"{_ci(c['reduction'], c['reduction_ci'], 1, pct=True)} % (paper "
                      f"{_pct(c['paper_reduction'])} %); "
                      f"exact §6.1 {_pct(c['reduction_exact'])} %, "
-                     f"exact pairwise {_pct(c['reduction_pairs'])} %"
-                     f" — {_why(c, t3['bias'])}.")
+                     f"exact pairwise {_pct(c['reduction_pairs'])} %; held-out perplexity {_f(c['perplexity_ratio'], 2)}"
+                     f" × KL's (paper {_f(c['paper_perplexity_ratio'], 2)} ×)"
+                     f" — {_why(c, t3['bias'], slots)}.")
     return "\n".join(lines)
 
 
@@ -143,12 +165,15 @@ def _setup(result: dict) -> str:
     c = result["config"]
     s = result["summary"]
     rm = s["reward_model"]
+    u0 = result["units"][0]
     return "\n".join([
         "| part | what |", "|---|---|",
-        f"| world | {c['n_topics']} topics (10 with two options, 6 with three; ground-truth shares 60/40 … 50/30/20), "
-        f"{c['slots']} topics per prompt, 4 phrasings: {c['n_topics'] * 4} prompts, "
-        f"{round(c['eval_fraction'] * c['n_topics'] * 4)} held out by a seeded split; an answer states one option "
-        f"per topic (\" tea, winter, dogs.\"), so its preference is carried by {c['slots']} tokens or more |",
+        f"| world | {(c['n_topics'] // c['slots']) * c['slots']} topics with two or three options (ground-truth shares 60/40 … 50/30/20) in "
+        f"{c['n_topics'] // c['slots']} disjoint groups of {c['slots']}, each asked in {len(PROMPT_TEMPLATES)} "
+        f"phrasings: {u0['n_train_prompts'] + u0['n_eval_prompts']} prompts, {u0['n_eval_prompts']} held out by a "
+        f"seeded split (every metric is on these); an answer states one option per topic (\" tea, winter, dogs.\"), "
+        f"so its preference is carried by {c['slots']} decisions; "
+        f"{round(100 * c.get('malformed_fraction', 0.25))} % of the comparisons pit an answer against a malformed one |",
         f"| ground truth | r\\*(x, y) = Σ_topics log share + ε_y, ε ~ N(0, {c['answer_noise']:g}²) |",
         f"| data | demonstrations: {c['sft_per_prompt']} per prompt, each topic's majority option with probability "
         f"**bias** (main world {c['bias']:g}; phase diagram also {', '.join(f'{b:g}' for b in c['phase_biases']) or '–'}); "
@@ -240,7 +265,7 @@ def page(result: dict, figures: list[str], page_dir: Path, smollm2: dict | None 
         "",
         "## Rows", "", rows_table(s["rows"] + s["phase_rows"], s["reference"]), "",
         "## Table 3 of the paper, in this world", "", table3_markdown(s["table3"]), "",
-        "Cell by cell:", "", cell_notes(s["table3"]), "",
+        "Cell by cell:", "", cell_notes(s["table3"], c["slots"]), "",
         "## Phase diagram: cPM's reduction over (reference bias, α)", "", phase_markdown(s["phase"]), "",
     ]
     for f in figures:
