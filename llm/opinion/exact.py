@@ -157,6 +157,17 @@ def reward_model_error(prompts: Sequence[OpinionPrompt], rm: Sequence[np.ndarray
     return float(np.mean(errs))
 
 
+def ranking_accuracy(prompts: Sequence[OpinionPrompt], rm: Sequence[np.ndarray], gt: Sequence[np.ndarray]) -> float:
+    """Share of pairs of different answers (ground-truth rewards apart by more than 0.05) that the
+    reward model orders as the ground truth does: 0.5 is chance."""
+    hits = []
+    for p, r, g in zip(prompts, rm, gt):
+        i, j = np.asarray(p.answer_pairs()).T
+        keep = np.abs(g[i] - g[j]) > 0.05
+        hits += list((np.sign(r[i] - r[j]) == np.sign(g[i] - g[j]))[keep])
+    return float(np.mean(hits))
+
+
 def pair_preferences(prompt: OpinionPrompt, v: np.ndarray, reward: bool = False, beta: float = 1.0) -> np.ndarray:
     """Preference of the majority side on each majority pair: policy (log-probs) or reward (σ(Δr/β))."""
     i, j = np.asarray(prompt.majority_pairs()).T

@@ -19,7 +19,7 @@ from prefmatch.llm.config import load_config
 from prefmatch.llm.models import convert_gguf, init_model, load_causal_lm, load_reward_model
 from prefmatch.llm.opinion.config import BenchmarkConfig, Run, grid
 from prefmatch.llm.opinion.exact import (answer_logprobs, answer_rewards, exact_evaluation, gt_rewards,
-                                         pair_preferences, reward_model_error, tokens_in_m)
+                                         pair_preferences, ranking_accuracy, reward_model_error, tokens_in_m)
 from prefmatch.llm.opinion.optimum import optimum_evaluation, phase_curve
 from prefmatch.llm.opinion.sampled import heldout_perplexity, sampled_metrics
 from prefmatch.llm.opinion.world import OpinionCorpus, build_corpus, sft_majority_share
@@ -203,6 +203,7 @@ def prepare_unit(cfg: BenchmarkConfig, out: Path, seed: int, bias: float, need_a
     return {
         "seed": seed, "bias": bias, "refs": refs, "results": {"reference": ev.evaluate(ev.ref_model, 1.0)},
         "rm_eval_accuracy": refs["rm_eval_accuracy"], "rm_pref_error": reward_model_error(p, ev.rm_r, ev.gt),
+        "rm_ranking_accuracy": ranking_accuracy(p, ev.rm_r, ev.gt),
         "sft_majority_share": sft_majority_share(corpus), "n_eval_prompts": len(p),
         "n_train_prompts": len(corpus.train_prompts), "phase": phase,
         "times": {**refs["times"], "references_total": time.perf_counter() - t0},
