@@ -1,6 +1,6 @@
 r"""Aggregation over seeds: the JSON rows, the Table-3-shaped grid, the phase diagram and the claims.
 
-Every interval is a 95 % Student-t interval over seeds, mean ± t_{0.975, n−1}·s/√n (``None`` with
+Every interval is a 95 % Student-t interval over seeds, mean ± t·s/√n with t the 97.5 % quantile of Student's t with n − 1 degrees of freedom (``None`` with
 one seed). A reduction is computed per seed, (KL − cPM)/KL on that seed's world, then averaged.
 Every claim carries its criterion and is evaluated on the numbers of the run; one that fails is
 reported as not holding.

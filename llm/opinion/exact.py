@@ -79,7 +79,7 @@ def pair_matrix(logp: np.ndarray, r: np.ndarray, beta: float = 1.0) -> np.ndarra
 
 
 def pm_divergence_exact(logp: np.ndarray, r: np.ndarray, beta: float = 1.0) -> float:
-    """E_{y1, y2 ~ π(·|set)} of the §6.1 instance PM divergence (tempered by β)."""
+    """The expectation over y1, y2 drawn from π restricted to the answer set of the §6.1 instance PM divergence (tempered by β)."""
     lp = np.asarray(logp, np.float64)
     w = np.exp(lp - np.logaddexp.reduce(lp))
     return float(w @ pair_matrix(lp, r, beta) @ w)
@@ -121,7 +121,7 @@ def exact_evaluation(prompts: Sequence[OpinionPrompt], logp: Sequence[np.ndarray
     """The exact answer-set metrics of one policy (log-probs ``logp``), means over prompts.
 
     ``*_gt`` compares with the ground truth r* (untempered: the annotators' own preference);
-    ``answer_set_mass`` = Σ_{y in set} π(y|x) (1: the policy emits only valid answers);
+    ``answer_set_mass`` = the sum of π(y|x) over the answer set (1: the policy emits only valid answers);
     ``majority_mass``: the policy's marginal probability of each topic's majority option, within
     the answer set, mean over topics; ``instance_pm_divergence``: per prompt, the exact §6.1 value.
     """

@@ -8,7 +8,7 @@ eval``). Per held-out prompt ``eval_samples`` responses are drawn from the polic
   p_reward = σ((r(y1) − r(y2))/β) tempered by β as in the paper's Table 5;
 * ``perplexity_heldout``: exp of the mean token negative log-likelihood of the held-out
   human-written responses (the held-out prompts' demonstrations), as the authors' code computes
-  it; ``perplexity_sample_mean`` is the paper's per-sample formula E_y[π(y|x)^(−1/|y|)] on the
+  it; ``perplexity_sample_mean`` is the paper's per-sample formula E[π(y|x)^(−1/len(y))] on the
   policy's own samples, reported with its median and ``perplexity_outliers``, the number of
   samples whose per-sample perplexity exceeds ten times the median;
 * ``entropy``: E_y[−log π(y|x)] in nats per response; ``length``: tokens per response, EOS

@@ -6,7 +6,7 @@ the preference between two answers is carried by several tokens, one decision pe
 long responses. The topics are cut into disjoint groups of ``slots``; each group is asked in
 every phrasing of :data:`PROMPT_TEMPLATES`. Every (topic, option) has a ground-truth share s; the ground-truth reward is
 
-    r*(x, y) = Σ_slots log s_{topic, option} + ε_y,   ε_y ~ N(0, answer_noise²),
+    r*(x, y) = (sum over the prompt's topics of log share(topic, option)) + ε(y),   ε ~ N(0, answer_noise²),
 
 so the Plackett–Luce distribution of r* over the answers is, up to ε, the product of the option
 shares: minority answers carry real preference mass. Three data sets are drawn from it:
