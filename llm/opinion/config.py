@@ -82,7 +82,7 @@ class BenchmarkConfig:
     rm_epochs: int = cfg_field(3, help="reward-model epochs")
     rm_lr: float = cfg_field(1e-3, help="reward-model learning rate")
     rm_batch_size: int = cfg_field(64, help="reward-model batch size")
-    steps: int = cfg_field(80, help="PPO iterations (DPO: epochs are the DPO trainer's default)")
+    steps: int = cfg_field(60, help="PPO iterations (DPO: epochs are the DPO trainer's default)")
     lr: float = cfg_field(3e-4, help="PPO learning rate")
     batch_size: int = cfg_field(32, help="PPO prompts per iteration")
     mini_batch_size: int = cfg_field(16, help="PPO minibatch")

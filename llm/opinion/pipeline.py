@@ -79,7 +79,16 @@ def _lens(cfg: BenchmarkConfig) -> dict:
 
 def train_references(cfg: BenchmarkConfig, corpus: OpinionCorpus, out: Path, seed: int, need_alt: bool,
                      base_model: str | None, quiet: bool = True) -> dict[str, Any]:
-    """Base model → SFT on the biased demonstrations (→ the second reference) → reward model."""
+    """Base model → SFT on the biased demonstrations (→ the second reference) → reward model.
+
+    References a previous run of the same unit finished (``out/references.json``, written last)
+    are reused: they depend on the world, the seed and the reference settings only."""
+    marker = out / "references.json"
+    if marker.is_file():
+        saved = json.loads(marker.read_text())
+        if saved.get("settings") == _reference_settings(cfg, corpus, seed, base_model) and (
+                "sft_alt" in saved["paths"] or not need_alt):
+            return {**saved["paths"], "times": {**saved["paths"]["times"], "reused": True}}
     data = corpus.write(out / "data")
     times: dict[str, float] = {}
     t = time.perf_counter()
@@ -106,7 +115,16 @@ def train_references(cfg: BenchmarkConfig, corpus: OpinionCorpus, out: Path, see
         batch_size=cfg.rm_batch_size, eval_fraction=0.1, normalize=True, **common)), quiet=quiet)
     times["rm"] = time.perf_counter() - t0
     paths.update(rm=rm["out"], rm_eval_accuracy=rm.get("eval_accuracy"), times=times)
+    marker.write_text(json.dumps({"settings": _reference_settings(cfg, corpus, seed, base_model), "paths": paths},
+                                 default=float))
     return paths
+
+
+def _reference_settings(cfg: BenchmarkConfig, corpus: OpinionCorpus, seed: int, base_model: str | None) -> dict:
+    keys = ("vocab_size", "max_prompt_len", "max_response_len", "sft_epochs", "sft_lr", "sft_batch_size", "rm_epochs",
+            "rm_lr", "rm_batch_size", "lora")
+    return json.loads(json.dumps({"world": asdict(corpus.config), "seed": seed, "base": base_model,
+                                  **{k: getattr(cfg, k) for k in keys}}))
 
 
 def _regularizer(cfg: BenchmarkConfig, run: Run, refs: dict) -> tuple[dict, list[str]]:
