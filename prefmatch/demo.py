@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.skip_opinion:
         print("== 3/3 prefmatch opinion --quick (tiny language models, CPU)", flush=True)
-        code, text, dt = _run(["opinion", "--quick", "--json", "--out", str(out / "opinion")])
+        code, text, dt = _run(["opinion", "--quick", "--json", "--overwrite", "--out", str(out / "opinion")])
         (out / "opinion.json").write_text(text)
         try:
             res = json.loads(text)

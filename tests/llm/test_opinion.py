@@ -385,9 +385,15 @@ def test_tiny_end_to_end_benchmark_page_and_figures(tmp_path):
     assert len(figs) == 3
     page = R.page(result, figs, tmp_path)
     assert "## Table 3 of the paper" in page and "figs/opinion_phase_diagram.png" in page
+    # a second run in the same directory reuses the unit's references (same settings), not its policies
+    again = O.run_benchmark(O.configure(dict(TINY, steps=1, methods=["kl"]), "quick"), tmp_path / "bench")
+    unit = again["units"][0]
+    assert unit["refs"]["times"].get("reused") and unit["rm_eval_accuracy"] == result["units"][0]["rm_eval_accuracy"]
+    assert unit["results"]["reference"]["pm_divergence_exact"] == result["units"][0]["results"]["reference"][
+        "pm_divergence_exact"]
 
 
-def test_opinion_cli_generated_from_the_config(capsys):
+def test_opinion_cli_generated_from_the_config(capsys, tmp_path):
     from prefmatch.llm.opinion_cli import register
 
     parser = argparse.ArgumentParser(prog="prefmatch")
@@ -402,6 +408,9 @@ def test_opinion_cli_generated_from_the_config(capsys):
     assert "bias" in capsys.readouterr().err
     assert main(["opinion", "--levels", "word", "--json"]) == 2
     assert "levels" in capsys.readouterr().err
+    (tmp_path / "results.json").write_text("{}")  # a finished run is never replaced silently
+    assert main(["opinion", "--out", str(tmp_path), "--json"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
 
 
 @pytest.mark.slow
