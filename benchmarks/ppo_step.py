@@ -46,7 +46,7 @@ def build_setup(work: Path, size: str, n_prompts: int, seed: int) -> dict:
     recs = synthetic_preferences(n_prompts, seed=seed)
     data = write_jsonl(recs, work / "data.jsonl")
     base = init_model(work / "base", size, texts=[r["prompt"] + r["chosen"] for r in recs], seed=seed)
-    rm = load_reward_model(base)
+    rm = load_reward_model(base, trained=False)  # timing only: an untrained head is fine
     save_model(rm, work / "rm", load_tokenizer(base))
     return {"data": str(data), "base": str(base), "rm": str(work / "rm")}
 

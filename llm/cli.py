@@ -1,4 +1,4 @@
-"""``prefmatch train {sft,rm,ppo}``, ``prefmatch model init``, ``prefmatch eval``.
+"""``prefmatch train {sft,rm,ppo,dpo}``, ``prefmatch model init``, ``prefmatch eval``.
 
 Options of the ``train`` commands are generated from the config dataclasses (every field is a
 ``--field`` option with its help string); ``--config FILE.yaml`` gives the base values and
@@ -11,16 +11,21 @@ import argparse
 import dataclasses
 import functools
 import json
+from pathlib import Path
 
-from prefmatch.llm.config import ConfigError, field_choices, field_help, load_config
+from prefmatch.llm.config import ConfigError, field_choices, field_help, field_range, load_config, read_yaml
 from prefmatch.llm.data import DataError, load_records
-from prefmatch.llm.metrics import METRIC_NAMES, evaluate
+from prefmatch.llm.dpo import DPOConfig, train_dpo
+from prefmatch.llm.metrics import METRIC_NAMES, METRIC_UNITS, evaluate, run_defaults
 from prefmatch.llm.models import ARCHS, ModelLoadError, SIZES, count_parameters, init_model, load_causal_lm
-from prefmatch.llm.ppo import PPOConfig, train_ppo
+from prefmatch.llm.ppo import PPOConfig, resolve_checkpoint, train_ppo
 from prefmatch.llm.reward_model import RMConfig, train_reward_model
 from prefmatch.llm.sft import SFTConfig, train_sft
 from prefmatch.llm.rewards import RegularizerConfigError
-from prefmatch.llm.training import TrainingError
+from prefmatch.llm.tokenizer import MIN_VOCAB
+from prefmatch.llm.training import TrainingError, check_output_dir, claim_run_dir, resume_config
+from prefmatch.theory.dpo import dpo_regularizers
+from prefmatch.theory.validate import SEED, number
 from prefmatch.theory.errors import UsageError as CLIError
 
 #: stage → (config class, training function, help)
@@ -28,7 +33,12 @@ STAGES = {
     "sft": (SFTConfig, train_sft, "supervised fine-tuning on the response tokens"),
     "rm": (RMConfig, train_reward_model, "Bradley-Terry reward model (PM paper eq. 2.2) with pairwise accuracy"),
     "ppo": (PPOConfig, train_ppo, "PPO with a theory regularizer (--regularizer) placed where it is exact"),
+    "dpo": (DPOConfig, train_dpo, "DPO: the Bradley-Terry loss of a regularizer's implicit reward beta*(log pi - b) "
+            f"(--regularizer {', '.join(dpo_regularizers())})"),
 }
+
+#: stages that can continue from a checkpoint (``--resume``)
+RESUMABLE = ("ppo", "dpo")
 
 
 def user_errors():
@@ -73,7 +83,9 @@ def _add_config_options(parser: argparse.ArgumentParser, cls) -> None:
         helptext = f"{field_help(f)} (default: {default!r})"
         if choices:
             helptext += f" {{{', '.join(map(str, choices))}}}"
-        names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+        if field_range(f) is not None:
+            helptext += f" in {field_range(f)}"
+        names = [f"--{f.name.replace('_', '-')}"]  # --field_name is accepted too (prefmatch.cli.accept_underscores)
         extra = {"nargs": "?", "const": "true"} if f.type in (bool, "bool") else {}
         helptext = helptext.replace("%", "%%")  # argparse %-formats help strings
         group.add_argument(*names, dest=f"cfg__{f.name}", default=argparse.SUPPRESS, metavar="V", help=helptext,
@@ -91,14 +103,36 @@ def _stage_config(stage: str, args):
 @_guard
 def _run_train(args) -> int:
     stage = args.stage
-    cfg = _stage_config(stage, args)
-    fn = STAGES[stage][1]
+    cls, fn = STAGES[stage][0], STAGES[stage][1]
     kwargs = {"quiet": args.json}
-    if stage == "ppo":
-        kwargs["resume"] = args.resume
+    resume = getattr(args, "resume", None)
+    if resume:
+        if args.overwrite:
+            raise CLIError("--resume and --overwrite: give one (continue the run, or replace it)")
+        ckpt = resolve_checkpoint(resume)
+        explicit = {**(read_yaml(args.config) if args.config else {}), **_overrides(args)}
+        explicit.pop("stage", None)
+        cfg = resume_config(cls, resume, explicit, ckpt / "config.yaml")
+        claim_run_dir(cfg.out, resume=True)
+        kwargs["resume"] = str(ckpt)
+    else:
+        cfg = _stage_config(stage, args)
+        claim_run_dir(cfg.out, overwrite=args.overwrite)
     result = fn(cfg, **kwargs)
     _emit(args, result, f"prefmatch train {stage}: done")
     return 0
+
+
+def _check_args(args, ranges: dict) -> None:
+    """Each named option within its declared range (the one number parser, theory/validate.py)."""
+    for name, (interval, integer) in ranges.items():
+        value = getattr(args, name)
+        if value is None:
+            continue
+        try:
+            number(f"--{name.replace('_', '-')}", value, interval, integer=integer)
+        except ValueError as e:
+            raise CLIError(str(e)) from None
 
 
 @_guard
@@ -108,6 +142,10 @@ def _run_model_init(args) -> int:
         raise CLIError(f"--size: must be one of {', '.join(SIZES)}, got {args.size!r}")
     if args.arch not in ARCHS:
         raise CLIError(f"--arch: must be one of {', '.join(ARCHS)}, got {args.arch!r}")
+    _check_args(args, {"vocab_size": (f"[{MIN_VOCAB}, 1000000]", True), "seed": (SEED, True)})
+    out = check_output_dir(args.out, "out")
+    if (out / "config.json").exists() and not args.overwrite:
+        raise CLIError(f"--out: {out} already holds a model; pass --overwrite to replace it or choose another --out")
     texts = None
     if args.corpus:
 
@@ -123,24 +161,53 @@ def _run_model_init(args) -> int:
 
 @_guard
 def _run_eval(args) -> int:
-
-    if args.n_prompts < 1:
-        raise CLIError(f"--n-prompts: must be >= 1, got {args.n_prompts}")
-    if args.max_new_tokens < 1:
-        raise CLIError(f"--max-new-tokens: must be >= 1, got {args.max_new_tokens}")
+    _check_args(args, {"n_prompts": ("[1, inf)", True), "max_new_tokens": ("[1, inf)", True),
+                       "max_prompt_len": ("[1, inf)", True), "seed": (SEED, True)})
+    run = run_defaults(args.policy)
+    opts = {k: getattr(args, k) if getattr(args, k) is not None else run.get(k, fallback)
+            for k, fallback in (("reward_model", None), ("ref", None), ("data", None), ("max_new_tokens", 64),
+                                ("max_prompt_len", 256))}
+    for k in ("reward_model", "ref", "data"):
+        if not opts[k]:
+            raise CLIError(f"--{k.replace('_', '-')}: required (the policy {args.policy} is not inside a "
+                           "`prefmatch train` run directory whose config.yaml names it)")
     try:
-        res = evaluate(args.policy, args.reward, args.ref, args.data, n_prompts=args.n_prompts,
-                       max_new_tokens=args.max_new_tokens, max_prompt_len=args.max_prompt_len, seed=args.seed,
-                       split=args.split)
-    except ValueError as e:  # tokenizer mismatch
+        res = evaluate(args.policy, opts["reward_model"], opts["ref"], opts["data"], n_prompts=args.n_prompts,
+                       max_new_tokens=opts["max_new_tokens"], max_prompt_len=opts["max_prompt_len"], seed=args.seed,
+                       split=args.split, split_fractions=run.get("split_fractions", (0.2, 0.4, 0.4)),
+                       split_seed=run.get("split_seed", 0))
+    except ValueError as e:  # tokenizer mismatch, non-finite models
         raise CLIError(str(e)) from None
+    res["settings"] = {"split": args.split, **{k: opts[k] for k in ("data", "max_new_tokens", "max_prompt_len")}}
+    res["units"] = METRIC_UNITS
     if args.json:
         print(json.dumps(res))
         return 0
-    print(f"{'metric':<16}{'value':>12}")
+    print(f"{'metric':<16}{'value':>12}  unit")
     for k in METRIC_NAMES:
-        print(f"{k:<16}{res[k]:>12.4f}")
-    print(f"{'prompts':<16}{res['n_prompts']:>12d}")
+        print(f"{k:<16}{res[k]:>12.4f}  {METRIC_UNITS[k]}")
+    print(f"{'prompts':<16}{res['n_prompts']:>12d}  held-out split {args.split!r} of {opts['data']}, "
+          f"{opts['max_new_tokens']} new tokens")
+    return 0
+
+
+@_guard
+def _run_data_synth(args) -> int:
+    from prefmatch.llm.data import synthetic_preferences, write_jsonl
+
+    _check_args(args, {"n": ("[1, 10000000]", True), "seed": (SEED, True)})
+    out = Path(args.out)
+    if not str(args.out).strip():
+        raise CLIError("--out: an empty path; give a file such as prefs.jsonl")
+    if out.is_dir():
+        raise CLIError(f"--out: {out} is a directory; give a file such as {out / 'prefs.jsonl'}")
+    if out.exists() and not args.overwrite:
+        raise CLIError(f"--out: {out} exists; pass --overwrite to replace it")
+    check_output_dir(out.parent if str(out.parent) else ".", "out")
+    recs = synthetic_preferences(args.n, seed=args.seed)
+    write_jsonl(recs, out)
+    _emit(args, {"out": str(out), "records": len(recs), "keys": "prompt, chosen, rejected"},
+          "prefmatch data synth: done")
     return 0
 
 
@@ -148,7 +215,7 @@ def register(subparsers) -> None:
     """Add ``train``, ``model`` and ``eval`` to the top-level ``prefmatch`` parser."""
     fmt = argparse.RawDescriptionHelpFormatter
     # --- train {sft,rm,ppo}
-    train = subparsers.add_parser("train", help="train a stage: sft, rm (reward model) or ppo",
+    train = subparsers.add_parser("train", help="train a stage: sft, rm (reward model), ppo or dpo",
                                   description="Train one RLHF stage from a YAML config and --key value overrides.")
     stages = train.add_subparsers(dest="stage", metavar="STAGE", title="stages")
     stages.required = True
@@ -156,8 +223,11 @@ def register(subparsers) -> None:
         p = stages.add_parser(stage, help=helptext, description=helptext, formatter_class=fmt)
         p.add_argument("--config", metavar="FILE.yaml", help="YAML file of config fields")
         p.add_argument("--json", action="store_true", help="print the result as JSON; no progress bar")
-        if stage == "ppo":
-            p.add_argument("--resume", metavar="DIR", help="continue from a checkpoint (or a run directory)")
+        if stage in RESUMABLE:
+            p.add_argument("--resume", metavar="DIR", help="continue from a checkpoint (or a run directory) with "
+                           "the run's saved config; an option that conflicts with it is an error")
+        p.add_argument("--overwrite", action="store_true", help="replace the run already in --out (without it, "
+                       "a directory holding a run is refused)")
         _add_config_options(p, cls)
         p.set_defaults(func=_run_train, stage=stage)
 
@@ -172,24 +242,50 @@ def register(subparsers) -> None:
     init.add_argument("--arch", default="gpt2", help="gpt2 or llama")
     init.add_argument("--out", required=True, metavar="DIR", help="output directory")
     init.add_argument("--corpus", metavar="FILE", help="jsonl whose string fields train the tokenizer")
-    init.add_argument("--vocab-size", type=int, default=None, help="tokenizer vocabulary (default by size)")
+    init.add_argument("--vocab-size", type=int, default=None,
+                      help=f"tokenizer vocabulary, at least {MIN_VOCAB} (256 bytes + 3 special tokens + 1; default by size)")
     init.add_argument("--seed", type=int, default=0, help="initialisation seed")
     init.add_argument("--json", action="store_true", help="print the result as JSON")
+    init.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
     init.set_defaults(func=_run_model_init)
+
+    # --- data synth
+    data = subparsers.add_parser("data", help="preference data: write a synthetic prefs.jsonl")
+    dsub = data.add_subparsers(dest="data_command", metavar="ACTION", title="actions")
+    dsub.required = True
+    synth = dsub.add_parser("synth", help="write a synthetic hh-rlhf-style prefs.jsonl (prompt, chosen, rejected)",
+                            description="A small preference set where the chosen answer is a polite, on-topic "
+                            "sentence and the rejected one a curt reply (what the tests and examples train on). "
+                            "The trainers also read raw hh-rlhf lines, TRL's conversational format and "
+                            "`datasets` directories.")
+    synth.add_argument("--out", required=True, metavar="FILE", help="output .jsonl file")
+    synth.add_argument("--n", type=int, default=200, help="number of records (default 200)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed")
+    synth.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    synth.add_argument("--json", action="store_true", help="print the result as JSON")
+    synth.set_defaults(func=_run_data_synth)
 
     # --- eval
     ev = subparsers.add_parser("eval", help="PM divergence, perplexity, entropy, length, KL (PM paper §6.1)",
                                description="Sample two responses per prompt from the policy and report the "
                                "PM paper's Section 6.1 metrics.")
-    ev.add_argument("--policy", required=True, metavar="DIR", help="policy model directory")
-    ev.add_argument("--reward", required=True, metavar="DIR", help="reward model directory")
-    ev.add_argument("--ref", required=True, metavar="DIR", help="reference model directory (for KL)")
-    ev.add_argument("--data", required=True, metavar="FILE", help="prompts: jsonl with 'prompt' or a datasets dir")
-    ev.add_argument("--split", default="all", choices=("all", "sft", "rm", "rl"), help="part of the split to use")
+    ev.add_argument("--policy", required=True, metavar="DIR",
+                    help="policy model directory, or a `prefmatch train ppo`/`dpo` run directory (its config.yaml "
+                    "gives the defaults of the options below)")
+    ev.add_argument("--reward-model", metavar="DIR", help="reward model directory (default: the run's)")
+    ev.add_argument("--ref", metavar="DIR", help="reference model directory for the KL (default: the run's "
+                    "reference, else its initial policy)")
+    ev.add_argument("--data", metavar="FILE", help="prompts: jsonl with 'prompt' or a datasets dir (default: the "
+                    "run's data, with its seeded split)")
+    ev.add_argument("--split", default="rm", choices=("all", "sft", "rm", "rl"),
+                    help="part of the seeded SFT/RM/RL split (default rm: prompts the policy never trained on; "
+                    "SFT trains on sft, PPO on rl)")
     ev.add_argument("--n-prompts", type=int, default=64, help="number of prompts evaluated")
-    ev.add_argument("--max-new-tokens", type=int, default=64, help="generation length")
-    ev.add_argument("--max-prompt-len", type=int, default=256, help="prompt tokens kept")
+    ev.add_argument("--max-new-tokens", type=int, default=None,
+                    help="generation length (default: the run's max_response_len, else 64)")
+    ev.add_argument("--max-prompt-len", type=int, default=None, help="prompt tokens kept (default: the run's, else 256)")
     ev.add_argument("--seed", type=int, default=0, help="sampling seed")
     ev.add_argument("--json", action="store_true", help="print JSON (with instance PM divergences)")
+    ev._option_string_actions["--reward"] = ev._option_string_actions["--reward-model"]  # the old spelling
     ev.set_defaults(func=_run_eval)
     # the opinion benchmark registers its own command (prefmatch.llm.opinion_cli)

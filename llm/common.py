@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from prefmatch.llm.config import ConfigError, cfg_field
+from prefmatch.theory.validate import SEED
 from prefmatch.llm.data import SPLITS
 from prefmatch.llm.training import MIXED_PRECISION
 
@@ -15,32 +16,29 @@ class CommonConfig:
     split: str = cfg_field("all", help="which part of the seeded SFT/RM/RL split to use (all = every record)",
                            choices=SPLITS)
     split_fractions: list[float] = cfg_field([0.2, 0.4, 0.4], help="SFT/RM/RL fractions of the split "
-                                             "(PM paper Section 6: 20/40/40)")
-    split_seed: int = cfg_field(0, help="seed of the SFT/RM/RL split (the same in every stage)")
+                                             "(PM paper Section 6: 20/40/40)", range="[0, 1]")
+    split_seed: int = cfg_field(0, help="seed of the SFT/RM/RL split (the same in every stage)", range=SEED)
     out: str = cfg_field("out/run", help="output directory (model, metrics.jsonl, config.yaml)")
-    seed: int = cfg_field(0, help="random seed (initialisation, data order, sampling)")
-    lr: float = cfg_field(1e-5, help="learning rate (AdamW)")
-    weight_decay: float = cfg_field(0.0, help="AdamW weight decay")
-    max_grad_norm: float = cfg_field(1.0, help="gradient clipping norm (0 = off)")
-    batch_size: int = cfg_field(8, help="global batch size per step (split evenly across processes)")
-    max_prompt_len: int = cfg_field(256, help="prompt tokens kept (truncated from the left)")
-    max_response_len: int = cfg_field(256, help="response tokens kept (SFT/RM) or generated (PPO max_new_tokens)")
+    seed: int = cfg_field(0, help="random seed (initialisation, data order, sampling)", range=SEED)
+    lr: float = cfg_field(1e-5, help="learning rate (AdamW)", range="(0, 1000000]")
+    weight_decay: float = cfg_field(0.0, help="AdamW weight decay", range="[0, inf)")
+    max_grad_norm: float = cfg_field(1.0, help="gradient clipping norm (0 = off)", range="[0, inf)")
+    batch_size: int = cfg_field(8, help="global batch size per step (split evenly across processes)", range="[1, inf)")
+    max_prompt_len: int = cfg_field(256, help="prompt tokens kept (truncated from the left)", range="[1, inf)")
+    max_response_len: int = cfg_field(256, help="response tokens kept (SFT/RM) or generated (PPO max_new_tokens)", range="[1, inf)")
     lora: bool = cfg_field(False, help="train LoRA adapters (peft) instead of all weights; saved merged")
-    lora_r: int = cfg_field(8, help="LoRA rank")
-    lora_alpha: int = cfg_field(16, help="LoRA alpha")
+    lora_r: int = cfg_field(8, help="LoRA rank", range="[1, inf)")
+    lora_alpha: int = cfg_field(16, help="LoRA alpha", range="(0, inf)")
     lora_target_modules: list[str] = cfg_field([], help="LoRA target modules (empty = all linear layers)")
     gradient_checkpointing: bool = cfg_field(False, help="recompute activations in backward (saves memory on "
                                              "large models, costs ~30% time)")
     mixed_precision: str = cfg_field("auto", help="auto = bf16 autocast on CUDA, fp32 on CPU",
                                      choices=MIXED_PRECISION)
     cpu: bool = cfg_field(False, help="force CPU even when CUDA is present")
-    log_every: int = cfg_field(1, help="log metrics every N steps")
+    log_every: int = cfg_field(1, help="log metrics every N steps", range="[1, inf)")
 
     def check(self) -> None:
         if not self.data:
             raise ConfigError("data: required (a .jsonl file or a datasets directory)")
-        for name in ("lr", "batch_size", "max_prompt_len", "max_response_len", "log_every"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)!r}")
         if len(self.split_fractions) != 3 or abs(sum(self.split_fractions) - 1) > 1e-6:
             raise ConfigError(f"split_fractions: three fractions summing to 1, got {self.split_fractions}")

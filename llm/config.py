@@ -20,20 +20,27 @@ from typing import Any, Callable, get_args, get_origin
 
 import yaml
 
+from prefmatch.theory.validate import Interval, as_interval, number
+
 
 class ConfigError(ValueError):
     """A config file or override that cannot be used (unknown key, wrong type, bad value)."""
 
 
 def cfg_field(default: Any = dataclasses.MISSING, help: str | Callable[[], str] = "",
-              choices: tuple | Callable[[], tuple] | None = None, **kw):
-    """``dataclasses.field`` with a ``help`` string (and optional allowed ``choices``).
+              choices: tuple | Callable[[], tuple] | None = None, range: str | Interval | None = None, **kw):
+    """``dataclasses.field`` with a ``help`` string, optional allowed ``choices`` and, for numbers,
+    the allowed ``range`` written as an interval (``"(0, inf)"``, ``"[0, 1]"``).
 
-    Either may be a function, called when it is read (so that a list that comes from a registry,
-    such as the regularizers, is the registry's at that moment)."""
+    ``help`` and ``choices`` may be functions, called when read (so that a list that comes from a
+    registry, such as the regularizers, is the registry's at that moment).  Every int and float
+    field declares its range here, next to the field: :func:`validate` checks it (and finiteness)
+    before any work starts, and the CLI help shows it."""
     meta = {"help": help}
     if choices is not None:
         meta["choices"] = choices if callable(choices) else tuple(choices)
+    if range is not None:
+        meta["range"] = as_interval(range)
     if isinstance(default, (list, dict)):
         val = default
         return dataclasses.field(default_factory=lambda: json.loads(json.dumps(val)), metadata=meta, **kw)
@@ -49,6 +56,11 @@ def field_choices(f: dataclasses.Field) -> tuple | None:
 def field_help(f: dataclasses.Field) -> str:
     h = f.metadata.get("help", "")
     return h() if callable(h) else h
+
+
+def field_range(f: dataclasses.Field) -> Interval | None:
+    """The interval a numeric field declares (``None``: not a number field)."""
+    return f.metadata.get("range")
 
 
 def _field_types(cls) -> dict[str, Any]:
@@ -152,16 +164,30 @@ def from_dict(cls, data: dict[str, Any], source: str = "config"):
 
 
 def validate(obj) -> None:
-    """Check every field that declares ``choices``, then call ``obj.check()`` if present."""
+    """:func:`check_fields`, then ``obj.check()`` if present."""
+    check_fields(obj)
+    check = getattr(obj, "check", None)
+    if callable(check):
+        check()
+
+
+def check_fields(obj) -> None:
+    """Check every field's declared ``range`` and ``choices`` (ConfigError naming the field)."""
     for f in dataclasses.fields(obj):
+        iv = field_range(f)
+        value = getattr(obj, f.name)
+        if iv is not None and value is not None:
+            integer = isinstance(value, int) and not isinstance(value, bool)
+            for v in value if isinstance(value, list) else [value]:
+                try:
+                    number(f.name, v, iv, integer=integer)
+                except ValueError as e:
+                    raise ConfigError(str(e)) from None
         choices = field_choices(f)
         if choices is not None and getattr(obj, f.name) not in choices:
             raise ConfigError(
                 f"{f.name}: {getattr(obj, f.name)!r} is not allowed; choose one of {', '.join(map(str, choices))}"
             )
-    check = getattr(obj, "check", None)
-    if callable(check):
-        check()
 
 
 def parse_overrides(tokens: list[str]) -> dict[str, Any]:
@@ -206,7 +232,9 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"--config: file not found: {p} (packaged configs: {', '.join(packaged_configs())})")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"--config: {p} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"--config: {p} is not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
@@ -242,5 +270,7 @@ def config_help(cls) -> str:
         tp = _type_name(_field_types(cls)[f.name])
         choices = field_choices(f)
         extra = f" {{{', '.join(map(str, choices))}}}" if choices else ""
+        if field_range(f) is not None:
+            extra += f" in {field_range(f)}"
         lines.append(f"  --{f.name} ({tp}, default {default!r}){extra}\n      {field_help(f)}")
     return "\n".join(lines)

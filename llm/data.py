@@ -2,6 +2,9 @@
 
 Records are dicts with ``prompt``, ``chosen``, ``rejected`` (the hh-rlhf layout: the prompt ends
 with ``"\\n\\nAssistant:"`` and the responses continue it).  RL and evaluation need ``prompt`` only.
+Raw hh-rlhf lines (``chosen``/``rejected`` only) and TRL's conversational layouts (lists of
+messages, rendered with the tokenizer's chat template when it has one) are converted on load
+(:func:`normalize_record`).
 
 Sources:
 
@@ -28,8 +31,10 @@ class DataError(ValueError):
     """A data file that is missing, ill-formed or empty; the message names file and line."""
 
 
-def load_records(path: str | os.PathLike, keys: Sequence[str] = PREFERENCE_KEYS) -> list[dict]:
-    """Read records from a jsonl file or a ``save_to_disk`` directory; each must hold ``keys`` as strings."""
+def load_records(path: str | os.PathLike, keys: Sequence[str] = PREFERENCE_KEYS, tokenizer=None) -> list[dict]:
+    """Read records from a jsonl file or a ``save_to_disk`` directory; each must hold ``keys`` as strings
+    after :func:`normalize_record` (raw hh-rlhf and TRL conversational records are converted; with a
+    ``tokenizer`` that has a chat template, conversations are rendered with it)."""
     p = Path(path)
     if not p.exists():
         raise DataError(f"data file not found: {p}")
@@ -38,13 +43,23 @@ def load_records(path: str | os.PathLike, keys: Sequence[str] = PREFERENCE_KEYS)
         where = lambda i: f"{p} row {i}"  # noqa: E731
     else:
         records = []
-        with p.open(encoding="utf-8") as fh:
-            lines = [(n, line) for n, line in enumerate(fh, 1) if line.strip()]
+        raw = p.read_bytes()
+        lines = []
+        for n, b in enumerate(raw.splitlines(), 1):
+            try:
+                line = b.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{p} line {n}: not UTF-8 text (byte {b[e.start]:#04x} at column {e.start + 1}); "
+                                "save the file as UTF-8") from None
+            if line.strip():
+                lines.append((n, line))
         for n, line in lines:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
                 raise DataError(f"{p} line {n}: not valid JSON ({e.msg})") from None
+            except RecursionError:
+                raise DataError(f"{p} line {n}: JSON nested too deeply") from None
             if not isinstance(obj, dict):
                 raise DataError(f"{p} line {n}: expected a JSON object with keys {', '.join(keys)}")
             obj["_line"] = n
@@ -54,6 +69,10 @@ def load_records(path: str | os.PathLike, keys: Sequence[str] = PREFERENCE_KEYS)
         raise DataError(f"{p}: no records (the dataset is empty)")
     out = []
     for i, rec in enumerate(records):
+        try:
+            rec = normalize_record(rec, tokenizer)
+        except ValueError as e:
+            raise DataError(f"{where(i)}: {e}") from None
         missing = [k for k in keys if k not in rec]
         if missing:
             raise DataError(f"{where(i)}: missing key(s) {', '.join(missing)}; each record needs {', '.join(keys)}")
@@ -64,6 +83,79 @@ def load_records(path: str | os.PathLike, keys: Sequence[str] = PREFERENCE_KEYS)
             raise DataError(f"{where(i)}: empty prompt")
         out.append({k: rec[k] for k in rec if k != "_line"})
     return out
+
+
+HH_SEPARATOR = "\n\nAssistant:"
+
+
+def _is_messages(v) -> bool:
+    return isinstance(v, list) and bool(v) and all(isinstance(m, dict) and "role" in m and "content" in m for m in v)
+
+
+def render_prompt(messages: list[dict], tokenizer=None) -> str:
+    """The text a model continues after ``messages``: the tokenizer's chat template with the
+    generation prompt when it has one, else the hh-rlhf layout (``\n\nHuman: …\n\nAssistant:``)."""
+    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    names = {"user": "Human", "assistant": "Assistant", "system": "System"}
+    return "".join(f"\n\n{names.get(m['role'], m['role'].capitalize())}: {m['content']}" for m in messages) + HH_SEPARATOR
+
+
+def _split_conversation(msgs: list[dict], what: str) -> tuple[list[dict], str]:
+    if msgs[-1]["role"] != "assistant":
+        raise ValueError(f"{what}: the last message must be the assistant's response, got role {msgs[-1]['role']!r}")
+    return msgs[:-1], msgs[-1]["content"]
+
+
+def normalize_record(rec: dict, tokenizer=None) -> dict:
+    """One record in the package's layout ``{prompt, chosen, rejected}`` (strings) from the layouts
+    people have:
+
+    * already ``{prompt, chosen, rejected}`` strings: unchanged;
+    * raw Anthropic hh-rlhf ``{chosen, rejected}``: the prompt is the shared text up to the last
+      ``"\n\nAssistant:"``, the responses what follows it;
+    * TRL conversational preference ``{prompt: [messages], chosen: [messages], rejected: [messages]}``,
+      or without ``prompt`` (the shared leading messages are the prompt);
+    * TRL conversational language modelling ``{messages: [...]}`` (SFT: the last assistant message
+      is ``chosen``).
+
+    Conversations are rendered by :func:`render_prompt` (the chat template when the tokenizer has one)."""
+    rec = dict(rec)
+    if "messages" in rec and _is_messages(rec["messages"]) and "chosen" not in rec:
+        prompt, resp = _split_conversation(rec.pop("messages"), "messages")
+        rec["prompt"], rec["chosen"] = render_prompt(prompt, tokenizer), resp
+        return rec
+    if _is_messages(rec.get("chosen")) or _is_messages(rec.get("rejected")):
+        chosen, rejected = rec.get("chosen"), rec.get("rejected")
+        if _is_messages(rec.get("prompt")):
+            prompt = rec["prompt"]
+            conv = {k: v for k, v in (("chosen", chosen), ("rejected", rejected)) if _is_messages(v)}
+            for k, v in conv.items():
+                rec[k] = v[-1]["content"] if v[-1]["role"] == "assistant" else _split_conversation(v, k)[1]
+        else:
+            p_c, rec["chosen"] = _split_conversation(chosen, "chosen")
+            if _is_messages(rejected):
+                p_r, rec["rejected"] = _split_conversation(rejected, "rejected")
+                if p_r != p_c:
+                    raise ValueError("chosen and rejected conversations do not share their leading messages")
+            prompt = p_c
+        rec["prompt"] = render_prompt(prompt, tokenizer)
+        return rec
+    if _is_messages(rec.get("prompt")):
+        rec["prompt"] = render_prompt(rec["prompt"], tokenizer)
+        return rec
+    if "prompt" not in rec and isinstance(rec.get("chosen"), str) and isinstance(rec.get("rejected"), str):
+        c, r = rec["chosen"], rec["rejected"]
+        i, j = c.rfind(HH_SEPARATOR), r.rfind(HH_SEPARATOR)
+        if i < 0 or j < 0:
+            raise ValueError(f"no prompt key, and the responses hold no {HH_SEPARATOR!r} to split an hh-rlhf "
+                             "prompt from")
+        cut = i + len(HH_SEPARATOR)
+        if c[:cut] != r[: j + len(HH_SEPARATOR)]:
+            raise ValueError("no prompt key, and chosen and rejected differ before their last "
+                             f"{HH_SEPARATOR!r} (raw hh-rlhf lines share the prompt)")
+        rec["prompt"], rec["chosen"], rec["rejected"] = c[:cut], c[cut:], r[cut:]
+    return rec
 
 
 def _load_datasets_dir(p: Path) -> list[dict]:
@@ -110,11 +202,11 @@ def split_records(records: Sequence[dict], fractions: Sequence[float] = (0.2, 0.
 
 
 def load_split(path, split: str = "all", fractions: Sequence[float] = (0.2, 0.4, 0.4), seed: int = 0,
-               keys: Sequence[str] = PREFERENCE_KEYS) -> list[dict]:
+               keys: Sequence[str] = PREFERENCE_KEYS, tokenizer=None) -> list[dict]:
     """Records of one part (``all``, ``sft``, ``rm``, ``rl``); an empty part is an error."""
     if split not in SPLITS:
         raise DataError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    records = load_records(path, keys=keys)
+    records = load_records(path, keys=keys, tokenizer=tokenizer)
     if split != "all":
         records = split_records(records, fractions, seed)[split]
     if not records:

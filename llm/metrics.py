@@ -25,6 +25,37 @@ from prefmatch.llm.tokenizer import load_tokenizer, same_tokenizer
 from prefmatch.theory.distributions import pm_divergence
 
 METRIC_NAMES = ("pm_divergence", "perplexity", "entropy", "length", "kl")
+#: the unit of each metric (``eval`` prints them; ``--json`` gives them under "units")
+METRIC_UNITS = {
+    "pm_divergence": "nats (KL between reward-model and policy pairwise preferences, per pair)",
+    "perplexity": "exp(mean token NLL) of the policy on its own samples, per response",
+    "entropy": "nats per response (−log π(y|x) of a sample)",
+    "length": "tokens per response",
+    "kl": "nats per response (Σ_t k3 to the reference)",
+}
+
+
+def run_defaults(policy: str) -> dict:
+    """Defaults for ``eval`` from the run that trained ``policy`` (a run directory, or the ``model``
+    folder inside one): its data and seeded split, its generation length, its reward model and its
+    reference.  Empty when ``policy`` is a bare model directory."""
+    from pathlib import Path
+
+    import yaml
+
+    p = Path(policy)
+    for cand in (p / "config.yaml", p.parent / "config.yaml"):
+        if cand.is_file():
+            cfg = yaml.safe_load(cand.read_text(encoding="utf-8")) or {}
+            break
+    else:
+        return {}
+    refs = cfg.get("ref") or cfg.get("reference") or []
+    out = {"data": cfg.get("data"), "split_fractions": cfg.get("split_fractions"), "split_seed": cfg.get("split_seed"),
+           "max_new_tokens": cfg.get("max_response_len"), "max_prompt_len": cfg.get("max_prompt_len"),
+           "reward_model": cfg.get("reward_model") or None,
+           "ref": refs[0] if refs else (cfg.get("policy") or cfg.get("model") or None)}
+    return {k: v for k, v in out.items() if v not in (None, "", [])}
 
 
 def sequence_logprobs_ids(model, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]],
@@ -109,36 +140,58 @@ def score_responses_ids(reward_model, prompt_ids, response_ids, pad_id: int, bat
     return torch.cat(out)
 
 
-def pair_scores(policy, ref, reward_model, prompt_ids, y1, y2, pad_id: int, batch_size: int = 32, device=None,
-                ref_per_token: bool = False) -> dict:
+def token_kl_k3(policy_tokens, ref_tokens):
+    """Per-sequence KL estimate Σ_t k3_t, k3 = e^{q−l} − 1 − (q − l) with l, q the policy's and the
+    reference's token log-probs of a sampled response: every term is ≥ 0 and unbiased for the
+    per-token KL(π(·|prefix) ‖ π_ref(·|prefix)), so the sum is a non-negative unbiased estimate of
+    the sequence KL (the plain Σ_t (l − q) is unbiased too but goes negative on single samples)."""
+    import numpy as np
+
+    out = []
+    for lt, qt in zip(policy_tokens, ref_tokens):
+        d = np.asarray(qt, float) - np.asarray(lt, float)
+        out.append(float(np.sum(np.expm1(d) - d)))
+    return np.asarray(out)
+
+
+def check_finite_logprobs(name: str, *arrays) -> None:
+    """ValueError naming the model whose log-probabilities are NaN/inf where they must be finite."""
+    import numpy as np
+
+    for a in arrays:
+        if not np.all(np.isfinite(np.asarray(a, float))):
+            raise ValueError(f"{name}: the model gives non-finite log-probabilities (NaN/inf weights or logits) "
+                             "on the sampled responses; it cannot be evaluated")
+
+
+def pair_scores(policy, ref, reward_model, prompt_ids, y1, y2, pad_id: int, batch_size: int = 32,
+                device=None) -> dict:
     """Teacher-forced log-probs under ``policy`` and ``ref`` and reward scores of sampled pairs (y1, y2).
 
-    Returns ``lp1, lp2, rf1, rf2, r1, r2`` (float64 tensors [N]); with ``ref_per_token`` also
-    ``rf_tok``: the reference's per-token log-probs of y1 then y2 (a list of tensors).
+    Returns ``lp1, lp2, rf1, rf2, r1, r2`` (float64 tensors [N]) and the per-token log-probs
+    ``lt1, lt2`` (policy) and ``qt1, qt2`` (reference), lists of tensors.
     """
     kw = dict(pad_id=pad_id, batch_size=batch_size, device=device)
-    out = {"lp1": sequence_logprobs_ids(policy, prompt_ids, y1, **kw),
-           "lp2": sequence_logprobs_ids(policy, prompt_ids, y2, **kw)}
-    if ref_per_token:
-        (out["rf1"], t1), (out["rf2"], t2) = (sequence_logprobs_ids(ref, prompt_ids, y, per_token=True, **kw)
-                                              for y in (y1, y2))
-        out["rf_tok"] = t1 + t2
-    else:
-        out["rf1"], out["rf2"] = (sequence_logprobs_ids(ref, prompt_ids, y, **kw) for y in (y1, y2))
-    out["r1"], out["r2"] = (score_responses_ids(reward_model, prompt_ids, y, **kw) for y in (y1, y2))
-    return out
+    (lp1, lt1), (lp2, lt2) = (sequence_logprobs_ids(policy, prompt_ids, y, per_token=True, **kw) for y in (y1, y2))
+    (rf1, qt1), (rf2, qt2) = (sequence_logprobs_ids(ref, prompt_ids, y, per_token=True, **kw) for y in (y1, y2))
+    r1, r2 = (score_responses_ids(reward_model, prompt_ids, y, **kw) for y in (y1, y2))
+    return {"lp1": lp1, "lp2": lp2, "lt1": lt1, "lt2": lt2, "rf1": rf1, "rf2": rf2, "qt1": qt1, "qt2": qt2,
+            "r1": r1, "r2": r2}
 
 
-def summarize(logp1, logp2, ref1, ref2, r1, r2, len1, len2, beta: float = 1.0) -> dict:
+def summarize(logp1, logp2, ref1, ref2, r1, r2, len1, len2, kl1=None, kl2=None, beta: float = 1.0) -> dict:
     """The Section 6.1 metrics from per-pair arrays (torch or numpy), plus the instance PM divergences.
 
-    ``beta`` tempers p_reward = σ((r1 − r2)/β) as the PM paper's Table 5 does (1: raw scores).
-    """
+    ``kl1``/``kl2`` (optional): per-sequence non-negative KL estimates (:func:`token_kl_k3`); without
+    them the KL is the mean of log π − log π_ref over the samples. ``beta`` tempers
+    p_reward = σ((r1 − r2)/β) as the PM paper's Table 5 does (1: raw scores)."""
     import numpy as np
 
     lp = np.concatenate([np.asarray(logp1, float), np.asarray(logp2, float)])
     ref = np.concatenate([np.asarray(ref1, float), np.asarray(ref2, float)])
     ln = np.concatenate([np.asarray(len1, float), np.asarray(len2, float)])
+    kl = (np.mean(np.concatenate([np.asarray(kl1, float), np.asarray(kl2, float)])) if kl1 is not None
+          else np.mean(lp - ref))
     inst = pm_divergence(np.asarray(logp1, float), np.asarray(logp2, float), np.asarray(r1, float) / beta,
                          np.asarray(r2, float) / beta)
     return {
@@ -146,7 +199,7 @@ def summarize(logp1, logp2, ref1, ref2, r1, r2, len1, len2, beta: float = 1.0) -
         "perplexity": float(np.mean(np.exp(-lp / np.maximum(ln, 1)))),
         "entropy": float(np.mean(-lp)),
         "length": float(np.mean(ln)),
-        "kl": float(np.mean(lp - ref)),
+        "kl": float(kl),
         "instance_pm_divergence": [float(x) for x in inst],
     }
 
@@ -157,23 +210,29 @@ def evaluate(policy: str, reward: str, ref: str, data: str, n_prompts: int = 64,
     """Sample two responses per prompt from ``policy`` and compute the Section 6.1 metrics."""
     import torch
 
-    records = load_split(data, split, split_fractions, split_seed, keys=("prompt",))[:n_prompts]
+    tok = load_tokenizer(policy)
+    records = load_split(data, split, split_fractions, split_seed, keys=("prompt",), tokenizer=tok)[:n_prompts]
     prompts = [r["prompt"] for r in records]
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    tok = load_tokenizer(policy)
     for what, d in (("--reward", reward), ("--ref", ref)):
         if not same_tokenizer(tok, load_tokenizer(d)):
             raise ValueError(f"{what}: the tokenizer in {d} does not match the policy's ({policy})")
     pol = load_causal_lm(policy, what="policy").to(dev).eval()
     ref_m = load_causal_lm(ref, what="ref").to(dev).eval()
     rm = load_reward_model(reward, what="reward").to(dev).eval()
+    for what, d, m in (("--policy", policy, pol), ("--ref", ref, ref_m), ("--reward", reward, rm)):
+        if not all(bool(torch.isfinite(p).all()) for p in m.parameters()):
+            raise ValueError(f"{what}: the weights in {d} contain NaN/inf; it cannot be evaluated")
     tok.padding_side = "left"
     p_ids, samples = sample_responses(pol, tok, prompts, n=2, max_new_tokens=max_new_tokens,
                                       max_prompt_len=max_prompt_len, seed=seed, batch_size=batch_size, device=dev)
     y1 = [s[0] for s in samples]
     y2 = [s[1] for s in samples]
     s = pair_scores(pol, ref_m, rm, p_ids, y1, y2, tok.pad_token_id, batch_size, dev)
+    check_finite_logprobs(f"--policy {policy}", s["lp1"], s["lp2"])
+    check_finite_logprobs(f"--ref {ref}", s["rf1"], s["rf2"])
+    check_finite_logprobs(f"--reward {reward} (its scores)", s["r1"], s["r2"])
     out = summarize(s["lp1"], s["lp2"], s["rf1"], s["rf2"], s["r1"], s["r2"], [len(y) for y in y1],
-                    [len(y) for y in y2])
+                    [len(y) for y in y2], kl1=token_kl_k3(s["lt1"], s["qt1"]), kl2=token_kl_k3(s["lt2"], s["qt2"]))
     out["n_prompts"] = len(prompts)
     return out

@@ -135,11 +135,13 @@ def load_causal_lm(path: str | os.PathLike, dtype=None, what: str = "policy"):
     return model
 
 
-def load_reward_model(path: str | os.PathLike, dtype=None, what: str = "reward"):
+def load_reward_model(path: str | os.PathLike, dtype=None, what: str = "reward", trained: bool = True):
     """A one-label ``AutoModelForSequenceClassification`` from a local directory.
 
-    A plain causal-LM directory (e.g. the SFT model) gets a freshly initialised scalar head: that
-    is how the reward model stage starts.  A saved reward model keeps its head and its
+    With ``trained=False`` a plain causal-LM directory (e.g. the SFT model) gets a freshly
+    initialised scalar head: that is how the reward model stage starts.  Otherwise (PPO, eval,
+    benchmarks) a directory without a trained head is a :class:`ModelLoadError`: a random head
+    would give PPO noise to optimise.  A saved reward model keeps its head and its
     normalisation (``reward_normalization.json``, see :func:`reward_scores`).
     """
     from transformers import AutoModelForSequenceClassification
@@ -153,8 +155,14 @@ def load_reward_model(path: str | os.PathLike, dtype=None, what: str = "reward")
             model = AutoPeftModelForSequenceClassification.from_pretrained(str(p), num_labels=1, dtype=dtype)
             model = model.merge_and_unload()
         else:
-            model = AutoModelForSequenceClassification.from_pretrained(
-                str(p), num_labels=1, dtype=dtype, local_files_only=True)
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                str(p), num_labels=1, dtype=dtype, local_files_only=True, output_loading_info=True)
+            if trained and info.get("missing_keys"):
+                raise ModelLoadError(
+                    f"{what}: {p} has no trained reward head (missing {', '.join(sorted(info['missing_keys'])[:3])}); "
+                    "give a directory written by `prefmatch train rm`")
+    except ModelLoadError:
+        raise
     except Exception as e:
         raise ModelLoadError(f"cannot load {what} model from {p} ({_one_line(e)})") from None
     norm = p / REWARD_NORM_FILE

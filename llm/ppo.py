@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prefmatch.llm.common import CommonConfig
-from prefmatch.llm.config import ConfigError, cfg_field, save_config
+from prefmatch.llm.config import ConfigError, cfg_field, check_fields, save_config
 from prefmatch.llm.rewards import REGULARIZER_MODES
 from prefmatch.llm.data import encode_prompt, load_split, pad_batch
 from prefmatch.llm.losses import (
@@ -99,28 +99,28 @@ class PPOConfig(CommonConfig):
                                       "needed otherwise), "
                                       "auto (reward where exact, else loss)", choices=REGULARIZER_MODES)
     beta: float = cfg_field(0.1, help="β, the divergence's coefficient in E[r] − β·D for every regularizer "
-                            "(PM: ψ = β(−log π + C1 + C2/π), optimum softmax(r/β))")
-    reward_clip: float = cfg_field(5.0, help="clip the reward-model score to ±reward_clip (0 = off)")
+                            "(PM: ψ = β(−log π + C1 + C2/π), optimum softmax(r/β))", range="(0, inf)")
+    reward_clip: float = cfg_field(5.0, help="clip the reward-model score to ±reward_clip (0 = off)", range="[0, inf)")
     normalize_reward: bool = cfg_field(True, help="apply the reward model's saved normalisation, if any")
-    steps: int = cfg_field(100, help="PPO iterations (rollout + update)")
-    mini_batch_size: int = cfg_field(4, help="minibatch size of the update (per process)")
-    ppo_epochs: int = cfg_field(1, help="passes over each rollout batch")
+    steps: int = cfg_field(100, help="PPO iterations (rollout + update)", range="[1, inf)")
+    mini_batch_size: int = cfg_field(4, help="minibatch size of the update (per process)", range="[1, inf)")
+    ppo_epochs: int = cfg_field(1, help="passes over each rollout batch", range="[1, inf)")
     gamma: float = cfg_field(1.0, help="discount γ; must be 1 (the RLHF objective is undiscounted: γ < 1 "
-                             "discounts the last-token reward and changes the optimum)")
-    lam: float = cfg_field(0.95, help="GAE λ in [0, 1] (1 without a value model)")
-    cliprange: float = cfg_field(0.2, help="policy ratio clip ε")
-    cliprange_value: float = cfg_field(0.2, help="value clip")
-    vf_coef: float = cfg_field(0.1, help="weight of the value loss")
+                             "discounts the last-token reward and changes the optimum)", range="(0, 1]")
+    lam: float = cfg_field(0.95, help="GAE λ in [0, 1] (1 without a value model)", range="[0, 1]")
+    cliprange: float = cfg_field(0.2, help="policy ratio clip ε", range="(0, inf)")
+    cliprange_value: float = cfg_field(0.2, help="value clip", range="(0, inf)")
+    vf_coef: float = cfg_field(0.1, help="weight of the value loss", range="[0, inf)")
     whiten_advantages: bool = cfg_field(True, help="normalise advantages to mean 0, std 1 per batch (the "
                                         "pathwise regularizer term is divided by the same std)")
     temperature: float = cfg_field(1.0, help="sampling temperature: the trained policy is softmax(logits/T); the "
-                                   "references are used at temperature 1")
-    top_k: int = cfg_field(0, help="top-k sampling; must be 0 (PPO's ratio and ψ need samples from the policy)")
-    top_p: float = cfg_field(1.0, help="nucleus sampling; must be 1 (PPO's ratio and ψ need samples from the policy)")
+                                   "references are used at temperature 1", range="(0, inf)")
+    top_k: int = cfg_field(0, help="top-k sampling; must be 0 (PPO's ratio and ψ need samples from the policy)", range="[0, inf)")
+    top_p: float = cfg_field(1.0, help="nucleus sampling; must be 1 (PPO's ratio and ψ need samples from the policy)", range="(0, 1]")
     min_new_tokens: int = cfg_field(0, help="minimum generated tokens; must be 0 (suppressing EOS samples from "
-                                    "another distribution than the one in the ratio and ψ)")
-    save_every: int = cfg_field(0, help="checkpoint every N steps (0 = only the final model)")
-    keep_checkpoints: int = cfg_field(2, help="how many recent checkpoints to keep")
+                                    "another distribution than the one in the ratio and ψ)", range="[0, inf)")
+    save_every: int = cfg_field(0, help="checkpoint every N steps (0 = only the final model)", range="[0, inf)")
+    keep_checkpoints: int = cfg_field(2, help="how many recent checkpoints to keep", range="[1, inf)")
 
     def check(self) -> None:
         super().check()
@@ -129,13 +129,13 @@ class PPOConfig(CommonConfig):
         if bool(self.reward_model) == bool(self.reward_fn):
             raise ConfigError("reward_model, reward_fn: give exactly one (a directory written by `prefmatch train rm`, "
                               "or a rule 'package.module:function')")
+        if self.reward_fn:
+            load_reward_fn(self.reward_fn)  # importable before any work starts
         self.check_algorithm()
 
     def check_algorithm(self, has_value: bool = True):
         """Refuse what cannot reach the theory's optimum; returns ``(regularizer, placement)``."""
-        for name in ("steps", "mini_batch_size", "ppo_epochs", "temperature", "batch_size", "max_response_len"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)!r}")
+        check_fields(self)  # declared ranges (also for a config built in Python, as from_modules takes)
         full_policy = "PPO's ratio and ψ are those of the full policy"
         rules = [  # (field, holds, what it must be and why)
             ("gamma", self.gamma == 1, "1 (the RLHF objective is undiscounted)"),
@@ -143,6 +143,8 @@ class PPOConfig(CommonConfig):
             ("lam", has_value or self.lam == 1, "1 without a value model (the advantage is then the return-to-go)"),
             ("top_k", self.top_k == 0, f"0 ({full_policy})"),
             ("top_p", self.top_p == 1, f"1 ({full_policy})"),
+            ("mini_batch_size", self.mini_batch_size <= self.batch_size,
+             f"at most batch_size = {self.batch_size} (a minibatch is a part of the rollout batch)"),
             ("min_new_tokens", self.min_new_tokens == 0,
              "0 (suppressing EOS samples from another distribution than the one in PPO's ratio and ψ)"),
         ]
@@ -173,7 +175,8 @@ class PPOTrainer:
         if len(ref_dirs) != n_refs:
             raise ConfigError(f"ref: {cfg.regularizer} needs {n_refs} reference model(s) "
                               f"(one per weight), got {len(ref_dirs)}")
-        records = load_split(cfg.data, cfg.split, cfg.split_fractions, cfg.split_seed, keys=("prompt",))
+        records = load_split(cfg.data, cfg.split, cfg.split_fractions, cfg.split_seed, keys=("prompt",),
+                             tokenizer=load_tokenizer(cfg.policy))
         reward_fn = load_reward_fn(cfg.reward_fn) if cfg.reward_fn else None
 
         acc = training.make_accelerator(cfg.mixed_precision, cfg.cpu)
@@ -389,6 +392,12 @@ class PPOTrainer:
                 ref_logp = torch.stack([self.response_logprobs(r, input_ids, attn, P) for r in self.refs])
                 score = self.scores(query, qmask, response, rmask)
         ref_for_reg = ref_logp if self.reg.multi_reference else ref_logp[0]
+        for what, lp in (("policy", old_logp), ("reference", ref_logp)):
+            if not training.all_finite(acc, torch.where(rmask > 0, lp, 0.0)):
+                raise training.TrainingError(
+                    f"non-finite {what} log-probabilities (logits) at step {step}; stopped before the update; "
+                    + (f"last checkpoint {self.last_checkpoint} left untouched" if self.last_checkpoint
+                       else "no checkpoint written"))
 
         # 3. rewards: task score at the last token + the regularizer's per-token ψ_t (theory layer)
         rewards, psi_t = ppo_token_rewards(self.reg, score, old_logp, ref_for_reg, rmask,
@@ -424,10 +433,10 @@ class PPOTrainer:
                 with timer.section("backward"):
                     acc.backward(loss)
                 with timer.section("optimizer"):
-                    if cfg.max_grad_norm > 0:
-                        acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                    training.clip_and_check_grads(acc, self.model, cfg.max_grad_norm, step, self.last_checkpoint)
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
+                    training.check_weights_finite(acc, self.model, step, self.last_checkpoint)
                 for k, v in zip(stats, (pg_loss, vf_loss, clipfrac, approx_kl)):
                     stats[k].append(float(v.detach()))
 
@@ -436,11 +445,17 @@ class PPOTrainer:
         times = timer.reset()
         n_tokens = float(rmask.sum())
         m = rmask.float()
-        seq_kl = ((old_logp - ref_logp[0]) * m).sum(-1)
+        def seq_kl_k3(ref_lp):  # Σ_t e^{q−l} − 1 − (q − l): ≥ 0, unbiased for the sequence KL (metrics.token_kl_k3)
+            d = ((ref_lp - old_logp) * m).clamp(max=50.0)
+            return ((torch.expm1(d) - d) * m).sum(-1)
+
+        seq_kl = seq_kl_k3(ref_logp[0])
+        seq_kl_k1 = ((old_logp - ref_logp[0]) * m).sum(-1)
         metrics = {
             "reward": float(score.float().mean()),
             "regularizer": float((psi_t * m).sum(-1).mean()),
             "kl": float(seq_kl.mean()),
+            "kl_k1": float(seq_kl_k1.mean()),
             "entropy": float(entropy),
             "response_length": float(m.sum(-1).mean()),
             "clipfrac": float(np.mean(stats["clipfrac"])),
@@ -451,7 +466,7 @@ class PPOTrainer:
             "return": float((rewards * m).sum(-1).mean()),
         }
         for i in range(1, len(self.refs)):
-            metrics[f"kl_ref{i}"] = float(((old_logp - ref_logp[i]) * m).sum(-1).mean())
+            metrics[f"kl_ref{i}"] = float(seq_kl_k3(ref_logp[i]).mean())
 
         metrics = training.mean_over_processes(acc, metrics)
         metrics["tokens_per_s"] = n_tokens * acc.num_processes / elapsed
@@ -545,6 +560,14 @@ def train_ppo(cfg: PPOConfig, quiet: bool = False, resume: str | None = None) ->
     if ckpt is not None:
         trainer.load_checkpoint(ckpt)
     acc = trainer.acc
+    if acc.is_main_process and ckpt is not None:
+        # resuming an older checkpoint rewinds the run: its later checkpoints (like its later
+        # metrics lines) belong to the abandoned future and would sort after the new ones
+        import shutil
+
+        for later in (trainer.out / "checkpoints").glob("checkpoint-*"):
+            if later.name > f"checkpoint-{trainer.step_count:06d}" and later.resolve() != ckpt.resolve():
+                shutil.rmtree(later, ignore_errors=True)
     if acc.is_main_process:
         trainer.out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, trainer.out / "config.yaml")

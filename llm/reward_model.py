@@ -12,6 +12,7 @@ preferences σ(r1 − r2) that PM targets: off by default.)
 """
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from prefmatch.llm.config import ConfigError, cfg_field
 from prefmatch.llm.data import load_split, prompt_response_batch
 from prefmatch.llm.losses import bradley_terry_loss
 from prefmatch.llm.models import REWARD_NORM_FILE, load_reward_model, reward_scores, save_model
+from prefmatch.llm.tokenizer import load_tokenizer
 from prefmatch.llm.sft import SupervisedConfig, run_supervised
 from prefmatch.llm.training import atomic_dir
 
@@ -28,7 +30,7 @@ class RMConfig(SupervisedConfig):
     model: str = cfg_field("", help="initial model directory (usually the SFT model); a scalar head is added")
     split: str = cfg_field("rm", help="part of the SFT/RM/RL split to train on", choices=("all", "sft", "rm", "rl"))
     out: str = cfg_field("out/rm", help="output directory of the reward model")
-    eval_fraction: float = cfg_field(0.1, help="fraction of the pairs held out for pairwise accuracy")
+    eval_fraction: float = cfg_field(0.1, help="fraction of the pairs held out for pairwise accuracy", range="[0, 1)")
     normalize: bool = cfg_field(False, help="centre rewards: subtract the mean training score (C1 = −E r)")
     normalize_std: bool = cfg_field(False, help="also divide by the std (changes BT preferences; see docs)")
 
@@ -75,7 +77,7 @@ def train_reward_model(cfg: RMConfig, quiet: bool = False) -> dict:
 
     import torch
 
-    records = load_split(cfg.data, cfg.split, cfg.split_fractions, cfg.split_seed)
+    records = load_split(cfg.data, cfg.split, cfg.split_fractions, cfg.split_seed, tokenizer=load_tokenizer(cfg.model))
     order = list(range(len(records)))
     random.Random(cfg.seed).shuffle(order)
     n_eval = int(round(cfg.eval_fraction * len(records)))
@@ -93,7 +95,7 @@ def train_reward_model(cfg: RMConfig, quiet: bool = False) -> dict:
         return bradley_terry_loss(rc, rr), {"accuracy": pairwise_accuracy(rc, rr)}
 
     acc, model, tok, out, log, step, loss_val = run_supervised(
-        cfg, load_model=load_reward_model, task_type="SEQ_CLS", n_train=len(train_recs), what="RM pairs",
+        cfg, load_model=functools.partial(load_reward_model, trained=False), task_type="SEQ_CLS", n_train=len(train_recs), what="RM pairs",
         desc="reward model", batch_loss=batch_loss, quiet=quiet)
     model.eval()
     unwrapped = acc.unwrap_model(model)

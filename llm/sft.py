@@ -19,6 +19,8 @@ from prefmatch.llm.training import (
     MetricsLog,
     atomic_dir,
     check_finite,
+    check_weights_finite,
+    clip_and_check_grads,
     derived_seed,
     make_accelerator,
     mean_over_processes,
@@ -32,8 +34,8 @@ from prefmatch.llm.training import (
 class SupervisedConfig(CommonConfig):
     """Fields of the two supervised stages (SFT and the reward model)."""
 
-    epochs: int = cfg_field(1, help="passes over the data")
-    max_steps: int = cfg_field(0, help="stop after this many optimizer steps (0 = run all epochs)")
+    epochs: int = cfg_field(1, help="passes over the data", range="[1, inf)")
+    max_steps: int = cfg_field(0, help="stop after this many optimizer steps (0 = run all epochs)", range="[0, inf)")
 
 
 @dataclass
@@ -62,9 +64,13 @@ def setup_trainable(model, cfg, task_type: str):
         if cfg.lora:
             model.enable_input_require_grads()
     if cfg.lora:
-
-        model = lora_wrap(model, task_type, r=cfg.lora_r, alpha=cfg.lora_alpha,
-                          target_modules=cfg.lora_target_modules or None)
+        try:
+            model = lora_wrap(model, task_type, r=cfg.lora_r, alpha=cfg.lora_alpha,
+                              target_modules=cfg.lora_target_modules or None)
+        except ValueError as e:  # peft: target modules not found in the model, ...
+            names = sorted({n.rsplit(".", 1)[-1] for n, _ in model.named_modules() if n})
+            raise ConfigError(f"lora_target_modules: {cfg.lora_target_modules} cannot be wrapped "
+                              f"({str(e).splitlines()[0][:160]}); module names in this model: {', '.join(names[:20])}") from None
     return model
 
 
@@ -125,10 +131,10 @@ def run_supervised(cfg, *, load_model, task_type: str, n_train: int, what: str, 
             loss, metrics = batch_loss(model, tok, acc, rank_slice(batch, acc))
             check_finite(acc, step + 1, None, loss=loss)
             acc.backward(loss)
-            if cfg.max_grad_norm > 0:
-                acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            clip_and_check_grads(acc, model, cfg.max_grad_norm, step + 1, None)
             opt.step()
             opt.zero_grad(set_to_none=True)
+            check_weights_finite(acc, model, step + 1, None)
             step += 1
             loss_val = float(loss.detach())
             if step % cfg.log_every == 0 or step == total:
@@ -142,7 +148,7 @@ def run_supervised(cfg, *, load_model, task_type: str, n_train: int, what: str, 
 def train_sft(cfg: SFTConfig, quiet: bool = False) -> dict:
     """Run SFT; returns ``{"out", "steps", "loss", "tokens"}``."""
     records = load_split(cfg.data, cfg.split, cfg.split_fractions, cfg.split_seed,
-                         keys=("prompt", cfg.response_key))
+                         keys=("prompt", cfg.response_key), tokenizer=load_tokenizer(cfg.model))
     tokens = 0
 
     def batch_loss(model, tok, acc, indices):

@@ -31,6 +31,10 @@ DEFAULT_CORPUS = [
 ]
 
 
+#: the smallest vocabulary: 256 byte symbols, the special tokens and one merge
+MIN_VOCAB = len(SPECIAL_TOKENS) + 256 + 1
+
+
 def train_tokenizer(texts: Iterable[str] | None = None, vocab_size: int = 512, min_frequency: int = 1):
     """Train a byte-level BPE on ``texts`` and return a ``PreTrainedTokenizerFast``.
 
@@ -39,8 +43,8 @@ def train_tokenizer(texts: Iterable[str] | None = None, vocab_size: int = 512, m
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    if vocab_size < len(SPECIAL_TOKENS) + 256 + 1:
-        raise ValueError(f"vocab_size must be at least {len(SPECIAL_TOKENS) + 257}, got {vocab_size}")
+    if vocab_size < MIN_VOCAB:
+        raise ValueError(f"vocab_size must be at least {MIN_VOCAB}, got {vocab_size}")
     texts = list(texts) if texts is not None else []
     texts = texts + DEFAULT_CORPUS
     tok = Tokenizer(models.BPE())

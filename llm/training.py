@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import random
@@ -84,6 +85,39 @@ def check_finite(accelerator, step: int, last_checkpoint: str | None, **losses) 
                         "Lower lr or check the data and the reward model")
 
 
+def clip_and_check_grads(accelerator, model, max_norm: float, step: int, last_checkpoint: str | None) -> float:
+    """Clip the gradients to ``max_norm`` (0 = no clipping) and stop with :class:`TrainingError`
+    when their norm is NaN/inf (before the optimizer step: the weights stay as they were)."""
+    import math
+
+    norm = accelerator.clip_grad_norm_(model.parameters(), max_norm if max_norm > 0 else float("inf"))
+    norm = float(norm) if norm is not None else 0.0
+    if not math.isfinite(norm):
+        where = f"last checkpoint {last_checkpoint} left untouched" if last_checkpoint else "no checkpoint written"
+        raise TrainingError(f"non-finite gradient norm at step {step} ({norm}); stopped before the optimizer step; "
+                            f"{where}. Lower lr or check the data and the reward model")
+    return norm
+
+
+def check_weights_finite(accelerator, model, step: int, last_checkpoint: str | None) -> None:
+    """Raise :class:`TrainingError` if the optimizer step made any trainable weight NaN/inf
+    (checked before anything is saved or sampled, so the last checkpoint stays the last finite one)."""
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        return
+    with torch.no_grad():
+        ok = torch.stack([torch.isfinite(p).all() for p in params]).all().float().reshape(1)
+    if accelerator.num_processes > 1:
+        ok = accelerator.reduce(ok, reduction="mean")
+    if float(ok.item()) == 1.0:
+        return
+    where = f"last checkpoint {last_checkpoint} is the last finite one" if last_checkpoint else "no checkpoint written"
+    raise TrainingError(f"non-finite weights after the optimizer step at step {step} (NaN/inf); stopped; {where}. "
+                        "Lower lr or max_grad_norm")
+
+
 def mean_over_processes(accelerator, metrics: dict[str, float]) -> dict[str, float]:
     """Average scalar metrics over processes (collective)."""
     import torch
@@ -133,23 +167,169 @@ def atomic_dir(final: str | os.PathLike):
     tmp.mkdir()
     try:
         yield tmp
-    except BaseException:
+    except BaseException as e:
+        # libraries report a full disk in their own words (torch.save: "unexpected pos ..."):
+        # name it as the OSError it is, so that the command line prints one line
+        full = not isinstance(e, OSError) and isinstance(e, Exception) and _disk_nearly_full(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
+        if full:
+            raise OSError(errno.ENOSPC, "No space left on device", str(final)) from None
         raise
+    _fsync_tree(tmp)
     old = None
     if final.exists():
         old = final.parent / f".old-{final.name}-{os.getpid()}"
         os.replace(final, old)
     os.replace(tmp, final)
+    _fsync_dir(final.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _disk_nearly_full(path: Path, margin: int = 1 << 20) -> bool:
+    try:
+        return shutil.disk_usage(path).free < margin
+    except OSError:
+        return False
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``path`` through a fsync'ed temporary file renamed into place (never half-written)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """fsync every file under ``root`` and the directories themselves (before a rename publishes them)."""
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(dirpath, name), "rb") as fh:
+                os.fsync(fh.fileno())
+        _fsync_dir(Path(dirpath))
+
+
+# --------------------------------------------------------------------------- output paths and run directories
+#: files and folders a stage writes into its ``out`` directory
+RUN_MARKERS = ("config.yaml", "metrics.jsonl", "model", "checkpoints")
+#: config fields that a resumed run may change (the rest must equal the saved run's)
+RESUMABLE_FIELDS = ("steps", "log_every", "save_every", "keep_checkpoints", "cpu", "out")
+
+
+def check_output_dir(path: str | os.PathLike, name: str = "out") -> Path:
+    """The one check of an output directory, before any work: ConfigError-style one-line
+    :class:`TrainingError` when ``path`` is empty, is a file, lies under a file, or cannot be
+    created or written (read-only or pseudo filesystem, permissions).  Creates the directory."""
+    if not str(path).strip():
+        raise TrainingError(f"{name}: an empty path; give an output directory (e.g. --{name} out/run)")
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise TrainingError(f"{name}: {p} exists and is a file, not a directory")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise TrainingError(f"{name}: {p} lies under {parent}, which is a file")
+            break
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        probe = p / f".write-probe-{os.getpid()}"
+        with open(probe, "w") as fh:
+            fh.write("ok")
+            fh.flush()
+            os.fsync(fh.fileno())
+        probe.unlink()
+    except OSError as e:
+        raise TrainingError(f"{name}: cannot write in {p} ({e.strerror or e})") from None
+    return p
+
+
+def remove_stale_temporaries(out: Path) -> list[str]:
+    """Delete ``.tmp-*``/``.old-*`` leftovers of an interrupted atomic write (kill -9) in ``out``
+    and ``out/checkpoints`` whose writing process is gone; returns their names."""
+    removed = []
+    for folder in (out, out / "checkpoints"):
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            if not (entry.name.startswith(".tmp-") or entry.name.startswith(".old-")):
+                continue
+            pid = entry.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and _alive(int(pid)):
+                continue
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+            removed.append(entry.name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim_run_dir(out: str | os.PathLike, *, resume: bool = False, overwrite: bool = False) -> Path:
+    """Check ``out`` (:func:`check_output_dir`) and make sure no run is overwritten silently.
+
+    A directory that already holds a run (any of :data:`RUN_MARKERS`) needs ``resume`` (continue
+    it) or ``overwrite`` (its run files are deleted first); anything else is a one-line error.
+    Leftovers of an interrupted checkpoint write are removed."""
+    p = check_output_dir(out)
+    held = [m for m in RUN_MARKERS if (p / m).exists()]
+    if held and not resume:
+        if not overwrite:
+            raise TrainingError(f"out: {p} already holds a run ({', '.join(held)}); pass --resume {p} to continue "
+                                "it, --overwrite to replace it, or choose another --out")
+        for m in held:  # every process of a launch may get here: tolerate the others' deletions
+            target = p / m
+            shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+    remove_stale_temporaries(p)
+    return p
+
+
+def resume_config(cls, run: str | os.PathLike, explicit: dict[str, Any], saved_path: str | os.PathLike):
+    """The saved config of the run being resumed, with ``explicit`` options applied only where
+    they equal the saved values or are in :data:`RESUMABLE_FIELDS`; a conflicting explicit option
+    is a one-line :class:`TrainingError` (resuming a cPM run without ``--regularizer cpm`` continues
+    cPM, and ``--regularizer kl`` is refused)."""
+    from prefmatch.llm.config import coerce, from_dict, read_yaml, _field_types
+
+    saved = read_yaml(saved_path)
+    types_ = _field_types(cls)
+    conflicts = []
+    for k, v in explicit.items():
+        if k in RESUMABLE_FIELDS or k not in types_:
+            continue
+        if k in saved and coerce(k, v, types_[k]) != coerce(k, saved[k], types_[k]):
+            conflicts.append(f"--{k} {v!r} (the run has {saved[k]!r})")
+    if conflicts:
+        raise TrainingError(f"--resume {run}: {'; '.join(conflicts)} conflicts with the saved run; drop the option "
+                            "to continue the run as it was, or start a new run in another --out")
+    merged = {**saved, **{k: v for k, v in explicit.items()}}
+    return from_dict(cls, merged, source=str(saved_path))
 
 
 def progress(total: int, desc: str, quiet: bool, accelerator=None):

@@ -15,6 +15,7 @@ import sys
 
 from prefmatch.tabular.experiments import EXPERIMENTS
 from prefmatch.tabular.plots import make_all_figures, plot
+from prefmatch.theory import validate
 from prefmatch.theory.errors import UsageError as CLIError
 
 
@@ -35,9 +36,9 @@ def register(sub) -> None:
     run.add_argument("name", help="experiment name (see `prefmatch bandit list`)")
     run.add_argument("--json", action="store_true", help="print the result as JSON (no progress bars)")
     run.add_argument("--plot", metavar="FILE", help="save the experiment's figure to FILE (.png, .pdf, .svg)")
-    run.add_argument("--seed", default="0", help="random seed (integer >= 0, default 0)")
-    run.add_argument("--quick", action="store_true", help="sample-complexity only: 200 trials, n in {1e2, 1e3, 1e4}")
-    run.add_argument("--trials", default=None, help="bt-mle / sample-complexity: trials per n (integer >= 10)")
+    run.add_argument("--seed", default="0", help=f"random seed (integer in {validate.SEED}, default 0)")
+    run.add_argument("--quick", action="store_true", help="sample-complexity only: n in {1e2, 1e3, 1e4}, 200 trials unless --trials is given")
+    run.add_argument("--trials", default=None, help=f"bt-mle / sample-complexity: trials per n (integer in {TRIALS})")
     run.set_defaults(func=cmd_run)
 
     fig = actions.add_parser("figures", help="run every experiment quickly and write OUTDIR/NAME.png")
@@ -50,14 +51,20 @@ def _error(msg: str):
     return CLIError(msg)
 
 
-def _int(value, field: str, minimum: int) -> int:
+#: --trials: at most 1e5 per n (about 7 GB for bt-mle, whose arrays take ~70 kB per trial; beyond
+#: that a run would die of memory instead of being refused here)
+TRIALS = "[10, 100000]"
+
+
+def _int(value, field: str, interval) -> int:
     try:
         v = int(str(value))
     except ValueError:
-        raise _error(f"{field} must be an integer >= {minimum}, got {value!r}") from None
-    if v < minimum:
-        raise _error(f"{field} must be an integer >= {minimum}, got {value!r}")
-    return v
+        raise _error(f"{field} must be an integer in {interval}, got {value!r}") from None
+    try:
+        return validate.number(field, v, interval, integer=True)
+    except ValueError as e:
+        raise _error(str(e)) from None
 
 
 def cmd_list(args) -> int:
@@ -75,7 +82,7 @@ def cmd_run(args) -> int:
 
     if args.name not in EXPERIMENTS:
         raise _error(f"experiment must be one of {', '.join(EXPERIMENTS)}; got {args.name!r}")
-    seed = _int(args.seed, "--seed", 0)
+    seed = _int(args.seed, "--seed", validate.SEED)
     sizes = {}
     if args.quick:
         if args.name != "sample-complexity":
@@ -84,7 +91,7 @@ def cmd_run(args) -> int:
     if args.trials is not None:
         if args.name not in ("sample-complexity", "bt-mle"):
             raise _error(f"--trials applies to sample-complexity and bt-mle only, not {args.name!r}")
-        sizes["trials"] = _int(args.trials, "--trials", 10)
+        sizes["trials"] = _int(args.trials, "--trials", TRIALS)
     if args.plot:
         folder = os.path.dirname(os.path.abspath(args.plot))
         if not os.path.isdir(folder):

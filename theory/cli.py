@@ -6,7 +6,7 @@ import json
 import math
 import sys
 
-from prefmatch.theory import checks, regularizers
+from prefmatch.theory import checks, regularizers, validate
 from prefmatch.theory._array import weighted_sum
 from prefmatch.theory.errors import UsageError as CLIError
 from prefmatch.theory.regularizers import REGISTRY, describe_params
@@ -98,29 +98,17 @@ def _err(msg: str):
 
 
 def _array(name, value, ndim_allowed):
-    import numpy as np
-
-    if not isinstance(value, list):
-        raise _err(f"{name} must be a JSON list of numbers, got {type(value).__name__}")
     try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise _err(f"{name} must be a rectangular list of numbers (rows of equal length)") from None
-    if arr.ndim not in ndim_allowed or arr.size == 0:
-        dims = " or ".join(f"{d}-D" for d in ndim_allowed)
-        raise _err(f"{name} must be a non-empty {dims} list of numbers, got {arr.ndim}-D with {arr.size} entries")
-    return arr
+        return validate.numbers(name, value, tuple(ndim_allowed), finite=False)
+    except ValueError as e:
+        raise _err(str(e)) from None
 
 
-def _number(name, value, lo=None, lo_open=True, hi=None, hi_closed=True, allowed=""):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise _err(f"{name} must be a finite number{allowed}, got {value!r}")
-    v = float(value)
-    if lo is not None and (v <= lo if lo_open else v < lo):
-        raise _err(f"{name} must be{allowed}, got {value!r}")
-    if hi is not None and (v > hi if hi_closed else v >= hi):
-        raise _err(f"{name} must be{allowed}, got {value!r}")
-    return v
+def _number(name, value):
+    try:
+        return validate.number(name, value)
+    except ValueError as e:
+        raise _err(str(e)) from None
 
 
 def _probabilities(name, arr, tol=1e-6):
@@ -142,9 +130,9 @@ def parse_problem(text: str):
     import numpy as np
 
     try:
-        prob = json.loads(text)  # NaN/Infinity parse to floats and are rejected per field below
-    except json.JSONDecodeError as e:
-        raise _err(f"input is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+        prob = validate.load_json(text)  # NaN/Infinity parse to floats and are rejected per field below
+    except ValueError as e:
+        raise _err(str(e)) from None
     if not isinstance(prob, dict):
         raise _err("input must be a JSON object with fields 'regularizer', 'reward', ...")
     name = prob.get("regularizer")
@@ -241,7 +229,10 @@ def solve_problem(text: str) -> dict:
         value = reg.optimal_value(reward, ref_logp)
     policy = np.exp(logp)
     if not (np.all(np.isfinite(policy)) and np.all(np.isfinite(value))) or np.any(np.isnan(logp)):
-        raise _err("the optimum is not finite for this input (please report it as a bug)")
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(reg).items() if not k.startswith("_"))
+        raise _err(f"the optimum of regularizer {reg.name!r} ({fields}) is not finite for this reward "
+                   f"(max |reward| = {np.max(np.abs(reward)):.3g}); rescale reward and beta together "
+                   "(the optimum depends on reward/beta only)")
     logp_out = np.where(np.isneginf(logp), np.nan, logp)
     value_out = value.tolist() if np.ndim(value) else float(value)
     return {
@@ -260,6 +251,8 @@ def cmd_solve(args) -> int:
                 text = fh.read()
         except OSError as e:
             raise _err(f"--input: cannot read {args.input!r} ({e.strerror})") from None
+        except UnicodeDecodeError as e:
+            raise _err(f"--input: {args.input} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})") from None
     else:
         text = sys.stdin.read()
     out = solve_problem(text)

@@ -45,6 +45,8 @@ __all__ = [
     "rkl_dpo_loss",
     "fkl_dpo_loss",
     "population_dpo_loss",
+    "sequence_dpo_loss",
+    "dpo_regularizers",
 ]
 
 
@@ -89,6 +91,31 @@ def dpo_loss(reg: regularizers.Regularizer, logp_w, logp_l, ref_logp_w, ref_logp
     """
     z = preference_logit(reg, logp_w, logp_l, ref_logp_w, ref_logp_l)
     return _reduce(-log_sigmoid(z), reduction, sample_weight)
+
+
+def sequence_dpo_loss(reg: regularizers.Regularizer, logp_t_w, logp_t_l, ref_logp_t_w, ref_logp_t_l, mask_w, mask_l,
+                      *, reduction: str = "mean", sample_weight=None):
+    r"""The DPO loss of ``reg`` on token log-probs: −log σ(h(y_w) − h(y_l)), h the regularizer's
+    :meth:`~prefmatch.theory.regularizers.Regularizer.sequence_implicit_reward` (for an affine
+    ψ = −a log π + b: h = a Σ_t log π(y_t|·) − b(y)).
+
+    This is the loss the DPO trainer (:mod:`prefmatch.llm.dpo`) and its convergence battery
+    minimize.  Its population minimizer under Bradley–Terry pairs is the optimum of the objective
+    the PPO trainer's per-token terms define (``reg.sequence_optimal_logp``): Definition 4.1 for
+    sequence-level cPM, its token-level variant for ``level="token"`` (``dpo.*`` checks).
+    ``logp_t_*``, ``mask_*`` [B, T]; ``ref_logp_t_*`` [B, T] ([K, B, T] for multi-reference,
+    ``None`` for a regularizer without reference).
+    """
+    z = reg.sequence_implicit_reward(logp_t_w, ref_logp_t_w, mask_w) - reg.sequence_implicit_reward(
+        logp_t_l, ref_logp_t_l, mask_l)
+    return _reduce(-log_sigmoid(z), reduction, sample_weight)
+
+
+def dpo_regularizers() -> tuple[str, ...]:
+    """The registered regularizers with a DPO loss of the form −log σ(β[(log π − b)(y_w) − (log π − b)(y_l)]):
+    the affine ones (ψ = −β log π + β b) the trainers offer (``trainable``)."""
+    return tuple(n for n, c in regularizers.REGISTRY.items()
+                 if c.trainable and issubclass(c, regularizers.AffineLogRegularizer))
 
 
 def rkl_dpo_loss(logp_w, logp_l, ref_logp_w, ref_logp_l, *, weights, beta, reduction: str = "mean",

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import abc
 import math
+import reprlib
 from dataclasses import dataclass
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -63,6 +64,7 @@ from prefmatch.theory.fdivergences import (  # noqa: F401  (FSpec, F_DIVERGENCES
     solve_normalizer,
 )
 from prefmatch.theory.distributions import arithmetic_mixture
+from prefmatch.theory import validate
 
 __all__ = [
     "Regularizer",
@@ -126,6 +128,24 @@ def _check_weights(weights, tol: float = 1e-6) -> tuple[float, ...]:
     return tuple(float(x) for x in w / w.sum())
 
 
+_SPREAD = 1e300
+
+
+def _tame_spread(r, beta):
+    """For rewards whose spread r/β overflows the root-finders (e.g. ±1e308): (r − max r clipped
+    below at −1e300·β, the shift max r/β of μ); None for every other input (left untouched).
+
+    The clip changes nothing representable: a response 1e300 below the best in units of β gets
+    probability 0 under every f in the registry, in floating point as in exact arithmetic."""
+    xp = namespace(r)
+    _check_reward(r)
+    with quiet():
+        if bool(xp.all(xp.abs(r) <= _SPREAD * beta)):
+            return None
+        top = xp.max(r, axis=-1, keepdims=True)
+        return xp.maximum(r - top, -_SPREAD * beta), top / beta
+
+
 # --------------------------------------------------------------------------- parameters
 _REQUIRED = object()
 
@@ -184,18 +204,18 @@ class Param:
         if self.kind == "weights":
             return _check_weights(value)
         if self.kind == "array":
-            try:
-                arr = np.asarray(value, dtype=np.float64)
-            except (TypeError, ValueError):
-                raise ValueError(f"{self.name} must be {self.allowed}, got {value!r}") from None
-            if not np.all(np.isfinite(arr)):
-                raise ValueError(f"{self.name} must be finite, got {value!r}")
-            return float(arr) if arr.ndim == 0 and not isinstance(value, np.ndarray) else value
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-            raise ValueError(f"{self.name} must be a finite number {self.allowed}, got {value!r}")
-        v = float(value)
-        if not math.isfinite(v):
-            raise ValueError(f"{self.name} must be a finite number {self.allowed}, got {value!r}")
+            if isinstance(value, np.ndarray):
+                if not np.all(np.isfinite(value)):
+                    raise ValueError(f"{self.name} must be finite, got {reprlib.repr(value)}")
+                return value
+            if isinstance(value, (list, tuple)):
+                validate.numbers(self.name, value, (1, 2))
+                return value
+            return validate.number(self.name, value)
+        try:
+            v = validate.number(self.name, value)
+        except ValueError:
+            raise ValueError(f"{self.name} must be a finite number {self.allowed}, got {reprlib.repr(value)}") from None
         if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
             raise ValueError(f"{self.name} must be {self.allowed}, got {value!r}")
         if self.hi is not None and (v > self.hi if self.hi_closed else v >= self.hi):
@@ -320,6 +340,18 @@ class Regularizer(abc.ABC):
         (the stationarity condition solved for r; DPO's implicit reward)."""
         raise ValueError(f"regularizer {self.name!r} has no implicit reward")
 
+    def sequence_implicit_reward(self, logp_t, ref_logp_t, mask_t):
+        """The implicit reward of whole responses from their *token* log-probs ``logp_t`` [..., T]
+        (reference ``ref_logp_t`` like :meth:`sequence_optimal_logp`'s, mask [..., T]): the reward,
+        up to a prompt constant, whose optimum of the objective the per-token terms define
+        (:meth:`sequence_optimal_logp`) is π.  The DPO loss of this regularizer is the
+        Bradley–Terry loss of it (:func:`prefmatch.theory.dpo.sequence_dpo_loss`).  For every
+        regularizer but token-level cPM it is :meth:`implicit_reward` of the summed log-probs."""
+        xp = namespace(logp_t)
+        seq = xp.sum(xp.where(mask_t > 0, logp_t, 0.0), axis=-1)
+        seq_ref = None if ref_logp_t is None else xp.sum(xp.where(mask_t > 0, ref_logp_t, 0.0), axis=-1)
+        return self.implicit_reward(seq, seq_ref)
+
     def token_reward(self, logp_t, ref_logp_t, mask_t):
         """Per-token terms ψ_t of ψ for PPO [..., T]; summed over the masked tokens they equal ψ.
 
@@ -364,6 +396,22 @@ class AffineLogRegularizer(Regularizer):
         a, b = self.coefficients(ref_logp, like=logp)
         return a * logp - b
 
+    def sequence_implicit_reward(self, logp_t, ref_logp_t, mask_t):
+        """a·Σ_t log π(y_t|·) − b(y) with b(y) = Σ_t b_t + b_seq read from :meth:`token_terms`
+        (the terms :meth:`token_reward` pays, ψ(y) = −a log π(y) + b(y)): the implicit reward of
+        the objective the trainers optimize, token-level cPM's Σ_t 𝟙[π_ref(y_t|·) < α] log
+        π_ref(y_t|·) included.  Gradients flow through ``logp_t``."""
+        xp = namespace(logp_t)
+        mask = xp.astype(mask_t, logp_t.dtype)
+        a, b_tok, b_seq = self.token_terms(ref_logp_t, mask)
+        on = mask > 0
+        h = a * xp.sum(xp.where(on, logp_t, 0.0), axis=-1)
+        if not (isinstance(b_tok, float) and b_tok == 0.0):
+            h = h - xp.sum(xp.where(on, b_tok + xp.zeros_like(logp_t), 0.0), axis=-1)
+        if not (isinstance(b_seq, float) and b_seq == 0.0):
+            h = h - (b_seq[..., 0] if getattr(b_seq, "ndim", 0) else b_seq)
+        return h
+
     def gibbs_logits(self, r, ref_logp=None, out=None, work=None):
         """(r + b)/a, the logits of π* (subclasses may compute it with fewer passes).
 
@@ -407,10 +455,27 @@ class AffineLogRegularizer(Regularizer):
         return out
 
     def optimal_value(self, r, ref_logp=None):
+        r"""J(π*) = a·log Σ_y exp((r + b)/a) + Σ constants, computed without cancellation.
+
+        With q = softmax(b/a) (for KL, q = π_ref) and c = E_q r, the value is
+        a·LSE(b/a) + c + a·log1p(E_q[expm1((r − c)/a)]).  Where |r − c| ≤ a (large β), this form
+        keeps the Var_q(r)/(2a) that a direct a·logsumexp rounds away (at β = 1e20 the direct form
+        returns 0 for rewards [1, 2]); elsewhere the direct form is exact and is used."""
         _check_reward(r)
-        a, _ = self.coefficients(ref_logp, like=r)
+        xp = namespace(r)
+        a, b = self.coefficients(ref_logp, like=r)
         with quiet():
-            return a * logsumexp(self.gibbs_logits(r, ref_logp)) + self.constant_sum(r)
+            direct = a * logsumexp(self.gibbs_logits(r, ref_logp))
+            u = b / a + xp.zeros_like(r)
+            l0 = logsumexp(u, keepdims=True)
+            q = xp.exp(u - l0)
+            support = q > 0
+            c = xp.sum(xp.where(support, q * r, 0.0), axis=-1, keepdims=True)
+            x = xp.where(support, (r - c) / a, 0.0)
+            small = xp.max(xp.abs(x), axis=-1) <= 1.0
+            near = a * xp.squeeze(l0, axis=-1) + xp.squeeze(c, axis=-1) + a * xp.log1p(
+                xp.sum(xp.where(support, q * xp.expm1(x), 0.0), axis=-1))
+            return xp.where(small, near, direct) + self.constant_sum(r)
 
     # token rewards: ψ = −a Σ_t l_t + b_lin(Σ_t q_t) + b_const, b_lin linear in q
     def token_terms(self, ref_logp_t, mask_t):
@@ -892,6 +957,11 @@ class FDivergence(Regularizer):
     def _solve(self, r, ref_logp):
         """(log π*, μ = λ/β, μ − max s on the support) for each row (:mod:`.fdivergences`)."""
         ref_logp = _require_ref(ref_logp, self.name)
+        tamed = _tame_spread(r, self.beta)
+        if tamed is not None:
+            r, shift = tamed
+            logp, mu, gap = self._solve(r, ref_logp)
+            return logp, mu + shift, gap
         if self.f != "kl" and blockable(r, ref_logp, ref_ndim=2):
             return fdiv_optimum_blocked(self.spec, self.beta, r, ref_logp)
         _check_reward(r)
@@ -982,6 +1052,11 @@ class MultiFKL(_KReferences, Regularizer):
         """The reverse-KL optimum against the mixture; for a large numpy batch the mixture is
         formed block by block inside the single-reference solver's row loop."""
         ref_logp = self._check_k(ref_logp)
+        tamed = _tame_spread(r, self.beta)
+        if tamed is not None:
+            r, shift = tamed
+            logp, mu, gap = self._solve(r, ref_logp)
+            return logp, mu + shift, gap
         if blockable(r, ref_logp, ref_ndim=3):
             return fdiv_optimum_blocked(self._single.spec, self.beta, r, ref_logp, ref_block=self.mixture_logp)
         return self._single._solve(r, self.mixture_logp(ref_logp))

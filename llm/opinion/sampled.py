@@ -58,8 +58,7 @@ def sampled_metrics(model, ref_model, reward_model, tokenizer, prompts: Sequence
     P = [p_ids[i] for i in range(len(prompts)) for _ in range(h)]
     y1 = [s for ss in samples for s in ss[:h]]
     y2 = [s for ss in samples for s in ss[h:]]
-    s = pair_scores(model, ref_model, reward_model, P, y1, y2, tokenizer.pad_token_id, batch_size=128,
-                    ref_per_token=alpha is not None)
+    s = pair_scores(model, ref_model, reward_model, P, y1, y2, tokenizer.pad_token_id, batch_size=128)
     lens1, lens2 = [len(y) for y in y1], [len(y) for y in y2]
     out = summarize(s["lp1"], s["lp2"], s["rf1"], s["rf2"], s["r1"], s["r2"], lens1, lens2, beta=beta)
     lp = np.concatenate([s["lp1"].numpy(), s["lp2"].numpy()])
@@ -82,7 +81,7 @@ def sampled_metrics(model, ref_model, reward_model, tokenizer, prompts: Sequence
             rf = np.concatenate([s["rf1"].numpy(), s["rf2"].numpy()])
             out["tokens_in_M"] = float(np.mean(rf >= la))
         else:
-            t = np.concatenate([x.numpy() for x in s["rf_tok"]]) if s["rf_tok"] else np.zeros(0)
+            t = np.concatenate([x.numpy() for x in s["qt1"] + s["qt2"]]) if s["qt1"] else np.zeros(0)
             out["tokens_in_M"] = float(np.mean(t >= la)) if t.size else None
     out["instance_pm_divergence_sampled"] = out.pop("instance_pm_divergence")
     return out

@@ -84,7 +84,7 @@ def test_config_yaml_overrides_and_errors(tmp_path):
     ({"top_k": 50}, "top_k: must be 0"),
     ({"min_new_tokens": 3}, "min_new_tokens: must be 0"),
     ({"gamma": 0.99}, "gamma: must be 1"),
-    ({"lam": 1.5}, r"lam: must be in \[0, 1\]"),
+    ({"lam": 1.5}, r"lam must be a number in \[0, 1\]"),
     ({"reward_fn": "mod:fn"}, "reward_model, reward_fn: give exactly one"),
 ])
 def test_ppo_config_refuses_what_cannot_reach_the_optimum(overrides, message):
@@ -103,7 +103,8 @@ def one_line_error(capsys, argv):
     return err
 
 
-def test_cli_bad_inputs_exit_2_with_one_line(tmp_path, tiny, capsys):
+def test_cli_bad_inputs_exit_2_with_one_line(tmp_path, tiny, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default --out (out/ppo) lands here
     err = one_line_error(capsys, ["train", "sft", "--data", str(tmp_path / "none.jsonl"), "--model", tiny["base"]])
     assert "not found" in err
     (tmp_path / "bad.yaml").write_text("data: [unclosed\n")
@@ -126,7 +127,7 @@ def test_reward_model_with_other_tokenizer_is_refused(tmp_path, tiny, capsys):
 
     other = init_model(tmp_path / "other", "tiny", texts=["completely different corpus " * 20], vocab_size=300)
     err = one_line_error(capsys, ["train", "ppo", "--data", tiny["data"], "--policy", tiny["sft"],
-                                  "--reward-model", str(other)])
+                                  "--reward-model", str(other), "--out", str(tmp_path / "run")])
     assert "tokenizer" in err and "does not match" in err
     err = one_line_error(capsys, ["eval", "--policy", tiny["sft"], "--reward", str(other), "--ref", tiny["sft"],
                                   "--data", tiny["data"]])

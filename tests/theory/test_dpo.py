@@ -157,3 +157,62 @@ def test_fdiv_implicit_reward_recovers_the_reward_on_the_support(f):
     on = lp > np.log(1e-12)
     d = D.implicit_reward(reg, lp, ref)[on] - r[on]
     assert on.sum() >= 2 and np.ptp(d) < 1e-8
+
+
+# --------------------------------------------------------------------------- every affine regularizer
+def _affine(name):
+    from prefmatch.llm.rewards import build_regularizer
+
+    params = {"cpm": {"alpha": 0.3, "level": "sequence"}, "multi_rkl": {"weights": (0.3, 0.7)},
+              "pm": {"c1": 0.4, "c2": 0.3}}.get(name, {})
+    return build_regularizer(name, params, 0.7)
+
+
+@pytest.mark.parametrize("name,level", [(n, "sequence") for n in D.dpo_regularizers()] + [("cpm", "token")])
+def test_sequence_implicit_reward_inverts_the_trainers_optimum(name, level):
+    """h(π*) − r is one constant over responses, with π* = sequence_optimal_logp from token
+    reference log-probs (token-level cPM: its own optimum), numpy and torch alike."""
+    torch = pytest.importorskip("torch")
+    reg = _affine(name)
+    if name == "cpm":
+        reg = R.cpm(alpha=0.3, level=level, beta=0.7)
+    rng = np.random.default_rng(3)
+    n, T = 9, 2
+    k = 2 if reg.multi_reference else 1
+    ref_t = np.log(rng.uniform(0.05, 0.9, (k, n, T)))
+    ref_t = ref_t if reg.multi_reference else ref_t[0]
+    mask = np.ones((n, T))
+    mask[0, 1] = 0.0  # a one-token response: its second position is padding
+    r = rng.normal(size=n)
+    star = reg.sequence_optimal_logp(r, ref_t, mask)
+    # spread log π*(y) over the tokens of y in an arbitrary way: h depends on the sum only
+    split = rng.uniform(0.2, 0.8, n)
+    lp_t = np.stack([star * split, star * (1 - split)], -1)
+    lp_t[0] = [star[0], 123.0]  # the padded position must not count
+    h = reg.sequence_implicit_reward(lp_t, ref_t, mask)
+    assert np.ptp(h - r) < 1e-12
+    ht = reg.sequence_implicit_reward(torch.tensor(lp_t), torch.tensor(ref_t), torch.tensor(mask))
+    np.testing.assert_allclose(ht.numpy(), h, rtol=1e-13, atol=1e-13)
+    # sequence level: the implicit reward of the summed log-probs (Definition 4.1 on whole responses)
+    seq = np.where(mask > 0, ref_t, 0.0).sum(-1)
+    if level == "sequence":
+        np.testing.assert_allclose(h, reg.implicit_reward(star, seq), atol=1e-12)
+    else:  # the token-level indicator is another objective: its implicit reward differs
+        assert np.ptp(reg.implicit_reward(star, seq) - r) > 0.1
+
+
+def test_sequence_dpo_loss_written_out():
+    rng = np.random.default_rng(5)
+    lw, ll = np.log(rng.uniform(0.05, 1, (6, 3))), np.log(rng.uniform(0.05, 1, (6, 3)))
+    rw, rl = np.log(rng.uniform(0.05, 1, (6, 3))), np.log(rng.uniform(0.05, 1, (6, 3)))
+    mw, ml = np.ones((6, 3)), np.ones((6, 3))
+    ml[:, 2] = 0
+    beta = 0.4
+    kl = D.sequence_dpo_loss(R.kl(beta=beta), lw, ll, rw, rl, mw, ml, reduction="none")
+    z = beta * ((lw - rw).sum(-1) - ((ll - rl) * ml).sum(-1))
+    np.testing.assert_allclose(kl, softplus(-z), rtol=1e-13)
+    # PM and max-ent: reference-free, C1 and C2 drop out, the same loss at the same β
+    pm = D.sequence_dpo_loss(R.pm(c1=0.7, c2=0.2, beta=beta), lw, ll, rw, rl, mw, ml, reduction="none")
+    me = D.sequence_dpo_loss(R.maxent(beta=beta), lw, ll, None, None, mw, ml, reduction="none")
+    np.testing.assert_allclose(pm, softplus(-beta * (lw.sum(-1) - (ll * ml).sum(-1))), rtol=1e-13)
+    np.testing.assert_allclose(pm, me, rtol=1e-13)

@@ -1,0 +1,215 @@
+r"""The DPO trainer's convergence battery: the real :meth:`DPOTrainer.step` on tabular policies.
+
+A case is (regularizer, parameters, response length T).  Responses of exactly T tokens over a
+vocabulary of 3 (every one of the 3^T enumerable) get a random reward r; ``n_pairs`` preference
+pairs are sampled as the data of an RLHF pipeline are: two distinct responses drawn from the
+reference policy, the first preferred with the Bradley–Terry probability σ(r(y) − r(y′)).  A
+tabular autoregressive policy (the PPO battery's :func:`~prefmatch.llm.battery.tabular_modules`,
+one logit row per response prefix, so every distribution over responses is representable),
+started at the reference, is trained by :meth:`DPOTrainer.from_modules` — the trainer's own
+step and loss — and its Polyak average (parameters averaged over the second half of the run)
+is compared in total variation with the regularizer's RLHF optimum over whole responses,
+``reg.sequence_optimal_logp`` (token-level cPM: its own optimum).  The tolerance,
+:data:`TV_TOL` = 0.02, covers the sampling error of finitely many pairs, which the table reports
+as the TV of the *empirical* loss's exact minimizer (scipy L-BFGS on the response logits, an
+independent optimizer) from the optimum.
+
+``python -m prefmatch.llm.dpo_battery [--quick] [--json] [--markdown FILE]`` prints the table.
+Tests: tests/llm/test_dpo_convergence.py (the quick subset in ``make test``, the full sweep
+marked slow: ``make test-dpo-battery``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from prefmatch.llm.battery import Problem, tabular_modules
+from prefmatch.llm.dpo import DPOConfig, DPOTrainer
+from prefmatch.theory.dpo import dpo_regularizers
+from prefmatch.theory.regularizers import REGISTRY
+
+#: the tolerance every case is held to (total variation to the RLHF optimum)
+TV_TOL = 0.02
+VOCAB = 3
+BETA = 0.7
+
+
+@dataclass(frozen=True)
+class Case:
+    """One DPO configuration of the battery."""
+    regularizer: str
+    params: dict = field(default_factory=dict)
+    length: int = 1
+    beta: float = BETA
+
+    @property
+    def id(self) -> str:
+        p = ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
+        return f"{self.regularizer}[{p}] beta={self.beta:g} T={self.length}"
+
+
+def sample_pairs(prob: Problem, ref_logp: np.ndarray, n_pairs: int, seed: int):
+    """``n_pairs`` (winner, loser) response indices: y ≠ y′ i.i.d. from the reference, y ≻ y′ with
+    probability σ(r(y) − r(y′))."""
+    rng = np.random.default_rng(seed)
+    p = np.exp(ref_logp - ref_logp.max())
+    p /= p.sum()
+    n = len(p)
+    i = rng.choice(n, size=3 * n_pairs, p=p)
+    j = rng.choice(n, size=3 * n_pairs, p=p)
+    keep = np.flatnonzero(i != j)[:n_pairs]
+    i, j = i[keep], j[keep]
+    win = rng.random(len(i)) < 1.0 / (1.0 + np.exp(-(prob.reward[i] - prob.reward[j])))
+    return np.where(win, i, j), np.where(win, j, i)
+
+
+def empirical_minimizer(reg, winners, losers, ref_t, n: int) -> np.ndarray:
+    """log π of the exact minimizer of the empirical DPO loss over all distributions on the n
+    responses (scipy L-BFGS on response logits with the analytic gradient): the sampling floor."""
+    from scipy.optimize import minimize
+
+    mask = np.ones(ref_t.shape[-2:])
+    b = -reg.sequence_implicit_reward(np.zeros(ref_t.shape[-2:]), ref_t, mask)  # h = a log π − b
+    a = reg.sequence_implicit_reward(np.ones(ref_t.shape[-2:]) / ref_t.shape[-1], ref_t, mask) + b
+    counts = np.zeros((n, n))
+    np.add.at(counts, (winners, losers), 1.0)
+    counts /= counts.sum()
+
+    def f(z):
+        h = a * z - b  # the prompt constant −a·logsumexp(z) cancels in every difference
+        d = h[:, None] - h[None, :]
+        loss = np.sum(counts * np.logaddexp(0.0, -d))
+        g_d = -counts / (1.0 + np.exp(d))  # ∂/∂d of softplus(−d)
+        grad = a * (g_d.sum(1) - g_d.sum(0))
+        return loss, grad
+
+    z0 = np.zeros(n)
+    res = minimize(f, z0, jac=True, method="L-BFGS-B", options={"gtol": 1e-12, "ftol": 1e-15, "maxiter": 10_000})
+    z = res.x - res.x.max()
+    return z - np.log(np.exp(z).sum())
+
+
+def run_case(case: Case, *, n_pairs: int = 40_000, steps: int = 400, batch_size: int = 512, lr: float = 0.05,
+             seed: int = 0) -> dict[str, Any]:
+    """Train one case; ``{"id", "tv", "tv_at_start", "tv_sampling", ...}``."""
+    from prefmatch.llm.rewards import build_regularizer
+
+    TabularPolicy, _ = tabular_modules()
+    reg = build_regularizer(case.regularizer, dict(case.params), case.beta)
+    n_refs = len(reg.weights) if reg.multi_reference else 1
+    prob = Problem.make(vocab=VOCAB, length=case.length, n_refs=n_refs, seed=2000 + seed)
+    refs = [TabularPolicy(VOCAB, case.length, init=w) for w in prob.ref_weights]
+    policy = TabularPolicy(VOCAB, case.length, init=prob.ref_weights[0])
+    ref_t = np.stack([prob.token_logp(r) for r in refs]) if n_refs > 1 else prob.token_logp(refs[0])
+    data_logp = prob.token_logp(refs[0]).sum(-1)  # pairs are sampled from the (first) reference
+    winners, losers = sample_pairs(prob, data_logp, n_pairs, seed=3000 + seed)
+    resp = prob.responses.tolist()
+    pairs = [([0], resp[w], resp[l]) for w, l in zip(winners, losers)]
+    cfg = DPOConfig(regularizer=case.regularizer, regularizer_params=dict(case.params), beta=case.beta,
+                    batch_size=batch_size, steps=steps, lr=lr, max_grad_norm=0.0, cpu=True, seed=seed,
+                    max_response_len=case.length)
+    trainer = DPOTrainer.from_modules(cfg, policy=policy, reference=refs if n_refs > 1 else refs[0], pairs=pairs)
+    avg, n_avg = None, 0
+    for k in range(steps):
+        trainer.step()
+        if k >= steps // 2:  # Polyak–Ruppert average of the second half
+            w = trainer.policy.W.detach().clone()
+            avg = w if avg is None else avg + w
+            n_avg += 1
+    logp = prob.token_logp(TabularPolicy(VOCAB, case.length, init=avg / n_avg)).sum(-1)
+    target = reg.sequence_optimal_logp(prob.reward, ref_t, np.ones(ref_t.shape[-2:]))
+
+    def tv(lp):
+        return 0.5 * float(np.abs(np.exp(lp) - np.exp(target)).sum())
+
+    floor = empirical_minimizer(reg, winners, losers, ref_t, len(resp))
+    return {"id": case.id, "regularizer": case.regularizer, "length": case.length, "tv": tv(logp),
+            "tv_at_start": tv(data_logp), "tv_sampling": tv(floor), "pairs": len(pairs), "steps": steps}
+
+
+# --------------------------------------------------------------------------- the sweep
+def regularizer_cases() -> list[tuple[str, dict]]:
+    """(name, parameters) of every regularizer with a DPO loss, from each class's ``battery_cases``
+    in the registry; parameters that do not change the implicit reward (KL's PPO estimator) are
+    dropped and duplicates removed."""
+    out: list[tuple[str, dict]] = []
+    for name in dpo_regularizers():
+        for p in REGISTRY[name].battery_cases or ({},):
+            p = {k: v for k, v in p.items() if k != "estimator"}
+            if (name, p) not in out:
+                out.append((name, p))
+    return out
+
+
+def all_cases(lengths=(1, 2, 3)) -> list[Case]:
+    """Every regularizer case at response lengths 1–3, and each at a small β on two-token responses."""
+    cases = [Case(name, params, T) for name, params in regularizer_cases() for T in lengths]
+    cases += [Case(name, params, 2, beta=0.2) for name, params in regularizer_cases()]
+    return cases
+
+
+#: the fast subset run by `make test`
+QUICK = [
+    Case("kl", {}, 2),
+    Case("pm", {"c1": 0.4, "c2": 0.3}, 1),
+    Case("cpm", {"alpha": 0.3, "level": "token"}, 2),
+    Case("multi_rkl", {"weights": [0.3, 0.7]}, 1),
+]
+
+
+def run_battery(cases, progress: bool = True, **kw) -> list[dict]:
+    import torch
+    from tqdm import tqdm
+
+    torch.set_num_threads(1)  # tiny tensors: threads only add overhead
+    return [run_case(c, **kw) for c in tqdm(cases, desc="dpo battery", disable=not progress)]
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = ["| configuration | TV to the optimum | at the start | empirical minimizer (sampling floor) | verdict |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        ok = "pass" if r["tv"] <= TV_TOL else "FAIL"
+        lines.append(f"| `{r['id']}` | {r['tv']:.4f} | {r['tv_at_start']:.3f} | {r['tv_sampling']:.4f} | {ok} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m prefmatch.llm.dpo_battery",
+                                 description="The DPO trainer's convergence battery on tabular policies.")
+    ap.add_argument("--quick", action="store_true", help="only the fast subset that `make test` runs")
+    ap.add_argument("--json", action="store_true", help="print the rows as JSON")
+    ap.add_argument("--markdown", metavar="FILE", help="also write the table, with the command and the machine, "
+                    "to FILE (docs/results/dpo_battery_table.md is written this way)")
+    a = ap.parse_args(argv)
+    import time
+
+    t0 = time.perf_counter()
+    rows = run_battery(QUICK if a.quick else all_cases(), progress=not a.json and sys.stderr.isatty())
+    minutes = (time.perf_counter() - t0) / 60
+    print(json.dumps(rows, indent=1) if a.json else format_table(rows))
+    bad = [r for r in rows if r["tv"] > TV_TOL]
+    if a.markdown:
+        import platform
+        from pathlib import Path
+
+        import torch
+
+        r0 = rows[0]
+        head = (f"<!-- written by `python -m prefmatch.llm.dpo_battery{' --quick' if a.quick else ''} --markdown "
+                f"{a.markdown}`; do not edit -->\n"
+                f"Run on {time.strftime('%Y-%m-%d')}, {platform.machine()} CPU, torch {torch.__version__}, "
+                f"{minutes:.1f} minutes: {len(rows)} configurations, {r0['pairs']} pairs and {r0['steps']} steps "
+                f"each; {len(rows) - len(bad)} within TV {TV_TOL} of the optimum; worst TV "
+                f"{max(r['tv'] for r in rows):.4f}, worst sampling floor {max(r['tv_sampling'] for r in rows):.4f}.\n\n")
+        Path(a.markdown).write_text(head + format_table(rows) + "\n")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
