@@ -241,15 +241,19 @@ def build_corpus(cfg: WorldConfig = WorldConfig()) -> OpinionCorpus:
     prompts = [replace(p, heldout=True) if i in held else p for i, p in enumerate(prompts)]
 
     def demonstrations(p: OpinionPrompt, favoured, share: float, n: int) -> list[dict]:
-        out = []
         by_choice = {c: a for c, a in zip(p.choice, p.answers)}
+        # per slot, the annotator's option distribution as a CDF: searchsorted(cdf, u, "right") on one
+        # uniform draw u is what rng.choice(k, p=...) does, without its per-call overhead
+        cdfs = []
+        for s, fav in enumerate(favoured):
+            k = len(p.shares[s])
+            probs = np.array([share if o == fav else (1 - share) / (k - 1) for o in range(k)])
+            cdf = probs.cumsum()
+            cdfs.append(cdf / cdf[-1])
+        out = []
         for _ in range(n):
-            ch = []
-            for s, fav in enumerate(favoured):
-                k = len(p.shares[s])
-                probs = np.array([share if o == fav else (1 - share) / (k - 1) for o in range(k)])
-                ch.append(int(rng.choice(k, p=probs)))
-            out.append({"prompt": p.prompt, "chosen": by_choice[tuple(ch)]})
+            ch = tuple(int(np.searchsorted(cdf, rng.random(), side="right")) for cdf in cdfs)
+            out.append({"prompt": p.prompt, "chosen": by_choice[ch]})
         return out
 
     sft, sft_alt, comparisons, heldout = [], [], [], []
@@ -257,15 +261,17 @@ def build_corpus(cfg: WorldConfig = WorldConfig()) -> OpinionCorpus:
         demo = demonstrations(p, p.majority, cfg.bias, cfg.sft_per_prompt)
         alt = demonstrations(p, p.alt_majority, cfg.alt_bias, cfg.sft_per_prompt)
         n, r = len(p.answers), np.asarray(p.gt_reward)
+        bt = np.asarray(bradley_terry(r[:, None], r[None, :]))  # P(answer i beats answer j)
+        bt_bad = np.asarray(bradley_terry(r, r.min() - cfg.malformed_gap))  # P(answer i beats a malformed one)
         comps = []
         for _ in range(cfg.comparisons_per_prompt):
             i, j = rng.choice(n, size=2, replace=False)
             if rng.random() < cfg.malformed_fraction:
                 bad = malformed(p, i, rng, cfg.n_topics)
-                ok = rng.random() < float(bradley_terry(r[i], r.min() - cfg.malformed_gap))
+                ok = rng.random() < float(bt_bad[i])
                 win, lose = (p.answers[i], bad) if ok else (bad, p.answers[i])
             else:
-                a, b = (i, j) if rng.random() < float(bradley_terry(r[i], r[j])) else (j, i)
+                a, b = (i, j) if rng.random() < float(bt[i, j]) else (j, i)
                 win, lose = p.answers[a], p.answers[b]
             comps.append({"prompt": p.prompt, "chosen": win, "rejected": lose})
         if p.heldout:
