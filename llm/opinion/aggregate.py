@@ -68,7 +68,13 @@ def rows_for(result: dict, bias: float) -> list[dict]:
               "trainer": None}] + [dict(r) for r in units[0]["runs"]]
     rows = []
     for spec in specs:
-        vals = [u["results"][spec["name"]] for u in units]
+        vals = [u["results"][spec["name"]] for u in units if "error" not in u["results"].get(spec["name"], {"error": 1})]
+        errors = [u["results"][spec["name"]]["error"] for u in units if "error" in u["results"].get(spec["name"], {})]
+        if not vals:
+            rows.append({"name": spec["name"], "method": spec["method"], "level": spec.get("level"),
+                         "alpha": spec.get("alpha"), "beta": spec.get("beta"), "trainer": spec.get("trainer"),
+                         "bias": bias, "n_seeds": 0, "errors": errors})
+            continue
         row: dict[str, Any] = {"name": spec["name"], "method": spec["method"], "level": spec.get("level"),
                                "alpha": spec.get("alpha"), "beta": spec.get("beta"), "trainer": spec.get("trainer"),
                                "bias": bias, "n_seeds": len(vals)}
@@ -81,6 +87,7 @@ def rows_for(result: dict, bias: float) -> list[dict]:
                 row["pm_divergence_ci"] = ci
             elif ci is not None:
                 row[k + "_ci"] = ci
+        row["errors"] = errors
         row["perplexity_outliers"] = int(sum(v["perplexity_outliers"] for v in vals))
         row["n_samples"] = int(sum(v["n_samples"] for v in vals))
         rows.append(row)
@@ -95,7 +102,8 @@ def reductions(result: dict, bias: float, beta: float, alpha: float, level: str,
         "_seq" if level == "sequence" else "") + f"_b{beta:g}"
     vals = []
     for u in _units(result, bias):
-        if kl_name in u["results"] and c_name in u["results"]:
+        if (kl_name in u["results"] and c_name in u["results"] and "error" not in u["results"][kl_name]
+                and "error" not in u["results"][c_name]):
             kl, c = u["results"][kl_name][metric], u["results"][c_name][metric]
             vals.append((kl - c) / kl if kl > 0 else None)
     return mean_ci(vals)

@@ -9,7 +9,8 @@ a given reference bias. :func:`grid` expands a :class:`BenchmarkConfig` into its
   α of ``alphas`` and level of ``levels`` (Definition 4.1 only at ``sequence_betas`` when given);
 * for every other bias of ``phase_biases`` (the phase diagram): KL and token-level cPM at every α,
   at β = 1;
-* with ``dpo``: DPO rows (KL, PM and token-level cPM at every α) at β = 1 and the world's bias.
+* with ``dpo``: DPO rows (KL, PM and token-level cPM at every α of ``dpo_alphas``) at β = 1 and the
+  world's bias, on the same comparisons as the reward model.
 """
 from __future__ import annotations
 
@@ -56,8 +57,10 @@ class BenchmarkConfig:
     methods: list[str] = cfg_field(["kl", "pm"], help="other regularizers run at every β")
     phase_biases: list[float] = cfg_field([], help="further reference biases for the phase diagram (KL and "
                                           "token-level cPM at every α, β = 1)", range="(0, 1)")
-    dpo: bool = cfg_field(False, help="add DPO rows (KL, PM, token-level cPM at every α; β = 1) "
-                          "trained by prefmatch.llm.dpo")
+    phase_seeds: int = cfg_field(0, help="seeds of the phase-diagram biases (0: seeds)", range="[0, 1000]")
+    dpo: bool = cfg_field(False, help="add DPO rows (KL, PM, token-level cPM at every α of dpo_alphas; β = 1) "
+                          "trained by prefmatch.llm.dpo on the reward model's comparisons")
+    dpo_alphas: list[float] = cfg_field([0.3], help="cPM thresholds of the DPO rows", range="(0, 1]")
     # --- the world
     bias: float = cfg_field(0.8, help="the annotator's probability of each topic's majority option in the "
                             "demonstrations (the reference's bias)", range="(0, 1)")
@@ -82,7 +85,7 @@ class BenchmarkConfig:
     rm_epochs: int = cfg_field(3, help="reward-model epochs", range="[1, inf)")
     rm_lr: float = cfg_field(1e-3, help="reward-model learning rate", range="(0, inf)")
     rm_batch_size: int = cfg_field(64, help="reward-model batch size", range="[1, inf)")
-    steps: int = cfg_field(60, help="PPO iterations (DPO: epochs are the DPO trainer's default)", range="[1, inf)")
+    steps: int = cfg_field(40, help="PPO iterations (DPO: epochs are the DPO trainer's default)", range="[1, inf)")
     lr: float = cfg_field(3e-4, help="PPO learning rate", range="(0, inf)")
     batch_size: int = cfg_field(32, help="PPO prompts per iteration", range="[1, inf)")
     mini_batch_size: int = cfg_field(16, help="PPO minibatch", range="[1, inf)")
@@ -131,11 +134,12 @@ class BenchmarkConfig:
             raise ConfigError(str(e)) from None
 
 
-#: ``--quick``: β = 1 with every α (both levels), KL and PM; one seed
-QUICK: dict = {}
+#: ``--quick``: β = 1 with every α (both levels), KL and PM; one seed; two processes
+QUICK: dict = {"jobs": 2}
 #: ``--full``: the paper's β × α grid (token level; Definition 4.1 at β = 1, to fit a 2-core CPU), KL and PM
-#: at each β; 3 seeds; the bias sweep
-FULL: dict = {"seeds": 3, "jobs": 2, "betas": list(PAPER_BETAS), "sequence_betas": [1.0], "phase_biases": [0.6, 0.95]}
+#: at each β; 3 seeds; the bias sweep (2 seeds)
+FULL: dict = {"seeds": 3, "jobs": 3, "betas": list(PAPER_BETAS), "sequence_betas": [1.0], "phase_biases": [0.6, 0.95],
+        "phase_seeds": 2, "dpo": True}
 
 
 def grid(cfg: BenchmarkConfig) -> dict[float, list[Run]]:
@@ -147,7 +151,7 @@ def grid(cfg: BenchmarkConfig) -> dict[float, list[Run]]:
                  if lv == "token" or not cfg.sequence_betas or beta in cfg.sequence_betas]
     if cfg.dpo:
         main += [Run(m, 1.0, trainer="dpo", bias=cfg.bias) for m in ("kl", "pm")]
-        main += [Run("cpm", 1.0, a, "token", trainer="dpo", bias=cfg.bias) for a in cfg.alphas]
+        main += [Run("cpm", 1.0, a, "token", trainer="dpo", bias=cfg.bias) for a in cfg.dpo_alphas]
     out = {cfg.bias: main}
     for b in cfg.phase_biases:
         if b != cfg.bias:

@@ -257,6 +257,14 @@ def _call(job):
     return fn(*args, **kw)
 
 
+def _call_run(job):
+    """:func:`run_one`, its failure recorded as the run's result (one failed run does not lose the others)."""
+    try:
+        return _call(job)
+    except Exception as e:  # noqa: BLE001 - reported in results.json and the page
+        return {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+
+
 def run_benchmark(cfg: BenchmarkConfig, out: str | Path, quiet: bool = True, log=None,
                   command: str | None = None) -> dict[str, Any]:
     """Every (seed, bias) unit's references, then every run, in ``cfg.jobs`` processes; writes and
@@ -275,17 +283,17 @@ def run_benchmark(cfg: BenchmarkConfig, out: str | Path, quiet: bool = True, log
     base = smollm2_base(cfg.cache) if cfg.base == "smollm2" else None
     t0 = time.perf_counter()
     by_bias = grid(cfg)
-    units = [(b, s) for b in by_bias for s in range(cfg.seeds)]
+    units = [(b, s) for b in by_bias for s in range(cfg.seeds if b == cfg.bias else (cfg.phase_seeds or cfg.seeds))]
     udir = {(b, s): out / f"seed{s}_bias{b:g}" for b, s in units}
 
-    def pmap(jobs):
+    def pmap(jobs, call=_call):
         if cfg.jobs > 1 and len(jobs) > 1:
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor
 
             with ProcessPoolExecutor(max_workers=min(cfg.jobs, len(jobs)), mp_context=mp.get_context("spawn")) as ex:
-                return list(ex.map(_call, jobs))
-        return [_call(j) for j in jobs]
+                return list(ex.map(call, jobs))
+        return [call(j) for j in jobs]
 
     need_alt = {b: any(REGISTRY[r.method].refs == "K" for r in runs) for b, runs in by_bias.items()}
     records = pmap([(prepare_unit, (cfg, udir[u], u[1], u[0], need_alt[u[0]], base), {"quiet": quiet})
@@ -295,9 +303,13 @@ def run_benchmark(cfg: BenchmarkConfig, out: str | Path, quiet: bool = True, log
         log(f"seed {s} bias {b:g}: references in {r['times']['references_total']:.0f}s (reward model held-out "
             f"accuracy {r['rm_eval_accuracy']:.3f})")
     jobs = [((b, s), run) for b, s in units for run in by_bias[b]]
-    evs = pmap([(run_one, (cfg, udir[u], u[1], u[0], run, rec[u]["refs"]), {"quiet": quiet}) for u, run in jobs])
+    evs = pmap([(run_one, (cfg, udir[u], u[1], u[0], run, rec[u]["refs"]), {"quiet": quiet}) for u, run in jobs],
+               _call_run)
     for (u, run), ev in zip(jobs, evs):
         rec[u]["results"][run.name] = ev
+        if "error" in ev:
+            log(f"seed {u[1]} bias {u[0]:g}: {run.name} FAILED: {ev['error']}")
+            continue
         log(f"seed {u[1]} bias {u[0]:g}: {run.name:<18} PM div {ev['pm_divergence']:.3f} (exact "
             f"{ev['pm_divergence_exact']:.3f}; pairwise {ev['pm_divergence_pairs']:.3f}, theory "
             f"{ev['theory_pm_divergence_pairs']:.3f})  majority pref {ev['majority_preference']:.3f} "
@@ -307,7 +319,7 @@ def run_benchmark(cfg: BenchmarkConfig, out: str | Path, quiet: bool = True, log
         r = rec[(b, s)]
         r["runs"] = [asdict(x) | {"name": x.name} for x in by_bias[b]]
         r["times"]["total"] = r["times"]["references_total"] + sum(
-            r["results"][x.name]["wall_time_s"] for x in by_bias[b])
+            r["results"][x.name].get("wall_time_s", 0.0) for x in by_bias[b])
         per_unit.append(r)
     result = {"config": asdict(cfg), "command": command, "units": per_unit, "wall_time_s": time.perf_counter() - t0,
               "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}",
