@@ -58,6 +58,10 @@ def rows_table(rows: list[dict], reference: dict | None = None) -> str:
     key = lambda r: (r["bias"], r["beta"] or 0, r.get("trainer") or "", order.get(r["method"], 9),  # noqa: E731
                      r.get("level") or "", r["alpha"] or 0)
     for r in sorted(rows, key=key) + ([reference] if reference else []):
+        if not r.get("n_seeds"):
+            lines.append(f"| {r['bias']:g} | {_g(r['beta'])} | {_label(r)} | failed: {'; '.join(r.get('errors', []))} |"
+                         + " |" * 11)
+            continue
         lines.append(
             f"| {r['bias']:g} | {_g(r['beta'])} | {_label(r)} | "
             f"{_ci(r['pm_divergence'], r.get('pm_divergence_ci'))} | {_f(r['pm_divergence_exact'])} | "
