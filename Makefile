@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 OUT    ?= out
 
-.PHONY: install test test-slow test-battery test-all test-explore docs figures bench demo smollm2 opinion-full clean
+.PHONY: install test test-slow test-readme test-battery test-dpo-battery test-all test-explore docs figures bench demo smollm2 opinion-full clean
 
 install: $(STAMP)
 
@@ -30,6 +30,14 @@ test-slow: install
 # the PPO trainer's full convergence battery (every accepted configuration; about 15 minutes)
 test-battery: install
 	$(VENV)/bin/pytest -q -m "slow" tests/llm/test_convergence.py
+
+# the DPO trainer's full convergence battery (every regularizer with a DPO loss, lengths 1-3, two betas)
+test-dpo-battery: install
+	$(VENV)/bin/pytest -q -m "slow" tests/llm/test_dpo_convergence.py
+
+# the README's LLM block, line by line as written, in a fresh directory (a few minutes)
+test-readme: install
+	$(VENV)/bin/pytest -q -m "slow" tests/test_docs.py -k readme_llm_block
 
 test-all: install
 	$(VENV)/bin/pytest -q

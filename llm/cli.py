@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import functools
 import json
+import os
 from pathlib import Path
 
 from prefmatch.llm.config import ConfigError, field_choices, field_help, field_range, load_config, read_yaml
@@ -59,6 +60,10 @@ def _guard(func):
 
 
 def _emit(args, result: dict, title: str) -> None:
+    """The command's result, printed once: by rank 0 of a multi-process launch (the metrics in it
+    are already averaged over processes)."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
     if args.json:
         print(json.dumps(result, default=float))
         return

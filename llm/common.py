@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from prefmatch.llm.config import ConfigError, cfg_field
 from prefmatch.theory.validate import SEED
 from prefmatch.llm.data import SPLITS
-from prefmatch.llm.training import MIXED_PRECISION
+from prefmatch.llm.training import MIXED_PRECISION, REPORT_TO
 
 
 @dataclass
@@ -35,6 +35,9 @@ class CommonConfig:
     mixed_precision: str = cfg_field("auto", help="auto = bf16 autocast on CUDA, fp32 on CPU",
                                      choices=MIXED_PRECISION)
     cpu: bool = cfg_field(False, help="force CPU even when CUDA is present")
+    report_to: str = cfg_field("none", help="experiment trackers that receive every logged step: tensorboard (event "
+                               "files in OUT/tensorboard), wandb, all (those installed), none",
+                               choices=REPORT_TO)
     log_every: int = cfg_field(1, help="log metrics every N steps", range="[1, inf)")
 
     def check(self) -> None:

@@ -93,7 +93,7 @@ def _is_messages(v) -> bool:
 
 
 def render_prompt(messages: list[dict], tokenizer=None) -> str:
-    """The text a model continues after ``messages``: the tokenizer's chat template with the
+    r"""The text a model continues after ``messages``: the tokenizer's chat template with the
     generation prompt when it has one, else the hh-rlhf layout (``\n\nHuman: …\n\nAssistant:``)."""
     if tokenizer is not None and getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -108,7 +108,7 @@ def _split_conversation(msgs: list[dict], what: str) -> tuple[list[dict], str]:
 
 
 def normalize_record(rec: dict, tokenizer=None) -> dict:
-    """One record in the package's layout ``{prompt, chosen, rejected}`` (strings) from the layouts
+    r"""One record in the package's layout ``{prompt, chosen, rejected}`` (strings) from the layouts
     people have:
 
     * already ``{prompt, chosen, rejected}`` strings: unchanged;

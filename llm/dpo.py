@@ -28,6 +28,7 @@ uninterrupted run), and ``model`` (HF format, LoRA merged) at the end.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -80,13 +81,11 @@ class DPOConfig(CommonConfig):
         super().check()
         if not self.model:
             raise ConfigError("model: required (a local model directory, e.g. the SFT model)")
-        if not 0 <= self.eval_fraction < 1:
-            raise ConfigError(f"eval_fraction: must be in [0, 1), got {self.eval_fraction}")
         self.check_algorithm()
 
     def check_algorithm(self):
         """The regularizer object (ConfigError naming the field when it cannot be used)."""
-        check_fields(self)  # declared ranges (also for a config built in Python)
+        check_fields(self)  # declared ranges (also for a config built in Python, as from_modules takes)
         if self.regularizer not in dpo_regularizers():
             raise ConfigError(f"regularizer: {self.regularizer!r} has no DPO loss here; choose one of "
                               f"{', '.join(dpo_regularizers())}")
@@ -144,7 +143,7 @@ class DPOTrainer:
                               f"(one per weight), got {len(ref_dirs)}")
         records = load_split(cfg.data, cfg.split, cfg.split_fractions, cfg.split_seed,
                              tokenizer=load_tokenizer(cfg.model))
-        acc = training.make_accelerator(cfg.mixed_precision, cfg.cpu)
+        acc = training.make_accelerator(cfg.mixed_precision, cfg.cpu, cfg.report_to, cfg.out)
         training.seed_everything(cfg.seed)
         tok = load_tokenizer(cfg.model)
         tok.padding_side = "right"
@@ -255,6 +254,12 @@ class DPOTrainer:
             with torch.no_grad():
                 ref = torch.stack([response_token_logprobs(r, ids, attn, rmask)[0].float() for r in self.refs])
             ref_t = ref if self.reg.multi_reference else ref[0]
+        for what, lp in (("policy", logp_t), ("reference", ref_t)):
+            if lp is not None and not training.all_finite(self.acc, torch.where(m > 0, lp.detach(), 0.0)):
+                raise training.TrainingError(
+                    f"non-finite {what} log-probabilities (logits) at step {self.step_count + 1}; stopped before the "
+                    "update; " + (f"last checkpoint {self.last_checkpoint} left untouched" if self.last_checkpoint
+                                  else "no checkpoint written"))
         ref_w = None if ref_t is None else ref_t[..., :n, :]
         ref_l = None if ref_t is None else ref_t[..., n:, :]
         loss = sequence_dpo_loss(self.reg, logp_t[:n], logp_t[n:], ref_w, ref_l, m[:n], m[n:])
@@ -324,7 +329,10 @@ class DPOTrainer:
                                tmp / "trainable.pt")
                 torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
                 save_config(self.cfg, tmp / "config.yaml")
-                (tmp / "trainer_state.json").write_text(json.dumps({"step": self.step_count}))
+                metrics = self.out / "metrics.jsonl"
+                history = [r for r in training.read_metrics(metrics) if r.get("step", 0) <= self.step_count] \
+                    if metrics.is_file() else []
+                (tmp / "trainer_state.json").write_text(json.dumps({"step": self.step_count, "log_history": history}))
             training.write_text_atomic(self.out / "checkpoints" / "latest", path.name)
             ckpts = sorted((self.out / "checkpoints").glob("checkpoint-*"))
             import shutil
@@ -372,11 +380,20 @@ def train_dpo(cfg: DPOConfig, quiet: bool = False, resume: str | None = None) ->
     if ckpt is not None:
         trainer.load_checkpoint(ckpt)
     acc = trainer.acc
+    if acc.is_main_process and ckpt is not None:
+        # resuming an older checkpoint rewinds the run: its later checkpoints belong to the abandoned future
+        import shutil
+
+        for later in (trainer.out / "checkpoints").glob("checkpoint-*"):
+            if later.name > f"checkpoint-{trainer.step_count:06d}" and later.resolve() != ckpt.resolve():
+                shutil.rmtree(later, ignore_errors=True)
     if acc.is_main_process:
         trainer.out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, trainer.out / "config.yaml")
     log = training.MetricsLog(trainer.out / "metrics.jsonl", enabled=acc.is_main_process,
-                              truncate_after_step=trainer.step_count if ckpt is not None else None)
+                              truncate_after_step=trainer.step_count if ckpt is not None else None,
+                              accelerator=acc, run_name=f"dpo[{cfg.regularizer}]", config=dataclasses.asdict(cfg),
+                              console=training.console_logging(quiet, acc), total=trainer.total_steps)
     bar = training.progress(trainer.total_steps, f"dpo[{cfg.regularizer}]", quiet, acc)
     bar.update(trainer.step_count)
     last: dict = {}
@@ -397,4 +414,5 @@ def train_dpo(cfg: DPOConfig, quiet: bool = False, resume: str | None = None) ->
               "last_checkpoint": trainer.last_checkpoint}
     if acc.is_main_process:
         log.log({"step": trainer.step_count, "final": True, **ev})
+    log.close()
     return result

@@ -232,13 +232,20 @@ def lora_wrap(model, task_type: str, r: int = 8, alpha: int = 16, dropout: float
         return get_peft_model(model, cfg)
 
 
+#: where :func:`save_model` puts a LoRA run's adapter (peft format) beside the merged model
+ADAPTER_DIR = "adapter"
+
+
 def save_model(model, out_dir: str | os.PathLike, tokenizer=None, merge_lora: bool = True) -> None:
-    """Save in HF format; a peft model is merged into full weights first (loadable without peft)."""
+    """Save in HF format; a peft model is merged into full weights first (loadable without peft),
+    and its adapter is saved too, in peft's format, in ``out_dir/adapter`` (load it on the base
+    model with ``PeftModel.from_pretrained(base, out_dir / "adapter")``)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if merge_lora and hasattr(model, "merge_and_unload"):
         import copy
 
+        model.save_pretrained(str(out / ADAPTER_DIR))
         model = copy.deepcopy(model).merge_and_unload()
     model.save_pretrained(str(out))
     if tokenizer is not None:
@@ -248,6 +255,31 @@ def save_model(model, out_dir: str | os.PathLike, tokenizer=None, merge_lora: bo
         (out / REWARD_NORM_FILE).write_text(json.dumps(norm))
 
 
+
+
+def adapter_disabled_reference(peft_model):
+    """The reference π_ref = the base model under a LoRA policy, without a second copy of its
+    weights: calls run ``peft_model`` with its adapter disabled (TRL's approach).  Exact when the
+    reference is the policy's initial model (LoRA starts at B = 0, so base = initial policy)."""
+    import torch
+
+    class AdapterDisabled(torch.nn.Module):
+        def __init__(self, lm):
+            super().__init__()
+            object.__setattr__(self, "_lm", lm)  # not a submodule: no parameters of its own
+
+        @property
+        def config(self):
+            return self._lm.config
+
+        def get_base_model(self):
+            return self._lm.get_base_model()
+
+        def forward(self, **kw):
+            with torch.no_grad(), self._lm.disable_adapter():
+                return self._lm(**kw)
+
+    return AdapterDisabled(peft_model)
 
 
 class _Lazy:

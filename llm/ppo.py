@@ -27,6 +27,7 @@ saved with the weights.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ from prefmatch.llm.losses import (
 )
 from prefmatch.llm.models import (
     VALUE_HEAD_FILE,
+    adapter_disabled_reference,
     disable_dropout,
     load_causal_lm,
     load_reward_model,
@@ -179,7 +181,7 @@ class PPOTrainer:
                              tokenizer=load_tokenizer(cfg.policy))
         reward_fn = load_reward_fn(cfg.reward_fn) if cfg.reward_fn else None
 
-        acc = training.make_accelerator(cfg.mixed_precision, cfg.cpu)
+        acc = training.make_accelerator(cfg.mixed_precision, cfg.cpu, cfg.report_to, cfg.out)
         training.seed_everything(cfg.seed)
         tok = load_tokenizer(cfg.policy)
         tok.padding_side = "left"
@@ -193,7 +195,10 @@ class PPOTrainer:
         disable_dropout(policy)
         if cfg.lora or cfg.gradient_checkpointing:
             policy.lm = setup_trainable(policy.lm, cfg, "CAUSAL_LM")
-        refs = [load_causal_lm(d, dtype=frozen_dtype, what="ref").to(acc.device).eval() for d in ref_dirs]
+        # with LoRA, a reference that is the initial policy is the policy with its adapter disabled
+        # (no second copy of the weights); other references are loaded
+        refs = [adapter_disabled_reference(policy.lm) if cfg.lora and Path(d).resolve() == Path(cfg.policy).resolve()
+                else load_causal_lm(d, dtype=frozen_dtype, what="ref").to(acc.device).eval() for d in ref_dirs]
         self.rm = None
         if reward_fn is None:
             self.rm = load_reward_model(cfg.reward_model, dtype=frozen_dtype, what="reward_model").to(acc.device).eval()
@@ -492,7 +497,10 @@ class PPOTrainer:
                     torch.save({k: v for k, v in trainable.items() if k in names}, tmp / "trainable.pt")
                 torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
                 save_config(self.cfg, tmp / "config.yaml")
-                (tmp / "trainer_state.json").write_text(json.dumps({"step": self.step_count}))
+                metrics = self.out / "metrics.jsonl"
+                history = [r for r in training.read_metrics(metrics) if r.get("step", 0) <= self.step_count] \
+                    if metrics.is_file() else []
+                (tmp / "trainer_state.json").write_text(json.dumps({"step": self.step_count, "log_history": history}))
             training.write_text_atomic(self.out / "checkpoints" / "latest", path.name)
             self._prune_checkpoints()
         acc.wait_for_everyone()
@@ -572,7 +580,9 @@ def train_ppo(cfg: PPOConfig, quiet: bool = False, resume: str | None = None) ->
         trainer.out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, trainer.out / "config.yaml")
     log = training.MetricsLog(trainer.out / "metrics.jsonl", enabled=acc.is_main_process,
-                     truncate_after_step=trainer.step_count if ckpt is not None else None)
+                     truncate_after_step=trainer.step_count if ckpt is not None else None,
+                              accelerator=acc, run_name=f"ppo[{cfg.regularizer}]", config=dataclasses.asdict(cfg),
+                              console=training.console_logging(quiet, acc), total=cfg.steps)
     bar = training.progress(cfg.steps, f"ppo[{cfg.regularizer}]", quiet, acc)
     bar.update(trainer.step_count)
     last = {}
@@ -583,8 +593,9 @@ def train_ppo(cfg: PPOConfig, quiet: bool = False, resume: str | None = None) ->
         if cfg.save_every and trainer.step_count % cfg.save_every == 0:
             trainer.save_checkpoint()
         bar.update(1)
-        bar.set_postfix(reward=f"{last['reward']:.3f}", kl=f"{last['kl']:.3f}")
+        bar.set_postfix(reward=f"{last['reward']:.3f}", kl=f"{last['kl']:.3f}", psi=f"{last['regularizer']:.3f}")
     bar.close()
+    log.close()
     out = trainer.save_final()
     return {"out": out, "steps": trainer.step_count, "final_metrics": last,
             "last_checkpoint": trainer.last_checkpoint}

@@ -6,6 +6,7 @@ of the split and is saved in Hugging Face format to ``out``.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from prefmatch.llm.training import (
     check_finite,
     check_weights_finite,
     clip_and_check_grads,
+    console_logging,
     derived_seed,
     make_accelerator,
     mean_over_processes,
@@ -100,7 +102,7 @@ def run_supervised(cfg, *, load_model, task_type: str, n_train: int, what: str, 
     its share of the batch; gradients are clipped and averaged, a NaN loss stops the run.
     Returns ``(acc, model, tok, out, log, steps, last_loss)``.
     """
-    acc = make_accelerator(cfg.mixed_precision, cfg.cpu)
+    acc = make_accelerator(cfg.mixed_precision, cfg.cpu, cfg.report_to, cfg.out)
     seed_everything(cfg.seed)
     tok = load_tokenizer(cfg.model)
     model = load_model(cfg.model, what="model")
@@ -113,7 +115,8 @@ def run_supervised(cfg, *, load_model, task_type: str, n_train: int, what: str, 
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
-    log = MetricsLog(out / "metrics.jsonl", enabled=acc.is_main_process)
+    log = MetricsLog(out / "metrics.jsonl", enabled=acc.is_main_process, accelerator=acc, run_name=desc,
+                     config=dataclasses.asdict(cfg), console=console_logging(quiet, acc))
 
     n_per_epoch = len(epoch_batches(n_train, cfg.batch_size, cfg.seed, 0, acc.num_processes))
     if n_per_epoch == 0:
@@ -141,7 +144,9 @@ def run_supervised(cfg, *, load_model, task_type: str, n_train: int, what: str, 
                 m = mean_over_processes(acc, {"loss": loss_val, **metrics})
                 log.log({"step": step, "epoch": epoch, **m})
             bar.update(1)
+            bar.set_postfix(loss=f"{loss_val:.4f}")
     bar.close()
+    log.close()
     return acc, model, tok, out, log, step, loss_val
 
 

@@ -44,8 +44,34 @@ def derived_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-def make_accelerator(mixed_precision: str = "auto", cpu: bool = False):
-    """An ``accelerate.Accelerator``; ``auto`` means bf16 on CUDA (if supported) and fp32 on CPU."""
+REPORT_TO = ("none", "tensorboard", "wandb", "all")
+
+
+def _trackers(report_to: str) -> list[str]:
+    """accelerate tracker names for ``report_to``; a ConfigError-style TrainingError when the
+    tracker's package is missing (``all`` takes those that are installed)."""
+    import importlib.util
+
+    if report_to in ("none", "", None):
+        return []
+    have = {"tensorboard": importlib.util.find_spec("tensorboard") is not None,
+            "wandb": importlib.util.find_spec("wandb") is not None}
+    if report_to == "all":
+        return [name for name, ok in have.items() if ok]
+    if report_to not in have:
+        raise TrainingError(f"report_to: must be one of {', '.join(REPORT_TO)}, got {report_to!r}")
+    if not have[report_to]:
+        raise TrainingError(f"report_to: {report_to} is not installed (pip install {report_to})")
+    return [report_to]
+
+
+def make_accelerator(mixed_precision: str = "auto", cpu: bool = False, report_to: str = "none",
+                     project_dir: str | os.PathLike | None = None):
+    """An ``accelerate.Accelerator``; ``auto`` means bf16 on CUDA (if supported) and fp32 on CPU.
+
+    ``report_to`` (``tensorboard``, ``wandb``, ``all``) adds accelerate's trackers, writing under
+    ``project_dir`` (TensorBoard event files in ``project_dir/tensorboard``); :class:`MetricsLog`
+    sends every logged record to them."""
     import torch
     from accelerate import Accelerator
 
@@ -56,7 +82,11 @@ def make_accelerator(mixed_precision: str = "auto", cpu: bool = False):
         mixed_precision = "bf16" if use_cuda and torch.cuda.is_bf16_supported() else "no"
     if not use_cuda:
         mixed_precision = "no"
-    return Accelerator(mixed_precision=mixed_precision, cpu=not use_cuda)
+    trackers = _trackers(report_to)
+    if not trackers:
+        return Accelerator(mixed_precision=mixed_precision, cpu=not use_cuda)
+    return Accelerator(mixed_precision=mixed_precision, cpu=not use_cuda, log_with=trackers,
+                       project_dir=str(project_dir) if project_dir is not None else None)
 
 
 def rank_slice(indices, accelerator):
@@ -131,11 +161,21 @@ def mean_over_processes(accelerator, metrics: dict[str, float]) -> dict[str, flo
 
 
 class MetricsLog:
-    """Append-only ``metrics.jsonl`` written by the main process."""
+    """Append-only ``metrics.jsonl`` written by the main process; each record also goes to the
+    accelerator's trackers (TensorBoard, W&B: ``report_to``) and, when stderr is not a terminal (a
+    log file, CI), to one console line (``console``), so that a long run is never silent."""
 
-    def __init__(self, path: str | os.PathLike, enabled: bool = True, truncate_after_step: int | None = None):
+    def __init__(self, path: str | os.PathLike, enabled: bool = True, truncate_after_step: int | None = None,
+                 accelerator=None, run_name: str = "prefmatch", config: dict | None = None,
+                 console: bool = False, total: int | None = None):
         self.path = Path(path)
         self.enabled = enabled
+        self.accelerator = accelerator
+        self.console = console and enabled
+        self.run_name, self.total = run_name, total
+        self.tracking = bool(accelerator is not None and getattr(accelerator, "log_with", None))
+        if self.tracking:
+            accelerator.init_trackers(run_name, config=_flat_hparams(config or {}))
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,9 +187,40 @@ class MetricsLog:
             self.path.write_text("".join(line + "\n" for line in keep))
 
     def log(self, record: dict[str, Any]) -> None:
+        step = record.get("step")
+        if self.tracking:  # collective-free: accelerate logs on the main process only
+            self.accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"},
+                                 step=step)
         if self.enabled:
             with self.path.open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
+        if self.console:
+            shown = " ".join(f"{k}={v:.4g}" for k, v in record.items()
+                             if isinstance(v, float) and k in CONSOLE_KEYS)
+            of = f"/{self.total}" if self.total else ""
+            print(f"{self.run_name} step {step}{of}: {shown}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.tracking:
+            self.accelerator.end_training()
+            self.tracking = False
+
+
+#: what a console line shows (the full record is in metrics.jsonl)
+CONSOLE_KEYS = ("loss", "reward", "kl", "regularizer", "accuracy", "margin", "entropy", "response_length",
+                "step_time_s")
+
+
+def console_logging(quiet: bool, accelerator=None) -> bool:
+    """One console line per logged step: not ``quiet``, main process, stderr not a terminal (a
+    terminal has the progress bar instead)."""
+    main = accelerator is None or accelerator.is_main_process
+    return not quiet and main and not sys.stderr.isatty()
+
+
+def _flat_hparams(config: dict) -> dict:
+    """Tracker hyper-parameters: scalars as they are, lists and mappings as their JSON text."""
+    return {k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v) for k, v in config.items()}
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:

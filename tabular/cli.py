@@ -43,6 +43,7 @@ def register(sub) -> None:
 
     fig = actions.add_parser("figures", help="run every experiment quickly and write OUTDIR/NAME.png")
     fig.add_argument("outdir", help="output folder (created if missing)")
+    fig.add_argument("--json", action="store_true", help="print the written paths as a JSON list")
     fig.set_defaults(func=cmd_figures)
 
 
@@ -141,6 +142,6 @@ def cmd_figures(args) -> int:
         raise _error(f"outdir: cannot create {args.outdir!r} ({err.strerror})") from None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for path in make_all_figures(args.outdir):
-            print(path)
+        paths = [str(p) for p in make_all_figures(args.outdir)]
+    print(json.dumps(paths) if args.json else "\n".join(paths))
     return 0

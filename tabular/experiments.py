@@ -487,6 +487,50 @@ def _bound_values(key, n_arr, bandit, beta, delta):
     return np.asarray(vals), coverage
 
 
+def local_coverage_sweep(seed: int, n_list, trials: int, beta: float, r_max: float, delta: float,
+                         n_boot: int = 200) -> dict:
+    """Reverse-KL sample complexity with references that cover the optimum only locally.
+
+    One prompt, six responses, two references whose common support misses two responses, so
+    π̂_α is 0 there: no global coverage constant exists (Ass. 4.3 fails), but the reverse-KL ball
+    of radius R_max/β (which holds every Gibbs policy of the proofs) has a finite constant C_ε
+    (Ass. 4.4, :func:`prefmatch.theory.bounds.kl_ball_coverage`). Comparisons are drawn from
+    π̂_α, so only its support is ever observed; the MLE is fitted there (the other rewards
+    never matter: every policy involved is 0 off the support).  Returns the (1−δ)-quantiles of
+    the sub-optimality gap, the bound with min(C_ε, e^{R_max/β}), and the log–log slope.
+    """
+    from prefmatch.theory.bounds import kl_ball_coverage, rkl_suboptimality
+
+    rng = np.random.default_rng([seed, 44])
+    weights = (0.5, 0.5)
+    refs = rng.dirichlet(np.full(6, 2.0), size=(2, 1))
+    refs[0, :, 5] = 0.0
+    refs[1, :, 4] = 0.0
+    refs /= refs.sum(-1, keepdims=True)
+    with quiet():
+        ref_logp = np.log(refs)
+    log_hat = generalized_escort(ref_logp, weights)[0]  # [1, 6], −inf off the common support
+    on = np.isfinite(log_hat[0])
+    reward = rng.uniform(0.0, r_max, size=(1, 6))
+    rho = np.ones(1)
+    c_eps = float(np.max(kl_ball_coverage(np.exp(log_hat[0]), r_max / beta, "reverse")))
+    q = 1.0 - delta
+    gaps = np.empty((len(n_list), trials))
+    bound = []
+    for k, n in enumerate(n_list):
+        wins = sample_counts(rng, reward[:, on], log_hat[:, on], rho, int(n), trials)
+        r_hat = np.broadcast_to(reward, (trials, 1, 6)).copy()
+        r_hat[:, :, on] = bt_mle_tabular(wins, r_max)
+        g = identities.rkl_gaps(reward, r_hat, ref_logp[:, None], weights, beta)
+        gaps[k] = g["suboptimality_kl_form"] @ rho
+        bound.append(float(rkl_suboptimality(float(n), beta=beta, r_max=r_max, delta=delta, coverage=c_eps,
+                                             log_class_size=tabular_log_class_size(1, int(on.sum()), r_max, n=int(n)))))
+    quant = np.quantile(gaps, q, axis=1)
+    slope, ci = bootstrap_slope(rng, n_list, gaps, _quantile_stat(q), n_boot=n_boot)
+    return {"escort": _list(np.exp(log_hat[0])), "c_eps": c_eps, "quantile": _list(quant), "bound": bound,
+            "slope": {"slope": _f(slope), "ci": _list(ci)}, "holds": bool(np.all(quant <= np.asarray(bound)))}
+
+
 def run_sample_complexity(seed: int = 0, progress: bool = False, trials: int | None = None,
                           n_list=(100, 316, 1000, 3162, 10000, 31623, 100000), n_prompts: int = 3,
                           n_responses: int = 5, beta: float = 1.0, r_max: float = 1.0, delta: float = 0.1,
@@ -523,7 +567,7 @@ def run_sample_complexity(seed: int = 0, progress: bool = False, trials: int | N
                        "bound_source": BOUNDS[key].source}
     series["slopes"] = slopes
     big = [k for k, n in enumerate(n_list) if n >= 1000]
-    if len(big) >= 3:
+    if len(big) >= 2:
         n_big = [n_list[k] for k in big]
         series["slopes_n_ge_1000"] = {
             key: dict(zip(("slope", "ci"), (lambda s_ci: (_f(s_ci[0]), _list(s_ci[1])))(
@@ -534,15 +578,29 @@ def run_sample_complexity(seed: int = 0, progress: bool = False, trials: int | N
     checks.append(_check("sc.bound_holds", series["bound_holds"],
                          "every (1−δ)-quantile ≤ its theory/bounds.py bound: "
                          + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in holds.items())))
+    # the theorems' rates (Thms 5.6, 5.5, 6.5, 6.4) are upper bounds on the decay: the measured slope's
+    # bootstrap CI must lie below rate + 0.15 (the bounds carry the log n of the η-net's class size,
+    # whose log-log slope over 1e3..1e5 is about 0.12; a rate off by 1/2 fails by far).
+    # Fitted over n ≥ 1000 (where the MLE no longer hits the box [0, R_max]) when there are two such n.
+    asym = series.get("slopes_n_ge_1000")
     for key in GAP_KEYS:
-        s = slopes[key]
+        s = asym[key] if asym else slopes[key]
+        rng_n = "n ≥ 1000" if asym else "all n"
         hi = s["ci"][1]
-        b_slope = series[key]["bound_slope"]
-        ok = s["slope"] is not None and hi is not None and hi <= b_slope + 0.1
+        ok = s["slope"] is not None and hi is not None and hi <= predicted[key] + 0.15
         checks.append(_check(f"sc.rate.{key}", ok,
-                             f"measured slope {s['slope']:.3f} (95% CI [{s['ci'][0]:.3f}, {s['ci'][1]:.3f}]); the bound "
-                             f"(nominal rate n^{predicted[key]:+.1f}, log factors included) falls with slope {b_slope:.3f} "
-                             "over the same n: the gap decays at least as fast (CI upper end ≤ bound slope + 0.1)"))
+                             f"measured slope over {rng_n} {s['slope']:.3f} (95% CI [{s['ci'][0]:.3f}, {s['ci'][1]:.3f}]); "
+                             f"the theorem's rate n^{predicted[key]:+.1f}: the CI's upper end is ≤ {predicted[key] + 0.15:+.2f} "
+                             f"(rate + 0.15 for log factors), so the gap decays at least as fast as the theorem says"))
+    loc = local_coverage_sweep(seed, n_list, trials, beta, r_max, delta, n_boot=min(n_boot, 200))
+    series["local_coverage"] = loc
+    checks.append(_check(
+        "sc.local_coverage", loc["holds"] and loc["slope"]["ci"][1] is not None and loc["slope"]["ci"][1] <= -1.0 + 0.15,
+        f"references whose common support misses 2 of 6 responses (no global coverage; local reverse-KL-ball "
+        f"constant C_ε = {loc['c_eps']:.3f} at ε = R_max/β): every (1−δ)-quantile of the RKL sub-optimality gap ≤ "
+        f"its Theorem 5.5 bound with the local constant min(C_ε, e^(R_max/β)) ({'yes' if loc['holds'] else 'NO'}); slope "
+        f"{loc['slope']['slope']:.3f} (95% CI [{loc['slope']['ci'][0]:.3f}, {loc['slope']['ci'][1]:.3f}]), "
+        "≤ −1 + 0.15 at the CI's upper end: the n^-1 rate holds under local coverage alone"))
     fs = slopes["fkl_suboptimality"]
     checks.append(_check(
         "sc.finding.fkl_suboptimality_beats_bound", fs["ci"][1] is not None and fs["ci"][1] < -0.75,

@@ -124,6 +124,7 @@ def _documented_commands():
 def test_documented_commands_parse():
     """The README's and the docs' `prefmatch` commands are accepted by the real parser."""
     from prefmatch.cli import build_parser
+    from prefmatch.theory.errors import UsageError
 
     cmds = _documented_commands()
     assert len(cmds) >= 15
@@ -135,4 +136,43 @@ def test_documented_commands_parse():
         except SystemExit as e:
             if e.code not in (0, None):
                 bad.append(f"{where}: prefmatch {' '.join(argv)}")
+        except UsageError as e:  # the parser reports usage errors as one line
+            bad.append(f"{where}: prefmatch {' '.join(argv)} ({e})")
     assert not bad, "documented commands the CLI rejects:\n" + "\n".join(bad)
+
+
+def readme_llm_block() -> list[list[str]]:
+    """The README's LLM block: the `prefmatch` lines after "# the LLM trainer", up to the blank line."""
+    import shlex
+
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("# the LLM trainer"))
+    cmds, buf = [], ""
+    for line in lines[start:]:
+        if not line.strip():
+            break
+        if line.startswith("#"):
+            continue
+        text = buf + line.strip()
+        if text.endswith("\\"):
+            buf = text[:-1] + " "
+            continue
+        buf = ""
+        cmds.append(shlex.split(text.split("  #")[0])[1:])
+    return cmds
+
+
+@pytest.mark.slow
+def test_readme_llm_block_runs_top_to_bottom(tmp_path, monkeypatch, capsys):
+    """Every line of the README's LLM block, as written, in a fresh directory: exit code 0."""
+    from prefmatch.cli import main
+
+    cmds = readme_llm_block()
+    assert [c[:2] for c in cmds][:3] == [["data", "synth"], ["model", "init"], ["train", "sft"]]
+    monkeypatch.chdir(tmp_path)
+    for argv in cmds:
+        code = main(argv)
+        out, err = capsys.readouterr()
+        assert code == 0, (argv, err)
+    assert (tmp_path / "runs" / "ppo" / "model" / "config.json").is_file()
+    assert (tmp_path / "runs" / "dpo" / "model" / "config.json").is_file()

@@ -59,6 +59,7 @@ __all__ = [
     "mle_error_sq",
     "rkl_coverage",
     "fkl_coverage",
+    "kl_ball_coverage",
     "rkl_suboptimality",
     "rkl_optimality",
     "fkl_suboptimality",
@@ -207,6 +208,40 @@ def fkl_coverage(*, coverage=None, ref_coverages=None, weights=None) -> float:
 
         return coverage_transfer_fkl(ref_coverages, weights)
     raise ValueError("forward-KL bounds need coverage (or ref_coverages and weights)")
+
+
+def kl_ball_coverage(p, eps: float, direction: str = "reverse") -> np.ndarray:
+    r"""Per-response local coverage max π(y)/p(y) over a KL ball around ``p`` (Ass. 4.4–4.5).
+
+    ``direction="reverse"``: the ball KL(π‖p) ≤ ε (Ass. 4.4); responses with p(y) = 0 get 0
+    (no π of finite KL puts mass there), so the constant is finite even where the global one
+    (Ass. 4.3) is infinite.  ``"forward"``: KL(p‖π) ≤ ε (Ass. 4.5), ``p`` of full support.
+    For a fixed π(y) = t the closest π spreads 1 − t in proportion to p, so the constraint is the
+    Bernoulli KL between t and p(y), increasing in t ≥ p(y): the answer is t/p(y) at its root
+    (1/p(y) when the point mass on y is inside the reverse ball).  The constant of the
+    assumption is the maximum over y.
+    """
+    from scipy.optimize import brentq
+
+    eps = _check_pos("eps", eps)
+    if direction not in ("reverse", "forward"):
+        raise ValueError(f"direction must be 'reverse' or 'forward', got {direction!r}")
+    out = []
+    for py in np.asarray(p, dtype=np.float64).ravel():
+        if direction == "reverse":
+            if py <= 0:
+                out.append(0.0)
+            elif -math.log(py) <= eps:
+                out.append(1.0 / py)
+            else:
+                out.append(brentq(lambda t: t * math.log(t / py) + (1 - t) * math.log((1 - t) / (1 - py)) - eps,
+                                  py, 1 - 1e-15, xtol=1e-15) / py)
+        else:
+            if not py > 0:
+                raise ValueError("forward-KL ball coverage needs p > 0 everywhere (Ass. 4.5 with a full-support reference)")
+            out.append(brentq(lambda t: py * math.log(py / t) + (1 - py) * math.log((1 - py) / (1 - t)) - eps,
+                              py, 1 - 1e-15, xtol=1e-15) / py)
+    return np.asarray(out).reshape(np.shape(p))
 
 
 # --------------------------------------------------------------------------- the four bounds

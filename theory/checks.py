@@ -23,6 +23,8 @@ CHECK_MODULES = (
     "prefmatch.theory.checks_pm",
     "prefmatch.theory.checks_mref",
     "prefmatch.theory.checks_grad",
+    "prefmatch.theory.checks_items",
+    "prefmatch.theory.checks_dpo",
 )
 
 
@@ -53,6 +55,11 @@ CONTRACT_IDS = (
     "mref.fkl_optimum",
     "mref.bounds_monotone",
     "mref.dpo_objectives",
+    "dpo.implicit_reward",
+    "dpo.population_minimizer",
+    "dpo.gradient_at_optimum",
+    "dpo.partial_coverage",
+    "dpo.simpo_relation",
 )
 
 

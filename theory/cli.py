@@ -52,6 +52,8 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON list of check results")
     p.add_argument("--only", metavar="PATTERN", help="run only checks whose id matches the glob or substring")
     p.add_argument("--list", action="store_true", help="list the check ids without running them")
+    p.add_argument("--detail", action="store_true", help="print every check's full detail (failed checks always "
+                   "show theirs)")
     p.set_defaults(func=cmd_verify)
 
     s = sub.add_parser(
@@ -67,7 +69,6 @@ def register(sub) -> None:
 
 # --------------------------------------------------------------------------- verify
 def cmd_verify(args) -> int:
-
     selected = checks.select(args.only)
     if not selected and not args.only:
         raise CLIError("no checks are registered (is the package installed correctly?)")
@@ -77,15 +78,23 @@ def cmd_verify(args) -> int:
         for c in selected:
             print(f"{c.id:32s} {c.source}")
         return 0
-    results = checks.run_checks(args.only, progress=not args.json and sys.stderr.isatty())
+    results = []
+    width = max(len(c.id) for c in selected)
+    for i, c in enumerate(selected, 1):  # streamed: each line as its check finishes
+        r = checks.run_check(c)
+        results.append(r)
+        if args.json:
+            continue
+        mark = "PASS" if r["passed"] else "FAIL"
+        lines = r["detail"].splitlines() if r["detail"] else [""]
+        print(f"[{i:>{len(str(len(selected)))}}/{len(selected)}] {mark}  {r['id']:<{width}}  {r['seconds']:6.2f}s  "
+              f"{lines[0]}", flush=True)
+        if args.detail or not r["passed"]:
+            for line in lines[1:]:
+                print(f"      {line}", flush=True)
     if args.json:
         print(json.dumps([{k: r[k] for k in ("id", "statement", "source", "method", "passed", "detail")} for r in results], indent=2))
     else:
-        width = max(len(r["id"]) for r in results)
-        for r in results:
-            mark = "PASS" if r["passed"] else "FAIL"
-            first = r["detail"].splitlines()[0] if r["detail"] else ""
-            print(f"{mark}  {r['id']:<{width}}  {r['seconds']:6.2f}s  {first[:110]}")
         n_fail = sum(not r["passed"] for r in results)
         print(f"{len(results) - n_fail} passed, {n_fail} failed")
     return 1 if any(not r["passed"] for r in results) else 0

@@ -19,6 +19,12 @@ Markup provided (MyST syntax shown)::
     every check id of the contract plus any other registered one, linked to the page that
     documents it
 
+    ```{coverage-table}
+    :paper: pm
+    ```
+    every numbered item of one paper (``theory/paper_items.toml``) with its checks' live status,
+    or the reason it cannot be checked
+
 An id that the registry does not (yet) know renders as "not yet registered"; it never fails the
 build.  A registry that cannot be loaded at all is shown on the pages and logged as a warning
 (which ``-W`` turns into an error) unless ``prefmatch_checks_tolerate_errors`` is true.
@@ -257,11 +263,81 @@ class CheckTableDirective(SphinxDirective):
         return out
 
 
+class CoverageTableDirective(SphinxDirective):
+    """Every numbered item of one paper (``theory/paper_items.toml``) with its checks' live
+    status, or the reason it cannot be checked. Option ``:paper:`` is ``pm`` or ``mref``."""
+
+    has_content = False
+    option_spec = {"paper": directives.unchanged_required}
+
+    def run(self):
+        from prefmatch.theory.paper_items import ITEMS_FILE, PAPERS, coverage_rows, load_items
+
+        _note_use(self.env, self.env.docname)
+        self.env.note_dependency(str(ITEMS_FILE))
+        app = self.env.app
+        _ensure(app)
+        paper = self.options.get("paper", "").strip()
+        if paper not in PAPERS:
+            raise self.error(f"coverage-table: :paper: must be one of {', '.join(PAPERS)}, got {paper!r}")
+        results = app.prefmatch_checks["results"]
+        rows = [r for r in coverage_rows(load_items(), results) if r["paper"] == paper]
+        table = nodes.table(classes=["pm-check-table", "pm-coverage-table"])
+        tgroup = nodes.tgroup(cols=5)
+        table += tgroup
+        for w in (14, 14, 30, 22, 20):
+            tgroup += nodes.colspec(colwidth=w)
+        thead = nodes.thead()
+        tgroup += thead
+        row = nodes.row()
+        for h in ("item", "where", "what it says", "checks (live)", "not checkable because"):
+            row += nodes.entry("", nodes.paragraph(text=h))
+        thead += row
+        tbody = nodes.tbody()
+        tgroup += tbody
+        for r in rows:
+            row = nodes.row()
+            row += nodes.entry("", nodes.paragraph("", "", nodes.strong(r["item"], r["item"])))
+            row += nodes.entry("", nodes.paragraph(text=r["where"]))
+            row += nodes.entry("", nodes.paragraph(text=r["what"]))
+            cell = nodes.entry()
+            for cid, st in r["check_status"]:
+                cls, label = _status(app, cid)
+                para = nodes.paragraph()
+                para += check_ref(cid=cid, literal=True)
+                para += nodes.Text(" ")
+                para += nodes.inline(label, label, classes=["pm-badge", f"pm-{cls}"])
+                cell += para
+            if not r["check_status"]:
+                cell += nodes.paragraph(text="—")
+            row += cell
+            row += nodes.entry("", nodes.paragraph(text=r["reason"] or "—"))
+            tbody += row
+        n = len(rows)
+        with_checks = [r for r in rows if r["check_status"]]
+        n_pass = sum(1 for r in with_checks if r["status"] == "passed")
+        n_not = sum(1 for r in rows if r["status"] == "not checkable")
+        summary = nodes.paragraph(text=(
+            f"{PAPERS[paper]}: {n} numbered items; {len(with_checks)} tested by checks "
+            f"({n_pass} with every check passing in this build), {n_not} not checkable, with the reason."))
+        return [summary, table]
+
+
 def resolve_check_refs(app, doctree, fromdocname):
     locs = getattr(app.env, "prefmatch_check_locations", {})
     for node in list(doctree.findall(check_ref)):
         cid = node["cid"]
         doc = locs.get(cid)
+        if node.get("literal"):  # the id itself, linked to its check box when a page has one
+            lit = nodes.literal(cid, cid)
+            if doc is None:
+                node.replace_self(lit)
+                continue
+            anchor = "check-" + cid.replace(".", "-").replace("_", "-")
+            ref = nodes.reference("", "", lit, internal=True,
+                                  refuri=app.builder.get_relative_uri(fromdocname, doc) + "#" + anchor)
+            node.replace_self(ref)
+            continue
         if doc is None:
             node.replace_self(nodes.Text("—"))
             continue
@@ -309,6 +385,7 @@ def setup(app):
     app.add_role("check", CheckRole())
     app.add_directive("check-result", CheckResultDirective)
     app.add_directive("check-table", CheckTableDirective)
+    app.add_directive("coverage-table", CoverageTableDirective)
     app.connect("config-inited", start_checks)
     app.connect("env-get-outdated", env_get_outdated)
     app.connect("env-purge-doc", env_purge_doc)

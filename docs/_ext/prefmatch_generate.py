@@ -271,6 +271,9 @@ def generate_reliability(app) -> None:
     src = Path(app.confdir).parent / "tests" / "reliability" / "cases.py"
     spec = importlib.util.spec_from_file_location("prefmatch_reliability_cases", src)
     cases = importlib.util.module_from_spec(spec)
+    import sys
+
+    sys.modules[spec.name] = cases  # dataclasses resolve string annotations through sys.modules
     spec.loader.exec_module(cases)
     counts = cases.counts_by_class()
     rows = ["| class | what it covers | cases |", "|---|---|---:|"]

@@ -18,6 +18,8 @@ REQUIRED_IDS = [
     "mref.escort_identity", "mref.rkl_optimum", "mref.rkl_mrpo_lower_bound",
     "mref.rkl_holder_upper_bound", "mref.softmax_sensitivity", "mref.fkl_identity",
     "mref.fkl_optimum", "mref.bounds_monotone", "mref.dpo_objectives",
+    "dpo.implicit_reward", "dpo.population_minimizer", "dpo.gradient_at_optimum", "dpo.partial_coverage",
+    "dpo.simpo_relation",
 ]
 
 

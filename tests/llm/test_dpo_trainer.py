@@ -148,3 +148,27 @@ def test_help_lists_the_dpo_regularizers(capsys):
     for name in dpo_regularizers():
         assert name in text
     assert "--resume" in text and "--reference" in text
+
+
+def test_packaged_tiny_dpo_config_loads():
+    cfg = load_config(DPOConfig, "tiny_dpo", {"data": "d.jsonl", "model": "m"})
+    assert cfg.split == "rm" and cfg.beta == 0.1 and cfg.regularizer == "kl"
+
+
+def test_cli_resume_continues_the_saved_run(tiny, tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["train", "dpo", "--data", tiny["data"], "--model", tiny["sft"], "--out", str(out), "--batch-size", "4",
+            "--regularizer", "cpm", "--regularizer-params", "{alpha: 0.3}", "--max-prompt-len", "32",
+            "--max-response-len", "8", "--json"]
+    assert main(base + ["--steps", "2", "--save-every", "1"]) == 0
+    capsys.readouterr()
+    assert main(base + ["--steps", "2"]) == 2  # the directory holds a run: neither resumed nor overwritten
+    assert "already holds a run" in capsys.readouterr().err
+    # resume takes the saved config (cpm, alpha 0.3) and continues to more steps
+    assert main(["train", "dpo", "--resume", str(out), "--steps", "3", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["steps"] == 3
+    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()
+             if not json.loads(x).get("final")]
+    assert steps == [1, 2, 3]
+    assert main(["train", "dpo", "--resume", str(out), "--regularizer", "kl", "--steps", "4"]) == 2  # conflicts
