@@ -123,9 +123,15 @@ def regime(alpha: float, level: str, bias: float, slots: int) -> str:
 def _why(c: dict, bias: float, slots: int) -> str:
     """The cell's verdict and explanation from its measured tokens in M and the reference's bias."""
     tm, tr = c.get("tokens_in_M"), c.get("tokens_in_M_reference")
-    verdict = "reproduced (reduction > 0)" if c["reduces"] else "not reproduced"
-    if c["within_paper"]:
-        verdict += ", the paper's value inside the interval"
+    ci = c.get("reduction_ci")
+    if c["reduces"]:
+        verdict = "reproduced (the interval lies above 0)"
+    elif ci and ci[1] < 0:
+        verdict = "the opposite of the paper (the interval lies below 0)"
+    elif c["within_paper"]:
+        verdict = "not resolved: the interval holds both 0 and the paper's value"
+    else:
+        verdict = "not reproduced"
     unit = "tokens" if c["level"] == "token" else "responses"
     return (f"{verdict}; in M: {_f(tr, 2)} of the reference's answer {unit}, {_f(tm, 2)} of the policy's sampled "
             f"{unit}; {regime(c['alpha'], c['level'], bias, slots)}")
@@ -232,9 +238,11 @@ def reductions_note(result: dict) -> str:
     return (f"The paper fine-tunes OPT-1.3B and Llama-2-7B on hh-rlhf with answers up to 256 tokens; this run "
             f"trains {'a GPT-2 of about 0.2 M parameters' if c['base'] == 'tiny' else 'SmolLM2-135M with LoRA'} on "
             f"answers of at most {c['max_response_len']} tokens, {c['steps']} PPO iterations of {c['batch_size']} "
-            f"prompts, {c['seeds']} seed(s), {c['eval_samples']} samples per held-out prompt; the reference-bias sweep "
-            f"and Definition 4.1 are run at β = 1 only where the configuration says so (phase biases "
-            f"{', '.join(f'{b:g}' for b in c['phase_biases']) or 'none'}). The world is generated, so the "
+            f"prompts, {c['seeds']} seed(s), {c['eval_samples']} samples per held-out prompt; Definition 4.1 at "
+            f"β ∈ {{{', '.join(f'{b:g}' for b in (c.get('sequence_betas') or c['betas']))}}} only; the reference-bias "
+            f"sweep (biases {', '.join(f'{b:g}' for b in c['phase_biases']) or 'none'}) at β = 1 with "
+            f"{c.get('phase_seeds') or c['seeds']} seed(s) — reductions made to fit the shared 2-core CPU. "
+            f"The world is generated, so the "
             f"paper's absolute numbers (PM divergence ≈ 1, perplexity ≈ 7) are not expected; the comparison is "
             f"of reductions against KL in the same world.")
 
