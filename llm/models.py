@@ -372,3 +372,33 @@ def token_logprobs(model, input_ids, attention_mask):
     """log π(x_t | x_<t) for t = 1..T−1 (teacher forcing), shape [B, T−1], float32."""
     logits = model(**model_inputs(model, input_ids, attention_mask), use_cache=False).logits
     return logprobs_from_logits(logits[:, :-1], input_ids[:, 1:])
+
+
+def convert_gguf(src_dir: str | os.PathLike, gguf_file: str, out_dir: str | os.PathLike) -> Path:
+    """A GGUF causal LM (``src_dir/gguf_file``) as a Hugging Face directory ``out_dir`` (fp32).
+
+    transformers (with the ``gguf`` package) dequantizes the weights; the model is rebuilt from
+    its config without the quantization entry and saved with ``save_pretrained`` once: a later
+    call with the same ``out_dir`` returns it without converting again.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = Path(out_dir)
+    if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
+        return out
+    src = Path(src_dir)
+    if not (src / gguf_file).is_file():
+        raise ModelLoadError(f"GGUF file not found: {src / gguf_file}")
+    quiet_transformers()
+    tok = AutoTokenizer.from_pretrained(str(src), gguf_file=gguf_file)
+    gguf_model = AutoModelForCausalLM.from_pretrained(str(src), gguf_file=gguf_file, dtype=torch.float32)
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):  # the dequantized weights are plain fp32
+        delattr(config, "quantization_config")
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(gguf_model.state_dict())
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+    return out

@@ -3,7 +3,7 @@
 1. ``prefmatch verify --json``            every check of both papers  → OUT/verify.json
 2. ``prefmatch bandit figures OUT/figures`` the tabular experiments' figures
 3. ``prefmatch opinion --quick --json``   the opinion benchmark (tiny LMs trained on CPU)
-                                          → OUT/opinion/ (table, figures, opinion.json)
+                                          → OUT/opinion/ (table, figures), OUT/opinion.json
 
 and a short summary at the end.  Each step runs as a subprocess of the installed entry point,
 so the demo exercises exactly what a user types.  Exit code 1 if any step fails.
@@ -62,23 +62,17 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.skip_opinion:
         print("== 3/3 prefmatch opinion --quick (tiny language models, CPU)", flush=True)
-        code, text, dt = _run(["opinion", "--quick", "--json", "--out", str(out / "opinion")])
+        code, text, dt = _run(["opinion", "--quick", "--json", "--overwrite", "--out", str(out / "opinion")])
         (out / "opinion.json").write_text(text)
         try:
             res = json.loads(text)
-            red = res.get("pm_divergence_reduction")
-            summary.append(f"opinion: PM-divergence reduction of cPM vs KL at beta=1: "
-                           f"{red:.1%} ({dt:.0f} s) -> {out / 'opinion'}")
-            for alpha, frac in res.get("pm_divergence_reduction_by_alpha", {}).items():
-                summary.append(f"  reduction at alpha={alpha}: {frac:.1%}")
-            for claim, held in res.get("claims", {}).items():
-                summary.append(f"  claim {claim}: {'holds' if held else 'does not hold'}")
-            for row in res.get("rows", []):
-                summary.append(
-                    f"  {row['method']:<9} alpha={row.get('alpha')!s:<5} beta={row.get('beta')!s:<4} "
-                    f"PM-div={row['pm_divergence']:.3f}  gt-PM-div={row['gt_pm_divergence']:.3f}  "
-                    f"ppl={row['perplexity']:.2f}  KL={row['kl']:.3f}"
-                )
+            summary.append(f"opinion: {len(res['rows'])} rows at beta=1 ({dt:.0f} s) -> {out / 'opinion'}")
+            for cell in res["table3"]["cells"]:
+                summary.append(f"  cPM alpha={cell['alpha']:g} ({cell['level']}): PM-divergence reduction vs KL "
+                               f"{cell['reduction']:.1%} (the paper, OPT-1.3B: "
+                               f"{'-' if cell['paper_reduction'] is None else format(cell['paper_reduction'], '.1%')})")
+            for c in res["claims"]:
+                summary.append(f"  claim {c['id']}: {'holds' if c['holds'] else 'does not hold'}")
         except (json.JSONDecodeError, KeyError, TypeError):
             summary.append(f"opinion: failed (exit {code}); see the output above")
         ok &= code == 0

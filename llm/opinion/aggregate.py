@@ -1,0 +1,282 @@
+r"""Aggregation over seeds: the JSON rows, the Table-3-shaped grid, the phase diagram and the claims.
+
+Every interval is a 95 % Student-t interval over seeds, mean ± t·s/√n with t the 97.5 % quantile of Student's t with n − 1 degrees of freedom (``None`` with
+one seed). A reduction is computed per seed, (KL − cPM)/KL on that seed's world, then averaged.
+Every claim carries its criterion and is evaluated on the numbers of the run; one that fails is
+reported as not holding.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+#: the PM paper's Table 3 (OPT-1.3B): (β, α) → PM divergence; α = None is KL RLHF
+PAPER_TABLE3_PM_DIVERGENCE: dict[tuple[float, float | None], float] = {
+    (0.1, 0.1): 0.7976, (0.1, 0.3): 0.7083, (0.1, 0.5): 0.6839, (0.1, None): 1.1555,
+    (0.5, 0.1): 0.9732, (0.5, 0.3): 0.9702, (0.5, 0.5): 1.0887, (0.5, None): 1.1957,
+    (1.0, 0.1): 1.0967, (1.0, 0.3): 0.9732, (1.0, 0.5): 0.8865, (1.0, None): 1.1737,
+}
+#: the same table's perplexities
+PAPER_TABLE3_PERPLEXITY: dict[tuple[float, float | None], float] = {
+    (0.1, 0.1): 7.82, (0.1, 0.3): 7.33, (0.1, 0.5): 7.08, (0.1, None): 6.81,
+    (0.5, 0.1): 19.54, (0.5, 0.3): 7.21, (0.5, 0.5): 6.82, (0.5, None): 6.71,
+    (1.0, 0.1): 20.82, (1.0, 0.3): 7.94, (1.0, 0.5): 6.78, (1.0, None): 6.64,
+}
+
+
+def paper_reduction(beta: float, alpha: float) -> float | None:
+    """The paper's Table 3 reduction (KL − cPM)/KL at (β, α), or None outside its grid."""
+    kl, c = PAPER_TABLE3_PM_DIVERGENCE.get((beta, None)), PAPER_TABLE3_PM_DIVERGENCE.get((beta, alpha))
+    return None if kl is None or c is None else (kl - c) / kl
+
+
+ROW_KEYS = ("method", "level", "alpha", "beta", "n_seeds", "pm_divergence", "pm_divergence_ci",
+            "pm_divergence_exact", "perplexity_heldout", "perplexity_sample_median", "perplexity_outliers",
+            "tokens_in_M", "valid_rate", "entropy", "length", "kl")
+#: every per-run metric averaged into a row (besides the contract's)
+EXTRA_KEYS = ("pm_divergence_pairs", "pm_divergence_pairs_gt", "majority_preference", "rm_majority_preference",
+              "gt_majority_preference", "majority_mass", "answer_set_mass", "collapsed_fraction",
+              "perplexity_sample_mean", "theory_pm_divergence_exact", "theory_pm_divergence_pairs",
+              "theory_majority_preference", "tokens_in_M_reference", "train_time_s", "wall_time_s")
+
+
+def mean_ci(xs: Sequence[float | None]) -> tuple[float | None, list[float] | None]:
+    """Mean and 95 % t-interval of the non-None values (interval None for fewer than two)."""
+    from scipy.stats import t as student_t
+
+    a = np.asarray([x for x in xs if x is not None], np.float64)
+    if a.size == 0:
+        return None, None
+    m = float(a.mean())
+    if a.size < 2:
+        return m, None
+    h = float(student_t.ppf(0.975, a.size - 1) * a.std(ddof=1) / math.sqrt(a.size))
+    return m, [m - h, m + h]
+
+
+def _units(result: dict, bias: float) -> list[dict]:
+    return [u for u in result["units"] if u["bias"] == bias]
+
+
+def rows_for(result: dict, bias: float) -> list[dict]:
+    """One row per run of the world with reference ``bias`` (the reference first), means over seeds."""
+    units = _units(result, bias)
+    specs = [{"name": "reference", "method": "reference", "level": None, "alpha": None, "beta": None,
+              "trainer": None}] + [dict(r) for r in units[0]["runs"]]
+    rows = []
+    for spec in specs:
+        vals = [u["results"][spec["name"]] for u in units if "error" not in u["results"].get(spec["name"], {"error": 1})]
+        errors = [u["results"][spec["name"]]["error"] for u in units if "error" in u["results"].get(spec["name"], {})]
+        if not vals:
+            rows.append({"name": spec["name"], "method": spec["method"], "level": spec.get("level"),
+                         "alpha": spec.get("alpha"), "beta": spec.get("beta"), "trainer": spec.get("trainer"),
+                         "bias": bias, "n_seeds": 0, "errors": errors})
+            continue
+        row: dict[str, Any] = {"name": spec["name"], "method": spec["method"], "level": spec.get("level"),
+                               "alpha": spec.get("alpha"), "beta": spec.get("beta"), "trainer": spec.get("trainer"),
+                               "bias": bias, "n_seeds": len(vals)}
+        for k in set(ROW_KEYS[5:]) | set(EXTRA_KEYS):
+            if k == "pm_divergence_ci":
+                continue
+            m, ci = mean_ci([v.get(k) for v in vals])
+            row[k] = m
+            if k == "pm_divergence":
+                row["pm_divergence_ci"] = ci
+            elif ci is not None:
+                row[k + "_ci"] = ci
+        row["errors"] = errors
+        row["perplexity_outliers"] = int(sum(v["perplexity_outliers"] for v in vals))
+        row["n_samples"] = int(sum(v["n_samples"] for v in vals))
+        rows.append(row)
+    return rows
+
+
+def reductions(result: dict, bias: float, beta: float, alpha: float, level: str, metric: str,
+               trainer: str = "ppo") -> tuple[float | None, list[float] | None]:
+    """Per-seed (KL − cPM)/KL of ``metric`` (same trainer, β, world), mean and interval."""
+    kl_name = ("" if trainer == "ppo" else f"{trainer}_") + f"kl_b{beta:g}"
+    c_name = ("" if trainer == "ppo" else f"{trainer}_") + f"cpm_a{alpha:g}" + (
+        "_seq" if level == "sequence" else "") + f"_b{beta:g}"
+    vals = []
+    for u in _units(result, bias):
+        if (kl_name in u["results"] and c_name in u["results"] and "error" not in u["results"][kl_name]
+                and "error" not in u["results"][c_name]):
+            kl, c = u["results"][kl_name][metric], u["results"][c_name][metric]
+            vals.append((kl - c) / kl if kl > 0 else None)
+    return mean_ci(vals)
+
+
+def table3(result: dict) -> dict:
+    """The paper's Table 3 shape: reduction of the §6.1 PM divergence vs KL per (β, α), each level,
+    with the exact metrics' reductions and tokens in M, beside the paper's OPT-1.3B numbers."""
+    cfg = result["config"]
+    bias = cfg["bias"]
+    rows = {r["name"]: r for r in rows_for(result, bias)}
+    cells = []
+    for level in cfg["levels"]:
+        for beta in cfg["betas"]:
+            for alpha in cfg["alphas"]:
+                m, ci = reductions(result, bias, beta, alpha, level, "pm_divergence")
+                if m is None:
+                    continue
+                me, cie = reductions(result, bias, beta, alpha, level, "pm_divergence_exact")
+                mp, cip = reductions(result, bias, beta, alpha, level, "pm_divergence_pairs")
+                name = f"cpm_a{alpha:g}" + ("_seq" if level == "sequence" else "") + f"_b{beta:g}"
+                if not rows.get(name, {}).get("n_seeds"):
+                    continue
+                paper = paper_reduction(beta, alpha)
+                lo = ci[0] if ci else m
+                kl_row = rows.get(f"kl_b{beta:g}") if rows.get(f"kl_b{beta:g}", {}).get("n_seeds") else None
+                ppl_ratio = (rows[name]["perplexity_heldout"] / kl_row["perplexity_heldout"]) if kl_row else None
+                pk, pc = PAPER_TABLE3_PERPLEXITY.get((beta, None)), PAPER_TABLE3_PERPLEXITY.get((beta, alpha))
+                cells.append({
+                    "beta": beta, "alpha": alpha, "level": level, "reduction": m, "reduction_ci": ci,
+                    "reduction_exact": me, "reduction_exact_ci": cie, "reduction_pairs": mp,
+                    "reduction_pairs_ci": cip, "paper_reduction": paper,
+                    "tokens_in_M": rows[name]["tokens_in_M"], "tokens_in_M_reference": rows[name]["tokens_in_M_reference"],
+                    "valid_rate": rows[name]["valid_rate"], "perplexity_ratio": ppl_ratio,
+                    "paper_perplexity_ratio": None if pk is None or pc is None else pc / pk,
+                    "reduces": bool(lo > 0),
+                    "within_paper": None if ci is None or paper is None else bool(ci[0] <= paper <= ci[1]),
+                })
+    return {"bias": bias, "metric": "pm_divergence (§6.1, sampled pairs, p_reward tempered by β)",
+            "paper_model": "OPT-1.3B", "cells": cells,
+            "paper_pm_divergence": {f"{b:g}/{'KL' if a is None else f'{a:g}'}": v
+                                    for (b, a), v in PAPER_TABLE3_PM_DIVERGENCE.items()}}
+
+
+def phase_diagram(result: dict) -> dict:
+    """cPM's (token level, β = 1) reduction vs KL over (reference bias, α): trained (exact metrics,
+    mean and interval over seeds) and the theory optimum's curve (mean over seeds)."""
+    cfg = result["config"]
+    out = []
+    for bias in sorted({u["bias"] for u in result["units"]}):
+        units = _units(result, bias)
+        ph = [u["phase"] for u in units]
+        alphas = ph[0]["alpha"]
+        curve = {}
+        for metric in ("pm_divergence_exact", "pm_divergence_pairs"):
+            red = [[(p["kl"][metric] - c) / p["kl"][metric] for c in p["cpm_token"][metric]] for p in ph]
+            curve[metric] = np.mean(red, axis=0).tolist()
+        curve["ref_tokens_in_M"] = np.mean([p["ref_tokens_in_M"]["token"] for p in ph], axis=0).tolist()
+        points = []
+        for a in cfg["alphas"]:
+            if not any(f"cpm_a{a:g}_b1" in u["results"] for u in units):
+                continue
+            pt = {"alpha": a}
+            for metric in ("pm_divergence_exact", "pm_divergence_pairs", "pm_divergence"):
+                pt[metric], pt[metric + "_ci"] = reductions(result, bias, 1.0, a, "token", metric)
+            for metric in ("pm_divergence_exact", "pm_divergence_pairs"):
+                i = alphas.index(a) if a in alphas else None
+                pt["theory_" + metric] = None if i is None else curve[metric][i]
+            pt["tokens_in_M"] = mean_ci([u["results"][f"cpm_a{a:g}_b1"]["tokens_in_M"] for u in units])[0]
+            pt["tokens_in_M_reference"] = mean_ci(
+                [u["results"][f"cpm_a{a:g}_b1"]["tokens_in_M_reference"] for u in units])[0]
+            points.append(pt)
+        out.append({"bias": bias, "n_seeds": len(units), "alpha": alphas, "theory": curve, "trained": points})
+    return {"beta": 1.0, "level": "token", "biases": out}
+
+
+def claims(result: dict, rows: list[dict], t3: dict, phase: dict) -> list[dict]:
+    """Checks with stated criteria on the main world at β = 1 (and the phase diagram)."""
+    by = {r["name"]: r for r in rows if r.get("n_seeds")}
+    out = []
+
+    def claim(id_, criterion, holds, **values):
+        out.append({"id": id_, "criterion": criterion, "holds": None if holds is None else bool(holds), **values})
+
+    kl = by.get("kl_b1")
+    if kl:
+        claim("kl_collapse", "KL at β = 1: majority preference exceeds the reward model's by ≥ 0.1 with ≥ 80 % "
+              "valid answers", kl["majority_preference"] - kl["rm_majority_preference"] >= 0.1
+              and kl["valid_rate"] >= 0.8, majority_preference=kl["majority_preference"],
+              rm_majority_preference=kl["rm_majority_preference"], valid_rate=kl["valid_rate"])
+    pm = by.get("pm_b1")
+    if pm:
+        claim("pm_no_collapse", "PM at β = 1: majority preference within 0.05 of the reward model's with ≥ 80 % "
+              "valid answers", abs(pm["majority_preference"] - pm["rm_majority_preference"]) <= 0.05
+              and pm["valid_rate"] >= 0.8, majority_preference=pm["majority_preference"],
+              rm_majority_preference=pm["rm_majority_preference"], valid_rate=pm["valid_rate"])
+    for c in t3["cells"]:
+        if c["beta"] != 1.0:
+            continue
+        tag = f"cpm_a{c['alpha']:g}" + ("_seq" if c["level"] == "sequence" else "")
+        claim(f"{tag}_reduces_pm_divergence",
+              "β = 1: the 95 % interval of cPM's §6.1 PM-divergence reduction vs KL lies above 0 (one seed: the "
+              "value is > 0)", c["reduces"], reduction=c["reduction"], reduction_ci=c["reduction_ci"],
+              paper_reduction=c["paper_reduction"])
+        r = by.get(f"{tag}_b1")
+        if kl and r:
+            claim(f"{tag}_less_collapsed_than_kl", "β = 1: cPM's majority preference is closer to the reward "
+                  "model's than KL's, with ≥ 80 % valid answers",
+                  abs(r["majority_preference"] - r["rm_majority_preference"])
+                  < abs(kl["majority_preference"] - kl["rm_majority_preference"]) and r["valid_rate"] >= 0.8,
+                  majority_preference=r["majority_preference"], valid_rate=r["valid_rate"])
+            claim(f"{tag}_perplexity_within_1.5x_kl", "β = 1: held-out perplexity of cPM ≤ 1.5 × KL's",
+                  r["perplexity_heldout"] <= 1.5 * kl["perplexity_heldout"],
+                  perplexity_heldout=r["perplexity_heldout"], kl_perplexity_heldout=kl["perplexity_heldout"])
+    cfg = result["config"]
+    dkl = by.get("dpo_kl_b1")
+    for a in cfg.get("dpo_alphas", []) if cfg.get("dpo") else []:
+        name = f"dpo_cpm_a{a:g}_b1"
+        if dkl and name in by:
+            m, ci = reductions(result, cfg["bias"], 1.0, a, "token", "pm_divergence", trainer="dpo")
+            claim(f"dpo_cpm_a{a:g}_reduces_pm_divergence", "DPO at β = 1: the 95 % interval of cPM's §6.1 "
+                  "PM-divergence reduction vs DPO-KL lies above 0 (one seed: the value is > 0)",
+                  None if m is None else (ci[0] if ci else m) > 0, reduction=m, reduction_ci=ci)
+    dpm = by.get("dpo_pm_b1")
+    if dpm:
+        claim("dpo_pm_no_collapse", "DPO-PM at β = 1: majority preference within 0.05 of the reward model's with "
+              "≥ 80 % valid answers", abs(dpm["majority_preference"] - dpm["rm_majority_preference"]) <= 0.05
+              and dpm["valid_rate"] >= 0.8, majority_preference=dpm["majority_preference"],
+              valid_rate=dpm["valid_rate"])
+    for r in rows:
+        if not r.get("n_seeds"):
+            claim(f"{r['name']}_trained", "every seed of the run trains and evaluates", False, errors=r["errors"])
+            continue
+        if r["trainer"] in ("ppo", "dpo") and r["beta"] == 1.0 and r["method"] in ("kl", "cpm"):
+            gap = abs(r["pm_divergence_pairs"] - r["theory_pm_divergence_pairs"])
+            claim(f"{r['name']}_reaches_theory", "the trained policy's exact pairwise PM divergence is within "
+                  "0.05 of the theory optimum's for the same reward model and reference", gap <= 0.05, gap=gap)
+    agree = total = 0
+    for b in phase["biases"]:
+        for pt in b["trained"]:
+            th = pt["theory_pm_divergence_pairs"]
+            if th is None or abs(th) < 0.05 or pt["pm_divergence_pairs"] is None:
+                continue
+            total += 1
+            agree += (pt["pm_divergence_pairs"] > 0) == (th > 0)
+    if total:
+        claim("phase_diagram_follows_theory", "every (bias, α) where theory's cPM optimum changes the exact pairwise "
+              "PM divergence by ≥ 5 % of KL's: the trained reduction has the theory's sign",
+              agree == total, agreeing_cells=agree, cells=total)
+    return out
+
+
+def aggregate(result: dict) -> dict:
+    """``{"rows", "claims", "table3", "phase", "reward_model", ...}`` of a benchmark result."""
+    cfg = result["config"]
+    rows = rows_for(result, cfg["bias"])
+    extra = [r for b in sorted({u["bias"] for u in result["units"]}) if b != cfg["bias"] for r in rows_for(result, b)]
+    t3 = table3(result)
+    ph = phase_diagram(result)
+    main = _units(result, cfg["bias"])
+    return {
+        "rows": [{k: r.get(k) for k in ROW_KEYS} | {k: r.get(k) for k in r if k not in ROW_KEYS}
+                 for r in rows if r["method"] != "reference"],
+        "reference": next(r for r in rows if r["method"] == "reference"),
+        "phase_rows": extra,
+        "claims": claims(result, rows, t3, ph),
+        "table3": t3,
+        "phase": ph,
+        "seeds": list(range(cfg["seeds"])),
+        "reward_model": {"heldout_accuracy": mean_ci([u["rm_eval_accuracy"] for u in main]),
+                         "preference_error_vs_gt": mean_ci([u["rm_pref_error"] for u in main]),
+                         "ranking_accuracy_heldout": mean_ci([u.get("rm_ranking_accuracy") for u in main])},
+        "sft_majority_share": mean_ci([u["sft_majority_share"] for u in main]),
+        "unit_time_s": mean_ci([u["times"]["total"] for u in main]),
+        "wall_time_s": result.get("wall_time_s"),
+    }

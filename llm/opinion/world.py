@@ -1,0 +1,330 @@
+r"""The opinion world: prompts with an enumerable answer set and a known ground truth.
+
+A prompt asks for a choice in ``slots`` topics at once ("Do you prefer tea or coffee; summer or
+winter; cats or dogs?") and an answer states one option per topic (" tea, winter, dogs."), so
+the preference between two answers is carried by several tokens, one decision per topic, as in
+long responses. The topics are cut into disjoint groups of ``slots``; each group is asked in
+every phrasing of :data:`PROMPT_TEMPLATES`. Every (topic, option) has a ground-truth share s; the ground-truth reward is
+
+    r*(x, y) = (sum over the prompt's topics of log share(topic, option)) + ε(y),   ε ~ N(0, answer_noise²),
+
+so the Plackett–Luce distribution of r* over the answers is, up to ε, the product of the option
+shares: minority answers carry real preference mass. Three data sets are drawn from it:
+
+* **comparisons**: Bradley–Terry samples (PM paper eq. 2.1) between two different answers (the
+  reward model's data); a share ``malformed_fraction`` of them pits an answer against a
+  malformed one (a topic's option replaced by another topic's, repeated, or left out), whose
+  ground-truth reward is ``malformed_gap`` below the prompt's worst answer: the annotators reject
+  malformed text, so the reward model learns to, as a real one does;
+* **demonstrations** (SFT data) from a *biased* annotator who picks the majority option of each
+  topic with probability ``bias`` (else a minority option uniformly): the reference's token
+  probability of a minority option is then ≈ (1 − bias)/(k − 1), which is what decides whether
+  that token lies in M = {π_ref ≥ α};
+* a second demonstration set biased towards the strongest minority option (``alt_bias``): the
+  second reference of multi-reference reverse KL.
+
+The prompts are split by a seeded permutation: the **training** prompts' data train SFT, reward
+model and policy; every metric is computed on the **held-out** prompts, whose demonstrations are
+the held-out human-written responses of the perplexity metric.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from prefmatch.llm.data import write_jsonl
+from prefmatch.theory.distributions import bradley_terry
+
+#: (topic, options); an option is written as it appears in an answer (lower case)
+TOPICS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("drink", ("tea", "coffee")),
+    ("season", ("summer", "winter")),
+    ("pet", ("cats", "dogs")),
+    ("home", ("the city", "the countryside")),
+    ("holiday", ("the beach", "the mountains")),
+    ("reading", ("paper books", "e-books")),
+    ("work", ("the office", "remote work")),
+    ("film", ("comedies", "dramas")),
+    ("time", ("mornings", "evenings")),
+    ("travel", ("trains", "planes")),
+    ("music", ("jazz", "rock", "classical music")),
+    ("sport", ("football", "tennis", "swimming")),
+    ("food", ("pizza", "pasta", "sushi")),
+    ("colour", ("blue", "green", "red")),
+    ("transport", ("bikes", "cars", "buses")),
+    ("weather", ("sun", "rain", "snow")),
+)
+
+#: prompt phrasings; ``{opts}`` is "tea or coffee; summer or winter"
+PROMPT_TEMPLATES: tuple[str, ...] = (
+    "Do you prefer {opts}?",
+    "Which would you choose: {opts}?",
+    "What is better: {opts}?",
+    "Pick for me: {opts}.",
+    "Tell me your choice: {opts}.",
+    "Choose one of each: {opts}.",
+    "Which do you like more: {opts}?",
+    "Give me your picks: {opts}.",
+)
+
+#: ground-truth option shares; each topic gets one, in a seeded order of its options
+BINARY_SPLITS: tuple[tuple[float, ...], ...] = ((0.7, 0.3), (0.6, 0.4), (0.65, 0.35))
+TERNARY_SPLITS: tuple[tuple[float, ...], ...] = ((0.5, 0.3, 0.2), (0.55, 0.3, 0.15))
+
+
+def format_prompt(question: str) -> str:
+    """hh-rlhf layout (the trainer's data convention): the answer continues after "Assistant:"."""
+    return f"\n\nHuman: {question}\n\nAssistant:"
+
+
+def answer_text(words) -> str:
+    """" tea, winter, dogs." — the answer that states one option per topic."""
+    return " " + ", ".join(words) + "."
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """How the world is generated (a deterministic function of ``seed``)."""
+    seed: int = 0
+    n_topics: int = len(TOPICS)
+    slots: int = 3
+    bias: float = 0.8
+    alt_bias: float = 0.8
+    sft_per_prompt: int = 24
+    comparisons_per_prompt: int = 64
+    answer_noise: float = 0.1
+    eval_fraction: float = 0.25
+    malformed_fraction: float = 0.25
+    malformed_gap: float = 3.0
+
+    def check(self) -> None:
+        if not 1 <= self.n_topics <= len(TOPICS):
+            raise ValueError(f"n_topics must be in [1, {len(TOPICS)}], got {self.n_topics}")
+        if not 1 <= self.slots <= min(self.n_topics, 4):
+            raise ValueError(f"slots must be in [1, min(n_topics, 4)], got {self.slots}")
+        if not 0 <= self.malformed_fraction < 1:
+            raise ValueError(f"malformed_fraction must be in [0, 1), got {self.malformed_fraction}")
+        if not self.malformed_gap > 0:
+            raise ValueError(f"malformed_gap must be > 0, got {self.malformed_gap}")
+        for name in ("bias", "alt_bias", "eval_fraction"):
+            v = getattr(self, name)
+            if not 0 < v < 1:
+                raise ValueError(f"{name} must be in (0, 1), got {v}")
+        for name in ("sft_per_prompt", "comparisons_per_prompt"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.answer_noise >= 0:
+            raise ValueError(f"answer_noise must be >= 0, got {self.answer_noise}")
+
+
+@dataclass(frozen=True)
+class OpinionPrompt:
+    """One prompt, its enumerable answer set and its ground truth.
+
+    ``answers[i]`` continues the prompt; ``choice[i]`` is the option index per slot;
+    ``gt_reward[i]`` = r*(x, answers[i]); ``shares[s]`` the option shares of slot s;
+    ``majority[s]`` the slot's majority option, ``alt_majority[s]`` its strongest minority option.
+    """
+    prompt: str
+    topics: tuple[str, ...]
+    answers: tuple[str, ...]
+    choice: tuple[tuple[int, ...], ...]
+    gt_reward: tuple[float, ...]
+    shares: tuple[tuple[float, ...], ...]
+    majority: tuple[int, ...]
+    alt_majority: tuple[int, ...]
+    heldout: bool = False
+
+    def answer_pairs(self) -> list[tuple[int, int]]:
+        """Every pair (i, j), i < j, of different answers."""
+        n = len(self.answers)
+        return [(i, j) for i in range(n) for j in range(i + 1, n)]
+
+    def majority_pairs(self) -> list[tuple[int, int]]:
+        """Pairs (i, j) of answers that differ in one slot only, where i has that slot's majority option."""
+        out = []
+        for i, ci in enumerate(self.choice):
+            for j, cj in enumerate(self.choice):
+                diff = [s for s in range(len(ci)) if ci[s] != cj[s]]
+                if len(diff) == 1 and ci[diff[0]] == self.majority[diff[0]]:
+                    out.append((i, j))
+        return out
+
+    def is_majority(self) -> np.ndarray:
+        """[answers, slots] bool: the answer states the slot's majority option."""
+        return np.array([[c[s] == self.majority[s] for s in range(len(c))] for c in self.choice])
+
+
+@dataclass
+class OpinionCorpus:
+    config: WorldConfig
+    prompts: list[OpinionPrompt]
+    sft: list[dict]  # {"prompt", "chosen"}: biased demonstrations, training prompts
+    sft_alt: list[dict]  # the second reference's demonstrations, training prompts
+    comparisons: list[dict]  # {"prompt", "chosen", "rejected"}, training prompts
+    heldout: list[dict]  # demonstrations of the held-out prompts (the perplexity set)
+
+    @property
+    def train_prompts(self) -> list[OpinionPrompt]:
+        return [p for p in self.prompts if not p.heldout]
+
+    @property
+    def eval_prompts(self) -> list[OpinionPrompt]:
+        return [p for p in self.prompts if p.heldout]
+
+    def texts(self) -> list[str]:
+        """Every string the models will read (the tokenizer's training corpus)."""
+        return [p.prompt + a for p in self.prompts for a in p.answers] + [
+            c["prompt"] + c["rejected"] for c in self.comparisons]
+
+    def write(self, out_dir: str | Path) -> dict[str, str]:
+        """sft.jsonl, sft_alt.jsonl, comparisons.jsonl, prompts.jsonl (training), heldout.jsonl, world.json."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {
+            "sft": write_jsonl(self.sft, out / "sft.jsonl"),
+            "sft_alt": write_jsonl(self.sft_alt, out / "sft_alt.jsonl"),
+            "comparisons": write_jsonl(self.comparisons, out / "comparisons.jsonl"),
+            "prompts": write_jsonl([{"prompt": p.prompt} for p in self.train_prompts], out / "prompts.jsonl"),
+            "heldout": write_jsonl(self.heldout, out / "heldout.jsonl"),
+        }
+        (out / "world.json").write_text(json.dumps(
+            {"config": asdict(self.config), "prompts": [asdict(p) for p in self.prompts]}, indent=1))
+        return {k: str(v) for k, v in paths.items()}
+
+
+def _topic_shares(rng, n_topics: int) -> list[tuple[float, ...]]:
+    out, n_bin, n_ter = [], 0, 0
+    for _, options in TOPICS[:n_topics]:
+        if len(options) == 2:
+            split, n_bin = BINARY_SPLITS[n_bin % len(BINARY_SPLITS)], n_bin + 1
+        else:
+            split, n_ter = TERNARY_SPLITS[n_ter % len(TERNARY_SPLITS)], n_ter + 1
+        order = rng.permutation(len(options))  # option o gets split[order[o]]
+        out.append(tuple(float(split[order[o]]) for o in range(len(options))))
+    return out
+
+
+def build_corpus(cfg: WorldConfig = WorldConfig()) -> OpinionCorpus:
+    """Generate the world (deterministic in ``cfg.seed``).
+
+    Group g asks about topics g·slots, …, g·slots + slots − 1 in each of the
+    :data:`PROMPT_TEMPLATES`; its answers are every combination of options.
+    """
+    cfg.check()
+    rng = np.random.default_rng(cfg.seed)
+    shares = _topic_shares(rng, cfg.n_topics)
+    prompts: list[OpinionPrompt] = []
+    for g in range(cfg.n_topics // cfg.slots):
+        idx = [g * cfg.slots + s for s in range(cfg.slots)]
+        topics = [TOPICS[t] for t in idx]
+        sh = [shares[t] for t in idx]
+        choice = list(itertools.product(*[range(len(opts)) for _, opts in topics]))
+        answers = [answer_text(opts[c] for (_, opts), c in zip(topics, ch)) for ch in choice]
+        noise = rng.normal(0.0, cfg.answer_noise, size=len(choice))
+        gt = [float(sum(math.log(sh[s][c]) for s, c in enumerate(ch)) + e) for ch, e in zip(choice, noise)]
+        majority = tuple(int(np.argmax(s)) for s in sh)
+        alt = tuple(int(np.argsort(s)[::-1][1]) for s in sh)
+        opts = "; ".join(" or ".join(o) if len(o) == 2 else ", ".join(o[:-1]) + " or " + o[-1] for _, o in topics)
+        for tpl in PROMPT_TEMPLATES:
+            prompts.append(OpinionPrompt(
+                prompt=format_prompt(tpl.format(opts=opts)), topics=tuple(t for t, _ in topics),
+                answers=tuple(answers), choice=tuple(choice), gt_reward=tuple(gt), shares=tuple(sh),
+                majority=majority, alt_majority=alt))
+    n_eval = max(1, round(cfg.eval_fraction * len(prompts)))
+    held = set(rng.permutation(len(prompts))[:n_eval].tolist())
+    prompts = [replace(p, heldout=True) if i in held else p for i, p in enumerate(prompts)]
+
+    def demonstrations(p: OpinionPrompt, favoured, share: float, n: int) -> list[dict]:
+        by_choice = {c: a for c, a in zip(p.choice, p.answers)}
+        # per slot, the annotator's option distribution as a CDF: searchsorted(cdf, u, "right") on one
+        # uniform draw u is what rng.choice(k, p=...) does, without its per-call overhead
+        cdfs = []
+        for s, fav in enumerate(favoured):
+            k = len(p.shares[s])
+            probs = np.array([share if o == fav else (1 - share) / (k - 1) for o in range(k)])
+            cdf = probs.cumsum()
+            cdfs.append(cdf / cdf[-1])
+        out = []
+        for _ in range(n):
+            ch = tuple(int(np.searchsorted(cdf, rng.random(), side="right")) for cdf in cdfs)
+            out.append({"prompt": p.prompt, "chosen": by_choice[ch]})
+        return out
+
+    sft, sft_alt, comparisons, heldout = [], [], [], []
+    for p in prompts:
+        demo = demonstrations(p, p.majority, cfg.bias, cfg.sft_per_prompt)
+        alt = demonstrations(p, p.alt_majority, cfg.alt_bias, cfg.sft_per_prompt)
+        n, r = len(p.answers), np.asarray(p.gt_reward)
+        bt = np.asarray(bradley_terry(r[:, None], r[None, :]))  # P(answer i beats answer j)
+        bt_bad = np.asarray(bradley_terry(r, r.min() - cfg.malformed_gap))  # P(answer i beats a malformed one)
+        comps = []
+        for _ in range(cfg.comparisons_per_prompt):
+            i, j = rng.choice(n, size=2, replace=False)
+            if rng.random() < cfg.malformed_fraction:
+                bad = malformed(p, i, rng, cfg.n_topics)
+                ok = rng.random() < float(bt_bad[i])
+                win, lose = (p.answers[i], bad) if ok else (bad, p.answers[i])
+            else:
+                a, b = (i, j) if rng.random() < float(bt[i, j]) else (j, i)
+                win, lose = p.answers[a], p.answers[b]
+            comps.append({"prompt": p.prompt, "chosen": win, "rejected": lose})
+        if p.heldout:
+            heldout += demo
+        else:
+            sft, sft_alt, comparisons = sft + demo, sft_alt + alt, comparisons + comps
+    shuffle = lambda xs: [xs[i] for i in rng.permutation(len(xs))]  # noqa: E731
+    return OpinionCorpus(cfg, prompts, shuffle(sft), shuffle(sft_alt), shuffle(comparisons), heldout)
+
+
+def malformed(p: OpinionPrompt, i: int, rng, n_topics: int = len(TOPICS)) -> str:
+    """A malformed variant of answer ``i``: one topic's option replaced by an option of a topic the
+    prompt does not ask about, repeated from another slot, or left out."""
+    words = [TOPICS[[t for t, _ in TOPICS].index(tp)][1][c] for tp, c in zip(p.topics, p.choice[i])]
+    s = int(rng.integers(len(words)))
+    kind = int(rng.integers(3)) if len(words) > 1 else 0
+    if kind == 0:
+        others = [o for t, opts in TOPICS[:n_topics] if t not in p.topics for o in opts]
+        words[s] = others[int(rng.integers(len(others)))]
+    elif kind == 1:
+        words[s] = words[(s + 1) % len(words)]
+    else:
+        del words[s]
+    return answer_text(words)
+
+
+def sft_majority_share(corpus: OpinionCorpus, alt: bool = False) -> float:
+    """Fraction of the demonstrations' slot choices that are the favoured option (majority, or alt)."""
+    by_prompt = {p.prompt: p for p in corpus.prompts}
+    hits = total = 0
+    for rec in corpus.sft_alt if alt else corpus.sft:
+        p = by_prompt[rec["prompt"]]
+        ch = p.choice[p.answers.index(rec["chosen"])]
+        fav = p.alt_majority if alt else p.majority
+        hits += sum(c == f for c, f in zip(ch, fav))
+        total += len(ch)
+    return hits / total
+
+
+def empirical_comparison_preference(corpus: OpinionCorpus) -> tuple[float, float, int]:
+    """Over the comparisons of two well-formed answers with different numbers of majority options:
+    (the share won by the one with more, its Bradley–Terry expectation under r*, their number)."""
+    by_prompt = {p.prompt: p for p in corpus.prompts}
+    wins, expect = [], []
+    for rec in corpus.comparisons:
+        p = by_prompt[rec["prompt"]]
+        if rec["chosen"] not in p.answers or rec["rejected"] not in p.answers:
+            continue  # a malformed answer
+        i, j = p.answers.index(rec["chosen"]), p.answers.index(rec["rejected"])
+        mi, mj = p.is_majority()[i].sum(), p.is_majority()[j].sum()
+        if mi == mj:
+            continue
+        a, b = (i, j) if mi > mj else (j, i)
+        wins.append(a == i)
+        expect.append(float(bradley_terry(p.gt_reward[a], p.gt_reward[b])))
+    return float(np.mean(wins)), float(np.mean(expect)), len(wins)
