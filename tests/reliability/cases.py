@@ -90,6 +90,17 @@ def config_range_cases() -> list[Case]:
                 cases.append(Case("config-ranges", f"train {stage} --{f.name} {value}",
                                   ["train", stage, *required_argv(stage), f"--{f.name}", value],
                                   rf"{f.name}\b.*{msg}"))
+    from prefmatch.llm.opinion.config import BenchmarkConfig
+
+    hints = {f.name: f.type for f in dataclasses.fields(BenchmarkConfig)}
+    for f in dataclasses.fields(BenchmarkConfig):
+        iv = field_range(f)
+        if iv is None:
+            continue
+        integer = "int" in str(hints[f.name]) and "float" not in str(hints[f.name])
+        for value, msg in _bad_values(iv, integer):
+            cases.append(Case("config-ranges", f"opinion --{f.name} {value}",
+                              ["opinion", f"--{f.name.replace('_', '-')}", value], rf"{f.name}\b.*{msg}"))
     return cases
 
 
