@@ -11,8 +11,11 @@ One concern per module:
 * :mod:`.pipeline` — SFT → reward model → PPO/DPO per run → evaluation, over seeds and biases;
 * :mod:`.aggregate` — rows, intervals, the Table-3-shaped grid, the phase diagram, the claims;
 * :mod:`.figures` and :mod:`.report` — the figures and the generated results page.
+
+The names below are re-exported for convenience (``from prefmatch.llm.opinion import build_corpus``);
+each is documented in its module.
 """
-from prefmatch.llm.opinion.aggregate import PAPER_TABLE3_PM_DIVERGENCE, ROW_KEYS, aggregate, mean_ci, paper_reduction
+from prefmatch.llm.opinion.aggregate import PAPER_TABLE3_PM_DIVERGENCE, ROW_KEYS, mean_ci, paper_reduction  # noqa: F401
 from prefmatch.llm.opinion.config import FULL, PAPER_ALPHAS, PAPER_BETAS, QUICK, BenchmarkConfig, Run, grid
 from prefmatch.llm.opinion.exact import (answer_logprobs, answer_rewards, exact_evaluation, gt_rewards,
                                          majority_preference, pm_divergence_exact, pm_divergence_pairs,
@@ -22,12 +25,3 @@ from prefmatch.llm.opinion.pipeline import (OpinionConfigError, configure, prepa
                                             smollm2_base)
 from prefmatch.llm.opinion.world import (TOPICS, OpinionCorpus, OpinionPrompt, WorldConfig, build_corpus,
                                          empirical_comparison_preference, sft_majority_share)
-
-__all__ = [
-    "PAPER_TABLE3_PM_DIVERGENCE", "ROW_KEYS", "aggregate", "mean_ci", "paper_reduction", "FULL", "PAPER_ALPHAS",
-    "PAPER_BETAS", "QUICK", "BenchmarkConfig", "Run", "grid", "answer_logprobs", "answer_rewards",
-    "exact_evaluation", "gt_rewards", "majority_preference", "pm_divergence_exact", "pm_divergence_pairs",
-    "reward_model_error", "tokens_in_m", "optimum_evaluation", "phase_curve", "theory_optimum",
-    "OpinionConfigError", "configure", "run_benchmark", "prepare_unit", "run_one", "smollm2_base", "TOPICS", "OpinionCorpus",
-    "OpinionPrompt", "WorldConfig", "build_corpus", "empirical_comparison_preference", "sft_majority_share",
-]

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 from prefmatch.llm import opinion as O
-from prefmatch.llm.opinion.aggregate import EXTRA_KEYS, ROW_KEYS
+from prefmatch.llm.opinion.aggregate import EXTRA_KEYS, ROW_KEYS, aggregate
 from prefmatch.llm.opinion import report as R
 from scipy.special import expit, log_softmax, softmax
 from scipy.stats import entropy
@@ -324,7 +324,7 @@ def _fake_result(kl_vals, cpm_vals, valid=0.9):
 
 
 def test_aggregate_reductions_intervals_and_claims_that_fail():
-    good = O.aggregate(_fake_result([0.4, 0.5, 0.45], [0.2, 0.3, 0.25]))
+    good = aggregate(_fake_result([0.4, 0.5, 0.45], [0.2, 0.3, 0.25]))
     cell = good["table3"]["cells"][0]
     per_seed = [(0.4 - 0.2) / 0.4, (0.5 - 0.3) / 0.5, (0.45 - 0.25) / 0.45]
     assert cell["reduction"] == pytest.approx(np.mean(per_seed)) and cell["reduces"]
@@ -334,7 +334,7 @@ def test_aggregate_reductions_intervals_and_claims_that_fail():
     assert by["phase_diagram_follows_theory"]["holds"]
     assert set(ROW_KEYS) <= set(good["rows"][0])
     # cPM worse than KL: the claim is reported as not holding; no valid answers: no collapse claim fails
-    bad = O.aggregate(_fake_result([0.4, 0.5, 0.45], [0.5, 0.6, 0.5], valid=0.0))
+    bad = aggregate(_fake_result([0.4, 0.5, 0.45], [0.5, 0.6, 0.5], valid=0.0))
     by = {c["id"]: c for c in bad["claims"]}
     assert by["cpm_a0.3_reduces_pm_divergence"]["holds"] is False
     assert by["cpm_a0.3_less_collapsed_than_kl"]["holds"] is False
