@@ -28,7 +28,6 @@ uninterrupted run), and ``model`` (HF format, LoRA merged) at the end.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -329,10 +328,7 @@ class DPOTrainer:
                                tmp / "trainable.pt")
                 torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
                 save_config(self.cfg, tmp / "config.yaml")
-                metrics = self.out / "metrics.jsonl"
-                history = [r for r in training.read_metrics(metrics) if r.get("step", 0) <= self.step_count] \
-                    if metrics.is_file() else []
-                (tmp / "trainer_state.json").write_text(json.dumps({"step": self.step_count, "log_history": history}))
+                training.write_trainer_state(tmp, self.out, self.step_count)
             training.write_text_atomic(self.out / "checkpoints" / "latest", path.name)
             ckpts = sorted((self.out / "checkpoints").glob("checkpoint-*"))
             import shutil
@@ -380,20 +376,8 @@ def train_dpo(cfg: DPOConfig, quiet: bool = False, resume: str | None = None) ->
     if ckpt is not None:
         trainer.load_checkpoint(ckpt)
     acc = trainer.acc
-    if acc.is_main_process and ckpt is not None:
-        # resuming an older checkpoint rewinds the run: its later checkpoints belong to the abandoned future
-        import shutil
-
-        for later in (trainer.out / "checkpoints").glob("checkpoint-*"):
-            if later.name > f"checkpoint-{trainer.step_count:06d}" and later.resolve() != ckpt.resolve():
-                shutil.rmtree(later, ignore_errors=True)
-    if acc.is_main_process:
-        trainer.out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, trainer.out / "config.yaml")
-    log = training.MetricsLog(trainer.out / "metrics.jsonl", enabled=acc.is_main_process,
-                              truncate_after_step=trainer.step_count if ckpt is not None else None,
-                              accelerator=acc, run_name=f"dpo[{cfg.regularizer}]", config=dataclasses.asdict(cfg),
-                              console=training.console_logging(quiet, acc), total=trainer.total_steps)
+    log = training.start_run(trainer, cfg, ckpt, run_name=f"dpo[{cfg.regularizer}]", total=trainer.total_steps,
+                             quiet=quiet)
     bar = training.progress(trainer.total_steps, f"dpo[{cfg.regularizer}]", quiet, acc)
     bar.update(trainer.step_count)
     last: dict = {}

@@ -27,7 +27,6 @@ saved with the weights.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -503,10 +502,7 @@ class PPOTrainer:
                     torch.save({k: v for k, v in trainable.items() if k in names}, tmp / "trainable.pt")
                 torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
                 save_config(self.cfg, tmp / "config.yaml")
-                metrics = self.out / "metrics.jsonl"
-                history = [r for r in training.read_metrics(metrics) if r.get("step", 0) <= self.step_count] \
-                    if metrics.is_file() else []
-                (tmp / "trainer_state.json").write_text(json.dumps({"step": self.step_count, "log_history": history}))
+                training.write_trainer_state(tmp, self.out, self.step_count)
             training.write_text_atomic(self.out / "checkpoints" / "latest", path.name)
             self._prune_checkpoints()
         acc.wait_for_everyone()
@@ -575,21 +571,8 @@ def train_ppo(cfg: PPOConfig, quiet: bool = False, resume: str | None = None) ->
     if ckpt is not None:
         trainer.load_checkpoint(ckpt)
     acc = trainer.acc
-    if acc.is_main_process and ckpt is not None:
-        # resuming an older checkpoint rewinds the run: its later checkpoints (like its later
-        # metrics lines) belong to the abandoned future and would sort after the new ones
-        import shutil
-
-        for later in (trainer.out / "checkpoints").glob("checkpoint-*"):
-            if later.name > f"checkpoint-{trainer.step_count:06d}" and later.resolve() != ckpt.resolve():
-                shutil.rmtree(later, ignore_errors=True)
-    if acc.is_main_process:
-        trainer.out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, trainer.out / "config.yaml")
-    log = training.MetricsLog(trainer.out / "metrics.jsonl", enabled=acc.is_main_process,
-                     truncate_after_step=trainer.step_count if ckpt is not None else None,
-                              accelerator=acc, run_name=f"ppo[{cfg.regularizer}]", config=dataclasses.asdict(cfg),
-                              console=training.console_logging(quiet, acc), total=cfg.steps)
+    log = training.start_run(trainer, cfg, ckpt, run_name=f"ppo[{cfg.regularizer}]", total=cfg.steps,
+                             quiet=quiet)
     bar = training.progress(cfg.steps, f"ppo[{cfg.regularizer}]", quiet, acc)
     bar.update(trainer.step_count)
     last = {}

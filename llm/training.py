@@ -386,6 +386,35 @@ def claim_run_dir(out: str | os.PathLike, *, resume: bool = False, overwrite: bo
     return p
 
 
+def start_run(trainer, cfg, ckpt, *, run_name: str, total: int, quiet: bool) -> "MetricsLog":
+    """What PPO and DPO do before their first step: a resumed older checkpoint rewinds the run (its
+    later checkpoints, like its later metrics lines, belong to the abandoned future and would sort
+    after the new ones), the resolved config is written, and the metrics log is opened."""
+    import dataclasses
+
+    from prefmatch.llm.config import save_config
+
+    acc = trainer.acc
+    if acc.is_main_process and ckpt is not None:
+        for later in (trainer.out / "checkpoints").glob("checkpoint-*"):
+            if later.name > f"checkpoint-{trainer.step_count:06d}" and later.resolve() != Path(ckpt).resolve():
+                shutil.rmtree(later, ignore_errors=True)
+    if acc.is_main_process:
+        trainer.out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, trainer.out / "config.yaml")
+    return MetricsLog(trainer.out / "metrics.jsonl", enabled=acc.is_main_process,
+                      truncate_after_step=trainer.step_count if ckpt is not None else None,
+                      accelerator=acc, run_name=run_name, config=dataclasses.asdict(cfg),
+                      console=console_logging(quiet, acc), total=total)
+
+
+def write_trainer_state(folder: Path, out: Path, step: int) -> None:
+    """``trainer_state.json`` of a checkpoint: its step and the log history up to it."""
+    metrics = out / "metrics.jsonl"
+    history = [r for r in read_metrics(metrics) if r.get("step", 0) <= step] if metrics.is_file() else []
+    (folder / "trainer_state.json").write_text(json.dumps({"step": step, "log_history": history}))
+
+
 def resume_config(cls, run: str | os.PathLike, explicit: dict[str, Any], saved_path: str | os.PathLike):
     """The saved config of the run being resumed, with ``explicit`` options applied only where
     they equal the saved values or are in :data:`RESUMABLE_FIELDS`; a conflicting explicit option
