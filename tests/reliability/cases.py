@@ -75,33 +75,30 @@ def required_argv(stage: str) -> list[str]:
                    "dpo": ["--model", "m"]}.get(stage, [])
 
 
-def config_range_cases() -> list[Case]:
+def _range_cases(cls, prefix: list[str], label: str) -> list[Case]:
+    """Values just outside each declared range of ``cls``'s fields, through the command ``prefix``."""
     from prefmatch.llm.config import field_range
 
+    hints = {f.name: f.type for f in dataclasses.fields(cls)}
     cases = []
-    for stage, (cls, _, _) in config_stages().items():
-        hints = {f.name: f.type for f in dataclasses.fields(cls)}
-        for f in dataclasses.fields(cls):
-            iv = field_range(f)
-            if iv is None:
-                continue
-            integer = "int" in str(hints[f.name]) and "float" not in str(hints[f.name])
-            for value, msg in _bad_values(iv, integer):
-                cases.append(Case("config-ranges", f"train {stage} --{f.name} {value}",
-                                  ["train", stage, *required_argv(stage), f"--{f.name}", value],
-                                  rf"{f.name}\b.*{msg}"))
-    from prefmatch.llm.opinion.config import BenchmarkConfig
-
-    hints = {f.name: f.type for f in dataclasses.fields(BenchmarkConfig)}
-    for f in dataclasses.fields(BenchmarkConfig):
+    for f in dataclasses.fields(cls):
         iv = field_range(f)
         if iv is None:
             continue
         integer = "int" in str(hints[f.name]) and "float" not in str(hints[f.name])
         for value, msg in _bad_values(iv, integer):
-            cases.append(Case("config-ranges", f"opinion --{f.name} {value}",
-                              ["opinion", f"--{f.name.replace('_', '-')}", value], rf"{f.name}\b.*{msg}"))
+            cases.append(Case("config-ranges", f"{label} --{f.name} {value}",
+                              [*prefix, f"--{f.name.replace('_', '-')}", value], rf"{f.name}\b.*{msg}"))
     return cases
+
+
+def config_range_cases() -> list[Case]:
+    from prefmatch.llm.opinion.config import BenchmarkConfig
+
+    cases = []
+    for stage, (cls, _, _) in config_stages().items():
+        cases += _range_cases(cls, ["train", stage, *required_argv(stage)], f"train {stage}")
+    return cases + _range_cases(BenchmarkConfig, ["opinion"], "opinion")
 
 
 # --------------------------------------------------------------------------- solve (parsing, generated + hand-picked)
