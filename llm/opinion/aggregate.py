@@ -57,6 +57,36 @@ def mean_ci(xs: Sequence[float | None]) -> tuple[float | None, list[float] | Non
     return m, [m - h, m + h]
 
 
+def wilson_ci(successes: float, n: int, z: float = 1.959963984540054) -> list[float] | None:
+    """95 % Wilson score interval of a binomial proportion (``None`` for n = 0)."""
+    if n <= 0:
+        return None
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [centre - half, centre + half]
+
+
+def rm_eval_pairs(unit: dict, cfg: dict) -> int:
+    """Held-out comparisons the unit's reward-model accuracy was measured on (recorded by the
+    pipeline; for older records: the benchmark's 10 % of the training prompts' comparisons)."""
+    if unit.get("rm_eval_pairs") is not None:
+        return int(unit["rm_eval_pairs"])
+    return int(round(0.1 * cfg["comparisons_per_prompt"] * unit["n_train_prompts"]))
+
+
+def reward_model_accuracy(result: dict) -> dict:
+    """The main world's reward-model held-out pairwise accuracy pooled over seeds (correct pairs /
+    pairs) with its 95 % Wilson interval, and whether that interval lies above chance (0.5)."""
+    main = _units(result, result["config"]["bias"])
+    pairs = [rm_eval_pairs(u, result["config"]) for u in main]
+    correct = sum(u["rm_eval_accuracy"] * n for u, n in zip(main, pairs))
+    n = sum(pairs)
+    ci = wilson_ci(correct, n)
+    return {"accuracy": correct / n if n else None, "accuracy_ci": ci, "pairs": n,
+            "above_chance": bool(ci and ci[0] > 0.5)}
+
+
 def _units(result: dict, bias: float) -> list[dict]:
     return [u for u in result["units"] if u["bias"] == bias]
 
@@ -181,9 +211,15 @@ def phase_diagram(result: dict) -> dict:
 
 
 def claims(result: dict, rows: list[dict], t3: dict, phase: dict) -> list[dict]:
-    """Checks with stated criteria on the main world at β = 1 (and the phase diagram)."""
+    """Checks with stated criteria on the main world at β = 1 (and the phase diagram).
+
+    The first is the reward model's: a run whose reward model is at chance (held-out accuracy's
+    95 % interval not above 0.5) reports every other claim as not evaluated (``holds: None``)."""
     by = {r["name"]: r for r in rows if r.get("n_seeds")}
     out = []
+    rm = reward_model_accuracy(result)
+    out.append({"id": "reward_model_above_chance", "criterion": "the reward model's held-out pairwise accuracy, "
+                "pooled over seeds, has a 95 % Wilson interval above 0.5", "holds": rm["above_chance"], **rm})
 
     def claim(id_, criterion, holds, **values):
         out.append({"id": id_, "criterion": criterion, "holds": None if holds is None else bool(holds), **values})
@@ -253,6 +289,9 @@ def claims(result: dict, rows: list[dict], t3: dict, phase: dict) -> list[dict]:
         claim("phase_diagram_follows_theory", "every (bias, α) where theory's cPM optimum changes the exact pairwise "
               "PM divergence by ≥ 5 % of KL's: the trained reduction has the theory's sign",
               agree == total, agreeing_cells=agree, cells=total)
+    if not rm["above_chance"]:
+        for c in out[1:]:
+            c.update(holds=None, not_evaluated="the reward model is at chance: no claim uses this run")
     return out
 
 
@@ -274,6 +313,7 @@ def aggregate(result: dict) -> dict:
         "phase": ph,
         "seeds": list(range(cfg["seeds"])),
         "reward_model": {"heldout_accuracy": mean_ci([u["rm_eval_accuracy"] for u in main]),
+                         "heldout_pooled": reward_model_accuracy(result),
                          "preference_error_vs_gt": mean_ci([u["rm_pref_error"] for u in main]),
                          "ranking_accuracy_heldout": mean_ci([u.get("rm_ranking_accuracy") for u in main])},
         "sft_majority_share": mean_ci([u["sft_majority_share"] for u in main]),

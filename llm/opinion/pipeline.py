@@ -114,7 +114,8 @@ def train_references(cfg: BenchmarkConfig, corpus: OpinionCorpus, out: Path, see
         model=paths["sft"], data=data["comparisons"], out=str(out / "rm"), epochs=cfg.rm_epochs, lr=cfg.rm_lr,
         batch_size=cfg.rm_batch_size, eval_fraction=0.1, normalize=True, **common)), quiet=quiet)
     times["rm"] = time.perf_counter() - t0
-    paths.update(rm=rm["out"], rm_eval_accuracy=rm.get("eval_accuracy"), times=times)
+    paths.update(rm=rm["out"], rm_eval_accuracy=rm.get("eval_accuracy"), rm_eval_pairs=rm.get("eval_pairs"),
+                 times=times)
     marker.write_text(json.dumps({"settings": _reference_settings(cfg, corpus, seed, base_model), "paths": paths},
                                  default=float))
     return paths
@@ -220,7 +221,8 @@ def prepare_unit(cfg: BenchmarkConfig, out: Path, seed: int, bias: float, need_a
     p, q = ev.prompts, ev.ref_logp
     return {
         "seed": seed, "bias": bias, "refs": refs, "results": {"reference": ev.evaluate(ev.ref_model, 1.0)},
-        "rm_eval_accuracy": refs["rm_eval_accuracy"], "rm_pref_error": reward_model_error(p, ev.rm_r, ev.gt),
+        "rm_eval_accuracy": refs["rm_eval_accuracy"], "rm_eval_pairs": refs.get("rm_eval_pairs"),
+        "rm_pref_error": reward_model_error(p, ev.rm_r, ev.gt),
         "rm_ranking_accuracy": ranking_accuracy(p, ev.rm_r, ev.gt),
         "sft_majority_share": sft_majority_share(corpus), "n_eval_prompts": len(p),
         "n_train_prompts": len(corpus.train_prompts), "phase": phase,

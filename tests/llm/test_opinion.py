@@ -300,7 +300,7 @@ def test_paper_reductions_are_the_papers_table3():
     assert O.paper_reduction(1.0, 0.01) is None
 
 
-def _fake_result(kl_vals, cpm_vals, valid=0.9):
+def _fake_result(kl_vals, cpm_vals, valid=0.9, rm_accuracy=0.6, rm_pairs=1000):
     def ev(pm, maj, rm_maj=0.7, v=valid):
         d = {k: 0.1 for k in ROW_KEYS[5:] + EXTRA_KEYS if k not in ("pm_divergence_ci",)}
         d.update(pm_divergence=pm, pm_divergence_exact=pm, pm_divergence_pairs=pm, theory_pm_divergence_pairs=pm,
@@ -314,7 +314,9 @@ def _fake_result(kl_vals, cpm_vals, valid=0.9):
         phase = {"alpha": [0.3], "kl": {"pm_divergence_exact": k, "pm_divergence_pairs": k},
                  "cpm_token": {"pm_divergence_exact": [c], "pm_divergence_pairs": [c]},
                  "ref_tokens_in_M": {"token": [0.5], "sequence": [0.1]}}
-        units.append({"seed": s, "bias": 0.8, "phase": phase, "rm_eval_accuracy": 0.6, "rm_pref_error": 0.05,
+        units.append({"seed": s, "bias": 0.8, "phase": phase, "rm_eval_accuracy": rm_accuracy,
+                      "rm_eval_pairs": rm_pairs, "rm_pref_error": 0.05, "n_train_prompts": 12,
+                      "rm_ranking_accuracy": 0.9, "n_eval_prompts": 4,
                       "sft_majority_share": 0.8, "times": {"total": 1.0},
                       "runs": [dict(method=r.method, beta=r.beta, alpha=r.alpha, level=r.level, trainer=r.trainer,
                                     bias=r.bias, name=r.name) for r in runs],
@@ -342,6 +344,68 @@ def test_aggregate_reductions_intervals_and_claims_that_fail():
     assert all({"id", "criterion", "holds"} <= set(c) for c in bad["claims"])
     md = R.table3_markdown(bad["table3"])
     assert "α = 0.3" in md and "(17.1)" in md
+
+
+def test_wilson_interval_is_scipys():
+    from scipy.stats import binomtest
+
+    for k, n in ((60, 77), (0, 10), (10, 10), (500, 1000), (1, 3)):
+        ci = binomtest(k, n).proportion_ci(0.95, method="wilson")
+        assert O.wilson_ci(k, n) == pytest.approx([ci.low, ci.high], abs=1e-9)
+    assert O.wilson_ci(0, 0) is None
+
+
+def test_a_reward_model_at_chance_leaves_every_claim_unevaluated():
+    # 40 of 77 held-out pairs (0.52) is chance; pooled over three seeds (231 pairs) still chance
+    chance = aggregate(_fake_result([0.4, 0.5, 0.45], [0.2, 0.3, 0.25], rm_accuracy=40 / 77, rm_pairs=77))
+    first, rest = chance["claims"][0], chance["claims"][1:]
+    assert first["id"] == "reward_model_above_chance" and first["holds"] is False
+    assert first["pairs"] == 231 and first["accuracy_ci"][0] < 0.5 < first["accuracy_ci"][1]
+    assert rest and all(c["holds"] is None and "at chance" in c["not_evaluated"] for c in rest)
+    assert "not evaluated (the reward model is at chance" in R.claims_markdown(chance["claims"])
+    # the same accuracy over 3000 pairs is above chance, and the other claims are evaluated again
+    many = aggregate(_fake_result([0.4, 0.5, 0.45], [0.2, 0.3, 0.25], rm_accuracy=0.55, rm_pairs=1000))
+    assert many["claims"][0]["holds"] is True and all(c["holds"] is not None for c in many["claims"][1:])
+    # older records without the pair count: 10 % of the training prompts' comparisons
+    old = _fake_result([0.4], [0.2])
+    del old["units"][0]["rm_eval_pairs"]
+    assert O.rm_eval_pairs(old["units"][0], old["config"]) == round(0.1 * 64 * 12)
+
+
+def test_smollm2_section_says_what_the_run_shows():
+    def fake(acc):
+        r = _fake_result([0.4], [0.2], rm_accuracy=acc, rm_pairs=77)
+        r["config"]["base"] = "smollm2"
+        r["units"][0]["times"] = {"sft": 60.0, "rm": 300.0, "references_total": 500.0, "total": 900.0}
+        for name in ("kl_b1", "cpm_a0.3_b1"):
+            r["units"][0]["results"][name]["train_time_s"] = 100.0
+        r["summary"] = aggregate(r)
+        return r
+
+    good = "\n".join(R.smollm2_section(fake(0.78)))
+    assert "above chance" in good and "**KL (β = 1)**" in good and "cPM α = 0.3" in good
+    assert "Wall time" in good and "kl_b1 100 s" in good
+    bad = "\n".join(R.smollm2_section(fake(0.5)))
+    assert "**at chance**" in bad and "nothing below is evidence" in bad and "**KL (β = 1)**" not in bad
+    assert "No SmolLM2 run is part of this page" in "\n".join(R.smollm2_section(None))
+
+
+def test_results_page_is_generated_from_the_committed_runs():
+    """docs/results/opinion.md is what the report makes from the runs kept beside it (never hand-edited)."""
+    from pathlib import Path
+
+    results = Path(__file__).resolve().parents[2] / "docs" / "results"
+    runs = results / "opinion"
+    full = R.load_results(runs / "results_full.json.gz")
+    full["summary"] = aggregate(full)
+    smol = None
+    if (runs / "results_smollm2.json.gz").is_file():
+        smol = R.load_results(runs / "results_smollm2.json.gz")
+        smol["summary"] = aggregate(smol)
+    figures = sorted(str(p) for p in runs.glob("opinion_*.png"))
+    assert len(figures) == 3
+    assert R.page(full, figures, results, smol) == (results / "opinion.md").read_text(), \
+        "docs/results/opinion.md differs from its runs: regenerate it with `make opinion-page`"
 
 
 def test_grid_shapes():
