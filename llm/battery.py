@@ -21,6 +21,7 @@ import itertools
 import json
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -270,6 +271,19 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def write_markdown(path: str, command: str, summary: str, table: str, versions: tuple[str, ...] = ()) -> None:
+    """A battery's table as a results page fragment: the command that wrote it, the date, the machine
+    and the library versions (``versions``: further ``"name version"`` items), then ``summary`` and the table."""
+    import platform
+    import time
+
+    import torch
+
+    run_on = ", ".join([f"Run on {time.strftime('%Y-%m-%d')}", f"{platform.machine()} CPU",
+                        f"torch {torch.__version__}", *versions])
+    Path(path).write_text(f"<!-- written by `{command}`; do not edit -->\n{run_on}: {summary}.\n\n{table}\n")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m prefmatch.llm.battery",
                                  description="The PPO trainer's convergence battery on tabular policies.")
@@ -284,21 +298,11 @@ def main(argv=None) -> int:
     print(json.dumps(rows, indent=1) if a.json else format_table(rows))
     bad = [r for r in rows if r["accepted"] and r["tv"] > TV_TOL]
     if a.markdown:
-        import platform
-        import time
-
-        import torch
-
         n_acc = sum(r["accepted"] for r in rows)
-        head = (f"<!-- written by `python -m prefmatch.llm.battery{' --quick' if a.quick else ''} --markdown "
-                f"{a.markdown}`; do not edit -->\n"
-                f"Run on {time.strftime('%Y-%m-%d')}, {platform.machine()} CPU, torch {torch.__version__}: "
-                f"{len(rows)} configurations, {n_acc} accepted, {n_acc - len(bad)} of them within TV {TV_TOL} "
-                f"of the optimum, {len(rows) - n_acc} refused; worst accepted TV "
-                f"{max((r['tv'] for r in rows if r['accepted']), default=float('nan')):.4f}.\n\n")
-        from pathlib import Path
-
-        Path(a.markdown).write_text(head + format_table(rows) + "\n")
+        write_markdown(a.markdown, f"python -m prefmatch.llm.battery{' --quick' if a.quick else ''} --markdown "
+                       f"{a.markdown}", f"{len(rows)} configurations, {n_acc} accepted, {n_acc - len(bad)} of them "
+                       f"within TV {TV_TOL} of the optimum, {len(rows) - n_acc} refused; worst accepted TV "
+                       f"{max((r['tv'] for r in rows if r['accepted']), default=float('nan')):.4f}", format_table(rows))
     return 1 if bad else 0
 
 

@@ -220,6 +220,15 @@ def parse_overrides(tokens: list[str]) -> dict[str, Any]:
 PACKAGE_CONFIGS = Path(__file__).resolve().parent / "configs"
 
 
+def regularizer_params_help(names, note: str) -> str:
+    """The help of a trainer's ``regularizer_params`` field: each regularizer's parameters besides β
+    (from the registry) and ``note``, the trainer's own default."""
+    from prefmatch.theory.regularizers import describe_params
+
+    return ("parameters of the regularizer besides beta, as a mapping, e.g. {alpha: 0.3}; per regularizer: "
+            + " | ".join(describe_params(n, exclude=("beta",)) for n in names) + f" ({note})")
+
+
 def packaged_configs() -> list[str]:
     return sorted(p.stem for p in PACKAGE_CONFIGS.glob("*.yaml"))
 

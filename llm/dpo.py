@@ -35,7 +35,7 @@ from pathlib import Path
 
 from prefmatch.llm import training
 from prefmatch.llm.common import CommonConfig
-from prefmatch.llm.config import ConfigError, cfg_field, check_fields, save_config
+from prefmatch.llm.config import ConfigError, cfg_field, check_fields, regularizer_params_help, save_config
 from prefmatch.llm.data import encode_prompt, encode_response, load_split
 from prefmatch.llm.losses import logprobs_from_logits
 from prefmatch.llm.models import disable_dropout, load_causal_lm, model_inputs, save_model
@@ -43,15 +43,12 @@ from prefmatch.llm.rewards import RegularizerConfigError, build_regularizer
 from prefmatch.llm.sft import epoch_batches, make_optimizer, setup_trainable
 from prefmatch.llm.tokenizer import load_tokenizer, same_tokenizer
 from prefmatch.theory.dpo import dpo_regularizers, sequence_dpo_loss
-from prefmatch.theory.regularizers import describe_params
 
 __all__ = ["DPOConfig", "DPOTrainer", "train_dpo", "pair_tensors"]
 
 
 def _regularizer_params_help() -> str:
-    return ("parameters of the regularizer besides beta, as a mapping, e.g. {alpha: 0.3}; per regularizer: "
-            + " | ".join(describe_params(n, exclude=("beta",)) for n in dpo_regularizers())
-            + " (cpm defaults to level: token, as in train ppo)")
+    return regularizer_params_help(dpo_regularizers(), "cpm defaults to level: token, as in train ppo")
 
 
 @dataclass

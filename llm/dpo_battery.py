@@ -202,19 +202,14 @@ def main(argv=None) -> int:
     print(json.dumps(rows, indent=1) if a.json else format_table(rows))
     bad = [r for r in rows if r["tv"] > TV_TOL]
     if a.markdown:
-        import platform
-        from pathlib import Path
-
-        import torch
+        from prefmatch.llm.battery import write_markdown
 
         r0 = rows[0]
-        head = (f"<!-- written by `python -m prefmatch.llm.dpo_battery{' --quick' if a.quick else ''} --markdown "
-                f"{a.markdown}`; do not edit -->\n"
-                f"Run on {time.strftime('%Y-%m-%d')}, {platform.machine()} CPU, torch {torch.__version__}, "
-                f"{minutes:.1f} minutes: {len(rows)} configurations, {r0['pairs']} pairs and {r0['steps']} steps "
-                f"each; {len(rows) - len(bad)} within TV {TV_TOL} of the optimum; worst TV "
-                f"{max(r['tv'] for r in rows):.4f}, worst sampling floor {max(r['tv_sampling'] for r in rows):.4f}.\n\n")
-        Path(a.markdown).write_text(head + format_table(rows) + "\n")
+        write_markdown(a.markdown, f"python -m prefmatch.llm.dpo_battery{' --quick' if a.quick else ''} --markdown "
+                       f"{a.markdown}", f"{len(rows)} configurations, {r0['pairs']} pairs and {r0['steps']} steps "
+                       f"each; {len(rows) - len(bad)} within TV {TV_TOL} of the optimum; worst TV "
+                       f"{max(r['tv'] for r in rows):.4f}, worst sampling floor {max(r['tv_sampling'] for r in rows):.4f}",
+                       format_table(rows), versions=(f"{minutes:.1f} minutes",))
     return 1 if bad else 0
 
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prefmatch.llm.common import CommonConfig
-from prefmatch.llm.config import ConfigError, cfg_field, check_fields, save_config
+from prefmatch.llm.config import ConfigError, cfg_field, check_fields, regularizer_params_help, save_config
 from prefmatch.llm.rewards import REGULARIZER_MODES
 from prefmatch.llm.data import encode_prompt, load_split, pad_batch
 from prefmatch.llm.losses import (
@@ -67,18 +67,10 @@ from prefmatch.llm.sft import make_optimizer, setup_trainable
 from prefmatch.llm.tokenizer import load_tokenizer, same_tokenizer
 from prefmatch.llm import training
 from prefmatch.llm import sharding
-from prefmatch.theory.regularizers import describe_params, trainable_names
-
-def _regularizer_choices() -> tuple[str, ...]:
-
-    return trainable_names()
-
+from prefmatch.theory.regularizers import trainable_names
 
 def _regularizer_params_help() -> str:
-
-    return ("parameters of the regularizer besides beta, as a mapping, e.g. {alpha: 0.3}; per regularizer: "
-            + " | ".join(describe_params(n, exclude=("beta",)) for n in _regularizer_choices())
-            + " (the trainer's cpm defaults to level: token)")
+    return regularizer_params_help(trainable_names(), "the trainer's cpm defaults to level: token")
 
 
 @dataclass
@@ -94,7 +86,7 @@ class PPOConfig(CommonConfig):
                            choices=("all", "sft", "rm", "rl"))
     out: str = cfg_field("out/ppo", help="output directory")
     regularizer: str = cfg_field("kl", help="regularizer ψ of the objective E[r + ψ] (the registry's trainable ones)",
-                                 choices=_regularizer_choices)
+                                 choices=trainable_names)
     regularizer_params: dict = cfg_field({}, help=_regularizer_params_help)
     regularizer_mode: str = cfg_field("auto", help="where ψ goes: reward (score-function part only; exact for ψ "
                                       "affine in log π), loss (also its pathwise gradient, where it is not zero in expectation; "

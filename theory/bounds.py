@@ -275,7 +275,7 @@ def rkl_optimality(n, *, beta: float, r_max: float, delta=None, log_class_size=N
     * [D] ≤ (R_max/(2β)) √(C ε²_MLE/2) (package β); spec: β_s (R_max/2) √(C ε²/2).
       Proof: J(π*) − J(π̂) = (1/β) ∫_0^1 Cov_{π_λ}(r*, Δ) dλ (Lemma 5.4);
       |Cov| ≤ sd(r*) sd(Δ) ≤ (R_max/2) √(C Var_{π̂_α}Δ) ≤ (R_max/2) √(C ε²/2).
-    * [R] the paper's constant is not recoverable from the seed: ``form="paper"`` raises.
+    * [R] the paper's constant is not recoverable from the extracted paper text: ``form="paper"`` raises.
 
     ``eps2``: as in :func:`rkl_suboptimality`.
     """

@@ -434,7 +434,7 @@ def check_prop_6_3():
 
 @check(
     "mref.remark_b3",
-    statement="Remark B.3 (choosing α): eq. (49) is not recoverable from the seed; what can be checked is that the "
+    statement="Remark B.3 (choosing α): eq. (49) is not recoverable from the extracted paper text; what can be checked is that the "
     "optimal value V_α = β log Σ_y Π_i π_ref,i^{α_i} e^{r/β} is convex in α, so maximizing it over the simplex picks a "
     "single reference (a vertex) and any useful criterion for α must be another one",
     source=f"{MREF}, Remark B.3 (eq. 49), Theorem 5.2",

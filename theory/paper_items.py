@@ -12,7 +12,7 @@ import re
 import tomllib
 from pathlib import Path
 
-#: the data file (cites the seed texts and the spec it was built from)
+#: the data file (cites the extracted paper texts and the spec it was built from)
 ITEMS_FILE = Path(__file__).with_name("paper_items.toml")
 
 PAPERS = {

@@ -213,19 +213,15 @@ def main(argv=None) -> int:
     rows = [run_case(c) for c in cases]
     print(json.dumps(rows, indent=1) if a.json else format_table(rows))
     if a.markdown:
-        import platform
-        import time
-
-        import torch
         import trl
 
+        from prefmatch.llm.battery import write_markdown
+
         n_ok = sum(r["tv"] <= TV_TOL for r in rows)
-        head = (f"<!-- written by `python -m prefmatch.llm.integrations.trl_battery --markdown {a.markdown}`; "
-                f"do not edit -->\nRun on {time.strftime('%Y-%m-%d')}, {platform.machine()} CPU, torch "
-                f"{torch.__version__}, trl {trl.__version__}: {len(rows)} configurations, {n_ok} within TV {TV_TOL} "
-                f"of the optimum they are compared with; β = {BETA}, vocabulary {VOCAB}, 64 completions "
-                f"(8 prompts × G = 8) per step.\n\n")
-        Path(a.markdown).write_text(head + format_table(rows) + "\n")
+        write_markdown(a.markdown, f"python -m prefmatch.llm.integrations.trl_battery --markdown {a.markdown}",
+                       f"{len(rows)} configurations, {n_ok} within TV {TV_TOL} of the optimum they are compared "
+                       f"with; β = {BETA}, vocabulary {VOCAB}, 64 completions (8 prompts × G = 8) per step",
+                       format_table(rows), versions=(f"trl {trl.__version__}",))
     return 1 if any(r["tv"] > TV_TOL for r in rows) else 0
 
 

@@ -110,3 +110,17 @@ def test_from_modules_refuses_bad_seams():
     bad = PPOTrainer.from_modules(cfg, policy=policy, reference=ref, reward_fn=lambda *a: torch.zeros(3), prompts=[[0]])
     with pytest.raises(ConfigError, match=r"reward_fn: must return one score per response, shape \[2\]"):
         bad.step()
+
+
+def test_battery_markdown_names_its_command_machine_and_versions(tmp_path):
+    import platform
+
+    import torch
+
+    page = tmp_path / "table.md"
+    B.write_markdown(str(page), "python -m prefmatch.llm.battery --markdown x", "3 configurations",
+                     B.format_table([]), versions=("trl 9.9",))
+    head, run_on, blank, table = page.read_text().splitlines()[:4]
+    assert head == "<!-- written by `python -m prefmatch.llm.battery --markdown x`; do not edit -->"
+    assert run_on.endswith(f", {platform.machine()} CPU, torch {torch.__version__}, trl 9.9: 3 configurations.")
+    assert blank == "" and table.startswith("| configuration |")
