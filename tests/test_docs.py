@@ -63,6 +63,35 @@ def test_every_figure_directive_names_a_known_figure():
 
 
 @needs_sphinx
+def test_tabular_check_tables_are_generated_from_the_builds_runs(tmp_path):
+    """The tabular results page includes every experiment's generated check table; the generator
+    writes each check's report as the run gave it, a failing one as FAIL, and counts them."""
+    gen, figs = _ext("prefmatch_generate"), _ext("figures")
+    page = (DOCS / "results" / "tabular.md").read_text()
+    for f in figs.FIGURES:
+        assert f"```{{include}} ../_generated/checks/{f.name}.md" in page, f.name
+    assert "| check | result |" not in page, "a hand-copied check table on the tabular results page"
+
+    class App:
+        confdir = str(tmp_path)
+        prefmatch_figures = {
+            "bias": {"variant": "full", "args": [], "seconds": 0.5, "result": {"checks": [
+                {"id": "bias.a", "passed": True, "detail": "max |Δ| = 1e-16"},
+                {"id": "bias.b", "passed": False, "detail": "off by 0.2"}]}},
+            "sample-complexity": {"variant": "quick", "args": ["--quick"], "seconds": 2.0,
+                                  "result": {"checks": [{"id": "sc.x", "passed": True, "detail": "ok"}]}},
+        }
+
+    gen.generate_checks(App())
+    bias = (tmp_path / "_generated" / "checks" / "bias.md").read_text()
+    assert "| `bias.a` | pass | max \\|Δ\\| = 1e-16 |" in bias and "| `bias.b` | **FAIL** | off by 0.2 |" in bias
+    summary = (tmp_path / "_generated" / "checks" / "summary.md").read_text()
+    assert "**2 of 3** checks passed; failing: `bias.b`" in summary
+    assert "| 1/2 | 0.50 |" in summary and "quick variant (`--quick`" in summary
+    assert "No checks in this build: not run." in (tmp_path / "_generated" / "checks" / "collapse.md").read_text()
+
+
+@needs_sphinx
 def test_docstring_pipes_are_escaped_outside_math_and_literals():
     esc = _ext("prefmatch_generate").escape_docstring_pipes
     lines = ["log(|R|/δ) with ``|x|`` and :math:`|z|`", "", ".. math::", "", "   |a - b|", "",

@@ -118,13 +118,17 @@ def make(fig: Figure, digest: str, timeout: float, quick: bool = False) -> dict:
     OUT.mkdir(parents=True, exist_ok=True)
     tmp = png.with_suffix(".tmp.png")
     extra = fig.quick_args if quick else ()
+    import time
+
+    t0 = time.perf_counter()
     try:
         proc = _cli("bandit", "run", fig.name, *extra, "--plot", str(tmp), "--seed", str(SEED),
                     "--json", timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"name": fig.name, "ok": False, "error": f"timed out after {timeout:.0f} s"}
     rec: dict = {"name": fig.name, "digest": digest, "returncode": proc.returncode,
-                 "variant": "quick" if extra else "full", "args": list(extra)}
+                 "variant": "quick" if extra else "full", "args": list(extra),
+                 "seconds": time.perf_counter() - t0}
     try:
         rec["result"] = json.loads(proc.stdout)
     except ValueError:

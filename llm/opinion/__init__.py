@@ -16,7 +16,7 @@ The names below are re-exported for convenience (``from prefmatch.llm.opinion im
 each is documented in its module.
 """
 from prefmatch.llm.opinion.aggregate import (PAPER_TABLE3_PM_DIVERGENCE, ROW_KEYS, mean_ci, paper_reduction,  # noqa: F401
-                                             rm_eval_pairs, wilson_ci)
+                                             bootstrap_reduction_ci, rm_eval_pairs, wilson_ci)
 from prefmatch.llm.opinion.config import FULL, PAPER_ALPHAS, PAPER_BETAS, QUICK, BenchmarkConfig, Run, grid
 from prefmatch.llm.opinion.exact import (answer_logprobs, answer_rewards, exact_evaluation, gt_rewards,
                                          majority_preference, pm_divergence_exact, pm_divergence_pairs,

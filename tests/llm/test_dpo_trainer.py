@@ -172,3 +172,34 @@ def test_cli_resume_continues_the_saved_run(tiny, tmp_path, capsys):
              if not json.loads(x).get("final")]
     assert steps == [1, 2, 3]
     assert main(["train", "dpo", "--resume", str(out), "--regularizer", "kl", "--steps", "4"]) == 2  # conflicts
+
+
+def test_two_ddp_processes_train_the_single_process_weights(tiny, tmp_path):
+    """`prefmatch train dpo` under torchrun (2 CPU processes, gloo): each process takes half of every
+    batch and the gradients are averaged, so the weights equal the single-process run's."""
+    import os
+    import subprocess
+    import sys
+
+    from prefmatch.llm.models import load_causal_lm
+
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun not found")
+    args = ["train", "dpo", "--data", tiny["data"], "--model", tiny["sft"], "--batch-size", "4", "--lr", "1e-3",
+            "--seed", "0", "--split", "all", "--eval-fraction", "0.2", "--steps", "3", "--regularizer", "cpm",
+            "--regularizer-params", "{alpha: 0.3}", "--beta", "0.5", "--json",
+            *[f"--{k.replace('_', '-')}={v}" for k, v in tiny["lens"].items()]]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "prefmatch", *args,
+                           "--out", str(tmp_path / "ddp")], capture_output=True, text=True, timeout=300, env=env,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    printed = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+    assert printed and all(r["processes"] == 2 and r["steps"] == 3 for r in printed)
+    a, b = load_causal_lm(tmp_path / "ddp" / "model"), load_causal_lm(tmp_path / "one" / "model")
+    for (na, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
+        assert torch.allclose(pa, pb, atol=1e-5), na
+    sft = load_causal_lm(tiny["sft"])
+    assert any(not torch.allclose(pa, ps) for pa, ps in zip(a.parameters(), sft.parameters()))

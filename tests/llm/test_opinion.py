@@ -355,6 +355,26 @@ def test_wilson_interval_is_scipys():
     assert O.wilson_ci(0, 0) is None
 
 
+def test_one_seed_reduction_interval_is_a_bootstrap_over_the_samples():
+    rng = np.random.default_rng(1)
+    kl = rng.exponential(0.4, 4000)
+    cpm = rng.exponential(0.3, 4000)
+    lo, hi = O.bootstrap_reduction_ci(kl, cpm)
+    # the delta method's interval for 1 − mean(c)/mean(k) with independent samples
+    mk, mc = kl.mean(), cpm.mean()
+    se = (mc / mk) * math.sqrt(cpm.var(ddof=1) / (cpm.size * mc ** 2) + kl.var(ddof=1) / (kl.size * mk ** 2))
+    red = 1 - mc / mk
+    assert lo == pytest.approx(red - 1.96 * se, abs=0.01) and hi == pytest.approx(red + 1.96 * se, abs=0.01)
+    same_lo, same_hi = O.bootstrap_reduction_ci(kl[:16], kl[16:32])  # two draws of one policy: 0 inside
+    assert same_lo < 0 < same_hi
+    # a one-seed result uses it: the claim needs the interval above 0, not just a positive value
+    one = _fake_result([0.4], [0.39])
+    one["units"][0]["results"]["kl_b1"]["instance_pm_divergence_sampled"] = list(kl[:16])
+    one["units"][0]["results"]["cpm_a0.3_b1"]["instance_pm_divergence_sampled"] = list(kl[16:32])
+    cell = aggregate(one)["table3"]["cells"][0]
+    assert cell["reduction"] == pytest.approx(0.025) and cell["reduction_ci"][0] < 0 and not cell["reduces"]
+
+
 def test_a_reward_model_at_chance_leaves_every_claim_unevaluated():
     # 40 of 77 held-out pairs (0.52) is chance; pooled over three seeds (231 pairs) still chance
     chance = aggregate(_fake_result([0.4, 0.5, 0.45], [0.2, 0.3, 0.25], rm_accuracy=40 / 77, rm_pairs=77))
