@@ -106,9 +106,9 @@ def fragment(data: dict, command: str) -> str:
         f"<!-- written by `{command}`; do not edit -->",
         f"Measured on {data['date']}, {data['machine']}; load average before the runs "
         f"{min(loads):.2f}–{max(loads):.2f}.", "",
-        "### Solvers", "", solver_table([x["result"] for x in s]), "",
-        "### Sample-complexity sweep", "", sweep_table([x["result"] for x in c]), "",
-        "### Raw output", "", "The JSON each command printed (without `solvers.py`'s goal strings):", "",
+        "**Solvers**", "", solver_table([x["result"] for x in s]), "",
+        "**Sample-complexity sweep**", "", sweep_table([x["result"] for x in c]), "",
+        "**Raw output**: the JSON each command printed (without `solvers.py`'s goal strings):", "",
         "```text", *raw[:-1], "```", ""])
 
 

@@ -7,6 +7,7 @@ tests are fast and run by default.
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -205,3 +206,23 @@ def test_readme_llm_block_runs_top_to_bottom(tmp_path, monkeypatch, capsys):
         assert code == 0, (argv, err)
     assert (tmp_path / "runs" / "ppo" / "model" / "config.json").is_file()
     assert (tmp_path / "runs" / "dpo" / "model" / "config.json").is_file()
+
+
+def test_benchmark_tables_are_written_from_the_kept_runs(tmp_path):
+    """docs/results/benchmarks_tables.md is what benchmarks/report.py writes from the runs kept
+    beside it, and its verdicts follow the goals the scripts printed."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_report", DOCS.parent / "benchmarks" / "report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    runs = DOCS / "results" / "benchmarks_runs.json"
+    page = DOCS / "results" / "benchmarks_tables.md"
+    out = tmp_path / "tables.md"
+    assert report.main(["--from", str(runs), "--markdown", str(out)]) == 0
+    written, kept = out.read_text().splitlines(), page.read_text().splitlines()
+    assert written[1:] == kept[1:], "benchmarks_tables.md differs from its runs: rerun benchmarks/report.py"
+    data = json.loads(runs.read_text())
+    met = all(r["result"]["goals_met"]["cvxpy_speedup"] for r in data["runs"]["solvers.py"])
+    row = next(line for line in kept if line.startswith("| cvxpy time"))
+    assert row.endswith("| **yes** |") == met
