@@ -63,9 +63,9 @@ docs: install
 figures: install
 	$(PY) docs/_ext/figures.py
 
+# the solver and sample-complexity benchmarks, 3 runs each; rewrites docs/results/benchmarks_tables.md
 bench: install
-	$(PY) benchmarks/solvers.py
-	$(PY) benchmarks/sample_complexity.py
+	$(PY) benchmarks/report.py --runs 3 --markdown docs/results/benchmarks_tables.md
 
 # verify every claim, the key tabular figures and the opinion benchmark (quick grid) into $(OUT)/
 demo: install
