@@ -141,5 +141,5 @@ test-verl: verl-env
 
 # tokens/s of our PPO (shared trunk and separate critic) vs TRL 1.12's PPO; GRPO overhead ratio
 bench-ppo: install .cache/trl-1.12/.installed .cache/trl-1.16/.installed
-	$(PY) benchmarks/ppo_step.py
-	$(PY) benchmarks/grpo_overhead.py
+	$(PY) benchmarks/ppo_step.py --repeats 3 --markdown docs/results/ppo_step.md
+	$(PY) benchmarks/grpo_overhead.py --repeats 3 --markdown docs/results/grpo_overhead.md

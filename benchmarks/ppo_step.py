@@ -248,6 +248,8 @@ def main(argv=None) -> int:
     p.add_argument("--grpo-python", default=str(ROOT / ".cache/trl-1.16/bin/python"),
                    help="interpreter of the TRL 1.16 environment (GRPO context figure)")
     p.add_argument("--no-grpo", action="store_true", help="skip the GRPO context run")
+    p.add_argument("--markdown", metavar="FILE", help="also write the result as a table, with the command, the "
+                   "machine and the goals, to FILE (docs/results/ppo_step.md is written this way)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--setup", help=argparse.SUPPRESS)
     p.add_argument("--work", default=None, help=argparse.SUPPRESS)
@@ -313,8 +315,38 @@ def main(argv=None) -> int:
         if "grpo_context" in out:
             g = out["grpo_context"]
             print(f"context ({g['label']}): " + (f"{g['tokens_per_s']:.1f} tokens/s" if g["tokens_per_s"] else ""))
+    if a.markdown:
+        write_markdown(out, a)
     tmp.cleanup()
     return 0
+
+
+def write_markdown(out: dict, a) -> None:
+    """The page fragment of docs/results/benchmarks.md's PPO step section, from this run."""
+    import platform
+
+    import torch
+
+    ratio, frac = out["ratio"], out["model_time_fraction"]
+    met = lambda ok: "met" if ok else "missed"  # noqa: E731
+    per = ", ".join(f"{x:.1f}" for x in out["ratio_per_repeat"])
+    grpo = out.get("grpo_context") or {}
+    lines = [f"<!-- written by `python benchmarks/ppo_step.py --repeats {a.repeats} --markdown {a.markdown}`; "
+             "do not edit -->",
+             f"Run on {time.strftime('%Y-%m-%d')}, {platform.machine()} CPU ({a.threads} threads), torch "
+             f"{torch.__version__}; load average {os.getloadavg()[0]:.1f} at the end.", "",
+             "| figure | goal | value |", "|---|---|---|",
+             f"| ours, tokens/s | — | {out['ours_tokens_per_s']:,.0f} |",
+             f"| {out['baseline']}, tokens/s | — | "
+             + (f"{out['baseline_tokens_per_s']:,.0f} |" if out["baseline_tokens_per_s"] else "not run |")]
+    if ratio:
+        lines.append(f"| ratio (median; per repeat {per}) | ≥ 2× | **{ratio:.1f}×, {met(ratio >= 2)}** |")
+    lines.append(f"| share of our step time inside model calls (generate, forward, backward, optimizer) | ≥ 70% | "
+                 f"**{100 * frac:.0f}%, {met(frac >= 0.7)}** |")
+    if grpo.get("tokens_per_s"):
+        lines.append(f"| {grpo['label']}, tokens/s (context only; a different algorithm) | — | "
+                     f"{grpo['tokens_per_s']:,.0f} |")
+    Path(a.markdown).write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
