@@ -66,6 +66,15 @@ def _plain_copy(module):
 
     if isinstance(module, policy_with_value_class()):
         return policy_with_value_class()(_plain_copy(module.lm))
+    try:
+        from peft import PeftModel, get_peft_model
+    except ImportError:  # no peft: no LoRA model to copy
+        PeftModel = None
+    if PeftModel is not None and isinstance(module, PeftModel):  # LoRA: the same adapters on a plain base
+        import copy
+
+        return get_peft_model(_plain_copy(module.get_base_model()),
+                              copy.deepcopy(module.peft_config[module.active_adapter]))
     if isinstance(module, PreTrainedModel):
         return _plain_class(module)._from_config(module.config, dtype=module.dtype)
     raise TypeError(f"cannot save a sharded {type(module).__name__}")

@@ -2,7 +2,7 @@
 
     fsdp_worker.py DATA BASE OUT [STAGES]
 
-runs SFT (from BASE), the reward model (from BASE) and PPO (SFT policy, that reward model) for a
+runs SFT (from BASE), the reward model (from BASE; ``rm_lora``: with LoRA) and PPO (SFT policy, that reward model) for a
 few steps each under whatever the launcher configured (FSDP2 or plain data parallel), with
 ``log_every: 1`` so every SFT/RM step's losses land in its ``metrics.jsonl``, and writes what
 the test checks to ``OUT/rank{R}.json``: the distributed type, whether the PPO parameters were
@@ -42,6 +42,9 @@ def main(data, base, out, stages="sft,rm,ppo"):
     if "rm" in stages:
         train_reward_model(load_config(RMConfig, overrides=dict(model=base, data=data, out=str(out / "rm"), **RM)),
                            quiet=True)
+    if "rm_lora" in stages:  # LoRA adapters (peft) on the sharded model, saved merged and as an adapter
+        train_reward_model(load_config(RMConfig, overrides=dict(model=base, data=data, out=str(out / "rm_lora"),
+                                                                lora=True, **RM)), quiet=True)
     if "ppo" in stages:
         cfg = load_config(PPOConfig, overrides=dict(data=data, policy=str(out / "sft" / "model"),
                                                     reward_model=str(out / "rm" / "model"), out=str(out / "ppo"), **PPO))

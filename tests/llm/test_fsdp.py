@@ -65,7 +65,7 @@ def runs(tmp_path_factory, tiny):
     data, base = tiny["data"], tiny["base"]
     fsdp, ddp, single = root / "fsdp", root / "ddp", root / "single"
     launch = [accelerate, "launch", "--config_file", str(CONFIG), str(WORKER), data, base, str(fsdp)]
-    _launch(launch + ["sft,rm"], root)
+    _launch(launch + ["sft,rm,rm_lora"], root)
     _launch(launch + ["ppo"], root)
     ddp.mkdir()
     for stage in ("sft", "rm"):  # the same SFT policy and reward model for both PPO runs
@@ -75,6 +75,8 @@ def runs(tmp_path_factory, tiny):
                                                     **fsdp_worker.SFT)), quiet=True)
     train_reward_model(load_config(RMConfig, overrides=dict(model=base, data=data, out=str(single / "rm"),
                                                             **fsdp_worker.RM)), quiet=True)
+    train_reward_model(load_config(RMConfig, overrides=dict(model=base, data=data, out=str(single / "rm_lora"),
+                                                            lora=True, **fsdp_worker.RM)), quiet=True)
     return {"fsdp": fsdp, "ddp": ddp, "single": single, "base": base}
 
 
@@ -128,3 +130,19 @@ def test_sharded_runs_save_plain_hf_model_directories(runs):
     ppo_ddp = AutoModelForCausalLM.from_pretrained(runs["ddp"] / "ppo" / "model").state_dict()
     assert ppo.keys() == ppo_ddp.keys()
     assert max(float((ppo[k] - ppo_ddp[k]).abs().max()) for k in ppo) < 1e-5
+
+
+def test_lora_reward_model_under_fsdp_saves_the_single_process_weights(runs):
+    """LoRA (peft) on the FSDP2-sharded model: the saved merged model equals the single-process
+    LoRA run's (the reward-model loss is a mean over equal-sized pair shares), and the adapter is
+    saved beside it in peft's format."""
+    from prefmatch.llm.models import ADAPTER_DIR, load_reward_model
+
+    sharded, single = runs["fsdp"] / "rm_lora" / "model", runs["single"] / "rm_lora" / "model"
+    assert (sharded / ADAPTER_DIR / "adapter_config.json").is_file()
+    a, b, base = load_reward_model(sharded), load_reward_model(single), load_reward_model(runs["base"], trained=False)
+    moved = False
+    for (name, pa), (_, pb), (_, p0) in zip(a.named_parameters(), b.named_parameters(), base.named_parameters()):
+        assert torch.allclose(pa, pb, rtol=1e-4, atol=1e-6), name
+        moved |= not torch.equal(pa, p0) and "score" not in name
+    assert moved, "LoRA training left every backbone weight unchanged"
