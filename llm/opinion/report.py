@@ -360,7 +360,7 @@ def page(result: dict, figures: list[str], page_dir: Path, smollm2: dict | None 
         f"Generated from the run `{result.get('command') or 'prefmatch opinion'}` (seeds "
         f"{', '.join(map(str, s['seeds']))}; {result.get('machine', '')}; {result.get('date', '')}; wall time "
         f"{result['wall_time_s'] / 60:.1f} min). Every number below is read from that run's `results.json`, kept "
-        f"gzip-compressed beside this page (`results/opinion/results_full.json.gz`, and `results_smollm2.json.gz` for "
+        f"gzip-compressed beside this page (`docs/results/opinion/results_full.json.gz`, and `results_smollm2.json.gz` for "
         f"the SmolLM2 section); `make opinion-page` regenerates the page from them and a test checks that it does.",
         "",
         "## Set-up", "", _setup(result), "",
