@@ -92,6 +92,8 @@ def _run(args) -> int:
         print()
         print(report.table3_markdown(summary["table3"]))
         for c in summary["claims"]:
-            print(f"- {c['id']}: {'holds' if c['holds'] else 'does NOT hold'} ({c['criterion']})")
+            verdict = ("not evaluated" + (f": {c['not_evaluated']}" if c.get("not_evaluated") else "")
+                       if c["holds"] is None else "holds" if c["holds"] else "does NOT hold")
+            print(f"- {c['id']}: {verdict} ({c['criterion']})")
         print(f"\nwall time {result['wall_time_s']:.0f} s; results in {out}/results.json, table in {out}/table.md")
     return 0

@@ -244,7 +244,8 @@ def verdict(result: dict) -> str:
                         f"tokens in M {_f(p['tokens_in_M_reference'], 2)})" for p in b["trained"])
         lines.append(f"  - bias {b['bias']:g}: {pts}")
     n_hold = sum(bool(c["holds"]) for c in s["claims"])
-    lines.append(f"- **Claims**: {n_hold} of {len(s['claims'])} hold.")
+    n_none = sum(c["holds"] is None for c in s["claims"])
+    lines.append(f"- **Claims**: {n_hold} of {len(s['claims'])} hold" + (f" ({n_none} not evaluated)." if n_none else "."))
     return "\n".join(lines)
 
 

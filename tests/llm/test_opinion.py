@@ -383,6 +383,9 @@ def test_a_reward_model_at_chance_leaves_every_claim_unevaluated():
     assert first["pairs"] == 231 and first["accuracy_ci"][0] < 0.5 < first["accuracy_ci"][1]
     assert rest and all(c["holds"] is None and "at chance" in c["not_evaluated"] for c in rest)
     assert "not evaluated (the reward model is at chance" in R.claims_markdown(chance["claims"])
+    run = _fake_result([0.4, 0.5, 0.45], [0.2, 0.3, 0.25], rm_accuracy=40 / 77, rm_pairs=77)
+    run["summary"] = aggregate(run)
+    assert f"0 of {len(chance['claims'])} hold ({len(rest)} not evaluated)" in R.verdict(run)
     # the same accuracy over 3000 pairs is above chance, and the other claims are evaluated again
     many = aggregate(_fake_result([0.4, 0.5, 0.45], [0.2, 0.3, 0.25], rm_accuracy=0.55, rm_pairs=1000))
     assert many["claims"][0]["holds"] is True and all(c["holds"] is not None for c in many["claims"][1:])
