@@ -41,7 +41,7 @@ ROW_KEYS = ("method", "level", "alpha", "beta", "n_seeds", "pm_divergence", "pm_
 EXTRA_KEYS = ("pm_divergence_pairs", "pm_divergence_pairs_gt", "majority_preference", "rm_majority_preference",
               "gt_majority_preference", "majority_mass", "answer_set_mass", "collapsed_fraction",
               "perplexity_sample_mean", "theory_pm_divergence_exact", "theory_pm_divergence_pairs",
-              "theory_majority_preference", "tokens_in_M_reference", "train_time_s", "wall_time_s")
+              "theory_majority_preference", "tokens_in_M_reference", "kl_k1", "train_time_s", "wall_time_s")
 
 
 def mean_ci(xs: Sequence[float | None]) -> tuple[float | None, list[float] | None]:

@@ -371,7 +371,7 @@ def page(result: dict, figures: list[str], page_dir: Path, smollm2: dict | None 
         "p_reward = σ((r(y1) − r(y2))/β) tempered by β as in the paper's Table 5; **perplexity** — exp of the mean "
         "token negative log-likelihood of held-out human-written responses (here: the held-out prompts' "
         "demonstrations); the paper's per-sample formula E_y[π(y|x)^(−1/|y|)] is reported by its median and the "
-        "number of outliers (samples above ten times the median); **entropy** and **KL** in nats per response; "
+        "number of outliers (samples above ten times the median); **entropy** and **KL** in nats per response (KL estimated by Σ_t k3 on the samples: non-negative and unbiased); "
         "**length** in tokens (EOS included). Exact metrics this world allows, labelled exact: the expectation of "
         "the §6.1 estimator over the answer set, and the *pairwise* PM divergence averaged uniformly over every "
         "pair of different answers (a collapsed policy cannot hide a mismatched pair by never sampling it). "

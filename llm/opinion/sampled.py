@@ -12,7 +12,9 @@ eval``). Per held-out prompt ``eval_samples`` responses are drawn from the polic
   policy's own samples, reported with its median and ``perplexity_outliers``, the number of
   samples whose per-sample perplexity exceeds ten times the median;
 * ``entropy``: E_y[−log π(y|x)] in nats per response; ``length``: tokens per response, EOS
-  included; ``kl``: E_y[log π(y|x) − log π_ref(y|x)] in nats per response;
+  included; ``kl``: KL(π ‖ π_ref) in nats per response, estimated by Σ_t k3 on the samples
+  (:func:`prefmatch.llm.metrics.token_kl_k3`: non-negative, unbiased), ``kl_k1`` the plain
+  mean of log π(y|x) − log π_ref(y|x) beside it;
 * ``valid_rate``: the share of samples that are an answer of the set; ``tokens_in_M``: for a cPM
   run, the share of sampled response tokens (token level) or responses (sequence level) in
   M = {π_ref ≥ α}.
@@ -26,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from prefmatch.llm.data import encode_response
-from prefmatch.llm.metrics import pair_scores, sample_responses, sequence_logprobs, summarize
+from prefmatch.llm.metrics import pair_scores, sample_responses, sequence_logprobs, summarize, token_kl_k3
 from prefmatch.llm.opinion.world import OpinionPrompt
 
 #: a sample is a perplexity outlier when its per-sample perplexity exceeds this multiple of the median
@@ -60,7 +62,9 @@ def sampled_metrics(model, ref_model, reward_model, tokenizer, prompts: Sequence
     y2 = [s for ss in samples for s in ss[h:]]
     s = pair_scores(model, ref_model, reward_model, P, y1, y2, tokenizer.pad_token_id, batch_size=128)
     lens1, lens2 = [len(y) for y in y1], [len(y) for y in y2]
-    out = summarize(s["lp1"], s["lp2"], s["rf1"], s["rf2"], s["r1"], s["r2"], lens1, lens2, beta=beta)
+    out = summarize(s["lp1"], s["lp2"], s["rf1"], s["rf2"], s["r1"], s["r2"], lens1, lens2, beta=beta,
+                    kl1=token_kl_k3(s["lt1"], s["qt1"]), kl2=token_kl_k3(s["lt2"], s["qt2"]))
+    out["kl_k1"] = float(np.mean(np.concatenate([(s["lp1"] - s["rf1"]).numpy(), (s["lp2"] - s["rf2"]).numpy()])))
     lp = np.concatenate([s["lp1"].numpy(), s["lp2"].numpy()])
     ln = np.maximum(np.asarray(lens1 + lens2, np.float64), 1)
     per_sample = np.exp(-lp / ln)
