@@ -177,6 +177,15 @@ def claims_markdown(claims: list[dict]) -> str:
     return "\n".join(f"- **{c['id']}** — {_holds(c)}. Criterion: {c['criterion']}." for c in claims)
 
 
+def kl_estimator(result: dict) -> str:
+    """How the run estimated KL(π ‖ π_ref) on its samples (runs recorded before the k3 estimator
+    carry no ``kl_k1``)."""
+    k3 = any("kl_k1" in r for u in result["units"] for r in u["results"].values())
+    return ("estimated by Σ_t k3 on the samples: non-negative and unbiased" if k3 else
+            "estimated by the mean of log π − log π_ref on the samples, as this run recorded it: unbiased, "
+            "but it can go negative")
+
+
 def _setup(result: dict) -> str:
     c = result["config"]
     s = result["summary"]
@@ -345,6 +354,7 @@ def smollm2_section(smol: dict | None) -> list[str]:
         f"{t.get('rm', 0):.0f} s, references with their evaluation {t['references_total']:.0f} s; training per "
         f"policy: {runs}.", "",
         "What the run shows:", "", *smollm2_findings(smol), "",
+        f"KL in the table below: {kl_estimator(smol)}.", "",
         rows_table(s["rows"], s["reference"]), "", claims_markdown(s["claims"]), ""]
 
 
@@ -371,7 +381,7 @@ def page(result: dict, figures: list[str], page_dir: Path, smollm2: dict | None 
         "p_reward = σ((r(y1) − r(y2))/β) tempered by β as in the paper's Table 5; **perplexity** — exp of the mean "
         "token negative log-likelihood of held-out human-written responses (here: the held-out prompts' "
         "demonstrations); the paper's per-sample formula E_y[π(y|x)^(−1/|y|)] is reported by its median and the "
-        "number of outliers (samples above ten times the median); **entropy** and **KL** in nats per response (KL estimated by Σ_t k3 on the samples: non-negative and unbiased); "
+        f"number of outliers (samples above ten times the median); **entropy** and **KL** in nats per response (KL {kl_estimator(result)}); "
         "**length** in tokens (EOS included). Exact metrics this world allows, labelled exact: the expectation of "
         "the §6.1 estimator over the answer set, and the *pairwise* PM divergence averaged uniformly over every "
         "pair of different answers (a collapsed policy cannot hide a mismatched pair by never sampling it). "
