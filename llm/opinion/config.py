@@ -137,9 +137,9 @@ class BenchmarkConfig:
 #: ``--quick``: β = 1 with every α (both levels), KL and PM; one seed; two processes
 QUICK: dict = {"jobs": 2}
 #: ``--full``: the paper's β × α grid (token level; Definition 4.1 at β = 1, to fit a 2-core CPU), KL and PM
-#: at each β; 3 seeds; the bias sweep (2 seeds)
-FULL: dict = {"seeds": 3, "jobs": 3, "betas": list(PAPER_BETAS), "sequence_betas": [1.0], "phase_biases": [0.6, 0.95],
-        "phase_seeds": 2, "dpo": True}
+#: at each β; 6 seeds; the bias sweep (3 seeds)
+FULL: dict = {"seeds": 6, "jobs": 3, "betas": list(PAPER_BETAS), "sequence_betas": [1.0], "phase_biases": [0.6, 0.95],
+        "phase_seeds": 3, "dpo": True}
 
 
 def grid(cfg: BenchmarkConfig) -> dict[float, list[Run]]:
