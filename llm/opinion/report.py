@@ -358,6 +358,13 @@ def smollm2_section(smol: dict | None) -> list[str]:
         rows_table(s["rows"], s["reference"]), "", claims_markdown(s["claims"]), ""]
 
 
+def _reused(result: dict) -> str:
+    """", the references of 7 of 12 (seed, bias) units reused from an earlier run …" or ""."""
+    n = sum(bool(u["refs"]["times"].get("reused")) for u in result["units"])
+    return (f", the references of {n} of {len(result['units'])} (seed, bias) units reused from an earlier run with "
+            f"the same settings" if n else "")
+
+
 def page(result: dict, figures: list[str], page_dir: Path, smollm2: dict | None = None) -> str:
     """The whole results page (markdown) from a benchmark result."""
     s = result["summary"]
@@ -370,7 +377,7 @@ def page(result: dict, figures: list[str], page_dir: Path, smollm2: dict | None 
         "",
         f"Generated from the run `{result.get('command') or 'prefmatch opinion'}` (seeds "
         f"{', '.join(map(str, s['seeds']))}; {result.get('machine', '')}; {result.get('date', '')}; wall time "
-        f"{result['wall_time_s'] / 60:.1f} min). Every number below is read from that run's `results.json`, kept "
+        f"{result['wall_time_s'] / 60:.1f} min{_reused(result)}). Every number below is read from that run's `results.json`, kept "
         f"gzip-compressed beside this page (`docs/results/opinion/results_full.json.gz`, and `results_smollm2.json.gz` for "
         f"the SmolLM2 section); `make opinion-page` regenerates the page from them and a test checks that it does.",
         "",
