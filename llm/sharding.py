@@ -66,11 +66,9 @@ def _plain_copy(module):
 
     if isinstance(module, policy_with_value_class()):
         return policy_with_value_class()(_plain_copy(module.lm))
-    try:
-        from peft import PeftModel, get_peft_model
-    except ImportError:  # no peft: no LoRA model to copy
-        PeftModel = None
-    if PeftModel is not None and isinstance(module, PeftModel):  # LoRA: the same adapters on a plain base
+    from peft import PeftModel, get_peft_model
+
+    if isinstance(module, PeftModel):  # LoRA: the same adapters on a plain base
         import copy
 
         return get_peft_model(_plain_copy(module.get_base_model()),

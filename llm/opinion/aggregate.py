@@ -70,10 +70,12 @@ def wilson_ci(successes: float, n: int, z: float = 1.959963984540054) -> list[fl
 
 def rm_eval_pairs(unit: dict, cfg: dict) -> int:
     """Held-out comparisons the unit's reward-model accuracy was measured on (recorded by the
-    pipeline; for older records: the benchmark's 10 % of the training prompts' comparisons)."""
+    pipeline; for older records: the share ``RM_EVAL_FRACTION`` of the training prompts' comparisons)."""
+    from prefmatch.llm.opinion.config import RM_EVAL_FRACTION
+
     if unit.get("rm_eval_pairs") is not None:
         return int(unit["rm_eval_pairs"])
-    return int(round(0.1 * cfg["comparisons_per_prompt"] * unit["n_train_prompts"]))
+    return int(round(RM_EVAL_FRACTION * cfg["comparisons_per_prompt"] * unit["n_train_prompts"]))
 
 
 def reward_model_accuracy(result: dict) -> dict:

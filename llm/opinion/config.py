@@ -23,6 +23,8 @@ from prefmatch.theory.regularizers import trainable_names
 #: the paper's α grid (Table 3) and β grid
 PAPER_ALPHAS = (0.1, 0.3, 0.5)
 PAPER_BETAS = (0.1, 0.5, 1.0)
+#: share of the training prompts' comparisons the reward model holds out for its accuracy
+RM_EVAL_FRACTION = 0.1
 
 
 @dataclass(frozen=True)

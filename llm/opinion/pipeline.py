@@ -17,7 +17,7 @@ import numpy as np
 
 from prefmatch.llm.config import load_config
 from prefmatch.llm.models import convert_gguf, init_model, load_causal_lm, load_reward_model
-from prefmatch.llm.opinion.config import BenchmarkConfig, Run, grid
+from prefmatch.llm.opinion.config import RM_EVAL_FRACTION, BenchmarkConfig, Run, grid
 from prefmatch.llm.opinion.exact import (answer_logprobs, answer_rewards, exact_evaluation, gt_rewards,
                                          pair_preferences, ranking_accuracy, reward_model_error, tokens_in_m)
 from prefmatch.llm.opinion.optimum import optimum_evaluation, phase_curve
@@ -112,7 +112,7 @@ def train_references(cfg: BenchmarkConfig, corpus: OpinionCorpus, out: Path, see
     t0 = time.perf_counter()
     rm = train_reward_model(load_config(RMConfig, overrides=dict(
         model=paths["sft"], data=data["comparisons"], out=str(out / "rm"), epochs=cfg.rm_epochs, lr=cfg.rm_lr,
-        batch_size=cfg.rm_batch_size, eval_fraction=0.1, normalize=True, **common)), quiet=quiet)
+        batch_size=cfg.rm_batch_size, eval_fraction=RM_EVAL_FRACTION, normalize=True, **common)), quiet=quiet)
     times["rm"] = time.perf_counter() - t0
     paths.update(rm=rm["out"], rm_eval_accuracy=rm.get("eval_accuracy"), rm_eval_pairs=rm.get("eval_pairs"),
                  times=times)
