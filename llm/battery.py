@@ -17,7 +17,6 @@ the full sweep marked slow: ``make test-battery``).
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ import numpy as np
 from prefmatch.llm.config import ConfigError
 from prefmatch.llm.ppo import PPOConfig, PPOTrainer
 from prefmatch.theory.regularizers import REGISTRY
+from prefmatch.theory.responses import enumerate_responses
 
 #: the tolerance the battery holds every accepted configuration to (total variation)
 TV_TOL = 0.01
@@ -47,15 +47,29 @@ class Case:
     mini_batches: int = 1
     max_grad_norm: float = 0.0  # the trainer's default clips at 1.0
     temperature: float = 1.0
+    eos: bool = False  # responses end at EOS (token vocab − 1): lengths 1..length
+    batch_size: int = 256
+    reward_scale: float = 1.0  # rewards ~ N(0, reward_scale²): beyond any clip when large
+    reward_clip: float = 0.0  # the trainer's reward_clip; the optimum is then the clipped reward's
+
+    @property
+    def beta(self) -> float:
+        return float(self.params.get("beta", BASE_BETA))
 
     @property
     def id(self) -> str:
         p = ",".join(f"{k}={v}" for k, v in sorted(self.params.items()) if k != "weights")
+        if len(self.params.get("weights", ())) > 2:
+            p += ("," if p else "") + "weights=" + "/".join(f"{w:g}" for w in self.params["weights"])
         extra = (" value+gae0.95" if self.value else "") + (
             f" epochs={self.ppo_epochs}x{self.mini_batches}mb" if self.ppo_epochs > 1 or self.mini_batches > 1 else "") + (
             f" clip-grad={self.max_grad_norm:g}" if self.max_grad_norm else "") + (
-            f" temperature={self.temperature:g}" if self.temperature != 1 else "")
-        return f"{self.regularizer}[{p}] {self.mode} whiten={'on' if self.whiten else 'off'} T={self.length}{extra}"
+            f" temperature={self.temperature:g}" if self.temperature != 1 else "") + (
+            f" batch={self.batch_size}" if self.batch_size != 256 else "") + (
+            f" |r|~{self.reward_scale:g}" if self.reward_scale != 1 else "") + (
+            f" reward_clip={self.reward_clip:g}" if self.reward_clip else "")
+        length = f"T=1..{self.length}+EOS" if self.eos else f"T={self.length}"
+        return f"{self.regularizer}[{p}] {self.mode} whiten={'on' if self.whiten else 'off'} {length}{extra}"
 
 
 # --------------------------------------------------------------------------- tabular modules
@@ -121,55 +135,67 @@ def tabular_modules():
 # --------------------------------------------------------------------------- one problem
 @dataclass
 class Problem:
-    """A random tabular instance: references' weights, reward per response, all responses."""
+    """A random tabular instance: references' weights, reward per response, all responses.
+
+    ``eos`` (a token id) makes responses end at EOS, lengths 1..``length``, as real text does."""
     vocab: int
     length: int
     ref_weights: list  # one [n_prefixes, V] logit table per reference
-    reward: np.ndarray  # [V^T]
-    responses: np.ndarray  # [V^T, T] token ids
+    reward: np.ndarray  # [n]
+    responses: np.ndarray  # [n, T] token ids, right-padded with 0
+    mask: np.ndarray  # [n, T]: 1 on each response's tokens
+    eos: int | None = None
 
     @classmethod
-    def make(cls, vocab: int = 3, length: int = 1, n_refs: int = 1, seed: int = 0):
+    def make(cls, vocab: int = 3, length: int = 1, n_refs: int = 1, seed: int = 0, eos: int | None = None,
+             reward_scale: float = 1.0):
         import torch
 
         rng = np.random.default_rng(seed)
         refs = [torch.tensor(rng.normal(scale=1.0, size=(n_prefixes(vocab, length), vocab))) for _ in range(n_refs)]
-        responses = np.array(list(itertools.product(range(vocab), repeat=length)), dtype=np.int64)
-        reward = rng.normal(size=len(responses))
-        return cls(vocab, length, refs, reward, responses)
+        responses, mask = enumerate_responses(vocab, length, eos)
+        reward = reward_scale * rng.normal(size=len(responses))
+        return cls(vocab, length, refs, reward, responses, mask, eos)
 
     def token_logp(self, module) -> np.ndarray:
-        """log π(y_t | ·) of every enumerated response [n, T] under a tabular module."""
+        """log π(y_t | ·) of every enumerated response [n, T] under a tabular module (0 past its end)."""
         import torch
 
         ids = torch.cat([torch.zeros(len(self.responses), 1, dtype=torch.long), torch.as_tensor(self.responses)], 1)
         with torch.no_grad():
             logits = module(input_ids=ids).logits[:, :-1].double()
             lp = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
-        return lp.numpy()
+        return lp.numpy() * self.mask
 
     def reward_fn(self):
+        """The task reward of a sampled batch: each row's tokens up to its mask, looked up by value."""
         import torch
 
-        base = self.vocab ** np.arange(self.length - 1, -1, -1)
-        table = torch.as_tensor(self.reward, dtype=torch.float32)
+        table = {tuple(r[m > 0].tolist()): float(x) for r, m, x in zip(self.responses, self.mask, self.reward)}
 
         def reward(prompt_ids, response_ids, response_mask):
-            idx = (response_ids.cpu().numpy() * base).sum(-1)
-            return table[torch.as_tensor(idx)]
+            rows = zip(response_ids.cpu().numpy(), response_mask.cpu().numpy())
+            return torch.tensor([table[tuple(r[m > 0].tolist())] for r, m in rows], dtype=torch.float32)
 
         return reward
 
 
-def budget(case: Case) -> tuple[int, float]:
-    """(steps, lr) of a case: without a baseline (no whitening, no value model) the advantage is the
+def budget(case: "Case") -> tuple[int, float]:
+    """(steps, lr) of a case.  Without a baseline (no whitening, no value model) the advantage is the
     raw return, whose variance makes the Polyak average converge slowly (1000 steps instead of 300);
-    several updates per rollout take a proportionally smaller step."""
+    several updates per rollout take a proportionally smaller step.  Below β = 0.7 the optimum's
+    logits grow like |r|/β, and so does the way there: steps grow like 0.7/β and the lr like
+    √(0.7/β) (Adam's steps do not grow with the gradient)."""
     steps = 300 if (case.whiten or case.value) else 1000
-    return steps, 0.05 / (case.ppo_epochs * case.mini_batches) ** 0.5
+    lr = 0.05 / (case.ppo_epochs * case.mini_batches) ** 0.5
+    ratio = max(1.0, BASE_BETA / case.beta)
+    return int(round(steps * ratio)), lr * ratio ** 0.5
 
 
-def run_case(case: Case, *, steps: int | None = None, batch_size: int = 256, lr: float | None = None,
+BASE_BETA = 0.7  # the β of every case that does not set one
+
+
+def run_case(case: Case, *, steps: int | None = None, lr: float | None = None,
              seed: int = 0, vocab: int = 3) -> dict[str, Any]:
     """Train one case; ``{"id", "accepted", "tv", "reason", ...}`` (steps and lr: :func:`budget`)."""
     default_steps, default_lr = budget(case)
@@ -177,20 +203,27 @@ def run_case(case: Case, *, steps: int | None = None, batch_size: int = 256, lr:
 
     TabularPolicy, TabularValue = tabular_modules()
     n_refs = len(case.params.get("weights", ())) or 1
-    prob = Problem.make(vocab=vocab, length=case.length, n_refs=n_refs, seed=1000 + seed)
+    eos = vocab - 1 if case.eos else None
+    prob = Problem.make(vocab=vocab, length=case.length, n_refs=n_refs, seed=1000 + seed, eos=eos,
+                        reward_scale=case.reward_scale)
     refs = [TabularPolicy(vocab, case.length, init=w) for w in prob.ref_weights]
     policy = TabularPolicy(vocab, case.length, init=prob.ref_weights[0])
     value = TabularValue(vocab, case.length) if case.value else None
+    params = dict(case.params)
+    if params.get("alpha") == "near-ref":  # α 1e-9 above a first-token π_ref: float32 cannot tell them apart
+        first = np.exp(prob.token_logp(refs[0])[:, 0])
+        params["alpha"] = float(first[np.argmin(np.abs(first - 0.3))]) * (1 + 1e-9)
     cfg = PPOConfig(
-        regularizer=case.regularizer, regularizer_params=dict(case.params), regularizer_mode=case.mode,
-        beta=case.params.get("beta", 0.7), whiten_advantages=case.whiten, steps=steps, batch_size=batch_size,
-        mini_batch_size=batch_size // case.mini_batches, ppo_epochs=case.ppo_epochs, lr=lr,
+        regularizer=case.regularizer, regularizer_params=params, regularizer_mode=case.mode,
+        beta=case.beta, whiten_advantages=case.whiten, steps=steps, batch_size=case.batch_size,
+        mini_batch_size=max(1, case.batch_size // case.mini_batches), ppo_epochs=case.ppo_epochs, lr=lr,
         max_response_len=case.length, lam=0.95 if case.value else 1.0, vf_coef=0.5, cpu=True, seed=seed,
-        max_grad_norm=case.max_grad_norm, temperature=case.temperature)
+        max_grad_norm=case.max_grad_norm, temperature=case.temperature, reward_clip=case.reward_clip)
     cfg.regularizer_params.pop("beta", None)
     try:
         trainer = PPOTrainer.from_modules(cfg, policy=policy, reference=refs if n_refs > 1 else refs[0],
-                                          reward_fn=prob.reward_fn(), prompts=[[0]], value=value)
+                                          reward_fn=prob.reward_fn(), prompts=[[0]], value=value,
+                                          eos_token_id=eos)
     except ConfigError as e:
         return {"id": case.id, "accepted": False, "tv": None, "reason": str(e)}
     avg, n_avg = None, 0
@@ -203,11 +236,16 @@ def run_case(case: Case, *, steps: int | None = None, batch_size: int = 256, lr:
     averaged = TabularPolicy(vocab, case.length, init=avg / (n_avg * case.temperature))  # the trained policy
     logp = prob.token_logp(averaged).sum(-1)
     ref_t = np.stack([prob.token_logp(r) for r in refs]) if n_refs > 1 else prob.token_logp(refs[0])
-    target = trainer.reg.sequence_optimal_logp(prob.reward, ref_t, np.ones(ref_t.shape[-2:]))
+    reward = np.clip(prob.reward, -case.reward_clip, case.reward_clip) if case.reward_clip else prob.reward
+    target = trainer.reg.sequence_optimal_logp(reward, ref_t, prob.mask)
     tv = 0.5 * float(np.abs(np.exp(logp) - np.exp(target)).sum())
     start = 0.5 * float(np.abs(np.exp(prob.token_logp(refs[0]).sum(-1)) - np.exp(target)).sum())
-    return {"id": case.id, "accepted": True, "placement": trainer.placement, "tv": tv, "tv_at_start": start,
-            "reason": ""}
+    row = {"id": case.id, "accepted": True, "placement": trainer.placement, "tv": tv, "tv_at_start": start,
+           "steps": steps, "lr": lr, "reason": ""}
+    if case.reward_clip:  # how far the clipped objective's optimum is from the unclipped one's
+        unclipped = trainer.reg.sequence_optimal_logp(prob.reward, ref_t, prob.mask)
+        row["tv_to_unclipped_optimum"] = 0.5 * float(np.abs(np.exp(logp) - np.exp(unclipped)).sum())
+    return row
 
 
 # --------------------------------------------------------------------------- the sweep
@@ -218,9 +256,15 @@ def regularizer_cases() -> list[tuple[str, dict]]:
 
 
 def all_cases(lengths=(1, 2)) -> list[Case]:
-    """regularizer × mode (reward, loss) × whitening × length 1 and 2, length 3 with whitening,
-    plus value-model/GAE, multi-epoch, gradient-clipping and temperature variants on two-token
-    responses."""
+    """The accepted configurations, in the regime users train in.
+
+    Fixed-length responses: regularizer × mode (reward, loss) × whitening × length 1 and 2, length 3
+    with whitening.  Responses ending at EOS (lengths 1–3, shared prefixes, optima spread over
+    several lengths): every regularizer and placement, with whitening on and off; minibatches of 1
+    (batch 64), 8 and the whole batch, ``ppo_epochs`` = 2, value model on, gradient clipping,
+    temperature; rewards far beyond ±5 with and without ``reward_clip``; β ∈ {0.05, 0.3, 1, 5}
+    (budgets scale with β, :func:`budget`); K = 3 references with unequal weights; cPM with
+    π_ref within float32 rounding of α."""
     cases = [Case(name, params, mode, whiten, T)
              for name, params in regularizer_cases() for mode in ("reward", "loss")
              for whiten in (True, False) for T in lengths]
@@ -232,8 +276,33 @@ def all_cases(lengths=(1, 2)) -> list[Case]:
         cases.append(Case(name, params, "auto", True, 2, ppo_epochs=2, mini_batches=4))
         cases.append(Case(name, params, "auto", True, 2, max_grad_norm=1.0))  # the trainer's default clipping
         cases.append(Case(name, params, "auto", True, 2, temperature=0.7))
+    # --- responses that end at EOS
+    cases += [Case(name, params, mode, whiten, 3, eos=True) for name, params in regularizer_cases()
+              for mode in ("reward", "loss") for whiten in (True, False)]
+    for name, params in [("kl", {"estimator": "k1"}), ("kl", {"estimator": "k3"}), ("fdiv", {"f": "chi2"}),
+                         ("cpm", {"alpha": 0.3, "level": "token"})]:
+        cases.append(Case(name, params, "auto", True, 3, eos=True, batch_size=64, mini_batches=64))  # minibatch 1
+        cases.append(Case(name, params, "auto", True, 3, eos=True, mini_batches=32))  # minibatch 8
+        cases.append(Case(name, params, "auto", True, 3, eos=True, ppo_epochs=2, mini_batches=4))
+        cases.append(Case(name, params, "auto", True, 3, eos=True, value=True))
+        cases.append(Case(name, params, "auto", False, 3, eos=True, value=True))
+        cases.append(Case(name, params, "auto", True, 3, eos=True, max_grad_norm=1.0))
+        cases.append(Case(name, params, "auto", True, 3, eos=True, temperature=0.7))
+        cases.append(Case(name, params, "auto", True, 3, eos=True, reward_scale=8.0))
+        cases.append(Case(name, params, "auto", True, 3, eos=True, reward_scale=8.0, reward_clip=5.0))
+    for beta in BETAS:
+        for name, params in [("kl", {"estimator": "k1"}), ("kl", {"estimator": "k3"}), ("pm", {}),
+                             ("cpm", {"alpha": 0.3, "level": "sequence"}), ("maxent", {})] + [
+                ("fdiv", {"f": f}) for f in ("reverse_kl", "js", "hellinger", "chi2")]:
+            cases.append(Case(name, {**params, "beta": beta}, "auto", True, 3, eos=True, reward_scale=max(1.0, beta)))
+    for name in ("multi_rkl", "multi_fkl"):
+        cases.append(Case(name, {"weights": [0.2, 0.3, 0.5]}, "auto", True, 3, eos=True))
+    cases.append(Case("cpm", {"alpha": "near-ref", "level": "token"}, "auto", True, 3, eos=True))
     return cases
 
+
+#: the βs of the battery's β sweep (the other cases use :data:`BASE_BETA`)
+BETAS = (0.05, 0.3, 1.0, 5.0)
 
 #: the fast subset run by `make test`: one case per placement family and each fixed defect
 QUICK = [
@@ -245,6 +314,12 @@ QUICK = [
     Case("fdiv", {"f": "chi2"}, "loss", True, 2),
     Case("multi_fkl", {"weights": [0.3, 0.7]}, "loss", True, 1),
     Case("multi_rkl", {"weights": [0.3, 0.7]}, "reward", True, 1),
+    # the users' regime: EOS-terminated responses of lengths 1-3
+    Case("kl", {"estimator": "k1"}, "auto", True, 3, eos=True, mini_batches=32),  # length-independent normalizer
+    Case("kl", {"estimator": "k3"}, "auto", True, 3, eos=True),  # whitening from earlier rollouts
+    Case("kl", {"estimator": "k1"}, "auto", True, 3, eos=True, reward_scale=8.0, reward_clip=5.0),
+    Case("fdiv", {"f": "js", "beta": 5.0}, "auto", True, 3, eos=True, reward_scale=5.0),
+    Case("cpm", {"alpha": "near-ref", "level": "token"}, "auto", True, 3, eos=True),  # indicator in float64
 ]
 
 

@@ -119,6 +119,23 @@ def response_token_logprobs(model, ids, attn, rmask):
     return logprobs_from_logits(logits[:, :-1], ids[:, 1:]), rmask[:, 1:]
 
 
+def check_complete_responses(pairs, eos_token_id: int | None) -> None:
+    """ConfigError naming ``pairs`` if a response without EOS is a proper prefix of another response
+    to the same prompt (a response that ends with ``eos_token_id`` is complete by construction)."""
+    by_prompt: dict[tuple, set] = {}
+    for prompt, *responses in pairs:
+        by_prompt.setdefault(tuple(prompt), set()).update(tuple(r) for r in responses)
+    for prompt, responses in by_prompt.items():
+        prefixes = {r[:k] for r in responses for k in range(1, len(r))}
+        for r in sorted(responses):
+            if r in prefixes and (eos_token_id is None or r[-1] != eos_token_id):
+                longer = next(o for o in sorted(responses) if len(o) > len(r) and o[:len(r)] == r)
+                raise ConfigError(
+                    f"pairs: response {list(r)} to prompt {list(prompt)} is a proper prefix of {list(longer)} and "
+                    f"does not end with EOS (eos_token_id={eos_token_id}); end every response with EOS so that each "
+                    "is a complete outcome")
+
+
 class DPOTrainer:
     """Models, optimizer and pairs of a DPO run; :meth:`step` is one optimizer step.
 
@@ -171,13 +188,16 @@ class DPOTrainer:
 
     @classmethod
     def from_modules(cls, config: DPOConfig, *, policy, reference=None, pairs, eval_pairs=(), pad_token_id: int = 0,
-                     quiet: bool = True) -> "DPOTrainer":
+                     eos_token_id: int | None = None, quiet: bool = True) -> "DPOTrainer":
         """The trainer on user modules, with the same :meth:`step`.
 
         ``policy``/``reference``: torch modules called as ``m(input_ids=..., attention_mask=...)``
         returning an object with ``.logits`` [B, L, V]; ``reference`` may be a list (one per weight
         of ``multi_rkl``) and is not used by reference-free regularizers.  ``pairs``: triples of
         token-id lists ``(prompt, chosen, rejected)``; responses are used as given (no EOS added).
+        A response that does not end with ``eos_token_id`` (every response, when it is None) and is
+        a proper prefix of another response to the same prompt is refused: the responses are then
+        no set of complete outcomes, and there is no distribution over them to converge to.
         """
         from torch import nn
 
@@ -196,6 +216,7 @@ class DPOTrainer:
             return out
 
         pairs = clean(pairs)
+        check_complete_responses(pairs + clean(eval_pairs), eos_token_id)
         if not pairs:
             raise ConfigError("pairs: at least one (prompt, chosen, rejected) triple")
         self = cls.__new__(cls)

@@ -48,11 +48,12 @@ class Case:
     params: dict = field(default_factory=dict)
     length: int = 1
     beta: float = BETA
+    eos: bool = False  # responses end at EOS (token VOCAB − 1): lengths 1..length, shared prefixes
 
     @property
     def id(self) -> str:
         p = ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
-        return f"{self.regularizer}[{p}] beta={self.beta:g} T={self.length}"
+        return f"{self.regularizer}[{p}] beta={self.beta:g} " + (f"T=1..{self.length}+EOS" if self.eos else f"T={self.length}")
 
 
 def sample_pairs(prob: Problem, data_logp: np.ndarray, n_pairs: int, seed: int):
@@ -70,14 +71,14 @@ def sample_pairs(prob: Problem, data_logp: np.ndarray, n_pairs: int, seed: int):
     return np.where(win, i, j), np.where(win, j, i)
 
 
-def empirical_minimizer(reg, winners, losers, ref_t, n: int) -> np.ndarray:
+def empirical_minimizer(reg, winners, losers, ref_t, mask: np.ndarray) -> np.ndarray:
     """log π of the exact minimizer of the empirical DPO loss over all distributions on the n
     responses (scipy L-BFGS on response logits with the analytic gradient): the sampling floor."""
     from scipy.optimize import minimize
 
-    mask = np.ones(ref_t.shape[-2:])
-    b = -reg.sequence_implicit_reward(np.zeros(ref_t.shape[-2:]), ref_t, mask)  # h = a log π − b
-    a = reg.sequence_implicit_reward(np.ones(ref_t.shape[-2:]) / ref_t.shape[-1], ref_t, mask) + b
+    n = mask.shape[0]
+    b = -reg.sequence_implicit_reward(np.zeros(mask.shape), ref_t, mask)  # h = a log π − b
+    a = reg.sequence_implicit_reward(mask / mask.sum(-1, keepdims=True), ref_t, mask) + b
     counts = np.zeros((n, n))
     np.add.at(counts, (winners, losers), 1.0)
     counts /= counts.sum()
@@ -106,18 +107,20 @@ def run_case(case: Case, *, n_pairs: int = 200_000, steps: int = 600, batch_size
     TabularPolicy, _ = tabular_modules()
     reg = build_regularizer(case.regularizer, dict(case.params), case.beta)
     n_refs = len(reg.weights) if reg.multi_reference else 1
-    prob = Problem.make(vocab=VOCAB, length=case.length, n_refs=n_refs, seed=2000 + seed)
+    eos = VOCAB - 1 if case.eos else None
+    prob = Problem.make(vocab=VOCAB, length=case.length, n_refs=n_refs, seed=2000 + seed, eos=eos)
     refs = [TabularPolicy(VOCAB, case.length, init=w) for w in prob.ref_weights]
     policy = TabularPolicy(VOCAB, case.length, init=prob.ref_weights[0])
     ref_t = np.stack([prob.token_logp(r) for r in refs]) if n_refs > 1 else prob.token_logp(refs[0])
     start_logp = prob.token_logp(refs[0]).sum(-1)  # the policy starts at the (first) reference
     winners, losers = sample_pairs(prob, np.zeros(len(start_logp)), n_pairs, seed=3000 + seed)
-    resp = prob.responses.tolist()
+    resp = [r[m > 0].tolist() for r, m in zip(prob.responses, prob.mask)]
     pairs = [([0], resp[w], resp[l]) for w, l in zip(winners, losers)]
     cfg = DPOConfig(regularizer=case.regularizer, regularizer_params=dict(case.params), beta=case.beta,
                     batch_size=batch_size, steps=steps, lr=lr, max_grad_norm=0.0, cpu=True, seed=seed,
                     max_response_len=case.length)
-    trainer = DPOTrainer.from_modules(cfg, policy=policy, reference=refs if n_refs > 1 else refs[0], pairs=pairs)
+    trainer = DPOTrainer.from_modules(cfg, policy=policy, reference=refs if n_refs > 1 else refs[0], pairs=pairs,
+                                      eos_token_id=eos)
     avg, n_avg = None, 0
     for k in range(steps):
         trainer.step()
@@ -126,12 +129,12 @@ def run_case(case: Case, *, n_pairs: int = 200_000, steps: int = 600, batch_size
             avg = w if avg is None else avg + w
             n_avg += 1
     logp = prob.token_logp(TabularPolicy(VOCAB, case.length, init=avg / n_avg)).sum(-1)
-    target = reg.sequence_optimal_logp(prob.reward, ref_t, np.ones(ref_t.shape[-2:]))
+    target = reg.sequence_optimal_logp(prob.reward, ref_t, prob.mask)
 
     def tv(lp):
         return 0.5 * float(np.abs(np.exp(lp) - np.exp(target)).sum())
 
-    floor = empirical_minimizer(reg, winners, losers, ref_t, len(resp))
+    floor = empirical_minimizer(reg, winners, losers, ref_t, prob.mask)
     return {"id": case.id, "regularizer": case.regularizer, "length": case.length, "tv": tv(logp),
             "tv_at_start": tv(start_logp), "tv_sampling": tv(floor), "pairs": len(pairs), "steps": steps}
 

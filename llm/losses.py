@@ -8,10 +8,11 @@ from prefmatch.theory.distributions import log_sigmoid
 
 
 def logprobs_from_logits(logits, tokens):
-    """log π(y_t | ·) = log_softmax(logits)[y_t], shape [B, T] (float32 for stability)."""
+    """log π(y_t | ·) = log_softmax(logits)[y_t], shape [B, T] (at least float32; float64 logits stay float64,
+    so that a threshold on the log-probs, as cPM's, is decided at the precision the model computed them)."""
     import torch
 
-    logp = torch.log_softmax(logits.float(), dim=-1)
+    logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
     return torch.gather(logp, -1, tokens[..., None]).squeeze(-1)
 
 
@@ -31,6 +32,18 @@ def masked_mean(x, mask, dim=None):
     return (x * m).sum(dim) / m.sum(dim).clamp(min=1)
 
 
+def masked_sum_over(x, mask, normalizer=None):
+    """Σ x·m / normalizer, or the masked mean Σ x·m / Σ m when ``normalizer`` is None.
+
+    A loss's normalizer is part of the objective it optimizes: Σ m (the tokens of the minibatch)
+    depends on which responses share the minibatch, and so weights a response's gradient by its
+    length's company (the length bias of Dr. GRPO, Liu et al. 2025); a constant normalizer (the
+    PPO trainer's: minibatch size × max_response_len) scales every response alike."""
+    if normalizer is None:
+        return masked_mean(x, mask)
+    return (x * mask.to(x.dtype)).sum() / normalizer
+
+
 def masked_whiten(x, mask, shift_mean: bool = True, eps: float = 1e-8, return_scale: bool = False):
     """(x − mean)/std over the masked entries (advantage normalisation).
 
@@ -44,6 +57,35 @@ def masked_whiten(x, mask, shift_mean: bool = True, eps: float = 1e-8, return_sc
         out = out + mean
     out = out * mask.to(x.dtype)
     return (out, scale.detach()) if return_scale else out
+
+
+def batch_moments(x, mask):
+    """``(mean, second moment, 1)`` of the masked entries of ``x``: one rollout's term of :func:`fold_moments`."""
+    m = mask.to(x.dtype)
+    n = m.sum().clamp(min=1)
+    return float((x * m).sum() / n), float((x * x * m).sum() / n), 1.0
+
+
+def fold_moments(moments, fresh, decay: float = 0.9):
+    r"""Running ``(mean, second moment, weight)``: ``fresh`` (:func:`batch_moments`) folded into
+    ``moments`` by an exponential moving average (weight = Σ decay^k, so that
+    :func:`whitening_from_moments` is bias-corrected like Adam's); ``moments`` None starts it.
+
+    The PPO trainer whitens a rollout's advantages with the moments of the *earlier* rollouts: a
+    scale computed from the rollout itself is correlated with its rare, large per-token terms (k3's
+    e^{log ρ}), which biases the update's expectation; a scale fixed before the rollout is drawn is
+    only a step size."""
+    if moments is None:
+        return tuple(fresh)
+    return tuple(decay * old + new for old, new in zip(moments, fresh))
+
+
+def whitening_from_moments(moments, eps: float = 1e-8):
+    """``(mean, 1/std)`` of the running ``moments`` of :func:`fold_moments`."""
+    a, b, w = moments
+    mean = a / w
+    var = max(b / w - mean * mean, 0.0)
+    return mean, (var + eps) ** -0.5
 
 
 def gae(rewards, values, mask, gamma: float = 1.0, lam: float = 0.95):
@@ -68,29 +110,31 @@ def gae(rewards, values, mask, gamma: float = 1.0, lam: float = 0.95):
     return adv, (adv + values) * m
 
 
-def clipped_policy_loss(logp, old_logp, advantages, mask, clip: float = 0.2):
+def clipped_policy_loss(logp, old_logp, advantages, mask, clip: float = 0.2, normalizer=None):
     r"""PPO-clip (Schulman et al. 2017, eq. 7), as a loss:
-    L = E_t[max(−A_t ρ_t, −A_t clip(ρ_t, 1 − ε, 1 + ε))], ρ_t = π_θ(y_t|·)/π_old(y_t|·).
-    Returns ``(loss, clip_fraction, approx_kl)`` with approx_kl = E[(ρ − 1) − log ρ] (k3)."""
+    L = Σ_t max(−A_t ρ_t, −A_t clip(ρ_t, 1 − ε, 1 + ε)) / N, ρ_t = π_θ(y_t|·)/π_old(y_t|·), N the
+    ``normalizer`` (default: the masked token count, a token mean; see :func:`masked_sum_over`).
+    Returns ``(loss, clip_fraction, approx_kl)`` with approx_kl = E[(ρ − 1) − log ρ] (k3, token means)."""
     import torch
 
     log_ratio = logp - old_logp
     ratio = log_ratio.exp()
     loss1 = -advantages * ratio
     loss2 = -advantages * torch.clamp(ratio, 1.0 - clip, 1.0 + clip)
-    loss = masked_mean(torch.maximum(loss1, loss2), mask)
+    loss = masked_sum_over(torch.maximum(loss1, loss2), mask, normalizer)
     with torch.no_grad():
         clipfrac = masked_mean((loss2 > loss1).float(), mask)
         approx_kl = masked_mean((ratio - 1) - log_ratio, mask)
     return loss, clipfrac, approx_kl
 
 
-def clipped_value_loss(values, old_values, returns, mask, clip: float = 0.2):
-    r"""½ E_t[max((V_t − R_t)², (V_old,t + clip(V_t − V_old,t, ±ε) − R_t)²)] (PPO2 value clipping)."""
+def clipped_value_loss(values, old_values, returns, mask, clip: float = 0.2, normalizer=None):
+    r"""½ Σ_t max((V_t − R_t)², (V_old,t + clip(V_t − V_old,t, ±ε) − R_t)²) / N (PPO2 value clipping;
+    N as in :func:`clipped_policy_loss`)."""
     import torch
 
     v_clip = old_values + torch.clamp(values - old_values, -clip, clip)
-    return 0.5 * masked_mean(torch.maximum((values - returns) ** 2, (v_clip - returns) ** 2), mask)
+    return 0.5 * masked_sum_over(torch.maximum((values - returns) ** 2, (v_clip - returns) ** 2), mask, normalizer)
 
 
 def explained_variance(values, returns, mask):

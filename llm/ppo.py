@@ -5,12 +5,18 @@ One iteration (:meth:`PPOTrainer.step`) reads top to bottom like the algorithm:
 1. **rollout**: sample a batch of prompts, generate responses with the policy;
 2. **score**: per-token log-probs of the policy (and its values) and of the reference(s);
    the reward model's score of prompt + response;
-3. **rewards**: r_t = ψ_t + 1[t = last]·clip(r_θ, ±c), where ψ_t is the regularizer's
-   per-token term (theory layer; see :mod:`prefmatch.llm.rewards`), β inside ψ;
-4. **advantages**: GAE(γ = 1, λ) on the value head's estimates, whitened (scale σ⁻¹);
+3. **rewards**: r_t = ψ_t + 1[t = last]·r_θ, where ψ_t is the regularizer's per-token term
+   (theory layer; see :mod:`prefmatch.llm.rewards`), β inside ψ (r_θ clipped to ±c only when
+   ``reward_clip`` is set: the run then optimizes the clipped reward, and says so);
+4. **advantages**: GAE(γ = 1, λ) on the value head's estimates, whitened with the mean and scale
+   σ⁻¹ of the *earlier* rollouts (a running average: a scale drawn from the rollout itself is
+   correlated with its large per-token terms and biases the update);
 5. **update**: ``ppo_epochs`` passes of shuffled minibatches of the clipped policy loss plus
    ``vf_coef`` × the clipped value loss, plus — in ``loss`` placement — the pathwise regularizer
-   term on the same scale (the same token normalizer and the same σ⁻¹).
+   term on the same scale (the same σ⁻¹).  Every loss is a sum over the minibatch's response
+   tokens divided by one constant, ``mini_batch_size × max_response_len``: a token mean over the
+   minibatch would weight each response by the lengths of the others that share its minibatch
+   (Dr. GRPO's length bias) and move the fixed point off the optimum on responses of varying length.
 
 Every configuration this trainer accepts reaches the theory's optimum on tabular policies: the
 convergence battery (:mod:`prefmatch.llm.battery`) drives this same :meth:`PPOTrainer.step`
@@ -44,7 +50,9 @@ from prefmatch.llm.losses import (
     gae,
     logprobs_from_logits,
     masked_mean,
-    masked_whiten,
+    batch_moments,
+    fold_moments,
+    whitening_from_moments,
 )
 from prefmatch.llm.models import (
     VALUE_HEAD_FILE,
@@ -94,7 +102,9 @@ class PPOConfig(CommonConfig):
                                       "auto (reward where exact, else loss)", choices=REGULARIZER_MODES)
     beta: float = cfg_field(0.1, help="β, the divergence's coefficient in E[r] − β·D for every regularizer "
                             "(PM: ψ = β(−log π + C1 + C2/π), optimum softmax(r/β))", range="(0, inf)")
-    reward_clip: float = cfg_field(5.0, help="clip the reward-model score to ±reward_clip (0 = off)", range="[0, inf)")
+    reward_clip: float = cfg_field(0.0, help="clip the task score to ±reward_clip (0 = off, the default: the theory's "
+                                   "optimum is that of the reward given; the PM paper's authors use 5, and a run with "
+                                   "a clip optimizes the clipped reward and says so)", range="[0, inf)")
     normalize_reward: bool = cfg_field(True, help="apply the reward model's saved normalisation, if any")
     steps: int = cfg_field(100, help="PPO iterations (rollout + update)", range="[1, inf)")
     mini_batch_size: int = cfg_field(4, help="minibatch size of the update (per process)", range="[1, inf)")
@@ -105,8 +115,11 @@ class PPOConfig(CommonConfig):
     cliprange: float = cfg_field(0.2, help="policy ratio clip ε", range="(0, inf)")
     cliprange_value: float = cfg_field(0.2, help="value clip", range="(0, inf)")
     vf_coef: float = cfg_field(0.1, help="weight of the value loss", range="[0, inf)")
-    whiten_advantages: bool = cfg_field(True, help="normalise advantages to mean 0, std 1 per batch (the "
-                                        "pathwise regularizer term is divided by the same std)")
+    whiten_advantages: bool = cfg_field(True, help="normalise advantages to mean 0, std 1 with the running mean and "
+                                        "std of the earlier rollouts (the first rollout: its own); the pathwise "
+                                        "regularizer term is divided by the same std")
+    whiten_decay: float = cfg_field(0.9, help="decay of the running advantage moments used for whitening",
+                                    range="[0, 1)")
     temperature: float = cfg_field(1.0, help="sampling temperature: the trained policy is softmax(logits/T); the "
                                    "references are used at temperature 1", range="(0, inf)")
     top_k: int = cfg_field(0, help="top-k sampling; must be 0 (PPO's ratio and ψ need samples from the policy)", range="[0, inf)")
@@ -253,8 +266,14 @@ class PPOTrainer:
             sharding.initialize_root(self.model, acc.device)
         self.timer = training.Timer(cuda=acc.device.type == "cuda")
         self.step_count = 0
+        self.adv_moments = None  # running (mean, second moment, weight) of the advantages: losses.fold_moments
         self.last_checkpoint: str | None = None
         self.out = Path(cfg.out)
+        if cfg.reward_clip and not quiet:
+            import sys
+
+            print(f"reward_clip: {cfg.reward_clip:g} — this run optimizes the clipped reward clip(r, ±{cfg.reward_clip:g}), "
+                  "whose optimum differs from r's wherever |r| exceeds it", file=sys.stderr)
 
     @property
     def policy(self):
@@ -361,6 +380,15 @@ class PPOTrainer:
             raise ConfigError("reward_fn: returned a non-finite score (NaN or inf)")
         return s
 
+    def whiten(self, advantages, rmask):
+        """``(whitened advantages, 1/σ)`` with the running moments of the earlier rollouts (the first
+        rollout: its own); then this rollout's moments (averaged over processes) join them."""
+        fresh = training.mean_over_processes(self.acc, dict(zip("mvw", batch_moments(advantages, rmask))))
+        fresh = (fresh["m"], fresh["v"], 1.0)
+        mean, scale = whitening_from_moments(self.adv_moments or fresh)
+        self.adv_moments = fold_moments(self.adv_moments, fresh, self.cfg.whiten_decay)
+        return (advantages - mean) * scale * rmask.to(advantages.dtype), scale
+
     # ------------------------------------------------------------------ one PPO iteration
     def step(self) -> dict:
         """One PPO iteration: rollout → rewards (task + ψ) → GAE → clipped updates. Returns metrics."""
@@ -403,11 +431,13 @@ class PPOTrainer:
         rewards, psi_t = ppo_token_rewards(self.reg, score, old_logp, ref_for_reg, rmask,
                                            reward_clip=cfg.reward_clip or None)
 
-        # 4. advantages; whitening divides the score-function part by σ, the pathwise part follows
+        # 4. advantages; whitening (moments of the earlier rollouts) divides the score-function part
+        #    by σ, the pathwise part follows
         advantages, returns = gae(rewards, old_values, rmask, cfg.gamma, cfg.lam)
         adv_scale = 1.0
         if cfg.whiten_advantages:
-            advantages, adv_scale = masked_whiten(advantages, rmask, return_scale=True)
+            advantages, adv_scale = self.whiten(advantages, rmask)
+        normalizer = cfg.mini_batch_size * cfg.max_response_len  # one constant: no length bias
 
         # 5. update: ppo_epochs × shuffled minibatches
         self.model.train()
@@ -423,12 +453,14 @@ class PPOTrainer:
                         logp, values, _ = self.response_logprobs(self.model, input_ids[mb], attn[mb], P,
                                                                   with_values=True)
                     pg_loss, clipfrac, approx_kl = clipped_policy_loss(logp, old_logp[mb], advantages[mb], rmask[mb],
-                                                                       cfg.cliprange)
-                    vf_loss = clipped_value_loss(values, old_values[mb], returns[mb], rmask[mb], cfg.cliprange_value)
+                                                                       cfg.cliprange, normalizer=normalizer)
+                    vf_loss = clipped_value_loss(values, old_values[mb], returns[mb], rmask[mb], cfg.cliprange_value,
+                                                 normalizer=normalizer)
                     loss = pg_loss + cfg.vf_coef * vf_loss
-                    if self.placement == "loss":  # same token normalizer as the PPO loss, same σ⁻¹
+                    if self.placement == "loss":  # same normalizer as the PPO loss, same σ⁻¹
                         ref_mb = ref_for_reg[:, mb] if self.reg.multi_reference else ref_for_reg[mb]
-                        loss = loss + pathwise_regularizer_loss(self.reg, logp, ref_mb, rmask[mb], scale=adv_scale)
+                        loss = loss + pathwise_regularizer_loss(self.reg, logp, ref_mb, rmask[mb],
+                                                                normalizer=normalizer, scale=adv_scale)
                 training.check_finite(acc, step, self.last_checkpoint, policy_loss=pg_loss, value_loss=vf_loss, loss=loss)
                 with timer.section("backward"):
                     acc.backward(loss)
@@ -493,6 +525,7 @@ class PPOTrainer:
                     names = {n for n, p in policy.named_parameters() if p.requires_grad}
                     torch.save({k: v for k, v in trainable.items() if k in names}, tmp / "trainable.pt")
                 torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+                (tmp / "whitening.json").write_text(json.dumps({"adv_moments": self.adv_moments}))
                 save_config(self.cfg, tmp / "config.yaml")
                 training.write_trainer_state(tmp, self.out, self.step_count)
             training.write_text_atomic(self.out / "checkpoints" / "latest", path.name)
@@ -530,6 +563,9 @@ class PPOTrainer:
         policy.value_head.load_state_dict(load_file(str(path / "policy" / VALUE_HEAD_FILE)))
         self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
         self.step_count = json.loads((path / "trainer_state.json").read_text())["step"]
+        moments = json.loads((path / "whitening.json").read_text())["adv_moments"] if (
+            path / "whitening.json").is_file() else None
+        self.adv_moments = tuple(moments) if moments is not None else None
         self.last_checkpoint = str(path)
 
     def save_final(self) -> str:

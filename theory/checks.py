@@ -23,6 +23,7 @@ CHECK_MODULES = (
     "prefmatch.theory.checks_pm",
     "prefmatch.theory.checks_mref",
     "prefmatch.theory.checks_grad",
+    "prefmatch.theory.checks_grad_trainers",
     "prefmatch.theory.checks_items",
     "prefmatch.theory.checks_dpo",
 )

@@ -738,10 +738,14 @@ class ConditionalPM(AffineLogRegularizer):
                           "cpm_seq_beta": {"alpha": 0.2, "beta": 2.5}}
     battery_cases: ClassVar = ({"alpha": 0.3, "level": "token"}, {"alpha": 0.3, "level": "sequence"})
 
-    def _b(self, ref_logp):
+    def _b(self, ref_logp, decide=None):
+        """b = 𝟙[π_ref < α] log π_ref.  The indicator is decided in float64 (from ``decide``, the same
+        log-probs at higher precision where the caller has them): comparing float32 log-probs with
+        log α rounded to float32 flips it for π_ref within rounding of α."""
         xp = namespace(ref_logp)
-        off = ref_logp < math.log(self.alpha)
-        return xp.where(off, ref_logp, 0.0)
+        decide = ref_logp if decide is None else decide
+        off = xp.astype(decide, xp.float64) < math.log(self.alpha)
+        return xp.where(off, ref_logp, xp.zeros_like(ref_logp))
 
     def coefficients(self, ref_logp=None, like=None):
         return self.beta, self.beta * self._b(_require_ref(ref_logp, self.name))
@@ -750,8 +754,10 @@ class ConditionalPM(AffineLogRegularizer):
         xp = namespace(ref_logp_t)
         if self.level == "token":
             return self.beta, self.beta * self._b(ref_logp_t), 0.0
-        seq = xp.sum(xp.where(mask_t > 0, ref_logp_t, 0.0), axis=-1, keepdims=True)
-        return self.beta, 0.0, self.beta * self._b(seq)  # b(y) once, at the last token
+        masked = xp.where(mask_t > 0, ref_logp_t, 0.0)
+        seq = xp.sum(masked, axis=-1, keepdims=True)
+        seq64 = xp.sum(xp.astype(masked, xp.float64), axis=-1, keepdims=True)  # the sum decided in float64
+        return self.beta, 0.0, self.beta * self._b(seq, seq64)  # b(y) once, at the last token
 
     def sequence_optimal_logp(self, r, ref_logp_t, mask_t):
         if self.level == "sequence":

@@ -93,8 +93,8 @@ def generate_cli(app) -> None:
 # the checks last.  A module not listed (a new one) follows, alphabetically.
 READING_ORDER = {
     "theory": ("regularizers", "fdivergences", "distributions", "derivations", "identities", "dpo",
-               "bounds", "cvx", "validate", "errors", "paper_items", "checks", "checks_pm",
-               "checks_mref", "checks_grad", "checks_items", "checks_dpo", "cli"),
+               "bounds", "cvx", "validate", "errors", "responses", "paper_items", "checks", "checks_pm",
+               "checks_mref", "checks_grad", "checks_grad_trainers", "checks_items", "checks_dpo", "cli"),
     "tabular": ("bandit", "solvers", "reward_learning", "experiments", "plots", "cli"),
     "llm": ("config", "common", "data", "tokenizer", "models", "rewards", "losses", "training",
             "sft", "reward_model", "ppo", "dpo", "metrics", "battery", "dpo_battery", "opinion",
