@@ -34,7 +34,10 @@ placement is :func:`prefmatch.llm.rewards.resolve_mode`, the table the ``grad.*`
 TRL's built-in KL is switched off (its ``beta`` is set to 0 inside the trainer); K reference
 models are passed as ``ref_model=[m1, ..., mK]`` for the multi-reference regularizers; a
 regularizer that needs one reference and gets none uses a frozen copy of the initial policy.
-Text-only models.  Two pieces of TRL 1.16's ``_generate_and_score_completions`` are replicated,
+Settings under which training would not reach that optimum (truncated or penalized sampling, an
+entropy bonus, a pathwise term divided by a sampled std or by token counts, ...) are refused
+when the trainer is built, with one line naming the field and the exact value
+(:func:`check_trl_config`).  Text-only models.  Two pieces of TRL 1.16's ``_generate_and_score_completions`` are replicated,
 because ψ must join the reward before them: GRPO's group normalization (``sum_then_normalize``;
 ``normalize_then_sum`` is refused) and RLOO's leave-one-out baseline with its optional
 normalization.
@@ -56,7 +59,7 @@ from prefmatch.llm.rewards import RegularizerConfigError, build_regularizer, res
 #: the TRL version these trainers are tested against (``prefmatch[trl]`` pins it)
 TESTED_TRL_VERSION = "1.16.0"
 
-__all__ = ["PMGRPOTrainer", "PMRLOOTrainer", "TESTED_TRL_VERSION", "regularizer_from_config"]
+__all__ = ["PMGRPOTrainer", "PMRLOOTrainer", "TESTED_TRL_VERSION", "check_trl_config", "regularizer_from_config"]
 
 
 def regularizer_from_config(regularizer: str, regularizer_params: dict | None, beta: float):
@@ -82,6 +85,64 @@ def regularizer_from_config(regularizer: str, regularizer_params: dict | None, b
     return reg, placement
 
 
+#: GRPO loss types whose fixed point the battery shows is the optimum: with ψ affine in log π (reward
+#: placement) r + ψ is constant on the optimum, every advantage is 0 there, and a per-completion weight
+#: (``dapo``/``bnpo``: the batch's tokens; ``grpo``: 1/|y|) keeps it the fixed point; a pathwise term
+#: (loss placement) needs one constant normalizer, ``dr_grpo`` (the ``grad.grpo_scaling_and_loss_type`` check)
+GRPO_LOSS_TYPES = {"reward": ("dapo", "bnpo", "grpo", "dr_grpo"), "loss": ("dr_grpo",)}
+
+
+def check_trl_config(args, placement: str) -> None:
+    """ValueError naming the field and the value that is exact, for every GRPOConfig/RLOOConfig setting
+    under which training would not reach the optimum of E_π[r] − β·D (or that no battery row shows
+    reaching it).  ``placement``: the regularizer's (``reward`` or ``loss``)."""
+    grpo = hasattr(args, "scale_rewards")
+    sampled = "the samples must come from the policy whose log-probs ψ and the ratio use"
+    rules = [  # (field, holds, the exact value and why)
+        ("top_p", args.top_p == 1.0, f"1.0 ({sampled})"),
+        ("top_k", args.top_k in (0, None), f"0 ({sampled})"),
+        ("min_p", args.min_p in (None, 0, 0.0), f"None ({sampled})"),
+        ("repetition_penalty", args.repetition_penalty == 1.0, f"1.0 ({sampled})"),
+        ("generation_kwargs", not args.generation_kwargs, f"None ({sampled}; sampling options cannot be checked)"),
+        ("use_vllm", not getattr(args, "use_vllm", False), "False (generation in vLLM is not covered by the battery)"),
+        ("num_iterations", args.num_iterations == 1, "1 (several updates per generation are not covered by the battery)"),
+        ("mask_truncated_completions", not args.mask_truncated_completions,
+         "False (a completion cut at max_completion_length is an outcome of the policy; dropping it from the loss "
+         "is not covered by the battery)"),
+        ("use_liger_kernel", not getattr(args, "use_liger_kernel", False),
+         "False (Liger's fused loss bypasses the regularizer's advantages)"),
+    ]
+    if grpo:
+        types = GRPO_LOSS_TYPES[placement]
+        rules += [
+            ("loss_type", args.loss_type in types,
+             "'dr_grpo' (one constant normalizer" + (
+                 "; with a pathwise term every other aggregation depends on the sampled lengths)" if placement == "loss"
+                 else f"; {', '.join(map(repr, types))} are exact with this regularizer)")),
+            ("scale_rewards", placement == "reward" or args.scale_rewards in ("none", False),
+             "'none' (the pathwise term divided by the group's std moves the fixed point off the optimum)"),
+            ("importance_sampling_level", args.importance_sampling_level == "token",
+             "'token' (sequence-level ratios are not covered by the battery)"),
+            ("top_entropy_quantile", args.top_entropy_quantile == 1.0,
+             "1.0 (masking low-entropy tokens is not covered by the battery)"),
+            ("entropy_coef", args.entropy_coef == 0.0 and not args.use_adaptive_entropy,
+             "0.0 with use_adaptive_entropy False (an entropy bonus is another regularizer: use regularizer "
+             "'maxent' or weighted terms)"),
+            ("off_policy_mask_threshold", args.off_policy_mask_threshold is None,
+             "None (dropping sequences by a sampled statistic is not covered by the battery)"),
+        ]
+    else:
+        rules += [
+            ("reward_clip_range", args.reward_clip_range is None,
+             "None (clipping the task reward changes the objective)"),
+            ("normalize_advantages", placement == "reward" or not args.normalize_advantages,
+             "False (the pathwise term divided by the batch's std moves the fixed point off the optimum)"),
+        ]
+    for name, holds, must in rules:
+        if not holds:
+            raise ValueError(f"{name}: must be {must}; got {getattr(args, name)!r}")
+
+
 class _Regularized:
     """What the GRPO and RLOO variants share: the regularizer, its references, ψ per completion."""
 
@@ -92,6 +153,7 @@ class _Regularized:
             warnings.warn(f"prefmatch's TRL trainers are tested with trl=={TESTED_TRL_VERSION}; "
                           f"this is trl {trl.__version__}", stacklevel=3)
         self.reg, self.placement = regularizer_from_config(regularizer, regularizer_params, args.beta)
+        check_trl_config(args, self.placement)
         refs = self.reg.refs
         if refs == "none":
             if ref_model is not None:
@@ -220,10 +282,12 @@ class PMGRPOTrainer(_Regularized, GRPOTrainer):
     pathwise part (G−1)/G · ∂(Σ_tψ_t)/∂log π(y_t|·) / s is added to token t's advantage, so TRL's
     clipped ratio loss and its ``loss_type`` aggregation carry both parts alike.
 
-    Exact (the expected update is a positive multiple of ∇J at the sampling policy) with
-    ``scale_rewards="none"`` and every completion of equal length or ``loss_type="dr_grpo"``;
-    ``"group"``/``"batch"`` divide by a sample standard deviation, which the TRL battery
-    (tests/llm/test_trl.py) measures to within TV 0.02 of the optimum.
+    Exact where :func:`check_trl_config` accepts the config, and refused with one line elsewhere:
+    with ψ affine in log π (reward placement) r + ψ is constant on the optimum, so every advantage is
+    0 there whatever ``scale_rewards`` divides by and whichever ``loss_type`` aggregates (TRL's
+    defaults ``"group"`` and ``"dapo"`` included); with a pathwise term (loss placement) only
+    ``scale_rewards="none"`` with ``loss_type="dr_grpo"`` (one constant normalizer) keeps the
+    optimum the fixed point (the ``grad.grpo_scaling_and_loss_type`` check; the TRL battery).
 
     Arguments as ``GRPOTrainer``, plus ``regularizer`` (a registry name: kl, pm, cpm, maxent,
     fdiv, multi_rkl, multi_fkl, ...), ``regularizer_params`` (its parameters but β) and

@@ -41,16 +41,22 @@ class TRLCase:
     trainer: str
     regularizer: str = "kl"
     params: dict = field(default_factory=dict)
-    scale_rewards: str = "none"  # GRPO's normalization (TRL's default is "group")
+    scale_rewards: str = "group"  # GRPO's normalization: TRL's default
+    loss_type: str = "dapo"  # GRPO's aggregation: TRL's default
     bias_correction: bool = True  # trl-grpo only: TRL's use_bias_correction_kl
     steps: int = 150
+    length: int = 1  # max_completion_length: completions end at EOS (lengths 1..length) or are cut there
+    generations: int = 8  # the group size G
 
     @property
     def id(self) -> str:
         p = ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
+        extra = f" G={self.generations}" + (f" T=1..{self.length}+EOS" if self.length > 1 else "")
         if self.trainer == "trl-grpo":
-            return f"trl GRPOTrainer (k3 loss, use_bias_correction_kl={self.bias_correction}) scale={self.scale_rewards}"
-        extra = f" scale={self.scale_rewards}" if self.trainer == "grpo" else ""
+            return (f"trl GRPOTrainer (k3 loss, use_bias_correction_kl={self.bias_correction}) "
+                    f"scale={self.scale_rewards}{extra}")
+        if self.trainer == "grpo":
+            extra = f" scale={self.scale_rewards} loss_type={self.loss_type}" + extra
         return f"{self.trainer} {self.regularizer}[{p}]{extra}"
 
 
@@ -82,6 +88,22 @@ def build_problem(work: Path, n_refs: int = 1, seed: int = 0):
     return dirs, reward
 
 
+def response_logp(model_or_dir, tokens: np.ndarray, mask: np.ndarray, prompt: str = "w1") -> np.ndarray:
+    """log π(y_t | prompt, y_<t) of every enumerated completion [n, T] (0 past its end; temperature 1)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    d = model_or_dir
+    model = AutoModelForCausalLM.from_pretrained(d) if isinstance(d, (str, Path)) else d
+    tok = AutoTokenizer.from_pretrained(Path(d) if isinstance(d, (str, Path)) else model.name_or_path)
+    p = tok(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"][0]
+    ids = torch.cat([p.expand(len(tokens), -1), torch.as_tensor(tokens)], 1)
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[:, len(p) - 1:-1].double()
+    lp = torch.log_softmax(logits, -1).gather(-1, ids[:, len(p):, None]).squeeze(-1).numpy()
+    return lp * mask
+
+
 def next_token_logp(model_or_dir, prompt: str = "w1") -> np.ndarray:
     """log π(· | prompt) over the vocabulary (temperature 1)."""
     import torch
@@ -97,7 +119,7 @@ def next_token_logp(model_or_dir, prompt: str = "w1") -> np.ndarray:
 
 
 def run_case(case: TRLCase, *, work: Path | None = None, seed: int = 0, batch: int = 64,
-             generations: int = 8, lr: float = 0.03) -> dict:
+             lr: float = 0.03) -> dict:
     """Train one case; ``{"id", "tv", "tv_at_start", "target", ...}``."""
     import torch
     from datasets import Dataset
@@ -106,23 +128,29 @@ def run_case(case: TRLCase, *, work: Path | None = None, seed: int = 0, batch: i
 
     from prefmatch.llm.integrations.trl import PMGRPOTrainer, PMRLOOTrainer, regularizer_from_config
     from prefmatch.theory import regularizers
+    from prefmatch.theory.responses import enumerate_responses
 
     torch.set_num_threads(1)
     tmp = tempfile.TemporaryDirectory(prefix="trl_battery_") if work is None else None
     work = Path(tmp.name) if tmp else Path(work)
     n_refs = len(case.params.get("weights", ())) or 1
-    dirs, reward = build_problem(work, n_refs=n_refs, seed=seed)
+    dirs, _ = build_problem(work, n_refs=n_refs, seed=seed)
+    tokens, mask = enumerate_responses(VOCAB, case.length, eos=VOCAB - 1)  # every completion TRL can sample
+    reward = np.random.default_rng(seed + 1).normal(size=len(tokens))
     tok = AutoTokenizer.from_pretrained(dirs[0])
     policy = AutoModelForCausalLM.from_pretrained(dirs[0])
-    ref_logp = np.stack([next_token_logp(d) for d in dirs]) if n_refs > 1 else next_token_logp(dirs[0])
-    table = torch.tensor(reward, dtype=torch.float32)
+    ref_logp = np.stack([response_logp(d, tokens, mask) for d in dirs]) if n_refs > 1 else response_logp(
+        dirs[0], tokens, mask)
+    table = {tuple(t[m > 0].tolist()): float(x) for t, m, x in zip(tokens, mask, reward)}
 
     def reward_fn(completions, completion_ids, **kw):
-        return [float(table[c[0]]) for c in completion_ids]
+        return [table[tuple(c)] for c in completion_ids]
 
+    generations = case.generations
     ds = Dataset.from_dict({"prompt": ["w1"] * (batch * case.steps // generations + batch)})
     common = dict(output_dir=str(work / "out"), per_device_train_batch_size=batch, gradient_accumulation_steps=1,
-                  num_generations=generations, max_completion_length=1, max_steps=case.steps, learning_rate=lr,
+                  num_generations=generations, max_completion_length=case.length, max_steps=case.steps,
+                  learning_rate=lr,
                   beta=BETA, report_to=[], save_strategy="no", logging_steps=10 ** 6, use_cpu=True, bf16=False,
                   seed=seed, disable_tqdm=True, temperature=1.0, warmup_steps=0, weight_decay=0.0,
                   lr_scheduler_type="linear", max_grad_norm=0.0)
@@ -134,14 +162,14 @@ def run_case(case: TRLCase, *, work: Path | None = None, seed: int = 0, batch: i
                                 processing_class=tok, regularizer=case.regularizer,
                                 regularizer_params=case.params, ref_model=refs)
     elif case.trainer == "grpo":
-        cfg = GRPOConfig(**common, scale_rewards=case.scale_rewards)
+        cfg = GRPOConfig(**common, scale_rewards=case.scale_rewards, loss_type=case.loss_type)
         reg, placement = regularizer_from_config(case.regularizer, case.params, BETA)
         refs = [AutoModelForCausalLM.from_pretrained(d) for d in dirs] if n_refs > 1 else None
         trainer = PMGRPOTrainer(model=policy, reward_funcs=reward_fn, args=cfg, train_dataset=ds,
                                 processing_class=tok, regularizer=case.regularizer,
                                 regularizer_params=case.params, ref_model=refs)
     elif case.trainer == "trl-grpo":
-        cfg = GRPOConfig(**common, scale_rewards=case.scale_rewards,
+        cfg = GRPOConfig(**common, scale_rewards=case.scale_rewards, loss_type=case.loss_type,
                          use_bias_correction_kl=case.bias_correction)
         # what the grad.* checks predict: ρ·k3 as a loss → the reverse KL; k3 alone → the forward KL;
         # both at β·G/(G−1), the group-mean baseline shrinking the reward's part by (G−1)/G
@@ -154,40 +182,51 @@ def run_case(case: TRLCase, *, work: Path | None = None, seed: int = 0, batch: i
         raise ValueError(f"trainer: must be grpo, rloo or trl-grpo, got {case.trainer!r}")
     with contextlib.redirect_stdout(sys.stderr):  # the HF Trainer prints its summary: keep stdout for the table
         trainer.train()
-    logp = next_token_logp(trainer.model.cpu().eval() if hasattr(trainer.model, "cpu") else trainer.model)
-    target = reg.optimal_logp(reward, ref_logp)
-    start_logp = ref_logp[0] if n_refs > 1 else ref_logp
+    trained = trainer.model.cpu().eval() if hasattr(trainer.model, "cpu") else trainer.model
+    logp = response_logp(trained, tokens, mask).sum(-1)
+    target = reg.sequence_optimal_logp(reward, ref_logp, mask)
+    start_logp = (ref_logp[0] if n_refs > 1 else ref_logp).sum(-1)
     tv = 0.5 * float(np.abs(np.exp(logp) - np.exp(target)).sum())
     out = {"id": case.id, "placement": placement, "tv": tv,
            "tv_at_start": 0.5 * float(np.abs(np.exp(start_logp) - np.exp(target)).sum()),
            "policy": np.exp(logp).round(4).tolist(), "target": np.exp(target).round(4).tolist()}
     if case.trainer == "trl-grpo":  # how far TRL's fixed point is from the optimum of E[r] − β·KL(π‖π_ref)
-        kl_opt = regularizers.kl(beta=BETA).optimal_logp(reward, ref_logp)
+        kl_opt = regularizers.kl(beta=BETA).sequence_optimal_logp(reward, ref_logp, mask)
         out["tv_to_kl_optimum"] = 0.5 * float(np.abs(np.exp(logp) - np.exp(kl_opt)).sum())
     if tmp:
         tmp.cleanup()
     return out
 
 
-#: the battery: every affine family, one non-affine regularizer in loss placement, both trainers,
-#: and TRL's own k3 loss beside them
+#: the battery: every affine family under TRL's defaults (scale_rewards="group", loss_type="dapo"), the
+#: other scalings, loss types and group sizes 2-16, non-affine regularizers in loss placement (where only
+#: scale_rewards="none" with loss_type="dr_grpo" is accepted), both trainers, and TRL's own k3 loss
+#: beside them.  One-token completions: on longer ones the tiny GPT-2 samples rare prefixes too seldom
+#: to converge in budget (their exactness is the ``grad.grpo_scaling_and_loss_type`` check's)
 CASES = [
     TRLCase("grpo", "kl"),
     TRLCase("grpo", "pm", {"c1": 0.4}),
     TRLCase("grpo", "cpm", {"alpha": 0.2}),
     TRLCase("grpo", "maxent"),
     TRLCase("grpo", "multi_rkl", {"weights": [0.3, 0.7]}),
-    TRLCase("grpo", "fdiv", {"f": "chi2"}),
-    TRLCase("grpo", "kl", {"estimator": "k3"}, steps=600),  # a high-variance pathwise term: more steps
-    TRLCase("grpo", "kl", scale_rewards="group"),
+    TRLCase("grpo", "multi_rkl", {"weights": [0.2, 0.3, 0.5]}),
+    TRLCase("grpo", "kl", scale_rewards="batch"),
+    TRLCase("grpo", "kl", scale_rewards="none", loss_type="grpo"),
+    TRLCase("grpo", "kl", loss_type="bnpo"),
+    TRLCase("grpo", "kl", loss_type="dr_grpo"),
+    TRLCase("grpo", "kl", generations=2),
+    TRLCase("grpo", "kl", generations=4),
+    TRLCase("grpo", "kl", generations=16),
+    TRLCase("grpo", "fdiv", {"f": "chi2"}, scale_rewards="none", loss_type="dr_grpo"),
+    TRLCase("grpo", "kl", {"estimator": "k3"}, scale_rewards="none", loss_type="dr_grpo", steps=600),
     TRLCase("rloo", "kl"),
     TRLCase("rloo", "pm", {"c1": 0.4}),
     TRLCase("rloo", "cpm", {"alpha": 0.2}),
     TRLCase("rloo", "maxent"),
     TRLCase("rloo", "multi_rkl", {"weights": [0.3, 0.7]}),
     TRLCase("rloo", "fdiv", {"f": "chi2"}),
-    TRLCase("trl-grpo", bias_correction=True, steps=600),
-    TRLCase("trl-grpo", bias_correction=False, steps=600),
+    TRLCase("trl-grpo", scale_rewards="none", bias_correction=True, steps=600),
+    TRLCase("trl-grpo", scale_rewards="none", bias_correction=False, steps=600),
 ]
 
 

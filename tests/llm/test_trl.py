@@ -98,3 +98,58 @@ def test_docs_example_runs():
     exec(compile(blocks[0], "docs/integrations.md", "exec"), ns)  # noqa: S102 - the docs' own code
     assert ns["trainer"].placement == "reward" and ns["trainer"].reg.name == "cpm"
     assert ns["trainer"].state.global_step == 2
+
+
+def _grpo_args(tmp_path, **kw):
+    from trl import GRPOConfig
+
+    return GRPOConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True, **kw)
+
+
+def test_trl_defaults_are_exact_for_affine_regularizers_and_refused_with_a_pathwise_term(tmp_path):
+    """A user who swaps GRPOTrainer for PMGRPOTrainer and keeps TRL's defaults (scale_rewards='group',
+    loss_type='dapo') gets exactness (reward placement) or one line naming the field (loss placement)."""
+    from prefmatch.llm.integrations.trl import check_trl_config
+
+    args = _grpo_args(tmp_path)
+    assert (args.scale_rewards, args.loss_type) == ("group", "dapo")  # TRL's defaults, as the battery runs them
+    for name, params in (("kl", {}), ("pm", {}), ("cpm", {"alpha": 0.2}), ("maxent", {})):
+        _, placement = regularizer_from_config(name, params, 0.1)
+        check_trl_config(args, placement)  # accepted
+    _, placement = regularizer_from_config("fdiv", {"f": "chi2"}, 0.1)
+    with pytest.raises(ValueError, match=r"^loss_type: must be 'dr_grpo' .*got 'dapo'$"):
+        check_trl_config(args, placement)
+    with pytest.raises(ValueError, match=r"^scale_rewards: must be 'none' .*got 'group'$"):
+        check_trl_config(_grpo_args(tmp_path, loss_type="dr_grpo"), placement)
+    check_trl_config(_grpo_args(tmp_path, loss_type="dr_grpo", scale_rewards="none"), placement)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("top_p", 0.7), ("top_k", 5), ("min_p", 0.1), ("repetition_penalty", 1.2), ("num_iterations", 2),
+    ("mask_truncated_completions", True), ("top_entropy_quantile", 0.2), ("entropy_coef", 0.01),
+    ("importance_sampling_level", "sequence"), ("off_policy_mask_threshold", 0.5), ("loss_type", "cispo"),
+])
+def test_grpo_settings_that_cannot_be_exact_are_refused_in_one_line(tmp_path, field, value):
+    from prefmatch.llm.integrations.trl import check_trl_config
+
+    kw = {field: value}
+    if field == "importance_sampling_level":
+        kw["loss_type"] = "grpo"  # TRL itself refuses sequence-level ratios with token-count loss types
+    with pytest.raises(ValueError) as e:
+        check_trl_config(_grpo_args(tmp_path, **kw), "reward")
+    msg = str(e.value)
+    assert msg.startswith(f"{field}: must be ") and f"got {value!r}" in msg and "\n" not in msg
+
+
+def test_rloo_clipping_and_pathwise_normalization_are_refused(tmp_path):
+    from trl import RLOOConfig
+
+    from prefmatch.llm.integrations.trl import check_trl_config
+
+    with pytest.raises(ValueError, match=r"^reward_clip_range: must be None"):
+        check_trl_config(RLOOConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True,
+                                    reward_clip_range=(-5.0, 5.0)), "reward")
+    norm = RLOOConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True, normalize_advantages=True)
+    check_trl_config(norm, "reward")
+    with pytest.raises(ValueError, match=r"^normalize_advantages: must be False"):
+        check_trl_config(norm, "loss")
