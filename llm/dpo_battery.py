@@ -154,12 +154,16 @@ def regularizer_cases() -> list[tuple[str, dict]]:
 
 
 def all_cases(lengths=(1, 2, 3)) -> list[Case]:
-    """Every regularizer case at response lengths 1–3, and each at a small β on two-token responses;
+    """Every regularizer case at response lengths 1–3, each at a small β on two-token responses, and
+    each on responses ending at EOS (lengths 1–3), KL also at β = 0.2 and 2 there;
     sequence-level cPM also at α = 0.05, where M = {π_ref(y) ≥ α} holds some of the 9 and 27 longer
     responses (at α = 0.3 it holds none of them on these instances, and cPM is KL there)."""
     cases = [Case(name, params, T) for name, params in regularizer_cases() for T in lengths]
     cases += [Case("cpm", {"alpha": 0.05, "level": "sequence"}, T) for T in lengths[1:]]
     cases += [Case(name, params, 2, beta=0.2) for name, params in regularizer_cases()]
+    # responses that end at EOS (lengths 1-3, shared prefixes: 15 responses), as text does
+    cases += [Case(name, params, 3, eos=True) for name, params in regularizer_cases()]
+    cases += [Case("kl", {}, 3, beta=0.2, eos=True), Case("kl", {}, 3, beta=2.0, eos=True)]
     return cases
 
 
@@ -169,6 +173,7 @@ QUICK = [
     Case("pm", {"c1": 0.4, "c2": 0.3}, 1),
     Case("cpm", {"alpha": 0.3, "level": "token"}, 2),
     Case("multi_rkl", {"weights": [0.3, 0.7]}, 1),
+    Case("kl", {}, 3, eos=True),
 ]
 
 

@@ -49,8 +49,13 @@ def test_every_accepted_configuration_is_in_the_battery():
         keys = {p.name for p in REGISTRY[name].params if p.kind == "choice"}
         return tuple(sorted((k, v) for k, v in params.items() if k in keys))
 
-    covered = {(c.regularizer, discrete(c.regularizer, build_regularizer(c.regularizer, c.params, 0.7).__dict__),
-                c.mode, c.whiten, c.length) for c in B.all_cases()}
+    def params(c):  # β is the case's; the near-α cPM case's α is set from its problem (not a choice)
+        return {k: (0.3 if v == "near-ref" else v) for k, v in c.params.items() if k != "beta"}
+
+    covered = {(c.regularizer, discrete(c.regularizer, build_regularizer(c.regularizer, params(c), c.beta).__dict__),
+                c.mode, c.whiten, c.length) for c in B.all_cases() if not c.eos}
+    covered_eos = {(c.regularizer, discrete(c.regularizer, build_regularizer(c.regularizer, params(c), c.beta).__dict__),
+                    c.mode, c.whiten) for c in B.all_cases() if c.eos}
     missing = []
     for (name, params), mode in itertools.product(_variants(), REGULARIZER_MODES):
         try:
@@ -62,6 +67,10 @@ def test_every_accepted_configuration_is_in_the_battery():
             key = (name, discrete(name, reg.__dict__), placement, whiten, T)
             if key not in covered:
                 missing.append(key)
+        for whiten in (True, False):  # and on responses that end at EOS
+            key = (name, discrete(name, reg.__dict__), placement, whiten)
+            if key not in covered_eos:
+                missing.append(key + ("EOS",))
     assert not missing, missing
 
 
