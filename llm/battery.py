@@ -315,7 +315,7 @@ QUICK = [
     Case("multi_fkl", {"weights": [0.3, 0.7]}, "loss", True, 1),
     Case("multi_rkl", {"weights": [0.3, 0.7]}, "reward", True, 1),
     # the users' regime: EOS-terminated responses of lengths 1-3
-    Case("kl", {"estimator": "k1"}, "auto", True, 3, eos=True, mini_batches=32),  # length-independent normalizer
+    Case("kl", {"estimator": "k1"}, "auto", True, 3, eos=True, batch_size=64, mini_batches=8),  # minibatches of 8
     Case("kl", {"estimator": "k3"}, "auto", True, 3, eos=True),  # whitening from earlier rollouts
     Case("kl", {"estimator": "k1"}, "auto", True, 3, eos=True, reward_scale=8.0, reward_clip=5.0),
     Case("fdiv", {"f": "js", "beta": 5.0}, "auto", True, 3, eos=True, reward_scale=5.0),
