@@ -22,6 +22,7 @@ from typing import Callable
 CHECK_MODULES = (
     "prefmatch.theory.checks_pm",
     "prefmatch.theory.checks_mref",
+    "prefmatch.theory.checks_mref_practice",
     "prefmatch.theory.checks_grad",
     "prefmatch.theory.checks_items",
     "prefmatch.theory.checks_dpo",

@@ -24,7 +24,7 @@ What public code does (``mref.practice.*`` checks; docs page ``theory/multi_refe
   Σ_i α_i p_i(·|h).  The sequence-level arithmetic mixture P̄_α = Σ_i α_i p_i (the paper's
   forward-KL reference, Theorem 6.2) has next-token law Σ_i w_i(h) p_i(·|h) with the *posterior*
   weights w_i(h) ∝ α_i p_i(h) (Bayes); the two coincide iff w(h) = α wherever the references'
-  next-token laws differ (length 1; references that agree on every prefix before the last token).
+  next-token laws differ (length 1; references that differ at a single position only).
 * **MRPO** (Le et al. 2024, multi-reference DPO, K = 2): the combined reference
   log p₁ + log p₂ − log(α p₁ + (1−α) p₂) is the weighted *harmonic* mean
   ((1−α)/p₁ + α/p₂)^{-1} — note the swap: MRPO's α weighs p₂ — so (unclipped) its DPO loss
