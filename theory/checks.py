@@ -23,6 +23,7 @@ CHECK_MODULES = (
     "prefmatch.theory.checks_pm",
     "prefmatch.theory.checks_mref",
     "prefmatch.theory.checks_mref_practice",
+    "prefmatch.theory.checks_mref_sc",
     "prefmatch.theory.checks_grad",
     "prefmatch.theory.checks_items",
     "prefmatch.theory.checks_dpo",
