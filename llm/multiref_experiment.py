@@ -36,7 +36,7 @@ import math
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -199,8 +199,7 @@ def train_variant(cfg: MultirefConfig, world: dict, variant: str, seed: int) -> 
     TabularPolicy, GeometricEnsemble = _modules()
     refs = [TabularPolicy(cfg.vocab, cfg.length, init=t) for t in world["tables"]]
     geo = GeometricEnsemble(refs[0], refs[1], cfg.weights[0])
-    init = world["tables"][0] * 0 + (world["tables"][0] + world["tables"][1]) / 2  # a start between both references
-    policy = TabularPolicy(cfg.vocab, cfg.length, init=init)
+    policy = TabularPolicy(cfg.vocab, cfg.length, init=(world["tables"][0] + world["tables"][1]) / 2)  # between both
     kind, target = variant.split("_", 1)
     if target == "multi_rkl":
         reg, params, reference = "multi_rkl", {"weights": list(cfg.weights)}, refs
@@ -211,7 +210,7 @@ def train_variant(cfg: MultirefConfig, world: dict, variant: str, seed: int) -> 
         pcfg = PPOConfig(regularizer=reg, regularizer_params=params, beta=cfg.beta, steps=cfg.ppo_steps,
                          batch_size=cfg.ppo_batch, mini_batch_size=cfg.ppo_batch, ppo_epochs=1, lr=cfg.ppo_lr,
                          max_response_len=cfg.length, lam=1.0, cpu=True, seed=seed)
-        trainer = PPOTrainer.from_modules(pcfg, policy=policy, reference=reference, reward_fn=_reward_fn(world),
+        trainer = PPOTrainer.from_modules(pcfg, policy=policy, reference=reference, reward_fn=_reward_fn(world, cfg.vocab),
                                           prompts=[[0]])
         w = _polyak(trainer, cfg.ppo_steps, lambda t: t.policy.lm.W)
     else:
@@ -225,12 +224,12 @@ def train_variant(cfg: MultirefConfig, world: dict, variant: str, seed: int) -> 
     return _token_logp(TabularPolicy(cfg.vocab, cfg.length, init=w), world["responses"])
 
 
-def _reward_fn(world):
+def _reward_fn(world, vocab: int):
+    """reward_fn(prompt_ids, response_ids, mask): the reward table read at each response's index."""
     import torch
 
-    v = int(world["responses"].max()) + 1 if world["responses"].size else 2
     length = world["responses"].shape[1]
-    base = v ** np.arange(length - 1, -1, -1)
+    base = vocab ** np.arange(length - 1, -1, -1)
     table = torch.as_tensor(world["reward"], dtype=torch.float32)
 
     def reward(prompt_ids, response_ids, response_mask):

@@ -15,7 +15,7 @@ from prefmatch.theory import dpo as DPO
 from prefmatch.theory import identities, regularizers
 from prefmatch.theory import token_mixtures as TM
 from prefmatch.theory.checks import check
-from prefmatch.theory.distributions import arithmetic_mixture, generalized_escort, kl_divergence
+from prefmatch.theory.distributions import arithmetic_mixture, generalized_escort
 
 _SRC = "Multi-reference paper (Aminian et al. 2025)"
 _CODE = "public code: idanshen/multi_ref EnsembleModel (per-token geometric/arithmetic)"

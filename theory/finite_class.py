@@ -25,7 +25,6 @@ surely as one that is too fast.
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -169,6 +168,3 @@ def assess(n_list, quant, bound, rate: float, *, tol: float = 0.1, constant_scal
     return {"holds": holds, "rate_ok": rate_ok, "ok": holds and rate_ok, "slope": slope,
             "min_slack": float(np.min(b / q)), "max_slack": float(np.max(b / q))}
 
-
-def log_class_size(world: FiniteClassWorld) -> float:
-    return math.log(world.class_size)
