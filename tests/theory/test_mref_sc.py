@@ -75,3 +75,39 @@ def test_make_world_rejects_an_even_class():
         FC.make_world(class_size=100)
     with pytest.raises(ValueError, match="trials must be"):
         FC.simulate(FC.make_world(class_size=11), (100,), trials=2)
+
+
+# --------------------------------------------------------------------------- the deterministic-perturbation checks
+def _run(cid):
+    from prefmatch.theory.checks import REGISTRY, run_check
+
+    load_all()
+    return run_check(REGISTRY[cid])
+
+
+def test_bounds_monotone_fails_for_a_bound_too_small_or_a_gap_of_another_order(monkeypatch):
+    from prefmatch.theory import bounds as B
+    from prefmatch.theory import identities
+
+    assert _run("mref.bounds_monotone")["passed"]
+    orig = B.rkl_suboptimality
+    monkeypatch.setattr(B, "rkl_suboptimality", lambda *a, **k: orig(*a, **k) * 1e-3)
+    assert not _run("mref.bounds_monotone")["passed"]  # a constant 1000 times too small
+    monkeypatch.setattr(B, "rkl_suboptimality", orig)
+    gaps = identities.rkl_gaps
+
+    def first_order(*a, **k):  # a sub-optimality gap of first order in the reward error (rate n^-1/2, not n^-1)
+        g = dict(gaps(*a, **k))
+        g["suboptimality"] = np.sqrt(np.abs(g["suboptimality"]))
+        return g
+
+    monkeypatch.setattr(identities, "rkl_gaps", first_order)
+    assert not _run("mref.bounds_monotone")["passed"]
+
+
+def test_local_coverage_fails_with_a_coverage_constant_too_small(monkeypatch):
+    from prefmatch.theory import bounds as B
+
+    orig = B.kl_ball_coverage
+    monkeypatch.setattr(B, "kl_ball_coverage", lambda *a, **k: orig(*a, **k) / 3)
+    assert not _run("mref.local_coverage")["passed"]
