@@ -109,6 +109,7 @@ class _Regularized:
                                  "reference models (or model ids)")
             ref_list = list(ref_model)
         self._pm_refs = [self._pm_load(r) for r in ref_list]
+        self._pm_check_vocabularies(model, self._pm_refs)
         self._pm_stash = None
         self._pm_task_rewards = None
         args = copy.copy(args)  # TRL's own KL term off: the regularizer replaces it
@@ -124,6 +125,20 @@ class _Regularized:
         if is_peft_model(model):
             raise ValueError("ref_model: pass the reference model explicitly when the policy is a PEFT model")
         return copy.deepcopy(model)
+
+    @staticmethod
+    def _pm_check_vocabularies(model, refs):
+        """ValueError naming the first reference whose output vocabulary differs from the policy's."""
+        def size(m):
+            emb = m.get_output_embeddings() if hasattr(m, "get_output_embeddings") else None
+            return None if emb is None else int(emb.weight.shape[0])
+
+        want = None if isinstance(model, str) else size(model)
+        for i, ref in enumerate(refs):
+            got = size(ref)
+            if want is not None and got is not None and got != want:
+                raise ValueError(f"ref_model[{i}]: its vocabulary has {got} tokens, the policy's {want}; every reference "
+                                 "must use the policy's tokenizer")
 
     @staticmethod
     def _pm_load(ref):
