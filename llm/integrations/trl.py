@@ -32,7 +32,8 @@ placement is :func:`prefmatch.llm.rewards.resolve_mode`, the table the ``grad.*`
 * refused: kl with k2 (the wrong objective in every placement).
 
 TRL's built-in KL is switched off (its ``beta`` is set to 0 inside the trainer); K reference
-models are passed as ``ref_model=[m1, ..., mK]`` for the multi-reference regularizers; a
+models are passed as ``ref_model=[m1, ..., mK]`` for the multi-reference regularizers (each with the
+policy's output vocabulary: otherwise a ValueError naming ``ref_model[i]``); a
 regularizer that needs one reference and gets none uses a frozen copy of the initial policy.
 Text-only models.  Two pieces of TRL 1.16's ``_generate_and_score_completions`` are replicated,
 because ψ must join the reward before them: GRPO's group normalization (``sum_then_normalize``;
