@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 OUT    ?= out
 
 .PHONY: install test test-slow test-readme test-battery test-dpo-battery test-all test-explore test-browser docs figures \
-        bench demo smollm2 opinion-full opinion-page clean test-trl test-fsdp test-verl verl-env bench-ppo
+        bench demo smollm2 opinion-full opinion-page multiref clean test-trl test-fsdp test-verl verl-env bench-ppo
 
 install: $(STAMP)
 
@@ -94,6 +94,11 @@ opinion-full: install
 
 # the results page and its figures from the committed runs (seconds; trains nothing)
 OPINION_RUNS = docs/results/opinion
+# the multi-reference LLM experiment (two opposite references; about 14 min on a loaded 2-core CPU):
+# its JSON and its results page, regenerated together
+multiref: install
+	$(PY) -m prefmatch.llm.multiref_experiment --out docs/results/multiref --page docs/results/multiref.md --progress
+
 opinion-page: install
 	$(PY) -m prefmatch.llm.opinion.report $(OPINION_RUNS)/results_full.json.gz \
 	    $(if $(wildcard $(OPINION_RUNS)/results_smollm2.json.gz),--smollm2 $(OPINION_RUNS)/results_smollm2.json.gz) \

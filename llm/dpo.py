@@ -38,7 +38,7 @@ from prefmatch.llm.common import CommonConfig
 from prefmatch.llm.config import ConfigError, cfg_field, check_fields, regularizer_params_help, save_config
 from prefmatch.llm.data import encode_prompt, encode_response, load_split
 from prefmatch.llm.losses import logprobs_from_logits
-from prefmatch.llm.models import disable_dropout, load_causal_lm, model_inputs, save_model
+from prefmatch.llm.models import check_finite_weights, disable_dropout, load_causal_lm, model_inputs, save_model
 from prefmatch.llm.rewards import RegularizerConfigError, build_regularizer
 from prefmatch.llm.sft import epoch_batches, make_optimizer, setup_trainable
 from prefmatch.llm.tokenizer import load_tokenizer, same_tokenizer
@@ -160,16 +160,18 @@ class DPOTrainer:
         training.seed_everything(cfg.seed)
         tok = load_tokenizer(cfg.model)
         tok.padding_side = "right"
-        for d in ref_dirs[:n_refs]:
+        ref_names = [f"reference {i + 1} of {n_refs}" if n_refs > 1 else "reference" for i in range(n_refs)]
+        for name, d in zip(ref_names, ref_dirs[:n_refs]):
             if not same_tokenizer(tok, load_tokenizer(d)):
-                raise ConfigError(f"reference: the tokenizer in {d} does not match the policy's ({cfg.model}); "
+                raise ConfigError(f"{name}: the tokenizer in {d} does not match the policy's ({cfg.model}); "
                                   "train all models from the same base model")
         policy = load_causal_lm(cfg.model, what="model")
         policy.config.pad_token_id = tok.pad_token_id
         disable_dropout(policy)
         policy = setup_trainable(policy, cfg, "CAUSAL_LM")
         frozen_dtype = torch.bfloat16 if acc.mixed_precision == "bf16" else None
-        refs = [load_causal_lm(d, dtype=frozen_dtype, what="reference").to(acc.device).eval() for d in ref_dirs[:n_refs]]
+        refs = [check_finite_weights(load_causal_lm(d, dtype=frozen_dtype, what="reference"), f"{name} ({d})").to(acc.device).eval()
+                for name, d in zip(ref_names, ref_dirs[:n_refs])]
 
         def encode(r):
             return (encode_prompt(tok, r["prompt"], cfg.max_prompt_len),

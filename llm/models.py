@@ -135,6 +135,19 @@ def load_causal_lm(path: str | os.PathLike, dtype=None, what: str = "policy"):
     return model
 
 
+def check_finite_weights(model, what: str):
+    """``model`` unchanged if every parameter is finite; else :class:`ModelLoadError` naming ``what``.
+
+    A reference with a NaN or inf weight would otherwise surface only as non-finite
+    log-probabilities at the first step, without saying which of K references it was."""
+    import torch
+
+    for name, t in model.named_parameters():  # not buffers: some architectures keep −inf masks there
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ModelLoadError(f"{what}: non-finite weights (NaN or inf) in {name}")
+    return model
+
+
 def load_reward_model(path: str | os.PathLike, dtype=None, what: str = "reward", trained: bool = True):
     """A one-label ``AutoModelForSequenceClassification`` from a local directory.
 

@@ -57,6 +57,7 @@ from prefmatch.llm.losses import (
 from prefmatch.llm.models import (
     VALUE_HEAD_FILE,
     adapter_disabled_reference,
+    check_finite_weights,
     disable_dropout,
     load_causal_lm,
     load_reward_model,
@@ -190,7 +191,8 @@ class PPOTrainer:
         training.seed_everything(cfg.seed)
         tok = load_tokenizer(cfg.policy)
         tok.padding_side = "left"
-        others = ([("reward_model", cfg.reward_model)] if cfg.reward_model else []) + [("ref", r) for r in ref_dirs]
+        ref_names = [f"ref {i + 1} of {len(ref_dirs)}" if len(ref_dirs) > 1 else "ref" for i in range(len(ref_dirs))]
+        others = ([("reward_model", cfg.reward_model)] if cfg.reward_model else []) + list(zip(ref_names, ref_dirs))
         for what, d in others:
             if not same_tokenizer(tok, load_tokenizer(d)):
                 raise ConfigError(f"{what}: the tokenizer in {d} does not match the policy's ({cfg.policy}); "
@@ -203,7 +205,8 @@ class PPOTrainer:
         # with LoRA, a reference that is the initial policy is the policy with its adapter disabled
         # (no second copy of the weights); other references are loaded
         refs = [adapter_disabled_reference(policy.lm) if cfg.lora and Path(d).resolve() == Path(cfg.policy).resolve()
-                else load_causal_lm(d, dtype=frozen_dtype, what="ref").to(acc.device).eval() for d in ref_dirs]
+                else check_finite_weights(load_causal_lm(d, dtype=frozen_dtype, what="ref"), f"{name} ({d})").to(acc.device).eval()
+                for name, d in zip(ref_names, ref_dirs)]
         self.rm = None
         if reward_fn is None:
             self.rm = load_reward_model(cfg.reward_model, dtype=frozen_dtype, what="reward_model").to(acc.device).eval()

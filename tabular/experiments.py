@@ -643,6 +643,12 @@ def run_sample_complexity(seed: int = 0, progress: bool = False, trials: int | N
     return _result("sample-complexity", params, series, checks)
 
 
+def _run_multiref_practice(seed: int = 0, progress: bool = False, **sizes) -> dict:
+    from prefmatch.tabular.multiref_practice import run_multiref_practice
+
+    return run_multiref_practice(seed=seed, progress=progress, **sizes)
+
+
 # --------------------------------------------------------------------------- registry
 @dataclass(frozen=True)
 class Experiment:
@@ -664,6 +670,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         Experiment("multi-reference", "reverse vs forward KL to K references: escort/mixture, MRPO, Hoelder", "MRef paper Sec. 5-6", run_multi_reference),
         Experiment("bt-mle", "BT MLE from counts: consistency and 1/sqrt(n) error (App. A.2)", "PM paper App. A.2", run_bt_mle),
         Experiment("sample-complexity", "measured RKL/FKL gaps vs n against the bounds (quantile, slopes)", "MRef paper Thms 5.5-6.5", run_sample_complexity),
+        Experiment("multiref-practice", "per-token ensembles and MRPO vs the exact escort/mixture optima", "MRef paper Algs 1-2, eq. 18", _run_multiref_practice),
     )
 }
 

@@ -323,11 +323,18 @@ PLOTTERS = {
     "multi-reference": plot_multi_reference,
     "bt-mle": plot_bt_mle,
     "sample-complexity": plot_sample_complexity,
+    "multiref-practice": lambda res, ax_fig: _multiref_practice_plot(res, ax_fig),
 }
+
+
+def _multiref_practice_plot(res, ax_fig):
+    from prefmatch.tabular.multiref_practice import plot_multiref_practice
+
+    return plot_multiref_practice(res, ax_fig)
 
 _SIZES = {"bias": (7, 6.8), "beta-bias": (6.5, 5.5), "fdiv-bias": (6.5, 5.5), "collapse": (13, 5.2),
           "conditional-pm": (11, 4.6), "multi-reference": (14, 5), "bt-mle": (11, 4.4),
-          "sample-complexity": (12, 9)}
+          "sample-complexity": (12, 9), "multiref-practice": (13, 9)}
 
 
 def figure(result: dict):

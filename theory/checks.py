@@ -22,6 +22,8 @@ from typing import Callable
 CHECK_MODULES = (
     "prefmatch.theory.checks_pm",
     "prefmatch.theory.checks_mref",
+    "prefmatch.theory.checks_mref_practice",
+    "prefmatch.theory.checks_mref_sc",
     "prefmatch.theory.checks_grad",
     "prefmatch.theory.checks_grad_trainers",
     "prefmatch.theory.checks_items",

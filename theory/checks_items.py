@@ -527,7 +527,8 @@ def check_hoeffding():
     statement="Assumptions 4.4–4.5 exercised: references whose common support misses responses have no global "
     "coverage (Ass. 4.3: sup π/π̂_α = ∞) but a finite reverse-KL-ball constant C_ε (ε = R_max/β contains every Gibbs "
     "policy of the proofs); C_ε from a 1-D root equals cvxpy's; along the Gibbs path π/π̂_α ≤ C_ε, and the exact RKL gaps "
-    "obey the derived Theorem 5.5/5.6 bounds with C_ε for every fitted reward. Forward KL: KL(π̄‖π̃) ≤ log(1 + R_max/β) "
+    "obey the derived Theorem 5.5/5.6 bounds with C_ε for 200 randomly perturbed rewards (no MLE: the statistical version is "
+    "the sample-complexity experiment's sc.local_coverage). Forward KL: KL(π̄‖π̃) ≤ log(1 + R_max/β) "
     "and the FKL-ball constant from a root equals cvxpy's",
     source=f"{MREF}, Assumptions 4.3–4.5, Section 7 (eqs. 34–35), Theorems 5.5–5.6, 6.4",
     method="numeric",
@@ -595,7 +596,7 @@ def check_local_coverage():
     return ok, (
         f"π̂_α = {np.round(hat, 4).tolist()} (zero on y4, y5): global coverage sup π/π̂ = {global_cov}; reverse-KL ball ε = R_max/β = {eps}: "
         f"C_ε = {c_eps:.4f} (root vs cvxpy rel {root_vs_cvx:.1e}, tol 1e-6); Gibbs policies over the 2^{n} box vertices: "
-        f"max KL(π‖π̂) = {max_kl:.4f} ≤ ε, max π/π̂ = {max_ratio:.4f} ≤ C_ε; 200 fitted rewards: min(bound − gap) "
+        f"max KL(π‖π̂) = {max_kl:.4f} ≤ ε, max π/π̂ = {max_ratio:.4f} ≤ C_ε; 200 perturbed rewards: min(bound − gap) "
         f"sub-optimality {worst_sub:.2e}, optimality {worst_opt:.2e} (≥ 0); forward KL: max KL(π̄‖π̃) = {max_fkl:.4f} ≤ "
         f"log(1 + R_max/β) = {eps_f:.4f}, FKL-ball C = {float(np.max(cf_root)):.4f} (root vs cvxpy rel {froot_vs_cvx:.1e})"
     )

@@ -325,10 +325,11 @@ def check_fkl_optimum():
 # --------------------------------------------------------------------------- bounds
 @check(
     "mref.bounds_monotone",
-    statement="The theorems' rates hold for the exact gaps: along r̂ = r* + tΔ (ε_MLE ∝ t, so t ∝ n^{-1/2}) the exact "
-    "RKL/FKL gaps computed from the optima scale like t^{2·rate} — sub-optimality t² (n^{-1}; FKL too, faster than "
-    "Theorem 6.4's n^{-1/2}), optimality t (n^{-1/2}) — and stay below the derived bounds evaluated at the population "
-    "ε²; every bound function of theory/bounds.py decreases in n with lim n^{rate}·bound(n) finite and nonzero",
+    statement="The gaps' order in the reward error, with no MLE (a deterministic perturbation; the statistical rates with "
+    "the MLE in the loop are the mref.sc.* checks): along r̂ = r* + tΔ the exact RKL/FKL gaps computed from the optima scale "
+    "like t² (sub-optimality, FKL included) and t (optimality), the Taylor orders that give n^{-1} and n^{-1/2} once "
+    "ε_MLE ∝ n^{-1/2}, and stay below the derived bounds evaluated at the population ε²; every bound function of "
+    "theory/bounds.py decreases in n with lim n^{rate}·bound(n) finite and nonzero (a property of the formulas)",
     source=f"{_SRC}, Theorems 5.5, 5.6, 6.4, 6.5, Remark 6.6, Lemma A.1",
     method="numeric",
 )

@@ -61,6 +61,9 @@ FIGURES = (
     Figure("sample-complexity", "Measured optimality and sub-optimality gaps against the "
            "sample-complexity bounds of the multi-reference paper.", slow=True,
            quick_args=("--quick",)),
+    Figure("multiref-practice", "What the per-token geometric and arithmetic ensembles of public "
+           "code and MRPO's harmonic-mean reference lose of the multi-reference objective, against "
+           "the references' disagreement, the response length, the weights and K."),
 )
 
 

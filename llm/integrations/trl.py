@@ -32,7 +32,8 @@ placement is :func:`prefmatch.llm.rewards.resolve_mode`, the table the ``grad.*`
 * refused: kl with k2 (the wrong objective in every placement).
 
 TRL's built-in KL is switched off (its ``beta`` is set to 0 inside the trainer); K reference
-models are passed as ``ref_model=[m1, ..., mK]`` for the multi-reference regularizers; a
+models are passed as ``ref_model=[m1, ..., mK]`` for the multi-reference regularizers (each with the
+policy's output vocabulary: otherwise a ValueError naming ``ref_model[i]``); a
 regularizer that needs one reference and gets none uses a frozen copy of the initial policy.
 Settings under which training would not reach that optimum (truncated or penalized sampling, an
 entropy bonus, a pathwise term divided by a sampled std or by token counts, ...) are refused
@@ -171,6 +172,7 @@ class _Regularized:
                                  "reference models (or model ids)")
             ref_list = list(ref_model)
         self._pm_refs = [self._pm_load(r) for r in ref_list]
+        self._pm_check_vocabularies(model, self._pm_refs)
         self._pm_stash = None
         self._pm_task_rewards = None
         args = copy.copy(args)  # TRL's own KL term off: the regularizer replaces it
@@ -186,6 +188,20 @@ class _Regularized:
         if is_peft_model(model):
             raise ValueError("ref_model: pass the reference model explicitly when the policy is a PEFT model")
         return copy.deepcopy(model)
+
+    @staticmethod
+    def _pm_check_vocabularies(model, refs):
+        """ValueError naming the first reference whose output vocabulary differs from the policy's."""
+        def size(m):
+            emb = m.get_output_embeddings() if hasattr(m, "get_output_embeddings") else None
+            return None if emb is None else int(emb.weight.shape[0])
+
+        want = None if isinstance(model, str) else size(model)
+        for i, ref in enumerate(refs):
+            got = size(ref)
+            if want is not None and got is not None and got != want:
+                raise ValueError(f"ref_model[{i}]: its vocabulary has {got} tokens, the policy's {want}; every reference "
+                                 "must use the policy's tokenizer")
 
     @staticmethod
     def _pm_load(ref):

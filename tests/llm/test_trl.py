@@ -84,6 +84,12 @@ def test_reference_models_are_checked(tmp_path):
         PMGRPOTrainer(**kw, regularizer="multi_rkl", regularizer_params={"weights": [0.5, 0.5]}, ref_model=model)
     with pytest.raises(ValueError, match="ref_model: regularizer 'maxent' uses no reference model"):
         PMGRPOTrainer(**kw, regularizer="maxent", ref_model=model)
+    other = AutoModelForCausalLM.from_pretrained(dirs[0])
+    other.resize_token_embeddings(other.get_output_embeddings().weight.shape[0] + 7)
+    with pytest.raises(ValueError, match=r"ref_model\[1\]: its vocabulary has \d+ tokens, the policy's \d+") as e:
+        PMGRPOTrainer(**kw, regularizer="multi_rkl", regularizer_params={"weights": [0.5, 0.5]},
+                      ref_model=[AutoModelForCausalLM.from_pretrained(dirs[0]), other])
+    assert "\n" not in str(e.value)
 
 
 def test_docs_example_runs():
