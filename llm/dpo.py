@@ -144,7 +144,7 @@ class DPOTrainer:
         tok = load_tokenizer(cfg.model)
         tok.padding_side = "right"
         for d in ref_dirs[:n_refs]:
-            if not same_tokenizer(tok, load_tokenizer(d)):
+            if not same_tokenizer(tok, load_tokenizer(d, what="reference")):
                 raise ConfigError(f"reference: the tokenizer in {d} does not match the policy's ({cfg.model}); "
                                   "train all models from the same base model")
         policy = load_causal_lm(cfg.model, what="model")
@@ -337,17 +337,23 @@ class DPOTrainer:
         return str(path)
 
     def load_checkpoint(self, path: str | Path) -> None:
-        """Restore weights, optimizer and step from a checkpoint directory."""
+        """Restore weights, optimizer and step from a checkpoint directory (validated by
+        :func:`prefmatch.llm.training.find_checkpoint`; a load that still fails is one line)."""
         import torch
 
         path = Path(path)
         policy = self.policy
-        if self.cfg.lora:
-            policy.load_state_dict(torch.load(path / "trainable.pt", map_location="cpu"), strict=False)
-        else:
-            policy.load_state_dict(load_causal_lm(path / "policy").state_dict())
-        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
-        self.step_count = json.loads((path / "trainer_state.json").read_text())["step"]
+        try:
+            if self.cfg.lora:
+                policy.load_state_dict(torch.load(path / "trainable.pt", map_location="cpu"), strict=False)
+            else:
+                policy.load_state_dict(load_causal_lm(path / "policy", what="--resume checkpoint").state_dict())
+            self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
+            self.step_count = training.resume_step(path)
+        except (OSError, RuntimeError, ValueError, KeyError, EOFError) as e:
+            raise training.TrainingError(f"--resume: checkpoint {path} cannot be loaded ({type(e).__name__}: "
+                                         f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); it does "
+                                         "not match this run's models or is damaged") from None
         self.last_checkpoint = str(path)
 
     def save_final(self) -> str:
@@ -359,19 +365,28 @@ class DPOTrainer:
         return str(self.out / "model")
 
 
-def train_dpo(cfg: DPOConfig, quiet: bool = False, resume: str | None = None) -> dict:
+def train_dpo(cfg: DPOConfig, quiet: bool = False, resume: str | None = None, allow_changes: bool = False) -> dict:
     """Run DPO (optionally resuming); returns ``{"out", "steps", "loss", "accuracy", "margin",
     "eval_loss", "eval_accuracy", "eval_pairs", "wall_time_s", "final_metrics", "last_checkpoint",
     "processes"}``
-    (the ``eval_*`` keys when ``eval_fraction`` > 0)."""
+    (the ``eval_*`` keys when ``eval_fraction`` > 0).  A resume refuses changed data or objective
+    fields (unless ``allow_changes``) and a step count below the checkpoint's; resuming a finished
+    run does nothing and says so."""
+    import dataclasses
+
     from prefmatch.llm.config import validate
     from prefmatch.llm.ppo import resolve_checkpoint
 
     t0 = time.perf_counter()
     validate(cfg)
     ckpt = resolve_checkpoint(resume) if resume else None
+    if ckpt is not None:
+        training.check_fingerprint(ckpt, dataclasses.asdict(cfg), allow_changes)
     trainer = DPOTrainer(cfg, quiet=quiet)
     if ckpt is not None:
+        step = training.resume_step(ckpt)
+        if training.check_resume_steps(ckpt, step, trainer.total_steps, trainer.out):
+            return training.finished_run_result(ckpt, step, trainer.out)
         trainer.load_checkpoint(ckpt)
     acc = trainer.acc
     log = training.start_run(trainer, cfg, ckpt, run_name=f"dpo[{cfg.regularizer}]", total=trainer.total_steps,

@@ -52,10 +52,11 @@ def _run(args) -> int:
     from prefmatch.llm.cli import _overrides, user_errors
     from prefmatch.llm.config import read_yaml
     from prefmatch.llm.opinion import pipeline, report
+    from prefmatch.llm.training import TrainingError, check_output_dir
 
     mode = "full" if args.full else "quick"
-    overrides = {**(read_yaml(args.config) if args.config else {}), **_overrides(args)}
     try:
+        overrides = {**(read_yaml(args.config) if args.config else {}), **_overrides(args)}
         cfg = pipeline.configure(overrides, mode)
         cfg.check()
     except (pipeline.OpinionConfigError, *user_errors()) as e:
@@ -65,6 +66,14 @@ def _run(args) -> int:
     if (out / "results.json").exists() and not args.overwrite:
         raise CLIError(f"--out: {out} already holds a benchmark run (results.json); pass --overwrite to replace it "
                        "or choose another --out")
+    try:  # writable before the banner: a refused --out is the command's only line
+        check_output_dir(out, "--out")
+        if args.page:
+            check_output_dir(Path(args.page).parent if str(Path(args.page).parent) else ".", "--page")
+        if args.figures:
+            check_output_dir(args.figures, "--figures")
+    except TrainingError as e:
+        raise CLIError(str(e)) from None
     n_runs = sum(len(r) for r in pipeline.grid(cfg).values())
     log(f"opinion benchmark ({mode}): {n_runs} runs x {cfg.seeds} seed(s) -> {out}")
     command = "prefmatch opinion " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["opinion"] else None

@@ -170,16 +170,16 @@ class PPOTrainer:
             raise ConfigError(f"ref: {cfg.regularizer} needs {n_refs} reference model(s) "
                               f"(one per weight), got {len(ref_dirs)}")
         records = load_split(cfg.data, cfg.split, cfg.split_fractions, cfg.split_seed, keys=("prompt",),
-                             tokenizer=load_tokenizer(cfg.policy))
+                             tokenizer=load_tokenizer(cfg.policy, what="policy"))
         reward_fn = load_reward_fn(cfg.reward_fn) if cfg.reward_fn else None
 
         acc = training.make_accelerator(cfg.mixed_precision, cfg.cpu, cfg.report_to, cfg.out)
         training.seed_everything(cfg.seed)
-        tok = load_tokenizer(cfg.policy)
+        tok = load_tokenizer(cfg.policy, what="policy")
         tok.padding_side = "left"
         others = ([("reward_model", cfg.reward_model)] if cfg.reward_model else []) + [("ref", r) for r in ref_dirs]
         for what, d in others:
-            if not same_tokenizer(tok, load_tokenizer(d)):
+            if not same_tokenizer(tok, load_tokenizer(d, what=what)):
                 raise ConfigError(f"{what}: the tokenizer in {d} does not match the policy's ({cfg.policy}); "
                                   "train all models from the same base model")
         frozen_dtype = torch.bfloat16 if acc.mixed_precision == "bf16" else None
@@ -516,20 +516,26 @@ class PPOTrainer:
             shutil.rmtree(old, ignore_errors=True)
 
     def load_checkpoint(self, path: str | Path) -> None:
-        """Restore weights, value head, optimizer and step from a checkpoint directory."""
+        """Restore weights, value head, optimizer and step from a checkpoint directory (validated by
+        :func:`resolve_checkpoint`; a load that still fails is one line naming the checkpoint)."""
         import torch
         from safetensors.torch import load_file
 
         path = Path(path)
         policy = self.policy
-        if self.cfg.lora:
-            policy.load_state_dict(torch.load(path / "trainable.pt", map_location="cpu"), strict=False)
-        else:
-            lm = load_causal_lm(path / "policy")
-            policy.lm.load_state_dict(lm.state_dict())
-        policy.value_head.load_state_dict(load_file(str(path / "policy" / VALUE_HEAD_FILE)))
-        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
-        self.step_count = json.loads((path / "trainer_state.json").read_text())["step"]
+        try:
+            if self.cfg.lora:
+                policy.load_state_dict(torch.load(path / "trainable.pt", map_location="cpu"), strict=False)
+            else:
+                lm = load_causal_lm(path / "policy", what="--resume checkpoint")
+                policy.lm.load_state_dict(lm.state_dict())
+            policy.value_head.load_state_dict(load_file(str(path / "policy" / VALUE_HEAD_FILE)))
+            self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
+            self.step_count = training.resume_step(path)
+        except (OSError, RuntimeError, ValueError, KeyError, EOFError) as e:
+            raise training.TrainingError(f"--resume: checkpoint {path} cannot be loaded ({type(e).__name__}: "
+                                         f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); it does "
+                                         "not match this run's models or is damaged") from None
         self.last_checkpoint = str(path)
 
     def save_final(self) -> str:
@@ -543,22 +549,26 @@ class PPOTrainer:
         return str(self.out / "model")
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint directory from itself, a ``checkpoints`` directory or a run's ``out`` directory."""
-    p = Path(path)
-    for cand in (p, p / "checkpoints"):
-        latest = cand / "latest"
-        if latest.is_file():
-            return cand / latest.read_text().strip()
-    if (p / "trainer_state.json").is_file():
-        return p
-    raise ConfigError(f"--resume: no checkpoint found in {p} (expected a checkpoint-NNNNNN directory "
-                      "or a run directory with checkpoints/latest)")
+def resolve_checkpoint(path: str | Path, report=None) -> Path:
+    """A valid checkpoint directory from itself, a ``checkpoints`` directory or a run's ``out``
+    directory (:func:`prefmatch.llm.training.find_checkpoint`: a missing, dangling or damaged
+    ``latest`` falls back to the newest valid checkpoint, said in one line)."""
+    return training.find_checkpoint(path, report=report)
 
 
-def train_ppo(cfg: PPOConfig, quiet: bool = False, resume: str | None = None) -> dict:
-    """Run PPO (optionally resuming); returns ``{"out", "steps", "final_metrics", ...}``."""
+def train_ppo(cfg: PPOConfig, quiet: bool = False, resume: str | None = None, allow_changes: bool = False) -> dict:
+    """Run PPO (optionally resuming); returns ``{"out", "steps", "final_metrics", ...}``.
+
+    A resume refuses changed data or objective fields (unless ``allow_changes``) and a ``steps``
+    below the checkpoint's; resuming a finished run does nothing and says so."""
+    import dataclasses
+
     ckpt = resolve_checkpoint(resume) if resume else None
+    if ckpt is not None:
+        training.check_fingerprint(ckpt, dataclasses.asdict(cfg), allow_changes)
+        step = training.resume_step(ckpt)
+        if training.check_resume_steps(ckpt, step, cfg.steps, Path(cfg.out)):
+            return training.finished_run_result(ckpt, step, Path(cfg.out))
     trainer = PPOTrainer(cfg, quiet=quiet)
     if ckpt is not None:
         trainer.load_checkpoint(ckpt)
