@@ -242,6 +242,20 @@ def regularizer_params_help(names, note: str) -> str:
             + " | ".join(describe_params(n, exclude=("beta",)) for n in names) + f" ({note})")
 
 
+def check_trainer_regularizer_params(name: str, params: dict) -> None:
+    """A trainer samples whole sequences, so a parameter given per response (``c2: [1, 2]``, which
+    ``solve`` accepts over an enumerated response set) has no response to attach to: refused."""
+    from prefmatch.theory.regularizers import REGISTRY
+
+    cls = REGISTRY.get(name)
+    if cls is None or not isinstance(params, dict):
+        return
+    for prm in cls.params:
+        if getattr(prm, "per_response", False) and isinstance(params.get(prm.name), (list, tuple, dict)):
+            raise ConfigError(f"regularizer_params.{prm.name}: {params[prm.name]!r} gives one value per response, "
+                              "which has no meaning for sampled sequences; give one number")
+
+
 def packaged_configs() -> list[str]:
     return sorted(p.stem for p in PACKAGE_CONFIGS.glob("*.yaml"))
 

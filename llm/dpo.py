@@ -35,7 +35,8 @@ from pathlib import Path
 
 from prefmatch.llm import training
 from prefmatch.llm.common import CommonConfig
-from prefmatch.llm.config import ConfigError, cfg_field, check_fields, regularizer_params_help, save_config
+from prefmatch.llm.config import (ConfigError, cfg_field, check_fields, check_trainer_regularizer_params,
+                                  regularizer_params_help, save_config)
 from prefmatch.llm.data import encode_prompt, encode_response, load_split
 from prefmatch.llm.losses import logprobs_from_logits
 from prefmatch.llm.models import disable_dropout, load_causal_lm, model_inputs, save_model
@@ -64,7 +65,8 @@ class DPOConfig(CommonConfig):
                                  "trainable ones)", choices=dpo_regularizers)
     regularizer_params: dict = cfg_field({}, help=_regularizer_params_help)
     beta: float = cfg_field(0.1, help="β, the divergence's coefficient in E[r] − β·D (the DPO β): the implicit "
-                            "reward is β(log π − b)", range="(0, inf)")
+                            "reward is β(log π − b); at most 1e6 (beyond, β times the margin's gradient leaves float32)",
+                            range="(0, 1e6]")
     epochs: int = cfg_field(1, help="passes over the training pairs (when steps is 0)", range="[1, inf)")
     steps: int = cfg_field(0, help="optimizer steps (0 = as many as `epochs` passes take; otherwise exactly this "
                            "many, continuing into further passes)", range="[0, inf)")
@@ -82,6 +84,7 @@ class DPOConfig(CommonConfig):
     def check_algorithm(self):
         """The regularizer object (ConfigError naming the field when it cannot be used)."""
         check_fields(self)  # declared ranges (also for a config built in Python, as from_modules takes)
+        check_trainer_regularizer_params(self.regularizer, self.regularizer_params)
         if self.regularizer not in dpo_regularizers():
             raise ConfigError(f"regularizer: {self.regularizer!r} has no DPO loss here; choose one of "
                               f"{', '.join(dpo_regularizers())}")

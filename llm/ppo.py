@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prefmatch.llm.common import CommonConfig
-from prefmatch.llm.config import ConfigError, cfg_field, check_fields, regularizer_params_help, save_config
+from prefmatch.llm.config import (ConfigError, cfg_field, check_fields, check_trainer_regularizer_params,
+                                  regularizer_params_help, save_config)
 from prefmatch.llm.rewards import REGULARIZER_MODES
 from prefmatch.llm.data import encode_prompt, load_split, pad_batch
 from prefmatch.llm.losses import (
@@ -69,6 +70,12 @@ from prefmatch.llm import training
 from prefmatch.llm import sharding
 from prefmatch.theory.regularizers import trainable_names
 
+#: the β and sampling temperatures the trainers run with finite float32 numbers (tests/llm/test_faults.py
+#: trains at both ends of each)
+BETA_RANGE = "(0, 1e6]"
+TEMPERATURE_RANGE = "[0.01, 1e6]"
+
+
 def _regularizer_params_help() -> str:
     return regularizer_params_help(trainable_names(), "the trainer's cpm defaults to level: token")
 
@@ -93,7 +100,8 @@ class PPOConfig(CommonConfig):
                                       "needed otherwise), "
                                       "auto (reward where exact, else loss)", choices=REGULARIZER_MODES)
     beta: float = cfg_field(0.1, help="β, the divergence's coefficient in E[r] − β·D for every regularizer "
-                            "(PM: ψ = β(−log π + C1 + C2/π), optimum softmax(r/β))", range="(0, inf)")
+                            "(PM: ψ = β(−log π + C1 + C2/π), optimum softmax(r/β)); at most 1e6: beyond, β times a "
+                            "log-ratio squared in the value loss and the gradient norm leaves float32", range=BETA_RANGE)
     reward_clip: float = cfg_field(5.0, help="clip the reward-model score to ±reward_clip (0 = off)", range="[0, inf)")
     normalize_reward: bool = cfg_field(True, help="apply the reward model's saved normalisation, if any")
     steps: int = cfg_field(100, help="PPO iterations (rollout + update)", range="[1, inf)")
@@ -108,7 +116,8 @@ class PPOConfig(CommonConfig):
     whiten_advantages: bool = cfg_field(True, help="normalise advantages to mean 0, std 1 per batch (the "
                                         "pathwise regularizer term is divided by the same std)")
     temperature: float = cfg_field(1.0, help="sampling temperature: the trained policy is softmax(logits/T); the "
-                                   "references are used at temperature 1", range="(0, inf)")
+                                   "references are used at temperature 1; from 0.01 (below, logits/T and the gradients, which scale like "
+                                   "1/T, leave float32 on ordinary logits) to 1e6", range=TEMPERATURE_RANGE)
     top_k: int = cfg_field(0, help="top-k sampling; must be 0 (PPO's ratio and ψ need samples from the policy)", range="[0, inf)")
     top_p: float = cfg_field(1.0, help="nucleus sampling; must be 1 (PPO's ratio and ψ need samples from the policy)", range="(0, 1]")
     min_new_tokens: int = cfg_field(0, help="minimum generated tokens; must be 0 (suppressing EOS samples from "
@@ -130,6 +139,7 @@ class PPOConfig(CommonConfig):
     def check_algorithm(self, has_value: bool = True):
         """Refuse what cannot reach the theory's optimum; returns ``(regularizer, placement)``."""
         check_fields(self)  # declared ranges (also for a config built in Python, as from_modules takes)
+        check_trainer_regularizer_params(self.regularizer, self.regularizer_params)
         full_policy = "PPO's ratio and ψ are those of the full policy"
         rules = [  # (field, holds, what it must be and why)
             ("gamma", self.gamma == 1, "1 (the RLHF objective is undiscounted)"),

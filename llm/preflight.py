@@ -74,7 +74,10 @@ def check_train_inputs(stage: str, cfg, resume: bool = False) -> None:
     from prefmatch.llm.data import PREFERENCE_KEYS
     from prefmatch.llm.models import check_model_dir
 
+    from prefmatch.llm.training import check_output_path
+
     models = stage_models(stage, cfg)
+    check_output_path(cfg.out)
     if not resume:
         check_out_holds_no_input(cfg.out, models + [("data", cfg.data)])
     tok = None

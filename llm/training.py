@@ -310,12 +310,11 @@ RUN_MARKERS = ("config.yaml", "metrics.jsonl", "model", "checkpoints")
 RESUMABLE_FIELDS = ("steps", "log_every", "save_every", "keep_checkpoints", "cpu", "out")
 
 
-def check_output_dir(path: str | os.PathLike, name: str = "out") -> Path:
-    """The one check of an output directory, before any work: ConfigError-style one-line
-    :class:`TrainingError` when ``path`` is empty, is a file, lies under a file, or cannot be
-    created or written (read-only or pseudo filesystem, permissions).  Creates the directory."""
+def check_output_path(path: str | os.PathLike, name: str = "out") -> Path:
+    """What can be said of an output directory without creating anything: one-line
+    :class:`TrainingError` when ``path`` is empty, is a file or lies under a file."""
     if not str(path).strip():
-        raise TrainingError(f"{name}: an empty path; give an output directory (e.g. --{name.lstrip("-")} out/run)")
+        raise TrainingError(f"{name}: an empty path; give an output directory (e.g. --{name.lstrip('-')} out/run)")
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise TrainingError(f"{name}: {p} exists and is a file, not a directory")
@@ -324,6 +323,14 @@ def check_output_dir(path: str | os.PathLike, name: str = "out") -> Path:
             if not parent.is_dir():
                 raise TrainingError(f"{name}: {p} lies under {parent}, which is a file")
             break
+    return p
+
+
+def check_output_dir(path: str | os.PathLike, name: str = "out") -> Path:
+    """The one check of an output directory, before any work: ConfigError-style one-line
+    :class:`TrainingError` when ``path`` is empty, is a file, lies under a file, or cannot be
+    created or written (read-only or pseudo filesystem, permissions).  Creates the directory."""
+    p = check_output_path(path, name)
     try:
         p.mkdir(parents=True, exist_ok=True)
         probe = p / f".write-probe-{os.getpid()}"
