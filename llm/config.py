@@ -108,7 +108,8 @@ def coerce(name: str, value: Any, tp: Any) -> Any:
             try:
                 value = safe_load_unique(value) if value.strip() else {}
             except yaml.YAMLError as e:
-                raise ConfigError(f"{name}: expected a mapping like '{{beta: 0.1}}', got {value!r}") from e
+                why = f" ({getattr(e, 'problem', None)})" if getattr(e, "problem", None) else ""
+                raise ConfigError(f"{name}: expected a mapping like '{{beta: 0.1}}', got {value!r}{why}") from None
         if value is None:
             return {}
         if not isinstance(value, dict):
