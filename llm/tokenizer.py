@@ -84,6 +84,11 @@ def resolve_model_dir(path: str | os.PathLike) -> Path:
     return p
 
 
+#: files of which a model directory's tokenizer has at least one
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "vocab.txt",
+                   "spiece.model", "merges.txt", "sentencepiece.bpe.model")
+
+
 def load_tokenizer(path: str | os.PathLike, what: str = "model"):
     """``AutoTokenizer`` from a local directory; sets a pad token if missing.  Errors are one line
     that starts with ``what`` (the option or config field that named the directory): a file, a
@@ -106,9 +111,10 @@ def load_tokenizer(path: str | os.PathLike, what: str = "model"):
             f"{what}: no usable tokenizer in {p} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
             "a model directory must hold its tokenizer"
         ) from None
-    if len(tok.get_vocab()) == 0:
-        raise FileNotFoundError(f"{what}: {p} holds no tokenizer (tokenizer.json or the vocabulary files are "
-                                "missing: it loads with an empty vocabulary); a model directory must hold its tokenizer")
+    if not any((p / f).is_file() for f in TOKENIZER_FILES) or not tok("Hello", add_special_tokens=False)["input_ids"]:
+        raise FileNotFoundError(f"{what}: {p} holds no tokenizer (none of {', '.join(TOKENIZER_FILES[:3])}, ...; "
+                                "transformers would build one that encodes text to nothing); a model directory must "
+                                "hold its tokenizer")
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
