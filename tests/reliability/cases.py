@@ -414,6 +414,18 @@ FAULT_CASES = [
     ("nan", "test_eval_nan_policy"),
     ("nan", "test_kl_metric_is_never_negative"),
     ("config-ranges", "test_lora_settings_that_cannot_apply"),
+    ("silent-data-loss", "test_refused_overwrite_keeps_the_old_run"),
+    ("silent-data-loss", "test_failed_overwrite_brings_the_old_run_back"),
+    ("silent-data-loss", "test_a_second_run_into_a_directory_in_use_is_refused"),
+    ("silent-data-loss", "test_two_concurrent_runs_into_one_out"),
+    ("resume", "test_resume_of_a_finished_run_is_a_no_op"),
+    ("resume", "test_resume_refuses_fewer_steps_and_keeps_the_config"),
+    ("resume", "test_resume_falls_back_from_a_damaged_latest_checkpoint"),
+    ("resume", "test_resume_refuses_changed_data_unless_allowed"),
+    ("limits", "test_lengths_beyond_the_model_positions_are_refused"),
+    ("limits", "test_ppo_trains_at_the_ends_of_the_declared_ranges"),
+    ("limits", "test_dpo_trains_at_the_ends_of_the_beta_range"),
+    ("wrong-inputs", "test_model_directories_without_tokenizer_or_final_model"),
 ]
 
 
