@@ -1001,6 +1001,9 @@ class FDivergence(Regularizer):
             p, q = xp.exp(logp), xp.exp(ref_logp)
             both = (p > 0) & (q > 0)
             inner = p * sp.f_over_u(xp, xp.where(both, logp - ref_logp, 0.0))
+            if math.isfinite(sp.f_at_0):  # π/π_ref below 1e-308 (β near the float limits): f(u)/u overflows,
+                # and π_ref f(π/π_ref) is π_ref f(0) to within u
+                inner = xp.where(xp.isfinite(inner) | ~both, inner, q * sp.f_at_0)
             out = xp.where(both, -self.beta * inner, 0.0)
             out = xp.where((p == 0) & (q > 0), -self.beta * sp.f_at_0 * q, out)
             off = (p > 0) & (q == 0)
