@@ -38,7 +38,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", default="out/opinion", help="output directory (default: out/opinion)")
     p.add_argument("--json", action="store_true", help="print the JSON summary only (no progress)")
     p.add_argument("--overwrite", action="store_true", help="replace the benchmark run already in --out (its "
-                   "references are reused when their settings are the same); without it such a directory is refused")
+                   "references are reused when their settings are the same) and an existing --page; without it they are "
+                   "refused")
     p.add_argument("--page", default=None, help="also write the generated results page (markdown) here")
     p.add_argument("--figures", default=None, help="figure directory (default: OUT/figures)")
     p.add_argument("--no-figures", action="store_true", help="skip the matplotlib figures")
@@ -66,6 +67,8 @@ def _run(args) -> int:
     if (out / "results.json").exists() and not args.overwrite:
         raise CLIError(f"--out: {out} already holds a benchmark run (results.json); pass --overwrite to replace it "
                        "or choose another --out")
+    if args.page and Path(args.page).exists() and not args.overwrite:
+        raise CLIError(f"--page: {args.page} exists; pass --overwrite to replace it or choose another file")
     try:  # writable before the banner: a refused --out is the command's only line
         check_output_dir(out, "--out")
         if args.page:

@@ -327,6 +327,8 @@ OUTPUT_PATH_CASES = [
          r"out: run contains the input data"),
     Case("silent-data-loss", "bandit --plot replaces a file", ["bandit", "run", "bias", "--plot", "f.png"],
          r"--plot: f.png exists; pass --overwrite", files={"f.png": "an earlier figure"}),
+    Case("silent-data-loss", "opinion --page replaces a file", ["opinion", "--page", "page.md", "--out", "o"],
+         r"--page: page.md exists; pass --overwrite", files={"page.md": "an earlier page"}),
     Case("silent-data-loss", "bandit figures into a folder holding figures", ["bandit", "figures", "figs"],
          r"outdir: figs already holds figures", files={"figs/bias.png": "an earlier figure"}),
     Case("wrong-inputs", "train --model is a file", ["train", "sft", "--data", "d.jsonl", "--model", "d.jsonl",
@@ -390,6 +392,24 @@ def numeric_problems() -> list[tuple[str, dict, object]]:
         out.append((f"fdiv f={f} beta=1e-6", {**_valid_problem("fdiv"), "f": f, "beta": 1e-6}, simplex))
     out.append(("kl zero reference probability", {"regularizer": "kl", "reward": [5.0, 1.0], "ref": [0.0, 1.0]},
                 value_close(1.0)))
+
+    def policy_is(expected):
+        def check(res):
+            assert res["policy"] == expected, (res["policy"], expected)
+        return check
+
+    # β where r/β or 1/β leave the float range: the one-hot limit, never the reference by underflow
+    for f, beta in (("chi2", 1e-300), ("kl", 2e-300)):
+        out.append((f"fdiv f={f} beta={beta:g} off-support best", {"regularizer": "fdiv", "f": f, "reward": [5, 1, 0],
+                    "ref": [0, 0.5, 0.5], "beta": beta}, policy_is([0.0, 1.0, 0.0])))
+    for label, prob in (("kl beta=5e-324", {"regularizer": "kl", "reward": [5, 1, 0], "ref": [0.2, 0.3, 0.5],
+                                            "beta": 5e-324}),
+                        ("pm beta=1e-310", {"regularizer": "pm", "reward": [5, 1, 0], "beta": 1e-310}),
+                        ("maxent rewards ±1e308 beta=1e-300", {"regularizer": "maxent", "reward": [1e308, -1e308, 3],
+                                                               "beta": 1e-300}),
+                        ("generalized_pm power beta=5e-324", {"regularizer": "generalized_pm", "link": "power",
+                                                              "reward": [5, 1, 0], "beta": 5e-324})):
+        out.append((label, prob, policy_is([1.0, 0.0, 0.0])))
     return out
 
 
