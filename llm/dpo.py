@@ -28,7 +28,6 @@ uninterrupted run), and ``model`` (HF format, LoRA merged) at the end.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
