@@ -348,6 +348,8 @@ OUTPUT_PATH_CASES = [
          ["eval", "--policy", "run/model"], r"^--reward-model: required \(the run's run/config.yaml names no "
          r"reward_model \(a DPO run", files={"run/config.yaml": "data: d\nmodel: m\nreference: []\n",
                                             "run/model/config.json": "{}"}),
+    Case("wrong-inputs", "train --config is a directory", ["train", "sft", "--config", "cfg"],
+         r"^--config: cfg is a directory", files={"cfg/x.yaml": "seed: 1\n"}),
     Case("resume", "--resume of a path that does not exist", ["train", "ppo", "--resume", "nope"],
          r"^--resume: nope does not exist"),
     Case("resume", "--resume of a run without checkpoints", ["train", "dpo", "--resume", "run"],
