@@ -446,6 +446,27 @@ class _RunLock:
             self.fd = None
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during a run: raised like Ctrl-C, so that the run's ``finally`` clauses (an
+    ``--overwrite``'s old run brought back, the lock released) run before the process ends."""
+
+
+def _raise_on_sigterm():
+    """Turn SIGTERM into :class:`Terminated` until the returned function restores the old handler
+    (main thread only: elsewhere signals cannot be handled, and nothing is changed)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum, frame):
+        raise Terminated("terminated (SIGTERM)")
+
+    old = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, old)
+
+
 @contextlib.contextmanager
 def run_session(out: str | os.PathLike, *, resume: bool = False, overwrite: bool = False):
     """The life of a command that writes a run into ``out``, around the training call.
@@ -453,7 +474,8 @@ def run_session(out: str | os.PathLike, *, resume: bool = False, overwrite: bool
     * :func:`claim_run_dir` checks the directory (a run there needs ``resume`` or ``overwrite``);
     * a lock refuses a second run into the same directory while this one lives;
     * ``overwrite`` moves the old run's files into ``out/.replaced-PID`` and brings them back if
-      the new run fails (exception, Ctrl-C): they are deleted only once the new run has finished;
+      the new run fails (exception, Ctrl-C, SIGTERM): they are deleted only once the new run has
+      finished;
     * a fresh directory that a failed command leaves empty is removed again.
 
     Only the main process of a launch (``RANK`` 0) locks and moves files."""
@@ -465,6 +487,7 @@ def run_session(out: str | os.PathLike, *, resume: bool = False, overwrite: bool
     lock = _RunLock(p)
     lock.acquire()
     aside = None
+    restore_term = _raise_on_sigterm()
     try:
         held = [m for m in RUN_MARKERS if (p / m).exists()]
         if held and overwrite and not resume:
@@ -488,6 +511,7 @@ def run_session(out: str | os.PathLike, *, resume: bool = False, overwrite: bool
         if aside is not None:
             shutil.rmtree(aside, ignore_errors=True)
     finally:
+        restore_term()
         lock.release()
         if not existed:
             with contextlib.suppress(OSError):

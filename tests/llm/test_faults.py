@@ -591,3 +591,27 @@ def test_model_directories_without_tokenizer_or_final_model(tmp_path, tiny, caps
     msg = one_line(capsys, _eval_argv(tiny, str(unfinished), tiny["sft"]))
     assert msg.startswith(f"prefmatch: error: --policy: the run directory {unfinished} holds no final model")
     assert not (tmp_path / "run").exists()
+
+
+def test_sigterm_during_an_overwrite_brings_the_old_run_back(tmp_path, tiny, capsys):
+    """SIGTERM while the new run writes its second checkpoint: the old run's files come back as
+    they were, and the lock is released (the next run starts)."""
+    run, marker = tmp_path / "run", tmp_path / "marker"
+    fake_run(run)
+    before = _snapshot(run)
+    script = tmp_path / "term.py"
+    script.write_text(KILL_SCRIPT)
+    argv = ppo_argv(tiny, run, "--steps", "3", "--save-every", "1", "--overwrite")
+    proc = subprocess.Popen([sys.executable, str(script), str(marker), *argv], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not marker.exists():
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.time() < deadline
+        time.sleep(0.2)
+    assert not (run / "model" / "weights").exists()  # the old run is aside while the new one runs
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130
+    assert "interrupted" in proc.stderr.read().decode()
+    assert _snapshot(run) == before
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "metrics.jsonl", "model"]

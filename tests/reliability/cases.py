@@ -440,6 +440,7 @@ FAULT_CASES = [
     ("silent-data-loss", "test_failed_overwrite_brings_the_old_run_back"),
     ("silent-data-loss", "test_a_second_run_into_a_directory_in_use_is_refused"),
     ("silent-data-loss", "test_two_concurrent_runs_into_one_out"),
+    ("silent-data-loss", "test_sigterm_during_an_overwrite_brings_the_old_run_back"),
     ("resume", "test_resume_of_a_finished_run_is_a_no_op"),
     ("resume", "test_resume_refuses_fewer_steps_and_keeps_the_config"),
     ("resume", "test_resume_falls_back_from_a_damaged_latest_checkpoint"),
