@@ -24,7 +24,7 @@ from prefmatch.llm.reward_model import RMConfig, train_reward_model
 from prefmatch.llm.sft import SFTConfig, train_sft
 from prefmatch.llm.rewards import RegularizerConfigError
 from prefmatch.llm.tokenizer import MIN_VOCAB
-from prefmatch.llm.training import TrainingError, check_output_dir, claim_run_dir, resume_config
+from prefmatch.llm.training import TrainingError, check_output_dir, resume_config, run_session
 from prefmatch.theory.dpo import dpo_regularizers
 from prefmatch.theory.validate import SEED, number
 from prefmatch.theory.errors import UsageError as CLIError
@@ -102,30 +102,52 @@ def _overrides(args) -> dict:
 
 
 def _stage_config(stage: str, args):
-    return load_config(STAGES[stage][0], args.config, _overrides(args))
+    data = read_yaml(args.config) if args.config else {}
+    _check_stage_key(data, stage, args.config)
+    return load_config(STAGES[stage][0], None, {**data, **_overrides(args)}, source=args.config)
 
 
 @_guard
 def _run_train(args) -> int:
+    """Config → every input checked (:mod:`prefmatch.llm.preflight`) → the run directory claimed and
+    locked (:func:`prefmatch.llm.training.run_session`; ``--overwrite`` keeps the old run until the
+    new one has finished) → the stage's training function."""
+    from prefmatch.llm.preflight import check_train_inputs
+
     stage = args.stage
     cls, fn = STAGES[stage][0], STAGES[stage][1]
     kwargs = {"quiet": args.json}
     resume = getattr(args, "resume", None)
+    allow = getattr(args, "allow_changes", False)
+    if allow and not resume:
+        raise CLIError("--allow-changes: applies to --resume only")
     if resume:
         if args.overwrite:
             raise CLIError("--resume and --overwrite: give one (continue the run, or replace it)")
         ckpt = resolve_checkpoint(resume)
         explicit = {**(read_yaml(args.config) if args.config else {}), **_overrides(args)}
-        explicit.pop("stage", None)
-        cfg = resume_config(cls, resume, explicit, ckpt / "config.yaml")
-        claim_run_dir(cfg.out, resume=True)
+        _check_stage_key(explicit, stage, args.config)
+        cfg = resume_config(cls, resume, explicit, ckpt / "config.yaml", allow_changes=allow)
         kwargs["resume"] = str(ckpt)
+        kwargs["allow_changes"] = allow
     else:
         cfg = _stage_config(stage, args)
-        claim_run_dir(cfg.out, overwrite=args.overwrite)
-    result = fn(cfg, **kwargs)
+    check_train_inputs(stage, cfg, resume=bool(resume))
+    with run_session(cfg.out, resume=bool(resume), overwrite=args.overwrite):
+        result = fn(cfg, **kwargs)
     _emit(args, result, f"prefmatch train {stage}: done")
     return 0
+
+
+def _check_stage_key(data: dict, stage: str, source) -> None:
+    """A config file may say which stage it is for (``stage: ppo``); another stage, or a value that
+    is no stage, is refused.  The key is removed."""
+    if "stage" not in data:
+        return
+    value = data.pop("stage")
+    if value != stage:
+        raise ConfigError(f"stage: {source or 'the config'} is for stage {value!r}, not {stage!r} (allowed here: "
+                          f"{stage}; the stages: {', '.join(STAGES)})")
 
 
 def _check_args(args, ranges: dict) -> None:
@@ -166,16 +188,27 @@ def _run_model_init(args) -> int:
 
 @_guard
 def _run_eval(args) -> int:
+    from prefmatch.llm.preflight import check_eval_inputs
+
     _check_args(args, {"n_prompts": ("[1, inf)", True), "max_new_tokens": ("[1, inf)", True),
                        "max_prompt_len": ("[1, inf)", True), "seed": (SEED, True)})
     run = run_defaults(args.policy)
     opts = {k: getattr(args, k) if getattr(args, k) is not None else run.get(k, fallback)
             for k, fallback in (("reward_model", None), ("ref", None), ("data", None), ("max_new_tokens", 64),
                                 ("max_prompt_len", 256))}
+    config = next((c for c in (Path(args.policy) / "config.yaml", Path(args.policy).parent / "config.yaml")
+                   if c.is_file()), None)
     for k in ("reward_model", "ref", "data"):
         if not opts[k]:
-            raise CLIError(f"--{k.replace('_', '-')}: required (the policy {args.policy} is not inside a "
-                           "`prefmatch train` run directory whose config.yaml names it)")
+            where = (f"the run's {config} names no {k}" + (" (a DPO run has no reward model: give one trained by "
+                                                           "`prefmatch train rm`)" if k == "reward_model" else "")
+                     if config is not None else
+                     f"the policy {args.policy} is not inside a `prefmatch train` run directory whose config.yaml "
+                     "names it")
+            raise CLIError(f"--{k.replace('_', '-')}: required ({where})")
+    check_eval_inputs(args.policy, opts["reward_model"], opts["ref"], opts["data"],
+                      max_prompt_len=opts["max_prompt_len"], max_new_tokens=opts["max_new_tokens"], split=args.split,
+                      split_fractions=run.get("split_fractions", (0.2, 0.4, 0.4)), split_seed=run.get("split_seed", 0))
     try:
         res = evaluate(args.policy, opts["reward_model"], opts["ref"], opts["data"], n_prompts=args.n_prompts,
                        max_new_tokens=opts["max_new_tokens"], max_prompt_len=opts["max_prompt_len"], seed=args.seed,
@@ -229,10 +262,14 @@ def register(subparsers) -> None:
         p.add_argument("--config", metavar="FILE.yaml", help="YAML file of config fields")
         p.add_argument("--json", action="store_true", help="print the result as JSON; no progress bar")
         if stage in RESUMABLE:
-            p.add_argument("--resume", metavar="DIR", help="continue from a checkpoint (or a run directory) with "
-                           "the run's saved config; an option that conflicts with it is an error")
+            p.add_argument("--resume", metavar="DIR", help="continue from a checkpoint (or a run directory: its "
+                           "newest valid checkpoint) with the run's saved config; an option that conflicts with it, "
+                           "or changed data, is an error; a finished run is left as it is")
+            p.add_argument("--allow-changes", action="store_true", help="with --resume: continue although the data "
+                           "file or a config field that defines the objective differs from the run's")
         p.add_argument("--overwrite", action="store_true", help="replace the run already in --out (without it, "
-                       "a directory holding a run is refused)")
+                       "a directory holding a run is refused); the old run is kept aside until the new one has "
+                       "finished and comes back if it fails")
         _add_config_options(p, cls)
         p.set_defaults(func=_run_train, stage=stage)
 

@@ -94,19 +94,22 @@ def coerce(name: str, value: Any, tp: Any) -> Any:
     if origin in (list, tuple):
         if isinstance(value, str):
             try:
-                value = yaml.safe_load(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
+                value = safe_load_unique(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
             except yaml.YAMLError as e:
                 raise ConfigError(f"{name}: expected a list, got {value!r}") from e
         if not isinstance(value, (list, tuple)):
+            if isinstance(value, (dict, bool)) or value is None:
+                raise ConfigError(f"{name}: expected a list, got {value!r}")
             value = [value]
         inner = args[0] if args else Any
         return [coerce(name, v, inner) for v in value]
     if origin is dict or tp is dict:
         if isinstance(value, str):
             try:
-                value = yaml.safe_load(value) if value.strip() else {}
+                value = safe_load_unique(value) if value.strip() else {}
             except yaml.YAMLError as e:
-                raise ConfigError(f"{name}: expected a mapping like '{{beta: 0.1}}', got {value!r}") from e
+                why = f" ({getattr(e, 'problem', None)})" if getattr(e, "problem", None) else ""
+                raise ConfigError(f"{name}: expected a mapping like '{{beta: 0.1}}', got {value!r}{why}") from None
         if value is None:
             return {}
         if not isinstance(value, dict):
@@ -142,20 +145,31 @@ def coerce(name: str, value: Any, tp: Any) -> Any:
         except (TypeError, ValueError):
             raise ConfigError(f"{name}: expected a number, got {value!r}") from None
     if tp is str:
-        if isinstance(value, (dict, list)):
-            raise ConfigError(f"{name}: expected a string, got {value!r}")
-        return str(value)
+        if not isinstance(value, str):  # a YAML number or mapping where a path or a name belongs
+            raise ConfigError(f"{name}: expected a string, got {value!r} ({type(value).__name__}); quote it in YAML")
+        return value
     return value
 
 
+def nearest_key(key: str, allowed) -> str:
+    """`` (did you mean X?)`` for the allowed key closest to ``key``, or an empty string."""
+    import difflib
+
+    close = difflib.get_close_matches(str(key), list(allowed), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 def from_dict(cls, data: dict[str, Any], source: str = "config"):
-    """Build ``cls`` from a mapping; unknown keys and bad values raise :class:`ConfigError`."""
+    """Build ``cls`` from a mapping; unknown keys (with the nearest valid one) and bad values raise
+    :class:`ConfigError`."""
     types_ = _field_types(cls)
-    unknown = sorted(set(data) - set(types_))
+    unknown = sorted((k for k in data if k not in types_), key=str)
     if unknown:
+        k = unknown[0]
         raise ConfigError(
-            f"{source}: unknown key(s) {', '.join(unknown)} for {cls.__name__}; "
-            f"allowed: {', '.join(types_)}"
+            f"{source}: unknown key {k!r}{nearest_key(k, types_)} for {cls.__name__}"
+            + (f" (also unknown: {', '.join(map(str, unknown[1:]))})" if unknown[1:] else "")
+            + f"; allowed: {', '.join(types_)}"
         )
     kwargs = {k: coerce(k, v, types_[k]) for k, v in data.items()}
     obj = cls(**kwargs)
@@ -229,36 +243,84 @@ def regularizer_params_help(names, note: str) -> str:
             + " | ".join(describe_params(n, exclude=("beta",)) for n in names) + f" ({note})")
 
 
+def check_trainer_regularizer_params(name: str, params: dict) -> None:
+    """A trainer samples whole sequences, so a parameter given per response (``c2: [1, 2]``, which
+    ``solve`` accepts over an enumerated response set) has no response to attach to: refused."""
+    from prefmatch.theory.regularizers import REGISTRY
+
+    cls = REGISTRY.get(name)
+    if cls is None or not isinstance(params, dict):
+        return
+    for prm in cls.params:
+        if getattr(prm, "per_response", False) and isinstance(params.get(prm.name), (list, tuple, dict)):
+            raise ConfigError(f"regularizer_params.{prm.name}: {params[prm.name]!r} gives one value per response, "
+                              "which has no meaning for sampled sequences; give one number")
+
+
 def packaged_configs() -> list[str]:
     return sorted(p.stem for p in PACKAGE_CONFIGS.glob("*.yaml"))
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping with the same key twice (YAML says keys are
+    unique; PyYAML would keep the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                dup = key in seen
+            except TypeError:  # an unhashable key: the base class reports it
+                break
+            if dup:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (line {key_node.start_mark.line + 1})", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def safe_load_unique(text: str):
+    """``yaml.safe_load`` that refuses duplicate keys."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    """Mapping from a YAML file, or from a packaged config named without path and suffix."""
+    """Mapping from a YAML file, or from a packaged config named without path and suffix; a file
+    that cannot be read, is not UTF-8, is not YAML, repeats a key or is not a mapping is one line
+    naming ``--config``."""
     p = Path(path)
     if not p.is_file() and (PACKAGE_CONFIGS / f"{p.name}.yaml").is_file() and p.name == str(path):
         p = PACKAGE_CONFIGS / f"{p.name}.yaml"
+    if p.is_dir():
+        raise ConfigError(f"--config: {p} is a directory, not a YAML file")
     if not p.is_file():
         raise ConfigError(f"--config: file not found: {p} (packaged configs: {', '.join(packaged_configs())})")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        data = safe_load_unique(p.read_text(encoding="utf-8")) or {}
+    except OSError as e:
+        raise ConfigError(f"--config: cannot read {p} ({e.strerror or e})") from None
     except UnicodeDecodeError as e:
         raise ConfigError(f"--config: {p} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"--config: {p} is not valid YAML ({str(e).splitlines()[0]})") from None
+        first = " ".join(str(e).split())  # the problem and its line, on one line
+        raise ConfigError(f"--config: {p} is not valid YAML ({first[:200]})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"--config: {p} must hold a mapping of key: value, got {type(data).__name__}")
     return data
 
 
-def load_config(cls, path: str | os.PathLike | None = None, overrides: dict[str, Any] | list[str] | None = None):
-    """``cls`` from YAML file ``path`` (optional) updated by ``overrides`` (dict or ``--key value`` list)."""
+def load_config(cls, path: str | os.PathLike | None = None, overrides: dict[str, Any] | list[str] | None = None,
+                source: str | os.PathLike | None = None):
+    """``cls`` from YAML file ``path`` (optional) updated by ``overrides`` (dict or ``--key value`` list);
+    ``source`` names where the values came from in errors (default: ``path``)."""
     data: dict[str, Any] = read_yaml(path) if path else {}
     data.pop("stage", None)  # example files may say which stage they are for
     if isinstance(overrides, list):
         overrides = parse_overrides(overrides)
     data.update(overrides or {})
-    return from_dict(cls, data, source=str(path) if path else "overrides")
+    where = source or path
+    return from_dict(cls, data, source=str(where) if where else "overrides")
 
 
 def to_dict(obj) -> dict[str, Any]:

@@ -28,14 +28,14 @@ uninterrupted run), and ``model`` (HF format, LoRA merged) at the end.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from prefmatch.llm import training
 from prefmatch.llm.common import CommonConfig
-from prefmatch.llm.config import ConfigError, cfg_field, check_fields, regularizer_params_help, save_config
+from prefmatch.llm.config import (ConfigError, cfg_field, check_fields, check_trainer_regularizer_params,
+                                  regularizer_params_help, save_config)
 from prefmatch.llm.data import encode_prompt, encode_response, load_split
 from prefmatch.llm.losses import logprobs_from_logits
 from prefmatch.llm.models import check_finite_weights, disable_dropout, load_causal_lm, model_inputs, save_model
@@ -64,7 +64,8 @@ class DPOConfig(CommonConfig):
                                  "trainable ones)", choices=dpo_regularizers)
     regularizer_params: dict = cfg_field({}, help=_regularizer_params_help)
     beta: float = cfg_field(0.1, help="β, the divergence's coefficient in E[r] − β·D (the DPO β): the implicit "
-                            "reward is β(log π − b)", range="(0, inf)")
+                            "reward is β(log π − b); at most 1e6 (beyond, β times the margin's gradient leaves float32)",
+                            range="(0, 1e6]")
     epochs: int = cfg_field(1, help="passes over the training pairs (when steps is 0)", range="[1, inf)")
     steps: int = cfg_field(0, help="optimizer steps (0 = as many as `epochs` passes take; otherwise exactly this "
                            "many, continuing into further passes)", range="[0, inf)")
@@ -82,6 +83,7 @@ class DPOConfig(CommonConfig):
     def check_algorithm(self):
         """The regularizer object (ConfigError naming the field when it cannot be used)."""
         check_fields(self)  # declared ranges (also for a config built in Python, as from_modules takes)
+        check_trainer_regularizer_params(self.regularizer, self.regularizer_params)
         if self.regularizer not in dpo_regularizers():
             raise ConfigError(f"regularizer: {self.regularizer!r} has no DPO loss here; choose one of "
                               f"{', '.join(dpo_regularizers())}")
@@ -162,7 +164,7 @@ class DPOTrainer:
         tok.padding_side = "right"
         ref_names = [f"reference {i + 1} of {n_refs}" if n_refs > 1 else "reference" for i in range(n_refs)]
         for name, d in zip(ref_names, ref_dirs[:n_refs]):
-            if not same_tokenizer(tok, load_tokenizer(d)):
+            if not same_tokenizer(tok, load_tokenizer(d, what="reference")):
                 raise ConfigError(f"{name}: the tokenizer in {d} does not match the policy's ({cfg.model}); "
                                   "train all models from the same base model")
         policy = load_causal_lm(cfg.model, what="model")
@@ -360,17 +362,23 @@ class DPOTrainer:
         return str(path)
 
     def load_checkpoint(self, path: str | Path) -> None:
-        """Restore weights, optimizer and step from a checkpoint directory."""
+        """Restore weights, optimizer and step from a checkpoint directory (validated by
+        :func:`prefmatch.llm.training.find_checkpoint`; a load that still fails is one line)."""
         import torch
 
         path = Path(path)
         policy = self.policy
-        if self.cfg.lora:
-            policy.load_state_dict(torch.load(path / "trainable.pt", map_location="cpu"), strict=False)
-        else:
-            policy.load_state_dict(load_causal_lm(path / "policy").state_dict())
-        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
-        self.step_count = json.loads((path / "trainer_state.json").read_text())["step"]
+        try:
+            if self.cfg.lora:
+                policy.load_state_dict(torch.load(path / "trainable.pt", map_location="cpu"), strict=False)
+            else:
+                policy.load_state_dict(load_causal_lm(path / "policy", what="--resume checkpoint").state_dict())
+            self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
+            self.step_count = training.resume_step(path)
+        except (OSError, RuntimeError, ValueError, KeyError, EOFError) as e:
+            raise training.TrainingError(f"--resume: checkpoint {path} cannot be loaded ({type(e).__name__}: "
+                                         f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); it does "
+                                         "not match this run's models or is damaged") from None
         self.last_checkpoint = str(path)
 
     def save_final(self) -> str:
@@ -382,19 +390,28 @@ class DPOTrainer:
         return str(self.out / "model")
 
 
-def train_dpo(cfg: DPOConfig, quiet: bool = False, resume: str | None = None) -> dict:
+def train_dpo(cfg: DPOConfig, quiet: bool = False, resume: str | None = None, allow_changes: bool = False) -> dict:
     """Run DPO (optionally resuming); returns ``{"out", "steps", "loss", "accuracy", "margin",
     "eval_loss", "eval_accuracy", "eval_pairs", "wall_time_s", "final_metrics", "last_checkpoint",
     "processes"}``
-    (the ``eval_*`` keys when ``eval_fraction`` > 0)."""
+    (the ``eval_*`` keys when ``eval_fraction`` > 0).  A resume refuses changed data or objective
+    fields (unless ``allow_changes``) and a step count below the checkpoint's; resuming a finished
+    run does nothing and says so."""
+    import dataclasses
+
     from prefmatch.llm.config import validate
     from prefmatch.llm.ppo import resolve_checkpoint
 
     t0 = time.perf_counter()
     validate(cfg)
     ckpt = resolve_checkpoint(resume) if resume else None
+    if ckpt is not None:
+        training.check_fingerprint(ckpt, dataclasses.asdict(cfg), allow_changes)
     trainer = DPOTrainer(cfg, quiet=quiet)
     if ckpt is not None:
+        step = training.resume_step(ckpt)
+        if training.check_resume_steps(ckpt, step, trainer.total_steps, trainer.out):
+            return training.finished_run_result(ckpt, step, trainer.out)
         trainer.load_checkpoint(ckpt)
     acc = trainer.acc
     log = training.start_run(trainer, cfg, ckpt, run_name=f"dpo[{cfg.regularizer}]", total=trainer.total_steps,

@@ -112,6 +112,68 @@ def _check_dir(path, what: str) -> Path:
     return p
 
 
+#: config.json keys that bound the positions a model can read (learned position embeddings; the
+#: declared context of rotary models)
+POSITION_KEYS = ("n_positions", "max_position_embeddings", "n_ctx", "seq_length")
+
+
+def max_positions(config: dict) -> int | None:
+    """The most tokens a model reads (prompt + response), from its ``config.json`` mapping; None
+    when it declares none."""
+    for cfg in (config, config.get("text_config") or {}):
+        for k in POSITION_KEYS:
+            v = cfg.get(k)
+            if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+                return v
+    return None
+
+
+def check_model_dir(path, option: str, *, tokenizer: bool = True) -> tuple[Path, dict]:
+    """The checks of a model directory before any work, each a one-line :class:`ModelLoadError`
+    that starts with ``option`` (``model``, ``--policy``, ``reward_model``...): an empty path, a
+    file, a missing directory, a run directory without its final model, a missing or invalid
+    ``config.json``, no weights, no tokenizer (with ``tokenizer``).  Returns ``(directory,
+    config.json as a mapping)`` (an empty mapping for a peft adapter directory)."""
+    if not str(path).strip():
+        raise ModelLoadError(f"{option}: an empty path; give a model directory")
+    raw = Path(path)
+    if raw.is_file():
+        raise ModelLoadError(f"{option}: {raw} is a file, not a model directory (give the folder that holds "
+                             "config.json, the weights and the tokenizer)")
+    if not raw.is_dir():
+        raise ModelLoadError(f"{option}: directory not found: {raw}")
+    p = resolve_model_dir(raw)
+    if not (p / "config.json").is_file() and not (p / "adapter_config.json").is_file():
+        if (p / "config.yaml").is_file() or (p / "metrics.jsonl").is_file():
+            raise ModelLoadError(f"{option}: the run directory {p} holds no final model (model/ is missing: the run "
+                                 "has not finished); finish it with --resume, or give a checkpoint's policy folder")
+        raise ModelLoadError(f"{option}: {p} has no config.json (not a Hugging Face model directory)")
+    config: dict = {}
+    if (p / "config.json").is_file():
+        try:
+            config = json.loads((p / "config.json").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise ModelLoadError(f"{option}: {p / 'config.json'} cannot be read as JSON ({_one_line(e)})") from None
+        if not isinstance(config, dict):
+            raise ModelLoadError(f"{option}: {p / 'config.json'} must hold a JSON object")
+        weights = [f for f in p.iterdir() if f.suffix in (".safetensors", ".bin", ".pt") and f.name != VALUE_HEAD_FILE
+                   or f.name.endswith(".index.json")]
+        if not weights:
+            raise ModelLoadError(f"{option}: {p} holds no weights (model.safetensors or pytorch_model.bin)")
+    if tokenizer:
+        from prefmatch.llm.tokenizer import load_tokenizer
+
+        try:
+            tok = load_tokenizer(p, what=option)
+        except FileNotFoundError as e:
+            raise ModelLoadError(str(e)) from None
+        vocab = config.get("vocab_size") or (config.get("text_config") or {}).get("vocab_size")
+        if isinstance(vocab, int) and len(tok) > vocab:
+            raise ModelLoadError(f"{option}: the tokenizer in {p} has {len(tok)} tokens but the model only {vocab} "
+                                 "embeddings (vocab_size in config.json); they do not belong together")
+    return p, config
+
+
 def _one_line(e: Exception) -> str:
     msg = str(e).strip().splitlines()
     return f"{type(e).__name__}: {msg[0] if msg else ''}"

@@ -38,7 +38,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", default="out/opinion", help="output directory (default: out/opinion)")
     p.add_argument("--json", action="store_true", help="print the JSON summary only (no progress)")
     p.add_argument("--overwrite", action="store_true", help="replace the benchmark run already in --out (its "
-                   "references are reused when their settings are the same); without it such a directory is refused")
+                   "references are reused when their settings are the same) and an existing --page; without it they are "
+                   "refused")
     p.add_argument("--page", default=None, help="also write the generated results page (markdown) here")
     p.add_argument("--figures", default=None, help="figure directory (default: OUT/figures)")
     p.add_argument("--no-figures", action="store_true", help="skip the matplotlib figures")
@@ -52,10 +53,11 @@ def _run(args) -> int:
     from prefmatch.llm.cli import _overrides, user_errors
     from prefmatch.llm.config import read_yaml
     from prefmatch.llm.opinion import pipeline, report
+    from prefmatch.llm.training import TrainingError, check_output_dir
 
     mode = "full" if args.full else "quick"
-    overrides = {**(read_yaml(args.config) if args.config else {}), **_overrides(args)}
     try:
+        overrides = {**(read_yaml(args.config) if args.config else {}), **_overrides(args)}
         cfg = pipeline.configure(overrides, mode)
         cfg.check()
     except (pipeline.OpinionConfigError, *user_errors()) as e:
@@ -65,6 +67,16 @@ def _run(args) -> int:
     if (out / "results.json").exists() and not args.overwrite:
         raise CLIError(f"--out: {out} already holds a benchmark run (results.json); pass --overwrite to replace it "
                        "or choose another --out")
+    if args.page and Path(args.page).exists() and not args.overwrite:
+        raise CLIError(f"--page: {args.page} exists; pass --overwrite to replace it or choose another file")
+    try:  # writable before the banner: a refused --out is the command's only line
+        check_output_dir(out, "--out")
+        if args.page:
+            check_output_dir(Path(args.page).parent if str(Path(args.page).parent) else ".", "--page")
+        if args.figures:
+            check_output_dir(args.figures, "--figures")
+    except TrainingError as e:
+        raise CLIError(str(e)) from None
     n_runs = sum(len(r) for r in pipeline.grid(cfg).values())
     log(f"opinion benchmark ({mode}): {n_runs} runs x {cfg.seeds} seed(s) -> {out}")
     command = "prefmatch opinion " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["opinion"] else None

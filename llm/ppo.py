@@ -33,13 +33,13 @@ saved with the weights.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from prefmatch.llm.common import CommonConfig
-from prefmatch.llm.config import ConfigError, cfg_field, check_fields, regularizer_params_help, save_config
+from prefmatch.llm.config import (ConfigError, cfg_field, check_fields, check_trainer_regularizer_params,
+                                  regularizer_params_help, save_config)
 from prefmatch.llm.rewards import REGULARIZER_MODES
 from prefmatch.llm.data import encode_prompt, load_split, pad_batch
 from prefmatch.llm.losses import (
@@ -78,6 +78,12 @@ from prefmatch.llm import training
 from prefmatch.llm import sharding
 from prefmatch.theory.regularizers import trainable_names
 
+#: the β and sampling temperatures the trainers run with finite float32 numbers (tests/llm/test_faults.py
+#: trains at both ends of each)
+BETA_RANGE = "(0, 1e6]"
+TEMPERATURE_RANGE = "[0.01, 1e6]"
+
+
 def _regularizer_params_help() -> str:
     return regularizer_params_help(trainable_names(), "the trainer's cpm defaults to level: token")
 
@@ -102,7 +108,8 @@ class PPOConfig(CommonConfig):
                                       "needed otherwise), "
                                       "auto (reward where exact, else loss)", choices=REGULARIZER_MODES)
     beta: float = cfg_field(0.1, help="β, the divergence's coefficient in E[r] − β·D for every regularizer "
-                            "(PM: ψ = β(−log π + C1 + C2/π), optimum softmax(r/β))", range="(0, inf)")
+                            "(PM: ψ = β(−log π + C1 + C2/π), optimum softmax(r/β)); at most 1e6: beyond, β times a "
+                            "log-ratio squared in the value loss and the gradient norm leaves float32", range=BETA_RANGE)
     reward_clip: float = cfg_field(0.0, help="clip the task score to ±reward_clip (0 = off, the default: the theory's "
                                    "optimum is that of the reward given; the PM paper's authors use 5, and a run with "
                                    "a clip optimizes the clipped reward and says so)", range="[0, inf)")
@@ -122,7 +129,8 @@ class PPOConfig(CommonConfig):
     whiten_decay: float = cfg_field(0.9, help="decay of the running advantage moments used for whitening",
                                     range="[0, 1)")
     temperature: float = cfg_field(1.0, help="sampling temperature: the trained policy is softmax(logits/T); the "
-                                   "references are used at temperature 1", range="(0, inf)")
+                                   "references are used at temperature 1; from 0.01 (below, logits/T and the gradients, which scale like "
+                                   "1/T, leave float32 on ordinary logits) to 1e6", range=TEMPERATURE_RANGE)
     top_k: int = cfg_field(0, help="top-k sampling; must be 0 (PPO's ratio and ψ need samples from the policy)", range="[0, inf)")
     top_p: float = cfg_field(1.0, help="nucleus sampling; must be 1 (PPO's ratio and ψ need samples from the policy)", range="(0, 1]")
     min_new_tokens: int = cfg_field(0, help="minimum generated tokens; must be 0 (suppressing EOS samples from "
@@ -144,6 +152,7 @@ class PPOConfig(CommonConfig):
     def check_algorithm(self, has_value: bool = True):
         """Refuse what cannot reach the theory's optimum; returns ``(regularizer, placement)``."""
         check_fields(self)  # declared ranges (also for a config built in Python, as from_modules takes)
+        check_trainer_regularizer_params(self.regularizer, self.regularizer_params)
         full_policy = "PPO's ratio and ψ are those of the full policy"
         rules = [  # (field, holds, what it must be and why)
             ("gamma", self.gamma == 1, "1 (the RLHF objective is undiscounted)"),
@@ -184,17 +193,17 @@ class PPOTrainer:
             raise ConfigError(f"ref: {cfg.regularizer} needs {n_refs} reference model(s) "
                               f"(one per weight), got {len(ref_dirs)}")
         records = load_split(cfg.data, cfg.split, cfg.split_fractions, cfg.split_seed, keys=("prompt",),
-                             tokenizer=load_tokenizer(cfg.policy))
+                             tokenizer=load_tokenizer(cfg.policy, what="policy"))
         reward_fn = load_reward_fn(cfg.reward_fn) if cfg.reward_fn else None
 
         acc = training.make_accelerator(cfg.mixed_precision, cfg.cpu, cfg.report_to, cfg.out)
         training.seed_everything(cfg.seed)
-        tok = load_tokenizer(cfg.policy)
+        tok = load_tokenizer(cfg.policy, what="policy")
         tok.padding_side = "left"
         ref_names = [f"ref {i + 1} of {len(ref_dirs)}" if len(ref_dirs) > 1 else "ref" for i in range(len(ref_dirs))]
         others = ([("reward_model", cfg.reward_model)] if cfg.reward_model else []) + list(zip(ref_names, ref_dirs))
         for what, d in others:
-            if not same_tokenizer(tok, load_tokenizer(d)):
+            if not same_tokenizer(tok, load_tokenizer(d, what=what)):
                 raise ConfigError(f"{what}: the tokenizer in {d} does not match the policy's ({cfg.policy}); "
                                   "train all models from the same base model")
         frozen_dtype = torch.bfloat16 if acc.mixed_precision == "bf16" else None
@@ -552,23 +561,29 @@ class PPOTrainer:
             shutil.rmtree(old, ignore_errors=True)
 
     def load_checkpoint(self, path: str | Path) -> None:
-        """Restore weights, value head, optimizer and step from a checkpoint directory."""
+        """Restore weights, value head, optimizer and step from a checkpoint directory (validated by
+        :func:`resolve_checkpoint`; a load that still fails is one line naming the checkpoint)."""
         import torch
         from safetensors.torch import load_file
 
         path = Path(path)
         policy = self.policy
-        if self.cfg.lora:
-            policy.load_state_dict(torch.load(path / "trainable.pt", map_location="cpu"), strict=False)
-        else:
-            lm = load_causal_lm(path / "policy")
-            policy.lm.load_state_dict(lm.state_dict())
-        policy.value_head.load_state_dict(load_file(str(path / "policy" / VALUE_HEAD_FILE)))
-        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
-        self.step_count = json.loads((path / "trainer_state.json").read_text())["step"]
-        moments = json.loads((path / "whitening.json").read_text())["adv_moments"] if (
-            path / "whitening.json").is_file() else None
-        self.adv_moments = tuple(moments) if moments is not None else None
+        try:
+            if self.cfg.lora:
+                policy.load_state_dict(torch.load(path / "trainable.pt", map_location="cpu"), strict=False)
+            else:
+                lm = load_causal_lm(path / "policy", what="--resume checkpoint")
+                policy.lm.load_state_dict(lm.state_dict())
+            policy.value_head.load_state_dict(load_file(str(path / "policy" / VALUE_HEAD_FILE)))
+            self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
+            self.step_count = training.resume_step(path)
+            moments = json.loads((path / "whitening.json").read_text())["adv_moments"] if (
+                path / "whitening.json").is_file() else None
+            self.adv_moments = tuple(moments) if moments is not None else None
+        except (OSError, RuntimeError, ValueError, KeyError, EOFError) as e:
+            raise training.TrainingError(f"--resume: checkpoint {path} cannot be loaded ({type(e).__name__}: "
+                                         f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); it does "
+                                         "not match this run's models or is damaged") from None
         self.last_checkpoint = str(path)
 
     def save_final(self) -> str:
@@ -582,22 +597,26 @@ class PPOTrainer:
         return str(self.out / "model")
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint directory from itself, a ``checkpoints`` directory or a run's ``out`` directory."""
-    p = Path(path)
-    for cand in (p, p / "checkpoints"):
-        latest = cand / "latest"
-        if latest.is_file():
-            return cand / latest.read_text().strip()
-    if (p / "trainer_state.json").is_file():
-        return p
-    raise ConfigError(f"--resume: no checkpoint found in {p} (expected a checkpoint-NNNNNN directory "
-                      "or a run directory with checkpoints/latest)")
+def resolve_checkpoint(path: str | Path, report=None) -> Path:
+    """A valid checkpoint directory from itself, a ``checkpoints`` directory or a run's ``out``
+    directory (:func:`prefmatch.llm.training.find_checkpoint`: a missing, dangling or damaged
+    ``latest`` falls back to the newest valid checkpoint, said in one line)."""
+    return training.find_checkpoint(path, report=report)
 
 
-def train_ppo(cfg: PPOConfig, quiet: bool = False, resume: str | None = None) -> dict:
-    """Run PPO (optionally resuming); returns ``{"out", "steps", "final_metrics", ...}``."""
+def train_ppo(cfg: PPOConfig, quiet: bool = False, resume: str | None = None, allow_changes: bool = False) -> dict:
+    """Run PPO (optionally resuming); returns ``{"out", "steps", "final_metrics", ...}``.
+
+    A resume refuses changed data or objective fields (unless ``allow_changes``) and a ``steps``
+    below the checkpoint's; resuming a finished run does nothing and says so."""
+    import dataclasses
+
     ckpt = resolve_checkpoint(resume) if resume else None
+    if ckpt is not None:
+        training.check_fingerprint(ckpt, dataclasses.asdict(cfg), allow_changes)
+        step = training.resume_step(ckpt)
+        if training.check_resume_steps(ckpt, step, cfg.steps, Path(cfg.out)):
+            return training.finished_run_result(ckpt, step, Path(cfg.out))
     trainer = PPOTrainer(cfg, quiet=quiet)
     if ckpt is not None:
         trainer.load_checkpoint(ckpt)

@@ -84,22 +84,37 @@ def resolve_model_dir(path: str | os.PathLike) -> Path:
     return p
 
 
-def load_tokenizer(path: str | os.PathLike):
-    """``AutoTokenizer`` from a local directory with a clear error; sets a pad token if missing.
+#: files of which a model directory's tokenizer has at least one
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "vocab.txt",
+                   "spiece.model", "merges.txt", "sentencepiece.bpe.model")
+
+
+def load_tokenizer(path: str | os.PathLike, what: str = "model"):
+    """``AutoTokenizer`` from a local directory; sets a pad token if missing.  Errors are one line
+    that starts with ``what`` (the option or config field that named the directory): a file, a
+    missing directory, a directory without a tokenizer (an empty vocabulary is refused too).
 
     Models whose tokenizer has no pad token (Llama, SmolLM2) get ``pad = eos``.
     """
     from transformers import AutoTokenizer
 
     p = resolve_model_dir(path)
+    if p.is_file():
+        raise FileNotFoundError(f"{what}: {p} is a file, not a model directory (give the folder that holds "
+                                "config.json, the weights and the tokenizer)")
     if not p.is_dir():
-        raise FileNotFoundError(f"tokenizer directory not found: {p}")
+        raise FileNotFoundError(f"{what}: directory not found: {p}")
     try:
         tok = AutoTokenizer.from_pretrained(str(p), local_files_only=True)
     except Exception as e:  # transformers raises OSError/ValueError with long messages
         raise FileNotFoundError(
-            f"no usable tokenizer in {p} ({type(e).__name__}: {str(e).splitlines()[0]})"
+            f"{what}: no usable tokenizer in {p} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+            "a model directory must hold its tokenizer"
         ) from None
+    if not any((p / f).is_file() for f in TOKENIZER_FILES) or not tok("Hello", add_special_tokens=False)["input_ids"]:
+        raise FileNotFoundError(f"{what}: {p} holds no tokenizer (none of {', '.join(TOKENIZER_FILES[:3])}, ...; "
+                                "transformers would build one that encodes text to nothing); a model directory must "
+                                "hold its tokenizer")
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok

@@ -310,12 +310,11 @@ RUN_MARKERS = ("config.yaml", "metrics.jsonl", "model", "checkpoints")
 RESUMABLE_FIELDS = ("steps", "log_every", "save_every", "keep_checkpoints", "cpu", "out")
 
 
-def check_output_dir(path: str | os.PathLike, name: str = "out") -> Path:
-    """The one check of an output directory, before any work: ConfigError-style one-line
-    :class:`TrainingError` when ``path`` is empty, is a file, lies under a file, or cannot be
-    created or written (read-only or pseudo filesystem, permissions).  Creates the directory."""
+def check_output_path(path: str | os.PathLike, name: str = "out") -> Path:
+    """What can be said of an output directory without creating anything: one-line
+    :class:`TrainingError` when ``path`` is empty, is a file or lies under a file."""
     if not str(path).strip():
-        raise TrainingError(f"{name}: an empty path; give an output directory (e.g. --{name} out/run)")
+        raise TrainingError(f"{name}: an empty path; give an output directory (e.g. --{name.lstrip('-')} out/run)")
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise TrainingError(f"{name}: {p} exists and is a file, not a directory")
@@ -324,6 +323,14 @@ def check_output_dir(path: str | os.PathLike, name: str = "out") -> Path:
             if not parent.is_dir():
                 raise TrainingError(f"{name}: {p} lies under {parent}, which is a file")
             break
+    return p
+
+
+def check_output_dir(path: str | os.PathLike, name: str = "out") -> Path:
+    """The one check of an output directory, before any work: ConfigError-style one-line
+    :class:`TrainingError` when ``path`` is empty, is a file, lies under a file, or cannot be
+    created or written (read-only or pseudo filesystem, permissions).  Creates the directory."""
+    p = check_output_path(path, name)
     try:
         p.mkdir(parents=True, exist_ok=True)
         probe = p / f".write-probe-{os.getpid()}"
@@ -371,19 +378,144 @@ def claim_run_dir(out: str | os.PathLike, *, resume: bool = False, overwrite: bo
     """Check ``out`` (:func:`check_output_dir`) and make sure no run is overwritten silently.
 
     A directory that already holds a run (any of :data:`RUN_MARKERS`) needs ``resume`` (continue
-    it) or ``overwrite`` (its run files are deleted first); anything else is a one-line error.
-    Leftovers of an interrupted checkpoint write are removed."""
+    it) or ``overwrite`` (replace it: see :func:`run_session`, which keeps the old run aside until
+    the new one has finished); anything else is a one-line error.  Leftovers of an interrupted
+    checkpoint write are removed."""
     p = check_output_dir(out)
     held = [m for m in RUN_MARKERS if (p / m).exists()]
-    if held and not resume:
-        if not overwrite:
-            raise TrainingError(f"out: {p} already holds a run ({', '.join(held)}); pass --resume {p} to continue "
-                                "it, --overwrite to replace it, or choose another --out")
-        for m in held:  # every process of a launch may get here: tolerate the others' deletions
-            target = p / m
-            shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+    if held and not resume and not overwrite:
+        raise TrainingError(f"out: {p} already holds a run ({', '.join(held)}); pass --resume {p} to continue "
+                            "it, --overwrite to replace it, or choose another --out")
     remove_stale_temporaries(p)
     return p
+
+
+#: the lock file of a run directory in use (``fcntl.flock``: released by the kernel when the process dies)
+LOCK_FILE = ".prefmatch.lock"
+#: where ``--overwrite`` keeps the replaced run until the new one has finished (``.replaced-PID``)
+REPLACED_PREFIX = ".replaced-"
+
+
+def _main_rank() -> bool:
+    """True on the process that owns the run directory (rank 0 of a launch, or a plain process)."""
+    return os.environ.get("RANK", "0") in ("", "0")
+
+
+class _RunLock:
+    """An exclusive ``flock`` on ``out/.prefmatch.lock`` holding the owner's pid: a second run into the
+    same directory is refused while the first one lives; a lock left by a dead process is free (the
+    kernel drops it), whatever the file says."""
+
+    def __init__(self, out: Path):
+        self.path = out / LOCK_FILE
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        import fcntl
+
+        for _ in range(20):  # the file may be unlinked by a finishing owner between open and flock
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                try:
+                    owner = os.read(fd, 64).decode(errors="replace").strip() or "?"
+                finally:
+                    os.close(fd)
+                raise TrainingError(f"out: {self.path.parent} is in use by another run (pid {owner}, lock "
+                                    f"{self.path}); wait for it to finish or choose another --out") from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                os.ftruncate(fd, 0)
+                os.write(fd, str(os.getpid()).encode())
+                self.fd = fd
+                return
+            os.close(fd)
+        raise TrainingError(f"out: cannot lock {self.path} (it keeps being replaced)")
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            self.path.unlink(missing_ok=True)
+        finally:
+            os.close(self.fd)  # closing drops the flock
+            self.fd = None
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during a run: raised like Ctrl-C, so that the run's ``finally`` clauses (an
+    ``--overwrite``'s old run brought back, the lock released) run before the process ends."""
+
+
+def _raise_on_sigterm():
+    """Turn SIGTERM into :class:`Terminated` until the returned function restores the old handler
+    (main thread only: elsewhere signals cannot be handled, and nothing is changed)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum, frame):
+        raise Terminated("terminated (SIGTERM)")
+
+    old = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, old)
+
+
+@contextlib.contextmanager
+def run_session(out: str | os.PathLike, *, resume: bool = False, overwrite: bool = False):
+    """The life of a command that writes a run into ``out``, around the training call.
+
+    * :func:`claim_run_dir` checks the directory (a run there needs ``resume`` or ``overwrite``);
+    * a lock refuses a second run into the same directory while this one lives;
+    * ``overwrite`` moves the old run's files into ``out/.replaced-PID`` and brings them back if
+      the new run fails (exception, Ctrl-C, SIGTERM): they are deleted only once the new run has
+      finished;
+    * a fresh directory that a failed command leaves empty is removed again.
+
+    Only the main process of a launch (``RANK`` 0) locks and moves files."""
+    existed = Path(out).exists()
+    p = claim_run_dir(out, resume=resume, overwrite=overwrite)
+    if not _main_rank():
+        yield p
+        return
+    lock = _RunLock(p)
+    lock.acquire()
+    aside = None
+    restore_term = _raise_on_sigterm()
+    try:
+        held = [m for m in RUN_MARKERS if (p / m).exists()]
+        if held and overwrite and not resume:
+            aside = p / f"{REPLACED_PREFIX}{os.getpid()}"
+            aside.mkdir()
+            for m in held:
+                os.replace(p / m, aside / m)
+            _fsync_dir(p)
+        try:
+            yield p
+        except BaseException:
+            if aside is not None:  # the new run failed: its files go, the old run comes back
+                for m in RUN_MARKERS:
+                    target = p / m
+                    shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+                for m in os.listdir(aside):
+                    os.replace(aside / m, p / m)
+                aside.rmdir()
+                aside = None
+            raise
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
+    finally:
+        restore_term()
+        lock.release()
+        if not existed:
+            with contextlib.suppress(OSError):
+                p.rmdir()  # only when empty: a refused or failed fresh run leaves nothing behind
 
 
 def start_run(trainer, cfg, ckpt, *, run_name: str, total: int, quiet: bool) -> "MetricsLog":
@@ -409,17 +541,246 @@ def start_run(trainer, cfg, ckpt, *, run_name: str, total: int, quiet: bool) -> 
 
 
 def write_trainer_state(folder: Path, out: Path, step: int) -> None:
-    """``trainer_state.json`` of a checkpoint: its step and the log history up to it."""
+    """``trainer_state.json`` of a checkpoint: its step, the log history up to it and the run's
+    fingerprint (:func:`run_fingerprint` of the checkpoint's ``config.yaml``, written before it), which
+    a resume compares with the data and config it is given."""
     metrics = out / "metrics.jsonl"
     history = [r for r in read_metrics(metrics) if r.get("step", 0) <= step] if metrics.is_file() else []
-    (folder / "trainer_state.json").write_text(json.dumps({"step": step, "log_history": history}))
+    state: dict[str, Any] = {"step": step, "log_history": history}
+    if (folder / "config.yaml").is_file():
+        from prefmatch.llm.config import read_yaml
+
+        state["fingerprint"] = run_fingerprint(read_yaml(folder / "config.yaml"))
+    (folder / "trainer_state.json").write_text(json.dumps(state))
 
 
-def resume_config(cls, run: str | os.PathLike, explicit: dict[str, Any], saved_path: str | os.PathLike):
+# --------------------------------------------------------------------------- resume: checkpoints and fingerprints
+#: config fields that change neither the objective nor the data a run trains on (besides the resumable ones)
+NOT_OBJECTIVE = ("report_to", "mixed_precision", "gradient_checkpointing", "data", "quiet")
+
+_DATA_HASHES: dict[tuple, str] = {}
+
+
+def data_sha256(path: str | os.PathLike) -> str | None:
+    """SHA-256 of a data file's bytes (of every file, by relative name, in a ``datasets`` directory);
+    None when ``path`` does not exist.  Cached by (path, size, mtime)."""
+    import hashlib
+
+    p = Path(path)
+    if not p.exists():
+        return None
+    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
+    key = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    if key in _DATA_HASHES:
+        return _DATA_HASHES[key]
+    h = hashlib.sha256()
+    for f in files:
+        if p.is_dir():
+            h.update(str(f.relative_to(p)).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    _DATA_HASHES[key] = h.hexdigest()
+    return _DATA_HASHES[key]
+
+
+def objective_fields(config: dict) -> dict:
+    """The config fields that define what a run optimizes on which data split (all but
+    :data:`RESUMABLE_FIELDS` and :data:`NOT_OBJECTIVE`)."""
+    return {k: v for k, v in sorted(config.items()) if k not in RESUMABLE_FIELDS and k not in NOT_OBJECTIVE}
+
+
+def run_fingerprint(config: dict) -> dict:
+    """``{"data_sha256", "objective_sha256"}`` of a run's resolved config (a mapping)."""
+    import hashlib
+
+    text = json.dumps(objective_fields(config), sort_keys=True, default=str)
+    return {"data_sha256": data_sha256(config.get("data", "")) if config.get("data") else None,
+            "objective_sha256": hashlib.sha256(text.encode()).hexdigest()}
+
+
+def check_fingerprint(ckpt: Path, config: dict, allow_changes: bool = False) -> None:
+    """Refuse to resume ``ckpt`` with data or objective fields other than the run's (one line naming
+    what changed), unless ``allow_changes``.  Checkpoints written before fingerprints pass."""
+    try:
+        saved = json.loads((ckpt / "trainer_state.json").read_text()).get("fingerprint")
+    except (OSError, ValueError):
+        saved = None
+    if not saved or allow_changes:
+        return
+    import yaml
+
+    config = yaml.safe_load(yaml.safe_dump(config, sort_keys=False))  # the types config.yaml gives back
+    now = run_fingerprint(config)
+    if saved.get("data_sha256") and now["data_sha256"] != saved["data_sha256"]:
+        raise TrainingError(f"--resume {ckpt}: data: {config.get('data')} is not the data the run trained on "
+                            "(its SHA-256 differs from the one in trainer_state.json); restore that file, or pass "
+                            "--allow-changes to continue the run on the new data")
+    if saved.get("objective_sha256") and now["objective_sha256"] != saved["objective_sha256"]:
+        changed = ""
+        with contextlib.suppress(Exception):
+            from prefmatch.llm.config import read_yaml
+
+            old = objective_fields(read_yaml(ckpt / "config.yaml"))
+            new = objective_fields(config)
+            changed = " (" + ", ".join(k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)) + ")"
+        raise TrainingError(f"--resume {ckpt}: the config fields that define the objective differ from the run's"
+                            f"{changed}; pass --allow-changes to continue with them, or start a new run")
+
+
+def _safetensors_problem(f: Path) -> str | None:
+    """Why a ``.safetensors`` file cannot be loaded (header or length), or None (no tensor is read)."""
+    try:
+        size = f.stat().st_size
+        with open(f, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            if n <= 0 or 8 + n > size:
+                return "truncated header"
+            header = json.loads(fh.read(n))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return "unreadable header"
+    if 8 + n + end != size:
+        return f"truncated ({size} bytes, the header needs {8 + n + end})"
+    return None
+
+
+def _zip_problem(f: Path) -> str | None:
+    """Why a ``torch.save`` file (a zip archive) is damaged, or None (CRCs checked, nothing unpickled)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(f) as z:
+            bad = z.testzip()
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError):
+        return "truncated or not a torch.save file"
+    return f"corrupt member {bad}" if bad else None
+
+
+def checkpoint_problem(ckpt: Path) -> str | None:
+    """Why checkpoint directory ``ckpt`` cannot be resumed, or None: its state (step), config,
+    optimizer state and weights are checked without loading a model.  (Randomness needs no saved
+    state: every draw of step k comes from seeds derived from (seed, k, rank).)"""
+    if not ckpt.is_dir():
+        return "not a directory"
+    try:
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        step = state["step"]
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            raise ValueError
+    except FileNotFoundError:
+        return "trainer_state.json is missing"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "trainer_state.json is corrupt (no step)"
+    if ckpt.name.startswith("checkpoint-") and ckpt.name[len("checkpoint-"):].isdigit() \
+            and int(ckpt.name[len("checkpoint-"):]) != step:
+        return f"trainer_state.json says step {step}, the folder name another"
+    try:
+        import yaml
+
+        if not isinstance(yaml.safe_load((ckpt / "config.yaml").read_text(encoding="utf-8")), dict):
+            raise ValueError
+    except (OSError, ValueError, yaml.YAMLError):
+        return "config.yaml is missing or corrupt"
+    if not (ckpt / "optimizer.pt").is_file():
+        return "optimizer.pt is missing"
+    problem = _zip_problem(ckpt / "optimizer.pt")
+    if problem:
+        return f"optimizer.pt: {problem}"
+    if (ckpt / "trainable.pt").exists() and (problem := _zip_problem(ckpt / "trainable.pt")):
+        return f"trainable.pt: {problem}"
+    policy = ckpt / "policy"
+    try:
+        json.loads((policy / "config.json").read_text())
+    except (OSError, ValueError):
+        return "policy/config.json is missing or corrupt"
+    weights = sorted(policy.glob("*.safetensors"))
+    if not any(w.name != "value_head.safetensors" for w in weights) and not list(policy.glob("*.bin")):
+        return "policy/ holds no weights"
+    for w in weights:
+        if (problem := _safetensors_problem(w)):
+            return f"policy/{w.name}: {problem}"
+    return None
+
+
+def _step_of(name: str) -> int:
+    tail = name[len("checkpoint-"):]
+    return int(tail) if tail.isdigit() else -1
+
+
+def find_checkpoint(path: str | os.PathLike, report=None) -> Path:
+    """The checkpoint to resume from ``path``: a checkpoint directory (used as it is, when valid),
+    a ``checkpoints`` directory or a run directory (its ``latest``; when that is missing, dangling
+    or damaged, the newest valid checkpoint, said in one line through ``report``).  One-line
+    :class:`TrainingError` when there is none."""
+    from prefmatch.llm.config import ConfigError
+
+    if report is None:
+        report = lambda msg: print(f"prefmatch: {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"--resume: {p} does not exist (give a run directory or a checkpoint directory)")
+    if (p / "trainer_state.json").exists() or p.name.startswith("checkpoint-"):
+        problem = checkpoint_problem(p)
+        if problem:
+            raise ConfigError(f"--resume: checkpoint {p} cannot be resumed: {problem}; give the run directory "
+                              f"{p.parent.parent} to resume its newest valid checkpoint")
+        return p
+    folder = p / "checkpoints" if (p / "checkpoints").is_dir() else p
+    cands = sorted((c for c in folder.glob("checkpoint-*") if c.is_dir() and _step_of(c.name) >= 0),
+                   key=lambda c: _step_of(c.name), reverse=True)
+    latest_file = folder / "latest"
+    named = latest_file.read_text().strip() if latest_file.is_file() else None
+    if named is not None and (folder / named).is_dir():  # start at `latest`, however many are above it
+        cands = [folder / named] + [c for c in cands if _step_of(c.name) < _step_of(named)]
+    if not cands:
+        raise ConfigError(f"--resume: no checkpoint found in {p} (expected a checkpoint-NNNNNN directory "
+                          "or a run directory with checkpoints/; the run saves them with save_every > 0)")
+    skipped = []
+    for c in cands:
+        problem = checkpoint_problem(c)
+        if problem is None:
+            if named is None:
+                report(f"--resume: {latest_file} is missing; resuming from the newest valid checkpoint, {c.name}")
+            elif named != c.name and not skipped:
+                report(f"--resume: {latest_file} names {named}, which does not exist; resuming from the newest "
+                       f"valid checkpoint, {c.name}")
+            elif skipped:
+                report(f"--resume: {'; '.join(skipped)}; resuming from {c.name}, the newest valid checkpoint")
+            return c
+        skipped.append(f"{c.name} is unusable ({problem})")
+    raise ConfigError(f"--resume: no usable checkpoint in {folder}: {'; '.join(skipped)}")
+
+
+def resume_step(ckpt: Path) -> int:
+    return int(json.loads((ckpt / "trainer_state.json").read_text())["step"])
+
+
+def check_resume_steps(ckpt: Path, step: int, total: int, out: Path, what: str = "steps") -> bool:
+    """True when the run resumed from ``ckpt`` (at ``step``) already finished (its ``total`` steps done
+    and its final model saved): the caller does nothing and says so.  A total below the checkpoint's
+    step is a one-line :class:`TrainingError` (the run would contradict its own model and metrics)."""
+    if total < step:
+        raise TrainingError(f"{what}: {total} is below the step of the checkpoint resumed ({ckpt.name}, step "
+                            f"{step}); give {what} >= {step} to continue the run, or start a new run")
+    return total == step and (out / "model").is_dir()
+
+
+def finished_run_result(ckpt: Path, step: int, out: Path, report=None) -> dict:
+    """What a resume of a finished run returns: nothing is trained or written."""
+    if report is None:
+        report = lambda msg: print(f"prefmatch: {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    report(f"--resume: the run in {out} already finished at step {step} (final model in {out / 'model'}); "
+           "nothing to do (give --steps above it to train further)")
+    return {"out": str(out / "model"), "steps": step, "already_finished": True, "last_checkpoint": str(ckpt)}
+
+
+def resume_config(cls, run: str | os.PathLike, explicit: dict[str, Any], saved_path: str | os.PathLike,
+                  allow_changes: bool = False):
     """The saved config of the run being resumed, with ``explicit`` options applied only where
     they equal the saved values or are in :data:`RESUMABLE_FIELDS`; a conflicting explicit option
     is a one-line :class:`TrainingError` (resuming a cPM run without ``--regularizer cpm`` continues
-    cPM, and ``--regularizer kl`` is refused)."""
+    cPM, and ``--regularizer kl`` is refused) unless ``allow_changes``."""
     from prefmatch.llm.config import coerce, from_dict, read_yaml, _field_types
 
     saved = read_yaml(saved_path)
@@ -430,9 +791,10 @@ def resume_config(cls, run: str | os.PathLike, explicit: dict[str, Any], saved_p
             continue
         if k in saved and coerce(k, v, types_[k]) != coerce(k, saved[k], types_[k]):
             conflicts.append(f"--{k} {v!r} (the run has {saved[k]!r})")
-    if conflicts:
+    if conflicts and not allow_changes:
         raise TrainingError(f"--resume {run}: {'; '.join(conflicts)} conflicts with the saved run; drop the option "
-                            "to continue the run as it was, or start a new run in another --out")
+                            "to continue the run as it was, pass --allow-changes to continue with it, or start a "
+                            "new run in another --out")
     merged = {**saved, **{k: v for k, v in explicit.items()}}
     return from_dict(cls, merged, source=str(saved_path))
 

@@ -39,11 +39,14 @@ def register(sub) -> None:
     run.add_argument("--seed", default="0", help=f"random seed (integer in {validate.SEED}, default 0)")
     run.add_argument("--quick", action="store_true", help="sample-complexity only: n in {1e2, 1e3, 1e4}, 200 trials unless --trials is given")
     run.add_argument("--trials", default=None, help=f"bt-mle / sample-complexity: trials per n (integer in {TRIALS})")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing --plot file (without it, one is refused)")
     run.set_defaults(func=cmd_run)
 
     fig = actions.add_parser("figures", help="run every experiment quickly and write OUTDIR/NAME.png")
     fig.add_argument("outdir", help="output folder (created if missing)")
     fig.add_argument("--json", action="store_true", help="print the written paths as a JSON list")
+    fig.add_argument("--overwrite", action="store_true", help="replace figures already in OUTDIR (without it, "
+                     "an OUTDIR holding any of them is refused)")
     fig.set_defaults(func=cmd_figures)
 
 
@@ -100,6 +103,10 @@ def cmd_run(args) -> int:
         ext = os.path.splitext(args.plot)[1].lower()
         if ext not in (".png", ".pdf", ".svg"):
             raise _error(f"--plot FILE must end in .png, .pdf or .svg, got {args.plot!r}")
+        if os.path.isdir(args.plot):
+            raise _error(f"--plot: {args.plot} is a directory; give a file such as {os.path.join(args.plot, 'fig.png')}")
+        if os.path.exists(args.plot) and not args.overwrite:
+            raise _error(f"--plot: {args.plot} exists; pass --overwrite to replace it or choose another file")
     progress = (not args.json) and sys.stderr.isatty()
     import warnings
 
@@ -136,6 +143,11 @@ def _print_human(result: dict, plot_path) -> None:
 def cmd_figures(args) -> int:
     import warnings
 
+    if os.path.isdir(args.outdir) and not args.overwrite:
+        held = [f"{n}.png" for n in EXPERIMENTS if os.path.exists(os.path.join(args.outdir, f"{n}.png"))]
+        if held:
+            raise _error(f"outdir: {args.outdir} already holds figures ({', '.join(held[:3])}"
+                         f"{', ...' if len(held) > 3 else ''}); pass --overwrite to replace them or choose another OUTDIR")
     try:
         os.makedirs(args.outdir, exist_ok=True)
     except OSError as err:

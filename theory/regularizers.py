@@ -129,21 +129,29 @@ def _check_weights(weights, tol: float = 1e-6) -> tuple[float, ...]:
 
 
 _SPREAD = 1e300
+#: above |r|/β = 1e8 the affine optimum is computed from shifted logits (r − max r)/β + b/β
+_PLAIN_LOGITS = 1e8
+#: χ²'s root-finder brackets the spread of r/β: beyond this the rewards are shifted and clipped
+_CHI2_SPREAD = 1e12
 
 
-def _tame_spread(r, beta):
-    """For rewards whose spread r/β overflows the root-finders (e.g. ±1e308): (r − max r clipped
-    below at −1e300·β, the shift max r/β of μ); None for every other input (left untouched).
+def _tame_spread(r, beta, ref_logp=None, limit: float = _SPREAD):
+    """For rewards whose spread r/β overflows the root-finders (e.g. ±1e308, or β = 1e-300): (r −
+    top clipped to [−1e300·β, 0], the shift top/β of μ); None for every other input (left untouched).
 
-    The clip changes nothing representable: a response 1e300 below the best in units of β gets
-    probability 0 under every f in the registry, in floating point as in exact arithmetic."""
+    ``top`` is the best reward among the responses the optimum may use: those of the reference's
+    support when ``ref_logp`` is given (an f with f'(∞) = ∞, such as KL and χ², puts no mass
+    off it), every response otherwise.  Rewards off the support are irrelevant then, and clipped
+    to 0 like the rest.  The clip changes nothing representable: a response 1e300 below the best
+    in units of β gets probability 0 under these f, in floating point as in exact arithmetic."""
     xp = namespace(r)
     _check_reward(r)
     with quiet():
-        if bool(xp.all(xp.abs(r) <= _SPREAD * beta)):
+        if bool(xp.all(xp.abs(r) <= limit * beta)):
             return None
-        top = xp.max(r, axis=-1, keepdims=True)
-        return xp.maximum(r - top, -_SPREAD * beta), top / beta
+        usable = r if ref_logp is None else xp.where(ref_logp > -math.inf, r, -math.inf)
+        top = xp.max(usable, axis=-1, keepdims=True)
+        return xp.clip(r - top, -_SPREAD * beta, 0.0), top / beta
 
 
 # --------------------------------------------------------------------------- parameters
@@ -430,9 +438,44 @@ class AffineLogRegularizer(Regularizer):
             with quiet():
                 return self._optimal_logp_blocked(r, ref_logp)
         _check_reward(r)
+        if self._needs_shift(r):
+            shifted = self._shifted_logits(r, ref_logp)
+            if shifted is not None:
+                with quiet():
+                    return log_softmax(shifted[0])
         with quiet():
             z = self.gibbs_logits(r, ref_logp)
             return log_softmax(z, overwrite=z is not r)  # z is a fresh temporary unless it is r
+
+    def _needs_shift(self, r) -> bool:
+        """Whether the plain logits r/β + b/β lose b/β (|r|/β above 1e8: an absolute error above
+        1e-8, which decides the split between tied best responses) or overflow (|r|/β or 1/β
+        beyond the float range, β down to the smallest subnormal): then :meth:`_shifted_logits`."""
+        xp = namespace(r)
+        beta = getattr(self, "beta", None)
+        if beta is None or r.shape[-1] == 0:
+            return False
+        with quiet():
+            return bool(xp.max(xp.abs(r)) > _PLAIN_LOGITS * beta) or not math.isfinite(1.0 / beta)
+
+    def _shifted_logits(self, r, ref_logp):
+        """``(z, M)`` with z = (r − M)/a + b/a and M = max r over b's support, for the β where r/β or
+        1/β overflow: log_softmax(z) is log π* and a·LSE(z) + M its value, exactly (the overflowing
+        M/a cancels).  b/a is read at β = 1 (b is β times it), so that no β·log π_ref underflows;
+        only the first-order terms differ from the plain form.  None for a regularizer whose a is
+        not its ``beta`` (a weighted sum)."""
+        import dataclasses
+
+        if "beta" not in {f.name for f in dataclasses.fields(self)}:
+            return None
+        xp = namespace(r)
+        _, b1 = dataclasses.replace(self, beta=1.0).coefficients(ref_logp, like=r)
+        with quiet():
+            b1 = b1 + xp.zeros_like(r)
+            support = b1 > -math.inf
+            m = xp.max(xp.where(support, r, -math.inf), axis=-1, keepdims=True)
+            z = xp.where(support, (r - m) / self.beta + b1, -math.inf)
+        return z, m
 
     def _blockable_params(self) -> bool:
         """False when a parameter array has a prompt axis (the row blocks would not slice it)."""
@@ -448,9 +491,13 @@ class AffineLogRegularizer(Regularizer):
         for sl in blocks:
             o, w = out[sl], work[: sl.stop - sl.start]
             rb = r[sl]
-            z = self.gibbs_logits(rb, take_rows(ref_logp, sl, n_rows), out=o, work=w)
+            ref_b = take_rows(ref_logp, sl, n_rows)
+            z = self.gibbs_logits(rb, ref_b, out=o, work=w)
             if not math.isfinite(rb.sum()):  # after the logits: this read comes from cache
                 _check_reward(rb)  # raises unless the sum overflowed
+            if self._needs_shift(rb) and (shifted := self._shifted_logits(rb, ref_b)) is not None:
+                o[...] = log_softmax(shifted[0])  # β near the float limits (see _needs_shift)
+                continue
             log_softmax_into(z, w)
         return out
 
@@ -475,7 +522,13 @@ class AffineLogRegularizer(Regularizer):
             small = xp.max(xp.abs(x), axis=-1) <= 1.0
             near = a * xp.squeeze(l0, axis=-1) + xp.squeeze(c, axis=-1) + a * xp.log1p(
                 xp.sum(xp.where(support, q * xp.expm1(x), 0.0), axis=-1))
-            return xp.where(small, near, direct) + self.constant_sum(r)
+            value = xp.where(small, near, direct)
+            if self._needs_shift(r):  # M + a·LSE((r − M)/a + b/a): no overflow, b/a kept
+                shifted = self._shifted_logits(r, ref_logp)
+                if shifted is not None:
+                    z, m = shifted
+                    value = xp.where(small, near, xp.squeeze(m, axis=-1) + a * logsumexp(z))
+            return value + self.constant_sum(r)
 
     # token rewards: ψ = −a Σ_t l_t + b_lin(Σ_t q_t) + b_const, b_lin linear in q
     def token_terms(self, ref_logp_t, mask_t):
@@ -954,6 +1007,9 @@ class FDivergence(Regularizer):
             p, q = xp.exp(logp), xp.exp(ref_logp)
             both = (p > 0) & (q > 0)
             inner = p * sp.f_over_u(xp, xp.where(both, logp - ref_logp, 0.0))
+            if math.isfinite(sp.f_at_0):  # π/π_ref below 1e-308 (β near the float limits): f(u)/u overflows,
+                # and π_ref f(π/π_ref) is π_ref f(0) to within u
+                inner = xp.where(xp.isfinite(inner) | ~both, inner, q * sp.f_at_0)
             out = xp.where(both, -self.beta * inner, 0.0)
             out = xp.where((p == 0) & (q > 0), -self.beta * sp.f_at_0 * q, out)
             off = (p > 0) & (q == 0)
@@ -963,9 +1019,18 @@ class FDivergence(Regularizer):
     def _solve(self, r, ref_logp):
         """(log π*, μ = λ/β, μ − max s on the support) for each row (:mod:`.fdivergences`)."""
         ref_logp = _require_ref(ref_logp, self.name)
-        tamed = _tame_spread(r, self.beta)
+        with quiet():  # χ²: h(g) = 1 − g/2 reaches 0 at a finite gap (h⁻¹(0) finite)
+            linear = bool(np.isfinite(self.spec.h_inv(np, np.float64(0.0))))
+        tamed = _tame_spread(r, self.beta, ref_logp if math.isinf(self.spec.fprime_inf) else None,
+                             limit=_CHI2_SPREAD if linear else _SPREAD)
         if tamed is not None:
             r, shift = tamed
+            if linear:  # bisection needs a bracket of a few units of β: a response more than 2/π_ref(top)
+                # units below the best has no mass (the best's h ≤ 1/π_ref(top)), so the clip there is exact
+                xp = namespace(r)
+                with quiet():
+                    q_top = xp.sum(xp.where(r == 0.0, xp.exp(ref_logp), 0.0), axis=-1, keepdims=True)
+                    r = xp.maximum(r, -(4.0 / q_top + 4.0) * self.beta)
             logp, mu, gap = self._solve(r, ref_logp)
             return logp, mu + shift, gap
         if self.f != "kl" and blockable(r, ref_logp, ref_ndim=2):
@@ -1164,7 +1229,15 @@ class GeneralizedPM(Regularizer):
         _check_reward(r)
         xp = namespace(r)
         if self.beta != 1.0:
-            r = r * (1.0 / self.beta)
+            with quiet():
+                z = r * (1.0 / self.beta)
+                if not bool(xp.all(xp.isfinite(z))):  # r/β or 1/β overflow: the shifted rewards (r − max r)/β,
+                    # the same optimum (a shift moves only c); for the power link a response more than one
+                    # unit below the best has no mass (c ≤ 1, since the best's (0 + c)^k ≤ 1): clipped at −2
+                    z = (r - xp.max(r, axis=-1, keepdims=True)) / self.beta
+                    if self.link == "power":
+                        z = xp.maximum(z, -2.0)
+            r = z
         if self.link == "exp":
             return log_softmax(r)
         # π = (r + c)_+^k, Σ = 1: monotone in c, bisection + Newton on c

@@ -125,8 +125,8 @@ def make(fig: Figure, digest: str, timeout: float, quick: bool = False) -> dict:
 
     t0 = time.perf_counter()
     try:
-        proc = _cli("bandit", "run", fig.name, *extra, "--plot", str(tmp), "--seed", str(SEED),
-                    "--json", timeout=timeout)
+        proc = _cli("bandit", "run", fig.name, *extra, "--plot", str(tmp), "--overwrite", "--seed",
+                    str(SEED), "--json", timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"name": fig.name, "ok": False, "error": f"timed out after {timeout:.0f} s"}
     rec: dict = {"name": fig.name, "digest": digest, "returncode": proc.returncode,

@@ -375,7 +375,9 @@ def generate_reliability(app) -> None:
     for c, case in examples.items():
         argv = " ".join(a if a and " " not in a else repr(a) for a in case.argv)
         stdin = f" with input `{case.stdin[:70]}`" if case.stdin else ""
-        lines.append(f"- {c}: `prefmatch {argv}`{stdin} → one line matching `{case.match}`")
+        files = getattr(case, "files", None) or {}
+        given = f" (with {', '.join(f'`{name}`' for name in files)} present)" if files else ""
+        lines.append(f"- {c}: `prefmatch {argv}`{stdin}{given} → one line matching `{case.match}`")
     _write_if_changed(out, "\n".join(lines) + "\n")
 
 

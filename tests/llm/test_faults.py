@@ -357,3 +357,261 @@ def test_resume_of_an_older_checkpoint_rewinds_the_run(tmp_path, tiny, capsys):
     assert sorted(p.name for p in ckpts.glob("checkpoint-*")) == ["checkpoint-000002", "checkpoint-000003"]
     assert (ckpts / (ckpts / "latest").read_text().strip()).is_dir()
     assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [1, 2, 3]
+
+
+# --------------------------------------------------------------------------- round 2: nothing destroys a run
+def _snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_refused_overwrite_keeps_the_old_run(tmp_path, tiny, capsys):
+    """--overwrite with bad data, a broken model or an --out that holds the --model: refused before
+    anything in the run directory moves."""
+    run = tmp_path / "run"
+    fake_run(run)
+    before = _snapshot(run)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "p", "rejected": "r"}\n')
+    argv = sft_argv(tiny, run, "--overwrite")
+    argv[argv.index("--data") + 1] = str(bad)
+    assert "line 1: missing key(s) chosen" in one_line(capsys, argv)
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny["base"], broken)
+    (broken / "config.json").write_text("{not json")
+    argv = sft_argv(tiny, run, "--overwrite")
+    argv[argv.index("--model") + 1] = str(broken)
+    assert one_line(capsys, argv).startswith(f"prefmatch: error: model: {broken}/config.json cannot be read as JSON")
+    argv = sft_argv(tiny, run, "--overwrite")
+    argv[argv.index("--model") + 1] = str(run / "model")
+    assert "contains the input model" in one_line(capsys, argv)
+    assert _snapshot(run) == before
+
+
+def test_failed_overwrite_brings_the_old_run_back(tmp_path, tiny, capsys, monkeypatch):
+    """A new run that fails after it started (NaN weights at step 1) leaves the old run as it was."""
+    import torch
+
+    run = tmp_path / "run"
+    fake_run(run)
+    before = _snapshot(run)
+    step = torch.optim.AdamW.step
+
+    def nan_step(self, *a, **k):
+        out = step(self, *a, **k)
+        with torch.no_grad():
+            self.param_groups[0]["params"][0].view(-1)[0] = float("nan")
+        return out
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", nan_step)
+    assert "non-finite weights" in one_line(capsys, sft_argv(tiny, run, "--overwrite"))
+    assert _snapshot(run) == before
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "metrics.jsonl", "model"]
+
+
+def test_a_second_run_into_a_directory_in_use_is_refused(tmp_path, tiny, capsys):
+    """The lock: refused while its holder lives; a lock file left by a dead process is no obstacle."""
+    from prefmatch.llm.training import LOCK_FILE, _RunLock
+
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = _RunLock(run)
+    holder.acquire()
+    try:
+        msg = one_line(capsys, sft_argv(tiny, run))
+        assert f"is in use by another run (pid {os.getpid()}" in msg
+    finally:
+        holder.release()
+    (run / LOCK_FILE).write_text("99999999")  # a stale lock: its writer died without unlocking
+    assert main(sft_argv(tiny, run)) == 0
+    capsys.readouterr()
+    assert not (run / LOCK_FILE).exists() and [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [1, 2]
+
+
+def test_two_concurrent_runs_into_one_out(tmp_path, tiny):
+    """The same command twice at once: one runs, the other is refused in one line (the directory is in
+    use, or, if the first run ended before the second looked, holds a run); metrics are one run's."""
+    run = tmp_path / "run"
+    argv = [sys.executable, "-m", "prefmatch", *ppo_argv(tiny, run, "--steps", "3")]
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    res = [(p.wait(timeout=300), p.stderr.read().decode()) for p in procs]
+    assert sorted(c for c, _ in res) == [0, 2], res
+    refused = next(e for c, e in res if c == 2).strip()
+    assert len(refused.splitlines()) == 1 and ("in use by another run" in refused or "already holds a run" in refused)
+    assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [1, 2, 3]
+
+
+# --------------------------------------------------------------------------- round 2: resume
+@pytest.fixture
+def saved_dpo(tiny, tmp_path, capsys):
+    """A finished DPO run of 3 steps with a checkpoint at each (its data a copy that tests may edit)."""
+    data = tmp_path / "data.jsonl"
+    shutil.copy(tiny["data"], data)
+    run = tmp_path / "dpo"
+    argv = ["train", "dpo", "--json", "--data", str(data), "--model", tiny["sft"], "--out", str(run), "--steps", "3",
+            "--batch-size", "4", "--save-every", "1", "--keep-checkpoints", "3", *TINY_ARGS]
+    assert main(argv) == 0
+    capsys.readouterr()
+    return run, data
+
+
+def _resume(run, *extra):
+    return ["train", "dpo", "--json", "--resume", str(run), *extra]
+
+
+def test_resume_of_a_finished_run_is_a_no_op(saved_dpo, capsys):
+    run, _ = saved_dpo
+    before = _snapshot(run)
+    assert main(_resume(run)) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["already_finished"] is True
+    assert len(err.strip().splitlines()) == 1 and "already finished at step 3" in err
+    assert _snapshot(run) == before  # the final eval record is not appended again
+
+
+def test_resume_refuses_fewer_steps_and_keeps_the_config(saved_dpo, capsys):
+    run, _ = saved_dpo
+    before = _snapshot(run)
+    msg = one_line(capsys, _resume(run, "--steps", "1"))
+    assert "steps: 1 is below the step of the checkpoint resumed (checkpoint-000003, step 3)" in msg
+    assert _snapshot(run) == before
+
+
+def test_resume_falls_back_from_a_damaged_latest_checkpoint(saved_dpo, capsys):
+    """Damaged state, truncated optimizer, truncated weights, a missing or dangling `latest`: the
+    newest valid checkpoint is resumed, said in one line; the run ends where an intact one would."""
+    run, _ = saved_dpo
+    ckpts = run / "checkpoints"
+    damage = {
+        "trainer_state.json": lambda c: (c / "trainer_state.json").write_text("{\"st"),
+        "optimizer.pt": lambda c: (c / "optimizer.pt").write_bytes((c / "optimizer.pt").read_bytes()[:500]),
+        "model.safetensors": lambda c: (c / "policy" / "model.safetensors").write_bytes(
+            (c / "policy" / "model.safetensors").read_bytes()[:-100]),
+    }
+    pristine = run.parent / "pristine"
+    shutil.copytree(run, pristine)
+    for what, hurt in damage.items():
+        shutil.rmtree(run)
+        shutil.copytree(pristine, run)
+        hurt(ckpts / "checkpoint-000003")
+        assert main(_resume(run, "--steps", "4")) == 0, what
+        out, err = capsys.readouterr()
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and "checkpoint-000003 is unusable" in lines[0] and what in lines[0], (what, err)
+        assert "resuming from checkpoint-000002" in lines[0]
+        assert json.loads(out)["steps"] == 4
+        steps = [r["step"] for r in read_metrics(run / "metrics.jsonl") if not r.get("final")]
+        assert steps == [1, 2, 3, 4], (what, steps)
+    for what, hurt in (("missing", lambda: (ckpts / "latest").unlink()),
+                       ("names", lambda: (ckpts / "latest").write_text("checkpoint-000009"))):
+        shutil.rmtree(run)
+        shutil.copytree(pristine, run)
+        hurt()
+        assert main(_resume(run, "--steps", "4")) == 0, what
+        out, err = capsys.readouterr()
+        assert len(err.strip().splitlines()) == 1 and what in err and "checkpoint-000003" in err, err
+    # a checkpoint named explicitly is not replaced by another: one line saying what is wrong with it
+    (ckpts / "checkpoint-000004" / "optimizer.pt").write_bytes(b"PK\x03\x04 truncated")
+    assert "optimizer.pt: truncated" in one_line(capsys, _resume(ckpts / "checkpoint-000004", "--steps", "5"))
+
+
+def test_resume_refuses_changed_data_unless_allowed(saved_dpo, capsys):
+    run, data = saved_dpo
+    lines = data.read_text().splitlines()
+    data.write_text("\n".join(reversed(lines)) + "\n")  # the same records in another order: other batches
+    before = _snapshot(run)
+    msg = one_line(capsys, _resume(run, "--steps", "4"))
+    assert f"data: {data} is not the data the run trained on" in msg and "--allow-changes" in msg
+    assert _snapshot(run) == before
+    assert main(_resume(run, "--steps", "4", "--allow-changes")) == 0
+    capsys.readouterr()
+    assert "--allow-changes: applies to --resume only" in one_line(
+        capsys, ["train", "dpo", "--data", str(data), "--model", "m", "--allow-changes"])
+
+
+# --------------------------------------------------------------------------- round 2: limits before work
+def test_lengths_beyond_the_model_positions_are_refused(tmp_path, tiny, capsys):
+    """prompt + response longer than the model's 512 positions: one line before anything is loaded
+    or written, for every stage and eval (an IndexError from the position embedding otherwise)."""
+    out = tmp_path / "run"
+    cases = {
+        "sft": sft_argv(tiny, out, "--max-prompt-len", "600"),
+        "rm": ["train", "rm", "--data", tiny["data"], "--model", tiny["sft"], "--out", str(out),
+               "--max-response-len", "1000"],
+        "ppo": ppo_argv(tiny, out, "--max-prompt-len", "600"),
+        "dpo": ["train", "dpo", "--data", tiny["data"], "--model", tiny["sft"], "--out", str(out),
+                "--max-prompt-len", "500", "--max-response-len", "13"],
+    }
+    for stage, argv in cases.items():
+        msg = one_line(capsys, argv)
+        assert "exceeds the 512 positions of" in msg and "max_prompt_len + max_response_len" in msg, (stage, msg)
+    msg = one_line(capsys, _eval_argv(tiny, tiny["sft"], tiny["sft"])[:-2] + ["--max-new-tokens", "1000000000"])
+    assert msg.startswith("prefmatch: error: --max-prompt-len + --max-new-tokens = 32 + 1000000000 = 1000000032 "
+                          "exceeds the 512 positions of --policy")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("extra", [("--beta", "1e6"), ("--beta", "1e-300"), ("--temperature", "0.01"),
+                                   ("--temperature", "1e6")])
+def test_ppo_trains_at_the_ends_of_the_declared_ranges(tmp_path, tiny, capsys, extra):
+    """β and the sampling temperature at the ends of their declared ranges: finite metrics."""
+    import math
+
+    assert main(ppo_argv(tiny, tmp_path / "run", "--steps", "1", *extra)) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert all(math.isfinite(v) for v in res["final_metrics"].values()), res
+
+
+@pytest.mark.parametrize("beta", ["1e6", "1e-300"])
+def test_dpo_trains_at_the_ends_of_the_beta_range(tmp_path, tiny, capsys, beta):
+    import math
+
+    argv = ["train", "dpo", "--json", "--data", tiny["data"], "--model", tiny["sft"], "--out", str(tmp_path / "r"),
+            "--steps", "2", "--batch-size", "4", "--beta", beta, "--lr", "1e-2", *TINY_ARGS]
+    assert main(argv) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert all(math.isfinite(res[k]) for k in ("loss", "margin", "eval_loss")), res
+
+
+# --------------------------------------------------------------------------- round 2: messages naming the option
+def test_model_directories_without_tokenizer_or_final_model(tmp_path, tiny, capsys):
+    notok = tmp_path / "notok"
+    notok.mkdir()
+    for f in Path(tiny["sft"]).iterdir():
+        if f.is_file() and "token" not in f.name and f.name != "special_tokens_map.json":
+            shutil.copy(f, notok / f.name)
+    argv = sft_argv(tiny, tmp_path / "run")
+    argv[argv.index("--model") + 1] = str(notok)
+    msg = one_line(capsys, argv)
+    assert msg.startswith(f"prefmatch: error: model: ") and "tokenizer" in msg and str(notok) in msg
+    msg = one_line(capsys, _eval_argv(tiny, str(notok), tiny["sft"]))
+    assert msg.startswith("prefmatch: error: --policy: ") and "tokenizer" in msg  # not blamed on --reward
+    unfinished = tmp_path / "unfinished"
+    fake_run(unfinished)
+    shutil.rmtree(unfinished / "model")
+    msg = one_line(capsys, _eval_argv(tiny, str(unfinished), tiny["sft"]))
+    assert msg.startswith(f"prefmatch: error: --policy: the run directory {unfinished} holds no final model")
+    assert not (tmp_path / "run").exists()
+
+
+def test_sigterm_during_an_overwrite_brings_the_old_run_back(tmp_path, tiny, capsys):
+    """SIGTERM while the new run writes its second checkpoint: the old run's files come back as
+    they were, and the lock is released (the next run starts)."""
+    run, marker = tmp_path / "run", tmp_path / "marker"
+    fake_run(run)
+    before = _snapshot(run)
+    script = tmp_path / "term.py"
+    script.write_text(KILL_SCRIPT)
+    argv = ppo_argv(tiny, run, "--steps", "3", "--save-every", "1", "--overwrite")
+    proc = subprocess.Popen([sys.executable, str(script), str(marker), *argv], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not marker.exists():
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.time() < deadline
+        time.sleep(0.2)
+    assert not (run / "model" / "weights").exists()  # the old run is aside while the new one runs
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130
+    assert "interrupted" in proc.stderr.read().decode()
+    assert _snapshot(run) == before
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "metrics.jsonl", "model"]

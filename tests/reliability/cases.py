@@ -28,6 +28,10 @@ CLASSES = {
     "silent-data-loss": "a run directory overwritten or a resumed run changed without a word",
     "resources": "a request too large for memory",
     "usage": "argparse usage errors, unknown options and choices",
+    "strict-configs": "a config key unknown (the nearest valid key named), repeated, of the wrong type, "
+                      "for another stage, or a parameter with no meaning for the trainer",
+    "limits": "lengths beyond the model's positions, β and temperature at the ends of their ranges",
+    "resume": "a damaged, missing or dangling checkpoint, a finished run, changed data or fewer steps",
 }
 
 
@@ -38,6 +42,8 @@ class Case:
     argv: list[str]
     match: str
     stdin: str | None = None
+    #: files written into the (empty) working directory before the command: name -> text
+    files: dict = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- config ranges (generated)
@@ -99,6 +105,58 @@ def config_range_cases() -> list[Case]:
     for stage, (cls, _, _) in config_stages().items():
         cases += _range_cases(cls, ["train", stage, *required_argv(stage)], f"train {stage}")
     return cases + _range_cases(BenchmarkConfig, ["opinion"], "opinion")
+
+
+# --------------------------------------------------------------------------- strict configs (generated)
+def _typo(name: str) -> str:
+    """A misspelling of a field name: its last letter doubled."""
+    return name + name[-1]
+
+
+def _yaml_case(label: str, stage: str, text: str, match: str) -> Case:
+    return Case("strict-configs", f"train {stage} --config: {label}",
+                ["train", stage, "--config", "c.yaml", *required_argv(stage)], match, files={"c.yaml": text})
+
+
+def strict_config_cases() -> list[Case]:
+    """For every stage: each field misspelt in a YAML file (the message names the field meant),
+    each string field given a number and each list-of-strings field a scalar number, a repeated
+    key, a config for another stage; per-response regularizer parameters for the trainers."""
+    import typing
+
+    cases = []
+    for stage, (cls, _, _) in config_stages().items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            typo = _typo(f.name)
+            if typo in hints:
+                continue
+            cases.append(_yaml_case(f"{typo} (typo)", stage, f"{typo}: 1\n",
+                                    rf"unknown key '{re.escape(typo)}' \(did you mean {f.name}\?\)"))
+            tp = hints[f.name]
+            if tp is str and f.name not in ("data",) + tuple(k for k in ("model", "policy", "reward_model")):
+                cases.append(_yaml_case(f"{f.name}: 5", stage, f"{f.name}: 5\n", rf"^{f.name}: expected a string"))
+            if tp == list[str]:
+                cases.append(_yaml_case(f"{f.name}: 5", stage, f"{f.name}: 5\n", rf"^{f.name}: expected a string"))
+        cases.append(_yaml_case("repeated key", stage, "seed: 1\nlr: 0.1\nseed: 2\n", r"duplicate key 'seed' \(line 3\)"))
+        other = next(s for s in config_stages() if s != stage)
+        cases.append(_yaml_case(f"stage: {other}", stage, f"stage: {other}\n", rf"stage: .* is for stage '{other}'"))
+        cases.append(_yaml_case("stage: banana", stage, "stage: banana\n", r"stage: .* is for stage 'banana'"))
+        cases.append(_yaml_case("not YAML", stage, "seed: [1\n", r"--config: c.yaml is not valid YAML"))
+    for stage in ("ppo", "dpo"):
+        cases.append(Case("strict-configs", f"train {stage} pm c2 per response",
+                          ["train", stage, *required_argv(stage), "--regularizer", "pm",
+                           "--regularizer-params", "{c2: [1, 2]}"], r"regularizer_params.c2: .* one value per response"))
+        cases.append(Case("strict-configs", f"train {stage} regularizer-params repeated key",
+                          ["train", stage, *required_argv(stage), "--regularizer", "pm",
+                           "--regularizer-params", "{c1: 1, c1: 2}"], r"regularizer_params.*duplicate key 'c1'"))
+    cases.append(Case("strict-configs", "opinion --config not YAML", ["opinion", "--config", "c.yaml"],
+                      r"--config: c.yaml is not valid YAML", files={"c.yaml": "seeds: [1\n"}))
+    cases.append(Case("strict-configs", "opinion --config repeated key", ["opinion", "--config", "c.yaml"],
+                      r"duplicate key 'seeds'", files={"c.yaml": "seeds: 1\nseeds: 2\n"}))
+    cases.append(Case("strict-configs", "opinion --config unknown key", ["opinion", "--config", "c.yaml"],
+                      r"unknown key 'seedz' \(did you mean seeds\?\)", files={"c.yaml": "seedz: 1\n"}))
+    return cases
 
 
 # --------------------------------------------------------------------------- solve (parsing, generated + hand-picked)
@@ -261,6 +319,43 @@ OUTPUT_PATH_CASES = [
     Case("output-paths", "bandit --plot into a missing folder", ["bandit", "run", "bias", "--plot", "/nonexistent/f.png"],
          "--plot: folder"),
     Case("output-paths", "bandit figures into /proc", ["bandit", "figures", "/proc/prefmatch-figs"], "outdir: cannot create"),
+    Case("output-paths", "opinion --out into /proc", ["opinion", "--out", "/proc/prefmatch-opinion"], "--out: cannot write"),
+    Case("output-paths", "train --out contains the --model", ["train", "sft", "--data", "d", "--model", "run/model",
+                                                              "--out", "run"], r"out: run contains the input model"),
+    Case("output-paths", "train --out is the --data file's folder", ["train", "sft", "--data", "run/d.jsonl",
+                                                                     "--model", "m", "--out", "run"],
+         r"out: run contains the input data"),
+    Case("silent-data-loss", "bandit --plot replaces a file", ["bandit", "run", "bias", "--plot", "f.png"],
+         r"--plot: f.png exists; pass --overwrite", files={"f.png": "an earlier figure"}),
+    Case("silent-data-loss", "opinion --page replaces a file", ["opinion", "--page", "page.md", "--out", "o"],
+         r"--page: page.md exists; pass --overwrite", files={"page.md": "an earlier page"}),
+    Case("silent-data-loss", "bandit figures into a folder holding figures", ["bandit", "figures", "figs"],
+         r"outdir: figs already holds figures", files={"figs/bias.png": "an earlier figure"}),
+    Case("wrong-inputs", "train --model is a file", ["train", "sft", "--data", "d.jsonl", "--model", "d.jsonl",
+                                                     "--out", "o"], r"^model: d.jsonl is a file, not a model directory",
+         files={"d.jsonl": '{"prompt": "p", "chosen": "a", "rejected": "b"}\n'}),
+    Case("wrong-inputs", "train ppo --reward-model is a file",
+         ["train", "ppo", "--data", "d.jsonl", "--policy", "m", "--reward-model", "d.jsonl", "--out", "o"],
+         r"^(policy: directory not found: m|reward_model: d.jsonl is a file)",
+         files={"d.jsonl": '{"prompt": "p", "chosen": "a", "rejected": "b"}\n'}),
+    Case("wrong-inputs", "train --model with a broken config.json", ["train", "sft", "--data", "d.jsonl", "--model",
+                                                                    "m", "--out", "o"],
+         r"^model: m/config.json cannot be read as JSON", files={"m/config.json": "{broken", "d.jsonl": "{}\n"}),
+    Case("wrong-inputs", "eval --policy a run without its model", ["eval", "--policy", "run", "--reward-model", "r",
+                                                                  "--ref", "q", "--data", "d"],
+         r"^--policy: the run directory run holds no final model", files={"run/config.yaml": "data: d\n"}),
+    Case("wrong-inputs", "eval of a DPO run names the missing reward model",
+         ["eval", "--policy", "run/model"], r"^--reward-model: required \(the run's run/config.yaml names no "
+         r"reward_model \(a DPO run", files={"run/config.yaml": "data: d\nmodel: m\nreference: []\n",
+                                            "run/model/config.json": "{}"}),
+    Case("wrong-inputs", "train --config is a directory", ["train", "sft", "--config", "cfg"],
+         r"^--config: cfg is a directory", files={"cfg/x.yaml": "seed: 1\n"}),
+    Case("resume", "--resume of a path that does not exist", ["train", "ppo", "--resume", "nope"],
+         r"^--resume: nope does not exist"),
+    Case("resume", "--resume of a run without checkpoints", ["train", "dpo", "--resume", "run"],
+         r"^--resume: no checkpoint found in run", files={"run/config.yaml": "data: d\n"}),
+    Case("resume", "--allow-changes without --resume", ["train", "dpo", "--data", "d", "--model", "m",
+                                                        "--allow-changes"], r"^--allow-changes: applies to --resume only"),
 ]
 
 
@@ -299,6 +394,24 @@ def numeric_problems() -> list[tuple[str, dict, object]]:
         out.append((f"fdiv f={f} beta=1e-6", {**_valid_problem("fdiv"), "f": f, "beta": 1e-6}, simplex))
     out.append(("kl zero reference probability", {"regularizer": "kl", "reward": [5.0, 1.0], "ref": [0.0, 1.0]},
                 value_close(1.0)))
+
+    def policy_is(expected):
+        def check(res):
+            assert res["policy"] == expected, (res["policy"], expected)
+        return check
+
+    # β where r/β or 1/β leave the float range: the one-hot limit, never the reference by underflow
+    for f, beta in (("chi2", 1e-300), ("kl", 2e-300)):
+        out.append((f"fdiv f={f} beta={beta:g} off-support best", {"regularizer": "fdiv", "f": f, "reward": [5, 1, 0],
+                    "ref": [0, 0.5, 0.5], "beta": beta}, policy_is([0.0, 1.0, 0.0])))
+    for label, prob in (("kl beta=5e-324", {"regularizer": "kl", "reward": [5, 1, 0], "ref": [0.2, 0.3, 0.5],
+                                            "beta": 5e-324}),
+                        ("pm beta=1e-310", {"regularizer": "pm", "reward": [5, 1, 0], "beta": 1e-310}),
+                        ("maxent rewards ±1e308 beta=1e-300", {"regularizer": "maxent", "reward": [1e308, -1e308, 3],
+                                                               "beta": 1e-300}),
+                        ("generalized_pm power beta=5e-324", {"regularizer": "generalized_pm", "link": "power",
+                                                              "reward": [5, 1, 0], "beta": 5e-324})):
+        out.append((label, prob, policy_is([1.0, 0.0, 0.0])))
     return out
 
 
@@ -323,12 +436,25 @@ FAULT_CASES = [
     ("nan", "test_eval_nan_policy"),
     ("nan", "test_kl_metric_is_never_negative"),
     ("config-ranges", "test_lora_settings_that_cannot_apply"),
+    ("silent-data-loss", "test_refused_overwrite_keeps_the_old_run"),
+    ("silent-data-loss", "test_failed_overwrite_brings_the_old_run_back"),
+    ("silent-data-loss", "test_a_second_run_into_a_directory_in_use_is_refused"),
+    ("silent-data-loss", "test_two_concurrent_runs_into_one_out"),
+    ("silent-data-loss", "test_sigterm_during_an_overwrite_brings_the_old_run_back"),
+    ("resume", "test_resume_of_a_finished_run_is_a_no_op"),
+    ("resume", "test_resume_refuses_fewer_steps_and_keeps_the_config"),
+    ("resume", "test_resume_falls_back_from_a_damaged_latest_checkpoint"),
+    ("resume", "test_resume_refuses_changed_data_unless_allowed"),
+    ("limits", "test_lengths_beyond_the_model_positions_are_refused"),
+    ("limits", "test_ppo_trains_at_the_ends_of_the_declared_ranges"),
+    ("limits", "test_dpo_trains_at_the_ends_of_the_beta_range"),
+    ("wrong-inputs", "test_model_directories_without_tokenizer_or_final_model"),
 ]
 
 
 def all_cases() -> list[Case]:
     return (config_range_cases() + solve_param_cases() + SOLVE_CASES + USAGE_CASES + RESOURCE_CASES
-            + OUTPUT_PATH_CASES)
+            + OUTPUT_PATH_CASES + strict_config_cases())
 
 
 def counts_by_class() -> dict[str, int]:

@@ -30,6 +30,10 @@ def run_cli(argv, stdin, capsys, monkeypatch):
 @pytest.mark.parametrize("case", ALL, ids=[f"{c.cls}:{c.label}" for c in ALL])
 def test_bad_input_gives_one_line(case, capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # nothing may be written; if something were, it lands here
+    for name, text in case.files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     code, out, err = run_cli(case.argv, case.stdin, capsys, monkeypatch)
     assert code == 2, (code, out, err)
     assert out == "", out
@@ -38,7 +42,10 @@ def test_bad_input_gives_one_line(case, capsys, monkeypatch, tmp_path):
     assert lines[0].startswith("prefmatch: error: "), lines[0]
     message = lines[0][len("prefmatch: error: "):]
     assert re.search(case.match, message), (case.match, message)
-    assert not list(tmp_path.iterdir()), "a refused command wrote files"
+    after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert after == before, "a refused command wrote, changed or deleted files"
+    if not case.files:
+        assert not list(tmp_path.iterdir()), "a refused command created folders"
 
 
 NUMERIC = C.numeric_problems()
