@@ -33,6 +33,7 @@ saved with the weights.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
