@@ -117,11 +117,39 @@ def _one_line(e: Exception) -> str:
     return f"{type(e).__name__}: {msg[0] if msg else ''}"
 
 
+def load_dtype(dtype=None):
+    """The dtype a model is loaded in: ``dtype`` itself, or float32 for ``None``.
+
+    Never the checkpoint's own dtype: transformers 5 reads ``dtype=None`` as ``"auto"``, so an
+    fp16-saved checkpoint (facebook/opt-1.3b, Llama-2) would train in fp16 and AdamW's first update
+    overflows it.  Trainable models are loaded in float32 (the master weights; the forward runs in
+    bf16 under autocast on GPUs), frozen ones (reference, reward model) in the compute dtype
+    (:func:`frozen_dtype`)."""
+    import torch
+
+    if dtype is None or dtype == "float32":
+        return torch.float32
+    if isinstance(dtype, str):
+        return {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
+                "fp16": torch.float16}[dtype]
+    return dtype
+
+
+def frozen_dtype(mixed_precision: str):
+    """The dtype of frozen models (reference, reward model) for accelerate's ``mixed_precision``:
+    the compute dtype, bf16 / fp16 under autocast, float32 otherwise."""
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(mixed_precision), torch.float32)
+
+
 def load_causal_lm(path: str | os.PathLike, dtype=None, what: str = "policy"):
-    """``AutoModelForCausalLM`` from a local directory (a peft adapter dir is merged on load)."""
+    """``AutoModelForCausalLM`` from a local directory (a peft adapter dir is merged on load),
+    in ``dtype`` (None: float32 whatever the checkpoint's dtype, see :func:`load_dtype`)."""
     from transformers import AutoModelForCausalLM
 
     p = _check_dir(path, what)
+    dtype = load_dtype(dtype)
     quiet_transformers()
     try:
         if (p / "adapter_config.json").is_file():
@@ -147,6 +175,7 @@ def load_reward_model(path: str | os.PathLike, dtype=None, what: str = "reward",
     from transformers import AutoModelForSequenceClassification
 
     p = _check_dir(path, what)
+    dtype = load_dtype(dtype)  # None: float32, never the checkpoint's dtype
     quiet_transformers()
     try:
         if (p / "adapter_config.json").is_file():

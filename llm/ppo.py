@@ -50,6 +50,7 @@ from prefmatch.llm.models import (
     VALUE_HEAD_FILE,
     adapter_disabled_reference,
     disable_dropout,
+    frozen_dtype,
     load_causal_lm,
     load_reward_model,
     model_inputs,
@@ -63,7 +64,7 @@ from prefmatch.llm.rewards import (
     ppo_token_rewards,
     resolve_mode,
 )
-from prefmatch.llm.sft import make_optimizer, setup_trainable
+from prefmatch.llm.sft import current_lr, make_optimizer, make_scheduler, set_schedule_step, setup_trainable
 from prefmatch.llm.tokenizer import load_tokenizer, same_tokenizer
 from prefmatch.llm import training
 from prefmatch.llm import sharding
@@ -182,7 +183,7 @@ class PPOTrainer:
             if not same_tokenizer(tok, load_tokenizer(d)):
                 raise ConfigError(f"{what}: the tokenizer in {d} does not match the policy's ({cfg.policy}); "
                                   "train all models from the same base model")
-        frozen_dtype = torch.bfloat16 if acc.mixed_precision == "bf16" else None
+        frozen = frozen_dtype(acc.mixed_precision)  # the compute dtype; trainable weights load in float32
         policy = policy_with_value_class().from_pretrained(cfg.policy)
         disable_dropout(policy)
         if cfg.lora or cfg.gradient_checkpointing:
@@ -190,10 +191,10 @@ class PPOTrainer:
         # with LoRA, a reference that is the initial policy is the policy with its adapter disabled
         # (no second copy of the weights); other references are loaded
         refs = [adapter_disabled_reference(policy.lm) if cfg.lora and Path(d).resolve() == Path(cfg.policy).resolve()
-                else load_causal_lm(d, dtype=frozen_dtype, what="ref").to(acc.device).eval() for d in ref_dirs]
+                else load_causal_lm(d, dtype=frozen, what="ref").to(acc.device).eval() for d in ref_dirs]
         self.rm = None
         if reward_fn is None:
-            self.rm = load_reward_model(cfg.reward_model, dtype=frozen_dtype, what="reward_model").to(acc.device).eval()
+            self.rm = load_reward_model(cfg.reward_model, dtype=frozen, what="reward_model").to(acc.device).eval()
         self.tok = tok
         prompts = [encode_prompt(tok, r["prompt"], cfg.max_prompt_len) for r in records]
         self._setup(cfg, quiet, acc, reg, placement, policy, refs, reward_fn, prompts,
@@ -248,6 +249,8 @@ class PPOTrainer:
         for m in self.refs + ([self.rm] if self.rm is not None else []):
             m.requires_grad_(False)
         optimizer = make_optimizer(model, cfg)
+        self.scheduler = make_scheduler(optimizer, cfg, cfg.steps)  # stepped once per PPO iteration
+        sharding.configure_deepspeed(acc, micro_batch=cfg.mini_batch_size, max_grad_norm=cfg.max_grad_norm)
         self.model, self.optimizer = acc.prepare(model, optimizer)
         if sharding.is_sharded(acc):  # FSDP initialises from the first forward: make it the root's
             sharding.initialize_root(self.model, acc.device)
@@ -441,6 +444,8 @@ class PPOTrainer:
                     stats[k].append(float(v.detach()))
 
         self.step_count = step
+        lr = current_lr(self.optimizer)  # the lr of this iteration's updates
+        self.scheduler.step()  # lr_scheduler: once per iteration, after its optimizer steps
         elapsed = time.perf_counter() - t0
         times = timer.reset()
         n_tokens = float(rmask.sum())
@@ -472,6 +477,7 @@ class PPOTrainer:
         metrics["tokens_per_s"] = n_tokens * acc.num_processes / elapsed
         metrics["step_time_s"] = elapsed
         metrics["model_time_fraction"] = sum(times.values()) / elapsed
+        metrics["lr"] = lr
         return {"step": step, **metrics}
 
     # ------------------------------------------------------------------ checkpoints
@@ -530,6 +536,7 @@ class PPOTrainer:
         policy.value_head.load_state_dict(load_file(str(path / "policy" / VALUE_HEAD_FILE)))
         self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
         self.step_count = json.loads((path / "trainer_state.json").read_text())["step"]
+        set_schedule_step(self.scheduler, self.step_count)  # the lr where the checkpoint left it
         self.last_checkpoint = str(path)
 
     def save_final(self) -> str:

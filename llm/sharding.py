@@ -109,3 +109,24 @@ def initialize_root(model, device) -> None:
     ids = torch.zeros(1, 1, dtype=torch.long, device=device)
     with torch.no_grad():
         model(input_ids=ids, attention_mask=torch.ones_like(ids))
+
+
+def deepspeed_requested(acc) -> bool:
+    from accelerate.utils import DistributedType
+
+    return acc.distributed_type == DistributedType.DEEPSPEED
+
+
+def configure_deepspeed(acc, *, micro_batch: int, max_grad_norm: float) -> None:
+    """Fill the DeepSpeed config's batch fields before ``acc.prepare(model, optimizer)`` (no-op
+    without DeepSpeed).  accelerate fills ``auto`` values from a prepared DataLoader; the trainers
+    prepare none, so without this ``train_micro_batch_size_per_gpu: auto`` is a ValueError at start.
+    Gradient accumulation is done by the trainers (DeepSpeed sees one micro-batch per boundary
+    they mark): ``gradient_accumulation_steps`` is 1 here; clipping is ``max_grad_norm``."""
+    if not deepspeed_requested(acc):
+        return
+    ds = acc.state.deepspeed_plugin.deepspeed_config
+    ds["train_micro_batch_size_per_gpu"] = int(micro_batch)
+    ds["gradient_accumulation_steps"] = 1
+    ds["train_batch_size"] = int(micro_batch) * acc.num_processes
+    ds["gradient_clipping"] = float(max_grad_norm) if max_grad_norm > 0 else 0.0

@@ -126,8 +126,9 @@ def clip_and_check_grads(accelerator, model, max_norm: float, step: int, last_ch
     norm = float(norm) if norm is not None else 0.0
     if not math.isfinite(norm):
         where = f"last checkpoint {last_checkpoint} left untouched" if last_checkpoint else "no checkpoint written"
+        hint = low_precision_hint([p for p in model.parameters() if p.requires_grad])
         raise TrainingError(f"non-finite gradient norm at step {step} ({norm}); stopped before the optimizer step; "
-                            f"{where}. Lower lr or check the data and the reward model")
+                            f"{where}. " + (hint or "Lower lr or check the data and the reward model"))
     return norm
 
 
@@ -150,7 +151,19 @@ def check_weights_finite(accelerator, model, step: int, last_checkpoint: str | N
         return
     where = f"last checkpoint {last_checkpoint} is the last finite one" if last_checkpoint else "no checkpoint written"
     raise TrainingError(f"non-finite weights after the optimizer step at step {step} (NaN/inf); stopped; {where}. "
-                        "Lower lr or max_grad_norm")
+                        + (low_precision_hint(params) or "Lower lr or max_grad_norm"))
+
+
+def low_precision_hint(params) -> str | None:
+    """The advice of a non-finite error when trainable weights are not float32 (the likely cause:
+    AdamW's update in fp16/bf16 weights), else None."""
+    import torch
+
+    low = sorted({str(p.dtype).replace("torch.", "") for p in params if p.dtype != torch.float32})
+    if not low:
+        return None
+    return (f"The trainable weights are in {', '.join(low)}, not float32: load the model in float32 "
+            "(prefmatch.llm.models.load_causal_lm(dir) does; mixed_precision: bf16 runs the forward in bf16)")
 
 
 def mean_over_processes(accelerator, metrics: dict[str, float]) -> dict[str, float]:
