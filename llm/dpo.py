@@ -347,13 +347,24 @@ class DPOTrainer:
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> str:
-        """Write ``checkpoints/checkpoint-NNNNNN`` atomically (policy, optimizer, step)."""
+        """Write ``checkpoints/checkpoint-NNNNNN`` atomically (policy, optimizer, step).
+
+        Sharded runs (FSDP2, DeepSpeed) also write every process's model and optimizer state in
+        ``sharded/`` (torch.distributed.checkpoint / the DeepSpeed engine) and resume from it."""
         import torch
 
         acc = self.acc
         path = self.out / "checkpoints" / f"checkpoint-{self.step_count:06d}"
         acc.wait_for_everyone()
-        if acc.is_main_process:
+        if sharding.engine_checkpoints(acc):
+            with sharding.shared_atomic_dir(acc, path) as tmp:
+                sharding.save_sharded_state(acc, self.model, self.optimizer, tmp)
+                plain = sharding.savable_model(acc, self.model)  # collective
+                if acc.is_main_process:
+                    save_model(plain, tmp / "policy", self.tok)
+                    save_config(self.cfg, tmp / "config.yaml")
+                    training.write_trainer_state(tmp, self.out, self.step_count)
+        elif acc.is_main_process:
             with training.atomic_dir(path) as tmp:
                 policy = self.policy
                 save_model(policy, tmp / "policy", self.tok)
@@ -364,6 +375,7 @@ class DPOTrainer:
                 torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
                 save_config(self.cfg, tmp / "config.yaml")
                 training.write_trainer_state(tmp, self.out, self.step_count)
+        if acc.is_main_process:
             training.write_text_atomic(self.out / "checkpoints" / "latest", path.name)
             ckpts = sorted((self.out / "checkpoints").glob("checkpoint-*"))
             import shutil
@@ -379,21 +391,31 @@ class DPOTrainer:
         import torch
 
         path = Path(path)
-        policy = self.policy
-        if self.cfg.lora:
-            policy.load_state_dict(torch.load(path / "trainable.pt", map_location="cpu"), strict=False)
+        if sharding.engine_checkpoints(self.acc):
+            try:
+                sharding.load_sharded_state(self.acc, self.model, self.optimizer, path)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+        elif (path / sharding.SHARDED_DIR).is_dir():
+            raise ConfigError(f"--resume: {path} was written by a sharded run (FSDP/DeepSpeed); resume it under the "
+                              "same launcher config and process count")
         else:
-            policy.load_state_dict(load_causal_lm(path / "policy").state_dict())
-        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
+            policy = self.policy
+            if self.cfg.lora:
+                policy.load_state_dict(torch.load(path / "trainable.pt", map_location="cpu"), strict=False)
+            else:
+                policy.load_state_dict(load_causal_lm(path / "policy").state_dict())
+            self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
         self.step_count = json.loads((path / "trainer_state.json").read_text())["step"]
         set_schedule_step(self.scheduler, self.step_count)  # the lr where the checkpoint left it
         self.last_checkpoint = str(path)
 
     def save_final(self) -> str:
         self.acc.wait_for_everyone()
+        plain = sharding.savable_model(self.acc, self.model)  # collective under FSDP2 / ZeRO-3
         if self.acc.is_main_process:
             with training.atomic_dir(self.out / "model") as tmp:
-                save_model(self.policy, tmp, self.tok)
+                save_model(plain, tmp, self.tok)
         self.acc.wait_for_everyone()
         return str(self.out / "model")
 

@@ -296,7 +296,7 @@ class PPOTrainer:
                                        temperature=cfg.temperature, top_k=0, top_p=1.0,
                                        pad_token_id=self.pad_token_id, eos_token_id=self.eos_token_id)
                 seq = lm.generate(input_ids=query, attention_mask=qmask, generation_config=gen,
-                                  synced_gpus=sharding.is_sharded(self.acc))  # sharded: every rank steps together
+                                  synced_gpus=sharding.partitioned_parameters(self.acc))  # sharded: every rank steps together
                 response = seq[:, query.shape[1]:]
             else:
                 response = self._sample_tokens(lm, query, qmask)
@@ -482,14 +482,30 @@ class PPOTrainer:
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> str:
-        """Write ``checkpoints/checkpoint-NNNNNN`` atomically (policy, value head, optimizer, state)."""
+        """Write ``checkpoints/checkpoint-NNNNNN`` atomically (policy, value head, optimizer, state).
+
+        Sharded runs (FSDP2, DeepSpeed) also write every process's model and optimizer state in
+        ``sharded/`` (torch.distributed.checkpoint / the DeepSpeed engine) and resume from it; the
+        ``policy`` folder is the gathered HF model, as in unsharded runs."""
         import torch
 
         acc = self.acc
-        if sharding.is_sharded(acc):
-            raise ConfigError("save_every: checkpoints of sharded (FSDP) runs are not supported; set save_every: 0")
         path = self.out / "checkpoints" / f"checkpoint-{self.step_count:06d}"
         acc.wait_for_everyone()
+        if sharding.engine_checkpoints(acc):
+            with sharding.shared_atomic_dir(acc, path) as tmp:
+                sharding.save_sharded_state(acc, self.model, self.optimizer, tmp)
+                plain = sharding.savable_model(acc, self.model)  # collective
+                if acc.is_main_process:
+                    plain.save_pretrained(tmp / "policy", self.tok_for_saving())
+                    save_config(self.cfg, tmp / "config.yaml")
+                    training.write_trainer_state(tmp, self.out, self.step_count)
+            if acc.is_main_process:
+                training.write_text_atomic(self.out / "checkpoints" / "latest", path.name)
+                self._prune_checkpoints()
+            acc.wait_for_everyone()
+            self.last_checkpoint = str(path)
+            return str(path)
         if acc.is_main_process:
             with training.atomic_dir(path) as tmp:
                 policy = self.policy
@@ -527,6 +543,18 @@ class PPOTrainer:
         from safetensors.torch import load_file
 
         path = Path(path)
+        if sharding.engine_checkpoints(self.acc):
+            try:
+                sharding.load_sharded_state(self.acc, self.model, self.optimizer, path)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+            self.step_count = json.loads((path / "trainer_state.json").read_text())["step"]
+            set_schedule_step(self.scheduler, self.step_count)
+            self.last_checkpoint = str(path)
+            return
+        if (path / sharding.SHARDED_DIR).is_dir():
+            raise ConfigError(f"--resume: {path} was written by a sharded run (FSDP/DeepSpeed); resume it under the "
+                              "same launcher config and process count")
         policy = self.policy
         if self.cfg.lora:
             policy.load_state_dict(torch.load(path / "trainable.pt", map_location="cpu"), strict=False)

@@ -82,12 +82,15 @@ def make_accelerator(mixed_precision: str = "auto", cpu: bool = False, report_to
         mixed_precision = "bf16" if use_cuda and torch.cuda.is_bf16_supported() else "no"
     if not use_cuda:
         mixed_precision = "no"
-    from prefmatch.llm.sharding import enable_cpu_fsdp  # FSDP2 on CPU processes too (accelerate: GPUs only)
+    from prefmatch.llm.sharding import enable_cpu_deepspeed, enable_cpu_fsdp  # on CPU processes too (accelerate: GPUs only)
+
+    def enable_cpu_fsdp_or_deepspeed(acc):
+        return enable_cpu_deepspeed(enable_cpu_fsdp(acc))
 
     trackers = _trackers(report_to)
     if not trackers:
-        return enable_cpu_fsdp(Accelerator(mixed_precision=mixed_precision, cpu=not use_cuda))
-    return enable_cpu_fsdp(Accelerator(mixed_precision=mixed_precision, cpu=not use_cuda, log_with=trackers,
+        return enable_cpu_fsdp_or_deepspeed(Accelerator(mixed_precision=mixed_precision, cpu=not use_cuda))
+    return enable_cpu_fsdp_or_deepspeed(Accelerator(mixed_precision=mixed_precision, cpu=not use_cuda, log_with=trackers,
                                        project_dir=str(project_dir) if project_dir is not None else None))
 
 
@@ -264,6 +267,11 @@ def atomic_dir(final: str | os.PathLike):
         if full:
             raise OSError(errno.ENOSPC, "No space left on device", str(final)) from None
         raise
+    publish_dir(tmp, final)
+
+
+def publish_dir(tmp: Path, final: Path) -> None:
+    """fsync the finished temporary folder ``tmp`` and rename it to ``final`` (replacing it)."""
     _fsync_tree(tmp)
     old = None
     if final.exists():

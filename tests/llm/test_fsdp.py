@@ -77,7 +77,7 @@ def runs(tmp_path_factory, tiny):
                                                             **fsdp_worker.RM)), quiet=True)
     train_reward_model(load_config(RMConfig, overrides=dict(model=base, data=data, out=str(single / "rm_lora"),
                                                             lora=True, **fsdp_worker.RM)), quiet=True)
-    return {"fsdp": fsdp, "ddp": ddp, "single": single, "base": base}
+    return {"fsdp": fsdp, "ddp": ddp, "single": single, "base": base, "data": data}
 
 
 def test_sft_and_reward_model_losses_equal_the_single_process_run(runs):
@@ -146,3 +146,41 @@ def test_lora_reward_model_under_fsdp_saves_the_single_process_weights(runs):
         assert torch.allclose(pa, pb, rtol=1e-4, atol=1e-6), name
         moved |= not torch.equal(pa, p0) and "score" not in name
     assert moved, "LoRA training left every backbone weight unchanged"
+
+
+@pytest.fixture(scope="module")
+def resumed(runs):
+    """PPO and DPO under FSDP2 on 2 processes: 4 steps uninterrupted, and 4 steps killed after the
+    step-2 checkpoint then resumed by a new launch (schedules and, for DPO, accumulation on)."""
+    accelerate = _bin("accelerate")
+    fsdp = runs["fsdp"]
+    launch = [accelerate, "launch", "--config_file", str(CONFIG), str(WORKER), runs["data"], runs["base"], str(fsdp)]
+    _launch(launch + ["ppo_full,ppo_part,dpo_full,dpo_part"], fsdp)
+    _launch(launch + ["ppo_resume,dpo_resume"], fsdp)
+    return fsdp
+
+
+@pytest.mark.parametrize("algo", ["ppo", "dpo"])
+def test_sharded_checkpoint_resume_gives_the_uninterrupted_run(resumed, algo):
+    from safetensors.torch import load_file
+
+    full, part = resumed / f"{algo}_full", resumed / f"{algo}_part"
+    ckpt = part / "checkpoints" / "checkpoint-000002"
+    assert sorted(p.name for p in (ckpt / "sharded").glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
+    assert not (part / "checkpoints" / "checkpoint-000003").exists()  # the kill came before step 3
+    a, b = _steps(full / "metrics.jsonl"), _steps(part / "metrics.jsonl")
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2, 3, 4]
+    keys = ("loss", "lr", "margin") if algo == "dpo" else ("policy_loss", "value_loss", "reward", "kl", "lr")
+    for ra, rb in zip(a, b):
+        for k in keys:
+            assert ra[k] == pytest.approx(rb[k], rel=1e-6, abs=1e-9), (algo, ra["step"], k)
+    assert a[1]["lr"] != a[3]["lr"]  # the schedule moved
+    wa, wb = load_file(str(full / "model" / "model.safetensors")), load_file(str(part / "model" / "model.safetensors"))
+    base = load_file(str(Path(runs_sft(resumed)) / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 1e-6
+    assert max(float((wa[k] - base[k]).abs().max()) for k in wa) > 1e-4  # trained
+
+
+def runs_sft(fsdp):
+    return fsdp / "sft" / "model"
