@@ -7,7 +7,8 @@ STAMP  := $(VENV)/.installed
 OUT    ?= out
 
 .PHONY: install test test-slow test-readme test-battery test-dpo-battery test-all test-explore test-browser docs figures \
-        bench demo smollm2 opinion-full opinion-page clean test-trl test-fsdp test-verl verl-env bench-ppo
+        bench demo smollm2 opinion-full opinion-page clean test-trl test-fsdp test-verl verl-env bench-ppo \
+        test-deepspeed deepspeed-env gpu-check
 
 install: $(STAMP)
 
@@ -116,6 +117,20 @@ test-trl: install
 # SFT, reward model and PPO sharded with FSDP2 on 2 CPU processes vs unsharded runs (about 2 minutes)
 test-fsdp: install
 	$(VENV)/bin/pytest -q -m fsdp tests/llm/test_fsdp.py
+
+# DeepSpeed 0.19.8 ZeRO-2/3 on 2 CPU processes (its CPU accelerator, gloo) in a side environment: deepspeed
+# and its pure-Python dependencies without the rest (it would pull a CUDA torch); SFT, reward model, PPO
+# and DPO against unsharded runs, checkpoints and resume (about 4 minutes; DeepSpeed builds its
+# shared-memory op once with g++)
+DEEPSPEED_PKGS := deepspeed==0.19.8 hjson==3.1.0 py-cpuinfo==9.0.0 ninja==1.13.2 msgpack==1.2.4 einops==0.8.2
+.cache/deepspeed/.installed: | install
+	$(call side_env,.cache/deepspeed)
+	.cache/deepspeed/bin/pip install -q --no-deps $(DEEPSPEED_PKGS)
+	touch $@
+deepspeed-env: .cache/deepspeed/.installed
+
+test-deepspeed: deepspeed-env
+	.cache/deepspeed/bin/python -m pytest -q -m deepspeed tests/llm/test_deepspeed.py
 
 # verl 0.9.1 without its GPU dependencies (only what verl.trainer.ppo.ray_trainer imports on CPU)
 VERL_PKGS := verl==0.9.1 ray==2.60.0 tensordict==0.10.0 torchdata==0.11.0 omegaconf==2.4.0 hydra-core==1.3.8 \

@@ -1,4 +1,4 @@
-"""Worker of the sharded-training test, launched by ``accelerate launch --config_file CONFIG``:
+"""Worker of the sharded-training tests (FSDP2, DeepSpeed), launched by ``accelerate launch --config_file CONFIG``:
 
     fsdp_worker.py DATA BASE OUT [STAGES]
 
@@ -50,6 +50,9 @@ def shard_info(acc, model):
     from torch.distributed.tensor import DTensor
 
     params = list(acc.unwrap_model(model).parameters())
+    if any(hasattr(p, "ds_numel") for p in params):  # DeepSpeed ZeRO-3: each process holds a partition
+        return {"dtensor": False, "zero3": True, "local_elements": sum(p.ds_tensor.numel() for p in params),
+                "full_elements": sum(p.ds_numel for p in params)}
     return {"dtensor": any(isinstance(p, DTensor) for p in params),
             "local_elements": sum((p.to_local() if isinstance(p, DTensor) else p).numel() for p in params),
             "full_elements": sum(p.numel() for p in params)}
