@@ -175,8 +175,12 @@ def grpo_row(setup: dict, a, peak: Peak) -> dict | str:
     trainer = GRPOTrainer(model=model, reward_funcs=reward_len, args=cfg,
                           train_dataset=Dataset.from_dict({"prompt": prompts}), processing_class=tok,
                           callbacks=[Stamp()])
+    import contextlib
+    import io
+
     start = time.perf_counter()
-    trainer.train()
+    with contextlib.redirect_stdout(io.StringIO()):  # TRL prints every logged step
+        trainer.train()
     stamps = [start] + stamps
     per_step = [b - c for b, c in zip(stamps[2:], stamps[1:-1])]  # after the warm-up step
     lengths = [r["completions/mean_length"] for r in trainer.state.log_history if "completions/mean_length" in r][1:]
