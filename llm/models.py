@@ -146,21 +146,26 @@ def frozen_dtype(mixed_precision: str):
 def load_causal_lm(path: str | os.PathLike, dtype=None, what: str = "policy"):
     """``AutoModelForCausalLM`` from a local directory (a peft adapter dir is merged on load),
     in ``dtype`` (None: float32 whatever the checkpoint's dtype, see :func:`load_dtype`)."""
-    from transformers import AutoModelForCausalLM
-
     p = _check_dir(path, what)
     dtype = load_dtype(dtype)
     quiet_transformers()
-    try:
-        if (p / "adapter_config.json").is_file():
-            from peft import AutoPeftModelForCausalLM
+    from prefmatch.llm.sharding import without_zero3_init
 
-            model = AutoPeftModelForCausalLM.from_pretrained(str(p), dtype=dtype).merge_and_unload()
-        else:
-            model = AutoModelForCausalLM.from_pretrained(str(p), dtype=dtype, local_files_only=True)
+    try:
+        with without_zero3_init():  # whole weights: ZeRO-3 partitions the trained model when it is prepared
+            return _load_causal_lm(p, dtype)
     except Exception as e:
         raise ModelLoadError(f"cannot load {what} model from {p} ({_one_line(e)})") from None
-    return model
+
+
+def _load_causal_lm(p: Path, dtype):
+    from transformers import AutoModelForCausalLM
+
+    if (p / "adapter_config.json").is_file():
+        from peft import AutoPeftModelForCausalLM
+
+        return AutoPeftModelForCausalLM.from_pretrained(str(p), dtype=dtype).merge_and_unload()
+    return AutoModelForCausalLM.from_pretrained(str(p), dtype=dtype, local_files_only=True)
 
 
 def load_reward_model(path: str | os.PathLike, dtype=None, what: str = "reward", trained: bool = True):
@@ -172,28 +177,35 @@ def load_reward_model(path: str | os.PathLike, dtype=None, what: str = "reward",
     would give PPO noise to optimise.  A saved reward model keeps its head and its
     normalisation (``reward_normalization.json``, see :func:`reward_scores`).
     """
-    from transformers import AutoModelForSequenceClassification
-
     p = _check_dir(path, what)
     dtype = load_dtype(dtype)  # None: float32, never the checkpoint's dtype
     quiet_transformers()
-    try:
-        if (p / "adapter_config.json").is_file():
-            from peft import AutoPeftModelForSequenceClassification
+    from prefmatch.llm.sharding import without_zero3_init
 
-            model = AutoPeftModelForSequenceClassification.from_pretrained(str(p), num_labels=1, dtype=dtype)
-            model = model.merge_and_unload()
-        else:
-            model, info = AutoModelForSequenceClassification.from_pretrained(
-                str(p), num_labels=1, dtype=dtype, local_files_only=True, output_loading_info=True)
-            if trained and info.get("missing_keys"):
-                raise ModelLoadError(
-                    f"{what}: {p} has no trained reward head (missing {', '.join(sorted(info['missing_keys'])[:3])}); "
-                    "give a directory written by `prefmatch train rm`")
+    try:
+        with without_zero3_init():  # whole weights (see load_causal_lm)
+            return _load_reward_model(p, dtype, what, trained)
     except ModelLoadError:
         raise
     except Exception as e:
         raise ModelLoadError(f"cannot load {what} model from {p} ({_one_line(e)})") from None
+
+
+def _load_reward_model(p: Path, dtype, what: str, trained: bool):
+    from transformers import AutoModelForSequenceClassification
+
+    if (p / "adapter_config.json").is_file():
+        from peft import AutoPeftModelForSequenceClassification
+
+        model = AutoPeftModelForSequenceClassification.from_pretrained(str(p), num_labels=1, dtype=dtype)
+        model = model.merge_and_unload()
+    else:
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            str(p), num_labels=1, dtype=dtype, local_files_only=True, output_loading_info=True)
+        if trained and info.get("missing_keys"):
+            raise ModelLoadError(
+                f"{what}: {p} has no trained reward head (missing {', '.join(sorted(info['missing_keys'])[:3])}); "
+                "give a directory written by `prefmatch train rm`")
     norm = p / REWARD_NORM_FILE
     model.reward_normalization = json.loads(norm.read_text()) if norm.is_file() else None
     return model

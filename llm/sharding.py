@@ -14,6 +14,7 @@ directory.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 
@@ -84,20 +85,42 @@ def _plain_class(module):
     return cls
 
 
+@contextlib.contextmanager
+def without_zero3_init():
+    """transformers builds models partitioned (``deepspeed.zero.Init``, a collective) while a ZeRO-3
+    config is registered; a plain copy built on the main process alone must not be."""
+    try:
+        from transformers.integrations import deepspeed as hf_ds
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    ref = getattr(hf_ds, "_hf_deepspeed_config_weak_ref", None)
+    hf_ds._hf_deepspeed_config_weak_ref = None
+    try:
+        yield
+    finally:
+        hf_ds._hf_deepspeed_config_weak_ref = ref
+
+
 def _plain_copy(module):
     """An unsharded module of the same architecture (fresh weights: they are overwritten)."""
+    with without_zero3_init():
+        return _plain_copy_inner(module)
+
+
+def _plain_copy_inner(module):
     from transformers import PreTrainedModel
 
     from prefmatch.llm.models import policy_with_value_class
 
     if isinstance(module, policy_with_value_class()):
-        return policy_with_value_class()(_plain_copy(module.lm))
+        return policy_with_value_class()(_plain_copy_inner(module.lm))
     from peft import PeftModel, get_peft_model
 
     if isinstance(module, PeftModel):  # LoRA: the same adapters on a plain base
         import copy
 
-        return get_peft_model(_plain_copy(module.get_base_model()),
+        return get_peft_model(_plain_copy_inner(module.get_base_model()),
                               copy.deepcopy(module.peft_config[module.active_adapter]))
     if isinstance(module, PreTrainedModel):
         return _plain_class(module)._from_config(module.config, dtype=module.dtype)
@@ -228,9 +251,6 @@ def unsharded_checkpoint_into_sharded_run(acc, folder) -> bool:
     from pathlib import Path
 
     return engine_checkpoints(acc) and not (Path(folder) / SHARDED_DIR).is_dir()
-
-
-import contextlib  # noqa: E402
 
 
 @contextlib.contextmanager
