@@ -102,6 +102,12 @@ opinion-page: install
 clean:
 	rm -rf $(VENV) $(OUT) docs/_build docs/_generated .pytest_cache
 
+# the prepared GPU check: SFT -> RM -> PPO (KL, cPM) -> TRL GRPO in bf16 on one GPU (~160 M-parameter
+# model; at most a few minutes on one H100); tokens/s, peak memory, model-time share in out/gpu_check.md.
+# Without CUDA it runs the tiny model on CPU (tests/llm/test_gpu_check.py runs that path in `make test`)
+gpu-check: install
+	bash benchmarks/gpu_check.sh
+
 # ---- integrations and sharded training (each its own target; .ci/run calls test-trl and test-fsdp)
 SITE   = $$($(PY) -c 'import site; print(site.getsitepackages()[0])')
 # a side environment that reuses this venv's packages (torch, transformers, prefmatch itself)
