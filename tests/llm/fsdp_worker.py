@@ -117,7 +117,8 @@ def main(data, base, out, stages="sft,rm,ppo"):
     from accelerate import PartialState
 
     rank = PartialState().process_index
-    (out / f"rank{rank}.json").write_text(json.dumps(report))
+    if report or not (out / f"rank{rank}.json").exists():  # a resume-only launch keeps the PPO report
+        (out / f"rank{rank}.json").write_text(json.dumps(report))
 
 
 if __name__ == "__main__":
