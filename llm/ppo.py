@@ -106,6 +106,10 @@ class PPOConfig(CommonConfig):
     cliprange: float = cfg_field(0.2, help="policy ratio clip ε", range="(0, inf)")
     cliprange_value: float = cfg_field(0.2, help="value clip", range="(0, inf)")
     vf_coef: float = cfg_field(0.1, help="weight of the value loss", range="[0, inf)")
+    critic: str = cfg_field("shared", help="value model: shared (a value head on the policy's last hidden state, as "
+                            "TRL's AutoModelForCausalLMWithValueHead) or reward_model (a separate critic network "
+                            "initialised from the reward model, as DeepSpeed-Chat and the PM paper's scripts; "
+                            "trained with the policy's optimizer and lr)", choices=("shared", "reward_model"))
     whiten_advantages: bool = cfg_field(True, help="normalise advantages to mean 0, std 1 per batch (the "
                                         "pathwise regularizer term is divided by the same std)")
     temperature: float = cfg_field(1.0, help="sampling temperature: the trained policy is softmax(logits/T); the "
@@ -126,6 +130,9 @@ class PPOConfig(CommonConfig):
                               "or a rule 'package.module:function')")
         if self.reward_fn:
             load_reward_fn(self.reward_fn)  # importable before any work starts
+        if self.critic == "reward_model" and not self.reward_model:
+            raise ConfigError("critic: reward_model needs a reward_model directory to initialise the critic from; "
+                              "with reward_fn use critic: shared")
         self.check_algorithm()
 
     def check_algorithm(self, has_value: bool = True):
@@ -184,7 +191,12 @@ class PPOTrainer:
                 raise ConfigError(f"{what}: the tokenizer in {d} does not match the policy's ({cfg.policy}); "
                                   "train all models from the same base model")
         frozen = frozen_dtype(acc.mixed_precision)  # the compute dtype; trainable weights load in float32
-        policy = policy_with_value_class().from_pretrained(cfg.policy)
+        if cfg.critic == "reward_model":  # a separate critic, initialised from the reward model
+            from prefmatch.llm.critic import build_policy_with_critic
+
+            policy = build_policy_with_critic(load_causal_lm(cfg.policy), cfg.reward_model)
+        else:
+            policy = policy_with_value_class().from_pretrained(cfg.policy)
         disable_dropout(policy)
         if cfg.lora or cfg.gradient_checkpointing:
             policy.lm = setup_trainable(policy.lm, cfg, "CAUSAL_LM")
@@ -561,7 +573,12 @@ class PPOTrainer:
         else:
             lm = load_causal_lm(path / "policy")
             policy.lm.load_state_dict(lm.state_dict())
-        policy.value_head.load_state_dict(load_file(str(path / "policy" / VALUE_HEAD_FILE)))
+        if self.cfg.critic == "reward_model":
+            from prefmatch.llm.critic import CRITIC_DIR
+
+            policy.critic.load_state_dict(load_reward_model(path / "policy" / CRITIC_DIR, what="critic").state_dict())
+        else:
+            policy.value_head.load_state_dict(load_file(str(path / "policy" / VALUE_HEAD_FILE)))
         self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
         self.step_count = json.loads((path / "trainer_state.json").read_text())["step"]
         set_schedule_step(self.scheduler, self.step_count)  # the lr where the checkpoint left it

@@ -115,6 +115,10 @@ def _plain_copy_inner(module):
 
     if isinstance(module, policy_with_value_class()):
         return policy_with_value_class()(_plain_copy_inner(module.lm))
+    from prefmatch.llm.critic import policy_with_critic_class
+
+    if isinstance(module, policy_with_critic_class()):
+        return policy_with_critic_class()(_plain_copy_inner(module.lm), _plain_copy_inner(module.critic))
     from peft import PeftModel, get_peft_model
 
     if isinstance(module, PeftModel):  # LoRA: the same adapters on a plain base
