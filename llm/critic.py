@@ -34,12 +34,14 @@ def policy_with_critic_class():
 
     from prefmatch.llm.models import _backbone_and_head, model_inputs, save_model
 
-    class PolicyWithCritic(nn.Module):
-        """Actor ``lm`` (causal LM) and a separate ``critic`` (a reward-model-shaped network)."""
+    class ValueNet(nn.Module):
+        """The critic network's per-position values [B, T]: the reward model's forward, with its score
+        head's output at every position captured by a hook.  A module of its own, so that under FSDP2
+        it is a sharding unit whose output carries the values (FSDP unshards a unit for backward
+        from its outputs' gradients)."""
 
-        def __init__(self, lm, critic):
+        def __init__(self, critic):
             super().__init__()
-            self.lm = lm
             self.critic = critic
             _, head = _backbone_and_head(critic)
             self._captured = None
@@ -49,23 +51,36 @@ def policy_with_critic_class():
             self._captured = output
 
         def forward(self, input_ids, attention_mask):
-            out = self.lm(**model_inputs(self.lm, input_ids, attention_mask), use_cache=False)
             self._captured = None
             self.critic(**model_inputs(self.critic, input_ids, attention_mask), use_cache=False)
             values, self._captured = self._captured, None
             if values is None or values.dim() != 3:
                 raise TypeError(f"{type(self.critic).__name__}: its score head did not run on every position")
-            return out.logits, values.squeeze(-1).float()
+            return values.squeeze(-1).float()
+
+    class PolicyWithCritic(nn.Module):
+        """Actor ``lm`` (causal LM) and a separate ``critic`` (a reward-model-shaped network)."""
+
+        def __init__(self, lm, critic):
+            super().__init__()
+            self.lm = lm
+            self.value_net = ValueNet(critic)
+
+        @property
+        def critic(self):
+            return self.value_net.critic
+
+        def forward(self, input_ids, attention_mask):
+            out = self.lm(**model_inputs(self.lm, input_ids, attention_mask), use_cache=False)
+            return out.logits, self.value_net(input_ids, attention_mask)
 
         def generate(self, *args, **kwargs):
             return self.lm.generate(*args, **kwargs)
 
         @property
-        def _no_split_modules(self):  # FSDP's auto-wrap units: both networks' blocks and the networks
-            units = []
-            for m in (self.lm, self.critic):
-                units += [*(getattr(m, "_no_split_modules", None) or []), type(m).__name__]
-            return units
+        def _no_split_modules(self):  # FSDP's auto-wrap units: both networks' blocks, the LM, the value net
+            return [*(getattr(self.lm, "_no_split_modules", None) or []), type(self.lm).__name__,
+                    *(getattr(self.critic, "_no_split_modules", None) or []), "ValueNet"]
 
         def save_pretrained(self, out_dir, tokenizer=None):
             save_model(self.lm, out_dir, tokenizer)

@@ -106,6 +106,13 @@ def main(data, base, out, stages="sft,rm,ppo"):
             except Killed:
                 pass
         _kill_at_step(None)
+    if "ppo_critic" in stages:  # the separate critic (critic: reward_model) sharded like the policy
+        cfg = load_config(PPOConfig, overrides=dict(data=data, policy=str(out / "sft" / "model"),
+                                                    reward_model=str(out / "rm" / "model"),
+                                                    out=str(out / "ppo_critic"), critic="reward_model", **PPO))
+        trainer = PPOTrainer(cfg, quiet=True)
+        report["ppo_critic_steps"] = [trainer.step() for _ in range(cfg.steps)]
+        trainer.save_final()
     if "ppo" in stages:
         cfg = load_config(PPOConfig, overrides=dict(data=data, policy=str(out / "sft" / "model"),
                                                     reward_model=str(out / "rm" / "model"), out=str(out / "ppo"), **PPO))

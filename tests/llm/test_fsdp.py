@@ -66,11 +66,11 @@ def runs(tmp_path_factory, tiny):
     fsdp, ddp, single = root / "fsdp", root / "ddp", root / "single"
     launch = [accelerate, "launch", "--config_file", str(CONFIG), str(WORKER), data, base, str(fsdp)]
     _launch(launch + ["sft,rm,rm_lora"], root)
-    _launch(launch + ["ppo"], root)
+    _launch(launch + ["ppo,ppo_critic"], root)
     ddp.mkdir()
     for stage in ("sft", "rm"):  # the same SFT policy and reward model for both PPO runs
         shutil.copytree(fsdp / stage, ddp / stage)
-    _launch([torchrun, "--standalone", "--nproc_per_node", "2", str(WORKER), data, base, str(ddp), "ppo"], root)
+    _launch([torchrun, "--standalone", "--nproc_per_node", "2", str(WORKER), data, base, str(ddp), "ppo,ppo_critic"], root)
     train_sft(load_config(SFTConfig, overrides=dict(model=base, data=data, out=str(single / "sft"),
                                                     **fsdp_worker.SFT)), quiet=True)
     train_reward_model(load_config(RMConfig, overrides=dict(model=base, data=data, out=str(single / "rm"),
@@ -104,6 +104,22 @@ def test_ppo_is_sharded_and_its_losses_equal_the_unsharded_run(runs):
         for k in ("value_loss", "reward", "return", "entropy", "kl", "response_length"):
             assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6), (a["step"], k, a[k], b[k])
         assert a["policy_loss"] == pytest.approx(b["policy_loss"], abs=1e-6)
+
+
+def test_separate_critic_is_sharded_and_equals_the_unsharded_run(runs):
+    """critic: reward_model under FSDP2: the critic (a unit of its own) trains as under DDP."""
+    from prefmatch.llm.critic import CRITIC_DIR
+    from prefmatch.llm.models import load_reward_model
+
+    a = json.loads((runs["fsdp"] / "rank0.json").read_text())["ppo_critic_steps"]
+    b = json.loads((runs["ddp"] / "rank0.json").read_text())["ppo_critic_steps"]
+    for ra, rb in zip(a, b, strict=True):
+        for k in ("value_loss", "reward", "return", "kl"):
+            assert ra[k] == pytest.approx(rb[k], rel=1e-5, abs=1e-6), (ra["step"], k)
+    assert a[0]["value_loss"] > 0
+    ca = load_reward_model(runs["fsdp"] / "ppo_critic" / "model" / CRITIC_DIR).state_dict()
+    cb = load_reward_model(runs["ddp"] / "ppo_critic" / "model" / CRITIC_DIR).state_dict()
+    assert max(float((ca[k] - cb[k]).abs().max()) for k in cb) < 1e-5
 
 
 def test_sharded_runs_save_plain_hf_model_directories(runs):
