@@ -168,3 +168,20 @@ def test_shipped_zero3_config_trains(runs):
     assert len(a) == len(b) >= 2
     assert [r["loss"] for r in a] == pytest.approx([r["loss"] for r in b], rel=1e-2)
     assert (runs["shipped3"] / "sft" / "model" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("stage", ["zero2", "zero3"])
+def test_dpo_with_accumulation_equals_the_single_process_run(runs, stage, tmp_path):
+    """DPO (gradient_accumulation_steps 2, linear schedule) under DeepSpeed: DeepSpeed steps only at
+    the accumulation boundary the trainer marks, so its losses are the single-process run's."""
+    from prefmatch.llm.config import load_config, read_yaml
+    from prefmatch.llm.dpo import DPOConfig, train_dpo
+
+    saved = read_yaml(runs[stage] / "dpo_full" / "config.yaml")
+    assert saved["gradient_accumulation_steps"] == 2
+    train_dpo(load_config(DPOConfig, overrides={**saved, "out": str(tmp_path / "dpo"), "save_every": 0}), quiet=True)
+    a, b = _steps(runs[stage] / "dpo_full" / "metrics.jsonl"), _steps(tmp_path / "dpo" / "metrics.jsonl")
+    assert len(a) == len(b) == 4
+    for ra, rb in zip(a, b):
+        assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-5), (stage, ra["step"])
+        assert ra["lr"] == pytest.approx(rb["lr"], rel=1e-12)

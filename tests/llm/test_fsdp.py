@@ -191,6 +191,15 @@ def test_sharded_checkpoint_resume_gives_the_uninterrupted_run(resumed, algo):
         for k in keys:
             assert ra[k] == pytest.approx(rb[k], rel=1e-6, abs=1e-9), (algo, ra["step"], k)
     assert a[1]["lr"] != a[3]["lr"]  # the schedule moved
+    if algo == "dpo":  # pairs split evenly: the sharded, accumulated run is the single-process run
+        from prefmatch.llm.config import load_config, read_yaml
+        from prefmatch.llm.dpo import DPOConfig, train_dpo
+
+        saved = read_yaml(full / "config.yaml")
+        one = resumed / "dpo_single"
+        train_dpo(load_config(DPOConfig, overrides={**saved, "out": str(one), "save_every": 0}), quiet=True)
+        for ra, rb in zip(a, _steps(one / "metrics.jsonl"), strict=True):
+            assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-5), ra["step"]
     wa, wb = load_file(str(full / "model" / "model.safetensors")), load_file(str(part / "model" / "model.safetensors"))
     base = load_file(str(Path(runs_sft(resumed)) / "model.safetensors"))
     assert wa.keys() == wb.keys()
