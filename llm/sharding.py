@@ -28,6 +28,8 @@ def enable_cpu_fsdp(acc):
     parallel instead (it selects FSDP for GPU backends only); unchanged otherwise."""
     from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
+    if acc.distributed_type == DistributedType.FSDP:  # a later trainer in the same process
+        _reset_wrap_policy(acc.state.fsdp_plugin)
     if not fsdp_requested() or acc.distributed_type != DistributedType.MULTI_CPU:
         return acc
     plugin = FullyShardedDataParallelPlugin()  # fields from the launcher's FSDP_* environment
@@ -67,6 +69,18 @@ def enable_cpu_deepspeed(acc):
     acc.state.distributed_type = DistributedType.DEEPSPEED
     PartialState._shared_state["distributed_type"] = DistributedType.DEEPSPEED
     return acc
+
+
+def _reset_wrap_policy(plugin) -> None:
+    """Undo what accelerate's ``prepare`` wrote into the (process-wide) FSDP plugin: the wrap classes
+    of the last model prepared.  A later trainer's model (e.g. a policy with a separate critic after
+    one with a value head) then gets its own ``_no_split_modules``, or the launcher's list."""
+    import functools
+
+    if isinstance(plugin.auto_wrap_policy, functools.partial):
+        plugin.auto_wrap_policy = plugin.auto_wrap_policy.func
+    env = os.environ.get("FSDP_TRANSFORMER_CLS_TO_WRAP")
+    plugin.transformer_cls_names_to_wrap = env.split(",") if env else None
 
 
 def is_sharded(acc) -> bool:
