@@ -194,7 +194,9 @@ def grpo_row(setup: dict, a, peak: Peak) -> dict | str:
 def markdown(result: dict) -> str:
     """The docs' GPU table (``docs/results/gpu_check.md`` is this function's output)."""
     s = result["setup"]
-    lines = [f"Device: {s['device']}; model: {s['size']} ({s['parameters'] / 1e6:.1f} M parameters, saved in bf16, "
+    lines = [f"<!-- written by `{result['command']}`; do not edit -->",
+             f"Run on {s['date']}, {s['device']}, torch {s['torch']}; load average {s['load']:.1f} at the end.", "",
+             f"Model: {s['size']} ({s['parameters'] / 1e6:.1f} M parameters, saved in bf16, "
              f"trained in float32 master weights{', bf16 autocast' if s['cuda'] else ''}); batch {s['batch']}, "
              f"prompt ≤ {s['prompt_len']} and response ≤ {s['gen_len']} tokens, {s['steps']} timed steps per stage.",
              "", "| stage | steps | s / step | throughput | unit | peak memory (MiB) | model-time share |",
@@ -210,7 +212,7 @@ def markdown(result: dict) -> str:
                      "and has no value model).")
     else:
         lines.append(f"TRL GRPO: {result.get('grpo_note', 'not run')}.")
-    lines += ["", f"Command: `{result['command']}`. Peak memory: "
+    lines += ["", "Peak memory: "
               + ("CUDA max_memory_allocated per stage." if s["cuda"] else
                  "the process's peak RSS so far (CPU; it only grows from stage to stage)."), ""]
     return "\n".join(lines)
@@ -256,7 +258,8 @@ def main(argv=None) -> int:
                                                          f"{torch.get_num_threads()} threads)"
     result = {"setup": {"device": device, "cuda": cuda, "size": a.size, "parameters": setup["parameters"],
                         "batch": a.batch, "gen_len": a.gen_len, "prompt_len": a.prompt_len, "steps": a.steps,
-                        "torch": torch.__version__},
+                        "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
+                        "load": os.getloadavg()[0]},
               "rows": rows, "command": "python benchmarks/gpu_check.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     if isinstance(grpo, dict):
         result["rows"].append(grpo)

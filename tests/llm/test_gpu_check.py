@@ -35,6 +35,7 @@ def test_gpu_check_runs_on_cpu_and_writes_the_docs_table(tmp_path):
         assert 0 < row["model_time_fraction"] <= 1
     assert math.isclose(r["grpo_ratio"], r["rows"][2]["throughput"] / r["rows"][4]["throughput"])
     table = [line for line in md.read_text().splitlines() if line.startswith("| ")]
+    assert md.read_text().startswith("<!-- written by `python benchmarks/gpu_check.py")
     assert table[0].startswith("| stage | steps | s / step | throughput |") and len(table) == 6
     assert "TRL GRPO tokens/s: **" in md.read_text()
     # the base model was saved in bf16 and trained in float32 master weights
