@@ -120,7 +120,8 @@ endef
 test-trl: install
 	$(VENV)/bin/pytest -q -m trl tests/llm/test_trl.py
 
-# SFT, reward model and PPO sharded with FSDP2 on 2 CPU processes vs unsharded runs (about 2 minutes)
+# SFT, reward model, PPO (shared head and separate critic) and DPO sharded with FSDP2 on 2 CPU processes vs
+# unsharded runs; PPO and DPO killed after a checkpoint and resumed (about 3 minutes on 2 idle cores)
 test-fsdp: install
 	$(VENV)/bin/pytest -q -m fsdp tests/llm/test_fsdp.py
 

@@ -1,11 +1,14 @@
 """Sharded training (FSDP2 through accelerate) on 2 CPU processes (gloo) against unsharded runs.
 
-Three launches of tests/llm/fsdp_worker.py: ``accelerate launch --config_file
-examples/accelerate/fsdp.yaml`` for SFT + reward model, the same for PPO (one stage per process,
-as the CLI runs them), and ``torchrun`` without the FSDP config (plain data parallel, DDP) for
-PPO.  SFT and the reward model are compared with single-process runs of the same config; PPO with
-the 2-process DDP run, because each process samples its own responses (a single process draws
-different ones), so only a 2-process run sees the same tokens.  About 1.5 minutes on 2 cores:
+Five launches of tests/llm/fsdp_worker.py: ``accelerate launch --config_file
+examples/accelerate/fsdp.yaml`` for SFT + reward model, the same for PPO with the shared value head
+and with the separate critic (``critic: reward_model``), ``torchrun`` without the FSDP config
+(plain data parallel, DDP) for both PPOs, and two FSDP launches for checkpoints: PPO and DPO run
+4 steps uninterrupted and 4 steps killed after the step-2 checkpoint, then a new launch resumes
+the killed runs.  SFT, the reward model and DPO (gradient accumulation on) are compared with
+single-process runs of the same config; PPO with the 2-process DDP run, because each process
+samples its own responses (a single process draws different ones), so only a 2-process run sees
+the same tokens; resumed runs with the uninterrupted ones.  About 3 minutes on 2 idle cores:
 ``make test-fsdp`` (marked slow and fsdp).
 
 Tolerances: reward model and PPO 1e-5 relative (the runs differ only in the order of float
