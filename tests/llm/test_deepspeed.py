@@ -83,7 +83,7 @@ def runs(tmp_path_factory, tiny):
                       ("zero3", ["--config_file", str(_zero3_yaml(root))])):
         d = root / name
         w = [str(WORKER), data, base, str(d)]
-        _launch(cfg + w + ["sft,rm,ppo,ppo_full,ppo_part,dpo_full,dpo_part"], root)
+        _launch(cfg + w + ["sft,rm,ppo,ppo_critic,ppo_full,ppo_part,dpo_full,dpo_part"], root)
         _launch(cfg + w + ["ppo_resume,dpo_resume"], root)
         out[name] = d
     # the shipped ZeRO-3 yaml starts and trains (its defaults keep the tiny model's parameters whole)
@@ -94,7 +94,7 @@ def runs(tmp_path_factory, tiny):
     for stage in ("sft", "rm"):
         shutil.copytree(out["zero2"] / stage, ddp / stage)
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                    str(WORKER), data, base, str(ddp), "ppo"], check=True, capture_output=True, cwd=root,
+                    str(WORKER), data, base, str(ddp), "ppo,ppo_critic"], check=True, capture_output=True, cwd=root,
                    env={**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}, timeout=900)
     single = root / "single"
     train_sft(load_config(SFTConfig, overrides=dict(model=base, data=data, out=str(single / "sft"), **fsdp_worker.SFT)),
@@ -144,6 +144,21 @@ def test_ppo_equals_the_ddp_run(runs, stage):
     w = load_file(str(runs[stage] / "ppo" / "model" / "model.safetensors"))
     w1 = load_file(str(runs["ddp"] / "ppo" / "model" / "model.safetensors"))
     assert max(float((w[k] - w1[k]).abs().max()) for k in w1) < 1e-5
+
+
+@pytest.mark.parametrize("stage", ["zero2", "zero3"])
+def test_separate_critic_equals_the_ddp_run(runs, stage):
+    from prefmatch.llm.critic import CRITIC_DIR
+    from prefmatch.llm.models import load_reward_model
+
+    a = json.loads((runs[stage] / "rank0.json").read_text())["ppo_critic_steps"]
+    b = json.loads((runs["ddp"] / "rank0.json").read_text())["ppo_critic_steps"]
+    for ra, rb in zip(a, b, strict=True):
+        for k in ("value_loss", "reward", "return", "kl"):
+            assert ra[k] == pytest.approx(rb[k], rel=1e-5, abs=1e-6), (stage, ra["step"], k)
+    ca = load_reward_model(runs[stage] / "ppo_critic" / "model" / CRITIC_DIR).state_dict()
+    cb = load_reward_model(runs["ddp"] / "ppo_critic" / "model" / CRITIC_DIR).state_dict()
+    assert max(float((ca[k] - cb[k]).abs().max()) for k in cb) < 1e-5
 
 
 @pytest.mark.parametrize("stage", ["zero2", "zero3"])
