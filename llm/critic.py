@@ -43,14 +43,17 @@ def policy_with_critic_class():
         def __init__(self, critic):
             super().__init__()
             self.critic = critic
-            _, head = _backbone_and_head(critic)
             self._captured = None
-            head.register_forward_hook(self._capture)
+            self._hook = None
 
         def _capture(self, module, inputs, output):
             self._captured = output
 
         def forward(self, input_ids, attention_mask):
+            if self._hook is None:
+                # registered at the first call, after an engine's own hooks (DeepSpeed ZeRO-3 wraps a
+                # module's output so that backward gathers its parameters): the last hook sees that output
+                self._hook = _backbone_and_head(self.critic)[1].register_forward_hook(self._capture)
             self._captured = None
             self.critic(**model_inputs(self.critic, input_ids, attention_mask), use_cache=False)
             values, self._captured = self._captured, None
