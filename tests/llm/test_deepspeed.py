@@ -158,7 +158,10 @@ def test_separate_critic_equals_the_ddp_run(runs, stage):
             assert ra[k] == pytest.approx(rb[k], rel=1e-5, abs=1e-6), (stage, ra["step"], k)
     ca = load_reward_model(runs[stage] / "ppo_critic" / "model" / CRITIC_DIR).state_dict()
     cb = load_reward_model(runs["ddp"] / "ppo_critic" / "model" / CRITIC_DIR).state_dict()
-    assert max(float((ca[k] - cb[k]).abs().max()) for k in cb) < 1e-5
+    # metrics equal to 1e-5, but Adam's first steps magnify float-order differences of near-zero
+    # gradients (ZeRO-3 reduces partitions in another order): measured 5e-5, against the 2e-3
+    # (2 steps × lr) an Adam update can move a weight
+    assert max(float((ca[k] - cb[k]).abs().max()) for k in cb) < 5e-4
 
 
 @pytest.mark.parametrize("stage", ["zero2", "zero3"])
