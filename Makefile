@@ -7,7 +7,8 @@ STAMP  := $(VENV)/.installed
 OUT    ?= out
 
 .PHONY: install test test-slow test-readme test-battery test-dpo-battery test-all test-explore test-browser docs figures \
-        bench demo smollm2 opinion-full opinion-page multiref clean test-trl test-fsdp test-verl verl-env bench-ppo
+        bench demo smollm2 opinion-full opinion-page multiref clean test-trl test-fsdp test-verl verl-env bench-ppo \
+        test-deepspeed deepspeed-env gpu-check
 
 install: $(STAMP)
 
@@ -107,6 +108,12 @@ opinion-page: install
 clean:
 	rm -rf $(VENV) $(OUT) docs/_build docs/_generated .pytest_cache
 
+# the prepared GPU check: SFT -> RM -> PPO (KL, cPM) -> TRL GRPO in bf16 on one GPU (~160 M-parameter
+# model; at most a few minutes on one H100); tokens/s, peak memory, model-time share in out/gpu_check.md.
+# Without CUDA it runs the tiny model on CPU (tests/llm/test_gpu_check.py runs that path in `make test`)
+gpu-check: install
+	bash benchmarks/gpu_check.sh
+
 # ---- integrations and sharded training (each its own target; .ci/run calls test-trl and test-fsdp)
 SITE   = $$($(PY) -c 'import site; print(site.getsitepackages()[0])')
 # a side environment that reuses this venv's packages (torch, transformers, prefmatch itself)
@@ -119,9 +126,24 @@ endef
 test-trl: install
 	$(VENV)/bin/pytest -q -m trl tests/llm/test_trl.py
 
-# SFT, reward model and PPO sharded with FSDP2 on 2 CPU processes vs unsharded runs (about 2 minutes)
+# SFT, reward model, PPO (shared head and separate critic) and DPO sharded with FSDP2 on 2 CPU processes vs
+# unsharded runs; PPO and DPO killed after a checkpoint and resumed (about 3 minutes on 2 idle cores)
 test-fsdp: install
 	$(VENV)/bin/pytest -q -m fsdp tests/llm/test_fsdp.py
+
+# DeepSpeed 0.19.8 ZeRO-2/3 on 2 CPU processes (its CPU accelerator, gloo) in a side environment: deepspeed
+# and its pure-Python dependencies without the rest (it would pull a CUDA torch); SFT, reward model, PPO
+# and DPO against unsharded runs, checkpoints and resume (about 4 minutes; DeepSpeed builds its
+# shared-memory op once with g++)
+DEEPSPEED_PKGS := deepspeed==0.19.8 hjson==3.1.0 py-cpuinfo==9.0.0 ninja==1.13.2 msgpack==1.2.4 einops==0.8.2
+.cache/deepspeed/.installed: | install
+	$(call side_env,.cache/deepspeed)
+	.cache/deepspeed/bin/pip install -q --no-deps $(DEEPSPEED_PKGS)
+	touch $@
+deepspeed-env: .cache/deepspeed/.installed
+
+test-deepspeed: deepspeed-env
+	.cache/deepspeed/bin/python -m pytest -q -m deepspeed tests/llm/test_deepspeed.py
 
 # verl 0.9.1 without its GPU dependencies (only what verl.trainer.ppo.ray_trainer imports on CPU)
 VERL_PKGS := verl==0.9.1 ray==2.60.0 tensordict==0.10.0 torchdata==0.11.0 omegaconf==2.4.0 hydra-core==1.3.8 \

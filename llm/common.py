@@ -8,6 +8,9 @@ from prefmatch.theory.validate import SEED
 from prefmatch.llm.data import SPLITS
 from prefmatch.llm.training import MIXED_PRECISION, REPORT_TO
 
+#: learning-rate schedules (transformers' ``get_scheduler`` names, as DeepSpeed-Chat uses them)
+LR_SCHEDULERS = ("constant", "linear", "cosine")
+
 
 @dataclass
 class CommonConfig:
@@ -21,6 +24,11 @@ class CommonConfig:
     out: str = cfg_field("out/run", help="output directory (model, metrics.jsonl, config.yaml)")
     seed: int = cfg_field(0, help="random seed (initialisation, data order, sampling)", range=SEED)
     lr: float = cfg_field(1e-5, help="learning rate (AdamW)", range="(0, 1000000]")
+    lr_scheduler: str = cfg_field("constant", help="learning-rate schedule over the run's optimizer steps (PPO: its "
+                                  "iterations), after warmup: constant, linear (to 0 at the last step) or cosine (to 0 "
+                                  "at the last step; the PM paper's scripts)", choices=LR_SCHEDULERS)
+    warmup_steps: int = cfg_field(0, help="steps of linear warmup from 0 to lr before the schedule (PPO: "
+                                  "iterations)", range="[0, inf)")
     weight_decay: float = cfg_field(0.0, help="AdamW weight decay", range="[0, inf)")
     max_grad_norm: float = cfg_field(1.0, help="gradient clipping norm (0 = off)", range="[0, inf)")
     batch_size: int = cfg_field(8, help="global batch size per step (split evenly across processes)", range="[1, inf)")

@@ -38,9 +38,19 @@ from prefmatch.llm.config import (ConfigError, cfg_field, check_fields, check_tr
                                   regularizer_params_help, save_config)
 from prefmatch.llm.data import encode_prompt, encode_response, load_split
 from prefmatch.llm.losses import logprobs_from_logits
-from prefmatch.llm.models import check_finite_weights, disable_dropout, load_causal_lm, model_inputs, save_model
+from prefmatch.llm.models import check_finite_weights, disable_dropout, frozen_dtype, load_causal_lm, model_inputs, save_model
 from prefmatch.llm.rewards import RegularizerConfigError, build_regularizer
-from prefmatch.llm.sft import epoch_batches, make_optimizer, setup_trainable
+from prefmatch.llm import sharding
+from prefmatch.llm.sft import (
+    accumulation_weights,
+    backward_accumulated,
+    current_lr,
+    epoch_batches,
+    make_optimizer,
+    make_scheduler,
+    set_schedule_step,
+    setup_trainable,
+)
 from prefmatch.llm.tokenizer import load_tokenizer, same_tokenizer
 from prefmatch.theory.dpo import dpo_regularizers, sequence_dpo_loss
 
@@ -69,6 +79,9 @@ class DPOConfig(CommonConfig):
     epochs: int = cfg_field(1, help="passes over the training pairs (when steps is 0)", range="[1, inf)")
     steps: int = cfg_field(0, help="optimizer steps (0 = as many as `epochs` passes take; otherwise exactly this "
                            "many, continuing into further passes)", range="[0, inf)")
+    gradient_accumulation_steps: int = cfg_field(
+        1, help="micro-batches of batch_size pairs summed into one optimizer step (effective batch = batch_size × "
+        "this); the gradient equals the large batch's", range="[1, inf)")
     eval_fraction: float = cfg_field(0.1, help="fraction of the pairs held out for the final implicit-reward "
                                      "accuracy and loss", range="[0, 1)")
     save_every: int = cfg_field(0, help="checkpoint every N steps (0 = only the final model)", range="[0, inf)")
@@ -171,8 +184,8 @@ class DPOTrainer:
         policy.config.pad_token_id = tok.pad_token_id
         disable_dropout(policy)
         policy = setup_trainable(policy, cfg, "CAUSAL_LM")
-        frozen_dtype = torch.bfloat16 if acc.mixed_precision == "bf16" else None
-        refs = [check_finite_weights(load_causal_lm(d, dtype=frozen_dtype, what="reference"), f"{name} ({d})").to(acc.device).eval()
+        frozen = frozen_dtype(acc.mixed_precision)  # the compute dtype; trainable weights load in float32
+        refs = [check_finite_weights(load_causal_lm(d, dtype=frozen, what="reference"), f"{name} ({d})").to(acc.device).eval()
                 for name, d in zip(ref_names, ref_dirs[:n_refs])]
 
         def encode(r):
@@ -241,9 +254,13 @@ class DPOTrainer:
         self.batches_per_epoch = len(epoch_batches(len(pairs), cfg.batch_size, cfg.seed, 0, acc.num_processes))
         if self.batches_per_epoch == 0:
             raise ConfigError(f"batch_size: {len(pairs)} training pairs are fewer than the {acc.num_processes} processes")
-        self.total_steps = cfg.steps or self.batches_per_epoch * cfg.epochs
+        k = cfg.gradient_accumulation_steps
+        self.total_steps = cfg.steps or -(-self.batches_per_epoch * cfg.epochs // k)
         self._epoch: tuple = (None, [])
         optimizer = make_optimizer(policy, cfg)
+        self.scheduler = make_scheduler(optimizer, cfg, self.total_steps)
+        sharding.configure_deepspeed(acc, micro_batch=max(1, cfg.batch_size // acc.num_processes),
+                                     max_grad_norm=cfg.max_grad_norm)
         self.model, self.optimizer = acc.prepare(policy, optimizer)
         self.step_count = 0
         self.last_checkpoint: str | None = None
@@ -254,14 +271,25 @@ class DPOTrainer:
         """The unwrapped policy (no DDP wrapper)."""
         return self.acc.unwrap_model(self.model)
 
-    def batch_indices(self, step: int) -> list[int]:
-        """Pair indices of optimizer step ``step`` (1-based): seeded epochs, so a resumed run sees the
-        same batches as an uninterrupted one."""
-        epoch, j = divmod(step - 1, self.batches_per_epoch)
+    def micro_batch_indices(self, m: int) -> list[int]:
+        """Pair indices of micro-batch ``m`` (0-based, counted over the run): seeded epochs, so a
+        resumed run sees the same batches as an uninterrupted one."""
+        epoch, j = divmod(m, self.batches_per_epoch)
         if self._epoch[0] != epoch:  # one permutation per epoch
             self._epoch = (epoch, epoch_batches(len(self.pairs), self.cfg.batch_size, self.cfg.seed, epoch,
                                                 self.acc.num_processes))
         return self._epoch[1][j]
+
+    def step_micro_batches(self, step: int) -> range:
+        """Micro-batches of optimizer step ``step`` (1-based): ``gradient_accumulation_steps`` of them (the
+        last step of an epochs-bounded run may have fewer)."""
+        k = self.cfg.gradient_accumulation_steps
+        end = step * k if self.cfg.steps else min(step * k, self.batches_per_epoch * self.cfg.epochs)
+        return range((step - 1) * k, end)
+
+    def batch_indices(self, step: int) -> list[int]:
+        """Pair indices of optimizer step ``step`` (1-based), all its micro-batches together."""
+        return [i for m in self.step_micro_batches(step) for i in self.micro_batch_indices(m)]
 
     def pair_loss(self, model, pairs):
         """(loss, implicit-reward margins h(y_w) − h(y_l) [B] detached, chosen and rejected sequence log-probs)."""
@@ -295,23 +323,33 @@ class DPOTrainer:
         cfg, acc = self.cfg, self.acc
         step = self.step_count + 1
         t0 = time.perf_counter()
-        mine = [self.pairs[i] for i in training.rank_slice(self.batch_indices(step), acc)]
+        micro = [[self.pairs[i] for i in training.rank_slice(self.micro_batch_indices(m), acc)]
+                 for m in self.step_micro_batches(step)]
+        weights = accumulation_weights([len(mine) for mine in micro])  # the loss is a mean over pairs
+        lr = current_lr(self.optimizer)
         self.model.train()
-        with acc.autocast():
-            loss, margin, lp_w, lp_l = self.pair_loss(self.model, mine)
-        training.check_finite(acc, step, self.last_checkpoint, loss=loss)
-        acc.backward(loss)
+
+        def micro_loss(mine):
+            with acc.autocast():
+                loss, margin, lp_w, lp_l = self.pair_loss(self.model, mine)
+            training.check_finite(acc, step, self.last_checkpoint, loss=loss)
+            return loss, {"accuracy": float((margin > 0).float().mean()), "margin": float(margin.mean()),
+                          "logp_chosen": float(lp_w.mean()), "logp_rejected": float(lp_l.mean())}
+
+        done = backward_accumulated(
+            acc, self.model, [(lambda mine=mine: micro_loss(mine), w) for mine, w in zip(micro, weights)])
         training.clip_and_check_grads(acc, self.model, cfg.max_grad_norm, step, self.last_checkpoint)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
         training.check_weights_finite(acc, self.model, step, self.last_checkpoint)
         self.step_count = step
-        metrics = {"loss": float(loss.detach()), "accuracy": float((margin > 0).float().mean()),
-                   "margin": float(margin.mean()), "logp_chosen": float(lp_w.mean()),
-                   "logp_rejected": float(lp_l.mean())}
+        metrics = {"loss": sum(w * float(loss) for (loss, _), w in zip(done, weights)),
+                   **{key: sum(w * ms[key] for (_, ms), w in zip(done, weights)) for key in done[0][1]}}
         metrics = training.mean_over_processes(acc, metrics)
         metrics["step_time_s"] = time.perf_counter() - t0
-        return {"step": step, "epoch": (step - 1) // self.batches_per_epoch, **metrics}
+        epoch = self.step_micro_batches(step)[0] // self.batches_per_epoch
+        return {"step": step, "epoch": epoch, "lr": lr, **metrics}
 
     def evaluate(self, batch_size: int = 32) -> dict:
         """Loss and implicit-reward accuracy on the held-out pairs (main-process view, no gradient)."""
@@ -334,13 +372,24 @@ class DPOTrainer:
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> str:
-        """Write ``checkpoints/checkpoint-NNNNNN`` atomically (policy, optimizer, step)."""
+        """Write ``checkpoints/checkpoint-NNNNNN`` atomically (policy, optimizer, step).
+
+        Sharded runs (FSDP2, DeepSpeed) also write every process's model and optimizer state in
+        ``sharded/`` (torch.distributed.checkpoint / the DeepSpeed engine) and resume from it."""
         import torch
 
         acc = self.acc
         path = self.out / "checkpoints" / f"checkpoint-{self.step_count:06d}"
         acc.wait_for_everyone()
-        if acc.is_main_process:
+        if sharding.engine_checkpoints(acc):
+            with sharding.shared_atomic_dir(acc, path) as tmp:
+                sharding.save_sharded_state(acc, self.model, self.optimizer, tmp)
+                plain = sharding.savable_model(acc, self.model)  # collective
+                if acc.is_main_process:
+                    save_model(plain, tmp / "policy", self.tok)
+                    save_config(self.cfg, tmp / "config.yaml")
+                    training.write_trainer_state(tmp, self.out, self.step_count)
+        elif acc.is_main_process:
             with training.atomic_dir(path) as tmp:
                 policy = self.policy
                 save_model(policy, tmp / "policy", self.tok)
@@ -351,6 +400,7 @@ class DPOTrainer:
                 torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
                 save_config(self.cfg, tmp / "config.yaml")
                 training.write_trainer_state(tmp, self.out, self.step_count)
+        if acc.is_main_process:
             training.write_text_atomic(self.out / "checkpoints" / "latest", path.name)
             ckpts = sorted((self.out / "checkpoints").glob("checkpoint-*"))
             import shutil
@@ -367,25 +417,37 @@ class DPOTrainer:
         import torch
 
         path = Path(path)
-        policy = self.policy
-        try:
-            if self.cfg.lora:
-                policy.load_state_dict(torch.load(path / "trainable.pt", map_location="cpu"), strict=False)
-            else:
-                policy.load_state_dict(load_causal_lm(path / "policy", what="--resume checkpoint").state_dict())
-            self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
+        if sharding.engine_checkpoints(self.acc):
+            try:
+                sharding.load_sharded_state(self.acc, self.model, self.optimizer, path)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
             self.step_count = training.resume_step(path)
-        except (OSError, RuntimeError, ValueError, KeyError, EOFError) as e:
-            raise training.TrainingError(f"--resume: checkpoint {path} cannot be loaded ({type(e).__name__}: "
-                                         f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); it does "
-                                         "not match this run's models or is damaged") from None
+        elif (path / sharding.SHARDED_DIR).is_dir():
+            raise ConfigError(f"--resume: {path} was written by a sharded run (FSDP/DeepSpeed); resume it under the "
+                              "same launcher config and process count")
+        else:
+            policy = self.policy
+            try:
+                if self.cfg.lora:
+                    policy.load_state_dict(torch.load(path / "trainable.pt", map_location="cpu"), strict=False)
+                else:
+                    policy.load_state_dict(load_causal_lm(path / "policy", what="--resume checkpoint").state_dict())
+                self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
+                self.step_count = training.resume_step(path)
+            except (OSError, RuntimeError, ValueError, KeyError, EOFError) as e:
+                raise training.TrainingError(f"--resume: checkpoint {path} cannot be loaded ({type(e).__name__}: "
+                                             f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); it does "
+                                             "not match this run's models or is damaged") from None
+        set_schedule_step(self.scheduler, self.step_count)  # the lr where the checkpoint left it
         self.last_checkpoint = str(path)
 
     def save_final(self) -> str:
         self.acc.wait_for_everyone()
+        plain = sharding.savable_model(self.acc, self.model)  # collective under FSDP2 / ZeRO-3
         if self.acc.is_main_process:
             with training.atomic_dir(self.out / "model") as tmp:
-                save_model(self.policy, tmp, self.tok)
+                save_model(plain, tmp, self.tok)
         self.acc.wait_for_everyone()
         return str(self.out / "model")
 

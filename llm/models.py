@@ -179,22 +179,55 @@ def _one_line(e: Exception) -> str:
     return f"{type(e).__name__}: {msg[0] if msg else ''}"
 
 
+def load_dtype(dtype=None):
+    """The dtype a model is loaded in: ``dtype`` itself, or float32 for ``None``.
+
+    Never the checkpoint's own dtype: transformers 5 reads ``dtype=None`` as ``"auto"``, so an
+    fp16-saved checkpoint (facebook/opt-1.3b, Llama-2) would train in fp16 and AdamW's first update
+    overflows it.  Trainable models are loaded in float32 (the master weights; the forward runs in
+    bf16 under autocast on GPUs), frozen ones (reference, reward model) in the compute dtype
+    (:func:`frozen_dtype`)."""
+    import torch
+
+    if dtype is None or dtype == "float32":
+        return torch.float32
+    if isinstance(dtype, str):
+        return {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
+                "fp16": torch.float16}[dtype]
+    return dtype
+
+
+def frozen_dtype(mixed_precision: str):
+    """The dtype of frozen models (reference, reward model) for accelerate's ``mixed_precision``:
+    the compute dtype, bf16 / fp16 under autocast, float32 otherwise."""
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(mixed_precision), torch.float32)
+
+
 def load_causal_lm(path: str | os.PathLike, dtype=None, what: str = "policy"):
-    """``AutoModelForCausalLM`` from a local directory (a peft adapter dir is merged on load)."""
-    from transformers import AutoModelForCausalLM
-
+    """``AutoModelForCausalLM`` from a local directory (a peft adapter dir is merged on load),
+    in ``dtype`` (None: float32 whatever the checkpoint's dtype, see :func:`load_dtype`)."""
     p = _check_dir(path, what)
+    dtype = load_dtype(dtype)
     quiet_transformers()
-    try:
-        if (p / "adapter_config.json").is_file():
-            from peft import AutoPeftModelForCausalLM
+    from prefmatch.llm.sharding import without_zero3_init
 
-            model = AutoPeftModelForCausalLM.from_pretrained(str(p), dtype=dtype).merge_and_unload()
-        else:
-            model = AutoModelForCausalLM.from_pretrained(str(p), dtype=dtype, local_files_only=True)
+    try:
+        with without_zero3_init():  # whole weights: ZeRO-3 partitions the trained model when it is prepared
+            return _load_causal_lm(p, dtype)
     except Exception as e:
         raise ModelLoadError(f"cannot load {what} model from {p} ({_one_line(e)})") from None
-    return model
+
+
+def _load_causal_lm(p: Path, dtype):
+    from transformers import AutoModelForCausalLM
+
+    if (p / "adapter_config.json").is_file():
+        from peft import AutoPeftModelForCausalLM
+
+        return AutoPeftModelForCausalLM.from_pretrained(str(p), dtype=dtype).merge_and_unload()
+    return AutoModelForCausalLM.from_pretrained(str(p), dtype=dtype, local_files_only=True)
 
 
 def check_finite_weights(model, what: str):
@@ -219,27 +252,35 @@ def load_reward_model(path: str | os.PathLike, dtype=None, what: str = "reward",
     would give PPO noise to optimise.  A saved reward model keeps its head and its
     normalisation (``reward_normalization.json``, see :func:`reward_scores`).
     """
-    from transformers import AutoModelForSequenceClassification
-
     p = _check_dir(path, what)
+    dtype = load_dtype(dtype)  # None: float32, never the checkpoint's dtype
     quiet_transformers()
-    try:
-        if (p / "adapter_config.json").is_file():
-            from peft import AutoPeftModelForSequenceClassification
+    from prefmatch.llm.sharding import without_zero3_init
 
-            model = AutoPeftModelForSequenceClassification.from_pretrained(str(p), num_labels=1, dtype=dtype)
-            model = model.merge_and_unload()
-        else:
-            model, info = AutoModelForSequenceClassification.from_pretrained(
-                str(p), num_labels=1, dtype=dtype, local_files_only=True, output_loading_info=True)
-            if trained and info.get("missing_keys"):
-                raise ModelLoadError(
-                    f"{what}: {p} has no trained reward head (missing {', '.join(sorted(info['missing_keys'])[:3])}); "
-                    "give a directory written by `prefmatch train rm`")
+    try:
+        with without_zero3_init():  # whole weights (see load_causal_lm)
+            return _load_reward_model(p, dtype, what, trained)
     except ModelLoadError:
         raise
     except Exception as e:
         raise ModelLoadError(f"cannot load {what} model from {p} ({_one_line(e)})") from None
+
+
+def _load_reward_model(p: Path, dtype, what: str, trained: bool):
+    from transformers import AutoModelForSequenceClassification
+
+    if (p / "adapter_config.json").is_file():
+        from peft import AutoPeftModelForSequenceClassification
+
+        model = AutoPeftModelForSequenceClassification.from_pretrained(str(p), num_labels=1, dtype=dtype)
+        model = model.merge_and_unload()
+    else:
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            str(p), num_labels=1, dtype=dtype, local_files_only=True, output_loading_info=True)
+        if trained and info.get("missing_keys"):
+            raise ModelLoadError(
+                f"{what}: {p} has no trained reward head (missing {', '.join(sorted(info['missing_keys'])[:3])}); "
+                "give a directory written by `prefmatch train rm`")
     norm = p / REWARD_NORM_FILE
     model.reward_normalization = json.loads(norm.read_text()) if norm.is_file() else None
     return model

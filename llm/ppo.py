@@ -60,6 +60,7 @@ from prefmatch.llm.models import (
     adapter_disabled_reference,
     check_finite_weights,
     disable_dropout,
+    frozen_dtype,
     load_causal_lm,
     load_reward_model,
     model_inputs,
@@ -73,7 +74,8 @@ from prefmatch.llm.rewards import (
     ppo_token_rewards,
     resolve_mode,
 )
-from prefmatch.llm.sft import make_optimizer, setup_trainable
+from prefmatch.llm.sft import (backward_accumulated, current_lr, make_optimizer, make_scheduler, set_schedule_step,
+                               setup_trainable)
 from prefmatch.llm.tokenizer import load_tokenizer, same_tokenizer
 from prefmatch.llm import training
 from prefmatch.llm import sharding
@@ -117,6 +119,9 @@ class PPOConfig(CommonConfig):
     normalize_reward: bool = cfg_field(True, help="apply the reward model's saved normalisation, if any")
     steps: int = cfg_field(100, help="PPO iterations (rollout + update)", range="[1, inf)")
     mini_batch_size: int = cfg_field(4, help="minibatch size of the update (per process)", range="[1, inf)")
+    gradient_accumulation_steps: int = cfg_field(1, help="micro-batches per minibatch (memory): their gradients add up "
+                                                 "to the minibatch's exactly (every loss is over one constant "
+                                                 "normalizer), one optimizer step per minibatch", range="[1, inf)")
     ppo_epochs: int = cfg_field(1, help="passes over each rollout batch", range="[1, inf)")
     gamma: float = cfg_field(1.0, help="discount γ; must be 1 (the RLHF objective is undiscounted: γ < 1 "
                              "discounts the last-token reward and changes the optimum)", range="(0, 1]")
@@ -124,6 +129,10 @@ class PPOConfig(CommonConfig):
     cliprange: float = cfg_field(0.2, help="policy ratio clip ε", range="(0, inf)")
     cliprange_value: float = cfg_field(0.2, help="value clip", range="(0, inf)")
     vf_coef: float = cfg_field(0.1, help="weight of the value loss", range="[0, inf)")
+    critic: str = cfg_field("shared", help="value model: shared (a value head on the policy's last hidden state, as "
+                            "TRL's AutoModelForCausalLMWithValueHead) or reward_model (a separate critic network "
+                            "initialised from the reward model, as DeepSpeed-Chat and the PM paper's scripts; "
+                            "trained with the policy's optimizer and lr)", choices=("shared", "reward_model"))
     whiten_advantages: bool = cfg_field(True, help="normalise advantages to mean 0, std 1 with the running mean and "
                                         "std of the earlier rollouts (the first rollout: its own); the pathwise "
                                         "regularizer term is divided by the same std")
@@ -148,6 +157,9 @@ class PPOConfig(CommonConfig):
                               "or a rule 'package.module:function')")
         if self.reward_fn:
             load_reward_fn(self.reward_fn)  # importable before any work starts
+        if self.critic == "reward_model" and not self.reward_model:
+            raise ConfigError("critic: reward_model needs a reward_model directory to initialise the critic from; "
+                              "with reward_fn use critic: shared")
         self.check_algorithm()
 
     def check_algorithm(self, has_value: bool = True):
@@ -163,6 +175,8 @@ class PPOConfig(CommonConfig):
             ("top_p", self.top_p == 1, f"1 ({full_policy})"),
             ("mini_batch_size", self.mini_batch_size <= self.batch_size,
              f"at most batch_size = {self.batch_size} (a minibatch is a part of the rollout batch)"),
+            ("gradient_accumulation_steps", self.gradient_accumulation_steps <= self.mini_batch_size,
+             f"at most mini_batch_size = {self.mini_batch_size} (a micro-batch holds at least one response)"),
             ("min_new_tokens", self.min_new_tokens == 0,
              "0 (suppressing EOS samples from another distribution than the one in PPO's ratio and ψ)"),
         ]
@@ -207,19 +221,24 @@ class PPOTrainer:
             if not same_tokenizer(tok, load_tokenizer(d, what=what)):
                 raise ConfigError(f"{what}: the tokenizer in {d} does not match the policy's ({cfg.policy}); "
                                   "train all models from the same base model")
-        frozen_dtype = torch.bfloat16 if acc.mixed_precision == "bf16" else None
-        policy = policy_with_value_class().from_pretrained(cfg.policy)
+        frozen = frozen_dtype(acc.mixed_precision)  # the compute dtype; trainable weights load in float32
+        if cfg.critic == "reward_model":  # a separate critic, initialised from the reward model
+            from prefmatch.llm.critic import build_policy_with_critic
+
+            policy = build_policy_with_critic(load_causal_lm(cfg.policy), cfg.reward_model)
+        else:
+            policy = policy_with_value_class().from_pretrained(cfg.policy)
         disable_dropout(policy)
         if cfg.lora or cfg.gradient_checkpointing:
             policy.lm = setup_trainable(policy.lm, cfg, "CAUSAL_LM")
         # with LoRA, a reference that is the initial policy is the policy with its adapter disabled
         # (no second copy of the weights); other references are loaded
         refs = [adapter_disabled_reference(policy.lm) if cfg.lora and Path(d).resolve() == Path(cfg.policy).resolve()
-                else check_finite_weights(load_causal_lm(d, dtype=frozen_dtype, what="ref"), f"{name} ({d})").to(acc.device).eval()
+                else check_finite_weights(load_causal_lm(d, dtype=frozen, what="ref"), f"{name} ({d})").to(acc.device).eval()
                 for name, d in zip(ref_names, ref_dirs)]
         self.rm = None
         if reward_fn is None:
-            self.rm = load_reward_model(cfg.reward_model, dtype=frozen_dtype, what="reward_model").to(acc.device).eval()
+            self.rm = load_reward_model(cfg.reward_model, dtype=frozen, what="reward_model").to(acc.device).eval()
         self.tok = tok
         prompts = [encode_prompt(tok, r["prompt"], cfg.max_prompt_len) for r in records]
         self._setup(cfg, quiet, acc, reg, placement, policy, refs, reward_fn, prompts,
@@ -274,6 +293,8 @@ class PPOTrainer:
         for m in self.refs + ([self.rm] if self.rm is not None else []):
             m.requires_grad_(False)
         optimizer = make_optimizer(model, cfg)
+        self.scheduler = make_scheduler(optimizer, cfg, cfg.steps)  # stepped once per PPO iteration
+        sharding.configure_deepspeed(acc, micro_batch=cfg.mini_batch_size, max_grad_norm=cfg.max_grad_norm)
         self.model, self.optimizer = acc.prepare(model, optimizer)
         if sharding.is_sharded(acc):  # FSDP initialises from the first forward: make it the root's
             sharding.initialize_root(self.model, acc.device)
@@ -325,7 +346,7 @@ class PPOTrainer:
                                        temperature=cfg.temperature, top_k=0, top_p=1.0,
                                        pad_token_id=self.pad_token_id, eos_token_id=self.eos_token_id)
                 seq = lm.generate(input_ids=query, attention_mask=qmask, generation_config=gen,
-                                  synced_gpus=sharding.is_sharded(self.acc))  # sharded: every rank steps together
+                                  synced_gpus=sharding.partitioned_parameters(self.acc))  # sharded: every rank steps together
                 response = seq[:, query.shape[1]:]
             else:
                 response = self._sample_tokens(lm, query, qmask)
@@ -460,32 +481,44 @@ class PPOTrainer:
         for _ in range(cfg.ppo_epochs):
             perm = rng.permutation(B)
             for start in range(0, B, cfg.mini_batch_size):
-                mb = torch.as_tensor(perm[start:start + cfg.mini_batch_size], device=input_ids.device)
-                with acc.autocast():
-                    with timer.section("forward"):
+                rows = perm[start:start + cfg.mini_batch_size]
+                # gradient accumulation: the minibatch in micro-batches, each loss over the same constant
+                # normalizer, so their gradients sum to the minibatch's exactly
+                micro = [torch.as_tensor(r, device=input_ids.device)
+                         for r in np.array_split(rows, min(cfg.gradient_accumulation_steps, len(rows)))]
+
+                def micro_loss(mb):
+                    with acc.autocast():
                         logp, values, _ = self.response_logprobs(self.model, input_ids[mb], attn[mb], P,
                                                                   with_values=True)
-                    pg_loss, clipfrac, approx_kl = clipped_policy_loss(logp, old_logp[mb], advantages[mb], rmask[mb],
-                                                                       cfg.cliprange, normalizer=normalizer)
-                    vf_loss = clipped_value_loss(values, old_values[mb], returns[mb], rmask[mb], cfg.cliprange_value,
-                                                 normalizer=normalizer)
-                    loss = pg_loss + cfg.vf_coef * vf_loss
-                    if self.placement == "loss":  # same normalizer as the PPO loss, same σ⁻¹
-                        ref_mb = ref_for_reg[:, mb] if self.reg.multi_reference else ref_for_reg[mb]
-                        loss = loss + pathwise_regularizer_loss(self.reg, logp, ref_mb, rmask[mb],
-                                                                normalizer=normalizer, scale=adv_scale)
-                training.check_finite(acc, step, self.last_checkpoint, policy_loss=pg_loss, value_loss=vf_loss, loss=loss)
-                with timer.section("backward"):
-                    acc.backward(loss)
+                        pg_loss, clipfrac, approx_kl = clipped_policy_loss(
+                            logp, old_logp[mb], advantages[mb], rmask[mb], cfg.cliprange, normalizer=normalizer)
+                        vf_loss = clipped_value_loss(values, old_values[mb], returns[mb], rmask[mb],
+                                                     cfg.cliprange_value, normalizer=normalizer)
+                        loss = pg_loss + cfg.vf_coef * vf_loss
+                        if self.placement == "loss":  # same normalizer as the PPO loss, same σ⁻¹
+                            ref_mb = ref_for_reg[:, mb] if self.reg.multi_reference else ref_for_reg[mb]
+                            loss = loss + pathwise_regularizer_loss(self.reg, logp, ref_mb, rmask[mb],
+                                                                    normalizer=normalizer, scale=adv_scale)
+                    training.check_finite(acc, step, self.last_checkpoint, policy_loss=pg_loss, value_loss=vf_loss,
+                                          loss=loss)
+                    return loss, (pg_loss, vf_loss, clipfrac, approx_kl)
+
+                with timer.section("update forward+backward"):
+                    parts = backward_accumulated(acc, self.model, [(lambda mb=mb: micro_loss(mb), 1.0) for mb in micro])
                 with timer.section("optimizer"):
                     training.clip_and_check_grads(acc, self.model, cfg.max_grad_norm, step, self.last_checkpoint)
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
                     training.check_weights_finite(acc, self.model, step, self.last_checkpoint)
-                for k, v in zip(stats, (pg_loss, vf_loss, clipfrac, approx_kl)):
-                    stats[k].append(float(v.detach()))
+                # per minibatch: the losses add over micro-batches, the token means average
+                for j, k in enumerate(stats):
+                    vals = [float(m[j].detach()) for _, m in parts]
+                    stats[k].append(sum(vals) if j < 2 else float(np.mean(vals)))
 
         self.step_count = step
+        lr = current_lr(self.optimizer)  # the lr of this iteration's updates
+        self.scheduler.step()  # lr_scheduler: once per iteration, after its optimizer steps
         elapsed = time.perf_counter() - t0
         times = timer.reset()
         n_tokens = float(rmask.sum())
@@ -517,18 +550,36 @@ class PPOTrainer:
         metrics["tokens_per_s"] = n_tokens * acc.num_processes / elapsed
         metrics["step_time_s"] = elapsed
         metrics["model_time_fraction"] = sum(times.values()) / elapsed
+        metrics["lr"] = lr
         return {"step": step, **metrics}
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> str:
-        """Write ``checkpoints/checkpoint-NNNNNN`` atomically (policy, value head, optimizer, state)."""
+        """Write ``checkpoints/checkpoint-NNNNNN`` atomically (policy, value head, optimizer, state).
+
+        Sharded runs (FSDP2, DeepSpeed) also write every process's model and optimizer state in
+        ``sharded/`` (torch.distributed.checkpoint / the DeepSpeed engine) and resume from it; the
+        ``policy`` folder is the gathered HF model, as in unsharded runs."""
         import torch
 
         acc = self.acc
-        if sharding.is_sharded(acc):
-            raise ConfigError("save_every: checkpoints of sharded (FSDP) runs are not supported; set save_every: 0")
         path = self.out / "checkpoints" / f"checkpoint-{self.step_count:06d}"
         acc.wait_for_everyone()
+        if sharding.engine_checkpoints(acc):
+            with sharding.shared_atomic_dir(acc, path) as tmp:
+                sharding.save_sharded_state(acc, self.model, self.optimizer, tmp)
+                plain = sharding.savable_model(acc, self.model)  # collective
+                if acc.is_main_process:
+                    plain.save_pretrained(tmp / "policy", self.tok_for_saving())
+                    self._save_whitening(tmp)
+                    save_config(self.cfg, tmp / "config.yaml")
+                    training.write_trainer_state(tmp, self.out, self.step_count)
+            if acc.is_main_process:
+                training.write_text_atomic(self.out / "checkpoints" / "latest", path.name)
+                self._prune_checkpoints()
+            acc.wait_for_everyone()
+            self.last_checkpoint = str(path)
+            return str(path)
         if acc.is_main_process:
             with training.atomic_dir(path) as tmp:
                 policy = self.policy
@@ -538,7 +589,7 @@ class PPOTrainer:
                     names = {n for n, p in policy.named_parameters() if p.requires_grad}
                     torch.save({k: v for k, v in trainable.items() if k in names}, tmp / "trainable.pt")
                 torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-                (tmp / "whitening.json").write_text(json.dumps({"adv_moments": self.adv_moments}))
+                self._save_whitening(tmp)
                 save_config(self.cfg, tmp / "config.yaml")
                 training.write_trainer_state(tmp, self.out, self.step_count)
             training.write_text_atomic(self.out / "checkpoints" / "latest", path.name)
@@ -568,6 +619,19 @@ class PPOTrainer:
         from safetensors.torch import load_file
 
         path = Path(path)
+        if sharding.engine_checkpoints(self.acc):
+            try:
+                sharding.load_sharded_state(self.acc, self.model, self.optimizer, path)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+            self.step_count = training.resume_step(path)
+            self._load_whitening(path)
+            set_schedule_step(self.scheduler, self.step_count)
+            self.last_checkpoint = str(path)
+            return
+        if (path / sharding.SHARDED_DIR).is_dir():
+            raise ConfigError(f"--resume: {path} was written by a sharded run (FSDP/DeepSpeed); resume it under the "
+                              "same launcher config and process count")
         policy = self.policy
         try:
             if self.cfg.lora:
@@ -575,17 +639,30 @@ class PPOTrainer:
             else:
                 lm = load_causal_lm(path / "policy", what="--resume checkpoint")
                 policy.lm.load_state_dict(lm.state_dict())
-            policy.value_head.load_state_dict(load_file(str(path / "policy" / VALUE_HEAD_FILE)))
+            if self.cfg.critic == "reward_model":
+                from prefmatch.llm.critic import CRITIC_DIR
+
+                policy.critic.load_state_dict(load_reward_model(path / "policy" / CRITIC_DIR, what="critic").state_dict())
+            else:
+                policy.value_head.load_state_dict(load_file(str(path / "policy" / VALUE_HEAD_FILE)))
             self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
             self.step_count = training.resume_step(path)
-            moments = json.loads((path / "whitening.json").read_text())["adv_moments"] if (
-                path / "whitening.json").is_file() else None
-            self.adv_moments = tuple(moments) if moments is not None else None
+            self._load_whitening(path)
         except (OSError, RuntimeError, ValueError, KeyError, EOFError) as e:
             raise training.TrainingError(f"--resume: checkpoint {path} cannot be loaded ({type(e).__name__}: "
                                          f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); it does "
                                          "not match this run's models or is damaged") from None
+        set_schedule_step(self.scheduler, self.step_count)  # the lr where the checkpoint left it
         self.last_checkpoint = str(path)
+
+    def _save_whitening(self, folder: Path) -> None:
+        (folder / "whitening.json").write_text(json.dumps({"adv_moments": self.adv_moments}))
+
+    def _load_whitening(self, path: Path) -> None:
+        """The running advantage moments saved with a checkpoint (none in checkpoints from before them)."""
+        f = path / "whitening.json"
+        moments = json.loads(f.read_text())["adv_moments"] if f.is_file() else None
+        self.adv_moments = tuple(moments) if moments is not None else None
 
     def save_final(self) -> str:
 

@@ -82,12 +82,15 @@ def make_accelerator(mixed_precision: str = "auto", cpu: bool = False, report_to
         mixed_precision = "bf16" if use_cuda and torch.cuda.is_bf16_supported() else "no"
     if not use_cuda:
         mixed_precision = "no"
-    from prefmatch.llm.sharding import enable_cpu_fsdp  # FSDP2 on CPU processes too (accelerate: GPUs only)
+    from prefmatch.llm.sharding import enable_cpu_deepspeed, enable_cpu_fsdp  # on CPU processes too (accelerate: GPUs only)
+
+    def enable_cpu_fsdp_or_deepspeed(acc):
+        return enable_cpu_deepspeed(enable_cpu_fsdp(acc))
 
     trackers = _trackers(report_to)
     if not trackers:
-        return enable_cpu_fsdp(Accelerator(mixed_precision=mixed_precision, cpu=not use_cuda))
-    return enable_cpu_fsdp(Accelerator(mixed_precision=mixed_precision, cpu=not use_cuda, log_with=trackers,
+        return enable_cpu_fsdp_or_deepspeed(Accelerator(mixed_precision=mixed_precision, cpu=not use_cuda))
+    return enable_cpu_fsdp_or_deepspeed(Accelerator(mixed_precision=mixed_precision, cpu=not use_cuda, log_with=trackers,
                                        project_dir=str(project_dir) if project_dir is not None else None))
 
 
@@ -126,8 +129,9 @@ def clip_and_check_grads(accelerator, model, max_norm: float, step: int, last_ch
     norm = float(norm) if norm is not None else 0.0
     if not math.isfinite(norm):
         where = f"last checkpoint {last_checkpoint} left untouched" if last_checkpoint else "no checkpoint written"
+        hint = low_precision_hint([p for p in model.parameters() if p.requires_grad])
         raise TrainingError(f"non-finite gradient norm at step {step} ({norm}); stopped before the optimizer step; "
-                            f"{where}. Lower lr or check the data and the reward model")
+                            f"{where}. " + (hint or "Lower lr or check the data and the reward model"))
     return norm
 
 
@@ -150,7 +154,19 @@ def check_weights_finite(accelerator, model, step: int, last_checkpoint: str | N
         return
     where = f"last checkpoint {last_checkpoint} is the last finite one" if last_checkpoint else "no checkpoint written"
     raise TrainingError(f"non-finite weights after the optimizer step at step {step} (NaN/inf); stopped; {where}. "
-                        "Lower lr or max_grad_norm")
+                        + (low_precision_hint(params) or "Lower lr or max_grad_norm"))
+
+
+def low_precision_hint(params) -> str | None:
+    """The advice of a non-finite error when trainable weights are not float32 (the likely cause:
+    AdamW's update in fp16/bf16 weights), else None."""
+    import torch
+
+    low = sorted({str(p.dtype).replace("torch.", "") for p in params if p.dtype != torch.float32})
+    if not low:
+        return None
+    return (f"The trainable weights are in {', '.join(low)}, not float32: load the model in float32 "
+            "(prefmatch.llm.models.load_causal_lm(dir) does; mixed_precision: bf16 runs the forward in bf16)")
 
 
 def mean_over_processes(accelerator, metrics: dict[str, float]) -> dict[str, float]:
@@ -251,6 +267,11 @@ def atomic_dir(final: str | os.PathLike):
         if full:
             raise OSError(errno.ENOSPC, "No space left on device", str(final)) from None
         raise
+    publish_dir(tmp, final)
+
+
+def publish_dir(tmp: Path, final: Path) -> None:
+    """fsync the finished temporary folder ``tmp`` and rename it to ``final`` (replacing it)."""
     _fsync_tree(tmp)
     old = None
     if final.exists():
@@ -682,9 +703,12 @@ def checkpoint_problem(ckpt: Path) -> str | None:
             raise ValueError
     except (OSError, ValueError, yaml.YAMLError):
         return "config.yaml is missing or corrupt"
-    if not (ckpt / "optimizer.pt").is_file():
+    from prefmatch.llm.sharding import SHARDED_DIR
+
+    sharded = (ckpt / SHARDED_DIR).is_dir()  # a sharded run's optimizer state is in sharded/, per process
+    if not sharded and not (ckpt / "optimizer.pt").is_file():
         return "optimizer.pt is missing"
-    problem = _zip_problem(ckpt / "optimizer.pt")
+    problem = None if sharded else _zip_problem(ckpt / "optimizer.pt")
     if problem:
         return f"optimizer.pt: {problem}"
     if (ckpt / "trainable.pt").exists() and (problem := _zip_problem(ckpt / "trainable.pt")):

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
-# a Llama-style 7B (e.g. Llama-2-7B saved locally); LoRA keeps it on one 80 GB GPU: the four stages of examples/run_stages.sh with this folder's configs.
+# llama-7b: the four stages of examples/run_stages.sh with this folder's configs.
 # Usage: MODEL=/path/to/local/model DATA=/path/to/hh-rlhf.jsonl bash examples/llama-7b/run.sh
+# 8 GPUs: LAUNCH="accelerate launch --config_file examples/accelerate/deepspeed_zero2.yaml -m" MODEL=... bash ...
 exec bash "$(dirname "$0")/../run_stages.sh" "$(dirname "$0")"

@@ -1,4 +1,4 @@
-"""Worker of the sharded-training test, launched by ``accelerate launch --config_file CONFIG``:
+"""Worker of the sharded-training tests (FSDP2, DeepSpeed), launched by ``accelerate launch --config_file CONFIG``:
 
     fsdp_worker.py DATA BASE OUT [STAGES]
 
@@ -16,12 +16,43 @@ SFT = dict(lr=3e-3, epochs=1, max_steps=3, batch_size=8, max_prompt_len=32, max_
 RM = dict(lr=3e-3, epochs=1, max_steps=3, batch_size=8, max_prompt_len=32, max_response_len=8, log_every=1, seed=0)
 PPO = dict(steps=2, batch_size=4, mini_batch_size=2, max_prompt_len=24, max_response_len=6, lr=1e-3, seed=3,
            regularizer="kl", beta=0.1)
+DPO = dict(batch_size=4, max_prompt_len=24, max_response_len=6, lr=1e-3, seed=0, split="all", eval_fraction=0.0,
+           regularizer="kl", beta=0.1, save_every=2, lr_scheduler="linear", gradient_accumulation_steps=2)
+
+
+class Killed(Exception):
+    """The stand-in of a killed run (raised on every process at the same step)."""
+
+
+_ORIGINAL = {}
+
+
+def _kill_at_step(at):
+    """Make PPOTrainer.step and DPOTrainer.step raise :class:`Killed` before step ``at`` (None: undo)."""
+    from prefmatch.llm.dpo import DPOTrainer
+    from prefmatch.llm.ppo import PPOTrainer
+
+    for cls in (PPOTrainer, DPOTrainer):
+        orig = _ORIGINAL.setdefault(cls, cls.step)
+        if at is None:
+            cls.step = orig
+            continue
+
+        def step(self, _orig=orig):
+            if self.step_count + 1 == at:
+                raise Killed
+            return _orig(self)
+
+        cls.step = step
 
 
 def shard_info(acc, model):
     from torch.distributed.tensor import DTensor
 
     params = list(acc.unwrap_model(model).parameters())
+    if any(hasattr(p, "ds_numel") for p in params):  # DeepSpeed ZeRO-3: each process holds a partition
+        return {"dtensor": False, "zero3": True, "local_elements": sum(p.ds_tensor.numel() for p in params),
+                "full_elements": sum(p.ds_numel for p in params)}
     return {"dtensor": any(isinstance(p, DTensor) for p in params),
             "local_elements": sum((p.to_local() if isinstance(p, DTensor) else p).numel() for p in params),
             "full_elements": sum(p.numel() for p in params)}
@@ -45,6 +76,43 @@ def main(data, base, out, stages="sft,rm,ppo"):
     if "rm_lora" in stages:  # LoRA adapters (peft) on the sharded model, saved merged and as an adapter
         train_reward_model(load_config(RMConfig, overrides=dict(model=base, data=data, out=str(out / "rm_lora"),
                                                                 lora=True, **RM)), quiet=True)
+    for stage in stages:  # resume: "ppo_full"/"dpo_full" (4 steps, checkpoints at 2 and 4), "*_part" (2 steps),
+        # "*_resume" (continue the part run from its step-2 checkpoint to step 4)
+        algo, _, kind = stage.partition("_")
+        if algo not in ("ppo", "dpo") or kind not in ("full", "part", "resume"):
+            continue
+        run_dir = out / f"{algo}_{'full' if kind == 'full' else 'part'}"
+        resume = str(run_dir) if kind == "resume" else None
+        steps = 4
+        if kind == "part":  # killed after its step-2 checkpoint: step 3 never starts
+            _kill_at_step(3)
+        if algo == "ppo":
+            from prefmatch.llm.ppo import train_ppo
+
+            cfg = load_config(PPOConfig, overrides=dict(
+                data=data, policy=str(out / "sft" / "model"), reward_model=str(out / "rm" / "model"),
+                out=str(run_dir), **{**PPO, "steps": steps}, save_every=2, lr_scheduler="cosine", warmup_steps=1))
+            try:
+                train_ppo(cfg, quiet=True, resume=resume)
+            except Killed:
+                pass
+        else:
+            from prefmatch.llm.dpo import DPOConfig, train_dpo
+
+            cfg = load_config(DPOConfig, overrides=dict(data=data, model=str(out / "sft" / "model"), out=str(run_dir),
+                                                        **DPO, steps=steps))
+            try:
+                train_dpo(cfg, quiet=True, resume=resume)
+            except Killed:
+                pass
+        _kill_at_step(None)
+    if "ppo_critic" in stages:  # the separate critic (critic: reward_model) sharded like the policy
+        cfg = load_config(PPOConfig, overrides=dict(data=data, policy=str(out / "sft" / "model"),
+                                                    reward_model=str(out / "rm" / "model"),
+                                                    out=str(out / "ppo_critic"), critic="reward_model", **PPO))
+        trainer = PPOTrainer(cfg, quiet=True)
+        report["ppo_critic_steps"] = [trainer.step() for _ in range(cfg.steps)]
+        trainer.save_final()
     if "ppo" in stages:
         cfg = load_config(PPOConfig, overrides=dict(data=data, policy=str(out / "sft" / "model"),
                                                     reward_model=str(out / "rm" / "model"), out=str(out / "ppo"), **PPO))
@@ -56,7 +124,8 @@ def main(data, base, out, stages="sft,rm,ppo"):
     from accelerate import PartialState
 
     rank = PartialState().process_index
-    (out / f"rank{rank}.json").write_text(json.dumps(report))
+    if report or not (out / f"rank{rank}.json").exists():  # a resume-only launch keeps the PPO report
+        (out / f"rank{rank}.json").write_text(json.dumps(report))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
 """Sharded training (FSDP2 through accelerate) on 2 CPU processes (gloo) against unsharded runs.
 
-Three launches of tests/llm/fsdp_worker.py: ``accelerate launch --config_file
-examples/accelerate/fsdp.yaml`` for SFT + reward model, the same for PPO (one stage per process,
-as the CLI runs them), and ``torchrun`` without the FSDP config (plain data parallel, DDP) for
-PPO.  SFT and the reward model are compared with single-process runs of the same config; PPO with
-the 2-process DDP run, because each process samples its own responses (a single process draws
-different ones), so only a 2-process run sees the same tokens.  About 1.5 minutes on 2 cores:
+Five launches of tests/llm/fsdp_worker.py: ``accelerate launch --config_file
+examples/accelerate/fsdp.yaml`` for SFT + reward model, the same for PPO with the shared value head
+and with the separate critic (``critic: reward_model``), ``torchrun`` without the FSDP config
+(plain data parallel, DDP) for both PPOs, and two FSDP launches for checkpoints: PPO and DPO run
+4 steps uninterrupted and 4 steps killed after the step-2 checkpoint, then a new launch resumes
+the killed runs.  SFT, the reward model and DPO (gradient accumulation on) are compared with
+single-process runs of the same config; PPO with the 2-process DDP run, because each process
+samples its own responses (a single process draws different ones), so only a 2-process run sees
+the same tokens; resumed runs with the uninterrupted ones.  About 3 minutes on 2 idle cores:
 ``make test-fsdp`` (marked slow and fsdp).
 
 Tolerances: reward model and PPO 1e-5 relative (the runs differ only in the order of float
@@ -66,18 +69,18 @@ def runs(tmp_path_factory, tiny):
     fsdp, ddp, single = root / "fsdp", root / "ddp", root / "single"
     launch = [accelerate, "launch", "--config_file", str(CONFIG), str(WORKER), data, base, str(fsdp)]
     _launch(launch + ["sft,rm,rm_lora"], root)
-    _launch(launch + ["ppo"], root)
+    _launch(launch + ["ppo,ppo_critic"], root)
     ddp.mkdir()
     for stage in ("sft", "rm"):  # the same SFT policy and reward model for both PPO runs
         shutil.copytree(fsdp / stage, ddp / stage)
-    _launch([torchrun, "--standalone", "--nproc_per_node", "2", str(WORKER), data, base, str(ddp), "ppo"], root)
+    _launch([torchrun, "--standalone", "--nproc_per_node", "2", str(WORKER), data, base, str(ddp), "ppo,ppo_critic"], root)
     train_sft(load_config(SFTConfig, overrides=dict(model=base, data=data, out=str(single / "sft"),
                                                     **fsdp_worker.SFT)), quiet=True)
     train_reward_model(load_config(RMConfig, overrides=dict(model=base, data=data, out=str(single / "rm"),
                                                             **fsdp_worker.RM)), quiet=True)
     train_reward_model(load_config(RMConfig, overrides=dict(model=base, data=data, out=str(single / "rm_lora"),
                                                             lora=True, **fsdp_worker.RM)), quiet=True)
-    return {"fsdp": fsdp, "ddp": ddp, "single": single, "base": base}
+    return {"fsdp": fsdp, "ddp": ddp, "single": single, "base": base, "data": data}
 
 
 def test_sft_and_reward_model_losses_equal_the_single_process_run(runs):
@@ -104,6 +107,22 @@ def test_ppo_is_sharded_and_its_losses_equal_the_unsharded_run(runs):
         for k in ("value_loss", "reward", "return", "entropy", "kl", "response_length"):
             assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6), (a["step"], k, a[k], b[k])
         assert a["policy_loss"] == pytest.approx(b["policy_loss"], abs=1e-6)
+
+
+def test_separate_critic_is_sharded_and_equals_the_unsharded_run(runs):
+    """critic: reward_model under FSDP2: the critic (a unit of its own) trains as under DDP."""
+    from prefmatch.llm.critic import CRITIC_DIR
+    from prefmatch.llm.models import load_reward_model
+
+    a = json.loads((runs["fsdp"] / "rank0.json").read_text())["ppo_critic_steps"]
+    b = json.loads((runs["ddp"] / "rank0.json").read_text())["ppo_critic_steps"]
+    for ra, rb in zip(a, b, strict=True):
+        for k in ("value_loss", "reward", "return", "kl"):
+            assert ra[k] == pytest.approx(rb[k], rel=1e-5, abs=1e-6), (ra["step"], k)
+    assert a[0]["value_loss"] > 0
+    ca = load_reward_model(runs["fsdp"] / "ppo_critic" / "model" / CRITIC_DIR).state_dict()
+    cb = load_reward_model(runs["ddp"] / "ppo_critic" / "model" / CRITIC_DIR).state_dict()
+    assert max(float((ca[k] - cb[k]).abs().max()) for k in cb) < 1e-5
 
 
 def test_sharded_runs_save_plain_hf_model_directories(runs):
@@ -146,3 +165,50 @@ def test_lora_reward_model_under_fsdp_saves_the_single_process_weights(runs):
         assert torch.allclose(pa, pb, rtol=1e-4, atol=1e-6), name
         moved |= not torch.equal(pa, p0) and "score" not in name
     assert moved, "LoRA training left every backbone weight unchanged"
+
+
+@pytest.fixture(scope="module")
+def resumed(runs):
+    """PPO and DPO under FSDP2 on 2 processes: 4 steps uninterrupted, and 4 steps killed after the
+    step-2 checkpoint then resumed by a new launch (schedules and, for DPO, accumulation on)."""
+    accelerate = _bin("accelerate")
+    fsdp = runs["fsdp"]
+    launch = [accelerate, "launch", "--config_file", str(CONFIG), str(WORKER), runs["data"], runs["base"], str(fsdp)]
+    _launch(launch + ["ppo_full,ppo_part,dpo_full,dpo_part"], fsdp)
+    _launch(launch + ["ppo_resume,dpo_resume"], fsdp)
+    return fsdp
+
+
+@pytest.mark.parametrize("algo", ["ppo", "dpo"])
+def test_sharded_checkpoint_resume_gives_the_uninterrupted_run(resumed, algo):
+    from safetensors.torch import load_file
+
+    full, part = resumed / f"{algo}_full", resumed / f"{algo}_part"
+    ckpt = part / "checkpoints" / "checkpoint-000002"
+    assert sorted(p.name for p in (ckpt / "sharded").glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
+    assert not (part / "checkpoints" / "checkpoint-000003").exists()  # the kill came before step 3
+    a, b = _steps(full / "metrics.jsonl"), _steps(part / "metrics.jsonl")
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2, 3, 4]
+    keys = ("loss", "lr", "margin") if algo == "dpo" else ("policy_loss", "value_loss", "reward", "kl", "lr")
+    for ra, rb in zip(a, b):
+        for k in keys:
+            assert ra[k] == pytest.approx(rb[k], rel=1e-6, abs=1e-9), (algo, ra["step"], k)
+    assert a[1]["lr"] != a[3]["lr"]  # the schedule moved
+    if algo == "dpo":  # pairs split evenly: the sharded, accumulated run is the single-process run
+        from prefmatch.llm.config import load_config, read_yaml
+        from prefmatch.llm.dpo import DPOConfig, train_dpo
+
+        saved = read_yaml(full / "config.yaml")
+        one = resumed / "dpo_single"
+        train_dpo(load_config(DPOConfig, overrides={**saved, "out": str(one), "save_every": 0}), quiet=True)
+        for ra, rb in zip(a, _steps(one / "metrics.jsonl"), strict=True):
+            assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-5), ra["step"]
+    wa, wb = load_file(str(full / "model" / "model.safetensors")), load_file(str(part / "model" / "model.safetensors"))
+    base = load_file(str(Path(runs_sft(resumed)) / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 1e-6
+    assert max(float((wa[k] - base[k]).abs().max()) for k in wa) > 1e-4  # trained
+
+
+def runs_sft(fsdp):
+    return fsdp / "sft" / "model"

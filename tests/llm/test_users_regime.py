@@ -112,3 +112,18 @@ def test_dpo_refuses_a_response_without_eos_that_is_a_prefix_of_another():
     DPOTrainer.from_modules(cfg, policy=policy, reference=ref, pairs=ok, eos_token_id=2)
     # the same prefix under another prompt is another distribution: accepted
     DPOTrainer.from_modules(cfg, policy=policy, reference=ref, pairs=[([0], [1], [0]), ([1], [1, 0], [0, 0])])
+
+
+def test_ppo_gradient_accumulation_gives_the_minibatch_update():
+    """Micro-batches over one constant normalizer add up to the minibatch's gradient: the same
+    weights after a step with 1 and with 4 micro-batches per minibatch."""
+    weights = []
+    for k in (1, 4):
+        trainer, _ = _tabular_trainer(steps=1, batch_size=16, mini_batch_size=8, gradient_accumulation_steps=k,
+                                      regularizer="fdiv", regularizer_params={"f": "chi2"}, max_grad_norm=0.0)
+        trainer.step()
+        weights.append(trainer.policy.lm.W.detach().clone())
+    assert torch.allclose(weights[0], weights[1], atol=1e-10, rtol=0)
+    assert not torch.allclose(weights[0], _tabular_trainer()[0].policy.lm.W)  # the step moved the weights
+    with pytest.raises(ConfigError, match="gradient_accumulation_steps: must be at most mini_batch_size = 2"):
+        _tabular_trainer(mini_batch_size=2, gradient_accumulation_steps=3)

@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# llama-3.2-1b: the four stages of examples/run_stages.sh with this folder's configs.
+# Usage: MODEL=/path/to/local/model DATA=/path/to/tldr.jsonl bash examples/llama-3.2-1b/run.sh
+# 8 GPUs: LAUNCH="accelerate launch --config_file examples/accelerate/deepspeed_zero2.yaml -m" MODEL=... bash ...
+exec bash "$(dirname "$0")/../run_stages.sh" "$(dirname "$0")"
