@@ -611,7 +611,7 @@ def test_sigterm_during_an_overwrite_brings_the_old_run_back(tmp_path, tiny, cap
         time.sleep(0.2)
     assert not (run / "model" / "weights").exists()  # the old run is aside while the new one runs
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 130
+    assert proc.wait(timeout=240) == 130
     assert "interrupted" in proc.stderr.read().decode()
     assert _snapshot(run) == before
     assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "metrics.jsonl", "model"]
