@@ -95,6 +95,8 @@ def _add_config_options(parser: argparse.ArgumentParser, cls) -> None:
         helptext = helptext.replace("%", "%%")  # argparse %-formats help strings
         group.add_argument(*names, dest=f"cfg__{f.name}", default=argparse.SUPPRESS, metavar="V", help=helptext,
                            **extra)
+    for old in getattr(cls, "ALIASES", {}):  # an old spelling: hidden, renamed with a note by the config loader
+        group.add_argument(f"--{old.replace('_', '-')}", dest=f"cfg__{old}", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 def _overrides(args) -> dict:

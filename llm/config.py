@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import types
 import typing
 from pathlib import Path
@@ -151,6 +152,10 @@ def coerce(name: str, value: Any, tp: Any) -> Any:
 def from_dict(cls, data: dict[str, Any], source: str = "config"):
     """Build ``cls`` from a mapping; unknown keys and bad values raise :class:`ConfigError`."""
     types_ = _field_types(cls)
+    for old, new in getattr(cls, "ALIASES", {}).items():  # old spellings: accepted, with a one-line note
+        if old in data:
+            print(f"prefmatch: note: {old} is the old name of {new}; use {new}", file=sys.stderr)
+            data = {**{k: v for k, v in data.items() if k != old}, new: data[old]}
     unknown = sorted(set(data) - set(types_))
     if unknown:
         raise ConfigError(

@@ -1,7 +1,7 @@
 """``make demo``: the main job on built-in defaults, through the real command line.
 
 1. ``prefmatch verify --json``            every check of both papers  → OUT/verify.json
-2. ``prefmatch bandit figures OUT/figures`` the tabular experiments' figures
+2. ``prefmatch bandit figures --out OUT/figures`` the tabular experiments' figures
 3. ``prefmatch opinion --quick --json``   the opinion benchmark (tiny LMs trained on CPU)
                                           → OUT/opinion/ (table, figures), OUT/opinion.json
 
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     ok &= code == 0
 
     print("== 2/3 prefmatch bandit figures", flush=True)
-    code, text, dt = _run(["bandit", "figures", str(out / "figures")])
+    code, text, dt = _run(["bandit", "figures", "--out", str(out / "figures")])
     print(text, end="")
     n_fig = len(list((out / "figures").glob("*.png")))
     summary.append(f"tabular: {n_fig} figures ({dt:.0f} s) -> {out / 'figures'}")

@@ -2,13 +2,14 @@
 
     prefmatch bandit list
     prefmatch bandit run NAME [--json] [--plot FILE] [--seed S] [--quick] [--trials T]
-    prefmatch bandit figures OUTDIR
+    prefmatch bandit figures --out OUTDIR
 
 ``run --json`` prints {"experiment", "params", "series", "checks"}; the exit code is 1 when a
 check fails.  Progress bars (tqdm) appear on a terminal and never with ``--json``.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -42,7 +43,8 @@ def register(sub) -> None:
     run.set_defaults(func=cmd_run)
 
     fig = actions.add_parser("figures", help="run every experiment quickly and write OUTDIR/NAME.png")
-    fig.add_argument("outdir", help="output folder (created if missing)")
+    fig.add_argument("--out", metavar="DIR", help="output folder (created if missing)")
+    fig.add_argument("outdir", nargs="?", help=argparse.SUPPRESS)  # the old spelling: a positional folder
     fig.add_argument("--json", action="store_true", help="print the written paths as a JSON list")
     fig.set_defaults(func=cmd_figures)
 
@@ -94,12 +96,14 @@ def cmd_run(args) -> int:
             raise _error(f"--trials applies to sample-complexity and bt-mle only, not {args.name!r}")
         sizes["trials"] = _int(args.trials, "--trials", TRIALS)
     if args.plot:
-        folder = os.path.dirname(os.path.abspath(args.plot))
-        if not os.path.isdir(folder):
-            raise _error(f"--plot: folder {folder!r} does not exist")
         ext = os.path.splitext(args.plot)[1].lower()
         if ext not in (".png", ".pdf", ".svg"):
             raise _error(f"--plot FILE must end in .png, .pdf or .svg, got {args.plot!r}")
+        folder = os.path.dirname(os.path.abspath(args.plot))
+        try:  # created if missing, like every other output folder
+            os.makedirs(folder, exist_ok=True)
+        except OSError as err:
+            raise _error(f"--plot: cannot create folder {folder!r} ({err.strerror})") from None
     progress = (not args.json) and sys.stderr.isatty()
     import warnings
 
@@ -136,10 +140,19 @@ def _print_human(result: dict, plot_path) -> None:
 def cmd_figures(args) -> int:
     import warnings
 
+    if args.outdir is not None:
+        if args.out is not None:
+            raise _error(f"--out: give the folder once (--out {args.out!r} and the positional {args.outdir!r})")
+        print(f"prefmatch: note: `bandit figures {args.outdir}` is the old spelling; use --out {args.outdir}",
+              file=sys.stderr)
+        args.out = args.outdir
+    if not args.out:
+        raise _error("--out: required (the folder to write the figures into)")
+    args.outdir = args.out
     try:
         os.makedirs(args.outdir, exist_ok=True)
     except OSError as err:
-        raise _error(f"outdir: cannot create {args.outdir!r} ({err.strerror})") from None
+        raise _error(f"--out: cannot create {args.outdir!r} ({err.strerror})") from None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         paths = [str(p) for p in make_all_figures(args.outdir)]

@@ -258,9 +258,9 @@ OUTPUT_PATH_CASES = [
     Case("output-paths", "train --out ''", ["train", "sft", "--data", "d", "--model", "m", "--out", ""], "out: an empty path"),
     Case("output-paths", "model init --out /proc/...", ["model", "init", "--out", "/proc/prefmatch-test"], "out: cannot write"),
     Case("output-paths", "model init --out under /dev/null", ["model", "init", "--out", "/dev/null/x"], "out: .* which is a file"),
-    Case("output-paths", "bandit --plot into a missing folder", ["bandit", "run", "bias", "--plot", "/nonexistent/f.png"],
-         "--plot: folder"),
-    Case("output-paths", "bandit figures into /proc", ["bandit", "figures", "/proc/prefmatch-figs"], "outdir: cannot create"),
+    Case("output-paths", "bandit --plot into a folder that cannot be made", ["bandit", "run", "bias", "--plot",
+         "/proc/prefmatch-figs/f.png"], "--plot: cannot create folder"),
+    Case("output-paths", "bandit figures into /proc", ["bandit", "figures", "--out", "/proc/prefmatch-figs"], "--out: cannot create"),
 ]
 
 
