@@ -199,6 +199,15 @@ def _run_eval(args) -> int:
 
 
 @_guard
+def _run_export(args) -> int:
+    from prefmatch.llm.export import export_model
+
+    res = export_model(args.run, args.out, overwrite=args.overwrite)
+    _emit(args, res, f"prefmatch export: done; load it with {res['class']}.from_pretrained({res['out']!r})")
+    return 0
+
+
+@_guard
 def _run_data_synth(args) -> int:
     from prefmatch.llm.data import synthetic_preferences, write_jsonl
 
@@ -295,4 +304,17 @@ def register(subparsers) -> None:
     ev.add_argument("--json", action="store_true", help="print JSON (with instance PM divergences)")
     ev._option_string_actions["--reward"] = ev._option_string_actions["--reward-model"]  # the old spelling
     ev.set_defaults(func=_run_eval)
+
+    # --- export
+    ex = subparsers.add_parser("export", help="a run's model as a plain Hugging Face directory (from_pretrained)",
+                               description="Copy the model of a `prefmatch train` run (RUN/model) to --out as a "
+                               "folder that the standard classes load with from_pretrained(DIR): "
+                               "AutoModelForCausalLM for sft, ppo and dpo runs, AutoModelForSequenceClassification "
+                               "for a reward model, whose normalization (normalize: true) is folded into its weights "
+                               "so that the standard class gives the normalized score.")
+    ex.add_argument("run", metavar="RUN", help="a `prefmatch train` run directory (or its model folder)")
+    ex.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    ex.add_argument("--overwrite", action="store_true", help="replace what is in --out")
+    ex.add_argument("--json", action="store_true", help="print the result as JSON")
+    ex.set_defaults(func=_run_export)
     # the opinion benchmark registers its own command (prefmatch.llm.opinion_cli)
