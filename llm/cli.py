@@ -193,7 +193,7 @@ def _run_eval(args) -> int:
     print(f"{'metric':<16}{'value':>12}  unit")
     for k in METRIC_NAMES:
         print(f"{k:<16}{res[k]:>12.4f}  {METRIC_UNITS[k]}")
-    print(f"{'prompts':<16}{res['n_prompts']:>12d}  held-out split {args.split!r} of {opts['data']}, "
+    print(f"{'prompts':<16}{res['n_prompts']:>12d}  split {args.split!r} of {opts['data']}, "
           f"{opts['max_new_tokens']} new tokens")
     return 0
 
@@ -293,9 +293,10 @@ def register(subparsers) -> None:
                     "reference, else its initial policy)")
     ev.add_argument("--data", metavar="FILE", help="prompts: jsonl with 'prompt' or a datasets dir (default: the "
                     "run's data, with its seeded split)")
-    ev.add_argument("--split", default="rm", choices=("all", "sft", "rm", "rl"),
-                    help="part of the seeded SFT/RM/RL split (default rm: prompts the policy never trained on; "
-                    "SFT trains on sft, PPO on rl)")
+    ev.add_argument("--split", default="heldout", choices=("heldout", "all", "sft", "rm", "rl"),
+                    help="prompts to evaluate on (default heldout: the reward model's held-out pairs, which no stage "
+                    "trains on; DPO with the same seed and eval_fraction holds out the same pairs), or a part of the "
+                    "seeded SFT/RM/RL split (SFT trains on sft, the reward model and DPO on rm, PPO on rl)")
     ev.add_argument("--n-prompts", type=int, default=64, help="number of prompts evaluated")
     ev.add_argument("--max-new-tokens", type=int, default=None,
                     help="generation length (default: the run's max_response_len, else 64)")

@@ -78,3 +78,29 @@ def test_exported_policy_loads_with_automodel_and_refuses_a_second_write(tiny, t
     assert main(["export", str(run), "--out", str(tmp_path / "hf"), "--overwrite"]) == 0
     assert main(["export", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
     assert "RUN: no model in" in capsys.readouterr().err
+
+
+def test_eval_default_split_is_the_reward_models_held_out_pairs(tiny, capsys):
+    """`eval`'s default prompts lie in no stage's training data: inside the RM part, outside the SFT
+    and RL parts, and they are the reward model's held-out pairs (its reported accuracy recomputed
+    on them)."""
+    from prefmatch.cli import build_parser
+    from prefmatch.llm.data import load_records, split_records
+    from prefmatch.llm.metrics import eval_records
+    from prefmatch.llm.models import load_reward_model
+    from prefmatch.llm.reward_model import pairwise_accuracy, score_pairs
+    from prefmatch.llm.tokenizer import load_tokenizer
+
+    assert build_parser().parse_args(["eval", "--policy", "p"]).split == "heldout"
+    keys = ("prompt", "chosen", "rejected")
+    recs = eval_records(tiny["data"], "heldout", tiny["rm"], keys=keys)
+    parts = split_records(load_records(tiny["data"], keys=keys))
+    key = [json.dumps(r, sort_keys=True) for r in recs]
+    inside = {p: {json.dumps(r, sort_keys=True) for r in v} for p, v in parts.items()}
+    assert recs and set(key) <= inside["rm"] and not set(key) & (inside["sft"] | inside["rl"])
+    metrics = [json.loads(line) for line in (tiny["root"] / "rm" / "metrics.jsonl").read_text().splitlines()]
+    final = next(m for m in metrics if m.get("final"))
+    assert len(recs) == final["eval_pairs"] < len(parts["rm"])
+    rm, tok = load_reward_model(tiny["rm"]), load_tokenizer(tiny["rm"])
+    rc, rr = score_pairs(rm, tok, recs, TINY["max_prompt_len"], TINY["max_response_len"])
+    assert pairwise_accuracy(rc, rr) == pytest.approx(final["eval_accuracy"])

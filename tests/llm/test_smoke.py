@@ -39,7 +39,7 @@ def test_smoke_pipeline_cli(tmp_path, tiny, capsys):
         assert PPO_KEYS <= set(rec)
         assert all(math.isfinite(rec[k]) for k in PPO_KEYS)
     ev = run_json(capsys, ["eval", "--policy", ppo["out"], "--reward", rm["out"], "--ref", sft["out"],
-                           "--data", data, "--n-prompts", "6", "--max-new-tokens", "6", "--json"])
+                           "--data", data, "--split", "rm", "--n-prompts", "6", "--max-new-tokens", "6", "--json"])
     for k in ("pm_divergence", "perplexity", "entropy", "length", "kl"):
         assert math.isfinite(ev[k]), k
     assert ev["pm_divergence"] >= 0 and ev["perplexity"] >= 1 and 1 <= ev["length"] <= 6
