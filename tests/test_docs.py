@@ -206,6 +206,9 @@ def test_readme_llm_block_runs_top_to_bottom(tmp_path, monkeypatch, capsys):
         assert code == 0, (argv, err)
     assert (tmp_path / "runs" / "ppo" / "model" / "config.json").is_file()
     assert (tmp_path / "runs" / "dpo" / "model" / "config.json").is_file()
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf" / "ppo"))  # the exported run loads as HF's own
 
 
 def test_benchmark_tables_are_written_from_the_kept_runs(tmp_path):
