@@ -53,9 +53,10 @@ test-dpo-battery: install
 test-wheel: install
 	$(VENV)/bin/pytest -q -m "slow" tests/test_wheel.py
 
-# the README's LLM block, line by line as written, in a fresh directory (a few minutes)
+# the README's Examples, line by line as written, in a fresh directory: the first block (verify,
+# solve, bandit) and the LLM block (a few minutes)
 test-readme: install
-	$(VENV)/bin/pytest -q -m "slow" tests/test_docs.py -k readme_llm_block
+	$(VENV)/bin/pytest -q -m "slow" tests/test_docs.py -k "readme_llm_block or readme_first_block"
 
 test-all: install
 	$(VENV)/bin/pytest -q
