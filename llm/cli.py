@@ -126,8 +126,27 @@ def _run_train(args) -> int:
         cfg = _stage_config(stage, args)
         claim_run_dir(cfg.out, overwrite=args.overwrite)
     result = fn(cfg, **kwargs)
+    trend = reward_trend(Path(cfg.out) / "metrics.jsonl")
+    if trend:
+        result["reward_trend"] = trend
     _emit(args, result, f"prefmatch train {stage}: done")
     return 0
+
+
+def reward_trend(metrics_file: Path) -> dict:
+    """The mean batch reward of a run's first and last quarter of steps (one batch's reward is
+    noisy; the trend is what shows that the policy learns): ``{"steps 1-5": r, "steps 16-20": r}``,
+    ``{}`` when the run logged no reward or fewer than 4 steps."""
+    if not metrics_file.is_file():
+        return {}
+    rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if isinstance(r.get("reward"), (int, float)) and "step" in r and not r.get("final")]
+    if len(rows) < 4:
+        return {}
+    k = len(rows) // 4
+    first, last = rows[:k], rows[-k:]
+    span = lambda rs: f"steps {rs[0]['step']}-{rs[-1]['step']}" if len(rs) > 1 else f"step {rs[0]['step']}"  # noqa: E731
+    return {span(first): sum(r["reward"] for r in first) / k, span(last): sum(r["reward"] for r in last) / k}
 
 
 def _check_args(args, ranges: dict) -> None:
