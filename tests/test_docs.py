@@ -209,6 +209,10 @@ def test_readme_llm_block_runs_top_to_bottom(tmp_path, monkeypatch, capsys):
     from transformers import AutoModelForCausalLM
 
     AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf" / "ppo"))  # the exported run loads as HF's own
+    from prefmatch.llm.cli import reward_trend
+
+    first, last = reward_trend(tmp_path / "runs" / "ppo" / "metrics.jsonl").values()
+    assert last > first + 0.5, f"the README's PPO example does not visibly learn: {first:.2f} -> {last:.2f}"
 
 
 def test_benchmark_tables_are_written_from_the_kept_runs(tmp_path):

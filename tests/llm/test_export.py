@@ -104,3 +104,20 @@ def test_eval_default_split_is_the_reward_models_held_out_pairs(tiny, capsys):
     rm, tok = load_reward_model(tiny["rm"]), load_tokenizer(tiny["rm"])
     rc, rr = score_pairs(rm, tok, recs, TINY["max_prompt_len"], TINY["max_response_len"])
     assert pairwise_accuracy(rc, rr) == pytest.approx(final["eval_accuracy"])
+
+
+def test_dpo_example_accuracy_below_chance_is_the_answers_length(tiny):
+    """The README's explanation of its DPO numbers, measured: the chosen answers are longer, so the
+    summed log π(y|x) (pm's implicit reward) ranks most pairs the wrong way at the SFT model, while
+    the per-token log-probability ranks them the right way."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "dpo_length.py"
+    spec = importlib.util.spec_from_file_location("dpo_length", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rep = mod.length_report(tiny["sft"], tiny["data"], "rm", **TINY)
+    assert rep["tokens_chosen"] > 1.5 * rep["tokens_rejected"]
+    assert rep["accuracy_sum_logp"] < 0.5 and rep["margin_sum_logp"] < 0
+    assert rep["accuracy_per_token_logp"] > 0.5
