@@ -295,7 +295,7 @@ _BLOCKS = r"""
     boxMath: boxes.reduce((n, b) => n + b.querySelectorAll('span.math').length, 0),
     boxTypeset: boxes.reduce((n, b) => n + b.querySelectorAll('mjx-container').length, 0),
     boxErrors: boxes.reduce((n, b) => n + b.querySelectorAll('mjx-merror').length, 0),
-    boxRaw: boxes.map(b => b.innerText).filter(t => /\\\(|\\\[|[A-Za-z\u0370-\u03ff]_\{/.test(t)).map(t => t.slice(0, 80)),
+    boxRaw: boxes.map(b => [...b.querySelectorAll('p:not(.pm-check-head)')].map(p => p.innerText).join(' ')).filter(t => /\\\(|\\\[|[A-Za-z\u0370-\u03ff]_\{/.test(t)).map(t => t.slice(0, 80)),
   };
 })()
 """

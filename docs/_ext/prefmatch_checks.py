@@ -182,13 +182,17 @@ _TEX = {"π": r"\pi", "β": r"\beta", "α": r"\alpha", "λ": r"\lambda", "ψ": r
         "≈": r"\approx", "×": r"\times", "∈": r"\in", "⁻¹": "^{-1}", "≠": r"\ne", "∑": r"\sum",
         "∂": r"\partial", "√": r"\sqrt", "ℓ": r"\ell", "²": "^{2}", "∘": r"\circ", "…": r"\ldots",
         "%": r"\%", "#": r"\#", "&": r"\&", "$": r"\$"}
-_FUNCS = re.compile(r"(?<![A-Za-z\\_])(log|exp|softmax|max|min|argmax|KL|sup|inf)(?![A-Za-z])")
+_FUNCS = re.compile(r"(?<![A-Za-z\\_])(logsumexp|log|exp|softmax|max|min|argmax|argmin|KL|sup|inf|lse)(?![A-Za-z])")
 #: a token is a formula when it has a superscript, or a subscript on a one-character symbol
 #: (π_ref, E_{x}, β_i), not an identifier with underscores (reward_clip)
 _MATHY = re.compile(r"\^|(?:^|[^A-Za-z0-9_])[A-Za-z0-9\u0370-\u03ff](?:_[{A-Za-z0-9\u0370-\u03ff])|[)}]_"
-                    r"|[\u0370-\u03ff∝‖≤≥≠²⁻∑∂]|^[−-](log|exp)$|^[A-Z]\d?'+$|^[A-Z]\d(/|$)")
+                    r"|[\u0370-\u03ff∝‖≤≥≠²⁻∑∂]|^[−-](log|exp)$|^[A-Z]\d?'+$|^[A-Z]\d(/|$)"
+                    r"|\b(min|max|sup|inf|argmax|argmin|lse)_")
 
 
+#: a formula joined across spaces stays short: MathJax does not break inline math, so a long one would
+#: stick out of a check box at 1280 px (the browser test checks every box)
+_JOIN_MAX = 28
 _OPS = {"+", "-", "−", "=", "∝", "≤", "≥", "·", "×", "/", "<", ">", "≈", "≠"}
 
 
@@ -201,6 +205,7 @@ def statement_tex(token: str) -> str:
     """One formula of a statement in TeX: multi-letter subscripts upright, symbols as macros."""
     tex = re.sub(r"(.)\u0302", r"\\hat{\1}", token)  # π̂ (combining hat), π̄ (combining bar)
     tex = re.sub(r"(.)\u0304", r"\\bar{\1}", tex)
+    tex = re.sub(r"_(\\(?:hat|bar)\{.\})", r"_{\1}", tex)  # E_P̄: a braced subscript
     tex = _FUNCS.sub(lambda m: r"\operatorname{" + m.group(1) + "}", tex)
     tex = re.sub(r"_([A-Za-z0-9]+)", _sub, tex)
     tex = re.sub(r"\^([A-Za-z0-9]{2,})", lambda m: r"^{\mathrm{" + m.group(1) + "}}", tex)
@@ -217,7 +222,8 @@ def statement_nodes(text: str) -> list:
     i = 0
     while i < len(tokens):
         j = i
-        while j + 2 < len(tokens) and _MATHY.search(tokens[j]) and tokens[j][-1:] not in ",.;:":
+        while (j + 2 < len(tokens) and _MATHY.search(tokens[j]) and tokens[j][-1:] not in ",.;:"
+               and len("".join(tokens[i:j + 5])) <= _JOIN_MAX):
             if _MATHY.search(tokens[j + 2]):  # two formulas side by side: one (−log π)
                 j += 2
             elif j + 4 < len(tokens) and tokens[j + 2] in _OPS and _MATHY.search(tokens[j + 4]):
