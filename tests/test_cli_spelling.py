@@ -38,7 +38,7 @@ def test_every_leaf_command_spells_out_and_steps_one_way():
         bad += [f"{name}: {o}" for o in sorted(opts & (OTHER_OUT | OTHER_STEPS))]
         # a positional that names an output folder or file (the old `bandit figures DIR`)
         bad += [f"{name}: positional {a.dest}" for a in visible(p) if not a.option_strings
-                and any(w in f"{a.dest} {a.help or ''}".lower() for w in ("out", "folder", "directory"))]
+                and ("out" in a.dest or any(w in (a.help or "").lower() for w in ("output", "write")))]
         # a command that writes (it can refuse to replace what is there) takes --out
         if "--overwrite" in opts and "--out" not in opts:
             bad.append(f"{name}: writes (has --overwrite) but has no --out")
