@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import site
 import subprocess
 import sys
@@ -34,8 +35,13 @@ def _run(cmd, cwd, env=None, stdin=None, timeout=600):
 
 @pytest.mark.slow
 def test_wheel_installs_and_runs_outside_the_repository(tmp_path):
+    # built from a copy of the sources: no build/ or egg-info left by an earlier build can enter the wheel
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "build", "dist", "_build", "_generated", ".cache", "out", "*.egg-info", "__pycache__",
+        ".pytest_cache", ".hypothesis"))
     dist = tmp_path / "dist"
-    build = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-v", "-w", dist, ROOT], cwd=tmp_path)
+    build = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-v", "-w", dist, src], cwd=tmp_path)
     log = build.stdout + build.stderr
     assert not BUILD_WARNINGS.findall(log), "the build warns:\n" + "\n".join(
         line for line in log.splitlines() if BUILD_WARNINGS.search(line))
