@@ -95,7 +95,7 @@ def supervised_row(stage: str, setup: dict, a, peak: Peak) -> dict:
     from prefmatch.llm.reward_model import RMConfig, train_reward_model
     from prefmatch.llm.sft import SFTConfig, train_sft
 
-    common = dict(data=setup["data"], split="all", batch_size=a.batch, max_steps=a.steps, lr=1e-5,
+    common = dict(data=setup["data"], split="all", batch_size=a.batch, steps=a.steps, lr=1e-5,
                   max_prompt_len=a.prompt_len, max_response_len=a.gen_len, seed=a.seed, cpu=a.cpu,
                   lr_scheduler="cosine")
     peak.start()

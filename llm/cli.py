@@ -95,6 +95,8 @@ def _add_config_options(parser: argparse.ArgumentParser, cls) -> None:
         helptext = helptext.replace("%", "%%")  # argparse %-formats help strings
         group.add_argument(*names, dest=f"cfg__{f.name}", default=argparse.SUPPRESS, metavar="V", help=helptext,
                            **extra)
+    for old in getattr(cls, "ALIASES", {}):  # an old spelling: hidden, renamed with a note by the config loader
+        group.add_argument(f"--{old.replace('_', '-')}", dest=f"cfg__{old}", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 def _overrides(args) -> dict:
@@ -135,6 +137,9 @@ def _run_train(args) -> int:
     check_train_inputs(stage, cfg, resume=bool(resume))
     with run_session(cfg.out, resume=bool(resume), overwrite=args.overwrite):
         result = fn(cfg, **kwargs)
+    trend = reward_trend(Path(cfg.out) / "metrics.jsonl")
+    if trend:
+        result["reward_trend"] = trend
     _emit(args, result, f"prefmatch train {stage}: done")
     return 0
 
@@ -148,6 +153,22 @@ def _check_stage_key(data: dict, stage: str, source) -> None:
     if value != stage:
         raise ConfigError(f"stage: {source or 'the config'} is for stage {value!r}, not {stage!r} (allowed here: "
                           f"{stage}; the stages: {', '.join(STAGES)})")
+
+
+def reward_trend(metrics_file: Path) -> dict:
+    """The mean batch reward of a run's first and last quarter of steps (one batch's reward is
+    noisy; the trend is what shows that the policy learns): ``{"steps 1-5": r, "steps 16-20": r}``,
+    ``{}`` when the run logged no reward or fewer than 4 steps."""
+    if not metrics_file.is_file():
+        return {}
+    rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if isinstance(r.get("reward"), (int, float)) and "step" in r and not r.get("final")]
+    if len(rows) < 4:
+        return {}
+    k = len(rows) // 4
+    first, last = rows[:k], rows[-k:]
+    span = lambda rs: f"steps {rs[0]['step']}-{rs[-1]['step']}" if len(rs) > 1 else f"step {rs[0]['step']}"  # noqa: E731
+    return {span(first): sum(r["reward"] for r in first) / k, span(last): sum(r["reward"] for r in last) / k}
 
 
 def _check_args(args, ranges: dict) -> None:
@@ -224,8 +245,17 @@ def _run_eval(args) -> int:
     print(f"{'metric':<16}{'value':>12}  unit")
     for k in METRIC_NAMES:
         print(f"{k:<16}{res[k]:>12.4f}  {METRIC_UNITS[k]}")
-    print(f"{'prompts':<16}{res['n_prompts']:>12d}  held-out split {args.split!r} of {opts['data']}, "
+    print(f"{'prompts':<16}{res['n_prompts']:>12d}  split {args.split!r} of {opts['data']}, "
           f"{opts['max_new_tokens']} new tokens")
+    return 0
+
+
+@_guard
+def _run_export(args) -> int:
+    from prefmatch.llm.export import export_model
+
+    res = export_model(args.run, args.out, overwrite=args.overwrite)
+    _emit(args, res, f"prefmatch export: done; load it with {res['class']}.from_pretrained({res['out']!r})")
     return 0
 
 
@@ -319,9 +349,10 @@ def register(subparsers) -> None:
                     "reference, else its initial policy)")
     ev.add_argument("--data", metavar="FILE", help="prompts: jsonl with 'prompt' or a datasets dir (default: the "
                     "run's data, with its seeded split)")
-    ev.add_argument("--split", default="rm", choices=("all", "sft", "rm", "rl"),
-                    help="part of the seeded SFT/RM/RL split (default rm: prompts the policy never trained on; "
-                    "SFT trains on sft, PPO on rl)")
+    ev.add_argument("--split", default="heldout", choices=("heldout", "all", "sft", "rm", "rl"),
+                    help="prompts to evaluate on (default heldout: the reward model's held-out pairs, which no stage "
+                    "trains on; DPO with the same seed and eval_fraction holds out the same pairs), or a part of the "
+                    "seeded SFT/RM/RL split (SFT trains on sft, the reward model and DPO on rm, PPO on rl)")
     ev.add_argument("--n-prompts", type=int, default=64, help="number of prompts evaluated")
     ev.add_argument("--max-new-tokens", type=int, default=None,
                     help="generation length (default: the run's max_response_len, else 64)")
@@ -330,4 +361,17 @@ def register(subparsers) -> None:
     ev.add_argument("--json", action="store_true", help="print JSON (with instance PM divergences)")
     ev._option_string_actions["--reward"] = ev._option_string_actions["--reward-model"]  # the old spelling
     ev.set_defaults(func=_run_eval)
+
+    # --- export
+    ex = subparsers.add_parser("export", help="a run's model as a plain Hugging Face directory (from_pretrained)",
+                               description="Copy the model of a `prefmatch train` run (RUN/model) to --out as a "
+                               "folder that the standard classes load with from_pretrained(DIR): "
+                               "AutoModelForCausalLM for sft, ppo and dpo runs, AutoModelForSequenceClassification "
+                               "for a reward model, whose normalization (normalize: true) is folded into its weights "
+                               "so that the standard class gives the normalized score.")
+    ex.add_argument("run", metavar="RUN", help="a `prefmatch train` run directory (or its model folder)")
+    ex.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    ex.add_argument("--overwrite", action="store_true", help="replace what is in --out")
+    ex.add_argument("--json", action="store_true", help="print the result as JSON")
+    ex.set_defaults(func=_run_export)
     # the opinion benchmark registers its own command (prefmatch.llm.opinion_cli)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import types
 import typing
 from pathlib import Path
@@ -163,6 +164,10 @@ def from_dict(cls, data: dict[str, Any], source: str = "config"):
     """Build ``cls`` from a mapping; unknown keys (with the nearest valid one) and bad values raise
     :class:`ConfigError`."""
     types_ = _field_types(cls)
+    for old, new in getattr(cls, "ALIASES", {}).items():  # old spellings: accepted, with a one-line note
+        if old in data:
+            print(f"prefmatch: note: {old} is the old name of {new}; use {new}", file=sys.stderr)
+            data = {**{k: v for k, v in data.items() if k != old}, new: data[old]}
     unknown = sorted((k for k in data if k not in types_), key=str)
     if unknown:
         k = unknown[0]

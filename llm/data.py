@@ -201,6 +201,16 @@ def split_records(records: Sequence[dict], fractions: Sequence[float] = (0.2, 0.
     return {k: [records[i] for i in v] for k, v in parts.items()}
 
 
+def held_out(records: Sequence[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """(training, held-out) records of a stage that holds out ``fraction`` of its part for evaluation:
+    a ``seed``-shuffled order whose first round(fraction·n) records are held out (the reward model's
+    and DPO's rule; ``eval --split heldout`` evaluates on the reward model's held-out prompts)."""
+    order = list(range(len(records)))
+    random.Random(seed).shuffle(order)
+    n_eval = int(round(fraction * len(records)))
+    return [records[i] for i in order[n_eval:]], [records[i] for i in order[:n_eval]]
+
+
 def load_split(path, split: str = "all", fractions: Sequence[float] = (0.2, 0.4, 0.4), seed: int = 0,
                keys: Sequence[str] = PREFERENCE_KEYS, tokenizer=None) -> list[dict]:
     """Records of one part (``all``, ``sft``, ``rm``, ``rl``); an empty part is an error."""

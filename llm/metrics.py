@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from prefmatch.llm.data import encode_prompt, encode_response, load_split, pad_batch
+from prefmatch.llm.data import encode_prompt, encode_response, held_out, load_split, pad_batch
 from prefmatch.llm.models import load_causal_lm, load_reward_model, reward_scores, token_logprobs
 from prefmatch.llm.tokenizer import load_tokenizer, same_tokenizer
 from prefmatch.theory.distributions import pm_divergence
@@ -35,20 +35,26 @@ METRIC_UNITS = {
 }
 
 
-def run_defaults(policy: str) -> dict:
-    """Defaults for ``eval`` from the run that trained ``policy`` (a run directory, or the ``model``
-    folder inside one): its data and seeded split, its generation length, its reward model and its
-    reference.  Empty when ``policy`` is a bare model directory."""
+def run_config(path: str) -> dict:
+    """The resolved config.yaml of the `prefmatch train` run that wrote ``path`` (a run directory or
+    the ``model`` folder inside one); ``{}`` for a bare model directory."""
     from pathlib import Path
 
     import yaml
 
-    p = Path(policy)
+    p = Path(path)
     for cand in (p / "config.yaml", p.parent / "config.yaml"):
         if cand.is_file():
-            cfg = yaml.safe_load(cand.read_text(encoding="utf-8")) or {}
-            break
-    else:
+            return yaml.safe_load(cand.read_text(encoding="utf-8")) or {}
+    return {}
+
+
+def run_defaults(policy: str) -> dict:
+    """Defaults for ``eval`` from the run that trained ``policy`` (a run directory, or the ``model``
+    folder inside one): its data and seeded split, its generation length, its reward model and its
+    reference.  Empty when ``policy`` is a bare model directory."""
+    cfg = run_config(policy)
+    if not cfg:
         return {}
     refs = cfg.get("ref") or cfg.get("reference") or []
     out = {"data": cfg.get("data"), "split_fractions": cfg.get("split_fractions"), "split_seed": cfg.get("split_seed"),
@@ -204,6 +210,22 @@ def summarize(logp1, logp2, ref1, ref2, r1, r2, len1, len2, kl1=None, kl2=None, 
     }
 
 
+def eval_records(data: str, split: str, reward: str, split_fractions=(0.2, 0.4, 0.4), split_seed: int = 0,
+                 tokenizer=None, keys=("prompt",)) -> list[dict]:
+    """The records ``eval`` samples on: a part of the seeded split, or (``heldout``) the pairs the
+    reward model ``reward`` held out for its pairwise accuracy (its run's eval_fraction and seed),
+    which no stage trains on."""
+    if split != "heldout":
+        return load_split(data, split, split_fractions, split_seed, keys=keys, tokenizer=tokenizer)
+    rm_run = run_config(reward)
+    part = load_split(data, "rm", split_fractions, split_seed, keys=keys, tokenizer=tokenizer)
+    records = held_out(part, rm_run.get("eval_fraction", 0.1), rm_run.get("seed", 0))[1]
+    if not records:
+        raise ValueError(f"--split heldout: the reward model {reward} held out no pairs (eval_fraction 0); "
+                         "give --split all, sft, rm or rl")
+    return records
+
+
 def evaluate(policy: str, reward: str, ref: str, data: str, n_prompts: int = 64, max_new_tokens: int = 64,
              max_prompt_len: int = 256, seed: int = 0, split: str = "all", split_fractions=(0.2, 0.4, 0.4),
              split_seed: int = 0, batch_size: int = 32, quiet: bool = True, device: str | None = None) -> dict:
@@ -211,7 +233,7 @@ def evaluate(policy: str, reward: str, ref: str, data: str, n_prompts: int = 64,
     import torch
 
     tok = load_tokenizer(policy)
-    records = load_split(data, split, split_fractions, split_seed, keys=("prompt",), tokenizer=tok)[:n_prompts]
+    records = eval_records(data, split, reward, split_fractions, split_seed, tok)[:n_prompts]
     prompts = [r["prompt"] for r in records]
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     for what, d in (("--reward", reward), ("--ref", ref)):

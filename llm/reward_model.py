@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 
 from prefmatch.llm.config import ConfigError, cfg_field
-from prefmatch.llm.data import load_split, prompt_response_batch
+from prefmatch.llm.data import held_out, load_split, prompt_response_batch
 from prefmatch.llm.losses import bradley_terry_loss
 from prefmatch.llm.models import REWARD_NORM_FILE, load_reward_model, reward_scores, save_model
 from prefmatch.llm.tokenizer import load_tokenizer
@@ -74,18 +74,12 @@ def pairwise_accuracy(r_chosen, r_rejected) -> float:
 
 def train_reward_model(cfg: RMConfig, quiet: bool = False) -> dict:
     """Train with loss (2.2); returns ``{"out", "steps", "loss", "eval_accuracy", "eval_loss", ...}``."""
-    import random
-
     import torch
 
     records = load_split(cfg.data, cfg.split, cfg.split_fractions, cfg.split_seed, tokenizer=load_tokenizer(cfg.model))
-    order = list(range(len(records)))
-    random.Random(cfg.seed).shuffle(order)
-    n_eval = int(round(cfg.eval_fraction * len(records)))
-    if n_eval and len(records) - n_eval < 1:
+    train_recs, eval_recs = held_out(records, cfg.eval_fraction, cfg.seed)
+    if eval_recs and not train_recs:
         raise ConfigError(f"eval_fraction: leaves no training pairs out of {len(records)}")
-    eval_recs = [records[i] for i in order[:n_eval]]
-    train_recs = [records[i] for i in order[n_eval:]]
 
     def batch_loss(model, tok, acc, indices):
         mine = [train_recs[i] for i in indices]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from prefmatch.llm.common import CommonConfig
 from prefmatch.llm.config import ConfigError, cfg_field, save_config
@@ -37,8 +38,10 @@ from prefmatch.llm.training import (
 class SupervisedConfig(CommonConfig):
     """Fields of the two supervised stages (SFT and the reward model)."""
 
+    ALIASES: ClassVar[dict] = {"max_steps": "steps"}  # the old name, still accepted (prefmatch.llm.config.from_dict)
+
     epochs: int = cfg_field(1, help="passes over the data", range="[1, inf)")
-    max_steps: int = cfg_field(0, help="stop after this many optimizer steps (0 = run all epochs)", range="[0, inf)")
+    steps: int = cfg_field(0, help="stop after this many optimizer steps (0 = run all epochs)", range="[0, inf)")
     gradient_accumulation_steps: int = cfg_field(
         1, help="micro-batches of batch_size summed into one optimizer step (effective batch = batch_size × this); "
         "the gradient equals the large batch's (SFT weighs by response tokens, the reward model by pairs)",
@@ -198,8 +201,8 @@ def run_supervised(cfg, *, load_model, task_type: str, n_train: int, what: str, 
         raise ConfigError(f"batch_size: {n_train} {what} are fewer than the {acc.num_processes} processes")
     n_per_epoch = len(accumulation_groups(micro, k))
     total = n_per_epoch * cfg.epochs
-    if cfg.max_steps:
-        total = min(total, cfg.max_steps)
+    if cfg.steps:
+        total = min(total, cfg.steps)
     opt = make_optimizer(model, cfg)
     sched = make_scheduler(opt, cfg, total)
     sharding.configure_deepspeed(acc, micro_batch=max(1, cfg.batch_size // acc.num_processes),

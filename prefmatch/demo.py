@@ -1,7 +1,7 @@
 """``make demo``: the main job on built-in defaults, through the real command line.
 
 1. ``prefmatch verify --json``            every check of both papers  → OUT/verify.json
-2. ``prefmatch bandit figures --overwrite OUT/figures`` the tabular experiments' figures
+2. ``prefmatch bandit figures --out OUT/figures --overwrite`` the tabular experiments' figures
 3. ``prefmatch opinion --quick --json``   the opinion benchmark (tiny LMs trained on CPU)
                                           → OUT/opinion/ (table, figures), OUT/opinion.json
 
@@ -29,6 +29,45 @@ def _run(args: list[str], capture: bool = True) -> tuple[int, str, float]:
     return res.returncode, res.stdout or "", time.perf_counter() - t0
 
 
+#: the summary fits one screen: at most this many lines of at most this many characters
+SCREEN_LINES, SCREEN_COLS = 16, 100
+
+
+def summary_lines(out: Path, verify: list | None, n_fig: int | None, opinion: dict | None,
+                  times: dict[str, float]) -> list[str]:
+    """The demo's closing summary, one screen: checks, figures, the opinion verdict, where the files are
+    (each claim, row and check stays in the files, not on the screen)."""
+    lines = []
+    if verify is None:
+        lines.append("checks   did not run; see the output above")
+    else:
+        n_pass = sum(bool(r["passed"]) for r in verify)
+        failed = [r["id"] for r in verify if not r["passed"]]
+        lines.append(f"checks   {n_pass} of {len(verify)} pass ({times.get('verify', 0):.0f} s)"
+                     + (f"; failing: {', '.join(failed[:3])}{' ...' if len(failed) > 3 else ''}" if failed else ""))
+        lines.append(f"         each check's detail: {out / 'verify.json'}")
+    if n_fig is not None:
+        lines.append(f"figures  {n_fig} tabular figures ({times.get('figures', 0):.0f} s): {out / 'figures'}/")
+    if opinion is not None:
+        if not opinion:
+            lines.append("opinion  failed; see the output above")
+        else:
+            claims = opinion.get("claims", [])
+            hold = sum(c["holds"] is True for c in claims)
+            none = sum(c["holds"] is None for c in claims)
+            lines.append(f"opinion  quick grid ({times.get('opinion', 0):.0f} s): tiny models trained on CPU, one seed, "
+                         "a smoke run of the pipeline")
+            for cell in opinion.get("table3", {}).get("cells", [])[:3]:
+                paper = cell.get("paper_reduction")
+                lines.append(f"         cPM α={cell['alpha']:g} ({cell['level']}): PM-divergence reduction vs KL "
+                             f"{cell['reduction']:.1%}" + (f" (paper, OPT-1.3B: {paper:.1%})" if paper is not None else ""))
+            lines.append(f"         claims: {hold} of {len(claims)} hold, {len(claims) - hold - none} do not"
+                         + (f", {none} not evaluated" if none else "") + f": {out / 'opinion.json'}")
+            lines.append(f"         table, figures: {out / 'opinion'}/; the full grid's verdict: docs, results/opinion")
+    lines.append(f"total    {sum(times.values()) / 60:.1f} min; everything above is in {out}/")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m prefmatch.demo", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -37,48 +76,40 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    summary: list[str] = []
+    times: dict[str, float] = {}
+    verify = n_fig = opinion = None
     ok = True
 
     print("== 1/3 prefmatch verify", flush=True)
-    code, text, dt = _run(["verify", "--json"])
+    code, text, times["verify"] = _run(["verify", "--json"])
     (out / "verify.json").write_text(text)
     try:
-        results = json.loads(text)
-        n_pass = sum(r["passed"] for r in results)
-        for r in results:
+        verify = json.loads(text)
+        for r in verify:
             print(f"  {'PASS' if r['passed'] else 'FAIL'}  {r['id']}")
-        summary.append(f"verify: {n_pass}/{len(results)} checks passed ({dt:.0f} s) -> {out / 'verify.json'}")
     except json.JSONDecodeError:
-        summary.append(f"verify: failed to run (exit {code})")
+        pass
     ok &= code == 0
 
     print("== 2/3 prefmatch bandit figures", flush=True)
-    code, text, dt = _run(["bandit", "figures", "--overwrite", str(out / "figures")])
+    code, text, times["figures"] = _run(["bandit", "figures", "--out", str(out / "figures"), "--overwrite"])
     print(text, end="")
     n_fig = len(list((out / "figures").glob("*.png")))
-    summary.append(f"tabular: {n_fig} figures ({dt:.0f} s) -> {out / 'figures'}")
     ok &= code == 0
 
     if not args.skip_opinion:
         print("== 3/3 prefmatch opinion --quick (tiny language models, CPU)", flush=True)
-        code, text, dt = _run(["opinion", "--quick", "--json", "--overwrite", "--out", str(out / "opinion")])
+        code, text, times["opinion"] = _run(["opinion", "--quick", "--json", "--overwrite", "--out",
+                                             str(out / "opinion")])
         (out / "opinion.json").write_text(text)
         try:
-            res = json.loads(text)
-            summary.append(f"opinion: {len(res['rows'])} rows at beta=1 ({dt:.0f} s) -> {out / 'opinion'}")
-            for cell in res["table3"]["cells"]:
-                summary.append(f"  cPM alpha={cell['alpha']:g} ({cell['level']}): PM-divergence reduction vs KL "
-                               f"{cell['reduction']:.1%} (the paper, OPT-1.3B: "
-                               f"{'-' if cell['paper_reduction'] is None else format(cell['paper_reduction'], '.1%')})")
-            for c in res["claims"]:
-                summary.append(f"  claim {c['id']}: {'holds' if c['holds'] else 'does not hold'}")
-        except (json.JSONDecodeError, KeyError, TypeError):
-            summary.append(f"opinion: failed (exit {code}); see the output above")
+            opinion = json.loads(text)
+        except json.JSONDecodeError:
+            opinion = {}
         ok &= code == 0
 
-    print("\n== summary")
-    for line in summary:
+    print(f"\n== summary{'' if ok else ' (a step failed: see its output above)'}")
+    for line in summary_lines(out, verify, n_fig, opinion, times):
         print(line)
     return 0 if ok else 1
 

@@ -2,13 +2,14 @@
 
     prefmatch bandit list
     prefmatch bandit run NAME [--json] [--plot FILE] [--seed S] [--quick] [--trials T]
-    prefmatch bandit figures OUTDIR
+    prefmatch bandit figures --out OUTDIR
 
 ``run --json`` prints {"experiment", "params", "series", "checks"}; the exit code is 1 when a
 check fails.  Progress bars (tqdm) appear on a terminal and never with ``--json``.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -43,7 +44,8 @@ def register(sub) -> None:
     run.set_defaults(func=cmd_run)
 
     fig = actions.add_parser("figures", help="run every experiment quickly and write OUTDIR/NAME.png")
-    fig.add_argument("outdir", help="output folder (created if missing)")
+    fig.add_argument("--out", metavar="DIR", help="output folder (created if missing)")
+    fig.add_argument("outdir", nargs="?", help=argparse.SUPPRESS)  # the old spelling: a positional folder
     fig.add_argument("--json", action="store_true", help="print the written paths as a JSON list")
     fig.add_argument("--overwrite", action="store_true", help="replace figures already in OUTDIR (without it, "
                      "an OUTDIR holding any of them is refused)")
@@ -97,9 +99,6 @@ def cmd_run(args) -> int:
             raise _error(f"--trials applies to sample-complexity and bt-mle only, not {args.name!r}")
         sizes["trials"] = _int(args.trials, "--trials", TRIALS)
     if args.plot:
-        folder = os.path.dirname(os.path.abspath(args.plot))
-        if not os.path.isdir(folder):
-            raise _error(f"--plot: folder {folder!r} does not exist")
         ext = os.path.splitext(args.plot)[1].lower()
         if ext not in (".png", ".pdf", ".svg"):
             raise _error(f"--plot FILE must end in .png, .pdf or .svg, got {args.plot!r}")
@@ -107,6 +106,11 @@ def cmd_run(args) -> int:
             raise _error(f"--plot: {args.plot} is a directory; give a file such as {os.path.join(args.plot, 'fig.png')}")
         if os.path.exists(args.plot) and not args.overwrite:
             raise _error(f"--plot: {args.plot} exists; pass --overwrite to replace it or choose another file")
+        folder = os.path.dirname(os.path.abspath(args.plot))
+        try:  # created if missing, like every other output folder
+            os.makedirs(folder, exist_ok=True)
+        except OSError as err:
+            raise _error(f"--plot: cannot create folder {folder!r} ({err.strerror})") from None
     progress = (not args.json) and sys.stderr.isatty()
     import warnings
 
@@ -143,15 +147,24 @@ def _print_human(result: dict, plot_path) -> None:
 def cmd_figures(args) -> int:
     import warnings
 
+    if args.outdir is not None:
+        if args.out is not None:
+            raise _error(f"--out: give the folder once (--out {args.out!r} and the positional {args.outdir!r})")
+        print(f"prefmatch: note: `bandit figures {args.outdir}` is the old spelling; use --out {args.outdir}",
+              file=sys.stderr)
+        args.out = args.outdir
+    if not args.out:
+        raise _error("--out: required (the folder to write the figures into)")
+    args.outdir = args.out
     if os.path.isdir(args.outdir) and not args.overwrite:
         held = [f"{n}.png" for n in EXPERIMENTS if os.path.exists(os.path.join(args.outdir, f"{n}.png"))]
         if held:
-            raise _error(f"outdir: {args.outdir} already holds figures ({', '.join(held[:3])}"
-                         f"{', ...' if len(held) > 3 else ''}); pass --overwrite to replace them or choose another OUTDIR")
+            raise _error(f"--out: {args.outdir} already holds figures ({', '.join(held[:3])}"
+                         f"{', ...' if len(held) > 3 else ''}); pass --overwrite to replace them or choose another folder")
     try:
         os.makedirs(args.outdir, exist_ok=True)
     except OSError as err:
-        raise _error(f"outdir: cannot create {args.outdir!r} ({err.strerror})") from None
+        raise _error(f"--out: cannot create {args.outdir!r} ({err.strerror})") from None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         paths = [str(p) for p in make_all_figures(args.outdir)]

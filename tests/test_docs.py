@@ -206,6 +206,13 @@ def test_readme_llm_block_runs_top_to_bottom(tmp_path, monkeypatch, capsys):
         assert code == 0, (argv, err)
     assert (tmp_path / "runs" / "ppo" / "model" / "config.json").is_file()
     assert (tmp_path / "runs" / "dpo" / "model" / "config.json").is_file()
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf" / "ppo"))  # the exported run loads as HF's own
+    from prefmatch.llm.cli import reward_trend
+
+    first, last = reward_trend(tmp_path / "runs" / "ppo" / "metrics.jsonl").values()
+    assert last > first + 0.5, f"the README's PPO example does not visibly learn: {first:.2f} -> {last:.2f}"
 
 
 def test_benchmark_tables_are_written_from_the_kept_runs(tmp_path):
@@ -226,3 +233,28 @@ def test_benchmark_tables_are_written_from_the_kept_runs(tmp_path):
     met = all(r["result"]["goals_met"]["cvxpy_speedup"] for r in data["runs"]["solvers.py"])
     row = next(line for line in kept if line.startswith("| cvxpy time"))
     assert row.endswith("| **yes** |") == met
+
+
+def readme_first_block() -> str:
+    """The README's Examples block before the LLM trainer's lines, as a bash script (its
+    `. .venv/bin/activate` line left out: the test puts the venv's bin first on PATH)."""
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index("```bash\n. .venv/bin/activate") + len("```bash\n"):]
+    block = block[:block.index("# the LLM trainer")]
+    return "\n".join(line for line in block.splitlines() if not line.startswith(". .venv/bin/activate"))
+
+
+@pytest.mark.slow
+def test_readme_first_block_runs_in_a_fresh_directory(tmp_path):
+    """Every line of the README's first Examples block, as written, in an empty directory: exit 0
+    (verify, solve through a pipe, the bandit run writing its figure into a folder that is not there)."""
+    import os
+
+    script = readme_first_block()
+    assert "prefmatch verify" in script and "prefmatch solve" in script and "--plot" in script
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    res = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=900, check=False)
+    assert res.returncode == 0, res.stderr[-2000:]
+    plots = [p for p in re.findall(r"--plot (\S+)", script)]
+    assert plots and all((tmp_path / p).is_file() for p in plots), plots

@@ -273,3 +273,50 @@ def test_nothing_overflows_sideways(browser, page, width):
     assert not info["wide"], f"cut off or sticking out at {width} px: {info['wide']}"
     assert info["scrollWidth"] <= info["clientWidth"] + 1, \
         f"the page scrolls sideways: {info['scrollWidth']} > {info['clientWidth']}"
+
+
+# Every page: code blocks and check boxes show all they hold at 1280 px (no line hidden behind a
+# scroll bar or cut at the edge), and a check box's formulas are typeset.
+_BLOCKS = r"""
+(async () => {
+  const mj = window.MathJax;
+  if (mj && mj.startup && mj.startup.promise) { await mj.startup.promise; }
+  if (mj && mj.typesetPromise) { await mj.typesetPromise(); }
+  const main = document.querySelector('article') || document.body;
+  const right = main.getBoundingClientRect().right;
+  const clipped = [];
+  for (const el of main.querySelectorAll('pre, .pm-check')) {
+    if (el.scrollWidth > el.clientWidth + 1 || el.getBoundingClientRect().right > right + 1)
+      clipped.push(el.tagName + '.' + el.className + ': ' + el.innerText.slice(0, 80));
+  }
+  const boxes = [...main.querySelectorAll('.pm-check')];
+  return {
+    clipped: clipped.slice(0, 10),
+    boxMath: boxes.reduce((n, b) => n + b.querySelectorAll('span.math').length, 0),
+    boxTypeset: boxes.reduce((n, b) => n + b.querySelectorAll('mjx-container').length, 0),
+    boxErrors: boxes.reduce((n, b) => n + b.querySelectorAll('mjx-merror').length, 0),
+    boxRaw: boxes.map(b => [...b.querySelectorAll('p:not(.pm-check-head)')].map(p => p.innerText).join(' ')).filter(t => /\\\(|\\\[|[A-Za-z\u0370-\u03ff]_\{/.test(t)).map(t => t.slice(0, 80)),
+  };
+})()
+"""
+
+
+def _all_pages() -> list[str]:
+    if not HTML.is_dir():
+        return []
+    skip = ("genindex", "search", "py-modindex")
+    return sorted(str(p.relative_to(HTML).with_suffix("")) for p in HTML.rglob("*.html")
+                  if not p.name.startswith("_") and "_static" not in p.parts and "_sources" not in p.parts
+                  and p.stem not in skip)
+
+
+@pytest.mark.parametrize("page", _all_pages() or ["index"])
+def test_code_blocks_and_check_boxes_are_not_clipped(browser, page):
+    path = HTML / f"{page}.html"
+    assert path.exists(), f"{path} was not built"
+    browser.resize(WIDTH)
+    browser.open(path.as_uri())
+    info = browser.evaluate(_BLOCKS, timeout=60)
+    assert not info["clipped"], f"cut off at {WIDTH} px: {info['clipped']}"
+    assert info["boxTypeset"] >= info["boxMath"], f"{info['boxMath']} formulas in check boxes, {info['boxTypeset']} typeset"
+    assert info["boxErrors"] == 0 and not info["boxRaw"], f"check-box math not typeset: {info['boxRaw'][:3]}"

@@ -31,6 +31,8 @@ build.  A registry that cannot be loaded at all is shown on the pages and logged
 """
 from __future__ import annotations
 
+import re
+
 import hashlib
 import json
 import os
@@ -170,6 +172,87 @@ class CheckRole(SphinxRole):
         return [node], []
 
 
+# ----------------------------------------------------------------------------- statements as math
+#: unicode in the checks' statements → TeX (MathJax typesets the rest of a formula's characters)
+_TEX = {"π": r"\pi", "β": r"\beta", "α": r"\alpha", "λ": r"\lambda", "ψ": r"\psi", "Σ": r"\Sigma",
+        "σ": r"\sigma", "θ": r"\theta", "ρ": r"\rho", "μ": r"\mu", "τ": r"\tau", "δ": r"\delta",
+        "ε": r"\varepsilon", "η": r"\eta", "γ": r"\gamma", "Δ": r"\Delta", "Π": r"\Pi", "φ": r"\varphi",
+        "χ": r"\chi", "ν": r"\nu", "κ": r"\kappa", "ω": r"\omega", "∝": r"\propto", "−": "-",
+        "·": r"\cdot", "≤": r"\le", "≥": r"\ge", "‖": r"\|", "→": r"\to", "∞": r"\infty",
+        "≈": r"\approx", "×": r"\times", "∈": r"\in", "⁻¹": "^{-1}", "≠": r"\ne", "∑": r"\sum",
+        "∂": r"\partial", "√": r"\sqrt", "ℓ": r"\ell", "²": "^{2}", "∘": r"\circ", "…": r"\ldots",
+        "%": r"\%", "#": r"\#", "&": r"\&", "$": r"\$"}
+_FUNCS = re.compile(r"(?<![A-Za-z\\_])(logsumexp|log|exp|softmax|max|min|argmax|argmin|KL|sup|inf|lse)(?![A-Za-z])")
+#: a token is a formula when it has a superscript, or a subscript on a one-character symbol
+#: (π_ref, E_{x}, β_i), not an identifier with underscores (reward_clip)
+_MATHY = re.compile(r"\^|(?:^|[^A-Za-z0-9_])[A-Za-z0-9\u0370-\u03ff](?:_[{A-Za-z0-9\u0370-\u03ff])|[)}]_"
+                    r"|[\u0370-\u03ff∝‖≤≥≠²⁻∑∂]|^[−-](log|exp)$|^[A-Z]\d?'+$|^[A-Z]\d(/|$)"
+                    r"|\b(min|max|sup|inf|argmax|argmin|lse)_")
+
+
+#: a formula joined across spaces stays short: MathJax does not break inline math, so a long one would
+#: stick out of a check box at 1280 px (the browser test checks every box)
+_JOIN_MAX = 28
+_OPS = {"+", "-", "−", "=", "∝", "≤", "≥", "·", "×", "/", "<", ">", "≈", "≠"}
+
+
+def _sub(m: re.Match) -> str:
+    body = m.group(1)
+    return "_{" + (r"\mathrm{" + body + "}" if len(body) > 1 else body) + "}"
+
+
+def statement_tex(token: str) -> str:
+    """One formula of a statement in TeX: multi-letter subscripts upright, symbols as macros."""
+    tex = re.sub(r"(.)\u0302", r"\\hat{\1}", token)  # π̂ (combining hat), π̄ (combining bar)
+    tex = re.sub(r"(.)\u0304", r"\\bar{\1}", tex)
+    tex = re.sub(r"_(\\(?:hat|bar)\{.\})", r"_{\1}", tex)  # E_P̄: a braced subscript
+    tex = _FUNCS.sub(lambda m: r"\operatorname{" + m.group(1) + "}", tex)
+    tex = re.sub(r"_([A-Za-z0-9]+)", _sub, tex)
+    tex = re.sub(r"\^([A-Za-z0-9]{2,})", lambda m: r"^{\mathrm{" + m.group(1) + "}}", tex)
+    for k in sorted(_TEX, key=len, reverse=True):
+        tex = tex.replace(k, " " + _TEX[k] + " " if _TEX[k][:1] == "\\" and _TEX[k][-1:].isalpha() else _TEX[k])
+    return tex
+
+
+def statement_nodes(text: str) -> list:
+    """A check's statement as text with its formulas (π_ref e^{r/β}, E_{π_ref} r) typeset as math."""
+    out = []
+    tokens = re.split(r"(\s+)", text)
+    # a formula written with spaces (π_ref e^{r/β}, r_i + R(π_i)): math tokens joined across operators
+    i = 0
+    while i < len(tokens):
+        j = i
+        while (j + 2 < len(tokens) and _MATHY.search(tokens[j]) and tokens[j][-1:] not in ",.;:"
+               and len("".join(tokens[i:j + 5])) <= _JOIN_MAX):
+            if _MATHY.search(tokens[j + 2]):  # two formulas side by side: one (−log π)
+                j += 2
+            elif j + 4 < len(tokens) and tokens[j + 2] in _OPS and _MATHY.search(tokens[j + 4]):
+                j += 4
+            else:
+                break
+        if j > i:
+            tokens[i:j + 1] = [" ".join(t for t in tokens[i:j + 1] if t.strip())]
+        i += 1
+    for token in tokens:
+        core, lead, trail = token, "", ""
+        while core and (core[-1] in ",.;:" or (core[-1] == ")" and core.count(")") > core.count("("))):
+            core, trail = core[:-1], core[-1] + trail
+        while core and core[0] == "(" and core.count("(") > core.count(")"):
+            core, lead = core[1:], lead + core[0]
+        if core and _MATHY.search(core) and core.count("{") == core.count("}"):
+            tex = statement_tex(core)
+            out += [nodes.Text(lead), nodes.math(tex, tex), nodes.Text(trail)]
+        else:
+            out.append(nodes.Text(token))
+    merged = []  # adjacent text nodes as one
+    for n in out:
+        if isinstance(n, nodes.Text) and merged and isinstance(merged[-1], nodes.Text):
+            merged[-1] = nodes.Text(merged[-1].astext() + n.astext())
+        elif not (isinstance(n, nodes.Text) and not n.astext()):
+            merged.append(n)
+    return merged
+
+
 class CheckResultDirective(SphinxDirective):
     """Box with one check's live result; also the anchor the check table links to."""
 
@@ -196,7 +279,7 @@ class CheckResultDirective(SphinxDirective):
         r = env.app.prefmatch_checks["results"].get(cid)
         if r is not None:
             body = nodes.paragraph()
-            body += nodes.Text(f"{r.get('statement', '')} ")
+            body += statement_nodes(f"{r.get('statement', '')} ")
             body += nodes.emphasis(f"Source: {r.get('source', '')}; method: {r.get('method', '')}.",
                                    f"Source: {r.get('source', '')}; method: {r.get('method', '')}.")
             box += body
@@ -244,7 +327,7 @@ class CheckTableDirective(SphinxDirective):
             row += nodes.entry("", nodes.paragraph("", "", nodes.literal(cid, cid)))
             row += nodes.entry("", nodes.paragraph("", "", nodes.inline(
                 label, label, classes=["pm-badge", f"pm-{cls}"])))
-            row += nodes.entry("", nodes.paragraph(text=r.get("statement", "")))
+            row += nodes.entry("", nodes.paragraph("", "", *statement_nodes(r.get("statement", ""))))
             row += nodes.entry("", nodes.paragraph(text=r.get("source", "")))
             ref = check_ref(cid=cid)
             row += nodes.entry("", nodes.paragraph("", "", ref))

@@ -2,7 +2,8 @@
 
 * ``_generated/cli.md`` — the command-line reference, walked from
   :func:`prefmatch.cli.build_parser` (every sub-command and sub-sub-command, its ``--help``).
-* ``_generated/api/*.md`` — one API page per layer, listing the modules that exist in the tree
+* ``_generated/api/*.md`` — the API reference: an index ("where to start", then the layers), one
+  page per layer with a table of its modules, and one page per module, for the modules that exist in the tree
   right now (``theory/*.py``, ``tabular/*.py``, ``llm/*.py``, ``prefmatch/cli.py``), each rendered
   by autodoc.  Heavy optional dependencies are mocked (``autodoc_mock_imports`` in conf.py).
 * ``_generated/figures/*.png`` — the tabular experiments' figures (see ``figures.py``), shown
@@ -136,48 +137,109 @@ def _importable(modname: str, mock_names: list[str]) -> str | None:
     return None
 
 
+#: the API index's "where to start": (object, what it is for); each is imported at build time, so a
+#: renamed or removed object is a build warning (an error under -W), never a dead link
+START_HERE = (
+    ("prefmatch.theory.regularizers.get", "a regularizer object by name (kl, pm, cpm, multi_rkl, ...): "
+     "its ψ, closed-form optimum and derivatives"),
+    ("prefmatch.theory.regularizers.Regularizer", "the one interface every objective E_π[r + ψ] is written in"),
+    ("prefmatch.tabular.solvers.closed_form", "the optimal policy of a regularized objective"),
+    ("prefmatch.tabular.solvers.mirror_ascent", "the same optimum found numerically (a cross-check)"),
+    ("prefmatch.tabular.experiments.run_experiment", "one tabular experiment with its checks"),
+    ("prefmatch.theory.checks.run_checks", "the checks of the papers' claims (`prefmatch verify`)"),
+    ("prefmatch.llm.sft.train_sft", "supervised fine-tuning"),
+    ("prefmatch.llm.reward_model.train_reward_model", "a Bradley-Terry reward model"),
+    ("prefmatch.llm.ppo.train_ppo", "PPO with any regularizer, placed where it is exact"),
+    ("prefmatch.llm.ppo.PPOTrainer", "the PPO trainer, one step at a time"),
+    ("prefmatch.llm.dpo.train_dpo", "DPO with a regularizer's implicit reward"),
+    ("prefmatch.llm.metrics.evaluate", "the PM paper's Section 6.1 metrics of a policy"),
+    ("prefmatch.llm.export.export_model", "a run's model as a plain Hugging Face folder"),
+    ("prefmatch.llm.integrations.trl.PMGRPOTrainer", "TRL's GRPO with a prefmatch regularizer"),
+    ("prefmatch.llm.integrations.trl.PMRLOOTrainer", "TRL's RLOO with a prefmatch regularizer"),
+    ("prefmatch.llm.integrations.verl.install", "verl's KL penalty replaced by a prefmatch regularizer"),
+)
+
+
+def _summary(modname: str) -> str:
+    """The first sentence of a module's docstring, for the layer's module table."""
+    doc = (getattr(sys.modules.get(modname), "__doc__", None) or "").strip()
+    first = re.split(r"(?<=[.])\s", " ".join(doc.split("\n\n")[0].split()), maxsplit=1)[0]
+    return first.replace("|", "\\|")
+
+
+def _page_of(mod: str) -> str:
+    """``prefmatch.llm.integrations.trl`` → ``llm/integrations.trl`` (one page per module)."""
+    layer, rest = mod.split(".")[1], ".".join(mod.split(".")[2:])
+    return f"{layer}/{rest}"
+
+
 def generate_api(app) -> None:
     root = Path(app.confdir).parent
     outdir = Path(app.confdir) / "_generated" / "api"
     outdir.mkdir(parents=True, exist_ok=True)
     mock_names = list(app.config.autodoc_mock_imports)
-    pages = []
+    pages, written = [], set()
     for folder, package, blurb in LAYERS:
         mods = _modules(root, folder, package)
         lines = [f"# `{package}`\n", f"{blurb}\n",
                  "```{eval-rst}\n.. automodule:: " + package + "\n   :no-members:\n```\n"]
         if not mods:
             lines.append("```{note}\nNo module of this layer exists yet.\n```\n")
+        table, toc = ["| module | what it holds |", "|---|---|"], []
         for mod in mods:
             err = _importable(mod, mock_names)
-            lines.append(f"## `{mod}`\n")
+            page = _page_of(mod)
+            mod_lines = [f"# `{mod}`\n"]
             if err:
                 msg = f"[prefmatch] API page: {mod} cannot be imported ({err})"
                 if app.config.prefmatch_api_tolerate_import_errors:
                     logger.info(msg)
                 else:
                     logger.warning(msg, type="prefmatch", subtype="api")
-                lines.append(f"```{{warning}}\nThis module could not be imported when the docs "
-                             f"were built: `{err}`\n```\n")
-                continue
-            lines.append("```{eval-rst}\n.. automodule:: " + mod
-                         + "\n   :members:\n   :show-inheritance:\n```\n")
-        name = f"{folder}.md"
-        _write_if_changed(outdir / name, "\n".join(lines))
+                mod_lines.append(f"```{{warning}}\nThis module could not be imported when the docs "
+                                 f"were built: `{err}`\n```\n")
+            else:
+                mod_lines.append("```{eval-rst}\n.. automodule:: " + mod
+                                 + "\n   :members:\n   :show-inheritance:\n```\n")
+            _write_if_changed(outdir / f"{page}.md", "\n".join(mod_lines))
+            written.add(f"{page}.md")
+            table.append(f"| {{doc}}`{mod.split('.', 2)[-1]} <{page}>` | {_summary(mod)} |")
+            toc.append(page.split("/", 1)[1])
+        if mods:
+            lines += ["\n".join(table) + "\n",
+                      "```{toctree}\n:hidden:\n:maxdepth: 1\n\n" + "\n".join(f"{folder}/{t}" for t in toc) + "\n```\n"]
+        _write_if_changed(outdir / f"{folder}.md", "\n".join(lines))
+        written.add(f"{folder}.md")
         pages.append(folder)
     cli_lines = ["# `prefmatch.cli`\n", "The `prefmatch` entry point; each layer registers its "
                  "sub-commands. See {doc}`/cli` for the commands themselves.\n",
                  "```{eval-rst}\n.. automodule:: prefmatch.cli\n   :members:\n```\n"]
     _write_if_changed(outdir / "cli.md", "\n".join(cli_lines))
+    written.add("cli.md")
     pages.append("cli")
+    start = ["| object | what it is for |", "|---|---|"]
+    for obj, what in START_HERE:
+        modname, _, attr = obj.rpartition(".")
+        try:
+            with __import__("sphinx.ext.autodoc.mock", fromlist=["mock"]).mock(mock_names):
+                found = hasattr(importlib.import_module(modname), attr)
+        except BaseException:  # noqa: BLE001 - reported below
+            found = False
+        if not found and not app.config.prefmatch_api_tolerate_import_errors:
+            logger.warning(f"[prefmatch] API index: {obj} does not exist", type="prefmatch", subtype="api")
+        start.append(f"| {{py:obj}}`~{obj}` ({{doc}}`{modname.split('.', 2)[-1]} <{_page_of(modname)}>`) | {what} |")
     index = ["# API reference\n",
-             "Generated at build time from the docstrings of the modules present in the tree "
-             "(a module that does not exist yet has no page). Docstrings cite the paper and "
-             "equation they implement.\n",
+             "Generated at build time from the docstrings, one page per module. Docstrings cite the "
+             "paper and equation they implement.\n",
+             "## Where to start\n", "\n".join(start) + "\n",
+             "## By layer\n",
+             "The layers import one way: `theory` ← `tabular` ← `llm`. Each layer's page lists its "
+             "modules in reading order.\n",
              "```{toctree}\n:maxdepth: 2\n\n" + "\n".join(pages) + "\n```\n"]
     _write_if_changed(outdir / "index.md", "\n".join(index))
-    for stale in outdir.glob("*.md"):
-        if stale.stem not in pages and stale.stem != "index":
+    written.add("index.md")
+    for stale in outdir.rglob("*.md"):
+        if str(stale.relative_to(outdir)) not in written:
             stale.unlink()
 
 

@@ -381,6 +381,8 @@ def page(result: dict, figures: list[str], page_dir: Path, smollm2: dict | None 
         f"gzip-compressed beside this page (`docs/results/opinion/results_full.json.gz`, and `results_smollm2.json.gz` for "
         f"the SmolLM2 section); `make opinion-page` regenerates the page from them and a test checks that it does.",
         "",
+        "## Verdict", "", verdict(result), "",
+        "The cells, the phase diagram, the claims and every row follow; the set-up first.", "",
         "## Set-up", "", _setup(result), "",
         "## The paper's metrics", "",
         "As the PM paper's Section 6.1 and its authors' code define them, on held-out prompts:"
@@ -395,15 +397,16 @@ def page(result: dict, figures: list[str], page_dir: Path, smollm2: dict | None 
         "**Tokens in M**: the share of response tokens (token level) or responses (Definition 4.1) with "
         "π_ref ≥ α.",
         "",
-        "## Rows", "", rows_table(s["rows"] + s["phase_rows"], s["reference"]), "",
         "## Table 3 of the paper, in this world", "", table3_markdown(s["table3"]), "",
         "Cell by cell:", "", cell_notes(s["table3"], c["slots"]), "",
         "## Phase diagram: cPM's reduction over (reference bias, α)", "", phase_markdown(s["phase"]), "",
     ]
     for f in figures:
         parts += [f"![{Path(f).stem}]({rel(f)})", ""]
-    parts += ["## Claims", "", claims_markdown(s["claims"]), "", "## Verdict", "", verdict(result), "",
-              "## What this run reduces against the paper", "", reductions_note(result), ""]
+    parts += ["## Claims", "", claims_markdown(s["claims"]), "",
+              "## What this run reduces against the paper", "", reductions_note(result), "",
+              "## Rows", "", "Every trained policy and reference of the run, one row each.", "",
+              rows_table(s["rows"] + s["phase_rows"], s["reference"]), ""]
     parts += smollm2_section(smollm2)
     return "\n".join(parts)
 

@@ -12,8 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-SFT = dict(lr=3e-3, epochs=1, max_steps=3, batch_size=8, max_prompt_len=32, max_response_len=8, log_every=1, seed=0)
-RM = dict(lr=3e-3, epochs=1, max_steps=3, batch_size=8, max_prompt_len=32, max_response_len=8, log_every=1, seed=0)
+SFT = dict(lr=3e-3, epochs=1, steps=3, batch_size=8, max_prompt_len=32, max_response_len=8, log_every=1, seed=0)
+RM = dict(lr=3e-3, epochs=1, steps=3, batch_size=8, max_prompt_len=32, max_response_len=8, log_every=1, seed=0)
 PPO = dict(steps=2, batch_size=4, mini_batch_size=2, max_prompt_len=24, max_response_len=6, lr=1e-3, seed=3,
            regularizer="kl", beta=0.1)
 DPO = dict(batch_size=4, max_prompt_len=24, max_response_len=6, lr=1e-3, seed=0, split="all", eval_fraction=0.0,

@@ -31,11 +31,11 @@ def test_example_config_dry_run_on_tiny_model(path, tmp_path, tiny):
     stage = read_yaml(path)["stage"]
     swap = dict(data=tiny["data"], out=str(tmp_path / "out"), batch_size=4, **tiny["lens"])
     if stage == "sft":
-        cfg = load_config(SFTConfig, path, {**swap, "model": tiny["base"], "max_steps": 1})
+        cfg = load_config(SFTConfig, path, {**swap, "model": tiny["base"], "steps": 1})
         res = train_sft(cfg, quiet=True)
         assert res["steps"] == 1 and math.isfinite(res["loss"])
     elif stage == "rm":
-        cfg = load_config(RMConfig, path, {**swap, "model": tiny["sft"], "max_steps": 1})
+        cfg = load_config(RMConfig, path, {**swap, "model": tiny["sft"], "steps": 1})
         res = train_reward_model(cfg, quiet=True)
         assert res["steps"] == 1 and math.isfinite(res["loss"])
     else:

@@ -37,7 +37,7 @@ def ppo_argv(tiny, out, *extra):
 
 def sft_argv(tiny, out, *extra):
     return ["train", "sft", "--json", "--data", tiny["data"], "--model", tiny["base"], "--out", str(out),
-            "--max-steps", "2", "--batch-size", "4", *TINY_ARGS, *extra]
+            "--steps", "2", "--batch-size", "4", *TINY_ARGS, *extra]
 
 
 def fake_run(path: Path, n_lines: int = 30) -> None:

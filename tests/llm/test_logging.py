@@ -14,7 +14,7 @@ def test_tensorboard_and_console_lines(tmp_path, tiny, capsys):
     from prefmatch.llm.training import read_metrics
 
     out = tmp_path / "sft"
-    train_sft(load_config(SFTConfig, overrides=dict(model=tiny["base"], data=tiny["data"], out=str(out), max_steps=3,
+    train_sft(load_config(SFTConfig, overrides=dict(model=tiny["base"], data=tiny["data"], out=str(out), steps=3,
                                                     batch_size=4, max_prompt_len=32, max_response_len=8,
                                                     report_to="tensorboard")), quiet=False)
     err = capsys.readouterr().err
@@ -37,7 +37,7 @@ def test_report_to_a_missing_tracker_is_one_line(tmp_path, tiny, capsys):
     if importlib.util.find_spec("wandb") is not None:
         return
     argv = ["train", "sft", "--data", tiny["data"], "--model", tiny["base"], "--out", str(tmp_path / "w"),
-            "--report-to", "wandb", "--max-steps", "1"]
+            "--report-to", "wandb", "--steps", "1"]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err == "prefmatch: error: report_to: wandb is not installed (pip install wandb)"

@@ -46,7 +46,7 @@ def test_sft_lora_saves_the_adapter(tmp_path, tiny):
     from prefmatch.llm.sft import SFTConfig, train_sft
 
     res = train_sft(load_config(SFTConfig, overrides=dict(model=tiny["base"], data=tiny["data"], out=str(tmp_path / "s"),
-                                                          lora=True, max_steps=1, batch_size=4, max_prompt_len=32,
+                                                          lora=True, steps=1, batch_size=4, max_prompt_len=32,
                                                           max_response_len=8)), quiet=True)
     assert (Path(res["out"]) / ADAPTER_DIR / "adapter_model.safetensors").is_file()
     assert (Path(res["out"]) / "config.json").is_file()

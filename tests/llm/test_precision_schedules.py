@@ -87,10 +87,10 @@ def _run(stage, saved, tiny, out, tag):
     common = dict(data=tiny["data"], out=str(out), lr=3e-3, seed=0, log_every=1, **tiny["lens"])
     if stage == "sft":
         return train_sft(load_config(SFTConfig, overrides=dict(model=saved["base" + tag], split="all",
-                                                               batch_size=8, max_steps=5, **common)), quiet=True)
+                                                               batch_size=8, steps=5, **common)), quiet=True)
     if stage == "rm":
         return train_reward_model(load_config(RMConfig, overrides=dict(model=saved["sft" + tag], split="all",
-                                                                       batch_size=8, max_steps=5, **common)), quiet=True)
+                                                                       batch_size=8, steps=5, **common)), quiet=True)
     if stage == "dpo":
         return train_dpo(load_config(DPOConfig, overrides=dict(model=saved["sft" + tag], split="all", batch_size=4,
                                                                steps=5, eval_fraction=0.0, **common)), quiet=True)
@@ -156,7 +156,7 @@ def test_sft_and_ppo_follow_the_cosine_schedule(tiny, tmp_path, ppo_overrides):
     from prefmatch.llm.sft import SFTConfig, train_sft
 
     train_sft(load_config(SFTConfig, overrides=dict(model=tiny["base"], data=tiny["data"], out=str(tmp_path / "sft"),
-                                                    split="all", batch_size=8, max_steps=5, lr=1e-3,
+                                                    split="all", batch_size=8, steps=5, lr=1e-3,
                                                     lr_scheduler="cosine", warmup_steps=1, **tiny["lens"])), quiet=True)
     assert [r["lr"] for r in _steps(tmp_path / "sft")] == pytest.approx(
         [_lr_closed_form("cosine", k, 5, 1, 1e-3) for k in range(5)], rel=1e-9, abs=1e-15)
@@ -209,11 +209,11 @@ def test_accumulated_gradient_equals_the_large_batch_gradient(stage, tiny, tmp_p
         common = dict(data=tiny["data"], out=str(tmp_path / out), split="all", batch_size=bs, lr=1e-3, seed=0,
                       max_grad_norm=0.0, gradient_accumulation_steps=k, **tiny["lens"])
         if stage == "sft":
-            return lambda: sft.train_sft(load_config(sft.SFTConfig, overrides=dict(model=tiny["base"], max_steps=1,
+            return lambda: sft.train_sft(load_config(sft.SFTConfig, overrides=dict(model=tiny["base"], steps=1,
                                                                                    **common)), quiet=True)
         if stage == "rm":
             return lambda: train_reward_model(load_config(RMConfig, overrides=dict(
-                model=tiny["sft"], max_steps=1, eval_fraction=0.0, **common)), quiet=True)
+                model=tiny["sft"], steps=1, eval_fraction=0.0, **common)), quiet=True)
         return lambda: dpo.train_dpo(load_config(dpo.DPOConfig, overrides=dict(
             model=tiny["sft"], steps=1, eval_fraction=0.0, **common)), quiet=True)
 

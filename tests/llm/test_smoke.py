@@ -39,7 +39,7 @@ def test_smoke_pipeline_cli(tmp_path, tiny, capsys):
         assert PPO_KEYS <= set(rec)
         assert all(math.isfinite(rec[k]) for k in PPO_KEYS)
     ev = run_json(capsys, ["eval", "--policy", ppo["out"], "--reward", rm["out"], "--ref", sft["out"],
-                           "--data", data, "--n-prompts", "6", "--max-new-tokens", "6", "--json"])
+                           "--data", data, "--split", "rm", "--n-prompts", "6", "--max-new-tokens", "6", "--json"])
     for k in ("pm_divergence", "perplexity", "entropy", "length", "kl"):
         assert math.isfinite(ev[k]), k
     assert ev["pm_divergence"] >= 0 and ev["perplexity"] >= 1 and 1 <= ev["length"] <= 6
@@ -62,9 +62,9 @@ def test_smoke_llama_arch_programmatic(tmp_path, tiny):
 
     base = init_model(tmp_path / "llama", "tiny", arch="llama")
     sft = train_sft(load_config(SFTConfig, overrides=dict(model=str(base), data=tiny["data"], out=str(tmp_path / "s"),
-                                                          max_steps=2, **TINY)), quiet=True)
+                                                          steps=2, **TINY)), quiet=True)
     rm = train_reward_model(load_config(RMConfig, overrides=dict(model=sft["out"], data=tiny["data"],
-                                                                 out=str(tmp_path / "r"), max_steps=2, **TINY)),
+                                                                 out=str(tmp_path / "r"), steps=2, **TINY)),
                             quiet=True)
     res = train_ppo(load_config(PPOConfig, overrides=dict(policy=sft["out"], reward_model=rm["out"], data=tiny["data"],
                                                           out=str(tmp_path / "p"), steps=2, batch_size=4,

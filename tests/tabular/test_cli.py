@@ -49,7 +49,7 @@ def test_failing_check_exits_1(monkeypatch, capsys):
     (["bandit", "run", "nope"], "experiment"),
     (["bandit", "run", "bias", "--seed", "-3"], "--seed"),
     (["bandit", "run", "bias", "--seed", "abc"], "--seed"),
-    (["bandit", "run", "bias", "--plot", "/no/such/dir/x.png"], "--plot"),
+    (["bandit", "run", "bias", "--plot", "/proc/prefmatch-no-dir/x.png"], "--plot: cannot create folder"),
     (["bandit", "run", "bias", "--plot", "x.txt"], "--plot"),
     (["bandit", "run", "bias", "--quick"], "--quick"),
     (["bandit", "run", "sample-complexity", "--trials", "2"], "--trials"),
