@@ -185,7 +185,13 @@ class PPOConfig(CommonConfig):
                 raise ConfigError(f"{name}: must be {must}, got {getattr(self, name)!r}")
         try:
             reg = build_regularizer(self.regularizer, self.regularizer_params, self.beta)
-            return reg, resolve_mode(reg, self.regularizer_mode)
+            placement = resolve_mode(reg, self.regularizer_mode)
+            if getattr(reg, "estimator", None) == "k3":
+                raise RegularizerConfigError(
+                    "regularizer_params.estimator: must be k1 for PPO, got 'k3' (k3's terms e^{log π_ref − log π} have "
+                    "unbounded variance where the optimum is far from the reference, so PPO stalls short of it: see the "
+                    "battery page; k1 optimizes the same objective exactly, as a reward)")
+            return reg, placement
         except RegularizerConfigError as e:
             raise ConfigError(str(e)) from None
 

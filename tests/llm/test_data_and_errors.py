@@ -77,6 +77,8 @@ def test_config_yaml_overrides_and_errors(tmp_path):
     ({"regularizer": "kl", "regularizer_params": {"estimator": "k3"}, "regularizer_mode": "reward"},
      "regularizer_mode: kl with estimator k3 as a reward only gives a biased policy gradient"),
     ({"regularizer": "kl", "regularizer_params": {"estimator": "k2"}}, "k2 reaches the wrong optimum"),
+    ({"regularizer": "kl", "regularizer_params": {"estimator": "k3"}},
+     "regularizer_params.estimator: must be k1 for PPO, got 'k3'"),
     ({"regularizer": "fdiv", "regularizer_params": {"f": "js"}, "regularizer_mode": "reward"}, "use regularizer_mode: loss"),
     ({"regularizer": "pm", "regularizer_params": {"beta": 0.5}}, "regularizer_params.beta: 0.5 conflicts with beta: 0.1"),
     ({"regularizer": "maxent", "regularizer_params": {"tau": 0.5}}, "unexpected.*tau"),
@@ -164,8 +166,8 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_checkpoint(tmp_path, tin
 def test_metrics_jsonl_and_resolved_config_written(tmp_path, tiny, ppo_overrides):
     from prefmatch.llm.ppo import PPOConfig, train_ppo
 
-    cfg = load_config(PPOConfig, overrides=ppo_overrides(tmp_path / "r", steps=2, regularizer="kl",
-                                                         regularizer_params={"estimator": "k3"}))
+    cfg = load_config(PPOConfig, overrides=ppo_overrides(tmp_path / "r", steps=2, regularizer="fdiv",
+                                                         regularizer_params={"f": "chi2"}))
     train_ppo(cfg, quiet=True)
     recs = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert len(recs) == 2

@@ -12,7 +12,6 @@ from prefmatch.llm.ppo import PPOConfig, PPOTrainer, train_ppo  # noqa: E402
 
 
 @pytest.mark.parametrize("reg,params,mode,n_refs", [
-    ("kl", {"estimator": "k3"}, "loss", 1),
     ("pm", {}, "reward", 1),
     ("cpm", {"alpha": 0.3, "level": "sequence"}, "reward", 1),
     ("maxent", {}, "reward", 1),
