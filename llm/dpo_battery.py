@@ -97,11 +97,13 @@ def empirical_minimizer(reg, winners, losers, ref_t, mask: np.ndarray) -> np.nda
     return z - np.log(np.exp(z).sum())
 
 
-def run_case(case: Case, *, n_pairs: int = 200_000, steps: int = 600, batch_size: int = 1024, lr: float | None = None,
-             seed: int = 0) -> dict[str, Any]:
+def run_case(case: Case, *, n_pairs: int | None = None, steps: int = 600, batch_size: int = 1024,
+             lr: float | None = None, seed: int = 0) -> dict[str, Any]:
     """Train one case; ``{"id", "tv", "tv_at_start", "tv_sampling", ...}``.  ``lr`` (Adam) defaults to
     0.035/β: the optimal logits scale like r/β, and so does the distance the parameters travel."""
     lr = lr or 0.035 / case.beta
+    # the sampling floor grows with the number of responses: 15 on EOS-terminated ones get twice the pairs
+    n_pairs = n_pairs or (400_000 if case.eos else 200_000)
     from prefmatch.llm.rewards import build_regularizer
 
     TabularPolicy, _ = tabular_modules()
@@ -214,7 +216,8 @@ def main(argv=None) -> int:
 
         r0 = rows[0]
         write_markdown(a.markdown, f"python -m prefmatch.llm.dpo_battery{' --quick' if a.quick else ''} --markdown "
-                       f"{a.markdown}", f"{len(rows)} configurations, {r0['pairs']} pairs and {r0['steps']} steps "
+                       f"{a.markdown}", f"{len(rows)} configurations, "
+                       f"{' or '.join(str(n) for n in sorted({r['pairs'] for r in rows}))} pairs and {r0['steps']} steps "
                        f"each; {len(rows) - len(bad)} within TV {TV_TOL} of the optimum; worst TV "
                        f"{max(r['tv'] for r in rows):.4f}, worst sampling floor {max(r['tv_sampling'] for r in rows):.4f}",
                        format_table(rows), versions=(f"{minutes:.1f} minutes",))

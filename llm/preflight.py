@@ -106,4 +106,6 @@ def check_eval_inputs(policy: str, reward_model: str, ref: str, data: str, *, ma
                       f"--max-prompt-len + --max-new-tokens = {max_prompt_len} + {max_new_tokens}")
         if tok is None:
             tok = load_tokenizer(d, what=option)
-    check_data(data, split, split_fractions, split_seed, ("prompt",), tok, option="--data")
+    # heldout: the reward model's held-out pairs, drawn from the rm part
+    check_data(data, "rm" if split == "heldout" else split, split_fractions, split_seed, ("prompt",), tok,
+               option="--data")
