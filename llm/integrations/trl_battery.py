@@ -134,9 +134,11 @@ def run_case(case: TRLCase, *, work: Path | None = None, seed: int = 0, batch: i
     tmp = tempfile.TemporaryDirectory(prefix="trl_battery_") if work is None else None
     work = Path(tmp.name) if tmp else Path(work)
     n_refs = len(case.params.get("weights", ())) or 1
-    dirs, _ = build_problem(work, n_refs=n_refs, seed=seed)
+    dirs, token_reward = build_problem(work, n_refs=n_refs, seed=seed)
     tokens, mask = enumerate_responses(VOCAB, case.length, eos=VOCAB - 1)  # every completion TRL can sample
-    reward = np.random.default_rng(seed + 1).normal(size=len(tokens))
+    # one-token completions: the reward of each token; longer ones: a reward per completion
+    reward = token_reward[tokens[:, 0]] if case.length == 1 else np.random.default_rng(seed + 1).normal(
+        size=len(tokens))
     tok = AutoTokenizer.from_pretrained(dirs[0])
     policy = AutoModelForCausalLM.from_pretrained(dirs[0])
     ref_logp = np.stack([response_logp(d, tokens, mask) for d in dirs]) if n_refs > 1 else response_logp(
