@@ -102,9 +102,8 @@ def run_case(case: Case, *, n_pairs: int | None = None, steps: int = 600, batch_
     """Train one case; ``{"id", "tv", "tv_at_start", "tv_sampling", ...}``.  ``lr`` (Adam) defaults to
     0.035/β: the optimal logits scale like r/β, and so does the distance the parameters travel."""
     lr = lr or 0.035 / case.beta
-    # the sampling floor grows with the number of responses (15 on EOS-terminated ones) and as β falls
-    # (a sharper optimum): those cases get twice the pairs
-    n_pairs = n_pairs or (400_000 if case.eos or case.beta < BETA else 200_000)
+    # the sampling floor grows with the number of responses: 15 on EOS-terminated ones get twice the pairs
+    n_pairs = n_pairs or (400_000 if case.eos else 200_000)
     from prefmatch.llm.rewards import build_regularizer
 
     TabularPolicy, _ = tabular_modules()

@@ -120,8 +120,9 @@ def check_trl_config(args, placement: str) -> None:
              "'dr_grpo' (one constant normalizer" + (
                  "; with a pathwise term every other aggregation depends on the sampled lengths)" if placement == "loss"
                  else f"; {', '.join(map(repr, types))} are exact with this regularizer)")),
-            ("scale_rewards", placement == "reward" or args.scale_rewards in ("none", False),
-             "'none' (the pathwise term divided by the group's std moves the fixed point off the optimum)"),
+            ("scale_rewards", args.scale_rewards in ("none", False),
+             "'none' (a sampled std scales each group's update: with a pathwise term it moves the fixed point off "
+             "the optimum, and with cPM the battery's run stalled far from it)"),
             ("importance_sampling_level", args.importance_sampling_level == "token",
              "'token' (sequence-level ratios are not covered by the battery)"),
             ("top_entropy_quantile", args.top_entropy_quantile == 1.0,
@@ -300,10 +301,11 @@ class PMGRPOTrainer(_Regularized, GRPOTrainer):
 
     Exact where :func:`check_trl_config` accepts the config, and refused with one line elsewhere:
     with ψ affine in log π (reward placement) r + ψ is constant on the optimum, so every advantage is
-    0 there whatever ``scale_rewards`` divides by and whichever ``loss_type`` aggregates (TRL's
-    defaults ``"group"`` and ``"dapo"`` included); with a pathwise term (loss placement) only
-    ``scale_rewards="none"`` with ``loss_type="dr_grpo"`` (one constant normalizer) keeps the
-    optimum the fixed point (the ``grad.grpo_scaling_and_loss_type`` check; the TRL battery).
+    0 there whatever ``scale_rewards`` divides by and whichever ``loss_type`` aggregates; but a group
+    std keeps the update from shrinking near the optimum (the battery's cPM run stalled), so only
+    ``scale_rewards="none"`` is accepted (TRL's default ``"group"`` is refused); with a pathwise term
+    (loss placement) only ``loss_type="dr_grpo"`` (one constant normalizer) keeps the optimum the
+    fixed point (the ``grad.grpo_scaling_and_loss_type`` check; the TRL battery).
 
     Arguments as ``GRPOTrainer``, plus ``regularizer`` (a registry name: kl, pm, cpm, maxent,
     fdiv, multi_rkl, multi_fkl, ...), ``regularizer_params`` (its parameters but β) and

@@ -76,7 +76,7 @@ def test_reference_models_are_checked(tmp_path):
 
     dirs, _ = trl_battery.build_problem(tmp_path)
     model, tok = AutoModelForCausalLM.from_pretrained(dirs[0]), AutoTokenizer.from_pretrained(dirs[0])
-    args = GRPOConfig(output_dir=str(tmp_path / "o"), beta=0.1, use_cpu=True, report_to=[],
+    args = GRPOConfig(output_dir=str(tmp_path / "o"), beta=0.1, use_cpu=True, report_to=[], scale_rewards="none",
                       per_device_train_batch_size=8, num_generations=8, max_completion_length=1)
     kw = dict(model=model, reward_funcs=lambda completions, **k: [0.0] * len(completions), args=args,
               processing_class=tok)
@@ -112,21 +112,22 @@ def _grpo_args(tmp_path, **kw):
     return GRPOConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True, **kw)
 
 
-def test_trl_defaults_are_exact_for_affine_regularizers_and_refused_with_a_pathwise_term(tmp_path):
+def test_trl_defaults_are_refused_in_one_line_and_the_exact_settings_accepted(tmp_path):
     """A user who swaps GRPOTrainer for PMGRPOTrainer and keeps TRL's defaults (scale_rewards='group',
-    loss_type='dapo') gets exactness (reward placement) or one line naming the field (loss placement)."""
+    loss_type='dapo') gets one line naming the field; scale_rewards='none' is exact with every affine
+    regularizer, and a pathwise term also needs loss_type='dr_grpo'."""
     from prefmatch.llm.integrations.trl import check_trl_config
 
     args = _grpo_args(tmp_path)
-    assert (args.scale_rewards, args.loss_type) == ("group", "dapo")  # TRL's defaults, as the battery runs them
+    assert (args.scale_rewards, args.loss_type) == ("group", "dapo")  # TRL's defaults
     for name, params in (("kl", {}), ("pm", {}), ("cpm", {"alpha": 0.2}), ("maxent", {})):
         _, placement = regularizer_from_config(name, params, 0.1)
-        check_trl_config(args, placement)  # accepted
+        with pytest.raises(ValueError, match=r"^scale_rewards: must be 'none' .*got 'group'$"):
+            check_trl_config(args, placement)
+        check_trl_config(_grpo_args(tmp_path, scale_rewards="none"), placement)  # dapo: exact here
     _, placement = regularizer_from_config("fdiv", {"f": "chi2"}, 0.1)
     with pytest.raises(ValueError, match=r"^loss_type: must be 'dr_grpo' .*got 'dapo'$"):
-        check_trl_config(args, placement)
-    with pytest.raises(ValueError, match=r"^scale_rewards: must be 'none' .*got 'group'$"):
-        check_trl_config(_grpo_args(tmp_path, loss_type="dr_grpo"), placement)
+        check_trl_config(_grpo_args(tmp_path, scale_rewards="none"), placement)
     check_trl_config(_grpo_args(tmp_path, loss_type="dr_grpo", scale_rewards="none"), placement)
 
 
@@ -141,6 +142,7 @@ def test_grpo_settings_that_cannot_be_exact_are_refused_in_one_line(tmp_path, fi
     kw = {field: value}
     if field == "importance_sampling_level":
         kw["loss_type"] = "grpo"  # TRL itself refuses sequence-level ratios with token-count loss types
+    kw.setdefault("scale_rewards", "none")
     with pytest.raises(ValueError) as e:
         check_trl_config(_grpo_args(tmp_path, **kw), "reward")
     msg = str(e.value)
