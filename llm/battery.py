@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,8 @@ class Case:
     whiten: bool = True
     length: int = 1
     value: bool = False  # a tabular value model (GAE with lam = 0.95) instead of none (lam = 1)
+    critic_init: str = "zero"  # the value model's start: zero, or "reward_model" (a separate critic copied
+    # from the reward model, DeepSpeed-Chat's and the PM paper's: its score read at every prefix)
     ppo_epochs: int = 1
     mini_batches: int = 1
     max_grad_norm: float = 0.0  # the trainer's default clips at 1.0
@@ -61,7 +64,8 @@ class Case:
         p = ",".join(f"{k}={v}" for k, v in sorted(self.params.items()) if k != "weights")
         if len(self.params.get("weights", ())) > 2:
             p += ("," if p else "") + "weights=" + "/".join(f"{w:g}" for w in self.params["weights"])
-        extra = (" value+gae0.95" if self.value else "") + (
+        critic = " critic=reward_model" if self.critic_init == "reward_model" else ""
+        extra = (f" value+gae0.95{critic}" if self.value else "") + (
             f" epochs={self.ppo_epochs}x{self.mini_batches}mb" if self.ppo_epochs > 1 or self.mini_batches > 1 else "") + (
             f" clip-grad={self.max_grad_norm:g}" if self.max_grad_norm else "") + (
             f" temperature={self.temperature:g}" if self.temperature != 1 else "") + (
@@ -121,10 +125,11 @@ def tabular_modules():
     class TabularValue(nn.Module):
         """V(y_≤t): one value per response prefix, shape [B, L]."""
 
-        def __init__(self, vocab: int, length: int, prompt_len: int = 1):
+        def __init__(self, vocab: int, length: int, prompt_len: int = 1, init=None):
             super().__init__()
             self.vocab, self.length, self.prompt_len = vocab, length, prompt_len
-            self.V = nn.Parameter(torch.zeros(n_prefixes(vocab, length), dtype=torch.float64))
+            v = torch.zeros(n_prefixes(vocab, length), dtype=torch.float64) if init is None else torch.as_tensor(init).double()
+            self.V = nn.Parameter(v.clone())
 
         def forward(self, input_ids, attention_mask=None):
             return self.V[prefix_rows(input_ids, self.prompt_len, self.vocab, self.length)].float()
@@ -167,6 +172,24 @@ class Problem:
             lp = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
         return lp.numpy() * self.mask
 
+    def reward_model_values(self) -> np.ndarray:
+        """[n_prefixes]: what a critic copied from the reward model predicts at the start — the reward
+        model's score read at each response prefix, here the reward of the first complete response
+        that extends it (the response's own reward at its last token); 0 for prefixes no response extends."""
+        offsets = [sum(self.vocab ** j for j in range(m)) for m in range(self.length + 1)]
+        values = np.zeros(n_prefixes(self.vocab, self.length))
+        seen = np.zeros(len(values), dtype=bool)
+        for tokens, m, r in zip(self.responses, self.mask, self.reward):
+            seq = tokens[m > 0].tolist()
+            code = 0
+            for k in range(len(seq) + 1):
+                row = offsets[k] + code
+                if not seen[row]:
+                    values[row], seen[row] = r, True
+                if k < len(seq):
+                    code = code * self.vocab + seq[k]
+        return values
+
     def reward_fn(self):
         """The task reward of a sampled batch: each row's tokens up to its mask, looked up by value."""
         import torch
@@ -204,6 +227,7 @@ def run_case(case: Case, *, steps: int | None = None, lr: float | None = None,
     """Train one case; ``{"id", "accepted", "tv", "reason", ...}`` (steps and lr: :func:`budget`)."""
     default_steps, default_lr = budget(case)
     steps, lr = steps or default_steps, lr or default_lr
+    started = time.perf_counter()
 
     TabularPolicy, TabularValue = tabular_modules()
     n_refs = len(case.params.get("weights", ())) or 1
@@ -212,7 +236,10 @@ def run_case(case: Case, *, steps: int | None = None, lr: float | None = None,
                         reward_scale=case.reward_scale)
     refs = [TabularPolicy(vocab, case.length, init=w) for w in prob.ref_weights]
     policy = TabularPolicy(vocab, case.length, init=prob.ref_weights[0])
-    value = TabularValue(vocab, case.length) if case.value else None
+    value = None
+    if case.value:
+        value = TabularValue(vocab, case.length,
+                             init=prob.reward_model_values() if case.critic_init == "reward_model" else None)
     params = dict(case.params)
     if params.get("alpha") == "near-ref":  # α 1e-9 above a first-token π_ref: float32 cannot tell them apart
         first = np.exp(prob.token_logp(refs[0])[:, 0])
@@ -245,7 +272,7 @@ def run_case(case: Case, *, steps: int | None = None, lr: float | None = None,
     tv = 0.5 * float(np.abs(np.exp(logp) - np.exp(target)).sum())
     start = 0.5 * float(np.abs(np.exp(prob.token_logp(refs[0]).sum(-1)) - np.exp(target)).sum())
     row = {"id": case.id, "accepted": True, "placement": trainer.placement, "tv": tv, "tv_at_start": start,
-           "steps": steps, "lr": lr, "reason": ""}
+           "steps": steps, "lr": lr, "reason": "", "seconds": round(time.perf_counter() - started, 1)}
     if case.reward_clip:  # how far the clipped objective's optimum is from the unclipped one's
         unclipped = trainer.reg.sequence_optimal_logp(prob.reward, ref_t, prob.mask)
         row["tv_to_unclipped_optimum"] = 0.5 * float(np.abs(np.exp(logp) - np.exp(unclipped)).sum())
@@ -265,7 +292,8 @@ def all_cases(lengths=(1, 2)) -> list[Case]:
     Fixed-length responses: regularizer × mode (reward, loss) × whitening × length 1 and 2, length 3
     with whitening.  Responses ending at EOS (lengths 1–3, shared prefixes, optima spread over
     several lengths): every regularizer and placement, with whitening on and off; minibatches of 1
-    (batch 64), 8 and the whole batch, ``ppo_epochs`` = 2, value model on, gradient clipping,
+    (batch 64), 8 and the whole batch, ``ppo_epochs`` = 2, value model on (zero-initialised, and a
+    separate critic initialised from the reward model), gradient clipping,
     temperature; rewards far beyond ±5 with and without ``reward_clip``; β ∈ {0.05, 0.3, 1, 5}
     (budgets scale with β, :func:`budget`); K = 3 references with unequal weights; cPM with
     π_ref within float32 rounding of α."""
@@ -290,6 +318,8 @@ def all_cases(lengths=(1, 2)) -> list[Case]:
         cases.append(Case(name, params, "auto", True, 3, eos=True, ppo_epochs=2, mini_batches=4))
         cases.append(Case(name, params, "auto", True, 3, eos=True, value=True))
         cases.append(Case(name, params, "auto", False, 3, eos=True, value=True))
+        for whiten in (True, False):  # a separate critic initialised from the reward model
+            cases.append(Case(name, params, "auto", whiten, 3, eos=True, value=True, critic_init="reward_model"))
         cases.append(Case(name, params, "auto", True, 3, eos=True, max_grad_norm=1.0))
         cases.append(Case(name, params, "auto", True, 3, eos=True, temperature=0.7))
         cases.append(Case(name, params, "auto", True, 3, eos=True, reward_scale=8.0))

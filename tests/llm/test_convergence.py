@@ -133,3 +133,21 @@ def test_battery_markdown_names_its_command_machine_and_versions(tmp_path):
     assert head == "<!-- written by `python -m prefmatch.llm.battery --markdown x`; do not edit -->"
     assert run_on.endswith(f", {platform.machine()} CPU, torch {torch.__version__}, trl 9.9: 3 configurations.")
     assert blank == "" and table.startswith("| configuration |")
+
+
+def test_reward_model_critic_starts_at_the_reward_models_scores():
+    """The battery's critic copied from the reward model: at each complete response's last token it
+    predicts that response's reward, and at every prefix the reward of a response that extends it."""
+    TabularPolicy, TabularValue = B.tabular_modules()
+    prob = B.Problem.make(vocab=3, length=3, seed=7, eos=2)
+    values = prob.reward_model_values()
+    critic = TabularValue(3, 3, init=values)
+    ids = torch.cat([torch.zeros(len(prob.responses), 1, dtype=torch.long), torch.as_tensor(prob.responses)], 1)
+    v = critic(input_ids=ids).detach().double().numpy()
+    lengths = prob.mask.sum(1).astype(int)
+    np.testing.assert_allclose(v[np.arange(len(v)), lengths], prob.reward, rtol=1e-6)
+    for i, n in enumerate(lengths):  # every prefix's value is the reward of some response extending it
+        for t in range(n + 1):
+            ext = [j for j in range(len(v)) if lengths[j] >= t
+                   and (prob.responses[j, :t] == prob.responses[i, :t]).all()]
+            assert np.isclose(v[i, t], prob.reward[ext], rtol=1e-6).any()
