@@ -1,5 +1,5 @@
 """The DPO trainer's convergence battery: the real DPOTrainer.step on tabular policies, trained on
-Bradley–Terry pairs, lands within TV 0.02 of each affine regularizer's RLHF optimum."""
+Bradley–Terry pairs, lands within TV 0.01 of each affine regularizer's RLHF optimum."""
 from __future__ import annotations
 
 import pytest
@@ -14,7 +14,7 @@ from prefmatch.theory.dpo import dpo_regularizers  # noqa: E402
 def _check(row):
     assert row["tv"] <= B.TV_TOL, row
     assert row["tv_at_start"] > 3 * B.TV_TOL, row  # the start is far from the optimum: the test can fail
-    assert row["tv_sampling"] <= B.TV_TOL / 2, row  # the pairs pin the optimum down well inside the tolerance
+    assert row["tv_sampling"] <= B.TV_TOL, row  # the pairs pin the optimum down within the tolerance too
 
 
 @pytest.mark.parametrize("case", B.QUICK, ids=lambda c: c.id)
