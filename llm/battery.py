@@ -296,7 +296,7 @@ def all_cases(lengths=(1, 2)) -> list[Case]:
     separate critic initialised from the reward model), gradient clipping,
     temperature; rewards far beyond ±5 with and without ``reward_clip``; β ∈ {0.05, 0.3, 1, 5}
     (budgets scale with β, :func:`budget`); K = 3 references with unequal weights; cPM with
-    π_ref within float32 rounding of α."""
+    π_ref within float32 rounding of α; lengths 1–4 for every regularizer."""
     cases = [Case(name, params, mode, whiten, T)
              for name, params in regularizer_cases() for mode in ("reward", "loss")
              for whiten in (True, False) for T in lengths]
@@ -332,6 +332,10 @@ def all_cases(lengths=(1, 2)) -> list[Case]:
     for name in ("multi_rkl", "multi_fkl"):
         cases.append(Case(name, {"weights": [0.2, 0.3, 0.5]}, "auto", True, 3, eos=True))
     cases.append(Case("cpm", {"alpha": "near-ref", "level": "token"}, "auto", True, 3, eos=True))
+    # lengths 1-4 (31 responses, 121 prefixes): every regularizer with whitening, and minibatches of 8
+    cases += [Case(name, params, "auto", True, 4, eos=True) for name, params in regularizer_cases()]
+    cases += [Case(name, params, "auto", True, 4, eos=True, mini_batches=32)
+              for name, params in [("kl", {"estimator": "k1"}), ("fdiv", {"f": "chi2"})]]
     return cases
 
 

@@ -36,6 +36,7 @@ from prefmatch.llm.battery import Problem, tabular_modules
 from prefmatch.llm.dpo import DPOConfig, DPOTrainer
 from prefmatch.theory.dpo import dpo_regularizers
 from prefmatch.theory.regularizers import REGISTRY
+from prefmatch.theory.responses import enumerate_responses
 
 #: the tolerance every case is held to (total variation to the RLHF optimum), and its sampling floor
 TV_TOL = 0.01
@@ -100,12 +101,16 @@ def empirical_minimizer(reg, winners, losers, ref_t, mask: np.ndarray) -> np.nda
 
 
 def budget(case: Case) -> tuple[int, int]:
-    """(pairs, steps) of a case: 200 000 pairs and 600 steps, twice the pairs on EOS-terminated
-    responses (15 of them: the sampling floor grows with their number), and both times 0.7/β below
-    β = 0.7 (a pair's noise moves the optimum's logits, which scale like r/β, in proportion; more
-    steps average the minibatch noise down as far)."""
+    """(pairs, steps) of a case: 200 000 pairs and 600 steps; on EOS-terminated responses 400 000
+    pairs per 15 responses (the sampling floor grows with their number: 15 of lengths 1–3, 31 of
+    lengths 1–4, which also take the steps in proportion); both times 0.7/β below β = 0.7 (a pair's
+    noise moves the optimum's logits, which scale like r/β, in proportion; more steps average the
+    minibatch noise down as far)."""
     scale = max(1.0, BETA / case.beta)
-    return int(round((400_000 if case.eos else 200_000) * scale)), int(round(600 * scale))
+    if not case.eos:
+        return int(round(200_000 * scale)), int(round(600 * scale))
+    per = len(enumerate_responses(VOCAB, case.length, VOCAB - 1)[0]) / 15
+    return int(round(400_000 * per * scale, -3)), int(round(600 * max(1.0, per) * scale))
 
 
 def run_case(case: Case, *, n_pairs: int | None = None, steps: int | None = None, batch_size: int = 1024,
@@ -169,7 +174,8 @@ def regularizer_cases() -> list[tuple[str, dict]]:
 
 def all_cases(lengths=(1, 2, 3)) -> list[Case]:
     """Every regularizer case at response lengths 1–3, each at a small β on two-token responses, and
-    each on responses ending at EOS (lengths 1–3), KL also at β = 0.2 and 2 there;
+    each on responses ending at EOS (lengths 1–3), KL also at β = 0.2 and 2 there, KL and token-level
+    cPM on lengths 1–4;
     sequence-level cPM also at α = 0.05, where M = {π_ref(y) ≥ α} holds some of the 9 and 27 longer
     responses (at α = 0.3 it holds none of them on these instances, and cPM is KL there)."""
     cases = [Case(name, params, T) for name, params in regularizer_cases() for T in lengths]
@@ -178,6 +184,8 @@ def all_cases(lengths=(1, 2, 3)) -> list[Case]:
     # responses that end at EOS (lengths 1-3, shared prefixes: 15 responses), as text does
     cases += [Case(name, params, 3, eos=True) for name, params in regularizer_cases()]
     cases += [Case("kl", {}, 3, beta=0.2, eos=True), Case("kl", {}, 3, beta=2.0, eos=True)]
+    # lengths 1-4 (31 responses, optima spread over four lengths)
+    cases += [Case("kl", {}, 4, eos=True), Case("cpm", {"alpha": 0.3, "level": "token"}, 4, eos=True)]
     return cases
 
 
