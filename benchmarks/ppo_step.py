@@ -348,7 +348,7 @@ def write_markdown(out: dict, a) -> None:
     grpo = out.get("grpo_context") or {}
     size = "" if a.size == "tiny" else f" --size {a.size}"
     shape = "" if a.size == "tiny" else (f" --batch {a.batch} --mini-batch {a.mini_batch} --gen-len {a.gen_len} "
-                                         f"--steps {a.steps}")
+                                         f"--steps {a.steps} --threads {a.threads}")
     lines = [f"<!-- written by `python benchmarks/ppo_step.py{size}{shape} --repeats {a.repeats} --markdown "
              f"{a.markdown}`; do not edit -->",
              f"Run on {time.strftime('%Y-%m-%d')}, {platform.machine()} CPU ({a.threads} threads), torch "
