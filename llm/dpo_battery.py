@@ -103,14 +103,15 @@ def empirical_minimizer(reg, winners, losers, ref_t, mask: np.ndarray) -> np.nda
 def budget(case: Case) -> tuple[int, int]:
     """(pairs, steps) of a case: 200 000 pairs and 600 steps; on EOS-terminated responses 400 000
     pairs per 15 responses (the sampling floor grows with their number: 15 of lengths 1–3, 31 of
-    lengths 1–4, which also take the steps in proportion); both times 0.7/β below β = 0.7 (a pair's
+    lengths 1–4) and 1200 steps per 15 responses (at 600 the trained policy's own noise left the
+    rows at TV 0.008–0.0096); both times 0.7/β below β = 0.7 (a pair's
     noise moves the optimum's logits, which scale like r/β, in proportion; more steps average the
     minibatch noise down as far)."""
     scale = max(1.0, BETA / case.beta)
     if not case.eos:
         return int(round(200_000 * scale)), int(round(600 * scale))
     per = len(enumerate_responses(VOCAB, case.length, VOCAB - 1)[0]) / 15
-    return int(round(400_000 * per * scale, -3)), int(round(600 * max(1.0, per) * scale))
+    return int(round(400_000 * per * scale, -3)), int(round(1200 * max(1.0, per) * scale))
 
 
 def run_case(case: Case, *, n_pairs: int | None = None, steps: int | None = None, batch_size: int = 1024,
