@@ -196,13 +196,13 @@ class PPOConfig(CommonConfig):
             if reg.name == "multi_fkl" and self.mini_batch_size < 8:
                 raise ConfigError(
                     f"mini_batch_size: must be at least 8 with multi_fkl, got {self.mini_batch_size} (its pathwise "
-                    "term weights each response by π̄/π, unbounded; with minibatches of 1 PPO stalled at TV "
-                    "0.015-0.019 from the optimum on EOS responses, at twice the steps or half the lr too)")
+                    "term weights each response by π̄/π, unbounded; with minibatches of 1 the convergence battery's "
+                    "runs stalled off the optimum, at twice the steps or half the lr too)")
             if reg.name == "fdiv" and getattr(reg, "f", None) == "js" and not (has_value or self.whiten_advantages):
                 raise ConfigError(
                     "whiten_advantages: must be true for fdiv with f=js when there is no value model, got False (with "
-                    "no baseline at all PPO stalled at TV 0.013-0.019 from the optimum on EOS responses, at 4000 "
-                    "to 16000 steps)")
+                    "no baseline at all the convergence battery's run stalled off the optimum, at four times the "
+                    "steps too)")
             return reg, placement
         except RegularizerConfigError as e:
             raise ConfigError(str(e)) from None
