@@ -43,3 +43,15 @@ def _ppo_overrides(tiny, out, **kw):
                 batch_size=4, mini_batch_size=2, lr=1e-3, seed=0, **TINY)
     base.update(kw)
     return base
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread per process for a module of tiny tabular tensors (the convergence batteries,
+    as their tables' runs use), so that pytest-xdist's workers do not oversubscribe the cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -16,16 +16,7 @@ from prefmatch.theory.regularizers import REGISTRY, trainable_names  # noqa: E40
 from prefmatch.llm.rewards import REGULARIZER_MODES, RegularizerConfigError, build_regularizer, resolve_mode  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tabular tensors are tiny: one torch thread per process (as the table's run uses), so that
-    pytest-xdist's workers do not oversubscribe the cores."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tabular tensors (tests/llm/conftest.py)
 
 
 @pytest.mark.parametrize("case", B.QUICK, ids=lambda c: c.id)

@@ -11,16 +11,7 @@ from prefmatch.llm.rewards import build_regularizer  # noqa: E402
 from prefmatch.theory.dpo import dpo_regularizers  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tabular tensors are tiny: one torch thread per process (as the table's run uses), so that
-    pytest-xdist's workers do not oversubscribe the cores."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tabular tensors (tests/llm/conftest.py)
 
 
 def _check(row):
