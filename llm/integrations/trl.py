@@ -213,7 +213,7 @@ class _Regularized:
         check_trl_config(args, self.placement)
         from accelerate.utils import is_peft_model
 
-        peft = kwargs.get("peft_config") is not None or is_peft_model(model)
+        peft = kwargs.get("peft_config") is not None or (not isinstance(model, str) and is_peft_model(model))
         refs = self.reg.refs
         self._pm_trl_ref = False  # the reference is the one TRL builds (the policy with its adapter off, or a copy)
         if refs == "none":
