@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 OUT    ?= out
 
-.PHONY: install test test-slow test-wheel test-readme test-battery test-dpo-battery test-all test-explore test-browser docs \
+.PHONY: install test test-slow test-wheel test-readme test-battery test-dpo-battery test-all test-explore test-browser docs test-trl-range \
         figures bench demo smollm2 opinion-full opinion-page multiref clean test-trl test-fsdp test-verl verl-env bench-ppo \
         test-deepspeed deepspeed-env gpu-check
 
@@ -134,6 +134,11 @@ endef
 # TRL's GRPO/RLOO with prefmatch regularizers: the TRL battery and the argument checks (about 8 minutes)
 test-trl: install
 	$(VENV)/bin/pytest -q -m trl tests/llm/test_trl.py
+
+# the GRPO/RLOO integration at the lowest TRL it supports (1.12.0, in a side environment; the project's venv has
+# the highest, 1.16.0): the default TRL tests, a short GRPO run to the optimum included (about a minute)
+test-trl-range: install .cache/trl-1.12/.installed
+	.cache/trl-1.12/bin/python -m pytest -q -p no:cacheprovider -m "trl and not slow" tests/llm/test_trl.py
 
 # SFT, reward model, PPO (shared head and separate critic) and DPO sharded with FSDP2 on 2 CPU processes vs
 # unsharded runs; PPO and DPO killed after a checkpoint and resumed (about 3 minutes on 2 idle cores)

@@ -54,7 +54,12 @@ import trl
 from accelerate.utils import gather
 from trl import GRPOTrainer, RLOOTrainer
 from trl.models import prepare_deepspeed, prepare_fsdp
-from trl.trainer.utils import add_fused_lm_head, nanstd
+from trl.trainer.utils import nanstd
+
+try:  # TRL >= 1.15 scores log-probs through a fused LM head, at a temperature set per model
+    from trl.trainer.utils import add_fused_lm_head
+except ImportError:  # TRL < 1.15 divides every model's logits by the sampling temperature
+    add_fused_lm_head = None
 
 from prefmatch.llm.rewards import RegularizerConfigError, build_regularizer, resolve_mode
 
@@ -69,14 +74,14 @@ __all__ = ["PMGRPOTrainer", "PMRLOOTrainer", "SUPPORTED_TRL", "TESTED_TRL_VERSIO
            "check_trl_config", "check_trl_version", "regularizer_from_config"]
 
 
-def check_trl_version(version: str | None = None) -> None:
-    """ValueError (one line) unless ``version`` (default: the installed TRL's) is in :data:`SUPPORTED_TRL`."""
+def check_trl_version(version: str | None = None, supported: str = SUPPORTED_TRL,
+                      tested: tuple = TESTED_TRL_VERSIONS, what: str = "prefmatch's TRL trainers") -> None:
+    """ValueError (one line) unless ``version`` (default: the installed TRL's) is in ``supported``."""
     from packaging.specifiers import SpecifierSet
 
     v = trl.__version__ if version is None else version
-    if v not in SpecifierSet(SUPPORTED_TRL):
-        raise ValueError(f"trl: prefmatch's TRL trainers support trl{SUPPORTED_TRL} (tested: "
-                         f"{', '.join(TESTED_TRL_VERSIONS)}); this is trl {v}")
+    if v not in SpecifierSet(supported):
+        raise ValueError(f"trl: {what} support trl{supported} (tested: {', '.join(tested)}); this is trl {v}")
 
 
 def regularizer_from_config(regularizer: str, regularizer_params: dict | None, beta: float):
@@ -232,6 +237,9 @@ class _Regularized:
                 raise ValueError(f"ref_model: regularizer {self.reg.name!r} with {k} weights needs a list of {k} "
                                  "reference models (or model ids)")
             ref_list = list(ref_model)
+        if add_fused_lm_head is None and refs != "none" and args.temperature != 1.0:
+            raise ValueError(f"temperature: must be 1.0 with trl {trl.__version__} (before 1.15 TRL scores every model at "
+                             f"the sampling temperature; ψ needs the references' own distributions); got {args.temperature!r}")
         if self._pm_trl_ref and args.temperature != 1.0:
             raise ValueError("temperature: must be 1.0 when the reference is TRL's own (TRL scores it at the sampling "
                              f"temperature; ψ needs the reference's own distribution): pass ref_model; got {args.temperature!r}")
@@ -297,7 +305,8 @@ class _Regularized:
         for ref in self._pm_refs:
             ref.eval()
             ref.requires_grad_(False)
-            add_fused_lm_head(ref, temperature=1.0)  # the reference's own distribution
+            if add_fused_lm_head is not None:
+                add_fused_lm_head(ref, temperature=1.0)  # the reference's own distribution
             if self.is_deepspeed_enabled:
                 ref = prepare_deepspeed(ref, self.accelerator)
             elif self.is_fsdp_enabled:
