@@ -8,7 +8,7 @@ OUT    ?= out
 
 .PHONY: install test test-slow test-wheel test-readme test-battery test-dpo-battery test-all test-explore test-browser docs test-trl-range \
         figures bench demo smollm2 opinion-full opinion-page multiref clean test-trl test-fsdp test-verl verl-env bench-ppo \
-        test-deepspeed deepspeed-env gpu-check
+        test-deepspeed deepspeed-env gpu-check openrlhf-env test-openrlhf
 
 install: $(STAMP)
 
@@ -174,6 +174,17 @@ verl-env: .cache/verl/.installed
 # the verl recipe against verl's own core_algos / apply_kl_penalty
 test-verl: verl-env
 	$(VENV)/bin/pytest -q tests/llm/test_trl_verl.py
+
+# OpenRLHF 0.11.2 without its dependencies (its reward functions need torch only; DeepSpeed is stubbed in the check)
+.cache/openrlhf/.installed: | install
+	$(call side_env,.cache/openrlhf)
+	.cache/openrlhf/bin/pip install -q --no-deps openrlhf==0.11.2
+	touch $@
+openrlhf-env: .cache/openrlhf/.installed
+
+# the OpenRLHF recipe against OpenRLHF's own compute_approx_kl / compute_reward (seconds)
+test-openrlhf: openrlhf-env
+	$(VENV)/bin/pytest -q tests/llm/test_openrlhf.py
 
 # TRL 1.12 (the last with a PPO trainer) and 1.16 side environments for the PPO benchmark
 .cache/trl-%/.installed: | install
