@@ -52,6 +52,7 @@ def test_recipe_against_verls_own_module():
     assert len(out["refused"]) == 2
 
 
+@pytest.mark.slow  # a local Ray cluster: about a minute on idle cores (make test-verl runs it)
 @pytest.mark.skipif(not VERL_PYTHON.exists(), reason="no verl environment (make verl-env)")
 def test_registration_reaches_verls_ray_workers():
     """In a Ray worker process (not the driver), verl's own reward and advantage calls run prefmatch's: the rewards
