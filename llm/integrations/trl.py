@@ -1,6 +1,6 @@
 r"""TRL's GRPO and RLOO trainers with their KL term replaced by any prefmatch regularizer.
 
-``pip install prefmatch[trl]`` (TRL is pinned to the tested version, :data:`TESTED_TRL_VERSION`).
+``pip install prefmatch[trl]`` (TRL in :data:`SUPPORTED_TRL`; other versions are refused in one line).
 A TRL user changes one class and one argument::
 
     from prefmatch.llm.integrations.trl import PMGRPOTrainer
@@ -31,17 +31,22 @@ placement is :func:`prefmatch.llm.rewards.resolve_mode`, the table the ``grad.*`
   per-sequence loss).
 * refused: kl with k2 (the wrong objective in every placement).
 
-TRL's built-in KL is switched off (its ``beta`` is set to 0 inside the trainer); K reference
-models are passed as ``ref_model=[m1, ..., mK]`` for the multi-reference regularizers (each with the
-policy's output vocabulary: otherwise a ValueError naming ``ref_model[i]``); a
-regularizer that needs one reference and gets none uses a frozen copy of the initial policy.
+TRL's built-in KL is switched off (the trainer's ``beta`` attribute is 0 once TRL has built the
+reference); K reference models are passed as ``ref_model=[m1, ..., mK]`` for the multi-reference
+regularizers (each with the policy's output vocabulary: otherwise a ValueError naming
+``ref_model[i]``); a regularizer that needs one reference and gets none uses the reference TRL's
+trainer builds (a PEFT policy with its adapter disabled — no second copy —, otherwise a copy loaded
+with the policy's ``model_init_kwargs``), and ``sync_ref_model`` works as in TRL.  References given as
+paths load with the policy's ``model_init_kwargs``, dtype and attention implementation.  TRL's ``kl``
+metric is logged with TRL's meaning (GRPO: per-token k3, RLOO: k1, to the reference).  The sampling
+policy's log-probs come from ``generate`` (GRPO; no second forward pass).
 Settings under which training would not reach that optimum (truncated or penalized sampling, an
 entropy bonus, a pathwise term divided by a sampled std or by token counts, ...) are refused
 when the trainer is built, with one line naming the field and the exact value
-(:func:`check_trl_config`).  Text-only models.  Two pieces of TRL 1.16's ``_generate_and_score_completions`` are replicated,
+(:func:`check_trl_config`).  Text-only models.  Two pieces of TRL's ``_generate_and_score_completions`` are replicated,
 because ψ must join the reward before them: GRPO's group normalization (``sum_then_normalize``;
 ``normalize_then_sum`` is refused) and RLOO's leave-one-out baseline with its optional
-normalization.
+normalization; each is compared with TRL's own result on the task reward at every step.
 """
 from __future__ import annotations
 
