@@ -10,7 +10,7 @@ OpenRLHF regularizes in one of two places (``openrlhf/trainer/ppo_utils/experien
   ``kl_estimator k1`` this is the row "k1 as a reward": exact; k2 and k3 in the reward are not.
 * ``algo.kl.use_loss`` on (the actor loss): k2 as a pure loss is exact, k3 without the importance
   ratio optimizes the forward KL, and ``unbiased_gradient`` gives the reverse KL's gradient (the
-  ``grad.*`` table, {doc}`theory/estimators`).
+  ``grad.*`` table of the estimators page).
 
 The recipe puts the regularizer's ψ_t in the reward, through OpenRLHF's own ``compute_reward``:
 replace the ``compute_approx_kl(...)`` call of ``make_experience`` by :func:`kl_term` (which needs the

@@ -4,4 +4,7 @@ estimators and, when ``PREFMATCH_VERL_REGULARIZER`` holds one, the regularizer's
 (:func:`prefmatch.llm.integrations.verl.register`)."""
 from prefmatch.llm.integrations.verl import register
 
-register()
+try:
+    register()
+except ImportError:  # imported where verl is not installed (the docs' API pages): nothing to register
+    pass
