@@ -6,9 +6,9 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 OUT    ?= out
 
-.PHONY: install test test-slow test-wheel test-readme test-battery test-dpo-battery test-all test-explore test-browser docs \
+.PHONY: install test test-slow test-wheel test-readme test-battery test-dpo-battery test-all test-explore test-browser docs test-trl-range \
         figures bench demo smollm2 opinion-full opinion-page multiref clean test-trl test-fsdp test-verl verl-env bench-ppo \
-        test-deepspeed deepspeed-env gpu-check bench-smollm2
+        test-deepspeed deepspeed-env gpu-check bench-smollm2 openrlhf-env test-openrlhf
 
 install: $(STAMP)
 
@@ -137,6 +137,11 @@ endef
 test-trl: install
 	$(VENV)/bin/pytest -q -m trl tests/llm/test_trl.py
 
+# the GRPO/RLOO integration at the lowest TRL it supports (1.12.0, in a side environment; the project's venv has
+# the highest, 1.16.0): the default TRL tests, a short GRPO run to the optimum included (about a minute)
+test-trl-range: install .cache/trl-1.12/.installed
+	.cache/trl-1.12/bin/python -m pytest -q -p no:cacheprovider -m "trl and not slow" tests/llm/test_trl.py
+
 # SFT, reward model, PPO (shared head and separate critic) and DPO sharded with FSDP2 on 2 CPU processes vs
 # unsharded runs; PPO and DPO killed after a checkpoint and resumed (about 3 minutes on 2 idle cores)
 test-fsdp: install
@@ -171,6 +176,17 @@ verl-env: .cache/verl/.installed
 # the verl recipe against verl's own core_algos / apply_kl_penalty
 test-verl: verl-env
 	$(VENV)/bin/pytest -q tests/llm/test_trl_verl.py
+
+# OpenRLHF 0.11.2 without its dependencies (its reward functions need torch only; DeepSpeed is stubbed in the check)
+.cache/openrlhf/.installed: | install
+	$(call side_env,.cache/openrlhf)
+	.cache/openrlhf/bin/pip install -q --no-deps openrlhf==0.11.2
+	touch $@
+openrlhf-env: .cache/openrlhf/.installed
+
+# the OpenRLHF recipe against OpenRLHF's own compute_approx_kl / compute_reward (seconds)
+test-openrlhf: openrlhf-env
+	$(VENV)/bin/pytest -q tests/llm/test_openrlhf.py
 
 # TRL 1.12 (the last with a PPO trainer) and 1.16 side environments for the PPO benchmark
 .cache/trl-%/.installed: | install

@@ -1,6 +1,6 @@
 r"""TRL's GRPO and RLOO trainers with their KL term replaced by any prefmatch regularizer.
 
-``pip install prefmatch[trl]`` (TRL is pinned to the tested version, :data:`TESTED_TRL_VERSION`).
+``pip install prefmatch[trl]`` (TRL in :data:`SUPPORTED_TRL`; other versions are refused in one line).
 A TRL user changes one class and one argument::
 
     from prefmatch.llm.integrations.trl import PMGRPOTrainer
@@ -31,21 +31,27 @@ placement is :func:`prefmatch.llm.rewards.resolve_mode`, the table the ``grad.*`
   per-sequence loss).
 * refused: kl with k2 (the wrong objective in every placement).
 
-TRL's built-in KL is switched off (its ``beta`` is set to 0 inside the trainer); K reference
-models are passed as ``ref_model=[m1, ..., mK]`` for the multi-reference regularizers (each with the
-policy's output vocabulary: otherwise a ValueError naming ``ref_model[i]``); a
-regularizer that needs one reference and gets none uses a frozen copy of the initial policy.
+TRL's built-in KL is switched off (the trainer's ``beta`` attribute is 0 once TRL has built the
+reference); K reference models are passed as ``ref_model=[m1, ..., mK]`` for the multi-reference
+regularizers (each with the policy's output vocabulary: otherwise a ValueError naming
+``ref_model[i]``); a regularizer that needs one reference and gets none uses the reference TRL's
+trainer builds (a PEFT policy with its adapter disabled — no second copy —, otherwise a copy loaded
+with the policy's ``model_init_kwargs``), and ``sync_ref_model`` works as in TRL.  References given as
+paths load with the policy's ``model_init_kwargs``, dtype and attention implementation.  TRL's ``kl``
+metric is logged with TRL's meaning (GRPO: per-token k3, RLOO: k1, to the reference).  The sampling
+policy's log-probs come from ``generate`` (GRPO; no second forward pass).
 Settings under which training would not reach that optimum (truncated or penalized sampling, an
 entropy bonus, a pathwise term divided by a sampled std or by token counts, ...) are refused
 when the trainer is built, with one line naming the field and the exact value
-(:func:`check_trl_config`).  Text-only models.  Two pieces of TRL 1.16's ``_generate_and_score_completions`` are replicated,
+(:func:`check_trl_config`).  Text-only models.  Two pieces of TRL's ``_generate_and_score_completions`` are replicated,
 because ψ must join the reward before them: GRPO's group normalization (``sum_then_normalize``;
 ``normalize_then_sum`` is refused) and RLOO's leave-one-out baseline with its optional
-normalization.
+normalization; each is compared with TRL's own result on the task reward at every step.
 """
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any
 
 import torch
@@ -53,14 +59,34 @@ import trl
 from accelerate.utils import gather
 from trl import GRPOTrainer, RLOOTrainer
 from trl.models import prepare_deepspeed, prepare_fsdp
-from trl.trainer.utils import add_fused_lm_head, nanstd
+from trl.trainer.utils import nanstd
+
+try:  # TRL >= 1.15 scores log-probs through a fused LM head, at a temperature set per model
+    from trl.trainer.utils import add_fused_lm_head
+except ImportError:  # TRL < 1.15 divides every model's logits by the sampling temperature
+    add_fused_lm_head = None
 
 from prefmatch.llm.rewards import RegularizerConfigError, build_regularizer, resolve_mode
 
-#: the TRL version these trainers are tested against (``prefmatch[trl]`` pins it)
-TESTED_TRL_VERSION = "1.16.0"
+#: the TRL versions these trainers support (``prefmatch[trl]`` requires this range); the lowest and the
+#: highest are tested (``make test-trl`` with the project's TRL, ``make test-trl-range`` in a side environment)
+SUPPORTED_TRL = ">=1.12.0,<1.17"
+TESTED_TRL_VERSIONS = ("1.12.0", "1.16.0")
+#: the newest tested version (the battery's)
+TESTED_TRL_VERSION = TESTED_TRL_VERSIONS[-1]
 
-__all__ = ["PMGRPOTrainer", "PMRLOOTrainer", "TESTED_TRL_VERSION", "check_trl_config", "regularizer_from_config"]
+__all__ = ["PMGRPOTrainer", "PMRLOOTrainer", "SUPPORTED_TRL", "TESTED_TRL_VERSION", "TESTED_TRL_VERSIONS",
+           "check_trl_config", "check_trl_version", "regularizer_from_config"]
+
+
+def check_trl_version(version: str | None = None, supported: str = SUPPORTED_TRL,
+                      tested: tuple = TESTED_TRL_VERSIONS, what: str = "prefmatch's TRL trainers") -> None:
+    """ValueError (one line) unless ``version`` (default: the installed TRL's) is in ``supported``."""
+    from packaging.specifiers import SpecifierSet
+
+    v = trl.__version__ if version is None else version
+    if v not in SpecifierSet(supported):
+        raise ValueError(f"trl: {what} support trl{supported} (tested: {', '.join(tested)}); this is trl {v}")
 
 
 def regularizer_from_config(regularizer: str, regularizer_params: dict | None, beta: float):
@@ -145,18 +171,61 @@ def check_trl_config(args, placement: str) -> None:
             raise ValueError(f"{name}: must be {must}; got {getattr(args, name)!r}")
 
 
+class _SampledTokenLogps:
+    """A transformers logits processor that keeps the log-probability of each sampled token under the
+    distribution it was sampled from (the model's softmax at the sampling temperature), so that the
+    sampling policy's log-probs come out of ``generate`` instead of a second forward pass.
+
+    Called at every decoding step with the scores of the next column; the token chosen at step t is
+    ``input_ids[:, -1]`` at step t + 1, so each call gathers the previous step's log-probs.  transformers
+    applies the temperature warper after the processors a caller passes (``_get_logits_processor``), so
+    the temperature is applied here."""
+
+    def __init__(self, temperature: float):
+        self.temperature = float(temperature)
+        self.cols: list = []      # log π(y_t|·) of the tokens of columns 0..n-2
+        self.tokens: list = []    # those tokens, to check the alignment with the returned completions
+        self.prev = None          # the last step's log-probs [B, V]
+
+    def __call__(self, input_ids, scores):
+        if self.prev is not None:
+            tok = input_ids[:, -1:]
+            self.cols.append(self.prev.gather(-1, tok).squeeze(-1))
+            self.tokens.append(tok.squeeze(-1))
+        self.prev = torch.log_softmax(scores.float() / self.temperature, dim=-1)
+        return scores
+
+    def per_completion(self, completion_ids) -> list[list[float]] | None:
+        """Per-completion log-probs aligned with TRL's ``completion_ids`` lists (truncated after EOS);
+        None when they do not line up (then the caller scores the policy with a forward pass)."""
+        if self.prev is None or self.prev.size(0) != len(completion_ids):
+            return None
+        n = len(self.cols) + 1
+        if any(len(ids) > n for ids in completion_ids):
+            return None
+        dev = self.prev.device
+        last_tok = torch.tensor([ids[n - 1] if len(ids) == n else 0 for ids in completion_ids], device=dev)
+        cols = self.cols + [self.prev.gather(-1, last_tok[:, None]).squeeze(-1)]
+        toks = self.tokens + [last_tok]
+        lp, tk = torch.stack(cols, 1).cpu(), torch.stack(toks, 1).cpu()
+        for i, ids in enumerate(completion_ids):
+            if ids and tk[i, :len(ids)].tolist() != list(ids):
+                return None
+        return [lp[i, :len(ids)].tolist() for i, ids in enumerate(completion_ids)]
+
+
 class _Regularized:
     """What the GRPO and RLOO variants share: the regularizer, its references, ψ per completion."""
 
-    def _pm_before_init(self, model, args, regularizer, regularizer_params, ref_model):
-        if trl.__version__ != TESTED_TRL_VERSION:
-            import warnings
-
-            warnings.warn(f"prefmatch's TRL trainers are tested with trl=={TESTED_TRL_VERSION}; "
-                          f"this is trl {trl.__version__}", stacklevel=3)
+    def _pm_before_init(self, model, args, regularizer, regularizer_params, ref_model, kwargs):
+        check_trl_version()
         self.reg, self.placement = regularizer_from_config(regularizer, regularizer_params, args.beta)
         check_trl_config(args, self.placement)
+        from accelerate.utils import is_peft_model
+
+        peft = kwargs.get("peft_config") is not None or (not isinstance(model, str) and is_peft_model(model))
         refs = self.reg.refs
+        self._pm_trl_ref = False  # the reference is the one TRL builds (the policy with its adapter off, or a copy)
         if refs == "none":
             if ref_model is not None:
                 raise ValueError(f"ref_model: regularizer {self.reg.name!r} uses no reference model; leave it None")
@@ -165,30 +234,40 @@ class _Regularized:
             if isinstance(ref_model, (list, tuple)):
                 raise ValueError(f"ref_model: regularizer {self.reg.name!r} takes one reference model, "
                                  f"got a list of {len(ref_model)}")
-            ref_list = [self._pm_initial_copy(model) if ref_model is None else ref_model]
+            self._pm_trl_ref = ref_model is None
+            ref_list = [] if ref_model is None else [ref_model]
         else:
             k = len(self.reg.weights)
             if not isinstance(ref_model, (list, tuple)) or len(ref_model) != k:
                 raise ValueError(f"ref_model: regularizer {self.reg.name!r} with {k} weights needs a list of {k} "
                                  "reference models (or model ids)")
             ref_list = list(ref_model)
-        self._pm_refs = [self._pm_load(r) for r in ref_list]
+        if add_fused_lm_head is None and refs != "none" and args.temperature != 1.0:
+            raise ValueError(f"temperature: must be 1.0 with trl {trl.__version__} (before 1.15 TRL scores every model at "
+                             f"the sampling temperature; ψ needs the references' own distributions); got {args.temperature!r}")
+        if self._pm_trl_ref and args.temperature != 1.0:
+            raise ValueError("temperature: must be 1.0 when the reference is TRL's own (TRL scores it at the sampling "
+                             f"temperature; ψ needs the reference's own distribution): pass ref_model; got {args.temperature!r}")
+        if args.sync_ref_model:
+            if refs != "one":
+                raise ValueError(f"sync_ref_model: must be False with regularizer {self.reg.name!r} (it does not use "
+                                 "one reference model); got True")
+            if peft and ref_model is None:
+                raise ValueError("sync_ref_model: must be False with a PEFT policy (its reference is the policy with the "
+                                 "adapter disabled, as in TRL, which refuses it too); got True")
+        self._pm_refs = [self._pm_load(r, args, model, kwargs.get("quantization_config")) for r in ref_list]
         self._pm_check_vocabularies(model, self._pm_refs)
         self._pm_stash = None
         self._pm_task_rewards = None
-        args = copy.copy(args)  # TRL's own KL term off: the regularizer replaces it
-        args.beta = 0.0
+        # TRL builds its reference (when it is the regularizer's) as GRPOTrainer/RLOOTrainer would: it needs its beta
+        # > 0 for that; _pm_after_init then sets the trainer's beta to 0 (TRL's own KL term off: the regularizer
+        # replaces it).  With a reference of the caller's, TRL builds none and prefmatch syncs it (sync_ref_model).
+        self._pm_sync = bool(args.sync_ref_model) and not self._pm_trl_ref
+        args = copy.copy(args)
+        args.beta = float(self.reg.beta) if self._pm_trl_ref else 0.0
+        if not self._pm_trl_ref:
+            args.sync_ref_model = False
         return args
-
-    @staticmethod
-    def _pm_initial_copy(model):
-        if isinstance(model, str):
-            return model
-        from accelerate.utils import is_peft_model
-
-        if is_peft_model(model):
-            raise ValueError("ref_model: pass the reference model explicitly when the policy is a PEFT model")
-        return copy.deepcopy(model)
 
     @staticmethod
     def _pm_check_vocabularies(model, refs):
@@ -205,19 +284,34 @@ class _Regularized:
                                  "must use the policy's tokenizer")
 
     @staticmethod
-    def _pm_load(ref):
-        if isinstance(ref, str):
-            from transformers import AutoModelForCausalLM
+    def _pm_load(ref, args, policy, quantization_config=None):
+        """A reference given as a path or model id, loaded as TRL loads its own reference: the policy's
+        ``model_init_kwargs`` (and ``quantization_config``), the policy's dtype and attention
+        implementation when the policy is an instance (TRL's ``GRPOTrainer.__init__``, "Reference model")."""
+        if not isinstance(ref, str):
+            return ref
+        from trl.trainer.utils import create_model_from_path
 
-            ref = AutoModelForCausalLM.from_pretrained(ref)
-        return ref
+        kw = dict(args.model_init_kwargs or {})
+        if quantization_config is not None:
+            kw["quantization_config"] = quantization_config
+        kw.setdefault("trust_remote_code", args.trust_remote_code)
+        if not isinstance(policy, str):
+            from accelerate.utils import is_peft_model
+
+            base = policy.get_base_model() if is_peft_model(policy) else policy
+            kw.setdefault("dtype", base.dtype)
+            kw.setdefault("attn_implementation", base.config._attn_implementation)
+        return create_model_from_path(ref, **kw)
 
     def _pm_after_init(self):
+        self.beta = 0.0  # TRL's own KL term (GRPO: k3 in the loss; RLOO: k1 in the reward) off
         prepared = []
         for ref in self._pm_refs:
             ref.eval()
             ref.requires_grad_(False)
-            add_fused_lm_head(ref, temperature=1.0)  # the reference's own distribution
+            if add_fused_lm_head is not None:
+                add_fused_lm_head(ref, temperature=1.0)  # the reference's own distribution
             if self.is_deepspeed_enabled:
                 ref = prepare_deepspeed(ref, self.accelerator)
             elif self.is_fsdp_enabled:
@@ -226,6 +320,10 @@ class _Regularized:
                 ref = self.accelerator.prepare_model(ref, evaluation_mode=True)
             prepared.append(ref)
         self._pm_refs = prepared
+        if self._pm_sync:
+            from trl.trainer.callbacks import SyncRefModelCallback
+
+            self.add_callback(SyncRefModelCallback(ref_model=self._pm_refs[0], accelerator=self.accelerator))
 
     # ---- hooks into TRL (the policy's log-probs and the task rewards it computes anyway)
     def _get_per_token_logps_and_entropies(self, model, *args, **kwargs):
@@ -249,6 +347,24 @@ class _Regularized:
             self._pm_stash = None
         return out, old
 
+    def _pm_reference_logps(self, ids, attn, keep, bs) -> list:
+        """Each reference's per-token log-probs.  With TRL's own reference this is TRL's
+        ``_generate_and_score_completions`` ("Compute the per-token log probabilities for the reference
+        model"): ``self.ref_model``, or for a PEFT policy the policy under ``use_adapter(model, "ref" if
+        TRL made a frozen copy of a pretrained adapter else None)``, i.e. with its adapter disabled."""
+        fwd = self._get_per_token_logps_and_entropies
+        if self._pm_refs:
+            return [fwd(r, ids, attn, keep, batch_size=bs)[0] for r in self._pm_refs]
+        if not self._pm_trl_ref:
+            return []
+        if self.ref_model is not None:
+            return [fwd(self.ref_model, ids, attn, keep, batch_size=bs)[0]]
+        from trl.trainer.utils import use_adapter
+
+        model = self.accelerator.unwrap_model(self.model)
+        with use_adapter(model, adapter_name="ref" if "ref" in model.peft_config else None):
+            return [fwd(self.model, ids, attn, keep, batch_size=bs)[0]]
+
     def _pm_terms(self, out: dict, old):
         """(ψ per completion [B], ∂Σ_tψ_t/∂log π(y_t|·) [B, T] or None, reference log-probs) on the
         local completions; log-probs of the policy that sampled them (``old``) and of each reference."""
@@ -260,8 +376,7 @@ class _Regularized:
         with torch.no_grad():
             if old is None:
                 old = self._get_per_token_logps_and_entropies(self.model, ids, attn, keep, batch_size=bs)[0]
-            refs = [self._get_per_token_logps_and_entropies(r, ids, attn, keep, batch_size=bs)[0].double()
-                    for r in self._pm_refs]
+            refs = [r.double() for r in self._pm_reference_logps(ids, attn, keep, bs)]
         ref_t = None if not refs else (torch.stack(refs) if self.reg.multi_reference else refs[0])
         m = mask.double()
         with torch.enable_grad():
@@ -269,7 +384,22 @@ class _Regularized:
             psi_t = self.reg.token_reward(lp, ref_t, m)
             psi = psi_t.sum(-1)
             dpsi = torch.autograd.grad(psi.sum(), lp)[0] * m if self.placement == "loss" else None
+        if ref_t is not None and not self.reg.multi_reference:
+            self._pm_log_kl(old.detach().double(), ref_t, m)
         return psi.detach(), dpsi, ref_t
+
+    #: the estimator of TRL's ``kl`` metric: GRPO logs k3 (its loss term), RLOO k1 (its reward term)
+    _pm_kl_estimator = "k3"
+
+    def _pm_log_kl(self, lp, ref, m):
+        """TRL's ``kl`` metric, with TRL's meaning: the per-token mean, over the batch's completion tokens,
+        of TRL's KL estimate between the policy and the reference (the theory layer's k3 / k1 terms)."""
+        from prefmatch.theory.regularizers import kl
+
+        k = -kl(beta=1.0, estimator=self._pm_kl_estimator).token_reward(lp, ref, m)
+        totals = self.accelerator.reduce(torch.stack([k.sum(), m.sum()]).float(), reduction="sum")
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode]["kl"].append((totals[0] / totals[1].clamp(min=1.0)).item())
 
     def _pm_task_reward(self):
         rpf = self._pm_task_rewards
@@ -277,6 +407,15 @@ class _Regularized:
         rewards = (rpf * self.reward_weights.to(rpf.device).unsqueeze(0)).nansum(dim=1)
         rewards[unscorable] = torch.nan
         return rewards, unscorable
+
+    def _pm_check_mirror(self, trl_advantages, ours_on_task):
+        """The replica of TRL's advantage computation (what ψ must join before) against TRL's own result on
+        the task reward alone, at every step: a TRL release that changes it stops training here."""
+        a, b = trl_advantages.to(ours_on_task.dtype), ours_on_task
+        if a.shape != b.shape or not torch.allclose(a, b, rtol=1e-4, atol=1e-5):
+            raise RuntimeError(f"trl {trl.__version__} computes {type(self).__mro__[2].__name__}'s advantages differently "
+                               "from the replica prefmatch adds ψ through; this TRL version is not supported "
+                               f"(supported: {SUPPORTED_TRL})")
 
     def _pm_local(self, x, n_local: int):
         i = self.accelerator.process_index
@@ -324,18 +463,40 @@ class PMGRPOTrainer(_Regularized, GRPOTrainer):
         if args.multi_objective_aggregation != "sum_then_normalize":
             raise ValueError("multi_objective_aggregation: must be 'sum_then_normalize' (ψ joins the summed reward "
                              "before the group normalization)")
-        args = self._pm_before_init(model, args, regularizer, regularizer_params, ref_model)
+        args = self._pm_before_init(model, args, regularizer, regularizer_params, ref_model, kwargs)
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
         self._pm_after_init()
 
-    def _generate_and_score_completions(self, inputs):
-        out, old = self._pm_super_generate(inputs)
-        psi, dpsi, _ = self._pm_terms(out, old)
-        n_local = out["prompt_ids"].size(0)
-        g = self.num_generations if self.model.training else self.num_generations_eval
-        task, unscorable = self._pm_task_reward()
-        psi_all = gather(psi.to(task.dtype))
-        rewards = task + psi_all
+    def _generate_single_turn(self, prompt_ids, *args, **kwargs):
+        """TRL's ``_generate_single_turn`` (its transformers ``generate`` path), with the sampled tokens'
+        log-probs read from ``generate`` by a logits processor (:class:`_SampledTokenLogps`) and returned as
+        the ``logprobs`` TRL's vLLM path returns: TRL pads them into ``sampling_per_token_logps``, which
+        ψ is computed from (no second forward of the sampling policy).  The processor is passed to the
+        model's ``generate`` for the duration of the call; without it (vLLM, continuous batching, a
+        wrapper that hides the model) ψ falls back to a forward pass."""
+        if self.use_vllm or getattr(self, "use_transformers_continuous_batching", False):
+            return super()._generate_single_turn(prompt_ids, *args, **kwargs)
+        from transformers import LogitsProcessorList
+
+        model = self.accelerator.unwrap_model(self.model_wrapped)
+        capture = _SampledTokenLogps(self.temperature)
+        own = model.__dict__.get("generate")
+        model.generate = functools.partial(model.generate, logits_processor=LogitsProcessorList([capture]))
+        try:
+            completion_ids, logprobs = super()._generate_single_turn(prompt_ids, *args, **kwargs)
+        finally:
+            if own is None:
+                del model.generate
+            else:
+                model.generate = own
+        if logprobs is None:
+            logprobs = capture.per_completion(completion_ids)
+        return completion_ids, logprobs
+
+    def _pm_advantages(self, rewards, g):
+        """TRL's GRPO advantages (``_generate_and_score_completions``, ``multi_objective_aggregation=
+        "sum_then_normalize"``): A = (R − mean_g R)/s, s per ``scale_rewards`` (group or batch std + 1e-4; 1 for
+        "none"), NaN (unscorable) → 0.  Checked against TRL's own result at every step (``_pm_check_mirror``)."""
         mean = torch.nanmean(rewards.view(-1, g), dim=1).repeat_interleave(g)
         if self.scale_rewards == "none":
             scale = torch.ones_like(rewards)
@@ -345,7 +506,19 @@ class PMGRPOTrainer(_Regularized, GRPOTrainer):
             scale = nanstd(rewards.view(-1, g), dim=1).repeat_interleave(g) + 1e-4
         else:
             scale = torch.full_like(rewards, 1e-4)
-        adv = torch.nan_to_num((rewards - mean) / scale, nan=0.0)
+        return torch.nan_to_num((rewards - mean) / scale, nan=0.0), scale
+
+    def _generate_and_score_completions(self, inputs):
+        out = super()._generate_and_score_completions(inputs)
+        # the sampling policy's log-probs: from generation, else TRL's own (when it computes them), else a forward
+        old = out.get("sampling_per_token_logps", out.get("old_per_token_logps"))
+        psi, dpsi, _ = self._pm_terms(out, old)
+        n_local = out["prompt_ids"].size(0)
+        g = self.num_generations if self.model.training else self.num_generations_eval
+        task, unscorable = self._pm_task_reward()
+        self._pm_check_mirror(out["advantages"], self._pm_local(self._pm_advantages(task, g)[0], n_local))
+        psi_all = gather(psi.to(task.dtype))
+        adv, scale = self._pm_advantages(task + psi_all, g)
         adv, scale = self._pm_local(adv, n_local), self._pm_local(scale, n_local)
         if dpsi is not None:
             keep = (~self._pm_local(unscorable, n_local)).to(adv.dtype)
@@ -381,20 +554,16 @@ class PMRLOOTrainer(_Regularized, RLOOTrainer):
             raise ValueError("args: pass an RLOOConfig with beta > 0 (the regularizer's coefficient)")
         if not isinstance(args, RLOOConfig):
             raise ValueError(f"args: must be a trl.RLOOConfig, got {type(args).__name__}")
-        args = self._pm_before_init(model, args, regularizer, regularizer_params, ref_model)
+        args = self._pm_before_init(model, args, regularizer, regularizer_params, ref_model, kwargs)
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
         self._pm_after_init()
 
-    def _generate_and_score_completions(self, inputs):
-        out, old = self._pm_super_generate(inputs)  # RLOO always scores the sampling policy
-        psi, _, ref_t = self._pm_terms(out, old)
-        n_local = out["prompt_ids"].size(0)
-        g = self.num_generations if self.model.training else self.num_generations_eval
-        rewards, _ = self._pm_task_reward()
-        if self.reward_clip_range:
-            rewards = rewards.clamp(min=self.reward_clip_range[0], max=self.reward_clip_range[1])
-        psi_all = gather(psi.to(rewards.dtype))
-        rewards = rewards + psi_all
+    _pm_kl_estimator = "k1"
+
+    def _pm_advantages(self, rewards, g):
+        """TRL's RLOO advantages (``_generate_and_score_completions``): the leave-one-out baseline over the
+        scorable siblings, then the optional ``normalize_advantages``, NaN → 0.  Checked against TRL's own
+        result at every step (``_pm_check_mirror``).  ``reward_clip_range`` is refused by check_trl_config."""
         grouped = rewards.view(-1, g)
         if g > 1:
             count = (~torch.isnan(grouped)).sum(dim=1, keepdim=True)
@@ -406,7 +575,18 @@ class PMRLOOTrainer(_Regularized, RLOOTrainer):
         if self.normalize_advantages:
             scale = nanstd(adv) + 1e-4
             adv = (adv - torch.nanmean(adv)) / scale
-        out["advantages"] = self._pm_local(torch.nan_to_num(adv, nan=0.0), n_local)
+        return torch.nan_to_num(adv, nan=0.0), scale
+
+    def _generate_and_score_completions(self, inputs):
+        out, old = self._pm_super_generate(inputs)  # RLOO always scores the sampling policy
+        psi, _, ref_t = self._pm_terms(out, old)
+        n_local = out["prompt_ids"].size(0)
+        g = self.num_generations if self.model.training else self.num_generations_eval
+        rewards, _ = self._pm_task_reward()
+        self._pm_check_mirror(out["advantages"], self._pm_local(self._pm_advantages(rewards, g)[0], n_local))
+        psi_all = gather(psi.to(rewards.dtype))
+        adv, scale = self._pm_advantages(rewards + psi_all, g)
+        out["advantages"] = self._pm_local(adv, n_local)
         if self.placement == "loss":
             b = out["prompt_ids"].size(0)
             if ref_t is not None:  # batch first, so that TRL's shuffling and splitting keep it aligned

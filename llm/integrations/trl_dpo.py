@@ -20,7 +20,7 @@ regularizer's implicit rewards.
 Refused with one line: a regularizer without a DPO loss of this form, multi_rkl (TRL takes one
 reference model), a ``loss_type`` other than ``sigmoid``, an ``f_divergence_type`` other than
 ``reverse_kl``, ``ld_alpha`` and ``sync_ref_model`` (each changes what the reference term means).
-Tested against TRL :data:`TESTED_TRL_VERSION`.
+Tested against TRL :data:`TESTED_TRL_VERSION`; other versions are refused in one line (:data:`SUPPORTED_TRL_DPO`).
 """
 from __future__ import annotations
 
@@ -34,10 +34,12 @@ from trl import DPOTrainer
 from prefmatch.llm.rewards import RegularizerConfigError, build_regularizer
 from prefmatch.theory.dpo import dpo_regularizers
 
-#: the TRL version this trainer is tested against
+#: the TRL version this trainer is tested against; it needs TRL's fused LM head and its cache key of precomputed
+#: reference log-probs as in 1.16 (1.15's fused head fails on CPU; 1.12 has neither), so it supports 1.16 only
 TESTED_TRL_VERSION = "1.16.0"
+SUPPORTED_TRL_DPO = ">=1.16.0,<1.17"
 
-__all__ = ["PMDPOTrainer", "TESTED_TRL_VERSION"]
+__all__ = ["PMDPOTrainer", "SUPPORTED_TRL_DPO", "TESTED_TRL_VERSION"]
 
 
 def _check_args(args, regularizer: str, regularizer_params: dict | None):
@@ -63,6 +65,9 @@ class PMDPOTrainer(DPOTrainer):
     """``trl.DPOTrainer`` whose loss is the DPO loss of ``regularizer`` (see the module docstring)."""
 
     def __init__(self, *args: Any, regularizer: str = "kl", regularizer_params: dict | None = None, **kwargs: Any):
+        from prefmatch.llm.integrations.trl import check_trl_version
+
+        check_trl_version(supported=SUPPORTED_TRL_DPO, tested=(TESTED_TRL_VERSION,), what="PMDPOTrainer")
         targs = kwargs.get("args")
         if targs is None:
             raise RegularizerConfigError("args: give a trl.DPOConfig (its beta is the regularizer's β)")

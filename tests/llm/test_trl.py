@@ -161,3 +161,257 @@ def test_rloo_clipping_and_pathwise_normalization_are_refused(tmp_path):
     check_trl_config(norm, "reward")
     with pytest.raises(ValueError, match=r"^normalize_advantages: must be False"):
         check_trl_config(norm, "loss")
+
+
+# ---- TRL without surprises: the reference TRL would build, its metrics, its versions, the mirrored code checked
+
+def _tiny(tmp_path, n_refs=1, **cfg):
+    """The battery's tiny problem: (model dirs, tokenizer, a GRPOConfig/RLOOConfig factory, dataset, reward)."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    dirs, reward = trl_battery.build_problem(tmp_path, n_refs=n_refs)
+    tok = AutoTokenizer.from_pretrained(dirs[0])
+
+    def task_reward(completions, completion_ids, **kw):
+        return [float(reward[ids[0]]) if ids else 0.0 for ids in completion_ids]
+
+    return dirs, tok, Dataset.from_dict({"prompt": ["w1"] * 64}), task_reward
+
+
+def _config(tmp_path, cls="grpo", **kw):
+    from trl import GRPOConfig, RLOOConfig
+
+    base = dict(output_dir=str(tmp_path / "out"), beta=0.5, num_generations=4, per_device_train_batch_size=8,
+                max_completion_length=3, max_steps=1, use_cpu=True, report_to=[], save_strategy="no",
+                logging_steps=1, disable_tqdm=True, bf16=False)
+    base.update(kw)
+    if cls == "grpo":
+        base.setdefault("scale_rewards", "none")
+        return GRPOConfig(**base)
+    return RLOOConfig(**base)
+
+
+def _n_params(*modules):
+    seen = {}
+    for m in modules:
+        if m is not None:
+            for p in m.parameters():
+                seen[id(p)] = p.numel()
+    return sum(seen.values())
+
+
+def test_peft_reference_is_the_policy_with_its_adapter_disabled(tmp_path):
+    """peft_config: no second copy of the model (the parameters the trainer holds are the policy's and its
+    adapter's), and the reference log-probs are the base model's while the trained policy's differ."""
+    import torch
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM
+
+    from prefmatch.llm.integrations.trl import PMGRPOTrainer
+
+    dirs, tok, ds, task_reward = _tiny(tmp_path)
+    base = AutoModelForCausalLM.from_pretrained(dirs[0])
+    n_base = _n_params(base)
+    trainer = PMGRPOTrainer(model=AutoModelForCausalLM.from_pretrained(dirs[0]), reward_funcs=task_reward,
+                            args=_config(tmp_path, max_steps=2, learning_rate=0.1), train_dataset=ds,
+                            processing_class=tok, regularizer="kl",
+                            peft_config=LoraConfig(r=2, lora_alpha=4, target_modules=["c_attn"], lora_dropout=0.0))
+    n_adapter = sum(p.numel() for n, p in trainer.model.named_parameters() if "lora_" in n)
+    assert n_adapter > 0
+    assert trainer.ref_model is None and trainer._pm_refs == []
+    assert _n_params(trainer.model, trainer.ref_model, *trainer._pm_refs) == n_base + n_adapter
+    trainer.train()
+    ids = torch.tensor([[1, 2, 3, 4]])
+    attn = torch.ones_like(ids)
+    with torch.no_grad():
+        ref = trainer._pm_reference_logps(ids, attn, 3, 1)[0]
+        pol = trainer._get_per_token_logps_and_entropies(trainer.model, ids, attn, 3, batch_size=1)[0]
+        want = torch.log_softmax(base(input_ids=ids).logits[:, -4:-1], -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    assert torch.allclose(ref, want, atol=1e-5)
+    assert (pol - want).abs().max() > 1e-3  # the adapter was trained: the reference is not the policy
+
+
+def test_path_references_load_with_the_policys_init_kwargs(tmp_path):
+    """A reference given as a path gets the policy's model_init_kwargs, dtype and attention implementation (as
+    TRL loads its own reference); the default reference is TRL's own, loaded with those kwargs."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from prefmatch.llm.integrations.trl import PMGRPOTrainer
+
+    dirs, tok, ds, task_reward = _tiny(tmp_path, n_refs=2)
+    policy = AutoModelForCausalLM.from_pretrained(dirs[0], attn_implementation="eager", dtype=torch.bfloat16)
+    t = PMGRPOTrainer(model=policy, reward_funcs=task_reward, args=_config(tmp_path), train_dataset=ds,
+                      processing_class=tok, regularizer="kl", ref_model=str(dirs[1]))
+    ref = t.accelerator.unwrap_model(t._pm_refs[0])
+    assert ref.dtype == torch.bfloat16 and ref.config._attn_implementation == "eager"
+    t = PMGRPOTrainer(model=str(dirs[0]), reward_funcs=task_reward,
+                      args=_config(tmp_path, model_init_kwargs={"dtype": "bfloat16"}), train_dataset=ds,
+                      processing_class=tok, regularizer="multi_rkl", regularizer_params={"weights": [0.5, 0.5]},
+                      ref_model=[str(d) for d in dirs])
+    assert [t.accelerator.unwrap_model(r).dtype for r in t._pm_refs] == [torch.bfloat16] * 2
+    t = PMGRPOTrainer(model=str(dirs[0]), reward_funcs=task_reward,
+                      args=_config(tmp_path, model_init_kwargs={"dtype": "bfloat16"}), train_dataset=ds,
+                      processing_class=tok, regularizer="cpm", regularizer_params={"alpha": 0.2})
+    assert t._pm_refs == [] and t.ref_model is not None and t.ref_model.dtype == torch.bfloat16
+    assert t.beta == 0.0  # TRL's own KL term off; the regularizer's β is the config's
+    assert t.reg.beta == 0.5
+
+
+@pytest.mark.parametrize("own_reference", [False, True])
+def test_sync_ref_model_works_with_any_beta(tmp_path, own_reference):
+    """sync_ref_model=True with beta=0.5 (TRL's check wanted beta 0 when the integration zeroed it): with
+    mixup α = 1 every step, the reference is the policy after each step, TRL's or the caller's reference."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from prefmatch.llm.integrations.trl import PMGRPOTrainer
+
+    dirs, tok, ds, task_reward = _tiny(tmp_path)
+    args = _config(tmp_path, sync_ref_model=True, ref_model_sync_steps=1, ref_model_mixup_alpha=1.0,
+                   learning_rate=0.1, max_steps=2)
+    ref = AutoModelForCausalLM.from_pretrained(dirs[0]) if own_reference else None
+    t = PMGRPOTrainer(model=AutoModelForCausalLM.from_pretrained(dirs[0]), reward_funcs=task_reward, args=args,
+                      train_dataset=ds, processing_class=tok, regularizer="kl", ref_model=ref)
+    before = next(iter(t.accelerator.unwrap_model(t.model).lm_head.parameters())).detach().clone()
+    t.train()
+    ref_model = t._pm_refs[0] if own_reference else t.ref_model
+    pol = dict(t.accelerator.unwrap_model(t.model).named_parameters())
+    for name, p in t.accelerator.unwrap_model(ref_model).named_parameters():
+        assert torch.equal(p, pol[name]), name
+    assert not torch.equal(before, pol["lm_head.weight"])  # the policy moved, so the sync did something
+
+
+def test_sync_ref_model_without_one_reference_is_refused_in_one_line(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from prefmatch.llm.integrations.trl import PMGRPOTrainer
+
+    dirs, tok, ds, task_reward = _tiny(tmp_path)
+    with pytest.raises(ValueError, match=r"^sync_ref_model: must be False with regularizer 'maxent'"):
+        PMGRPOTrainer(model=AutoModelForCausalLM.from_pretrained(dirs[0]), reward_funcs=task_reward,
+                      args=_config(tmp_path, sync_ref_model=True), train_dataset=ds, processing_class=tok,
+                      regularizer="maxent")
+
+
+@pytest.mark.parametrize("cls", ["grpo", "rloo"])
+def test_trls_kl_metric_keeps_its_meaning(tmp_path, cls):
+    """TRL logs ``kl`` (GRPO: the per-token mean of k3 = e^(ref−lp) − (ref−lp) − 1; RLOO: of lp − ref) beside
+    ``regularizer/psi_mean``; the value is TRL's formula, written out here, on the batch's tokens."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from prefmatch.llm.integrations.trl import PMGRPOTrainer, PMRLOOTrainer
+
+    dirs, tok, ds, task_reward = _tiny(tmp_path, n_refs=2)
+    Trainer = PMGRPOTrainer if cls == "grpo" else PMRLOOTrainer
+    t = Trainer(model=AutoModelForCausalLM.from_pretrained(dirs[0]), reward_funcs=task_reward,
+                args=_config(tmp_path, cls), train_dataset=ds, processing_class=tok, regularizer="cpm",
+                regularizer_params={"alpha": 0.2}, ref_model=AutoModelForCausalLM.from_pretrained(dirs[1]))
+    t.train()
+    logged = [h for h in t.state.log_history if "kl" in h]
+    assert logged and logged[0]["kl"] > 1e-4 and "regularizer/psi_mean" in logged[0]
+    g = torch.Generator().manual_seed(0)
+    lp, ref = -3 * torch.rand(4, 5, generator=g, dtype=torch.float64), -3 * torch.rand(4, 5, generator=g,
+                                                                                      dtype=torch.float64)
+    m = torch.tensor([[1, 1, 1, 0, 0]] * 4, dtype=torch.float64)
+    t._metrics["train"].clear()
+    t._pm_log_kl(lp, ref, m)
+    d = ref - lp
+    per_token = torch.exp(d) - d - 1 if cls == "grpo" else lp - ref
+    assert t._metrics["train"]["kl"][0] == pytest.approx(float((per_token * m).sum() / m.sum()), rel=1e-6)
+
+
+def test_sampling_log_probs_come_from_generation(tmp_path):
+    """No forward of the sampling policy outside TRL's training step: ψ's log-probs are the ones ``generate``
+    sampled with (TRL's ``sampling_per_token_logps``), equal to a forward pass's on every completion token."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from prefmatch.llm.integrations.trl import PMGRPOTrainer
+
+    dirs, tok, ds, task_reward = _tiny(tmp_path)
+    seen = {}
+
+    class Spy(PMGRPOTrainer):
+        def _generate_and_score_completions(self, inputs):
+            calls = []
+            orig = self._get_per_token_logps_and_entropies
+
+            def spy(model, *a, **k):
+                calls.append(model)
+                return orig(model, *a, **k)
+
+            self._get_per_token_logps_and_entropies = spy
+            try:
+                out = super()._generate_and_score_completions(inputs)
+            finally:
+                del self._get_per_token_logps_and_entropies
+            seen.update(out=out, calls=calls)
+            return out
+
+    t = Spy(model=AutoModelForCausalLM.from_pretrained(dirs[0]), reward_funcs=task_reward,
+            args=_config(tmp_path, temperature=1.0), train_dataset=ds, processing_class=tok, regularizer="kl",
+            ref_model=AutoModelForCausalLM.from_pretrained(dirs[0]))
+    t.train()
+    out = seen["out"]
+    assert all(m is not t.model for m in seen["calls"]) and len(seen["calls"]) == 1  # the reference only
+    ids = torch.cat([out["prompt_ids"], out["completion_ids"]], 1)
+    attn = torch.cat([out["prompt_mask"], out["completion_mask"]], 1)
+    m = out["completion_mask"].bool()
+    assert m.sum() > out["completion_ids"].size(0)  # some completions have several tokens
+    with torch.no_grad():  # the policy before the step: a fresh copy of the initial model
+        fresh = AutoModelForCausalLM.from_pretrained(dirs[0])
+        k = out["completion_ids"].size(1)
+        logits = fresh(input_ids=ids, attention_mask=attn).logits[:, -k - 1:-1]
+        want = torch.log_softmax(logits, -1).gather(-1, out["completion_ids"][..., None]).squeeze(-1)
+    assert torch.allclose(out["sampling_per_token_logps"][m], want[m], atol=1e-5)
+
+
+def test_a_changed_trl_advantage_computation_stops_training(tmp_path, monkeypatch):
+    """The GRPO/RLOO advantage replica ψ joins is checked against TRL's own result at every step."""
+    from transformers import AutoModelForCausalLM
+
+    from prefmatch.llm.integrations.trl import PMGRPOTrainer
+
+    dirs, tok, ds, task_reward = _tiny(tmp_path)
+    replica = PMGRPOTrainer._pm_advantages
+    monkeypatch.setattr(PMGRPOTrainer, "_pm_advantages", lambda self, r, g: (replica(self, r, g)[0] * 1.01, None))
+    t = PMGRPOTrainer(model=AutoModelForCausalLM.from_pretrained(dirs[0]), reward_funcs=task_reward,
+                      args=_config(tmp_path), train_dataset=ds, processing_class=tok, regularizer="maxent")
+    with pytest.raises(RuntimeError, match=r"computes GRPOTrainer's advantages differently"):
+        t.train()
+
+
+def test_trl_versions_outside_the_supported_range_are_refused_in_one_line():
+    import tomllib
+    from pathlib import Path
+
+    from prefmatch.llm.integrations.trl import SUPPORTED_TRL, TESTED_TRL_VERSIONS, check_trl_version
+
+    for v in TESTED_TRL_VERSIONS + ("1.14.2",):
+        check_trl_version(v)
+    for v in ("1.11.0", "1.17.0", "0.29.1"):
+        with pytest.raises(ValueError, match=rf"^trl: prefmatch's TRL trainers support trl>=.*; this is trl {v}$"):
+            check_trl_version(v)
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    assert pyproject["project"]["optional-dependencies"]["trl"] == [f"trl{SUPPORTED_TRL}"]
+
+
+def test_the_private_trl_methods_overridden_exist_with_the_signatures_used():
+    """Each TRL method the trainers override (each documented with the TRL code it hooks into) is still
+    there with the parameters the overrides pass on: a TRL that renames or reshapes one fails here."""
+    import inspect
+
+    from trl import GRPOTrainer, RLOOTrainer
+
+    def params(cls, name):
+        return list(inspect.signature(getattr(cls, name)).parameters)
+
+    for cls in (GRPOTrainer, RLOOTrainer):
+        assert params(cls, "_calculate_rewards") == ["self", "inputs", "prompts", "completions", "completion_ids_list"]
+        assert params(cls, "_generate_and_score_completions")[:2] == ["self", "inputs"]
+        assert params(cls, "_get_per_token_logps_and_entropies")[:2] == ["self", "model"]
+        assert params(cls, "_compute_loss") == ["self", "model", "inputs"]
+    assert params(GRPOTrainer, "_generate_single_turn")[:2] == ["self", "prompt_ids"]

@@ -98,3 +98,13 @@ def test_loss_type_other_than_sigmoid_is_refused(setup):
     with pytest.raises(RegularizerConfigError, match="^loss_type:"):
         PMDPOTrainer(model=load_causal_lm(setup["base"]), args=args, train_dataset=setup["ds"],
                      processing_class=setup["tok"], regularizer="pm")
+
+
+def test_trl_versions_other_than_the_tested_one_are_refused_in_one_line(monkeypatch):
+    import trl
+
+    from prefmatch.llm.integrations import trl_dpo
+
+    monkeypatch.setattr(trl, "__version__", "1.15.0")
+    with pytest.raises(ValueError, match=r"^trl: PMDPOTrainer support trl>=1\.16\.0,<1\.17 .*this is trl 1\.15\.0$"):
+        trl_dpo.PMDPOTrainer(model=None, args=None)
