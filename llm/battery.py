@@ -82,6 +82,27 @@ def n_prefixes(vocab: int, length: int) -> int:
     return sum(vocab ** m for m in range(length + 1))
 
 
+def prefix_rows(input_ids, prompt_len: int, vocab: int, length: int):
+    """[B, L]: the table row of the response prefix read at each position of ``input_ids`` (the
+    prompt is fixed; at position i the prefix is the response tokens up to i, m of them; rows are
+    numbered by length, then by the prefix read as a base-``vocab`` number)."""
+    import torch
+
+    B, L = input_ids.shape
+    resp = input_ids[:, prompt_len:]
+    offsets = [sum(vocab ** j for j in range(m)) for m in range(length + 1)]
+    code = torch.zeros(B, dtype=torch.long, device=input_ids.device)
+    codes = [code]
+    for m in range(1, min(length, resp.shape[1]) + 1):
+        code = code * vocab + resp[:, m - 1]
+        codes.append(code)
+    cols = []
+    for i in range(L):
+        m = min(max(i - prompt_len + 1, 0), len(codes) - 1)
+        cols.append(offsets[m] + codes[m])
+    return torch.stack(cols, 1)
+
+
 def tabular_modules():
     """(TabularPolicy, TabularValue) classes (built lazily: this module imports without torch)."""
     import torch
@@ -90,23 +111,6 @@ def tabular_modules():
     class _Out:
         def __init__(self, logits):
             self.logits = logits
-
-    def prefix_rows(input_ids, prompt_len: int, vocab: int, length: int):
-        """[B, L]: the table row of the response prefix read at each position (the prompt is
-        fixed; at position i the prefix is the response tokens up to i, m of them)."""
-        B, L = input_ids.shape
-        resp = input_ids[:, prompt_len:]
-        offsets = [sum(vocab ** j for j in range(m)) for m in range(length + 1)]
-        code = torch.zeros(B, dtype=torch.long, device=input_ids.device)
-        codes = [code]
-        for m in range(1, min(length, resp.shape[1]) + 1):
-            code = code * vocab + resp[:, m - 1]
-            codes.append(code)
-        cols = []
-        for i in range(L):
-            m = min(max(i - prompt_len + 1, 0), len(codes) - 1)
-            cols.append(offsets[m] + codes[m])
-        return torch.stack(cols, 1)
 
     class TabularPolicy(nn.Module):
         """π(y_t | y_<t) = softmax(W[prefix]) with one row per response prefix: every
@@ -176,18 +180,14 @@ class Problem:
         """[n_prefixes]: what a critic copied from the reward model predicts at the start — the reward
         model's score read at each response prefix, here the reward of the first complete response
         that extends it (the response's own reward at its last token); 0 for prefixes no response extends."""
-        offsets = [sum(self.vocab ** j for j in range(m)) for m in range(self.length + 1)]
+        import torch
+
+        ids = torch.cat([torch.zeros(len(self.responses), 1, dtype=torch.long), torch.as_tensor(self.responses)], 1)
+        rows = prefix_rows(ids, 1, self.vocab, self.length).numpy()  # position t reads the first t tokens
         values = np.zeros(n_prefixes(self.vocab, self.length))
-        seen = np.zeros(len(values), dtype=bool)
-        for tokens, m, r in zip(self.responses, self.mask, self.reward):
-            seq = tokens[m > 0].tolist()
-            code = 0
-            for k in range(len(seq) + 1):
-                row = offsets[k] + code
-                if not seen[row]:
-                    values[row], seen[row] = r, True
-                if k < len(seq):
-                    code = code * self.vocab + seq[k]
+        for i in reversed(range(len(rows))):  # the first response extending a prefix sets its value
+            n = int(self.mask[i].sum())
+            values[rows[i, :n + 1]] = self.reward[i]
         return values
 
     def reward_fn(self):
