@@ -248,6 +248,12 @@ def cell_reductions(result: dict, bias: float, beta: float, alpha: float, level:
         vals.append((k - v) / k)
         seeds.append(u["seed"])
     m, ci = mean_ci(vals)
+    if len(vals) == 1:  # one seed: a bootstrap over its evaluation samples, where the metric is sampled
+        u = next(u for u in _units(result, bias) if u["seed"] == seeds[0])
+        a = u["results"][kl_name].get("instance_" + metric + "_sampled")
+        b = u["results"][c_name].get("instance_" + metric + "_sampled")
+        if a and b:
+            ci = bootstrap_reduction_ci(a, b)
     sd = float(np.std(vals, ddof=1)) if len(vals) > 1 else None
     return {"mean": m, "ci": ci, "sd": sd, "per_seed": vals, "seeds": seeds, "excluded": excluded}
 

@@ -51,7 +51,7 @@ def smollm2_base(cache_dir: str | Path) -> str:
 
 
 #: the reduced settings of ``base: smollm2`` (LoRA, few topics, β = 1 only): a CPU-sized run
-SMOLLM2: dict = dict(lora=True, threads=2, jobs=1, n_topics=4, slots=2, comparisons_per_prompt=64,
+SMOLLM2: dict = dict(lora=True, threads=2, jobs=1, n_topics=4, slots=2, groups=0, phrasings=0, comparisons_per_prompt=64,
                      betas=[1.0], phase_biases=[], methods=["kl"], alphas=[0.3], levels=["token"], max_prompt_len=48, max_response_len=14, sft_epochs=2,
                      sft_lr=1e-3, sft_batch_size=16, rm_epochs=3, rm_lr=3e-4, rm_batch_size=16, steps=20, lr=1e-4,
                      batch_size=16, mini_batch_size=8, ppo_epochs=1, eval_samples=32)

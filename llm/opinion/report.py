@@ -436,12 +436,14 @@ def smollm2_findings(smol: dict) -> list[str]:
             continue
         th = kl.get("theory_pm_divergence_pairs"), r.get("theory_pm_divergence_pairs")
         red_t = (th[0] - th[1]) / th[0] if None not in th and th[0] else None
-        verdict = ("above 0: cPM reduces it" if cell["reduces"] else
-                   "not above 0: no reduction shown" if not cell["reduction_ci"] or cell["reduction_ci"][1] > 0 else
+        sci = cell.get("reduction_sampled_ci", cell["reduction_ci"])
+        verdict = ("above 0: cPM reduces it" if sci and sci[0] > 0 else
+                   "not above 0: no reduction shown" if not sci or sci[1] > 0 else
                    "below 0: cPM increases it")
         out.append(f"- **cPM α = {r['alpha']:g} ({r['level']} level)**: {_pct(r.get('tokens_in_M_reference'))} % of "
                    f"the reference's response tokens lie in M = {{π_ref ≥ α}}. §6.1 PM divergence {_f(r['pm_divergence'])} "
-                   f"vs KL's {_f(kl['pm_divergence'])}: reduction {_ci(cell['reduction'], cell['reduction_ci'], 1, True)} % "
+                   f"vs KL's {_f(kl['pm_divergence'])}: reduction "
+                   f"{_ci(cell.get('reduction_sampled', cell['reduction']), sci, 1, True)} % "
                    f"(bootstrap interval over the evaluation samples, {verdict}; the paper's OPT-1.3B cell "
                    f"{_pct(cell['paper_reduction'])} %). Exact pairwise PM divergence: reduction "
                    f"{_pct(cell['reduction_pairs'])} % where the theory optimum for this reward model and reference "
