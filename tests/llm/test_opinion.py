@@ -164,6 +164,58 @@ def test_exact_pm_divergences_against_loops_and_monte_carlo(corpus):
     assert mc.mean() == pytest.approx(O.pm_divergence_exact(logp, r), abs=4 * mc.std() / math.sqrt(mc.size))
 
 
+def test_authors_squared_error_exact_and_zero_at_preference_matching(corpus):
+    from prefmatch.llm.opinion.exact import pm_squared_error_exact
+
+    rng = np.random.default_rng(1)
+    p = corpus.prompts[2]
+    n = len(p.answers)
+    logp, r = log_softmax(rng.normal(size=n)), rng.normal(size=n)
+    pi = np.exp(logp)
+    loop = sum(pi[i] * pi[j] * ((r[i] - r[j]) - (logp[i] - logp[j])) ** 2 for i in range(n) for j in range(n))
+    assert pm_squared_error_exact(logp, r) == pytest.approx(loop, rel=1e-12)
+    assert pm_squared_error_exact(log_softmax(r), r) == pytest.approx(0.0, abs=1e-20)
+    ev = O.exact_evaluation([p], [logp], [r])
+    assert ev["pm_squared_error_exact"] == pytest.approx(loop, rel=1e-12)
+
+
+def test_sampled_pairs_split_by_validity_by_hand():
+    from prefmatch.llm.opinion.sampled import pair_validity
+
+    ok1, ok2 = [True, True, False, True, False], [True, False, True, True, False]
+    pm, sq = [0.1, 0.9, 0.7, 0.3, 2.0], [1.0, 4.0, 5.0, 2.0, 9.0]
+    r1, r2 = [0.0, 1.0, -1.0, 0.0, 0.0], [0.0, 2.0, 0.5, 0.0, 0.0]
+    out = pair_validity(ok1, ok2, pm, sq, r1, r2)
+    assert out["n_valid_pairs"] == 2 and out["n_invalid_pairs"] == 3 and out["n_mixed_pairs"] == 2
+    assert out["pm_divergence_valid_pairs"] == pytest.approx(0.2) and out["pm_divergence_invalid_pairs"] == pytest.approx(1.2)
+    assert out["pm_squared_error_valid_pairs"] == pytest.approx(1.5)
+    # pair 1: valid y1 scored 1.0 < malformed y2's 2.0; pair 2: valid y2 0.5 > malformed y1 -1.0
+    assert out["rm_prefers_valid"] == pytest.approx(0.5)
+
+
+def test_config_pairs_schedule_and_nucleus_grid():
+    cfg = O.configure({"betas": "0.1,1", "steps_by_beta": "200,40", "lr_by_beta": "1e-3,3e-4", "top_p": "0.9"}, "quick")
+    assert cfg.ppo_schedule(0.1) == (200, 1e-3) and cfg.ppo_schedule(1.0) == (40, 3e-4)
+    assert cfg.samples_per_prompt(24) == 134 and 24 * 134 // 2 >= 1600 > 24 * 132 // 2
+    names = [r.name for r in O.grid(cfg)[0.8]]
+    assert {"kl_b1_p0.9", "cpm_a0.1_b1_p0.9", "cpm_a0.5_b1_p0.9"} <= set(names)
+    from prefmatch.llm.config import ConfigError
+
+    for bad, msg in (({"steps_by_beta": "10,20"}, "steps_by_beta: one value per"), ({"top_p": "1"}, "top_p"),
+                     ({"eval_samples": "3"}, "eval_samples")):
+        with pytest.raises(ConfigError, match=msg):
+            O.configure(bad, "quick").check()
+
+
+def test_ppo_nucleus_sampling_only_as_a_declared_ablation():
+    from prefmatch.llm.config import ConfigError
+    from prefmatch.llm.ppo import PPOConfig
+
+    with pytest.raises(ConfigError, match="top_p: must be 1"):
+        PPOConfig(policy="p", reward_model="r", top_p=0.9).check_algorithm()
+    PPOConfig(policy="p", reward_model="r", top_p=0.9, nucleus_ablation=True).check_algorithm()
+
+
 def test_exact_evaluation_by_hand(corpus):
     rng = np.random.default_rng(1)
     p = corpus.prompts[2]
