@@ -92,6 +92,36 @@ def reward_model_accuracy(result: dict) -> dict:
             "above_chance": bool(ci and ci[0] > 0.5)}
 
 
+def _seeds(result: dict) -> list[int]:
+    """The seeds of the main world's units (a merged run: every part's)."""
+    return sorted({u["seed"] for u in result["units"] if u["bias"] == result["config"]["bias"]})
+
+
+def merge_parts(parts: Sequence[dict]) -> dict:
+    """One result from runs of the same configuration on disjoint seeds (``first_seed``): their
+    units together; refused when the settings other than the seeds differ or a seed repeats."""
+    if len(parts) == 1:
+        return parts[0]
+    own = ("seeds", "first_seed", "jobs", "phase_seeds")
+    base = {k: v for k, v in parts[0]["config"].items() if k not in own}
+    for p in parts[1:]:
+        diff = sorted(k for k in set(base) | set(p["config"]) if k not in own and base.get(k) != p["config"].get(k))
+        if diff:
+            raise ValueError(f"results: the parts differ in {', '.join(diff)}; only runs of one configuration on "
+                             "disjoint seeds can be merged")
+    keys = [(u["seed"], u["bias"]) for p in parts for u in p["units"]]
+    if len(set(keys)) != len(keys):
+        raise ValueError("results: a (seed, bias) unit appears in two parts; give each part its own first_seed")
+    merged = {k: v for k, v in parts[0].items() if k != "summary"}
+    merged["units"] = sorted((u for p in parts for u in p["units"]), key=lambda u: (u["bias"], u["seed"]))
+    merged["config"] = {**parts[0]["config"], "seeds": len({u["seed"] for u in merged["units"]
+                                                           if u["bias"] == base["bias"]})}
+    merged["wall_time_s"] = sum(p.get("wall_time_s") or 0.0 for p in parts)
+    merged["command"] = " + ".join(dict.fromkeys(p.get("command") or "prefmatch opinion" for p in parts))
+    merged["parts"] = len(parts)
+    return merged
+
+
 def _units(result: dict, bias: float) -> list[dict]:
     return [u for u in result["units"] if u["bias"] == bias]
 
@@ -397,10 +427,10 @@ def power(result: dict, t3: dict) -> dict:
     cell's as well."""
     sds = [100 * c["sd"] for c in t3["cells"] if c.get("sd") is not None]
     if not sds:
-        return {"sd_pooled": None, "seeds": result["config"]["seeds"]}
+        return {"sd_pooled": None, "seeds": len(_seeds(result))}
     pooled = float(math.sqrt(np.mean(np.square(sds))))
     worst = float(max(sds))
-    return {"sd_pooled": pooled, "sd_worst": worst, "seeds": result["config"]["seeds"],
+    return {"sd_pooled": pooled, "sd_worst": worst, "seeds": len(_seeds(result)),
             "seeds_half_width_10": seeds_for_half_width(pooled, RESOLVED_HALF_WIDTH),
             "seeds_half_width_10_worst": seeds_for_half_width(worst, RESOLVED_HALF_WIDTH),
             "seeds_power_20": seeds_for_power(pooled, 20.0), "seeds_power_20_worst": seeds_for_power(worst, 20.0)}
@@ -587,7 +617,7 @@ def aggregate(result: dict) -> dict:
         "nucleus_ablation": nucleus_ablation(result),
         "power": power(result, t3),
         "phase": ph,
-        "seeds": list(range(cfg["seeds"])),
+        "seeds": _seeds(result),
         "reward_model": {"heldout_accuracy": mean_ci([u["rm_eval_accuracy"] for u in main]),
                          "heldout_pooled": reward_model_accuracy(result),
                          "preference_error_vs_gt": mean_ci([u["rm_pref_error"] for u in main]),

@@ -55,6 +55,8 @@ class BenchmarkConfig:
     """Every setting of a benchmark run; the defaults are ``--quick``'s."""
     # --- the grid
     seeds: int = cfg_field(1, help="number of seeds (each redraws world, split, models and samples)", range="[1, 1000]")
+    first_seed: int = cfg_field(0, help="the first seed (a run in parts: each part its own seeds, merged by the "
+                                "report)", range="[0, inf)")
     jobs: int = cfg_field(1, help="(seed, bias) units trained in parallel single-threaded processes", range="[1, 256]")
     betas: list[float] = cfg_field([1.0], help="β values of the main grid", range="(0, inf)")
     alphas: list[float] = cfg_field(list(PAPER_ALPHAS), help="cPM thresholds α of the main grid", range="(0, 1]")

@@ -294,7 +294,8 @@ def run_benchmark(cfg: BenchmarkConfig, out: str | Path, quiet: bool = True, log
     base = smollm2_base(cfg.cache) if cfg.base == "smollm2" else None
     t0 = time.perf_counter()
     by_bias = grid(cfg)
-    units = [(b, s) for b in by_bias for s in range(cfg.seeds if b == cfg.bias else (cfg.phase_seeds or cfg.seeds))]
+    units = [(b, cfg.first_seed + s) for b in by_bias
+             for s in range(cfg.seeds if b == cfg.bias else min(cfg.phase_seeds or cfg.seeds, cfg.seeds))]
     udir = {(b, s): out / f"seed{s}_bias{b:g}" for b, s in units}
 
     def pmap(jobs, call=_call):

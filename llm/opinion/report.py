@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from prefmatch.llm.opinion.aggregate import PAPER_TABLE3_PERPLEXITY, PAPER_TABLE3_PM_DIVERGENCE
@@ -491,6 +492,14 @@ def smollm2_section(smol: dict | None) -> list[str]:
         rows_table(s["rows"], s["reference"]), "", claims_markdown(s["claims"]), ""]
 
 
+def _parts(result: dict) -> str:
+    return f" in {result['parts']} parts on disjoint seeds" if result.get("parts") else ""
+
+
+def _kept(result: dict) -> str:
+    return "results_full_part*.json.gz" if result.get("parts") else "results_full.json.gz"
+
+
 def _reused(result: dict) -> str:
     """", the references of 7 of 12 (seed, bias) units reused from an earlier run …" or ""."""
     n = sum(bool(u["refs"]["times"].get("reused")) for u in result["units"])
@@ -510,9 +519,10 @@ def page(result: dict, figures: list[str], page_dir: Path, smollm2: dict | None 
         "",
         f"Generated from the run `{result.get('command') or 'prefmatch opinion'}` (seeds "
         f"{', '.join(map(str, s['seeds']))}; {result.get('machine', '')}; {result.get('date', '')}; wall time "
-        f"{result['wall_time_s'] / 60:.1f} min{_reused(result)}). Every number below is read from that run's `results.json`, kept "
-        f"gzip-compressed beside this page (`docs/results/opinion/results_full.json.gz`, and `results_smollm2.json.gz` for "
-        f"the SmolLM2 section); `make opinion-page` regenerates the page from them and a test checks that it does.",
+        f"{result['wall_time_s'] / 60:.1f} min{_parts(result)}{_reused(result)}). Every number below is read from that "
+        f"run's `results.json`, kept gzip-compressed beside this page (`docs/results/opinion/{_kept(result)}`, and "
+        f"`results_smollm2.json.gz` for the SmolLM2 section); `make opinion-page` regenerates the page from them and a "
+        f"test checks that it does.",
         "",
         "## Verdict", "", verdict(result), "",
         table3_markdown(s["table3"]),
@@ -571,25 +581,33 @@ def save_results(result: dict, path: str | Path) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m prefmatch.llm.opinion.report", description=__doc__.splitlines()[0])
-    ap.add_argument("results", help="results.json (or .json.gz) of `prefmatch opinion --full`")
+    ap.add_argument("results", nargs="+", help="results.json (or .json.gz) of `prefmatch opinion --full`; several: the "
+                    "parts of one run on disjoint seeds (first_seed), merged")
     ap.add_argument("--smollm2", default=None, help="results.json (or .json.gz) of `prefmatch opinion --base smollm2`")
     ap.add_argument("--keep", default=None, metavar="DIR", help="also store the run(s) gzip-compressed in DIR "
-                    "(results_full.json.gz, results_smollm2.json.gz), from which the page can be regenerated")
+                    "(results_full.json.gz, or results_full_partN.json.gz for parts; results_smollm2.json.gz), from "
+                    "which the page can be regenerated")
     ap.add_argument("--page", required=True, help="markdown page to write")
     ap.add_argument("--figures", required=True, help="directory for the figures")
     args = ap.parse_args(argv)
+    from prefmatch.llm.opinion.aggregate import aggregate, merge_parts
     from prefmatch.llm.opinion.figures import make_figures
 
-    result = load_results(args.results)
-    from prefmatch.llm.opinion.aggregate import aggregate
-
+    runs = [load_results(r) for r in args.results]
+    try:
+        result = merge_parts(runs)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     result["summary"] = aggregate(result)  # the aggregation of this code, from the run's per-unit records
     figs = make_figures(result, args.figures)
     smol = load_results(args.smollm2) if args.smollm2 else None
     if args.keep:
         Path(args.keep).mkdir(parents=True, exist_ok=True)
-        for name, r, src in (("results_full.json.gz", result, args.results),
-                             ("results_smollm2.json.gz", smol, args.smollm2)):
+        names = (["results_full.json.gz"] if len(runs) == 1 else
+                 [f"results_full_part{i}.json.gz" for i in range(len(runs))])
+        keep = list(zip(names, runs, args.results)) + [("results_smollm2.json.gz", smol, args.smollm2)]
+        for name, r, src in keep:
             dest = Path(args.keep) / name
             if r is not None and Path(src).resolve() != dest.resolve():
                 save_results({k: v for k, v in r.items() if k != "summary"}, dest)

@@ -479,6 +479,24 @@ def test_cells_exclude_unconverged_seeds_and_give_a_verdict():
     assert claim["holds"] is None and "converged seed" in claim["precondition_unmet"]
 
 
+def test_parts_of_a_run_merge_and_mismatched_ones_are_refused():
+    from prefmatch.llm.opinion.aggregate import merge_parts
+
+    a, b = _fake_result([0.4, 0.5], [0.2, 0.3]), _fake_result([0.45], [0.25])
+    b["units"][0]["seed"] = 2
+    merged = merge_parts([a, b])
+    assert merged["config"]["seeds"] == 3 and merged["parts"] == 2
+    assert aggregate(merged)["table3"]["cells"][0]["n_seeds"] == 3
+    assert aggregate(merged)["table3"]["cells"][0]["reduction"] == pytest.approx(
+        aggregate(_fake_result([0.4, 0.5, 0.45], [0.2, 0.3, 0.25]))["table3"]["cells"][0]["reduction"])
+    with pytest.raises(ValueError, match="appears in two parts"):
+        merge_parts([a, a])
+    c = _fake_result([0.45], [0.25])
+    c["units"][0]["seed"], c["config"]["bias"] = 5, 0.7
+    with pytest.raises(ValueError, match="differ in bias"):
+        merge_parts([a, c])
+
+
 def test_cell_verdict_labels():
     from prefmatch.llm.opinion.aggregate import cell_verdict
 
@@ -578,7 +596,9 @@ def test_results_page_is_generated_from_the_committed_runs():
 
     results = Path(__file__).resolve().parents[2] / "docs" / "results"
     runs = results / "opinion"
-    full = R.load_results(runs / "results_full.json.gz")
+    from prefmatch.llm.opinion.aggregate import merge_parts
+
+    full = merge_parts([R.load_results(p) for p in sorted(runs.glob("results_full*.json.gz"))])
     full["summary"] = aggregate(full)
     smol = None
     if (runs / "results_smollm2.json.gz").is_file():
