@@ -138,11 +138,11 @@ def rows_for(result: dict, bias: float) -> list[dict]:
         if not vals:
             rows.append({"name": spec["name"], "method": spec["method"], "level": spec.get("level"),
                          "alpha": spec.get("alpha"), "beta": spec.get("beta"), "trainer": spec.get("trainer"),
-                         "bias": bias, "n_seeds": 0, "errors": errors})
+                         "top_p": spec.get("top_p", 1.0), "bias": bias, "n_seeds": 0, "errors": errors})
             continue
         row: dict[str, Any] = {"name": spec["name"], "method": spec["method"], "level": spec.get("level"),
                                "alpha": spec.get("alpha"), "beta": spec.get("beta"), "trainer": spec.get("trainer"),
-                               "bias": bias, "n_seeds": len(vals)}
+                               "top_p": spec.get("top_p", 1.0), "bias": bias, "n_seeds": len(vals)}
         for k in set(ROW_KEYS[5:]) | set(EXTRA_KEYS):
             if k == "pm_divergence_ci":
                 continue

@@ -45,9 +45,11 @@ def _label(r: dict) -> str:
     if r["method"] == "reference":
         return "reference (SFT)"
     t = "" if r.get("trainer") in (None, "ppo") else f"{r['trainer'].upper()} "
+    p = "" if r.get("top_p") in (None, 1.0) else f", top_p {r['top_p']:g}"
     if r["method"] == "cpm":
-        return t + f"cPM α={r['alpha']:g} " + ("(token)" if r["level"] == "token" else "(Def. 4.1)")
-    return t + {"kl": "KL RLHF", "pm": "PM RLHF", "multi_rkl": "multi-ref RKL"}.get(r["method"], r["method"])
+        return t + f"cPM α={r['alpha']:g} " + ("(token" if r["level"] == "token" else "(Def. 4.1") + p + ")"
+    name = {"kl": "KL RLHF", "pm": "PM RLHF", "multi_rkl": "multi-ref RKL"}.get(r["method"], r["method"])
+    return t + name + (f" ({p[2:]})" if p else "")
 
 
 def rows_table(rows: list[dict], reference: dict | None = None) -> str:
@@ -57,8 +59,8 @@ def rows_table(rows: list[dict], reference: dict | None = None) -> str:
             "entropy (nats) | length | KL (nats) | s/run |")
     lines = [head, "|" + "|".join(["---"] * 15) + "|"]
     order = {"cpm": 0, "pm": 1, "multi_rkl": 2, "kl": 3}
-    key = lambda r: (r["bias"], r["beta"] or 0, r.get("trainer") or "", order.get(r["method"], 9),  # noqa: E731
-                     r.get("level") or "", r["alpha"] or 0)
+    key = lambda r: (r["bias"], r["beta"] or 0, r.get("trainer") or "", -(r.get("top_p") or 1.0),  # noqa: E731
+                     order.get(r["method"], 9), r.get("level") or "", r["alpha"] or 0)
     for r in sorted(rows, key=key) + ([reference] if reference else []):
         if not r.get("n_seeds"):
             lines.append(f"| {r['bias']:g} | {_g(r['beta'])} | {_label(r)} | failed: {'; '.join(r.get('errors', []))} |"
