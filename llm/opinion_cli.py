@@ -35,7 +35,8 @@ def register(subparsers) -> None:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="β = 1 with every α, both cPM levels, 1 seed (default)")
     mode.add_argument("--full", action="store_true",
-                      help="β ∈ {0.1, 0.5, 1} × α ∈ {0.1, 0.3, 0.5} (Def. 4.1 at β = 1), KL and PM, 6 seeds, bias sweep")
+                      help="β ∈ {0.1, 0.5, 1} × α ∈ {0.1, 0.3, 0.5} (Def. 4.1 at β = 1), KL and PM, PPO iterations "
+                      "by β, DPO rows, the top_p 0.9 ablation, 6 seeds, bias sweep")
     p.add_argument("--config", default=None, help="YAML file of config fields (overridden by the options below)")
     p.add_argument("--out", default="out/opinion", help="output directory (default: out/opinion)")
     p.add_argument("--json", action="store_true", help="print the JSON summary only (no progress)")

@@ -617,7 +617,9 @@ def test_grid_shapes():
     assert names == ["kl_b1", "pm_b1", "cpm_a0.1_b1", "cpm_a0.3_b1", "cpm_a0.5_b1", "cpm_a0.1_seq_b1",
                      "cpm_a0.3_seq_b1", "cpm_a0.5_seq_b1"]
     full = O.grid(O.configure({}, "full"))
-    assert sorted(full) == [0.6, 0.8, 0.95] and len(full[0.8]) == 21 and len(full[0.6]) == 4
+    assert sorted(full) == [0.6, 0.8, 0.95] and len(full[0.8]) == 21 + 4 and len(full[0.6]) == 4
+    assert [r.name for r in full[0.8] if r.top_p < 1] == ["kl_b1_p0.9", "cpm_a0.1_b1_p0.9", "cpm_a0.3_b1_p0.9",
+                                                         "cpm_a0.5_b1_p0.9"]
     assert [r.name for r in full[0.8] if r.trainer == "dpo"] == ["dpo_kl_b1", "dpo_pm_b1", "dpo_cpm_a0.3_b1"]
     assert {r.beta for r in full[0.8] if r.level == "sequence"} == {1.0}
     dpo = O.grid(O.configure({"dpo": "true", "dpo_alphas": "0.1,0.5"}, "quick"))[0.8]
