@@ -206,11 +206,16 @@ def tolerance(result: dict) -> float:
     return float(result["config"].get("reaches_tolerance", DEFAULT_TOLERANCE))
 
 
-def convergence_gap(ev: dict) -> float | None:
-    """|exact pairwise PM divergence − the theory optimum's| of one trained run (None without theory)."""
-    if ev.get("theory_pm_divergence_pairs") is None or ev.get("pm_divergence_pairs") is None:
+def convergence_gap(ev: dict, metric: str = "pm_divergence_pairs") -> float | None:
+    """|exact (pairwise, by default) PM divergence − the theory optimum's| of one trained run (None
+    without theory); ``metric`` is the configuration's ``reaches_metric``."""
+    if ev.get("theory_" + metric) is None or ev.get(metric) is None:
         return None
-    return abs(ev["pm_divergence_pairs"] - ev["theory_pm_divergence_pairs"])
+    return abs(ev[metric] - ev["theory_" + metric])
+
+
+def reaches_metric(result: dict) -> str:
+    return result["config"].get("reaches_metric", "pm_divergence_pairs")
 
 
 def pairs_of(ev: dict) -> int:
@@ -266,7 +271,7 @@ def cell_reductions(result: dict, bias: float, beta: float, alpha: float, level:
         why = [f"{n} failed ({r['error']})" for n, r in ((kl_name, kl), (c_name, c)) if "error" in r]
         if not why and converged_only:
             for n, r in ((kl_name, kl), (c_name, c)):
-                gap = convergence_gap(r)
+                gap = convergence_gap(r, reaches_metric(result))
                 if gap is not None and gap > tol:
                     why.append(f"{n} {gap:.3f} from its theory optimum (tolerance {tol:g})")
         if why:
@@ -545,10 +550,12 @@ def claims(result: dict, rows: list[dict], t3: dict, phase: dict) -> list[dict]:
         if not r.get("n_seeds"):
             claim(f"{r['name']}_trained", "every seed of the run trains and evaluates", False, errors=r["errors"])
             continue
+        metric = reaches_metric(result)
         if (r["trainer"] in ("ppo", "dpo") and r["method"] in ("kl", "cpm") and "_p0" not in r["name"]
-                and r.get("theory_pm_divergence_pairs") is not None):
-            gap = abs(r["pm_divergence_pairs"] - r["theory_pm_divergence_pairs"])
-            claim(f"{r['name']}_reaches_theory", "the trained policy's exact pairwise PM divergence (mean over "
+                and r.get("theory_" + metric) is not None):
+            gap = abs(r[metric] - r["theory_" + metric])
+            what = "pairwise" if metric == "pm_divergence_pairs" else "policy-weighted"
+            claim(f"{r['name']}_reaches_theory", f"the trained policy's exact {what} PM divergence (mean over "
                   f"seeds) is within {tol:g} of the theory optimum's for the same reward model and reference",
                   gap <= tol, gap=gap)
     agree = total = 0
@@ -598,8 +605,9 @@ def aggregate(result: dict) -> dict:
     ref = next(r for r in rows if r["method"] == "reference")
     groups = [u.get("heldout_groups") for u in main]
     trained = [pairs_of(ev) for u in main for name, ev in u["results"].items() if name != "reference" and "error" not in ev]
-    gaps = [{"seed": u["seed"], "run": name, "gap": convergence_gap(ev)} for u in main
-            for name, ev in u["results"].items() if name != "reference" and convergence_gap(ev) is not None]
+    rm_ = reaches_metric(result)
+    gaps = [{"seed": u["seed"], "run": name, "gap": convergence_gap(ev, rm_)} for u in main
+            for name, ev in u["results"].items() if name != "reference" and convergence_gap(ev, rm_) is not None]
     tol = tolerance(result)
     out = {
         "rows": [{k: r.get(k) for k in ROW_KEYS} | {k: r.get(k) for k in r if k not in ROW_KEYS}
@@ -608,7 +616,7 @@ def aggregate(result: dict) -> dict:
         "reference_valid_rate": ref.get("valid_rate"),
         "heldout_groups": None if None in groups else int(min(groups)),
         "pairs_per_run": int(min(trained)) if trained else 0,
-        "reaches_theory_tolerance": tol,
+        "reaches_theory_tolerance": tol, "reaches_metric": rm_,
         "converged_runs": sum(g["gap"] <= tol for g in gaps), "trained_runs": len(gaps),
         "not_converged": [g for g in gaps if g["gap"] > tol],
         "phase_rows": extra,

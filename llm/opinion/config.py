@@ -119,6 +119,10 @@ class BenchmarkConfig:
     reaches_tolerance: float = cfg_field(0.01, help="a run converged when its exact pairwise PM divergence is within "
                                          "this of its theory optimum's; others are excluded from the Table-3 cells",
                                          range="(0, inf)")
+    reaches_metric: str = cfg_field("pm_divergence_pairs", help="the exact metric the convergence check compares: "
+                                    "pm_divergence_pairs (every pair of answers, uniformly: at small β dominated by "
+                                    "answers PPO never samples) or pm_divergence_exact (pairs drawn from the policy)",
+                                    choices=("pm_divergence_pairs", "pm_divergence_exact"))
     batch_size: int = cfg_field(32, help="PPO prompts per iteration", range="[1, inf)")
     mini_batch_size: int = cfg_field(16, help="PPO minibatch", range="[1, inf)")
     ppo_epochs: int = cfg_field(2, help="PPO passes per rollout", range="[1, inf)")

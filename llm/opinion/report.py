@@ -367,7 +367,8 @@ def convergence_section(result: dict) -> str:
     s = result["summary"]
     nc = s.get("not_converged") or []
     head = (f"{s.get('converged_runs', '–')} of {s.get('trained_runs', '–')} trained runs end within "
-            f"{s['reaches_theory_tolerance']:g} of their theory optimum's exact pairwise PM divergence; a Table-3 "
+            f"{s['reaches_theory_tolerance']:g} of their theory optimum's exact "
+            f"{'policy-weighted' if s.get('reaches_metric') == 'pm_divergence_exact' else 'pairwise'} PM divergence; a Table-3 "
             f"cell uses a seed only when its KL and cPM runs both do.")
     if not nc:
         return head

@@ -471,6 +471,13 @@ def test_cells_exclude_unconverged_seeds_and_give_a_verdict():
     assert res["not_converged"] == [{"seed": 3, "run": "cpm_a0.3_b1", "gap": pytest.approx(0.2)}]
     done = {d["criterion"]: d["holds"] for d in res["done"]}
     assert done["reaches-theory tolerance ≤ 0.01"] and not done["≥ 20 held-out topic groups"]
+    # compared on the policy-weighted exact metric instead, the same runs all converge
+    alt = _fake_result(kl, cpm, gaps=[0.0, 0.005, -0.009, 0.2])
+    alt["config"]["reaches_metric"] = "pm_divergence_exact"
+    for u in alt["units"]:
+        for ev in u["results"].values():
+            ev["theory_pm_divergence_exact"] = ev["pm_divergence_exact"] + 0.004
+    assert aggregate(alt)["table3"]["cells"][0]["n_seeds"] == 4 and aggregate(alt)["not_converged"] == []
     # a cell with fewer than two converged seeds is not evaluated, not "does not hold"
     one = aggregate(_fake_result([0.4, 0.5], [0.3, 0.4], gaps=[0.0, 0.5]))
     c1 = one["table3"]["cells"][0]
