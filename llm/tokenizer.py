@@ -35,12 +35,16 @@ DEFAULT_CORPUS = [
 MIN_VOCAB = len(SPECIAL_TOKENS) + 256 + 1
 
 
-def train_tokenizer(texts: Iterable[str] | None = None, vocab_size: int = 512, min_frequency: int = 1):
+def train_tokenizer(texts: Iterable[str] | None = None, vocab_size: int = 512, min_frequency: int = 1,
+                    added_tokens: Iterable[str] = ()):
     """Train a byte-level BPE on ``texts`` and return a ``PreTrainedTokenizerFast``.
 
     ``vocab_size`` counts the 256 byte symbols and the 3 special tokens; it must exceed 259.
+    ``added_tokens``: strings that become one token each wherever they occur (matched on the raw
+    text before the BPE, longest first; e.g. a task's answer words with their leading space), on
+    top of ``vocab_size``.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     if vocab_size < MIN_VOCAB:
@@ -59,6 +63,10 @@ def train_tokenizer(texts: Iterable[str] | None = None, vocab_size: int = 512, m
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
+    extra = [t for t in dict.fromkeys(added_tokens) if t]
+    if extra:
+        tok.add_tokens([AddedToken(t, normalized=False, single_word=False, lstrip=False, rstrip=False)
+                        for t in extra])
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token=PAD, bos_token=BOS, eos_token=EOS, unk_token=None,
         clean_up_tokenization_spaces=False,
@@ -67,9 +75,10 @@ def train_tokenizer(texts: Iterable[str] | None = None, vocab_size: int = 512, m
     return fast
 
 
-def build_tokenizer(out_dir: str | os.PathLike, texts: Iterable[str] | None = None, vocab_size: int = 512):
+def build_tokenizer(out_dir: str | os.PathLike, texts: Iterable[str] | None = None, vocab_size: int = 512,
+                    added_tokens: Iterable[str] = ()):
     """Train (see :func:`train_tokenizer`) and save to ``out_dir``; returns the tokenizer."""
-    tok = train_tokenizer(texts, vocab_size=vocab_size)
+    tok = train_tokenizer(texts, vocab_size=vocab_size, added_tokens=added_tokens)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     tok.save_pretrained(str(out_dir))
     return tok

@@ -72,6 +72,13 @@ def pm_divergence(logp1, logp2, r1, r2):
     return bernoulli_kl(logp1 - logp2, r1 - r2)
 
 
+def pm_squared_error(logp1, logp2, r1, r2):
+    r"""The PM paper's authors' evaluation metric per pair (their code, no β): the squared gap
+    ((r(y1) − r(y2)) − (log π(y1) − log π(y2)))² between the reward margin and the policy's
+    log-probability margin; zero exactly where π ∝ exp(r) on the pair (preference matching)."""
+    return ((r1 - r2) - (logp1 - logp2)) ** 2
+
+
 def kl_divergence(logp, logq, axis: int = -1):
     """KL(P‖Q) = Σ P log(P/Q) with 0 log 0 = 0; +inf where P > 0 = Q."""
     xp = namespace(logp, logq)

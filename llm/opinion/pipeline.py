@@ -19,10 +19,11 @@ from prefmatch.llm.config import load_config
 from prefmatch.llm.models import convert_gguf, init_model, load_causal_lm, load_reward_model
 from prefmatch.llm.opinion.config import RM_EVAL_FRACTION, BenchmarkConfig, Run, grid
 from prefmatch.llm.opinion.exact import (answer_logprobs, answer_rewards, exact_evaluation, gt_rewards,
-                                         pair_preferences, ranking_accuracy, reward_model_error, tokens_in_m)
+                                         malformed_ranking, pair_preferences, ranking_accuracy, reward_model_error,
+                                         tokens_in_m)
 from prefmatch.llm.opinion.optimum import optimum_evaluation, phase_curve
 from prefmatch.llm.opinion.sampled import heldout_perplexity, sampled_metrics
-from prefmatch.llm.opinion.world import OpinionCorpus, build_corpus, sft_majority_share
+from prefmatch.llm.opinion.world import OpinionCorpus, answer_vocabulary, build_corpus, sft_majority_share
 from prefmatch.llm.ppo import PPOConfig, train_ppo
 from prefmatch.llm.reward_model import RMConfig, train_reward_model
 from prefmatch.llm.sft import SFTConfig, train_sft
@@ -50,7 +51,7 @@ def smollm2_base(cache_dir: str | Path) -> str:
 
 
 #: the reduced settings of ``base: smollm2`` (LoRA, few topics, β = 1 only): a CPU-sized run
-SMOLLM2: dict = dict(lora=True, threads=2, jobs=1, n_topics=4, slots=2, comparisons_per_prompt=64,
+SMOLLM2: dict = dict(lora=True, threads=2, jobs=1, n_topics=4, slots=2, groups=0, phrasings=0, comparisons_per_prompt=64,
                      betas=[1.0], phase_biases=[], methods=["kl"], alphas=[0.3], levels=["token"], max_prompt_len=48, max_response_len=14, sft_epochs=2,
                      sft_lr=1e-3, sft_batch_size=16, rm_epochs=3, rm_lr=3e-4, rm_batch_size=16, steps=20, lr=1e-4,
                      batch_size=16, mini_batch_size=8, ppo_epochs=1, eval_samples=32)
@@ -92,8 +93,9 @@ def train_references(cfg: BenchmarkConfig, corpus: OpinionCorpus, out: Path, see
     data = corpus.write(out / "data")
     times: dict[str, float] = {}
     t = time.perf_counter()
-    base = Path(base_model) if base_model else init_model(out / "base", "tiny", texts=corpus.texts(),
-                                                          vocab_size=cfg.vocab_size, seed=seed)
+    words = answer_vocabulary(cfg.n_topics) if cfg.answer_tokens else ()
+    base = Path(base_model) if base_model else init_model(out / "base", cfg.size, texts=corpus.texts(),
+                                                          vocab_size=cfg.vocab_size, seed=seed, added_tokens=words)
     times["init"] = time.perf_counter() - t
     check_lengths(cfg, corpus, load_tokenizer(base))
     common = dict(split="all", seed=seed, lora=cfg.lora, **_lens(cfg))
@@ -123,7 +125,7 @@ def train_references(cfg: BenchmarkConfig, corpus: OpinionCorpus, out: Path, see
 
 def _reference_settings(cfg: BenchmarkConfig, corpus: OpinionCorpus, seed: int, base_model: str | None) -> dict:
     keys = ("vocab_size", "max_prompt_len", "max_response_len", "sft_epochs", "sft_lr", "sft_batch_size", "rm_epochs",
-            "rm_lr", "rm_batch_size", "lora")
+            "rm_lr", "rm_batch_size", "lora", "size", "answer_tokens")
     return json.loads(json.dumps({"world": asdict(corpus.config), "seed": seed, "base": base_model,
                                   **{k: getattr(cfg, k) for k in keys}}))
 
@@ -151,10 +153,12 @@ def train_policy(cfg: BenchmarkConfig, run: Run, refs: dict[str, Any], out: Path
             regularizer=run.method, regularizer_params=params, beta=run.beta, seed=seed, lr=cfg.dpo_lr,
             epochs=cfg.dpo_epochs, batch_size=cfg.rm_batch_size, split="all", lora=cfg.lora, **_lens(cfg)))
         return train_dpo(dcfg, quiet=quiet)["out"]
+    steps, lr = cfg.ppo_schedule(run.beta)
     pcfg = load_config(PPOConfig, overrides=dict(
         policy=refs["sft"], reward_model=refs["rm"], ref=ref, data=refs["data"]["prompts"], split="all",
         out=str(out / run.name), regularizer=run.method, regularizer_params=params, beta=run.beta,
-        steps=cfg.steps, lr=cfg.lr, batch_size=cfg.batch_size, mini_batch_size=cfg.mini_batch_size,
+        top_p=run.top_p, nucleus_ablation=run.top_p < 1,
+        steps=steps, lr=lr, batch_size=cfg.batch_size, mini_batch_size=cfg.mini_batch_size,
         ppo_epochs=cfg.ppo_epochs, vf_coef=cfg.vf_coef, seed=seed, lora=cfg.lora, **_lens(cfg)))
     return train_ppo(pcfg, quiet=quiet)["out"]
 
@@ -193,7 +197,8 @@ class UnitEvaluator:
         with torch.no_grad():
             lp = answer_logprobs(model, tok, prompts, **self.lens)
             ev = exact_evaluation(prompts, lp, self.rm_r, self.gt, beta=beta)
-            ev.update(sampled_metrics(model, self.ref_model, self.rm_model, tok, prompts, n_samples=cfg.eval_samples,
+            ev.update(sampled_metrics(model, self.ref_model, self.rm_model, tok, prompts,
+                                      n_samples=cfg.samples_per_prompt(len(prompts)),
                                       seed=self.seed, beta=beta, alpha=alpha, level=level, **self.lens))
             ev["perplexity_heldout"] = heldout_perplexity(model, tok, self.corpus.heldout, **self.lens)
         ev["pair_pref"] = [float(x) for p, q in zip(prompts, lp) for x in pair_preferences(p, q)]
@@ -219,12 +224,16 @@ def prepare_unit(cfg: BenchmarkConfig, out: Path, seed: int, bias: float, need_a
     phase["ref_tokens_in_M"] = {lv: [ev.ref_tokens_in_m(a, lv) for a in cfg.theory_alphas]
                                 for lv in ("token", "sequence")}
     p, q = ev.prompts, ev.ref_logp
+    with torch.no_grad():
+        bad = malformed_ranking(ev.rm_model, ev.tok, p, seed=seed, n_topics=cfg.n_topics, rm=ev.rm_r, **ev.lens)
     return {
         "seed": seed, "bias": bias, "refs": refs, "results": {"reference": ev.evaluate(ev.ref_model, 1.0)},
         "rm_eval_accuracy": refs["rm_eval_accuracy"], "rm_eval_pairs": refs.get("rm_eval_pairs"),
         "rm_pref_error": reward_model_error(p, ev.rm_r, ev.gt),
         "rm_ranking_accuracy": ranking_accuracy(p, ev.rm_r, ev.gt),
+        "rm_malformed_ranking": bad,
         "sft_majority_share": sft_majority_share(corpus), "n_eval_prompts": len(p),
+        "heldout_groups": ev.corpus.heldout_groups,
         "n_train_prompts": len(corpus.train_prompts), "phase": phase,
         "times": {**refs["times"], "references_total": time.perf_counter() - t0},
         "pairs": {"ref_pref": [float(x) for a, b in zip(p, q) for x in pair_preferences(a, b)],
@@ -285,7 +294,8 @@ def run_benchmark(cfg: BenchmarkConfig, out: str | Path, quiet: bool = True, log
     base = smollm2_base(cfg.cache) if cfg.base == "smollm2" else None
     t0 = time.perf_counter()
     by_bias = grid(cfg)
-    units = [(b, s) for b in by_bias for s in range(cfg.seeds if b == cfg.bias else (cfg.phase_seeds or cfg.seeds))]
+    units = [(b, cfg.first_seed + s) for b in by_bias
+             for s in range(cfg.seeds if b == cfg.bias else min(cfg.phase_seeds or cfg.seeds, cfg.seeds))]
     udir = {(b, s): out / f"seed{s}_bias{b:g}" for b, s in units}
 
     def pmap(jobs, call=_call):

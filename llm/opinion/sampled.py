@@ -15,7 +15,10 @@ eval``). Per held-out prompt ``eval_samples`` responses are drawn from the polic
   included; ``kl``: KL(π ‖ π_ref) in nats per response, estimated by Σ_t k3 on the samples
   (:func:`prefmatch.llm.metrics.token_kl_k3`: non-negative, unbiased), ``kl_k1`` the plain
   mean of log π(y|x) − log π_ref(y|x) beside it;
-* ``valid_rate``: the share of samples that are an answer of the set; ``tokens_in_M``: for a cPM
+* ``pm_squared_error``: the authors' own metric, the mean over the sampled pairs of
+  ((r(y1) − r(y2)) − (log π(y1) − log π(y2)))² (no β);
+* ``valid_rate``: the share of samples that are an answer of the set; the pairs are split by
+  validity (:func:`pair_validity`); ``tokens_in_M``: for a cPM
   run, the share of sampled response tokens (token level) or responses (sequence level) in
   M = {π_ref ≥ α}.
 """
@@ -73,11 +76,14 @@ def sampled_metrics(model, ref_model, reward_model, tokenizer, prompts: Sequence
     out["perplexity_sample_median"] = med
     out["perplexity_outliers"] = int((per_sample > OUTLIER_FACTOR * med).sum())
     out["n_samples"] = int(per_sample.size)
-    valid = 0
+    ok = []  # per sample, whether it is an answer of the set
     for p, ss in zip(prompts, samples):
         ids = {tuple(encode_response(tokenizer, a, max_response_len)) for a in p.answers}
-        valid += sum(tuple(x) in ids for x in ss)
-    out["valid_rate"] = valid / (len(prompts) * n_samples)
+        ok.append([tuple(x) in ids for x in ss])
+    out["valid_rate"] = float(np.mean(ok))
+    out.update(pair_validity(np.array([o[:h] for o in ok]).ravel(), np.array([o[h:] for o in ok]).ravel(),
+                             out["instance_pm_divergence"], out["instance_pm_squared_error"],
+                             s["r1"].numpy(), s["r2"].numpy()))
     out["tokens_in_M"] = None
     if alpha is not None:
         la = math.log(alpha)
@@ -87,5 +93,26 @@ def sampled_metrics(model, ref_model, reward_model, tokenizer, prompts: Sequence
         else:
             t = np.concatenate([x.numpy() for x in s["qt1"] + s["qt2"]]) if s["qt1"] else np.zeros(0)
             out["tokens_in_M"] = float(np.mean(t >= la)) if t.size else None
-    out["instance_pm_divergence_sampled"] = out.pop("instance_pm_divergence")
+    out["instance_pm_divergence_sampled"] = [round(x, 6) for x in out.pop("instance_pm_divergence")]
+    out["instance_pm_squared_error_sampled"] = [round(x, 6) for x in out.pop("instance_pm_squared_error")]
+    out["n_pairs"] = len(y1)
     return out
+
+
+def pair_validity(ok1, ok2, inst_pm, inst_sq, r1, r2) -> dict[str, Any]:
+    """The sampled pairs split by validity: the §6.1 PM divergence and the authors' squared error on
+    the pairs of two answers of the set (``*_valid_pairs``) and on the pairs holding a malformed
+    answer (``*_invalid_pairs``), their numbers, and, on the pairs with exactly one malformed
+    answer, the share the reward model scores below the valid one (``rm_prefers_valid``)."""
+    ok1, ok2 = np.asarray(ok1, bool), np.asarray(ok2, bool)
+    both = ok1 & ok2
+    pm, sq = np.asarray(inst_pm, np.float64), np.asarray(inst_sq, np.float64)
+    one = ok1 ^ ok2
+    r1, r2 = np.asarray(r1, np.float64), np.asarray(r2, np.float64)
+    good = np.where(ok1, r1, r2)[one]
+    bad = np.where(ok1, r2, r1)[one]
+    mean = lambda x: float(x.mean()) if x.size else None  # noqa: E731
+    return {"n_valid_pairs": int(both.sum()), "n_invalid_pairs": int((~both).sum()),
+            "pm_divergence_valid_pairs": mean(pm[both]), "pm_divergence_invalid_pairs": mean(pm[~both]),
+            "pm_squared_error_valid_pairs": mean(sq[both]), "pm_squared_error_invalid_pairs": mean(sq[~both]),
+            "rm_prefers_valid": mean((good > bad).astype(np.float64)), "n_mixed_pairs": int(one.sum())}

@@ -3,8 +3,10 @@ r"""The opinion world: prompts with an enumerable answer set and a known ground 
 A prompt asks for a choice in ``slots`` topics at once ("Do you prefer tea or coffee; summer or
 winter; cats or dogs?") and an answer states one option per topic (" tea, winter, dogs."), so
 the preference between two answers is carried by several tokens, one decision per topic, as in
-long responses. The topics are cut into disjoint groups of ``slots``; each group is asked in
-every phrasing of :data:`PROMPT_TEMPLATES`. Every (topic, option) has a ground-truth share s; the ground-truth reward is
+long responses. A *topic group* is a set of ``slots`` topics asked together: either ``groups``
+distinct combinations of the topics drawn by the seed (each in its own seeded order), or, with
+``groups = 0``, the topics cut into disjoint groups in order; each group is asked in ``phrasings``
+of the :data:`PROMPT_TEMPLATES` (0: every one). Every (topic, option) has a ground-truth share s; the ground-truth reward is
 
     r*(x, y) = (sum over the prompt's topics of log share(topic, option)) + ε(y),   ε ~ N(0, answer_noise²),
 
@@ -23,9 +25,10 @@ shares: minority answers carry real preference mass. Three data sets are drawn f
 * a second demonstration set biased towards the strongest minority option (``alt_bias``): the
   second reference of multi-reference reverse KL.
 
-The prompts are split by a seeded permutation: the **training** prompts' data train SFT, reward
-model and policy; every metric is computed on the **held-out** prompts, whose demonstrations are
-the held-out human-written responses of the perplexity metric.
+The **topic groups** are split by a seeded permutation (every phrasing of a group falls on the same
+side, so a held-out prompt is never a rephrasing of a training one): the **training** prompts' data
+train SFT, reward model and policy; every metric is computed on the **held-out** prompts, whose
+demonstrations are the held-out human-written responses of the perplexity metric.
 """
 from __future__ import annotations
 
@@ -77,6 +80,12 @@ BINARY_SPLITS: tuple[tuple[float, ...], ...] = ((0.7, 0.3), (0.6, 0.4), (0.65, 0
 TERNARY_SPLITS: tuple[tuple[float, ...], ...] = ((0.5, 0.3, 0.2), (0.55, 0.3, 0.15))
 
 
+def answer_vocabulary(n_topics: int = len(TOPICS)) -> list[str]:
+    """The answer format's words: every option with its leading space, the comma and the full stop
+    (the tokens of an answer-format tokenizer: each decision is then exactly one token)."""
+    return [" " + o for _, opts in TOPICS[:n_topics] for o in opts] + [",", "."]
+
+
 def format_prompt(question: str) -> str:
     """hh-rlhf layout (the trainer's data convention): the answer continues after "Assistant:"."""
     return f"\n\nHuman: {question}\n\nAssistant:"
@@ -101,6 +110,11 @@ class WorldConfig:
     eval_fraction: float = 0.25
     malformed_fraction: float = 0.25
     malformed_gap: float = 3.0
+    groups: int = 0  # topic groups drawn as distinct combinations (0: the disjoint groups, in order)
+    phrasings: int = 0  # phrasings per group, drawn from PROMPT_TEMPLATES (0: every one)
+
+    def n_groups(self) -> int:
+        return self.groups or self.n_topics // self.slots
 
     def check(self) -> None:
         if not 1 <= self.n_topics <= len(TOPICS):
@@ -109,6 +123,15 @@ class WorldConfig:
             raise ValueError(f"slots must be in [1, min(n_topics, 4)], got {self.slots}")
         if not 0 <= self.malformed_fraction < 1:
             raise ValueError(f"malformed_fraction must be in [0, 1), got {self.malformed_fraction}")
+        if not 0 <= self.phrasings <= len(PROMPT_TEMPLATES):
+            raise ValueError(f"phrasings must be in [0, {len(PROMPT_TEMPLATES)}], got {self.phrasings}")
+        most = math.comb(self.n_topics, self.slots)
+        if not 0 <= self.groups <= most:
+            raise ValueError(f"groups must be in [0, {most}] (the distinct sets of {self.slots} of {self.n_topics} "
+                             f"topics), got {self.groups}")
+        if self.n_groups() < 2:
+            raise ValueError(f"groups: the split needs at least 2 topic groups, got {self.n_groups()} "
+                             f"(raise groups or n_topics)")
         if not self.malformed_gap > 0:
             raise ValueError(f"malformed_gap must be > 0, got {self.malformed_gap}")
         for name in ("bias", "alt_bias", "eval_fraction"):
@@ -139,6 +162,7 @@ class OpinionPrompt:
     majority: tuple[int, ...]
     alt_majority: tuple[int, ...]
     heldout: bool = False
+    group: int = 0  # the topic group (the unit of the train / held-out split)
 
     def answer_pairs(self) -> list[tuple[int, int]]:
         """Every pair (i, j), i < j, of different answers."""
@@ -177,6 +201,11 @@ class OpinionCorpus:
     def eval_prompts(self) -> list[OpinionPrompt]:
         return [p for p in self.prompts if p.heldout]
 
+    @property
+    def heldout_groups(self) -> int:
+        """Number of distinct topic groups among the held-out prompts (the independent units)."""
+        return len({p.group for p in self.eval_prompts})
+
     def texts(self) -> list[str]:
         """Every string the models will read (the tokenizer's training corpus)."""
         return [p.prompt + a for p in self.prompts for a in p.answers] + [
@@ -210,18 +239,32 @@ def _topic_shares(rng, n_topics: int) -> list[tuple[float, ...]]:
     return out
 
 
+def topic_groups(cfg: WorldConfig, rng) -> list[tuple[int, ...]]:
+    """The topic groups (topic indices, in the order asked): ``cfg.groups`` distinct sets of
+    ``cfg.slots`` topics drawn by ``rng``, each in a drawn order, or the disjoint groups in order."""
+    if not cfg.groups:
+        return [tuple(g * cfg.slots + s for s in range(cfg.slots)) for g in range(cfg.n_topics // cfg.slots)]
+    out, seen = [], set()
+    while len(out) < cfg.groups:
+        g = tuple(int(t) for t in rng.choice(cfg.n_topics, size=cfg.slots, replace=False))
+        if frozenset(g) not in seen:
+            seen.add(frozenset(g))
+            out.append(g)
+    return out
+
+
 def build_corpus(cfg: WorldConfig = WorldConfig()) -> OpinionCorpus:
     """Generate the world (deterministic in ``cfg.seed``).
 
-    Group g asks about topics g·slots, …, g·slots + slots − 1 in each of the
-    :data:`PROMPT_TEMPLATES`; its answers are every combination of options.
+    Each topic group (:func:`topic_groups`) is asked in ``cfg.phrasings`` of the
+    :data:`PROMPT_TEMPLATES` (drawn; 0: all); its answers are every combination of options. A
+    seeded share ``eval_fraction`` of the groups is held out, with all its phrasings.
     """
     cfg.check()
     rng = np.random.default_rng(cfg.seed)
     shares = _topic_shares(rng, cfg.n_topics)
     prompts: list[OpinionPrompt] = []
-    for g in range(cfg.n_topics // cfg.slots):
-        idx = [g * cfg.slots + s for s in range(cfg.slots)]
+    for g, idx in enumerate(topic_groups(cfg, rng)):
         topics = [TOPICS[t] for t in idx]
         sh = [shares[t] for t in idx]
         choice = list(itertools.product(*[range(len(opts)) for _, opts in topics]))
@@ -231,14 +274,18 @@ def build_corpus(cfg: WorldConfig = WorldConfig()) -> OpinionCorpus:
         majority = tuple(int(np.argmax(s)) for s in sh)
         alt = tuple(int(np.argsort(s)[::-1][1]) for s in sh)
         opts = "; ".join(" or ".join(o) if len(o) == 2 else ", ".join(o[:-1]) + " or " + o[-1] for _, o in topics)
-        for tpl in PROMPT_TEMPLATES:
+        templates = (PROMPT_TEMPLATES if not cfg.phrasings else
+                     [PROMPT_TEMPLATES[i] for i in sorted(rng.choice(len(PROMPT_TEMPLATES), cfg.phrasings,
+                                                                     replace=False))])
+        for tpl in templates:
             prompts.append(OpinionPrompt(
                 prompt=format_prompt(tpl.format(opts=opts)), topics=tuple(t for t, _ in topics),
                 answers=tuple(answers), choice=tuple(choice), gt_reward=tuple(gt), shares=tuple(sh),
-                majority=majority, alt_majority=alt))
-    n_eval = max(1, round(cfg.eval_fraction * len(prompts)))
-    held = set(rng.permutation(len(prompts))[:n_eval].tolist())
-    prompts = [replace(p, heldout=True) if i in held else p for i, p in enumerate(prompts)]
+                majority=majority, alt_majority=alt, group=g))
+    n_groups = cfg.n_groups()
+    n_eval = min(n_groups - 1, max(1, round(cfg.eval_fraction * n_groups)))
+    held = set(rng.permutation(n_groups)[:n_eval].tolist())
+    prompts = [replace(p, heldout=True) if p.group in held else p for p in prompts]
 
     def demonstrations(p: OpinionPrompt, favoured, share: float, n: int) -> list[dict]:
         by_choice = {c: a for c, a in zip(p.choice, p.answers)}
@@ -282,19 +329,34 @@ def build_corpus(cfg: WorldConfig = WorldConfig()) -> OpinionCorpus:
     return OpinionCorpus(cfg, prompts, shuffle(sft), shuffle(sft_alt), shuffle(comparisons), heldout)
 
 
+#: the ways :func:`malformed` breaks an answer
+MALFORMED_KINDS = ("foreign option", "repeated option", "missing topic", "swapped order", "extra option",
+                   "no full stop")
+
+
 def malformed(p: OpinionPrompt, i: int, rng, n_topics: int = len(TOPICS)) -> str:
-    """A malformed variant of answer ``i``: one topic's option replaced by an option of a topic the
-    prompt does not ask about, repeated from another slot, or left out."""
+    """A malformed variant of answer ``i`` (never an answer of the set), one of
+    :data:`MALFORMED_KINDS` drawn uniformly: a topic's option replaced by an option of a topic the
+    prompt does not ask about, or repeated from another slot; a topic left out; two topics in the
+    wrong order; an option stated twice; the full stop left out."""
     words = [TOPICS[[t for t, _ in TOPICS].index(tp)][1][c] for tp, c in zip(p.topics, p.choice[i])]
     s = int(rng.integers(len(words)))
-    kind = int(rng.integers(3)) if len(words) > 1 else 0
+    others = [o for t, opts in TOPICS[:n_topics] if t not in p.topics for o in opts]
+    kinds = [k for k in range(len(MALFORMED_KINDS)) if (k not in (1, 2, 3) or len(words) > 1) and (k or others)]
+    kind = kinds[int(rng.integers(len(kinds)))]
     if kind == 0:
-        others = [o for t, opts in TOPICS[:n_topics] if t not in p.topics for o in opts]
         words[s] = others[int(rng.integers(len(others)))]
     elif kind == 1:
         words[s] = words[(s + 1) % len(words)]
-    else:
+    elif kind == 2:
         del words[s]
+    elif kind == 3:
+        t = (s + 1) % len(words)
+        words[s], words[t] = words[t], words[s]
+    elif kind == 4:
+        words.insert(s + 1, words[s])
+    else:
+        return answer_text(words)[:-1]
     return answer_text(words)
 
 

@@ -14,6 +14,7 @@ import pytest
 from prefmatch.llm import opinion as O
 from prefmatch.llm.opinion.aggregate import EXTRA_KEYS, ROW_KEYS, aggregate
 from prefmatch.llm.opinion import report as R
+from prefmatch.llm.opinion.world import PROMPT_TEMPLATES
 from scipy.special import expit, log_softmax, softmax
 from scipy.stats import entropy
 from scipy.stats import t as student_t
@@ -29,15 +30,15 @@ def corpus():
 # ----------------------------------------------------------------------------- world
 
 def test_world_is_deterministic_in_the_seed():
-    a, b = O.build_corpus(O.WorldConfig(seed=1, n_topics=4)), O.build_corpus(O.WorldConfig(seed=1, n_topics=4))
-    c = O.build_corpus(O.WorldConfig(seed=2, n_topics=4))
+    a, b = O.build_corpus(O.WorldConfig(seed=1, n_topics=6)), O.build_corpus(O.WorldConfig(seed=1, n_topics=6))
+    c = O.build_corpus(O.WorldConfig(seed=2, n_topics=6))
     assert a.prompts == b.prompts and a.sft == b.sft and a.comparisons == b.comparisons
     assert a.sft != c.sft
 
 
 def test_split_keeps_heldout_prompts_out_of_training(corpus):
     held = {p.prompt for p in corpus.eval_prompts}
-    assert len(held) == round(SMALL.eval_fraction * len(corpus.prompts))
+    assert len(held) == corpus.heldout_groups * len(PROMPT_TEMPLATES) and corpus.heldout_groups == 1  # 1 of 2 groups
     for recs in (corpus.sft, corpus.sft_alt, corpus.comparisons):
         assert not held & {r["prompt"] for r in recs}
     assert {r["prompt"] for r in corpus.heldout} == held
@@ -76,9 +77,62 @@ def test_comparisons_follow_bradley_terry_of_the_ground_truth(corpus):
     assert all(c["rejected"] not in by[c["prompt"]].answers for ok, c in bad if ok)
 
 
+def test_topic_groups_are_distinct_and_split_whole():
+    cfg = O.WorldConfig(seed=4, groups=24, phrasings=2)
+    c = O.build_corpus(cfg)
+    sets = {}
+    for p in c.prompts:
+        sets.setdefault(p.group, set()).add(frozenset(p.topics))
+    assert len(sets) == 24 and all(len(v) == 1 for v in sets.values())
+    assert len({next(iter(v)) for v in sets.values()}) == 24  # distinct topic sets
+    held = {p.group for p in c.eval_prompts}
+    train = {p.group for p in c.train_prompts}
+    assert not held & train and len(held) == c.heldout_groups == round(0.25 * 24)
+    assert len(c.prompts) == 24 * 2 and all(sum(p.group == g for p in c.prompts) == 2 for g in sets)
+    assert not {p.prompt for p in c.eval_prompts} & {r["prompt"] for r in c.sft + c.comparisons}
+    # every answer follows the prompt's topic order
+    for p in c.prompts:
+        words = [dict(O.TOPICS)[t][ch] for t, ch in zip(p.topics, p.choice[0])]
+        assert p.answers[0] == " " + ", ".join(words) + "."
+
+
+def test_malformed_answers_are_never_valid_and_of_every_kind():
+    from prefmatch.llm.opinion.world import MALFORMED_KINDS, malformed
+
+    c = O.build_corpus(O.WorldConfig(seed=1, groups=10))
+    rng = np.random.default_rng(0)
+    seen = set()
+    for p in c.prompts:
+        for i in range(len(p.answers)):
+            bad = malformed(p, i, rng)
+            assert bad not in p.answers
+            words = p.answers[i][1:-1].split(", ")
+            got = bad[1:].rstrip(".").split(", ")
+            seen.add("no full stop" if not bad.endswith(".") else "extra option" if len(got) > len(words)
+                     else "missing topic" if len(got) < len(words) else "swapped order" if sorted(got) == sorted(words)
+                     else "other")
+    assert {"no full stop", "extra option", "missing topic", "swapped order", "other"} <= seen
+    assert len(MALFORMED_KINDS) == 6
+
+
+def test_answer_format_tokenizer_makes_each_decision_one_token():
+    from prefmatch.llm.opinion.world import answer_vocabulary
+    from prefmatch.llm.tokenizer import train_tokenizer
+
+    c = O.build_corpus(O.WorldConfig(seed=0, groups=12))
+    tok = train_tokenizer(c.texts(), vocab_size=300, added_tokens=answer_vocabulary())
+    plain = train_tokenizer(c.texts(), vocab_size=300)
+    for p in c.prompts[:6]:
+        for a, ch in zip(p.answers, p.choice):
+            ids = tok(a, add_special_tokens=False)["input_ids"]
+            assert len(ids) == 2 * len(ch) and tok.decode(ids) == a
+            assert set(ids[::2]) <= set(tok(p.prompt, add_special_tokens=False)["input_ids"])  # copied from the prompt
+    assert max(len(plain(a, add_special_tokens=False)["input_ids"]) for p in c.prompts for a in p.answers) > 6
+
+
 def test_world_config_rejects_bad_values():
     for bad in (dict(bias=1.0), dict(n_topics=0), dict(slots=5), dict(sft_per_prompt=0), dict(answer_noise=-1),
-                dict(eval_fraction=0)):
+                dict(eval_fraction=0), dict(groups=561), dict(phrasings=9), dict(n_topics=3, slots=2, groups=1)):
         with pytest.raises(ValueError, match=next(iter(bad))):
             O.build_corpus(O.WorldConfig(**bad))
 
@@ -108,6 +162,58 @@ def test_exact_pm_divergences_against_loops_and_monte_carlo(corpus):
 
     mc = np.asarray(pm_divergence(logp[i], logp[j], r[i], r[j]))
     assert mc.mean() == pytest.approx(O.pm_divergence_exact(logp, r), abs=4 * mc.std() / math.sqrt(mc.size))
+
+
+def test_authors_squared_error_exact_and_zero_at_preference_matching(corpus):
+    from prefmatch.llm.opinion.exact import pm_squared_error_exact
+
+    rng = np.random.default_rng(1)
+    p = corpus.prompts[2]
+    n = len(p.answers)
+    logp, r = log_softmax(rng.normal(size=n)), rng.normal(size=n)
+    pi = np.exp(logp)
+    loop = sum(pi[i] * pi[j] * ((r[i] - r[j]) - (logp[i] - logp[j])) ** 2 for i in range(n) for j in range(n))
+    assert pm_squared_error_exact(logp, r) == pytest.approx(loop, rel=1e-12)
+    assert pm_squared_error_exact(log_softmax(r), r) == pytest.approx(0.0, abs=1e-20)
+    ev = O.exact_evaluation([p], [logp], [r])
+    assert ev["pm_squared_error_exact"] == pytest.approx(loop, rel=1e-12)
+
+
+def test_sampled_pairs_split_by_validity_by_hand():
+    from prefmatch.llm.opinion.sampled import pair_validity
+
+    ok1, ok2 = [True, True, False, True, False], [True, False, True, True, False]
+    pm, sq = [0.1, 0.9, 0.7, 0.3, 2.0], [1.0, 4.0, 5.0, 2.0, 9.0]
+    r1, r2 = [0.0, 1.0, -1.0, 0.0, 0.0], [0.0, 2.0, 0.5, 0.0, 0.0]
+    out = pair_validity(ok1, ok2, pm, sq, r1, r2)
+    assert out["n_valid_pairs"] == 2 and out["n_invalid_pairs"] == 3 and out["n_mixed_pairs"] == 2
+    assert out["pm_divergence_valid_pairs"] == pytest.approx(0.2) and out["pm_divergence_invalid_pairs"] == pytest.approx(1.2)
+    assert out["pm_squared_error_valid_pairs"] == pytest.approx(1.5)
+    # pair 1: valid y1 scored 1.0 < malformed y2's 2.0; pair 2: valid y2 0.5 > malformed y1 -1.0
+    assert out["rm_prefers_valid"] == pytest.approx(0.5)
+
+
+def test_config_pairs_schedule_and_nucleus_grid():
+    cfg = O.configure({"betas": "0.1,1", "steps_by_beta": "200,40", "lr_by_beta": "1e-3,3e-4", "top_p": "0.9"}, "quick")
+    assert cfg.ppo_schedule(0.1) == (200, 1e-3) and cfg.ppo_schedule(1.0) == (40, 3e-4)
+    assert cfg.samples_per_prompt(24) == 134 and 24 * 134 // 2 >= 1600 > 24 * 132 // 2
+    names = [r.name for r in O.grid(cfg)[0.8]]
+    assert {"kl_b1_p0.9", "cpm_a0.1_b1_p0.9", "cpm_a0.5_b1_p0.9"} <= set(names)
+    from prefmatch.llm.config import ConfigError
+
+    for bad, msg in (({"steps_by_beta": "10,20"}, "steps_by_beta: one value per"), ({"top_p": "1"}, "top_p"),
+                     ({"eval_samples": "3"}, "eval_samples")):
+        with pytest.raises(ConfigError, match=msg):
+            O.configure(bad, "quick").check()
+
+
+def test_ppo_nucleus_sampling_only_as_a_declared_ablation():
+    from prefmatch.llm.config import ConfigError
+    from prefmatch.llm.ppo import PPOConfig
+
+    with pytest.raises(ConfigError, match="top_p: must be 1"):
+        PPOConfig(policy="p", reward_model="r", top_p=0.9).check_algorithm()
+    PPOConfig(policy="p", reward_model="r", top_p=0.9, nucleus_ablation=True).check_algorithm()
 
 
 def test_exact_evaluation_by_hand(corpus):
@@ -300,17 +406,19 @@ def test_paper_reductions_are_the_papers_table3():
     assert O.paper_reduction(1.0, 0.01) is None
 
 
-def _fake_result(kl_vals, cpm_vals, valid=0.9, rm_accuracy=0.6, rm_pairs=1000):
-    def ev(pm, maj, rm_maj=0.7, v=valid):
+def _fake_result(kl_vals, cpm_vals, valid=0.9, rm_accuracy=0.6, rm_pairs=1000, gaps=None):
+    gaps = gaps or [0.0] * len(kl_vals)
+
+    def ev(pm, maj, rm_maj=0.7, v=valid, gap=0.0):
         d = {k: 0.1 for k in ROW_KEYS[5:] + EXTRA_KEYS if k not in ("pm_divergence_ci",)}
-        d.update(pm_divergence=pm, pm_divergence_exact=pm, pm_divergence_pairs=pm, theory_pm_divergence_pairs=pm,
+        d.update(pm_divergence=pm, pm_divergence_exact=pm, pm_divergence_pairs=pm, theory_pm_divergence_pairs=pm + gap,
                  majority_preference=maj, rm_majority_preference=rm_maj, valid_rate=v, perplexity_outliers=0,
                  n_samples=16, tokens_in_M=0.5, tokens_in_M_reference=0.5, perplexity_heldout=2.0)
         return d
 
     runs = [O.Run("kl", 1.0), O.Run("cpm", 1.0, 0.3, "token")]
     units = []
-    for s, (k, c) in enumerate(zip(kl_vals, cpm_vals)):
+    for s, (k, c, g) in enumerate(zip(kl_vals, cpm_vals, gaps)):
         phase = {"alpha": [0.3], "kl": {"pm_divergence_exact": k, "pm_divergence_pairs": k},
                  "cpm_token": {"pm_divergence_exact": [c], "pm_divergence_pairs": [c]},
                  "ref_tokens_in_M": {"token": [0.5], "sequence": [0.1]}}
@@ -320,7 +428,7 @@ def _fake_result(kl_vals, cpm_vals, valid=0.9, rm_accuracy=0.6, rm_pairs=1000):
                       "sft_majority_share": 0.8, "times": {"total": 1.0},
                       "runs": [dict(method=r.method, beta=r.beta, alpha=r.alpha, level=r.level, trainer=r.trainer,
                                     bias=r.bias, name=r.name) for r in runs],
-                      "results": {"reference": ev(0.2, 0.8), "kl_b1": ev(k, 0.9), "cpm_a0.3_b1": ev(c, 0.75)}})
+                      "results": {"reference": ev(0.2, 0.8), "kl_b1": ev(k, 0.9), "cpm_a0.3_b1": ev(c, 0.75, gap=g)}})
     cfg = {**O.BenchmarkConfig().__dict__, "seeds": len(units), "alphas": [0.3], "levels": ["token"]}
     return {"config": cfg, "units": units, "wall_time_s": 1.0}
 
@@ -335,15 +443,90 @@ def test_aggregate_reductions_intervals_and_claims_that_fail():
     assert by["cpm_a0.3_reduces_pm_divergence"]["holds"] and by["kl_collapse"]["holds"]
     assert by["phase_diagram_follows_theory"]["holds"]
     assert set(ROW_KEYS) <= set(good["rows"][0])
-    # cPM worse than KL: the claim is reported as not holding; no valid answers: no collapse claim fails
+    # cPM worse than KL: the claim is reported as not holding; no valid answers: the collapse claims'
+    # precondition is unmet, which is not the same as not holding
     bad = aggregate(_fake_result([0.4, 0.5, 0.45], [0.5, 0.6, 0.5], valid=0.0))
     by = {c["id"]: c for c in bad["claims"]}
     assert by["cpm_a0.3_reduces_pm_divergence"]["holds"] is False
-    assert by["cpm_a0.3_less_collapsed_than_kl"]["holds"] is False
-    assert by["kl_collapse"]["holds"] is False
+    for id_ in ("cpm_a0.3_less_collapsed_than_kl", "kl_collapse"):
+        assert by[id_]["holds"] is None and "valid answers" in by[id_]["precondition_unmet"]
+    assert "precondition unmet" in R.claims_markdown(bad["claims"])
     assert all({"id", "criterion", "holds"} <= set(c) for c in bad["claims"])
     md = R.table3_markdown(bad["table3"])
     assert "α = 0.3" in md and "(17.1)" in md
+
+
+def test_cells_exclude_unconverged_seeds_and_give_a_verdict():
+    kl, cpm = [0.40, 0.50, 0.45, 0.42], [0.30, 0.38, 0.34, 0.10]
+    res = aggregate(_fake_result(kl, cpm, gaps=[0.0, 0.005, -0.009, 0.2]))
+    cell = res["table3"]["cells"][0]
+    per_seed = [(k - c) / k for k, c in zip(kl[:3], cpm[:3])]  # seed 3's cPM run is 0.2 from its optimum
+    m, h = np.mean(per_seed), student_t.ppf(0.975, 2) * np.std(per_seed, ddof=1) / math.sqrt(3)
+    assert cell["n_seeds"] == 3 and cell["excluded"][0]["seed"] == 3 and "0.200 from its theory" in cell[
+        "excluded"][0]["reason"]
+    np.testing.assert_allclose(cell["ci"], [100 * (m - h), 100 * (m + h)])
+    assert cell["resolved"] == (100 * h <= 10) and cell["verdicts"][0] == "reduced"
+    assert cell["reduction_all_seeds"] == pytest.approx(np.mean([(k - c) / k for k, c in zip(kl, cpm)]))
+    assert res["reaches_theory_tolerance"] == 0.01 and res["converged_runs"] == res["trained_runs"] - 1
+    assert res["not_converged"] == [{"seed": 3, "run": "cpm_a0.3_b1", "gap": pytest.approx(0.2)}]
+    done = {d["criterion"]: d["holds"] for d in res["done"]}
+    assert done["reaches-theory tolerance ≤ 0.01"] and not done["≥ 20 held-out topic groups"]
+    # compared on the policy-weighted exact metric instead, the same runs all converge
+    alt = _fake_result(kl, cpm, gaps=[0.0, 0.005, -0.009, 0.2])
+    alt["config"]["reaches_metric"] = "pm_divergence_exact"
+    for u in alt["units"]:
+        for ev in u["results"].values():
+            ev["theory_pm_divergence_exact"] = ev["pm_divergence_exact"] + 0.004
+    assert aggregate(alt)["table3"]["cells"][0]["n_seeds"] == 4 and aggregate(alt)["not_converged"] == []
+    # a cell with fewer than two converged seeds is not evaluated, not "does not hold"
+    one = aggregate(_fake_result([0.4, 0.5], [0.3, 0.4], gaps=[0.0, 0.5]))
+    c1 = one["table3"]["cells"][0]
+    assert c1["verdicts"] == ["not evaluated"] and c1["ci"] is None
+    claim = next(c for c in one["claims"] if c["id"] == "cpm_a0.3_reduces_pm_divergence")
+    assert claim["holds"] is None and "converged seed" in claim["precondition_unmet"]
+
+
+def test_parts_of_a_run_merge_and_mismatched_ones_are_refused():
+    from prefmatch.llm.opinion.aggregate import merge_parts
+
+    a, b = _fake_result([0.4, 0.5], [0.2, 0.3]), _fake_result([0.45], [0.25])
+    b["units"][0]["seed"] = 2
+    merged = merge_parts([a, b])
+    assert merged["config"]["seeds"] == 3 and merged["parts"] == 2
+    assert aggregate(merged)["table3"]["cells"][0]["n_seeds"] == 3
+    assert aggregate(merged)["table3"]["cells"][0]["reduction"] == pytest.approx(
+        aggregate(_fake_result([0.4, 0.5, 0.45], [0.2, 0.3, 0.25]))["table3"]["cells"][0]["reduction"])
+    with pytest.raises(ValueError, match="appears in two parts"):
+        merge_parts([a, a])
+    c = _fake_result([0.45], [0.25])
+    c["units"][0]["seed"], c["config"]["bias"] = 5, 0.7
+    with pytest.raises(ValueError, match="differ in bias"):
+        merge_parts([a, c])
+
+
+def test_cell_verdict_labels():
+    from prefmatch.llm.opinion.aggregate import cell_verdict
+
+    assert cell_verdict([5.0, 15.0], 6, 10.0, 30.0)[1] == ["reduced", "matches theory"]
+    assert cell_verdict([-30.0, -2.0], 6, None, -5.0)[1] == ["increased", "unresolved (±14 points)", "matches the paper"]
+    assert cell_verdict([-5.0, 5.0], 6, 0.0, 0.0)[1] == ["no change detected", "matches theory", "matches the paper"]
+    assert cell_verdict(None, 1, 0.0, 0.0)[1] == ["not evaluated"]
+
+
+def test_power_calculation_against_simulation():
+    from prefmatch.llm.opinion.aggregate import seeds_for_half_width, seeds_for_power
+
+    n = seeds_for_half_width(16.0, 10.0)
+    assert student_t.ppf(0.975, n - 1) * 16 / math.sqrt(n) <= 10 < student_t.ppf(0.975, n - 2) * 16 / math.sqrt(n - 1)
+    n = seeds_for_power(12.0, 20.0)
+    rng = np.random.default_rng(0)
+
+    def simulated(k):  # share of 20 000 simulated experiments whose t-test rejects
+        x = rng.normal(20.0, 12.0, size=(20000, k))
+        t = x.mean(1) / (x.std(1, ddof=1) / math.sqrt(k))
+        return np.mean(np.abs(t) > student_t.ppf(0.975, k - 1))
+
+    assert simulated(n) >= 0.8 - 0.01 and simulated(n - 1) < 0.8 + 0.01
 
 
 def test_wilson_interval_is_scipys():
@@ -372,7 +555,8 @@ def test_one_seed_reduction_interval_is_a_bootstrap_over_the_samples():
     one["units"][0]["results"]["kl_b1"]["instance_pm_divergence_sampled"] = list(kl[:16])
     one["units"][0]["results"]["cpm_a0.3_b1"]["instance_pm_divergence_sampled"] = list(kl[16:32])
     cell = aggregate(one)["table3"]["cells"][0]
-    assert cell["reduction"] == pytest.approx(0.025) and cell["reduction_ci"][0] < 0 and not cell["reduces"]
+    assert cell["reduction_sampled"] == pytest.approx(0.025) and cell["reduction_sampled_ci"][0] < 0
+    assert cell["verdicts"] == ["not evaluated"] and not cell["reduces"]  # the exact metric has no samples
 
 
 def test_a_reward_model_at_chance_leaves_every_claim_unevaluated():
@@ -385,7 +569,7 @@ def test_a_reward_model_at_chance_leaves_every_claim_unevaluated():
     assert "not evaluated (the reward model is at chance" in R.claims_markdown(chance["claims"])
     run = _fake_result([0.4, 0.5, 0.45], [0.2, 0.3, 0.25], rm_accuracy=40 / 77, rm_pairs=77)
     run["summary"] = aggregate(run)
-    assert f"0 of {len(chance['claims'])} hold ({len(rest)} not evaluated)" in R.verdict(run)
+    assert f"0 of {len(chance['claims'])} hold ({len(rest)} not evaluated or precondition unmet)" in R.verdict(run)
     # the same accuracy over 3000 pairs is above chance, and the other claims are evaluated again
     many = aggregate(_fake_result([0.4, 0.5, 0.45], [0.2, 0.3, 0.25], rm_accuracy=0.55, rm_pairs=1000))
     assert many["claims"][0]["holds"] is True and all(c["holds"] is not None for c in many["claims"][1:])
@@ -419,7 +603,9 @@ def test_results_page_is_generated_from_the_committed_runs():
 
     results = Path(__file__).resolve().parents[2] / "docs" / "results"
     runs = results / "opinion"
-    full = R.load_results(runs / "results_full.json.gz")
+    from prefmatch.llm.opinion.aggregate import merge_parts
+
+    full = merge_parts([R.load_results(p) for p in sorted(runs.glob("results_full*.json.gz"))])
     full["summary"] = aggregate(full)
     smol = None
     if (runs / "results_smollm2.json.gz").is_file():
@@ -438,7 +624,9 @@ def test_grid_shapes():
     assert names == ["kl_b1", "pm_b1", "cpm_a0.1_b1", "cpm_a0.3_b1", "cpm_a0.5_b1", "cpm_a0.1_seq_b1",
                      "cpm_a0.3_seq_b1", "cpm_a0.5_seq_b1"]
     full = O.grid(O.configure({}, "full"))
-    assert sorted(full) == [0.6, 0.8, 0.95] and len(full[0.8]) == 21 and len(full[0.6]) == 4
+    assert sorted(full) == [0.6, 0.8, 0.95] and len(full[0.8]) == 21 + 4 and len(full[0.6]) == 4
+    assert [r.name for r in full[0.8] if r.top_p < 1] == ["kl_b1_p0.9", "cpm_a0.1_b1_p0.9", "cpm_a0.3_b1_p0.9",
+                                                         "cpm_a0.5_b1_p0.9"]
     assert [r.name for r in full[0.8] if r.trainer == "dpo"] == ["dpo_kl_b1", "dpo_pm_b1", "dpo_cpm_a0.3_b1"]
     assert {r.beta for r in full[0.8] if r.level == "sequence"} == {1.0}
     dpo = O.grid(O.configure({"dpo": "true", "dpo_alphas": "0.1,0.5"}, "quick"))[0.8]
@@ -448,7 +636,7 @@ def test_grid_shapes():
 
 # ----------------------------------------------------------------------------- end to end
 
-TINY = dict(n_topics=3, slots=2, sft_per_prompt=8, comparisons_per_prompt=16, vocab_size=400, sft_epochs=2,
+TINY = dict(n_topics=3, slots=2, groups=3, phrasings=2, sft_per_prompt=8, comparisons_per_prompt=16, vocab_size=400, sft_epochs=2,
             rm_epochs=1, steps=2, batch_size=8, mini_batch_size=4, ppo_epochs=1, eval_samples=2, alphas=[0.3],
             levels=["token"], theory_alphas=[0.1, 0.3], max_prompt_len=40, max_response_len=12)
 
@@ -472,7 +660,10 @@ def test_tiny_end_to_end_benchmark_page_and_figures(tmp_path):
     figs = make_figures(result, tmp_path / "figs")
     assert len(figs) == 3
     page = R.page(result, figs, tmp_path)
-    assert "## Table 3 of the paper" in page and "figs/opinion_phase_diagram.png" in page
+    assert "## Verdict" in page and "| β | α = 0.3 |" in page and "figs/opinion_phase_diagram.png" in page
+    assert s["heldout_groups"] == 1 and s["pairs_per_run"] == 2 * 1 and s["reaches_theory_tolerance"] == 0.01
+    assert 0 <= s["reference_valid_rate"] <= 1 and {"below_own", "below_worst", "n"} <= set(
+        result["units"][0]["rm_malformed_ranking"])
     # a second run in the same directory reuses the unit's references (same settings), not its policies
     again = O.run_benchmark(O.configure(dict(TINY, steps=1, methods=["kl"]), "quick"), tmp_path / "bench")
     unit = again["units"][0]
