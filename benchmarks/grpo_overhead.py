@@ -66,6 +66,12 @@ def make_trainer(setup: dict, a, regularizer: str | None, params: dict | None):
     return PMGRPOTrainer(**kw, regularizer=regularizer, regularizer_params=params)
 
 
+def _epochs(trainer):
+    """The trainer's batches, epoch after epoch (a run may take more steps than the prompts fill)."""
+    while True:
+        yield from trainer.get_train_dataloader()
+
+
 def interleaved_step_times(trainers, a) -> list[list[float]]:
     """Per-step wall times of each trainer, their optimizer steps interleaved one by one (the
     order alternating), so that every trainer's k-th step sees the machine's load of that moment.
@@ -78,7 +84,7 @@ def interleaved_step_times(trainers, a) -> list[list[float]]:
         t.create_optimizer_and_scheduler(num_training_steps=a.steps + 1)
         t.current_gradient_accumulation_steps = 1
         t.model.train()
-        t._bench_batches = iter(t.get_train_dataloader())
+        t._bench_batches = _epochs(t)
     times: list[list[float]] = [[] for _ in trainers]
     for k in range(a.steps + 1):
         order = list(enumerate(trainers))
@@ -146,7 +152,7 @@ def main(argv=None) -> int:
         import torch
         import trl
 
-        lines = [f"<!-- written by `python benchmarks/grpo_overhead.py --markdown {a.markdown}`; do not edit -->",
+        lines = [f"<!-- written by `python benchmarks/grpo_overhead.py --steps {a.steps} --repeats {a.repeats} --markdown {a.markdown}`; do not edit -->",
                  f"Run on {time.strftime('%Y-%m-%d')}, {platform.machine()} CPU ({a.threads} threads), torch "
                  f"{torch.__version__}, trl {trl.__version__}; tiny GPT-2 ({a.size}), {a.batch} completions of "
                  f"{a.gen_len} tokens per step (G = {a.generations}); {a.steps} timed steps per trainer in each of "

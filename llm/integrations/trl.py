@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
 from typing import Any
 
 import torch
@@ -183,16 +184,19 @@ class _SampledTokenLogps:
 
     def __init__(self, temperature: float):
         self.temperature = float(temperature)
-        self.cols: list = []      # log π(y_t|·) of the tokens of columns 0..n-2
-        self.tokens: list = []    # those tokens, to check the alignment with the returned completions
+        self.cols: list = []      # log π(y_t|·) of the tokens of columns 0..n-2, each [B, 1]
+        self.tokens: list = []    # those tokens [B, 1], to check the alignment with the returned completions
         self.prev = None          # the last step's log-probs [B, V]
 
     def __call__(self, input_ids, scores):
+        # this runs at every decoding step, so it is kept to two kernels (the log-softmax, one fused kernel, is
+        # faster on CPU than a logsumexp and a gather of the logits) and skips the cast and division it can
         if self.prev is not None:
             tok = input_ids[:, -1:]
-            self.cols.append(self.prev.gather(-1, tok).squeeze(-1))
-            self.tokens.append(tok.squeeze(-1))
-        self.prev = torch.log_softmax(scores.float() / self.temperature, dim=-1)
+            self.cols.append(self.prev.gather(-1, tok))
+            self.tokens.append(tok)
+        z = scores if scores.dtype == torch.float32 else scores.float()
+        self.prev = torch.log_softmax(z if self.temperature == 1.0 else z / self.temperature, dim=-1)
         return scores
 
     def per_completion(self, completion_ids) -> list[list[float]] | None:
@@ -204,18 +208,41 @@ class _SampledTokenLogps:
         if any(len(ids) > n for ids in completion_ids):
             return None
         dev = self.prev.device
-        last_tok = torch.tensor([ids[n - 1] if len(ids) == n else 0 for ids in completion_ids], device=dev)
-        cols = self.cols + [self.prev.gather(-1, last_tok[:, None]).squeeze(-1)]
+        last_tok = torch.tensor([[ids[n - 1] if len(ids) == n else 0] for ids in completion_ids], device=dev)
+        cols = self.cols + [self.prev.gather(-1, last_tok)]
         toks = self.tokens + [last_tok]
-        lp, tk = torch.stack(cols, 1).cpu(), torch.stack(toks, 1).cpu()
+        lp, tk = torch.cat(cols, 1).cpu(), torch.cat(toks, 1).cpu()
         for i, ids in enumerate(completion_ids):
             if ids and tk[i, :len(ids)].tolist() != list(ids):
                 return None
         return [lp[i, :len(ids)].tolist() for i, ids in enumerate(completion_ids)]
 
 
+
+# transformers' LogitsProcessorList calls inspect.signature(processor.__call__) at every decoding step; a
+# precomputed signature makes that lookup a constant (about 10 µs a step less on CPU)
+_SampledTokenLogps.__call__.__signature__ = inspect.signature(_SampledTokenLogps.__call__)  # type: ignore[attr-defined]
+
 class _Regularized:
-    """What the GRPO and RLOO variants share: the regularizer, its references, ψ per completion."""
+    """What the GRPO and RLOO variants share: the construction, the regularizer, its references, ψ per completion."""
+
+    #: the name of the TRL config class the trainer takes
+    _pm_config_class = ""
+
+    def __init__(self, model, reward_funcs, args=None, *, regularizer: str = "kl",
+                 regularizer_params: dict | None = None, ref_model=None, **kwargs):
+        config_class = getattr(trl, self._pm_config_class)
+        if args is None:
+            raise ValueError(f"args: pass a trl.{self._pm_config_class} with beta > 0 (the regularizer's coefficient)")
+        if not isinstance(args, config_class):
+            raise ValueError(f"args: must be a trl.{self._pm_config_class}, got {type(args).__name__}")
+        self._pm_check_args(args)
+        args = self._pm_before_init(model, args, regularizer, regularizer_params, ref_model, kwargs)
+        super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)  # type: ignore[call-arg]
+        self._pm_after_init()
+
+    def _pm_check_args(self, args) -> None:
+        """What the trainer's TRL config must hold beyond :func:`check_trl_config` (none by default)."""
 
     def _pm_before_init(self, model, args, regularizer, regularizer_params, ref_model, kwargs):
         check_trl_version()
@@ -452,20 +479,12 @@ class PMGRPOTrainer(_Regularized, GRPOTrainer):
     frozen copy of the initial policy where one is needed).
     """
 
-    def __init__(self, model, reward_funcs, args=None, *, regularizer: str = "kl",
-                 regularizer_params: dict | None = None, ref_model=None, **kwargs):
-        from trl import GRPOConfig
+    _pm_config_class = "GRPOConfig"
 
-        if args is None:
-            raise ValueError("args: pass a GRPOConfig with beta > 0 (the regularizer's coefficient)")
-        if not isinstance(args, GRPOConfig):
-            raise ValueError(f"args: must be a trl.GRPOConfig, got {type(args).__name__}")
+    def _pm_check_args(self, args):
         if args.multi_objective_aggregation != "sum_then_normalize":
             raise ValueError("multi_objective_aggregation: must be 'sum_then_normalize' (ψ joins the summed reward "
                              "before the group normalization)")
-        args = self._pm_before_init(model, args, regularizer, regularizer_params, ref_model, kwargs)
-        super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
-        self._pm_after_init()
 
     def _generate_single_turn(self, prompt_ids, *args, **kwargs):
         """TRL's ``_generate_single_turn`` (its transformers ``generate`` path), with the sampled tokens'
@@ -546,17 +565,7 @@ class PMRLOOTrainer(_Regularized, RLOOTrainer):
     as in :class:`PMGRPOTrainer`.
     """
 
-    def __init__(self, model, reward_funcs, args=None, *, regularizer: str = "kl",
-                 regularizer_params: dict | None = None, ref_model=None, **kwargs):
-        from trl import RLOOConfig
-
-        if args is None:
-            raise ValueError("args: pass an RLOOConfig with beta > 0 (the regularizer's coefficient)")
-        if not isinstance(args, RLOOConfig):
-            raise ValueError(f"args: must be a trl.RLOOConfig, got {type(args).__name__}")
-        args = self._pm_before_init(model, args, regularizer, regularizer_params, ref_model, kwargs)
-        super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
-        self._pm_after_init()
+    _pm_config_class = "RLOOConfig"
 
     _pm_kl_estimator = "k1"
 

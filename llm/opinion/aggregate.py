@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from prefmatch.llm.opinion.world import MALFORMED_KINDS
+
 #: the PM paper's Table 3 (OPT-1.3B): (β, α) → PM divergence; α = None is KL RLHF
 PAPER_TABLE3_PM_DIVERGENCE: dict[tuple[float, float | None], float] = {
     (0.1, 0.1): 0.7976, (0.1, 0.3): 0.7083, (0.1, 0.5): 0.6839, (0.1, None): 1.1555,
@@ -633,7 +635,11 @@ def aggregate(result: dict) -> dict:
                          "malformed_below_own": mean_ci([u.get("rm_malformed_ranking", {}).get("below_own")
                                                          for u in main]),
                          "malformed_below_worst": mean_ci([u.get("rm_malformed_ranking", {}).get("below_worst")
-                                                           for u in main])},
+                                                           for u in main]),
+                         "malformed_below_own_by_kind": {
+                             k: mean_ci([u.get("rm_malformed_ranking", {}).get("by_kind", {}).get(k) for u in main])
+                             for k in MALFORMED_KINDS
+                             if any(k in u.get("rm_malformed_ranking", {}).get("by_kind", {}) for u in main)}},
         "sft_majority_share": mean_ci([u["sft_majority_share"] for u in main]),
         "unit_time_s": mean_ci([u["times"]["total"] for u in main]),
         "wall_time_s": result.get("wall_time_s"),

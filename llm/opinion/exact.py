@@ -25,7 +25,7 @@ import numpy as np
 
 from prefmatch.llm.data import encode_prompt, encode_response
 from prefmatch.llm.metrics import score_responses_ids, sequence_logprobs
-from prefmatch.llm.opinion.world import TOPICS, OpinionPrompt, malformed
+from prefmatch.llm.opinion.world import MALFORMED_KINDS, TOPICS, OpinionPrompt, malformed, malformed_kinds
 from prefmatch.theory.distributions import bradley_terry, pairwise_preference, pm_divergence, pm_squared_error
 
 
@@ -159,21 +159,35 @@ def exact_evaluation(prompts: Sequence[OpinionPrompt], logp: Sequence[np.ndarray
 
 def malformed_ranking(reward_model, tokenizer, prompts: Sequence[OpinionPrompt], seed: int = 0,
                       n_topics: int = len(TOPICS), max_prompt_len: int = 64, max_response_len: int = 16,
-                      rm: Sequence[np.ndarray] | None = None) -> dict[str, float]:
-    """How the reward model ranks malformed answers (:func:`prefmatch.llm.opinion.world.malformed`,
-    one drawn per answer) against the valid ones on ``prompts`` (the held-out prompts: strings it
-    never saw): ``below_own``, the share scored below the answer it was made from;
-    ``below_worst``, the share scored below every answer of the set."""
+                      rm: Sequence[np.ndarray] | None = None) -> dict:
+    """How the reward model ranks malformed answers (:func:`prefmatch.llm.opinion.world.malformed`)
+    against the valid ones on ``prompts`` (the held-out prompts: strings it never saw), one malformed
+    variant of every answer of each kind of :data:`MALFORMED_KINDS` the prompt allows: ``below_own``, the
+    share scored below the answer it was made from; ``below_worst``, the share scored below every answer
+    of the set; both over all kinds, and ``by_kind``: each kind's ``below_own`` (the content errors, a
+    foreign or repeated option, are the ones a reward model must read the prompt to catch)."""
     rng = np.random.default_rng(seed)
     rm = rm if rm is not None else answer_rewards(reward_model, tokenizer, prompts, max_prompt_len=max_prompt_len,
                                                   max_response_len=max_response_len)
-    bad = [tuple(malformed(p, i, rng, n_topics) for i in range(len(p.answers))) for p in prompts]
-    bad_p = [OpinionPrompt(p.prompt, p.topics, b, p.choice, p.gt_reward, p.shares, p.majority, p.alt_majority)
-             for p, b in zip(prompts, bad)]
-    rb = answer_rewards(reward_model, tokenizer, bad_p, max_prompt_len=max_prompt_len, max_response_len=max_response_len)
-    own = np.concatenate([b < r for r, b in zip(rm, rb)])
-    worst = np.concatenate([b < r.min() for r, b in zip(rm, rb)])
-    return {"below_own": float(own.mean()), "below_worst": float(worst.mean()), "n": int(own.size)}
+    own, worst, by_kind = [], [], {}
+    for k, name in enumerate(MALFORMED_KINDS):
+        idx = [j for j, p in enumerate(prompts) if k in malformed_kinds(p, n_topics)]
+        if not idx:
+            continue
+        bad_p = [OpinionPrompt(prompts[j].prompt, prompts[j].topics,
+                               tuple(malformed(prompts[j], i, rng, n_topics, kind=k)
+                                     for i in range(len(prompts[j].answers))),
+                               prompts[j].choice, prompts[j].gt_reward, prompts[j].shares, prompts[j].majority,
+                               prompts[j].alt_majority) for j in idx]
+        rb = answer_rewards(reward_model, tokenizer, bad_p, max_prompt_len=max_prompt_len,
+                            max_response_len=max_response_len)
+        o = np.concatenate([b < rm[j] for j, b in zip(idx, rb)])
+        own.append(o)
+        worst.append(np.concatenate([b < rm[j].min() for j, b in zip(idx, rb)]))
+        by_kind[name] = float(o.mean())
+    own_all, worst_all = np.concatenate(own), np.concatenate(worst)
+    return {"below_own": float(own_all.mean()), "below_worst": float(worst_all.mean()), "n": int(own_all.size),
+            "by_kind": by_kind}
 
 
 def reward_model_error(prompts: Sequence[OpinionPrompt], rm: Sequence[np.ndarray],

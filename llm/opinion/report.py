@@ -351,7 +351,10 @@ def validity_section(result: dict) -> str:
     lines = [f"The reference writes {_pct(ref.get('valid_rate'))} % valid answers on the held-out prompts. The reward "
              f"model scores a malformed answer (one per answer of each held-out prompt, of the kinds the comparisons "
              f"use) below the answer it was made from in {_ci(below[0], below[1], 1, True)} % of cases and below every "
-             f"answer of the prompt in {_ci(worst[0], worst[1], 1, True)} %.", "",
+             f"answer of the prompt in {_ci(worst[0], worst[1], 1, True)} %."
+             + ("" if not rm.get("malformed_below_own_by_kind") else " By kind, below the answer it was made from: "
+                + "; ".join(f"{k} {_ci(v[0], v[1], 1, True)} %" for k, v in rm["malformed_below_own_by_kind"].items())
+                + " (50 % is chance)."), "",
              "| run | valid | pairs: valid / with a malformed answer | §6.1 on valid pairs | §6.1 on the others | "
              "RM prefers the valid answer (mixed pairs) |", "|---|---|---|---|---|---|"]
     for r in [ref] + [r for r in s["rows"] if r.get("n_seeds")]:

@@ -334,16 +334,26 @@ MALFORMED_KINDS = ("foreign option", "repeated option", "missing topic", "swappe
                    "no full stop")
 
 
-def malformed(p: OpinionPrompt, i: int, rng, n_topics: int = len(TOPICS)) -> str:
-    """A malformed variant of answer ``i`` (never an answer of the set), one of
-    :data:`MALFORMED_KINDS` drawn uniformly: a topic's option replaced by an option of a topic the
-    prompt does not ask about, or repeated from another slot; a topic left out; two topics in the
-    wrong order; an option stated twice; the full stop left out."""
+def malformed_kinds(p: OpinionPrompt, n_topics: int = len(TOPICS)) -> list[int]:
+    """The indices of :data:`MALFORMED_KINDS` that can break an answer of ``p`` (the ones that move or drop
+    a topic need two; a foreign option needs a topic the prompt does not ask about)."""
+    others = any(t not in p.topics for t, _ in TOPICS[:n_topics])
+    return [k for k in range(len(MALFORMED_KINDS)) if (k not in (1, 2, 3) or len(p.topics) > 1) and (k or others)]
+
+
+def malformed(p: OpinionPrompt, i: int, rng, n_topics: int = len(TOPICS), kind: int | None = None) -> str:
+    """A malformed variant of answer ``i`` (never an answer of the set), of the given kind of
+    :data:`MALFORMED_KINDS` or one drawn uniformly from :func:`malformed_kinds`: a topic's option replaced
+    by an option of a topic the prompt does not ask about, or repeated from another slot; a topic left
+    out; two topics in the wrong order; an option stated twice; the full stop left out."""
     words = [TOPICS[[t for t, _ in TOPICS].index(tp)][1][c] for tp, c in zip(p.topics, p.choice[i])]
     s = int(rng.integers(len(words)))
     others = [o for t, opts in TOPICS[:n_topics] if t not in p.topics for o in opts]
-    kinds = [k for k in range(len(MALFORMED_KINDS)) if (k not in (1, 2, 3) or len(words) > 1) and (k or others)]
-    kind = kinds[int(rng.integers(len(kinds)))]
+    if kind is None:
+        kinds = malformed_kinds(p, n_topics)
+        kind = kinds[int(rng.integers(len(kinds)))]
+    elif kind not in malformed_kinds(p, n_topics):
+        raise ValueError(f"kind: {MALFORMED_KINDS[kind]!r} cannot break an answer of {len(words)} topic(s)")
     if kind == 0:
         words[s] = others[int(rng.integers(len(others)))]
     elif kind == 1:

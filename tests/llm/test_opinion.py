@@ -115,6 +115,40 @@ def test_malformed_answers_are_never_valid_and_of_every_kind():
     assert len(MALFORMED_KINDS) == 6
 
 
+def _kind_of(p, i, bad):
+    """The kind of a malformed answer, read from its text alone (independent of :func:`malformed`)."""
+    from prefmatch.llm.opinion.world import TOPICS
+
+    words, got = p.answers[i][1:-1].split(", "), bad[1:].rstrip(".").split(", ")
+    asked = {o for t, opts in TOPICS if t in p.topics for o in opts}
+    if not bad.endswith("."):
+        return "no full stop"
+    if len(got) != len(words):
+        return "extra option" if len(got) > len(words) else "missing topic"
+    if sorted(got) == sorted(words):
+        return "swapped order"
+    return "repeated option" if set(got) <= asked else "foreign option"
+
+
+def test_malformed_answers_of_a_requested_kind():
+    """Every kind a prompt allows, asked for by name, gives a malformed answer of that kind (read from the
+    text); a kind the prompt cannot carry is refused with its name."""
+    from prefmatch.llm.opinion.world import MALFORMED_KINDS, malformed, malformed_kinds
+
+    c = O.build_corpus(O.WorldConfig(seed=2, groups=10))
+    rng = np.random.default_rng(1)
+    for p in c.prompts[:12]:
+        assert malformed_kinds(p) == list(range(len(MALFORMED_KINDS)))  # three topics, foreign ones exist
+        for i in range(len(p.answers)):
+            for k in malformed_kinds(p):
+                bad = malformed(p, i, rng, kind=k)
+                assert bad not in p.answers and _kind_of(p, i, bad) == MALFORMED_KINDS[k]
+    one = O.build_corpus(O.WorldConfig(seed=0, n_topics=2, slots=1, groups=0)).prompts[0]
+    assert malformed_kinds(one, n_topics=2) == [0, 4, 5]
+    with pytest.raises(ValueError, match="swapped order"):
+        malformed(one, 0, rng, n_topics=2, kind=3)
+
+
 def test_answer_format_tokenizer_makes_each_decision_one_token():
     from prefmatch.llm.opinion.world import answer_vocabulary
     from prefmatch.llm.tokenizer import train_tokenizer

@@ -323,9 +323,11 @@ def test_trls_kl_metric_keeps_its_meaning(tmp_path, cls):
     assert t._metrics["train"]["kl"][0] == pytest.approx(float((per_token * m).sum() / m.sum()), rel=1e-6)
 
 
-def test_sampling_log_probs_come_from_generation(tmp_path):
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_sampling_log_probs_come_from_generation(tmp_path, temperature):
     """No forward of the sampling policy outside TRL's training step: ψ's log-probs are the ones ``generate``
-    sampled with (TRL's ``sampling_per_token_logps``), equal to a forward pass's on every completion token."""
+    sampled with (TRL's ``sampling_per_token_logps``), equal to a forward pass's at the sampling temperature
+    on every completion token."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -352,7 +354,7 @@ def test_sampling_log_probs_come_from_generation(tmp_path):
             return out
 
     t = Spy(model=AutoModelForCausalLM.from_pretrained(dirs[0]), reward_funcs=task_reward,
-            args=_config(tmp_path, temperature=1.0), train_dataset=ds, processing_class=tok, regularizer="kl",
+            args=_config(tmp_path, temperature=temperature), train_dataset=ds, processing_class=tok, regularizer="kl",
             ref_model=AutoModelForCausalLM.from_pretrained(dirs[0]))
     t.train()
     out = seen["out"]
@@ -365,7 +367,7 @@ def test_sampling_log_probs_come_from_generation(tmp_path):
         fresh = AutoModelForCausalLM.from_pretrained(dirs[0])
         k = out["completion_ids"].size(1)
         logits = fresh(input_ids=ids, attention_mask=attn).logits[:, -k - 1:-1]
-        want = torch.log_softmax(logits, -1).gather(-1, out["completion_ids"][..., None]).squeeze(-1)
+        want = torch.log_softmax(logits / temperature, -1).gather(-1, out["completion_ids"][..., None]).squeeze(-1)
     assert torch.allclose(out["sampling_per_token_logps"][m], want[m], atol=1e-5)
 
 
