@@ -444,9 +444,23 @@ class _Regularized:
                                "from the replica prefmatch adds ψ through; this TRL version is not supported "
                                f"(supported: {SUPPORTED_TRL})")
 
-    def _pm_local(self, x, n_local: int):
-        i = self.accelerator.process_index
+    def _pm_local(self, x, out: dict):
+        """This process's rows of a tensor gathered over the processes (``out``: its local batch)."""
+        n_local, i = out["prompt_ids"].size(0), self.accelerator.process_index
         return x[i * n_local:(i + 1) * n_local]
+
+    def _pm_regularized_advantages(self, out: dict, old):
+        """ψ on the local completions (:meth:`_pm_terms`); the replica of TRL's advantages checked on the task
+        reward; the advantages and their scale on task + ψ, over every process's completions.  Returns
+        (advantages, scale, ∂ψ or None, reference log-probs, unscorable, G)."""
+        psi, dpsi, ref_t = self._pm_terms(out, old)
+        g = self.num_generations if self.model.training else self.num_generations_eval
+        task, unscorable = self._pm_task_reward()
+        self._pm_check_mirror(out["advantages"], self._pm_local(self._pm_advantages(task, g)[0], out))
+        psi_all = gather(psi.to(task.dtype))
+        adv, scale = self._pm_advantages(task + psi_all, g)
+        self._pm_log(psi_all)
+        return adv, scale, dpsi, ref_t, unscorable, g
 
     def _pm_log(self, psi_all):
         mode = "train" if self.model.training else "eval"
@@ -531,20 +545,13 @@ class PMGRPOTrainer(_Regularized, GRPOTrainer):
         out = super()._generate_and_score_completions(inputs)
         # the sampling policy's log-probs: from generation, else TRL's own (when it computes them), else a forward
         old = out.get("sampling_per_token_logps", out.get("old_per_token_logps"))
-        psi, dpsi, _ = self._pm_terms(out, old)
-        n_local = out["prompt_ids"].size(0)
-        g = self.num_generations if self.model.training else self.num_generations_eval
-        task, unscorable = self._pm_task_reward()
-        self._pm_check_mirror(out["advantages"], self._pm_local(self._pm_advantages(task, g)[0], n_local))
-        psi_all = gather(psi.to(task.dtype))
-        adv, scale = self._pm_advantages(task + psi_all, g)
-        adv, scale = self._pm_local(adv, n_local), self._pm_local(scale, n_local)
+        adv, scale, dpsi, _, unscorable, g = self._pm_regularized_advantages(out, old)
+        adv, scale = self._pm_local(adv, out), self._pm_local(scale, out)
         if dpsi is not None:
-            keep = (~self._pm_local(unscorable, n_local)).to(adv.dtype)
+            keep = (~self._pm_local(unscorable, out)).to(adv.dtype)
             path = ((g - 1) / g) * dpsi.to(adv.dtype) / scale[:, None] * keep[:, None]
             adv = adv[:, None] + path
         out["advantages"] = adv
-        self._pm_log(psi_all)
         return out
 
 
@@ -588,20 +595,13 @@ class PMRLOOTrainer(_Regularized, RLOOTrainer):
 
     def _generate_and_score_completions(self, inputs):
         out, old = self._pm_super_generate(inputs)  # RLOO always scores the sampling policy
-        psi, _, ref_t = self._pm_terms(out, old)
-        n_local = out["prompt_ids"].size(0)
-        g = self.num_generations if self.model.training else self.num_generations_eval
-        rewards, _ = self._pm_task_reward()
-        self._pm_check_mirror(out["advantages"], self._pm_local(self._pm_advantages(rewards, g)[0], n_local))
-        psi_all = gather(psi.to(rewards.dtype))
-        adv, scale = self._pm_advantages(rewards + psi_all, g)
-        out["advantages"] = self._pm_local(adv, n_local)
+        adv, scale, _, ref_t, _, _ = self._pm_regularized_advantages(out, old)
+        out["advantages"] = self._pm_local(adv, out)
         if self.placement == "loss":
             b = out["prompt_ids"].size(0)
             if ref_t is not None:  # batch first, so that TRL's shuffling and splitting keep it aligned
                 out["pm_ref_logps"] = ref_t.transpose(0, 1).contiguous() if self.reg.multi_reference else ref_t
             out["pm_inv_scale"] = torch.full((b,), 1.0 / float(scale), device=out["prompt_ids"].device)
-        self._pm_log(psi_all)
         return out
 
     def _compute_loss(self, model, inputs):
