@@ -23,7 +23,13 @@ def make_figures(result: dict, out_dir: str | Path, prefix: str = "opinion") -> 
     out.mkdir(parents=True, exist_ok=True)
     cfg = result["config"]
     unit = next(u for u in result["units"] if u["bias"] == cfg["bias"])
-    paths = []
+    paths: list[str] = []
+
+    def save(fig, name: str) -> None:
+        fig.tight_layout()
+        fig.savefig(out / f"{prefix}_{name}.png", dpi=110)
+        plt.close(fig)
+        paths.append(str(out / f"{prefix}_{name}.png"))
 
     # Figure 3: p_ref / p_reward / ground truth on the majority pairs of the held-out prompts
     panels = [("ref_pref", "(a) reference (SFT) p_ref", "C0"), ("rm_pref", "(b) reward model p_reward", "C1"),
@@ -36,11 +42,7 @@ def make_figures(result: dict, out_dir: str | Path, prefix: str = "opinion") -> 
         a.set_xlabel("P(majority option ≻ minority option)")
     ax[0].set_ylabel("answer pairs (one topic differs)")
     fig.suptitle(f"held-out prompts, reference bias {cfg['bias']:g}, seed {unit['seed']}", fontsize=9)
-    fig.tight_layout()
-    p = out / f"{prefix}_fig3_pref_histograms.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    paths.append(str(p))
+    save(fig, "fig3_pref_histograms")
 
     # Figures 5/6: sampled instance PM divergence at β = 1
     names = [r["name"] for r in unit["runs"] if r["beta"] == 1.0 and r["trainer"] == "ppo"
@@ -59,11 +61,7 @@ def make_figures(result: dict, out_dir: str | Path, prefix: str = "opinion") -> 
         ax[1].set_ylabel("CDF")
         ax[1].legend(fontsize=7)
         fig.suptitle(f"β = 1, reference bias {cfg['bias']:g}, seed {unit['seed']}", fontsize=9)
-        fig.tight_layout()
-        p = out / f"{prefix}_fig5_pm_divergence_hist_cdf.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        paths.append(str(p))
+        save(fig, "fig5_pm_divergence_hist_cdf")
 
     # the phase diagram
     phase = result["summary"]["phase"]["biases"]
@@ -88,9 +86,5 @@ def make_figures(result: dict, out_dir: str | Path, prefix: str = "opinion") -> 
             a.set_xlabel("α (token-level cPM, β = 1)")
             a.set_ylabel(f"reduction vs KL (%), {labels[metric]}")
         ax[0].legend(fontsize=7)
-        fig.tight_layout()
-        p = out / f"{prefix}_phase_diagram.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        paths.append(str(p))
+        save(fig, "phase_diagram")
     return paths

@@ -100,16 +100,16 @@ def answer_text(words) -> str:
 class WorldConfig:
     """How the world is generated (a deterministic function of ``seed``)."""
     seed: int = 0
-    n_topics: int = len(TOPICS)
-    slots: int = 3
-    bias: float = 0.8
-    alt_bias: float = 0.8
-    sft_per_prompt: int = 24
-    comparisons_per_prompt: int = 64
-    answer_noise: float = 0.1
-    eval_fraction: float = 0.25
-    malformed_fraction: float = 0.25
-    malformed_gap: float = 3.0
+    n_topics: int = len(TOPICS)  # topics used, of TOPICS
+    slots: int = 3  # topics per prompt (decisions per answer)
+    bias: float = 0.8  # P(a topic's majority option) in the demonstrations: the reference's bias
+    alt_bias: float = 0.8  # the second reference's, towards the strongest minority option
+    sft_per_prompt: int = 24  # demonstrations per prompt
+    comparisons_per_prompt: int = 64  # Bradley-Terry comparisons per training prompt
+    answer_noise: float = 0.1  # sd of the ground truth's per-answer offset
+    eval_fraction: float = 0.25  # share of the topic groups held out
+    malformed_fraction: float = 0.25  # share of comparisons against a malformed answer
+    malformed_gap: float = 3.0  # the malformed answer's ground truth, this far below the prompt's worst
     groups: int = 0  # topic groups drawn as distinct combinations (0: the disjoint groups, in order)
     phrasings: int = 0  # phrasings per group, drawn from PROMPT_TEMPLATES (0: every one)
 
