@@ -15,6 +15,11 @@ from prefmatch.llm.opinion.aggregate import PAPER_TABLE3_PERPLEXITY, PAPER_TABLE
 from prefmatch.llm.opinion.world import PROMPT_TEMPLATES
 
 
+def _row(*cells: str) -> str:
+    """One markdown table row."""
+    return "| " + " | ".join(cells) + " |"
+
+
 def _f(x, digits=3) -> str:
     if x is None:
         return "–"
@@ -66,14 +71,13 @@ def rows_table(rows: list[dict], reference: dict | None = None) -> str:
             lines.append(f"| {r['bias']:g} | {_g(r['beta'])} | {_label(r)} | failed: {'; '.join(r.get('errors', []))} |"
                          + " |" * 11)
             continue
-        lines.append(
-            f"| {r['bias']:g} | {_g(r['beta'])} | {_label(r)} | "
-            f"{_ci(r['pm_divergence'], r.get('pm_divergence_ci'))} | {_f(r['pm_divergence_exact'])} | "
-            f"{_f(r['pm_divergence_pairs'])} ({_f(r.get('theory_pm_divergence_pairs'))}) | "
-            f"{_f(r['majority_preference'])} ({_f(r['rm_majority_preference'])}) | {_f(r['valid_rate'], 2)} | "
-            f"{_f(r.get('tokens_in_M'), 2)} | {_f(r['perplexity_heldout'], 2)} | "
-            f"{_f(r['perplexity_sample_median'], 2)} ({r['perplexity_outliers']}/{r['n_samples']}) | "
-            f"{_f(r['entropy'], 2)} | {_f(r['length'], 2)} | {_f(r['kl'], 2)} | {_f(r.get('wall_time_s'), 0)} |")
+        lines.append(_row(
+            f"{r['bias']:g}", _g(r["beta"]), _label(r), _ci(r["pm_divergence"], r.get("pm_divergence_ci")),
+            _f(r["pm_divergence_exact"]), f"{_f(r['pm_divergence_pairs'])} ({_f(r.get('theory_pm_divergence_pairs'))})",
+            f"{_f(r['majority_preference'])} ({_f(r['rm_majority_preference'])})", _f(r["valid_rate"], 2),
+            _f(r.get("tokens_in_M"), 2), _f(r["perplexity_heldout"], 2),
+            f"{_f(r['perplexity_sample_median'], 2)} ({r['perplexity_outliers']}/{r['n_samples']})",
+            *(_f(r[k], 2) for k in ("entropy", "length", "kl")), _f(r.get("wall_time_s"), 0)))
     return "\n".join(lines)
 
 
@@ -173,13 +177,11 @@ def phase_markdown(phase: dict) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for b in phase["biases"]:
         for pt in b["trained"]:
-            lines.append(
-                f"| {b['bias']:g} | {pt['alpha']:g} | {_f(pt['tokens_in_M_reference'], 2)} | "
-                f"{_ci(pt['pm_divergence_pairs'], pt['pm_divergence_pairs_ci'], 1, pct=True)} % | "
-                f"{_pct(pt['theory_pm_divergence_pairs'])} % | "
-                f"{_ci(pt['pm_divergence_exact'], pt['pm_divergence_exact_ci'], 1, pct=True)} % | "
-                f"{_pct(pt['theory_pm_divergence_exact'])} % | "
-                f"{_ci(pt['pm_divergence'], pt['pm_divergence_ci'], 1, pct=True)} % |")
+            lines.append(_row(
+                f"{b['bias']:g}", f"{pt['alpha']:g}", _f(pt["tokens_in_M_reference"], 2),
+                *(x for m in ("pm_divergence_pairs", "pm_divergence_exact")
+                  for x in (f"{_ci(pt[m], pt[m + '_ci'], 1, pct=True)} %", f"{_pct(pt['theory_' + m])} %")),
+                f"{_ci(pt['pm_divergence'], pt['pm_divergence_ci'], 1, pct=True)} %"))
     return "\n".join(lines)
 
 
@@ -359,10 +361,10 @@ def validity_section(result: dict) -> str:
              "RM prefers the valid answer (mixed pairs) |", "|---|---|---|---|---|---|"]
     for r in [ref] + [r for r in s["rows"] if r.get("n_seeds")]:
         beta = "" if r["method"] == "reference" else f" β={_g(r['beta'])}"
-        lines.append(f"| {_label(r)}{beta} | "
-                     f"{_f(r.get('valid_rate'), 3)} | {_f(r.get('n_valid_pairs'), 0)} / {_f(r.get('n_invalid_pairs'), 0)} | "
-                     f"{_f(r.get('pm_divergence_valid_pairs'))} | {_f(r.get('pm_divergence_invalid_pairs'))} | "
-                     f"{_f(r.get('rm_prefers_valid'), 3)} |")
+        lines.append(_row(f"{_label(r)}{beta}", _f(r.get("valid_rate"), 3),
+                          f"{_f(r.get('n_valid_pairs'), 0)} / {_f(r.get('n_invalid_pairs'), 0)}",
+                          _f(r.get("pm_divergence_valid_pairs")), _f(r.get("pm_divergence_invalid_pairs")),
+                          _f(r.get("rm_prefers_valid"), 3)))
     return "\n".join(lines)
 
 
@@ -387,11 +389,11 @@ def nucleus_markdown(result: dict) -> str:
     lines = ["| top_p | run | majority pref. (top_p 1) | RM's | valid | gap to the on-policy optimum | "
              "reduction vs KL, exact | sampled §6.1 |", "|---|---|---|---|---|---|---|---|"]
     for a in ab:
-        lines.append(f"| {a['top_p']:g} | {a['name']} | {_f(a['majority_preference'])} "
-                     f"({_f(a['majority_preference_top_p_1'])}) | {_f(a['rm_majority_preference'])} | "
-                     f"{_f(a['valid_rate'], 3)} | {_f(a['gap'])} | "
-                     f"{_ci(a['reduction'], a['reduction_ci'], 1, True) if a['alpha'] is not None else '–'} | "
-                     f"{_ci(a['reduction_sampled'], a['reduction_sampled_ci'], 1, True) if a['alpha'] is not None else '–'} |")
+        lines.append(_row(f"{a['top_p']:g}", a["name"],
+                          f"{_f(a['majority_preference'])} ({_f(a['majority_preference_top_p_1'])})",
+                          _f(a["rm_majority_preference"]), _f(a["valid_rate"], 3), _f(a["gap"]),
+                          *(_ci(a[k], a[k + "_ci"], 1, True) if a["alpha"] is not None else "–"
+                            for k in ("reduction", "reduction_sampled"))))
     return "\n".join(lines)
 
 

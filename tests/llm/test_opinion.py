@@ -752,3 +752,15 @@ def test_smollm2_opinion_pipeline(tmp_path, capsys):
                  "--cache", str(tmp_path / "hf")]) == 0
     out = json.loads(capsys.readouterr().out)
     assert [r["method"] for r in out["rows"]] == ["kl", "cpm"]
+
+
+def test_nucleus_ablation_table_by_hand():
+    """The top_p table: one row per ablation run, the reductions only where cPM has an α."""
+    a = dict(top_p=0.9, name="kl_b1_p0.9", majority_preference=0.8, majority_preference_top_p_1=0.85,
+             rm_majority_preference=0.6, valid_rate=0.9, gap=0.01, alpha=None, reduction=None, reduction_ci=None,
+             reduction_sampled=None, reduction_sampled_ci=None)
+    b = dict(a, name="cpm_a0.3_b1_p0.9", alpha=0.3, reduction=0.1, reduction_ci=[0.0, 0.2], reduction_sampled=0.05)
+    rows = R.nucleus_markdown({"summary": {"nucleus_ablation": [a, b]}}).splitlines()[2:]
+    assert rows == ["| 0.9 | kl_b1_p0.9 | 0.800 (0.850) | 0.600 | 0.900 | 0.010 | – | – |",
+                    "| 0.9 | cpm_a0.3_b1_p0.9 | 0.800 (0.850) | 0.600 | 0.900 | 0.010 | 10.0 [0.0, 20.0] | 5.0 |"]
+    assert "No top_p ablation" in R.nucleus_markdown({"summary": {}})
