@@ -331,8 +331,11 @@ def test_sampling_log_probs_come_from_generation(tmp_path, temperature):
     import torch
     from transformers import AutoModelForCausalLM
 
+    from prefmatch.llm.integrations import trl as pm_trl
     from prefmatch.llm.integrations.trl import PMGRPOTrainer
 
+    if temperature != 1.0 and pm_trl.add_fused_lm_head is None:
+        pytest.skip("TRL before 1.15 scores the reference at the sampling temperature: temperature != 1 is refused there")
     dirs, tok, ds, task_reward = _tiny(tmp_path)
     seen = {}
 
