@@ -92,8 +92,8 @@ class Peak:
 
 def supervised_row(stage: str, setup: dict, a, peak: Peak) -> dict:
     from prefmatch.llm.config import load_config
-    from prefmatch.llm.reward_model import RMConfig, train_reward_model
-    from prefmatch.llm.sft import SFTConfig, train_sft
+    from prefmatch.llm.train.reward_model import RMConfig, train_reward_model
+    from prefmatch.llm.train.sft import SFTConfig, train_sft
 
     common = dict(data=setup["data"], split="all", batch_size=a.batch, steps=a.steps, lr=1e-5,
                   max_prompt_len=a.prompt_len, max_response_len=a.gen_len, seed=a.seed, cpu=a.cpu,
@@ -118,7 +118,7 @@ def supervised_row(stage: str, setup: dict, a, peak: Peak) -> dict:
 
 def ppo_row(regularizer: str, setup: dict, a, peak: Peak) -> dict:
     from prefmatch.llm.config import load_config
-    from prefmatch.llm.ppo import PPOConfig, PPOTrainer
+    from prefmatch.llm.train.ppo import PPOConfig, PPOTrainer
 
     params = {"alpha": 0.3, "level": "token"} if regularizer == "cpm" else {}
     cfg = load_config(PPOConfig, overrides=dict(

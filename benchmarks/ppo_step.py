@@ -74,7 +74,7 @@ def run_ours(setup: dict, a) -> dict:
     import torch
 
     from prefmatch.llm.config import load_config
-    from prefmatch.llm.ppo import PPOConfig, PPOTrainer
+    from prefmatch.llm.train.ppo import PPOConfig, PPOTrainer
 
     torch.set_num_threads(a.threads)
     cfg = load_config(PPOConfig, overrides=dict(
@@ -103,7 +103,7 @@ def run_ours_separate_critic(setup: dict, a) -> dict:
     from prefmatch.llm.config import load_config
     from prefmatch.llm.data import encode_prompt, load_records
     from prefmatch.llm.models import _backbone_and_head, load_causal_lm, load_reward_model, reward_scores
-    from prefmatch.llm.ppo import PPOConfig, PPOTrainer
+    from prefmatch.llm.train.ppo import PPOConfig, PPOTrainer
     from prefmatch.llm.tokenizer import load_tokenizer
 
     torch.set_num_threads(a.threads)

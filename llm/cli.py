@@ -16,15 +16,15 @@ from pathlib import Path
 
 from prefmatch.llm.config import ConfigError, field_choices, field_help, field_range, load_config, read_yaml
 from prefmatch.llm.data import DataError, load_records
-from prefmatch.llm.dpo import DPOConfig, train_dpo
+from prefmatch.llm.train.dpo import DPOConfig, train_dpo
 from prefmatch.llm.metrics import METRIC_NAMES, METRIC_UNITS, evaluate, run_defaults
 from prefmatch.llm.models import ARCHS, ModelLoadError, SIZES, count_parameters, init_model, load_causal_lm
-from prefmatch.llm.ppo import PPOConfig, resolve_checkpoint, train_ppo
-from prefmatch.llm.reward_model import RMConfig, train_reward_model
-from prefmatch.llm.sft import SFTConfig, train_sft
-from prefmatch.llm.rewards import RegularizerConfigError
+from prefmatch.llm.train.ppo import PPOConfig, resolve_checkpoint, train_ppo
+from prefmatch.llm.train.reward_model import RMConfig, train_reward_model
+from prefmatch.llm.train.sft import SFTConfig, train_sft
+from prefmatch.llm.train.rewards import RegularizerConfigError
 from prefmatch.llm.tokenizer import MIN_VOCAB
-from prefmatch.llm.training import TrainingError, check_output_dir, resume_config, run_session
+from prefmatch.llm.train.loop import TrainingError, check_output_dir, resume_config, run_session
 from prefmatch.theory.dpo import dpo_regularizers
 from prefmatch.theory.validate import SEED, number
 from prefmatch.theory.errors import UsageError as CLIError
@@ -112,7 +112,7 @@ def _stage_config(stage: str, args):
 @_guard
 def _run_train(args) -> int:
     """Config → every input checked (:mod:`prefmatch.llm.preflight`) → the run directory claimed and
-    locked (:func:`prefmatch.llm.training.run_session`; ``--overwrite`` keeps the old run until the
+    locked (:func:`prefmatch.llm.train.loop.run_session`; ``--overwrite`` keeps the old run until the
     new one has finished) → the stage's training function."""
     from prefmatch.llm.preflight import check_train_inputs
 

@@ -19,9 +19,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from prefmatch.llm.losses import logprobs_from_logits
+from prefmatch.llm.train.losses import logprobs_from_logits
 from prefmatch.llm.tokenizer import build_tokenizer, resolve_model_dir
-from prefmatch.llm.training import accepts_position_ids, position_ids_from_mask
+from prefmatch.llm.train.loop import accepts_position_ids, position_ids_from_mask
 
 SIZES = ("tiny", "small")
 ARCHS = ("gpt2", "llama")

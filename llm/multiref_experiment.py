@@ -11,7 +11,7 @@ adds a bias to token 0 and reference 2 the same bias to token V−1, its size dr
 [0, 2·``bias``] per prefix (so that the disagreement, and the per-token normalizer, vary with the prefix).  The reward is random per response.
 
 Trained with the package's trainers through their public module API
-(:meth:`prefmatch.llm.ppo.PPOTrainer.from_modules`, :meth:`prefmatch.llm.dpo.DPOTrainer.from_modules`):
+(:meth:`prefmatch.llm.train.ppo.PPOTrainer.from_modules`, :meth:`prefmatch.llm.train.dpo.DPOTrainer.from_modules`):
 
 * PPO with ``multi_rkl`` and both references (the exact objective, Theorem 5.2);
 * PPO with ``kl`` and the **per-token geometric ensemble** as its one reference (what the public
@@ -107,7 +107,7 @@ def make_world(cfg: MultirefConfig, seed: int) -> dict:
 
     import torch
 
-    from prefmatch.llm.battery import n_prefixes
+    from prefmatch.llm.battery.ppo import n_prefixes
 
     rng = np.random.default_rng([seed, 2929])
     rows = n_prefixes(cfg.vocab, cfg.length)
@@ -124,7 +124,7 @@ def _modules():
     import torch
     from torch import nn
 
-    from prefmatch.llm.battery import tabular_modules
+    from prefmatch.llm.battery.ppo import tabular_modules
 
     TabularPolicy, _ = tabular_modules()
 
@@ -193,8 +193,8 @@ def _polyak(trainer, steps: int, get_w):
 
 def train_variant(cfg: MultirefConfig, world: dict, variant: str, seed: int) -> np.ndarray:
     """The trained policy's log-probabilities over the responses."""
-    from prefmatch.llm.dpo import DPOConfig, DPOTrainer
-    from prefmatch.llm.ppo import PPOConfig, PPOTrainer
+    from prefmatch.llm.train.dpo import DPOConfig, DPOTrainer
+    from prefmatch.llm.train.ppo import PPOConfig, PPOTrainer
 
     TabularPolicy, GeometricEnsemble = _modules()
     refs = [TabularPolicy(cfg.vocab, cfg.length, init=t) for t in world["tables"]]

@@ -1,7 +1,7 @@
 r"""Symbolic derivations of the PM paper, step by step, in sympy.
 
 Every function returns sympy objects (expressions, ``Eq``\ s, or an ordered list of named
-steps) so that the checks of :mod:`prefmatch.theory.checks_pm` and the documentation show the
+steps) so that the checks of :mod:`prefmatch.theory.checks.pm` and the documentation show the
 *same* derivation.  Notation: ``pi`` is the probability π = π(y|x) ∈ (0, 1], ``R`` the
 regularizer as a function of π, ``r`` a reward, ``lam`` the Lagrange multiplier of Σ π = 1.
 

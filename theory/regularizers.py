@@ -609,7 +609,7 @@ class KL(AffineLogRegularizer):
     ψ_t = −β k_t, with l_t = log π(y_t|·) − log π_ref(y_t|·) and ρ_t = e^{−l_t}:
     ``"k1"`` = l_t, ``"k2"`` = l_t²/2, ``"k3"`` = (ρ_t − 1) + l_t (Schulman's estimators).
     Which gradient each gives, as a reward or as a loss, is the ``grad.*`` table
-    (:mod:`prefmatch.theory.checks_grad`): as a reward only k1 is exact; with its pathwise
+    (:mod:`prefmatch.theory.checks.grad`): as a reward only k1 is exact; with its pathwise
     term (``regularizer_mode: loss``) k1 and k3 are exact (E_π[k3_t] = E_π[l_t]); k2 is exact
     only as a pure loss (E_π[∇k2] = ∇KL), which no trainer mode here uses.
     """

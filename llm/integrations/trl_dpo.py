@@ -31,7 +31,7 @@ import torch
 import trl
 from trl import DPOTrainer
 
-from prefmatch.llm.rewards import RegularizerConfigError, build_regularizer
+from prefmatch.llm.train.rewards import RegularizerConfigError, build_regularizer
 from prefmatch.theory.dpo import dpo_regularizers
 
 #: the TRL version this trainer is tested against; it needs TRL's fused LM head and its cache key of precomputed

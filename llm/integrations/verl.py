@@ -42,7 +42,7 @@ import json
 import os
 import sys
 
-from prefmatch.llm.rewards import RegularizerConfigError, build_regularizer, resolve_mode
+from prefmatch.llm.train.rewards import RegularizerConfigError, build_regularizer, resolve_mode
 
 #: the verl version this recipe is tested against (where it imports; see the docs)
 TESTED_VERL_VERSION = "0.9.1"

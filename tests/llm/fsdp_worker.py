@@ -29,8 +29,8 @@ _ORIGINAL = {}
 
 def _kill_at_step(at):
     """Make PPOTrainer.step and DPOTrainer.step raise :class:`Killed` before step ``at`` (None: undo)."""
-    from prefmatch.llm.dpo import DPOTrainer
-    from prefmatch.llm.ppo import PPOTrainer
+    from prefmatch.llm.train.dpo import DPOTrainer
+    from prefmatch.llm.train.ppo import PPOTrainer
 
     for cls in (PPOTrainer, DPOTrainer):
         orig = _ORIGINAL.setdefault(cls, cls.step)
@@ -60,9 +60,9 @@ def shard_info(acc, model):
 
 def main(data, base, out, stages="sft,rm,ppo"):
     from prefmatch.llm.config import load_config
-    from prefmatch.llm.ppo import PPOConfig, PPOTrainer
-    from prefmatch.llm.reward_model import RMConfig, train_reward_model
-    from prefmatch.llm.sft import SFTConfig, train_sft
+    from prefmatch.llm.train.ppo import PPOConfig, PPOTrainer
+    from prefmatch.llm.train.reward_model import RMConfig, train_reward_model
+    from prefmatch.llm.train.sft import SFTConfig, train_sft
 
     out = Path(out)
     stages = stages.split(",")
@@ -87,7 +87,7 @@ def main(data, base, out, stages="sft,rm,ppo"):
         if kind == "part":  # killed after its step-2 checkpoint: step 3 never starts
             _kill_at_step(3)
         if algo == "ppo":
-            from prefmatch.llm.ppo import train_ppo
+            from prefmatch.llm.train.ppo import train_ppo
 
             cfg = load_config(PPOConfig, overrides=dict(
                 data=data, policy=str(out / "sft" / "model"), reward_model=str(out / "rm" / "model"),
@@ -97,7 +97,7 @@ def main(data, base, out, stages="sft,rm,ppo"):
             except Killed:
                 pass
         else:
-            from prefmatch.llm.dpo import DPOConfig, train_dpo
+            from prefmatch.llm.train.dpo import DPOConfig, train_dpo
 
             cfg = load_config(DPOConfig, overrides=dict(data=data, model=str(out / "sft" / "model"), out=str(run_dir),
                                                         **DPO, steps=steps))

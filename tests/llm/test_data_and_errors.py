@@ -55,7 +55,7 @@ def test_missing_file_and_empty_split(tmp_path):
 
 
 def test_config_yaml_overrides_and_errors(tmp_path):
-    from prefmatch.llm.ppo import PPOConfig
+    from prefmatch.llm.train.ppo import PPOConfig
 
     y = tmp_path / "c.yaml"
     y.write_text("data: d.jsonl\npolicy: p\nreward_model: r\nbeta: 0.5\nregularizer: cpm\nregularizer_params: {alpha: 0.1}\n")
@@ -91,7 +91,7 @@ def test_config_yaml_overrides_and_errors(tmp_path):
 ])
 def test_ppo_config_refuses_what_cannot_reach_the_optimum(overrides, message):
     """Refused when the config is built, with one line naming the field and what works."""
-    from prefmatch.llm.ppo import PPOConfig
+    from prefmatch.llm.train.ppo import PPOConfig
 
     with pytest.raises(ConfigError, match=message):
         load_config(PPOConfig, None, {"data": "d", "policy": "p", "reward_model": "r", **overrides})
@@ -141,8 +141,8 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_checkpoint(tmp_path, tin
 
     import torch
 
-    from prefmatch.llm import ppo
-    from prefmatch.llm.training import TrainingError
+    from prefmatch.llm.train import ppo
+    from prefmatch.llm.train.loop import TrainingError
 
     cfg = load_config(ppo.PPOConfig, overrides=ppo_overrides(tmp_path / "run", steps=3, save_every=1))
     trainer = ppo.PPOTrainer(cfg, quiet=True)
@@ -164,7 +164,7 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_checkpoint(tmp_path, tin
 
 
 def test_metrics_jsonl_and_resolved_config_written(tmp_path, tiny, ppo_overrides):
-    from prefmatch.llm.ppo import PPOConfig, train_ppo
+    from prefmatch.llm.train.ppo import PPOConfig, train_ppo
 
     cfg = load_config(PPOConfig, overrides=ppo_overrides(tmp_path / "r", steps=2, regularizer="fdiv",
                                                          regularizer_params={"f": "chi2"}))

@@ -73,8 +73,8 @@ def runs(tmp_path_factory, tiny):
     finally:
         sys.path.pop(0)
     from prefmatch.llm.config import load_config
-    from prefmatch.llm.reward_model import RMConfig, train_reward_model
-    from prefmatch.llm.sft import SFTConfig, train_sft
+    from prefmatch.llm.train.reward_model import RMConfig, train_reward_model
+    from prefmatch.llm.train.sft import SFTConfig, train_sft
 
     root = tmp_path_factory.mktemp("deepspeed")
     data, base = tiny["data"], tiny["base"]
@@ -148,7 +148,7 @@ def test_ppo_equals_the_ddp_run(runs, stage):
 
 @pytest.mark.parametrize("stage", ["zero2", "zero3"])
 def test_separate_critic_equals_the_ddp_run(runs, stage):
-    from prefmatch.llm.critic import CRITIC_DIR
+    from prefmatch.llm.train.critic import CRITIC_DIR
     from prefmatch.llm.models import load_reward_model
 
     a = json.loads((runs[stage] / "rank0.json").read_text())["ppo_critic_steps"]
@@ -193,7 +193,7 @@ def test_dpo_with_accumulation_equals_the_single_process_run(runs, stage, tmp_pa
     """DPO (gradient_accumulation_steps 2, linear schedule) under DeepSpeed: DeepSpeed steps only at
     the accumulation boundary the trainer marks, so its losses are the single-process run's."""
     from prefmatch.llm.config import load_config, read_yaml
-    from prefmatch.llm.dpo import DPOConfig, train_dpo
+    from prefmatch.llm.train.dpo import DPOConfig, train_dpo
 
     saved = read_yaml(runs[stage] / "dpo_full" / "config.yaml")
     assert saved["gradient_accumulation_steps"] == 2

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from prefmatch.cli import main
-from prefmatch.llm.training import read_metrics
+from prefmatch.llm.train.loop import read_metrics
 
 TINY_ARGS = ["--max-prompt-len", "32", "--max-response-len", "8"]
 
@@ -111,11 +111,11 @@ def test_resume_refuses_a_conflicting_option(tmp_path, tiny, capsys):
 KILL_SCRIPT = r"""
 import sys, time
 from pathlib import Path
-from prefmatch.llm import training
+from prefmatch.llm.train import loop
 from prefmatch.cli import main
 
 marker = Path(sys.argv[1])
-real = training._fsync_tree
+real = loop._fsync_tree
 
 def slow_fsync(root):
     real(root)
@@ -123,7 +123,7 @@ def slow_fsync(root):
         marker.write_text("writing")
         time.sleep(600)
 
-training._fsync_tree = slow_fsync
+loop._fsync_tree = slow_fsync
 sys.exit(main(sys.argv[2:]))
 """
 
@@ -248,8 +248,8 @@ def test_nan_weights_stop_ppo_with_checkpoint_intact(tmp_path, tiny, ppo_overrid
 
     from prefmatch.llm.config import load_config
     from prefmatch.llm.models import load_causal_lm
-    from prefmatch.llm.ppo import PPOConfig, PPOTrainer
-    from prefmatch.llm.training import TrainingError
+    from prefmatch.llm.train.ppo import PPOConfig, PPOTrainer
+    from prefmatch.llm.train.loop import TrainingError
 
     cfg = load_config(PPOConfig, overrides=ppo_overrides(tmp_path / "run", max_grad_norm=0.0))
     tr = PPOTrainer(cfg, quiet=True)
@@ -410,7 +410,7 @@ def test_failed_overwrite_brings_the_old_run_back(tmp_path, tiny, capsys, monkey
 
 def test_a_second_run_into_a_directory_in_use_is_refused(tmp_path, tiny, capsys):
     """The lock: refused while its holder lives; a lock file left by a dead process is no obstacle."""
-    from prefmatch.llm.training import LOCK_FILE, _RunLock
+    from prefmatch.llm.train.loop import LOCK_FILE, _RunLock
 
     run = tmp_path / "run"
     run.mkdir()

@@ -61,8 +61,8 @@ def runs(tmp_path_factory, tiny):
     finally:
         sys.path.pop(0)
     from prefmatch.llm.config import load_config
-    from prefmatch.llm.reward_model import RMConfig, train_reward_model
-    from prefmatch.llm.sft import SFTConfig, train_sft
+    from prefmatch.llm.train.reward_model import RMConfig, train_reward_model
+    from prefmatch.llm.train.sft import SFTConfig, train_sft
 
     root = tmp_path_factory.mktemp("fsdp")
     data, base = tiny["data"], tiny["base"]
@@ -111,7 +111,7 @@ def test_ppo_is_sharded_and_its_losses_equal_the_unsharded_run(runs):
 
 def test_separate_critic_is_sharded_and_equals_the_unsharded_run(runs):
     """critic: reward_model under FSDP2: the critic (a unit of its own) trains as under DDP."""
-    from prefmatch.llm.critic import CRITIC_DIR
+    from prefmatch.llm.train.critic import CRITIC_DIR
     from prefmatch.llm.models import load_reward_model
 
     a = json.loads((runs["fsdp"] / "rank0.json").read_text())["ppo_critic_steps"]
@@ -196,7 +196,7 @@ def test_sharded_checkpoint_resume_gives_the_uninterrupted_run(resumed, algo):
     assert a[1]["lr"] != a[3]["lr"]  # the schedule moved
     if algo == "dpo":  # pairs split evenly: the sharded, accumulated run is the single-process run
         from prefmatch.llm.config import load_config, read_yaml
-        from prefmatch.llm.dpo import DPOConfig, train_dpo
+        from prefmatch.llm.train.dpo import DPOConfig, train_dpo
 
         saved = read_yaml(full / "config.yaml")
         one = resumed / "dpo_single"

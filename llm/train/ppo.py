@@ -6,7 +6,7 @@ One iteration (:meth:`PPOTrainer.step`) reads top to bottom like the algorithm:
 2. **score**: per-token log-probs of the policy (and its values) and of the reference(s);
    the reward model's score of prompt + response;
 3. **rewards**: r_t = ψ_t + 1[t = last]·r_θ, where ψ_t is the regularizer's per-token term
-   (theory layer; see :mod:`prefmatch.llm.rewards`), β inside ψ (r_θ clipped to ±c only when
+   (theory layer; see :mod:`prefmatch.llm.train.rewards`), β inside ψ (r_θ clipped to ±c only when
    ``reward_clip`` is set: the run then optimizes the clipped reward, and says so);
 4. **advantages**: GAE(γ = 1, λ) on the value head's estimates, whitened with the mean and scale
    σ⁻¹ of the *earlier* rollouts (a running average: a scale drawn from the rollout itself is
@@ -19,7 +19,7 @@ One iteration (:meth:`PPOTrainer.step`) reads top to bottom like the algorithm:
    (Dr. GRPO's length bias) and move the fixed point off the optimum on responses of varying length.
 
 Every configuration this trainer accepts reaches the theory's optimum on tabular policies: the
-convergence battery (:mod:`prefmatch.llm.battery`) drives this same :meth:`PPOTrainer.step`
+convergence battery (:mod:`prefmatch.llm.battery.ppo`) drives this same :meth:`PPOTrainer.step`
 through :meth:`PPOTrainer.from_modules`; a configuration that cannot be made exact is refused
 when the config is built (:meth:`PPOConfig.check_algorithm`).
 
@@ -39,12 +39,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefmatch.llm.common import CommonConfig
+from prefmatch.llm.train.common import CommonConfig
 from prefmatch.llm.config import (ConfigError, cfg_field, check_fields, check_trainer_regularizer_params,
                                   regularizer_params_help, save_config)
-from prefmatch.llm.rewards import REGULARIZER_MODES
+from prefmatch.llm.train.rewards import REGULARIZER_MODES
 from prefmatch.llm.data import encode_prompt, load_split, pad_batch
-from prefmatch.llm.losses import (
+from prefmatch.llm.train.losses import (
     clipped_policy_loss,
     clipped_value_loss,
     entropy_from_logits,
@@ -68,17 +68,17 @@ from prefmatch.llm.models import (
     policy_with_value_class,
     reward_scores,
 )
-from prefmatch.llm.rewards import (
+from prefmatch.llm.train.rewards import (
     RegularizerConfigError,
     build_regularizer,
     pathwise_regularizer_loss,
     ppo_token_rewards,
     resolve_mode,
 )
-from prefmatch.llm.sft import (backward_accumulated, current_lr, make_optimizer, make_scheduler, set_schedule_step,
+from prefmatch.llm.train.sft import (backward_accumulated, current_lr, make_optimizer, make_scheduler, set_schedule_step,
                                setup_trainable)
 from prefmatch.llm.tokenizer import load_tokenizer, same_tokenizer
-from prefmatch.llm import training
+from prefmatch.llm.train import loop
 from prefmatch.llm import sharding
 from prefmatch.theory.regularizers import trainable_names
 
@@ -237,8 +237,8 @@ class PPOTrainer:
                              tokenizer=load_tokenizer(cfg.policy, what="policy"))
         reward_fn = load_reward_fn(cfg.reward_fn) if cfg.reward_fn else None
 
-        acc = training.make_accelerator(cfg.mixed_precision, cfg.cpu, cfg.report_to, cfg.out)
-        training.seed_everything(cfg.seed)
+        acc = loop.make_accelerator(cfg.mixed_precision, cfg.cpu, cfg.report_to, cfg.out)
+        loop.seed_everything(cfg.seed)
         tok = load_tokenizer(cfg.policy, what="policy")
         tok.padding_side = "left"
         ref_names = [f"ref {i + 1} of {len(ref_dirs)}" if len(ref_dirs) > 1 else "ref" for i in range(len(ref_dirs))]
@@ -249,7 +249,7 @@ class PPOTrainer:
                                   "train all models from the same base model")
         frozen = frozen_dtype(acc.mixed_precision)  # the compute dtype; trainable weights load in float32
         if cfg.critic == "reward_model":  # a separate critic, initialised from the reward model
-            from prefmatch.llm.critic import build_policy_with_critic
+            from prefmatch.llm.train.critic import build_policy_with_critic
 
             policy = build_policy_with_critic(load_causal_lm(cfg.policy), cfg.reward_model)
         else:
@@ -298,8 +298,8 @@ class PPOTrainer:
             raise ConfigError("prompts: a non-empty list of non-empty token-id lists")
         self = cls.__new__(cls)
         self.tok, self.rm = None, None
-        acc = training.make_accelerator(config.mixed_precision, config.cpu)
-        training.seed_everything(config.seed)
+        acc = loop.make_accelerator(config.mixed_precision, config.cpu)
+        loop.seed_everything(config.seed)
         model = _actor_critic(policy, value)
         for r in refs:
             if isinstance(r, nn.Module):
@@ -324,7 +324,7 @@ class PPOTrainer:
         self.model, self.optimizer = acc.prepare(model, optimizer)
         if sharding.is_sharded(acc):  # FSDP initialises from the first forward: make it the root's
             sharding.initialize_root(self.model, acc.device)
-        self.timer = training.Timer(cuda=acc.device.type == "cuda")
+        self.timer = loop.Timer(cuda=acc.device.type == "cuda")
         self.step_count = 0
         self.adv_moments = None  # running (mean, second moment, weight) of the advantages: losses.fold_moments
         self.last_checkpoint: str | None = None
@@ -345,11 +345,11 @@ class PPOTrainer:
         """This process's prompt token ids of iteration ``step``: drawn from a seed of (seed, step) only."""
         import numpy as np
 
-        rng = np.random.default_rng(training.derived_seed(self.cfg.seed, step, 0))
+        rng = np.random.default_rng(loop.derived_seed(self.cfg.seed, step, 0))
         n = len(self.prompts)
         B = self.cfg.batch_size
         idx = rng.choice(n, size=B, replace=n < B).tolist()
-        return [self.prompts[i] for i in training.rank_slice(idx, self.acc)]
+        return [self.prompts[i] for i in loop.rank_slice(idx, self.acc)]
 
     def generate(self, prompts: list[list[int]]):
         """(query_ids, query_mask, response_ids, response_mask); response_mask covers tokens up to EOS.
@@ -445,7 +445,7 @@ class PPOTrainer:
     def whiten(self, advantages, rmask):
         """``(whitened advantages, 1/σ)`` with the running moments of the earlier rollouts (the first
         rollout: its own); then this rollout's moments (averaged over processes) join them."""
-        fresh = training.mean_over_processes(self.acc, dict(zip("mvw", batch_moments(advantages, rmask))))
+        fresh = loop.mean_over_processes(self.acc, dict(zip("mvw", batch_moments(advantages, rmask))))
         fresh = (fresh["m"], fresh["v"], 1.0)
         mean, scale = whitening_from_moments(self.adv_moments or fresh)
         self.adv_moments = fold_moments(self.adv_moments, fresh, self.cfg.whiten_decay)
@@ -460,7 +460,7 @@ class PPOTrainer:
         cfg, acc, timer = self.cfg, self.acc, self.timer
         step = self.step_count + 1
         t0 = time.perf_counter()
-        torch.manual_seed(training.derived_seed(cfg.seed, step, acc.process_index + 1))
+        torch.manual_seed(loop.derived_seed(cfg.seed, step, acc.process_index + 1))
 
         # 1. rollout
         prompts = self.sample_prompts(step)
@@ -483,8 +483,8 @@ class PPOTrainer:
                 score = self.scores(query, qmask, response, rmask)
         ref_for_reg = ref_logp if self.reg.multi_reference else ref_logp[0]
         for what, lp in (("policy", old_logp), ("reference", ref_logp)):
-            if not training.all_finite(acc, torch.where(rmask > 0, lp, 0.0)):
-                raise training.TrainingError(
+            if not loop.all_finite(acc, torch.where(rmask > 0, lp, 0.0)):
+                raise loop.TrainingError(
                     f"non-finite {what} log-probabilities (logits) at step {step}; stopped before the update; "
                     + (f"last checkpoint {self.last_checkpoint} left untouched" if self.last_checkpoint
                        else "no checkpoint written"))
@@ -504,7 +504,7 @@ class PPOTrainer:
         # 5. update: ppo_epochs × shuffled minibatches
         self.model.train()
         B = input_ids.shape[0]
-        rng = np.random.default_rng(training.derived_seed(cfg.seed, step, 10_000 + acc.process_index))
+        rng = np.random.default_rng(loop.derived_seed(cfg.seed, step, 10_000 + acc.process_index))
         stats = {"policy_loss": [], "value_loss": [], "clipfrac": [], "approx_kl": []}
         for _ in range(cfg.ppo_epochs):
             perm = rng.permutation(B)
@@ -528,17 +528,17 @@ class PPOTrainer:
                             ref_mb = ref_for_reg[:, mb] if self.reg.multi_reference else ref_for_reg[mb]
                             loss = loss + pathwise_regularizer_loss(self.reg, logp, ref_mb, rmask[mb],
                                                                     normalizer=normalizer, scale=adv_scale)
-                    training.check_finite(acc, step, self.last_checkpoint, policy_loss=pg_loss, value_loss=vf_loss,
+                    loop.check_finite(acc, step, self.last_checkpoint, policy_loss=pg_loss, value_loss=vf_loss,
                                           loss=loss)
                     return loss, (pg_loss, vf_loss, clipfrac, approx_kl)
 
                 with timer.section("update forward+backward"):
                     parts = backward_accumulated(acc, self.model, [(lambda mb=mb: micro_loss(mb), 1.0) for mb in micro])
                 with timer.section("optimizer"):
-                    training.clip_and_check_grads(acc, self.model, cfg.max_grad_norm, step, self.last_checkpoint)
+                    loop.clip_and_check_grads(acc, self.model, cfg.max_grad_norm, step, self.last_checkpoint)
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
-                    training.check_weights_finite(acc, self.model, step, self.last_checkpoint)
+                    loop.check_weights_finite(acc, self.model, step, self.last_checkpoint)
                 # per minibatch: the losses add over micro-batches, the token means average
                 for j, k in enumerate(stats):
                     vals = [float(m[j].detach()) for _, m in parts]
@@ -574,7 +574,7 @@ class PPOTrainer:
         for i in range(1, len(self.refs)):
             metrics[f"kl_ref{i}"] = float(seq_kl_k3(ref_logp[i]).mean())
 
-        metrics = training.mean_over_processes(acc, metrics)
+        metrics = loop.mean_over_processes(acc, metrics)
         metrics["tokens_per_s"] = n_tokens * acc.num_processes / elapsed
         metrics["step_time_s"] = elapsed
         metrics["model_time_fraction"] = sum(times.values()) / elapsed
@@ -601,15 +601,15 @@ class PPOTrainer:
                     plain.save_pretrained(tmp / "policy", self.tok_for_saving())
                     self._save_whitening(tmp)
                     save_config(self.cfg, tmp / "config.yaml")
-                    training.write_trainer_state(tmp, self.out, self.step_count)
+                    loop.write_trainer_state(tmp, self.out, self.step_count)
             if acc.is_main_process:
-                training.write_text_atomic(self.out / "checkpoints" / "latest", path.name)
+                loop.write_text_atomic(self.out / "checkpoints" / "latest", path.name)
                 self._prune_checkpoints()
             acc.wait_for_everyone()
             self.last_checkpoint = str(path)
             return str(path)
         if acc.is_main_process:
-            with training.atomic_dir(path) as tmp:
+            with loop.atomic_dir(path) as tmp:
                 policy = self.policy
                 policy.save_pretrained(tmp / "policy", self.tok_for_saving())
                 trainable = {k: v.detach().cpu() for k, v in policy.state_dict().items()}
@@ -619,8 +619,8 @@ class PPOTrainer:
                 torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
                 self._save_whitening(tmp)
                 save_config(self.cfg, tmp / "config.yaml")
-                training.write_trainer_state(tmp, self.out, self.step_count)
-            training.write_text_atomic(self.out / "checkpoints" / "latest", path.name)
+                loop.write_trainer_state(tmp, self.out, self.step_count)
+            loop.write_text_atomic(self.out / "checkpoints" / "latest", path.name)
             self._prune_checkpoints()
         acc.wait_for_everyone()
         self.last_checkpoint = str(path)
@@ -652,7 +652,7 @@ class PPOTrainer:
                 sharding.load_sharded_state(self.acc, self.model, self.optimizer, path)
             except ValueError as e:
                 raise ConfigError(str(e)) from None
-            self.step_count = training.resume_step(path)
+            self.step_count = loop.resume_step(path)
             self._load_whitening(path)
             set_schedule_step(self.scheduler, self.step_count)
             self.last_checkpoint = str(path)
@@ -668,16 +668,16 @@ class PPOTrainer:
                 lm = load_causal_lm(path / "policy", what="--resume checkpoint")
                 policy.lm.load_state_dict(lm.state_dict())
             if self.cfg.critic == "reward_model":
-                from prefmatch.llm.critic import CRITIC_DIR
+                from prefmatch.llm.train.critic import CRITIC_DIR
 
                 policy.critic.load_state_dict(load_reward_model(path / "policy" / CRITIC_DIR, what="critic").state_dict())
             else:
                 policy.value_head.load_state_dict(load_file(str(path / "policy" / VALUE_HEAD_FILE)))
             self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
-            self.step_count = training.resume_step(path)
+            self.step_count = loop.resume_step(path)
             self._load_whitening(path)
         except (OSError, RuntimeError, ValueError, KeyError, EOFError) as e:
-            raise training.TrainingError(f"--resume: checkpoint {path} cannot be loaded ({type(e).__name__}: "
+            raise loop.TrainingError(f"--resume: checkpoint {path} cannot be loaded ({type(e).__name__}: "
                                          f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); it does "
                                          "not match this run's models or is damaged") from None
         set_schedule_step(self.scheduler, self.step_count)  # the lr where the checkpoint left it
@@ -697,7 +697,7 @@ class PPOTrainer:
         self.acc.wait_for_everyone()
         plain = sharding.savable_model(self.acc, self.model)  # collective under FSDP
         if self.acc.is_main_process:
-            with training.atomic_dir(self.out / "model") as tmp:
+            with loop.atomic_dir(self.out / "model") as tmp:
                 plain.save_pretrained(tmp, self.tok_for_saving())
         self.acc.wait_for_everyone()
         return str(self.out / "model")
@@ -705,9 +705,9 @@ class PPOTrainer:
 
 def resolve_checkpoint(path: str | Path, report=None) -> Path:
     """A valid checkpoint directory from itself, a ``checkpoints`` directory or a run's ``out``
-    directory (:func:`prefmatch.llm.training.find_checkpoint`: a missing, dangling or damaged
+    directory (:func:`prefmatch.llm.train.loop.find_checkpoint`: a missing, dangling or damaged
     ``latest`` falls back to the newest valid checkpoint, said in one line)."""
-    return training.find_checkpoint(path, report=report)
+    return loop.find_checkpoint(path, report=report)
 
 
 def train_ppo(cfg: PPOConfig, quiet: bool = False, resume: str | None = None, allow_changes: bool = False) -> dict:
@@ -719,17 +719,17 @@ def train_ppo(cfg: PPOConfig, quiet: bool = False, resume: str | None = None, al
 
     ckpt = resolve_checkpoint(resume) if resume else None
     if ckpt is not None:
-        training.check_fingerprint(ckpt, dataclasses.asdict(cfg), allow_changes)
-        step = training.resume_step(ckpt)
-        if training.check_resume_steps(ckpt, step, cfg.steps, Path(cfg.out)):
-            return training.finished_run_result(ckpt, step, Path(cfg.out))
+        loop.check_fingerprint(ckpt, dataclasses.asdict(cfg), allow_changes)
+        step = loop.resume_step(ckpt)
+        if loop.check_resume_steps(ckpt, step, cfg.steps, Path(cfg.out)):
+            return loop.finished_run_result(ckpt, step, Path(cfg.out))
     trainer = PPOTrainer(cfg, quiet=quiet)
     if ckpt is not None:
         trainer.load_checkpoint(ckpt)
     acc = trainer.acc
-    log = training.start_run(trainer, cfg, ckpt, run_name=f"ppo[{cfg.regularizer}]", total=cfg.steps,
+    log = loop.start_run(trainer, cfg, ckpt, run_name=f"ppo[{cfg.regularizer}]", total=cfg.steps,
                              quiet=quiet)
-    bar = training.progress(cfg.steps, f"ppo[{cfg.regularizer}]", quiet, acc)
+    bar = loop.progress(cfg.steps, f"ppo[{cfg.regularizer}]", quiet, acc)
     bar.update(trainer.step_count)
     last = {}
     while trainer.step_count < cfg.steps:

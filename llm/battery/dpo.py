@@ -18,7 +18,7 @@ logits, an independent optimizer) from the optimum, which must itself be within 
 (the pairs pin the optimum down).  The optimum's logits scale like r/β, and so does the effect of
 a pair's noise on them: below β = 0.7 the pairs and the steps grow like 0.7/β.
 
-``python -m prefmatch.llm.dpo_battery [--quick] [--json] [--markdown FILE]`` prints the table.
+``python -m prefmatch.llm.battery.dpo [--quick] [--json] [--markdown FILE]`` prints the table.
 Tests: tests/llm/test_dpo_convergence.py (the quick subset in ``make test``, the full sweep
 marked slow: ``make test-dpo-battery``).
 """
@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from prefmatch.llm.battery import Problem, tabular_modules
-from prefmatch.llm.dpo import DPOConfig, DPOTrainer
+from prefmatch.llm.battery.ppo import Problem, tabular_modules
+from prefmatch.llm.train.dpo import DPOConfig, DPOTrainer
 from prefmatch.theory.dpo import dpo_regularizers
 from prefmatch.theory.regularizers import REGISTRY
 from prefmatch.theory.responses import enumerate_responses
@@ -122,7 +122,7 @@ def run_case(case: Case, *, n_pairs: int | None = None, steps: int | None = None
     lr = lr or 0.035 / case.beta
     default_pairs, default_steps = budget(case)
     n_pairs, steps = n_pairs or default_pairs, steps or default_steps
-    from prefmatch.llm.rewards import build_regularizer
+    from prefmatch.llm.train.rewards import build_regularizer
 
     TabularPolicy, _ = tabular_modules()
     reg = build_regularizer(case.regularizer, dict(case.params), case.beta)
@@ -224,7 +224,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m prefmatch.llm.dpo_battery",
+    ap = argparse.ArgumentParser(prog="python -m prefmatch.llm.battery.dpo",
                                  description="The DPO trainer's convergence battery on tabular policies.")
     ap.add_argument("--quick", action="store_true", help="only the fast subset that `make test` runs")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON")
@@ -239,9 +239,9 @@ def main(argv=None) -> int:
     print(json.dumps(rows, indent=1) if a.json else format_table(rows))
     bad = [r for r in rows if not passes(r)]
     if a.markdown:
-        from prefmatch.llm.battery import write_markdown
+        from prefmatch.llm.battery.ppo import write_markdown
 
-        write_markdown(a.markdown, f"python -m prefmatch.llm.dpo_battery{' --quick' if a.quick else ''} --markdown "
+        write_markdown(a.markdown, f"python -m prefmatch.llm.battery.dpo{' --quick' if a.quick else ''} --markdown "
                        f"{a.markdown}", f"{len(rows)} configurations, "
                        f"{min(r['pairs'] for r in rows):,} to {max(r['pairs'] for r in rows):,} pairs and "
                        f"{min(r['steps'] for r in rows)} to {max(r['steps'] for r in rows)} steps (by β and response "

@@ -10,7 +10,7 @@ parameters averaged over the second half of the run) is compared with the theory
 whole responses, ``reg.sequence_optimal_logp`` (for token-level cPM its own token-level
 optimum), in total variation.
 
-``python -m prefmatch.llm.battery [--quick] [--json]`` prints the table (combination → TV, or
+``python -m prefmatch.llm.battery.ppo [--quick] [--json]`` prints the table (combination → TV, or
 refused with the reason).  Tests: tests/llm/test_convergence.py (a fast subset in ``make test``,
 the full sweep marked slow: ``make test-battery``).
 """
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from prefmatch.llm.config import ConfigError
-from prefmatch.llm.ppo import PPOConfig, PPOTrainer
+from prefmatch.llm.train.ppo import PPOConfig, PPOTrainer
 from prefmatch.theory.regularizers import REGISTRY
 from prefmatch.theory.responses import enumerate_responses
 
@@ -406,7 +406,7 @@ def write_markdown(path: str, command: str, summary: str, table: str, versions: 
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m prefmatch.llm.battery",
+    ap = argparse.ArgumentParser(prog="python -m prefmatch.llm.battery.ppo",
                                  description="The PPO trainer's convergence battery on tabular policies.")
     ap.add_argument("--quick", action="store_true", help="only the fast subset that `make test` runs")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON")
@@ -421,7 +421,7 @@ def main(argv=None) -> int:
     bad = [r for r in rows if r["accepted"] and r["tv"] > TV_TOL]
     if a.markdown:
         n_acc = sum(r["accepted"] for r in rows)
-        write_markdown(a.markdown, f"python -m prefmatch.llm.battery{' --quick' if a.quick else ''} --markdown "
+        write_markdown(a.markdown, f"python -m prefmatch.llm.battery.ppo{' --quick' if a.quick else ''} --markdown "
                        f"{a.markdown}", f"{len(rows)} configurations, {n_acc} accepted, {n_acc - len(bad)} of them "
                        f"within TV {TV_TOL} of the optimum, {len(rows) - n_acc} refused; worst accepted TV "
                        f"{max((r['tv'] for r in rows if r['accepted']), default=float('nan')):.4f}", format_table(rows))

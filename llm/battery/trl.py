@@ -15,7 +15,7 @@ reverse KL's optimum on one-token completions —, without it the row "k3 as a l
 the reward's part of the update by (G−1)/G (E[(R_i − mean_g R)∇log π(y_i)] = (1 − 1/G)·E[R∇log π])
 while the KL loss keeps its full weight.
 
-``python -m prefmatch.llm.integrations.trl_battery [--json]`` prints the table.
+``python -m prefmatch.llm.battery.trl [--json]`` prints the table.
 """
 from __future__ import annotations
 
@@ -241,7 +241,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m prefmatch.llm.integrations.trl_battery",
+    ap = argparse.ArgumentParser(prog="python -m prefmatch.llm.battery.trl",
                                  description="The convergence battery through TRL's GRPO and RLOO trainers.")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON")
     ap.add_argument("--only", default=None, help="run the cases whose id contains this text")
@@ -254,10 +254,10 @@ def main(argv=None) -> int:
     if a.markdown:
         import trl
 
-        from prefmatch.llm.battery import write_markdown
+        from prefmatch.llm.battery.ppo import write_markdown
 
         n_ok = sum(r["tv"] <= TV_TOL for r in rows)
-        write_markdown(a.markdown, f"python -m prefmatch.llm.integrations.trl_battery --markdown {a.markdown}",
+        write_markdown(a.markdown, f"python -m prefmatch.llm.battery.trl --markdown {a.markdown}",
                        f"{len(rows)} configurations, {n_ok} within TV {TV_TOL} of the optimum they are compared "
                        f"with; β = {BETA}, vocabulary {VOCAB}, 64 completions (8 prompts × G = 8) per step",
                        format_table(rows), versions=(f"trl {trl.__version__}",))

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from prefmatch.llm.config import ConfigError, cfg_field
 from prefmatch.theory.validate import SEED
 from prefmatch.llm.data import SPLITS
-from prefmatch.llm.training import MIXED_PRECISION, REPORT_TO
+from prefmatch.llm.train.loop import MIXED_PRECISION, REPORT_TO
 
 #: learning-rate schedules (transformers' ``get_scheduler`` names, as DeepSpeed-Chat uses them)
 LR_SCHEDULERS = ("constant", "linear", "cosine")

@@ -18,7 +18,7 @@ epochs, the same order after a resume) → chosen and rejected rows in one right
 per-token log-probs of the policy and (without gradient) of the reference(s) over the response
 tokens → the loss → clipped AdamW update.  :meth:`DPOTrainer.from_modules` runs the same step on
 any torch modules that follow the HF call convention: the convergence battery
-(:mod:`prefmatch.llm.dpo_battery`) trains tabular policies with it and compares them with
+(:mod:`prefmatch.llm.battery.dpo`) trains tabular policies with it and compares them with
 ``reg.sequence_optimal_logp``.
 
 ``prefmatch train dpo --config FILE.yaml [--key value ...]``; programmatic: :func:`train_dpo`.
@@ -32,16 +32,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefmatch.llm import training
-from prefmatch.llm.common import CommonConfig
+from prefmatch.llm.train import loop
+from prefmatch.llm.train.common import CommonConfig
 from prefmatch.llm.config import (ConfigError, cfg_field, check_fields, check_trainer_regularizer_params,
                                   regularizer_params_help, save_config)
 from prefmatch.llm.data import encode_prompt, encode_response, load_split
-from prefmatch.llm.losses import logprobs_from_logits
+from prefmatch.llm.train.losses import logprobs_from_logits
 from prefmatch.llm.models import check_finite_weights, disable_dropout, frozen_dtype, load_causal_lm, model_inputs, save_model
-from prefmatch.llm.rewards import RegularizerConfigError, build_regularizer
+from prefmatch.llm.train.rewards import RegularizerConfigError, build_regularizer
 from prefmatch.llm import sharding
-from prefmatch.llm.sft import (
+from prefmatch.llm.train.sft import (
     accumulation_weights,
     backward_accumulated,
     current_lr,
@@ -171,8 +171,8 @@ class DPOTrainer:
                               f"(one per weight), got {len(ref_dirs)}")
         records = load_split(cfg.data, cfg.split, cfg.split_fractions, cfg.split_seed,
                              tokenizer=load_tokenizer(cfg.model))
-        acc = training.make_accelerator(cfg.mixed_precision, cfg.cpu, cfg.report_to, cfg.out)
-        training.seed_everything(cfg.seed)
+        acc = loop.make_accelerator(cfg.mixed_precision, cfg.cpu, cfg.report_to, cfg.out)
+        loop.seed_everything(cfg.seed)
         tok = load_tokenizer(cfg.model)
         tok.padding_side = "right"
         ref_names = [f"reference {i + 1} of {n_refs}" if n_refs > 1 else "reference" for i in range(n_refs)]
@@ -238,8 +238,8 @@ class DPOTrainer:
             raise ConfigError("pairs: at least one (prompt, chosen, rejected) triple")
         self = cls.__new__(cls)
         self.tok = None
-        acc = training.make_accelerator(config.mixed_precision, config.cpu)
-        training.seed_everything(config.seed)
+        acc = loop.make_accelerator(config.mixed_precision, config.cpu)
+        loop.seed_everything(config.seed)
         for r in refs[:n_refs]:
             if isinstance(r, nn.Module):
                 r.requires_grad_(False)
@@ -304,8 +304,8 @@ class DPOTrainer:
                 ref = torch.stack([response_token_logprobs(r, ids, attn, rmask)[0].float() for r in self.refs])
             ref_t = ref if self.reg.multi_reference else ref[0]
         for what, lp in (("policy", logp_t), ("reference", ref_t)):
-            if lp is not None and not training.all_finite(self.acc, torch.where(m > 0, lp.detach(), 0.0)):
-                raise training.TrainingError(
+            if lp is not None and not loop.all_finite(self.acc, torch.where(m > 0, lp.detach(), 0.0)):
+                raise loop.TrainingError(
                     f"non-finite {what} log-probabilities (logits) at step {self.step_count + 1}; stopped before the "
                     "update; " + (f"last checkpoint {self.last_checkpoint} left untouched" if self.last_checkpoint
                                   else "no checkpoint written"))
@@ -323,7 +323,7 @@ class DPOTrainer:
         cfg, acc = self.cfg, self.acc
         step = self.step_count + 1
         t0 = time.perf_counter()
-        micro = [[self.pairs[i] for i in training.rank_slice(self.micro_batch_indices(m), acc)]
+        micro = [[self.pairs[i] for i in loop.rank_slice(self.micro_batch_indices(m), acc)]
                  for m in self.step_micro_batches(step)]
         weights = accumulation_weights([len(mine) for mine in micro])  # the loss is a mean over pairs
         lr = current_lr(self.optimizer)
@@ -332,21 +332,21 @@ class DPOTrainer:
         def micro_loss(mine):
             with acc.autocast():
                 loss, margin, lp_w, lp_l = self.pair_loss(self.model, mine)
-            training.check_finite(acc, step, self.last_checkpoint, loss=loss)
+            loop.check_finite(acc, step, self.last_checkpoint, loss=loss)
             return loss, {"accuracy": float((margin > 0).float().mean()), "margin": float(margin.mean()),
                           "logp_chosen": float(lp_w.mean()), "logp_rejected": float(lp_l.mean())}
 
         done = backward_accumulated(
             acc, self.model, [(lambda mine=mine: micro_loss(mine), w) for mine, w in zip(micro, weights)])
-        training.clip_and_check_grads(acc, self.model, cfg.max_grad_norm, step, self.last_checkpoint)
+        loop.clip_and_check_grads(acc, self.model, cfg.max_grad_norm, step, self.last_checkpoint)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
-        training.check_weights_finite(acc, self.model, step, self.last_checkpoint)
+        loop.check_weights_finite(acc, self.model, step, self.last_checkpoint)
         self.step_count = step
         metrics = {"loss": sum(w * float(loss) for (loss, _), w in zip(done, weights)),
                    **{key: sum(w * ms[key] for (_, ms), w in zip(done, weights)) for key in done[0][1]}}
-        metrics = training.mean_over_processes(acc, metrics)
+        metrics = loop.mean_over_processes(acc, metrics)
         metrics["step_time_s"] = time.perf_counter() - t0
         epoch = self.step_micro_batches(step)[0] // self.batches_per_epoch
         return {"step": step, "epoch": epoch, "lr": lr, **metrics}
@@ -388,9 +388,9 @@ class DPOTrainer:
                 if acc.is_main_process:
                     save_model(plain, tmp / "policy", self.tok)
                     save_config(self.cfg, tmp / "config.yaml")
-                    training.write_trainer_state(tmp, self.out, self.step_count)
+                    loop.write_trainer_state(tmp, self.out, self.step_count)
         elif acc.is_main_process:
-            with training.atomic_dir(path) as tmp:
+            with loop.atomic_dir(path) as tmp:
                 policy = self.policy
                 save_model(policy, tmp / "policy", self.tok)
                 if self.cfg.lora:  # the merged HF dir has no adapters: keep the trainable tensors
@@ -399,9 +399,9 @@ class DPOTrainer:
                                tmp / "trainable.pt")
                 torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
                 save_config(self.cfg, tmp / "config.yaml")
-                training.write_trainer_state(tmp, self.out, self.step_count)
+                loop.write_trainer_state(tmp, self.out, self.step_count)
         if acc.is_main_process:
-            training.write_text_atomic(self.out / "checkpoints" / "latest", path.name)
+            loop.write_text_atomic(self.out / "checkpoints" / "latest", path.name)
             ckpts = sorted((self.out / "checkpoints").glob("checkpoint-*"))
             import shutil
 
@@ -413,7 +413,7 @@ class DPOTrainer:
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Restore weights, optimizer and step from a checkpoint directory (validated by
-        :func:`prefmatch.llm.training.find_checkpoint`; a load that still fails is one line)."""
+        :func:`prefmatch.llm.train.loop.find_checkpoint`; a load that still fails is one line)."""
         import torch
 
         path = Path(path)
@@ -422,7 +422,7 @@ class DPOTrainer:
                 sharding.load_sharded_state(self.acc, self.model, self.optimizer, path)
             except ValueError as e:
                 raise ConfigError(str(e)) from None
-            self.step_count = training.resume_step(path)
+            self.step_count = loop.resume_step(path)
         elif (path / sharding.SHARDED_DIR).is_dir():
             raise ConfigError(f"--resume: {path} was written by a sharded run (FSDP/DeepSpeed); resume it under the "
                               "same launcher config and process count")
@@ -434,9 +434,9 @@ class DPOTrainer:
                 else:
                     policy.load_state_dict(load_causal_lm(path / "policy", what="--resume checkpoint").state_dict())
                 self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
-                self.step_count = training.resume_step(path)
+                self.step_count = loop.resume_step(path)
             except (OSError, RuntimeError, ValueError, KeyError, EOFError) as e:
-                raise training.TrainingError(f"--resume: checkpoint {path} cannot be loaded ({type(e).__name__}: "
+                raise loop.TrainingError(f"--resume: checkpoint {path} cannot be loaded ({type(e).__name__}: "
                                              f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); it does "
                                              "not match this run's models or is damaged") from None
         set_schedule_step(self.scheduler, self.step_count)  # the lr where the checkpoint left it
@@ -446,7 +446,7 @@ class DPOTrainer:
         self.acc.wait_for_everyone()
         plain = sharding.savable_model(self.acc, self.model)  # collective under FSDP2 / ZeRO-3
         if self.acc.is_main_process:
-            with training.atomic_dir(self.out / "model") as tmp:
+            with loop.atomic_dir(self.out / "model") as tmp:
                 save_model(plain, tmp, self.tok)
         self.acc.wait_for_everyone()
         return str(self.out / "model")
@@ -462,23 +462,23 @@ def train_dpo(cfg: DPOConfig, quiet: bool = False, resume: str | None = None, al
     import dataclasses
 
     from prefmatch.llm.config import validate
-    from prefmatch.llm.ppo import resolve_checkpoint
+    from prefmatch.llm.train.ppo import resolve_checkpoint
 
     t0 = time.perf_counter()
     validate(cfg)
     ckpt = resolve_checkpoint(resume) if resume else None
     if ckpt is not None:
-        training.check_fingerprint(ckpt, dataclasses.asdict(cfg), allow_changes)
+        loop.check_fingerprint(ckpt, dataclasses.asdict(cfg), allow_changes)
     trainer = DPOTrainer(cfg, quiet=quiet)
     if ckpt is not None:
-        step = training.resume_step(ckpt)
-        if training.check_resume_steps(ckpt, step, trainer.total_steps, trainer.out):
-            return training.finished_run_result(ckpt, step, trainer.out)
+        step = loop.resume_step(ckpt)
+        if loop.check_resume_steps(ckpt, step, trainer.total_steps, trainer.out):
+            return loop.finished_run_result(ckpt, step, trainer.out)
         trainer.load_checkpoint(ckpt)
     acc = trainer.acc
-    log = training.start_run(trainer, cfg, ckpt, run_name=f"dpo[{cfg.regularizer}]", total=trainer.total_steps,
+    log = loop.start_run(trainer, cfg, ckpt, run_name=f"dpo[{cfg.regularizer}]", total=trainer.total_steps,
                              quiet=quiet)
-    bar = training.progress(trainer.total_steps, f"dpo[{cfg.regularizer}]", quiet, acc)
+    bar = loop.progress(trainer.total_steps, f"dpo[{cfg.regularizer}]", quiet, acc)
     bar.update(trainer.step_count)
     last: dict = {}
     while trainer.step_count < trainer.total_steps:

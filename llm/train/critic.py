@@ -2,7 +2,7 @@
 
 :class:`PolicyWithCritic` has the call convention of :class:`prefmatch.llm.models.PolicyWithValue`
 — ``forward(input_ids, attention_mask) -> (logits [B,T,V], values [B,T])`` — so that
-:meth:`prefmatch.llm.ppo.PPOTrainer.step` trains it unchanged: ``values[:, t]`` is the critic's
+:meth:`prefmatch.llm.train.ppo.PPOTrainer.step` trains it unchanged: ``values[:, t]`` is the critic's
 scalar head on its own last hidden state at position t, where the shared-trunk actor-critic reads
 a value head on the policy's.  The critic is a trainable copy of the reward model
 (``AutoModelForSequenceClassification``, backbone and score head), so its value at the last token

@@ -20,14 +20,14 @@ from typing import Callable
 
 #: modules that register checks when imported (order = report order)
 CHECK_MODULES = (
-    "prefmatch.theory.checks_pm",
-    "prefmatch.theory.checks_mref",
-    "prefmatch.theory.checks_mref_practice",
-    "prefmatch.theory.checks_mref_sc",
-    "prefmatch.theory.checks_grad",
-    "prefmatch.theory.checks_grad_trainers",
-    "prefmatch.theory.checks_items",
-    "prefmatch.theory.checks_dpo",
+    "prefmatch.theory.checks.pm",
+    "prefmatch.theory.checks.mref",
+    "prefmatch.theory.checks.mref_practice",
+    "prefmatch.theory.checks.mref_sc",
+    "prefmatch.theory.checks.grad",
+    "prefmatch.theory.checks.grad_trainers",
+    "prefmatch.theory.checks.items",
+    "prefmatch.theory.checks.dpo",
 )
 
 

@@ -33,7 +33,7 @@ from prefmatch.theory.checks import check
 
 V, T = 3, 2
 TOL = 1e-10
-SOURCE = "PM paper eq. 2.3, §5.1; multi-reference paper eqs. 17, 28; prefmatch.llm.rewards, 'Where ψ goes'"
+SOURCE = "PM paper eq. 2.3, §5.1; multi-reference paper eqs. 17, 28; prefmatch.llm.train.rewards, 'Where ψ goes'"
 
 
 # --------------------------------------------------------------------------- the tabular problem
