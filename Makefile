@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 OUT    ?= out
 
-.PHONY: install test test-slow test-wheel test-readme test-battery test-dpo-battery test-all test-explore test-browser docs test-trl-range \
+.PHONY: install lint typecheck test test-slow test-wheel test-readme test-battery test-dpo-battery test-all test-explore test-browser docs test-trl-range \
         figures bench demo smollm2 opinion-full opinion-part opinion-page multiref clean test-trl test-fsdp test-verl verl-env bench-ppo \
         test-deepspeed deepspeed-env gpu-check bench-smollm2 openrlhf-env test-openrlhf
 
@@ -23,10 +23,23 @@ $(STAMP): pyproject.toml
 	PYTHONWARNINGS='ignore:Editable installation:UserWarning' $(PIP) install -q -e '.[llm,test,docs,trl]'
 	touch $(STAMP)
 
-# the default suite (slow tests excluded) plus a warning-free docs build
-test: install
+# the default suite (slow tests excluded) plus a warning-free docs build, after the linter and the type checker
+test: install lint typecheck
 	$(VENV)/bin/pytest -q -m "not slow and not gpu and not browser"
 	$(MAKE) docs
+
+# ruff with the rules in pyproject.toml ([tool.ruff]): the package, tests, benchmarks, examples, docs/_ext
+lint: install
+	$(VENV)/bin/ruff check .
+
+# mypy ([tool.mypy] in pyproject.toml) over the package as installed: the folders theory/, tabular/, llm/ are
+# mapped to prefmatch.* by a tree of links (mypy reads no editable-install import hook)
+TYPECHECK_TREE := .cache/typecheck/prefmatch
+typecheck: install
+	@mkdir -p $(TYPECHECK_TREE)
+	@for d in theory tabular llm; do ln -sfn ../../../$$d $(TYPECHECK_TREE)/$$d; done
+	@for f in prefmatch/*.py; do ln -sf ../../../$$f $(TYPECHECK_TREE)/; done
+	MYPYPATH=.cache/typecheck $(VENV)/bin/mypy -p prefmatch
 
 # the built docs in headless Chromium (Debian's chromium, installed when missing): math typeset
 # offline, papers' numbers on theorem boxes, nothing cut off; screenshots in docs/_build/screenshots/

@@ -12,6 +12,8 @@ import dataclasses
 import functools
 import json
 import os
+from typing import Any
+from collections.abc import Callable
 from pathlib import Path
 
 from prefmatch.llm.config import ConfigError, field_choices, field_help, field_range, load_config, read_yaml
@@ -30,7 +32,8 @@ from prefmatch.theory.validate import SEED, number
 from prefmatch.theory.errors import UsageError as CLIError
 
 #: stage → (config class, training function, help)
-STAGES = {
+#: stage → (its config class, its train function, one line of help)
+STAGES: dict[str, tuple[type, Callable[..., dict], str]] = {
     "sft": (SFTConfig, train_sft, "supervised fine-tuning on the response tokens"),
     "rm": (RMConfig, train_reward_model, "Bradley-Terry reward model (PM paper eq. 2.2) with pairwise accuracy"),
     "ppo": (PPOConfig, train_ppo, "PPO with a theory regularizer (--regularizer) placed where it is exact"),
@@ -84,14 +87,14 @@ def _add_config_options(parser: argparse.ArgumentParser, cls) -> None:
     group = parser.add_argument_group("config fields (override the YAML file)")
     for f in dataclasses.fields(cls):
         choices = field_choices(f)
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[operator]
         helptext = f"{field_help(f)} (default: {default!r})"
         if choices:
             helptext += f" {{{', '.join(map(str, choices))}}}"
         if field_range(f) is not None:
             helptext += f" in {field_range(f)}"
         names = [f"--{f.name.replace('_', '-')}"]  # --field_name is accepted too (prefmatch.cli.accept_underscores)
-        extra = {"nargs": "?", "const": "true"} if f.type in (bool, "bool") else {}
+        extra: dict[str, Any] = {"nargs": "?", "const": "true"} if f.type in (bool, "bool") else {}
         helptext = helptext.replace("%", "%%")  # argparse %-formats help strings
         group.add_argument(*names, dest=f"cfg__{f.name}", default=argparse.SUPPRESS, metavar="V", help=helptext,
                            **extra)
@@ -214,7 +217,7 @@ def _run_eval(args) -> int:
     _check_args(args, {"n_prompts": ("[1, inf)", True), "max_new_tokens": ("[1, inf)", True),
                        "max_prompt_len": ("[1, inf)", True), "seed": (SEED, True)})
     run = run_defaults(args.policy)
-    opts = {k: getattr(args, k) if getattr(args, k) is not None else run.get(k, fallback)
+    opts: dict[str, Any] = {k: getattr(args, k) if getattr(args, k) is not None else run.get(k, fallback)
             for k, fallback in (("reward_model", None), ("ref", None), ("data", None), ("max_new_tokens", 64),
                                 ("max_prompt_len", 256))}
     config = next((c for c in (Path(args.policy) / "config.yaml", Path(args.policy).parent / "config.yaml")

@@ -256,5 +256,5 @@ def test_readme_first_block_runs_in_a_fresh_directory(tmp_path):
     res = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env, capture_output=True,
                          text=True, timeout=900, check=False)
     assert res.returncode == 0, res.stderr[-2000:]
-    plots = [p for p in re.findall(r"--plot (\S+)", script)]
+    plots = list(re.findall(r"--plot (\S+)", script))
     assert plots and all((tmp_path / p).is_file() for p in plots), plots

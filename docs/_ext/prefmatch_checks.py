@@ -384,7 +384,7 @@ class CoverageTableDirective(SphinxDirective):
             row += nodes.entry("", nodes.paragraph(text=r["where"]))
             row += nodes.entry("", nodes.paragraph(text=r["what"]))
             cell = nodes.entry()
-            for cid, st in r["check_status"]:
+            for cid, _st in r["check_status"]:
                 cls, label = _status(app, cid)
                 para = nodes.paragraph()
                 para += check_ref(cid=cid, literal=True)

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from prefmatch.llm.battery.ppo import Problem, tabular_modules
+from prefmatch.llm.battery.ppo import Problem, polyak_sum, tabular_modules
 from prefmatch.llm.train.dpo import DPOConfig, DPOTrainer
 from prefmatch.theory.dpo import dpo_regularizers
 from prefmatch.theory.regularizers import REGISTRY
@@ -141,13 +141,7 @@ def run_case(case: Case, *, n_pairs: int | None = None, steps: int | None = None
                     max_response_len=case.length)
     trainer = DPOTrainer.from_modules(cfg, policy=policy, reference=refs if n_refs > 1 else refs[0], pairs=pairs,
                                       eos_token_id=eos)
-    avg, n_avg = None, 0
-    for k in range(steps):
-        trainer.step()
-        if k >= steps // 2:  # Polyak–Ruppert average of the second half
-            w = trainer.policy.W.detach().clone()
-            avg = w if avg is None else avg + w
-            n_avg += 1
+    avg, n_avg = polyak_sum(trainer, steps, lambda t: t.policy.W)
     logp = prob.token_logp(TabularPolicy(VOCAB, case.length, init=avg / n_avg)).sum(-1)
     target = reg.sequence_optimal_logp(prob.reward, ref_t, prob.mask)
 

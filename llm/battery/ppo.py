@@ -103,6 +103,21 @@ def prefix_rows(input_ids, prompt_len: int, vocab: int, length: int):
     return torch.stack(cols, 1)
 
 
+def polyak_sum(trainer, steps: int, weights) -> tuple[Any, int]:
+    """Run ``trainer.step()`` ``steps`` times; the sum of ``weights(trainer)`` over the second half of the
+    run and how many were summed (the Polyak–Ruppert average is their ratio, taken by the caller).  The PPO
+    and DPO batteries and the multi-reference experiment all average this way."""
+    total: Any = None
+    n = 0
+    for k in range(steps):
+        trainer.step()
+        if k >= steps // 2:
+            w = weights(trainer).detach().clone()
+            total = w if total is None else total + w
+            n += 1
+    return total, n
+
+
 def tabular_modules():
     """(TabularPolicy, TabularValue) classes (built lazily: this module imports without torch)."""
     import torch
@@ -203,7 +218,7 @@ class Problem:
         return reward
 
 
-def budget(case: "Case") -> tuple[int, float]:
+def budget(case: Case) -> tuple[int, float]:
     """(steps, lr) of a case.  Without a baseline (no whitening, no value model) the advantage is the
     raw return, whose variance makes the Polyak average converge slowly (1000 steps instead of 300);
     several updates per rollout take a proportionally smaller step; responses ending at EOS (15 of
@@ -257,13 +272,7 @@ def run_case(case: Case, *, steps: int | None = None, lr: float | None = None,
                                           eos_token_id=eos)
     except ConfigError as e:
         return {"id": case.id, "accepted": False, "tv": None, "reason": str(e)}
-    avg, n_avg = None, 0
-    for k in range(steps):
-        trainer.step()
-        if k >= steps // 2:  # Polyak–Ruppert average of the second half
-            w = trainer.policy.lm.W.detach().clone()
-            avg = w if avg is None else avg + w
-            n_avg += 1
+    avg, n_avg = polyak_sum(trainer, steps, lambda t: t.policy.lm.W)
     averaged = TabularPolicy(vocab, case.length, init=avg / (n_avg * case.temperature))  # the trained policy
     logp = prob.token_logp(averaged).sum(-1)
     ref_t = np.stack([prob.token_logp(r) for r in refs]) if n_refs > 1 else prob.token_logp(refs[0])
@@ -302,8 +311,9 @@ def all_cases(lengths=(1, 2)) -> list[Case]:
              for whiten in (True, False) for T in lengths]
     # three-token responses (27 of them) where cheap: with whitening, every regularizer and placement
     cases += [Case(name, params, mode, True, 3) for name, params in regularizer_cases() for mode in ("reward", "loss")]
-    for name, params in [("kl", {"estimator": "k1"}), ("cpm", {"alpha": 0.3, "level": "sequence"}),
-                         ("fdiv", {"f": "chi2"})]:
+    variants: list[tuple[str, dict]] = [("kl", {"estimator": "k1"}), ("cpm", {"alpha": 0.3, "level": "sequence"}),
+                                        ("fdiv", {"f": "chi2"})]
+    for name, params in variants:
         cases.append(Case(name, params, "auto", True, 2, value=True))
         cases.append(Case(name, params, "auto", True, 2, ppo_epochs=2, mini_batches=4))
         cases.append(Case(name, params, "auto", True, 2, max_grad_norm=1.0))  # the trainer's default clipping
@@ -311,8 +321,9 @@ def all_cases(lengths=(1, 2)) -> list[Case]:
     # --- responses that end at EOS
     cases += [Case(name, params, mode, whiten, 3, eos=True) for name, params in regularizer_cases()
               for mode in ("reward", "loss") for whiten in (True, False)]
-    for name, params in [("kl", {"estimator": "k1"}), ("fdiv", {"f": "chi2"}), ("multi_fkl", {"weights": [0.3, 0.7]}),
-                         ("cpm", {"alpha": 0.3, "level": "token"})]:
+    variants = [("kl", {"estimator": "k1"}), ("fdiv", {"f": "chi2"}), ("multi_fkl", {"weights": [0.3, 0.7]}),
+                ("cpm", {"alpha": 0.3, "level": "token"})]
+    for name, params in variants:
         cases.append(Case(name, params, "auto", True, 3, eos=True, batch_size=64, mini_batches=64))  # minibatch 1
         cases.append(Case(name, params, "auto", True, 3, eos=True, mini_batches=32))  # minibatch 8
         cases.append(Case(name, params, "auto", True, 3, eos=True, ppo_epochs=2, mini_batches=4))
@@ -325,9 +336,8 @@ def all_cases(lengths=(1, 2)) -> list[Case]:
         cases.append(Case(name, params, "auto", True, 3, eos=True, reward_scale=8.0))
         cases.append(Case(name, params, "auto", True, 3, eos=True, reward_scale=8.0, reward_clip=5.0))
     for beta in BETAS:
-        for name, params in [("kl", {"estimator": "k1"}), ("pm", {}),
-                             ("cpm", {"alpha": 0.3, "level": "sequence"}), ("maxent", {})] + [
-                ("fdiv", {"f": f}) for f in ("reverse_kl", "js", "hellinger", "chi2")]:
+        variants = [("kl", {"estimator": "k1"}), ("pm", {}), ("cpm", {"alpha": 0.3, "level": "sequence"}), ("maxent", {})]
+        for name, params in variants + [("fdiv", {"f": f}) for f in ("reverse_kl", "js", "hellinger", "chi2")]:
             cases.append(Case(name, {**params, "beta": beta}, "auto", True, 3, eos=True, reward_scale=max(1.0, beta)))
     for name in ("multi_rkl", "multi_fkl"):
         cases.append(Case(name, {"weights": [0.2, 0.3, 0.5]}, "auto", True, 3, eos=True))

@@ -132,7 +132,7 @@ def run_case(case: TRLCase, *, work: Path | None = None, seed: int = 0, batch: i
 
     torch.set_num_threads(1)
     tmp = tempfile.TemporaryDirectory(prefix="trl_battery_") if work is None else None
-    work = Path(tmp.name) if tmp else Path(work)
+    work = Path(tmp.name) if tmp is not None else Path(work)  # type: ignore[arg-type]  # one of the two is set
     n_refs = len(case.params.get("weights", ())) or 1
     dirs, token_reward = build_problem(work, n_refs=n_refs, seed=seed)
     tokens, mask = enumerate_responses(VOCAB, case.length, eos=VOCAB - 1)  # every completion TRL can sample

@@ -28,7 +28,6 @@ import contextlib
 from typing import Any
 
 import torch
-import trl
 from trl import DPOTrainer
 
 from prefmatch.llm.train.rewards import RegularizerConfigError, build_regularizer
@@ -79,7 +78,7 @@ class PMDPOTrainer(DPOTrainer):
         # TRL caches the precomputed column by (dataset, model): add the regularizer to the key
         from datasets.fingerprint import Hasher
 
-        model_hash = self._precompute_model_hash
+        model_hash = self._precompute_model_hash  # type: ignore[has-type]  # TRL's attribute (its base class is Any here)
         self._precompute_model_hash = Hasher.hash((model_hash, repr(self.reg)))
         try:
             return super()._precompute_ref_logps(dataset, name, batch_size)

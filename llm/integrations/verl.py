@@ -106,7 +106,7 @@ def install(name: str, params: dict | None = None, beta: float | None = None):
         if getattr(mod, "__name__", "").startswith("verl") and getattr(mod, "apply_kl_penalty", None) is not None:
             current = mod.apply_kl_penalty
             if current is original or getattr(current, "__wrapped_verl__", None) is original:
-                mod.apply_kl_penalty = fn
+                mod.apply_kl_penalty = fn  # type: ignore[attr-defined]  # a verl module, found at run time
     STATE.update(reg=reg, error=None)
     return reg
 

@@ -161,7 +161,6 @@ class DPOTrainer:
     def __init__(self, cfg: DPOConfig, quiet: bool = False):
         import random
 
-        import torch
 
         reg = cfg.check_algorithm()
         n_refs = 0 if reg.refs == "none" else (len(reg.weights) if reg.multi_reference else 1)
@@ -205,7 +204,7 @@ class DPOTrainer:
 
     @classmethod
     def from_modules(cls, config: DPOConfig, *, policy, reference=None, pairs, eval_pairs=(), pad_token_id: int = 0,
-                     eos_token_id: int | None = None, quiet: bool = True) -> "DPOTrainer":
+                     eos_token_id: int | None = None, quiet: bool = True) -> DPOTrainer:
         """The trainer on user modules, with the same :meth:`step`.
 
         ``policy``/``reference``: torch modules called as ``m(input_ids=..., attention_mask=...)``

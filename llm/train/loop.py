@@ -539,7 +539,7 @@ def run_session(out: str | os.PathLike, *, resume: bool = False, overwrite: bool
                 p.rmdir()  # only when empty: a refused or failed fresh run leaves nothing behind
 
 
-def start_run(trainer, cfg, ckpt, *, run_name: str, total: int, quiet: bool) -> "MetricsLog":
+def start_run(trainer, cfg, ckpt, *, run_name: str, total: int, quiet: bool) -> MetricsLog:
     """What PPO and DPO do before their first step: a resumed older checkpoint rewinds the run (its
     later checkpoints, like its later metrics lines, belong to the abandoned future and would sort
     after the new ones), the resolved config is written, and the metrics log is opened."""
@@ -760,7 +760,7 @@ def find_checkpoint(path: str | os.PathLike, report=None) -> Path:
     if not cands:
         raise ConfigError(f"--resume: no checkpoint found in {p} (expected a checkpoint-NNNNNN directory "
                           "or a run directory with checkpoints/; the run saves them with save_every > 0)")
-    skipped = []
+    skipped: list[str] = []
     for c in cands:
         problem = checkpoint_problem(c)
         if problem is None:
@@ -819,7 +819,7 @@ def resume_config(cls, run: str | os.PathLike, explicit: dict[str, Any], saved_p
         raise TrainingError(f"--resume {run}: {'; '.join(conflicts)} conflicts with the saved run; drop the option "
                             "to continue the run as it was, pass --allow-changes to continue with it, or start a "
                             "new run in another --out")
-    merged = {**saved, **{k: v for k, v in explicit.items()}}
+    merged = {**saved, **dict(explicit.items())}
     return from_dict(cls, merged, source=str(saved_path))
 
 

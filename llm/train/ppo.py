@@ -222,7 +222,6 @@ class PPOTrainer:
     :meth:`step` on any torch modules that follow the HF call convention.
     """
     def __init__(self, cfg: PPOConfig, quiet: bool = False):
-        import torch
 
         reg, placement = cfg.check_algorithm()
         if cfg.top_p != 1:  # allowed only with nucleus_ablation: say once that this is outside the battery
@@ -272,7 +271,7 @@ class PPOTrainer:
 
     @classmethod
     def from_modules(cls, config: PPOConfig, *, policy, reference, reward_fn, prompts, value=None,
-                     eos_token_id: int | None = None, pad_token_id: int = 0, quiet: bool = True) -> "PPOTrainer":
+                     eos_token_id: int | None = None, pad_token_id: int = 0, quiet: bool = True) -> PPOTrainer:
         """The trainer on user modules, with the same :meth:`step`.
 
         ``policy``/``reference``: torch modules called as ``m(input_ids=..., attention_mask=...)``
@@ -505,7 +504,7 @@ class PPOTrainer:
         self.model.train()
         B = input_ids.shape[0]
         rng = np.random.default_rng(loop.derived_seed(cfg.seed, step, 10_000 + acc.process_index))
-        stats = {"policy_loss": [], "value_loss": [], "clipfrac": [], "approx_kl": []}
+        stats: dict[str, list] = {"policy_loss": [], "value_loss": [], "clipfrac": [], "approx_kl": []}
         for _ in range(cfg.ppo_epochs):
             perm = rng.permutation(B)
             for start in range(0, B, cfg.mini_batch_size):

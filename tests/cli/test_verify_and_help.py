@@ -76,7 +76,7 @@ def test_help_lists_subcommands_one_line_each():
         assert f"    {cmd} " in res.stdout
     parser = build_parser()
     sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    for name, choice in sub.choices.items():
+    for name, _choice in sub.choices.items():
         helps = [a.help for a in sub._choices_actions if a.dest == name]
         assert helps and helps[0] and "\n" not in helps[0], name
 

@@ -184,7 +184,7 @@ def test_packaged_configs_load_by_name(name):
 
     stage = read_yaml_stage(name)
     mod, cls = {"sft": ("sft", "SFTConfig"), "rm": ("reward_model", "RMConfig"), "ppo": ("ppo", "PPOConfig")}[stage]
-    cls = getattr(importlib.import_module(f"prefmatch.llm.{mod}"), cls)
+    cls = getattr(importlib.import_module(f"prefmatch.llm.train.{mod}"), cls)
     req = {"data": "d.jsonl", "model": "m"} if stage != "ppo" else {"data": "d", "policy": "p", "reward_model": "r"}
     cfg = load_config(cls, name, req)
     assert cfg.data == "d.jsonl" or cfg.data == "d"

@@ -582,7 +582,7 @@ def test_model_directories_without_tokenizer_or_final_model(tmp_path, tiny, caps
     argv = sft_argv(tiny, tmp_path / "run")
     argv[argv.index("--model") + 1] = str(notok)
     msg = one_line(capsys, argv)
-    assert msg.startswith(f"prefmatch: error: model: ") and "tokenizer" in msg and str(notok) in msg
+    assert msg.startswith("prefmatch: error: model: ") and "tokenizer" in msg and str(notok) in msg
     msg = one_line(capsys, _eval_argv(tiny, str(notok), tiny["sft"]))
     assert msg.startswith("prefmatch: error: --policy: ") and "tokenizer" in msg  # not blamed on --reward
     unfinished = tmp_path / "unfinished"

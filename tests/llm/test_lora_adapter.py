@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 
 
 def test_lora_reference_is_the_adapter_disabled_policy_and_the_adapter_is_saved(tmp_path, tiny, ppo_overrides):

@@ -16,7 +16,7 @@ import importlib
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 #: modules that register checks when imported (order = report order)
 CHECK_MODULES = (

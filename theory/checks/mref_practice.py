@@ -220,7 +220,7 @@ def check_mrpo():
     rng = np.random.default_rng(296)
     worst_h, worst_le, worst_dpo, worst_sur, worst_eta0, worst_big, min_gap, rows = 0.0, -np.inf, 0.0, 0.0, 0.0, 0.0, np.inf, []
     above_found = False
-    for k_case, (vocab, length, alpha, beta, s) in enumerate([(3, 2, 0.3, 0.5, 1.0), (3, 3, 0.5, 1.0, 1.0), (2, 4, 0.7, 0.3, 1.5)]):
+    for _k_case, (vocab, length, alpha, beta, s) in enumerate([(3, 2, 0.3, 0.5, 1.0), (3, 3, 0.5, 1.0, 1.0), (2, 4, 0.7, 0.3, 1.5)]):
         cond = TM.random_token_references(rng, 2, vocab, length, disagreement=s)
         L = TM.sequence_logps(cond)
         n = vocab ** length
