@@ -20,6 +20,8 @@ Public API (all importable from their modules):
 * metrics    ``sequence_logprobs`` / ``sequence_logprobs_ids`` (teacher forced), ``sample_responses``,
              ``score_responses_ids``, ``summarize``, ``evaluate`` (PM paper §6.1)
 * battery    the trainers' convergence batteries (``battery.ppo``, ``battery.dpo``, ``battery.trl``)
+* critic     PPO's separate critic (``build_policy_with_critic``), initialised from the reward model
+* rundir     output directories: checked before any work, one lock per run, atomic writes (``run_session``)
 * sharding   FSDP2 through accelerate, on CPU processes too (``enable_cpu_fsdp``, ``savable_model``)
 * integrations.trl   ``PMGRPOTrainer``, ``PMRLOOTrainer`` (TRL's trainers with a prefmatch regularizer)
 * integrations.verl  ``install(name, params, beta)`` (the regularizer in verl's reward)

@@ -26,7 +26,8 @@ from prefmatch.llm.train.reward_model import RMConfig, train_reward_model
 from prefmatch.llm.train.sft import SFTConfig, train_sft
 from prefmatch.llm.train.rewards import RegularizerConfigError
 from prefmatch.llm.tokenizer import MIN_VOCAB
-from prefmatch.llm.train.loop import TrainingError, check_output_dir, resume_config, run_session
+from prefmatch.llm.train.loop import TrainingError, resume_config
+from prefmatch.llm.rundir import check_output_dir, run_session
 from prefmatch.theory.dpo import dpo_regularizers
 from prefmatch.theory.validate import SEED, number
 from prefmatch.theory.errors import UsageError as CLIError
@@ -115,7 +116,7 @@ def _stage_config(stage: str, args):
 @_guard
 def _run_train(args) -> int:
     """Config → every input checked (:mod:`prefmatch.llm.preflight`) → the run directory claimed and
-    locked (:func:`prefmatch.llm.train.loop.run_session`; ``--overwrite`` keeps the old run until the
+    locked (:func:`prefmatch.llm.rundir.run_session`; ``--overwrite`` keeps the old run until the
     new one has finished) → the stage's training function."""
     from prefmatch.llm.preflight import check_train_inputs
 

@@ -19,9 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from prefmatch.llm.train.losses import logprobs_from_logits
 from prefmatch.llm.tokenizer import build_tokenizer, resolve_model_dir
-from prefmatch.llm.train.loop import accepts_position_ids, position_ids_from_mask
 
 SIZES = ("tiny", "small")
 ARCHS = ("gpt2", "llama")
@@ -519,3 +517,31 @@ def convert_gguf(src_dir: str | os.PathLike, gguf_file: str, out_dir: str | os.P
     model.save_pretrained(str(out))
     tok.save_pretrained(str(out))
     return out
+
+
+def position_ids_from_mask(attention_mask):
+    """Positions that skip left padding: cumsum(mask) − 1, clamped at 0 (as ``generate`` uses)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def accepts_position_ids(model) -> bool:
+    import inspect
+
+    inner = model
+    for attr in ("module", "lm"):
+        inner = getattr(inner, attr, inner)
+    if hasattr(inner, "get_base_model"):
+        inner = inner.get_base_model()
+    try:
+        return "position_ids" in inspect.signature(inner.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover
+        return False
+
+
+def logprobs_from_logits(logits, tokens):
+    """log π(y_t | ·) = log_softmax(logits)[y_t], shape [B, T] (at least float32; float64 logits stay float64,
+    so that a threshold on the log-probs, as cPM's, is decided at the precision the model computed them)."""
+    import torch
+
+    logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+    return torch.gather(logp, -1, tokens[..., None]).squeeze(-1)

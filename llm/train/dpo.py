@@ -32,13 +32,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from prefmatch.llm import rundir
 from prefmatch.llm.train import loop
 from prefmatch.llm.train.common import CommonConfig
 from prefmatch.llm.config import (ConfigError, cfg_field, check_fields, check_trainer_regularizer_params,
                                   regularizer_params_help, save_config)
 from prefmatch.llm.data import encode_prompt, encode_response, load_split
-from prefmatch.llm.train.losses import logprobs_from_logits
-from prefmatch.llm.models import check_finite_weights, disable_dropout, frozen_dtype, load_causal_lm, model_inputs, save_model
+from prefmatch.llm.models import check_finite_weights, logprobs_from_logits, disable_dropout, frozen_dtype, load_causal_lm, model_inputs, save_model
 from prefmatch.llm.train.rewards import RegularizerConfigError, build_regularizer
 from prefmatch.llm import sharding
 from prefmatch.llm.train.sft import (
@@ -389,7 +389,7 @@ class DPOTrainer:
                     save_config(self.cfg, tmp / "config.yaml")
                     loop.write_trainer_state(tmp, self.out, self.step_count)
         elif acc.is_main_process:
-            with loop.atomic_dir(path) as tmp:
+            with rundir.atomic_dir(path) as tmp:
                 policy = self.policy
                 save_model(policy, tmp / "policy", self.tok)
                 if self.cfg.lora:  # the merged HF dir has no adapters: keep the trainable tensors
@@ -400,7 +400,7 @@ class DPOTrainer:
                 save_config(self.cfg, tmp / "config.yaml")
                 loop.write_trainer_state(tmp, self.out, self.step_count)
         if acc.is_main_process:
-            loop.write_text_atomic(self.out / "checkpoints" / "latest", path.name)
+            rundir.write_text_atomic(self.out / "checkpoints" / "latest", path.name)
             ckpts = sorted((self.out / "checkpoints").glob("checkpoint-*"))
             import shutil
 
@@ -445,7 +445,7 @@ class DPOTrainer:
         self.acc.wait_for_everyone()
         plain = sharding.savable_model(self.acc, self.model)  # collective under FSDP2 / ZeRO-3
         if self.acc.is_main_process:
-            with loop.atomic_dir(self.out / "model") as tmp:
+            with rundir.atomic_dir(self.out / "model") as tmp:
                 save_model(plain, tmp, self.tok)
         self.acc.wait_for_everyone()
         return str(self.out / "model")

@@ -78,6 +78,7 @@ from prefmatch.llm.train.rewards import (
 from prefmatch.llm.train.sft import (backward_accumulated, current_lr, make_optimizer, make_scheduler, set_schedule_step,
                                setup_trainable)
 from prefmatch.llm.tokenizer import load_tokenizer, same_tokenizer
+from prefmatch.llm import rundir
 from prefmatch.llm.train import loop
 from prefmatch.llm import sharding
 from prefmatch.theory.regularizers import trainable_names
@@ -248,7 +249,7 @@ class PPOTrainer:
                                   "train all models from the same base model")
         frozen = frozen_dtype(acc.mixed_precision)  # the compute dtype; trainable weights load in float32
         if cfg.critic == "reward_model":  # a separate critic, initialised from the reward model
-            from prefmatch.llm.train.critic import build_policy_with_critic
+            from prefmatch.llm.critic import build_policy_with_critic
 
             policy = build_policy_with_critic(load_causal_lm(cfg.policy), cfg.reward_model)
         else:
@@ -602,13 +603,13 @@ class PPOTrainer:
                     save_config(self.cfg, tmp / "config.yaml")
                     loop.write_trainer_state(tmp, self.out, self.step_count)
             if acc.is_main_process:
-                loop.write_text_atomic(self.out / "checkpoints" / "latest", path.name)
+                rundir.write_text_atomic(self.out / "checkpoints" / "latest", path.name)
                 self._prune_checkpoints()
             acc.wait_for_everyone()
             self.last_checkpoint = str(path)
             return str(path)
         if acc.is_main_process:
-            with loop.atomic_dir(path) as tmp:
+            with rundir.atomic_dir(path) as tmp:
                 policy = self.policy
                 policy.save_pretrained(tmp / "policy", self.tok_for_saving())
                 trainable = {k: v.detach().cpu() for k, v in policy.state_dict().items()}
@@ -619,7 +620,7 @@ class PPOTrainer:
                 self._save_whitening(tmp)
                 save_config(self.cfg, tmp / "config.yaml")
                 loop.write_trainer_state(tmp, self.out, self.step_count)
-            loop.write_text_atomic(self.out / "checkpoints" / "latest", path.name)
+            rundir.write_text_atomic(self.out / "checkpoints" / "latest", path.name)
             self._prune_checkpoints()
         acc.wait_for_everyone()
         self.last_checkpoint = str(path)
@@ -667,7 +668,7 @@ class PPOTrainer:
                 lm = load_causal_lm(path / "policy", what="--resume checkpoint")
                 policy.lm.load_state_dict(lm.state_dict())
             if self.cfg.critic == "reward_model":
-                from prefmatch.llm.train.critic import CRITIC_DIR
+                from prefmatch.llm.critic import CRITIC_DIR
 
                 policy.critic.load_state_dict(load_reward_model(path / "policy" / CRITIC_DIR, what="critic").state_dict())
             else:
@@ -696,7 +697,7 @@ class PPOTrainer:
         self.acc.wait_for_everyone()
         plain = sharding.savable_model(self.acc, self.model)  # collective under FSDP
         if self.acc.is_main_process:
-            with loop.atomic_dir(self.out / "model") as tmp:
+            with rundir.atomic_dir(self.out / "model") as tmp:
                 plain.save_pretrained(tmp, self.tok_for_saving())
         self.acc.wait_for_everyone()
         return str(self.out / "model")

@@ -23,7 +23,7 @@ from prefmatch.llm.models import REWARD_NORM_FILE, load_reward_model, reward_sco
 from prefmatch.llm.tokenizer import load_tokenizer
 from prefmatch.llm.sharding import savable_model
 from prefmatch.llm.train.sft import SupervisedConfig, run_supervised
-from prefmatch.llm.train.loop import atomic_dir
+from prefmatch.llm.rundir import atomic_dir
 
 
 @dataclass

@@ -18,20 +18,8 @@ from prefmatch.llm.train.losses import response_nll
 from prefmatch.llm.models import disable_dropout, load_causal_lm, lora_wrap, model_inputs, save_model
 from prefmatch.llm.tokenizer import load_tokenizer
 from prefmatch.llm.sharding import savable_model
-from prefmatch.llm.train.loop import (
-    MetricsLog,
-    atomic_dir,
-    check_finite,
-    check_weights_finite,
-    clip_and_check_grads,
-    console_logging,
-    derived_seed,
-    make_accelerator,
-    mean_over_processes,
-    progress,
-    rank_slice,
-    seed_everything,
-)
+from prefmatch.llm.train.loop import MetricsLog, check_finite, check_weights_finite, clip_and_check_grads, console_logging, derived_seed, make_accelerator, mean_over_processes, progress, rank_slice, seed_everything
+from prefmatch.llm.rundir import atomic_dir
 
 
 @dataclass

@@ -13,7 +13,7 @@ from prefmatch.llm.config import ConfigError, load_config  # noqa: E402
 
 
 def test_critic_starts_at_the_reward_model_and_trains(tiny, tmp_path, ppo_overrides):
-    from prefmatch.llm.train.critic import CRITIC_DIR
+    from prefmatch.llm.critic import CRITIC_DIR
     from prefmatch.llm.models import load_reward_model, reward_scores
     from prefmatch.llm.train.ppo import PPOConfig, PPOTrainer
 
@@ -41,7 +41,7 @@ def test_critic_starts_at_the_reward_model_and_trains(tiny, tmp_path, ppo_overri
 
 
 def test_critic_checkpoint_resume_gives_the_uninterrupted_weights(tiny, tmp_path, ppo_overrides):
-    from prefmatch.llm.train.critic import CRITIC_DIR
+    from prefmatch.llm.critic import CRITIC_DIR
     from prefmatch.llm.models import load_reward_model
     from prefmatch.llm.train.ppo import PPOConfig, train_ppo
 

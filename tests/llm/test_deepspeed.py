@@ -148,7 +148,7 @@ def test_ppo_equals_the_ddp_run(runs, stage):
 
 @pytest.mark.parametrize("stage", ["zero2", "zero3"])
 def test_separate_critic_equals_the_ddp_run(runs, stage):
-    from prefmatch.llm.train.critic import CRITIC_DIR
+    from prefmatch.llm.critic import CRITIC_DIR
     from prefmatch.llm.models import load_reward_model
 
     a = json.loads((runs[stage] / "rank0.json").read_text())["ppo_critic_steps"]

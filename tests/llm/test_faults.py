@@ -111,11 +111,11 @@ def test_resume_refuses_a_conflicting_option(tmp_path, tiny, capsys):
 KILL_SCRIPT = r"""
 import sys, time
 from pathlib import Path
-from prefmatch.llm.train import loop
+from prefmatch.llm import rundir
 from prefmatch.cli import main
 
 marker = Path(sys.argv[1])
-real = loop._fsync_tree
+real = rundir._fsync_tree
 
 def slow_fsync(root):
     real(root)
@@ -123,7 +123,7 @@ def slow_fsync(root):
         marker.write_text("writing")
         time.sleep(600)
 
-loop._fsync_tree = slow_fsync
+rundir._fsync_tree = slow_fsync
 sys.exit(main(sys.argv[2:]))
 """
 
@@ -410,7 +410,7 @@ def test_failed_overwrite_brings_the_old_run_back(tmp_path, tiny, capsys, monkey
 
 def test_a_second_run_into_a_directory_in_use_is_refused(tmp_path, tiny, capsys):
     """The lock: refused while its holder lives; a lock file left by a dead process is no obstacle."""
-    from prefmatch.llm.train.loop import LOCK_FILE, _RunLock
+    from prefmatch.llm.rundir import LOCK_FILE, _RunLock
 
     run = tmp_path / "run"
     run.mkdir()

@@ -111,7 +111,7 @@ def test_ppo_is_sharded_and_its_losses_equal_the_unsharded_run(runs):
 
 def test_separate_critic_is_sharded_and_equals_the_unsharded_run(runs):
     """critic: reward_model under FSDP2: the critic (a unit of its own) trains as under DDP."""
-    from prefmatch.llm.train.critic import CRITIC_DIR
+    from prefmatch.llm.critic import CRITIC_DIR
     from prefmatch.llm.models import load_reward_model
 
     a = json.loads((runs["fsdp"] / "rank0.json").read_text())["ppo_critic_steps"]
