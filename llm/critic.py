@@ -15,6 +15,7 @@ in ``critic/`` (a reward-model directory).
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +23,9 @@ from typing import Any
 CRITIC_DIR = "critic"
 
 
-class _Lazy:
-    cls = None
-
-
+@functools.cache
 def policy_with_critic_class():
     """The :class:`PolicyWithCritic` class (built on first use: this module imports without torch)."""
-    if _Lazy.cls is not None:
-        return _Lazy.cls
     from torch import nn
 
     from prefmatch.llm.models import _backbone_and_head, model_inputs, save_model
@@ -89,7 +85,6 @@ def policy_with_critic_class():
             save_model(self.lm, out_dir, tokenizer)
             save_model(self.critic, Path(out_dir) / CRITIC_DIR, tokenizer)
 
-    _Lazy.cls = PolicyWithCritic
     return PolicyWithCritic
 
 

@@ -14,12 +14,13 @@ Everything torch is imported lazily: ``import prefmatch.llm.models`` is cheap.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
 from typing import Any
 
-from prefmatch.llm.tokenizer import build_tokenizer, resolve_model_dir
+from prefmatch.llm.tokenizer import build_tokenizer, require_folder, resolve_model_dir
 
 SIZES = ("tiny", "small")
 ARCHS = ("gpt2", "llama")
@@ -136,11 +137,7 @@ def check_model_dir(path, option: str, *, tokenizer: bool = True) -> tuple[Path,
     if not str(path).strip():
         raise ModelLoadError(f"{option}: an empty path; give a model directory")
     raw = Path(path)
-    if raw.is_file():
-        raise ModelLoadError(f"{option}: {raw} is a file, not a model directory (give the folder that holds "
-                             "config.json, the weights and the tokenizer)")
-    if not raw.is_dir():
-        raise ModelLoadError(f"{option}: directory not found: {raw}")
+    require_folder(raw, option, ModelLoadError)
     p = resolve_model_dir(raw)
     if not (p / "config.json").is_file() and not (p / "adapter_config.json").is_file():
         if (p / "config.yaml").is_file() or (p / "metrics.jsonl").is_file():
@@ -406,14 +403,9 @@ def adapter_disabled_reference(peft_model):
     return AdapterDisabled(peft_model)
 
 
-class _Lazy:
-    """Builds :class:`PolicyWithValue` on first use so that this module imports without torch."""
-    cls = None
-
-
+@functools.cache
 def policy_with_value_class():
-    if _Lazy.cls is not None:
-        return _Lazy.cls
+    """The :class:`PolicyWithValue` class (built on first use so that this module imports without torch)."""
     from torch import nn
 
     class PolicyWithValue(nn.Module):
@@ -465,7 +457,6 @@ def policy_with_value_class():
                 model.value_head.load_state_dict(load_file(str(vh)))
             return model
 
-    _Lazy.cls = PolicyWithValue
     return PolicyWithValue
 
 

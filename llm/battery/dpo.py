@@ -24,7 +24,6 @@ marked slow: ``make test-dpo-battery``).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from prefmatch.llm.battery.ppo import Problem, polyak_sum, tabular_modules
+from prefmatch.llm.battery.ppo import Problem, battery_parser, polyak_sum, tabular_modules
 from prefmatch.llm.train.dpo import DPOConfig, DPOTrainer
 from prefmatch.theory.dpo import dpo_regularizers
 from prefmatch.theory.regularizers import REGISTRY
@@ -218,12 +217,8 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m prefmatch.llm.battery.dpo",
-                                 description="The DPO trainer's convergence battery on tabular policies.")
-    ap.add_argument("--quick", action="store_true", help="only the fast subset that `make test` runs")
-    ap.add_argument("--json", action="store_true", help="print the rows as JSON")
-    ap.add_argument("--markdown", metavar="FILE", help="also write the table, with the command and the machine, "
-                    "to FILE (docs/results/dpo_battery_table.md is written this way)")
+    ap = battery_parser("prefmatch.llm.battery.dpo", "The DPO trainer's convergence battery on tabular policies.",
+                        "dpo_battery_table.md")
     a = ap.parse_args(argv)
     import time
 

@@ -415,13 +415,21 @@ def write_markdown(path: str, command: str, summary: str, table: str, versions: 
     Path(path).write_text(f"<!-- written by `{command}`; do not edit -->\n{run_on}: {summary}.\n\n{table}\n")
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m prefmatch.llm.battery.ppo",
-                                 description="The PPO trainer's convergence battery on tabular policies.")
-    ap.add_argument("--quick", action="store_true", help="only the fast subset that `make test` runs")
+def battery_parser(module: str, description: str, table: str, quick: bool = True) -> argparse.ArgumentParser:
+    """The command line every battery shares (``python -m module``): --quick (when it has a fast subset),
+    --json, and --markdown FILE for the kept ``table`` in docs/results/."""
+    ap = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
+    if quick:
+        ap.add_argument("--quick", action="store_true", help="only the fast subset that `make test` runs")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON")
     ap.add_argument("--markdown", metavar="FILE", help="also write the table, with the command and the machine, "
-                    "to FILE (docs/results/battery_table.md is written this way)")
+                    f"to FILE (docs/results/{table} is written this way)")
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = battery_parser("prefmatch.llm.battery.ppo", "The PPO trainer's convergence battery on tabular policies.",
+                        "battery_table.md")
     ap.add_argument("--steps", type=int, default=None, help="PPO steps per case (default: budget())")
     ap.add_argument("--jobs", type=int, default=1, help="cases run in this many processes at once")
     a = ap.parse_args(argv)

@@ -33,6 +33,7 @@ saved with the weights.
 """
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -764,26 +765,25 @@ def load_reward_fn(spec: str):
     return fn
 
 
-class _LazyActorCritic:
-    cls = None
+@functools.cache
+def _actor_critic_class():
+    import torch
+    from torch import nn
+
+    class ActorCritic(nn.Module):
+        def __init__(self, lm, value):
+            super().__init__()
+            self.lm, self.value = lm, value
+
+        def forward(self, input_ids, attention_mask):
+            logits = self.lm(input_ids=input_ids, attention_mask=attention_mask).logits
+            if self.value is None:
+                return logits, torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
+            return logits, self.value(input_ids=input_ids, attention_mask=attention_mask)
+
+    return ActorCritic
 
 
 def _actor_critic(policy, value):
     """Actor-critic from user modules: ``forward(ids, mask) -> (logits, values)`` (values 0 without one)."""
-    import torch
-    from torch import nn
-
-    if _LazyActorCritic.cls is None:
-        class ActorCritic(nn.Module):
-            def __init__(self, lm, value):
-                super().__init__()
-                self.lm, self.value = lm, value
-
-            def forward(self, input_ids, attention_mask):
-                logits = self.lm(input_ids=input_ids, attention_mask=attention_mask).logits
-                if self.value is None:
-                    return logits, torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
-                return logits, self.value(input_ids=input_ids, attention_mask=attention_mask)
-
-        _LazyActorCritic.cls = ActorCritic
-    return _LazyActorCritic.cls(policy, value)
+    return _actor_critic_class()(policy, value)

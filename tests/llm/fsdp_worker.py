@@ -27,6 +27,20 @@ class Killed(Exception):
 _ORIGINAL = {}
 
 
+def train_unsharded(data, base, single, rm_lora: bool = False):
+    """The single-process SFT and reward-model runs (in ``single``/sft, /rm, /rm_lora) that the sharded
+    runs of test_fsdp.py and test_deepspeed.py are compared with."""
+    from prefmatch.llm.config import load_config
+    from prefmatch.llm.train.reward_model import RMConfig, train_reward_model
+    from prefmatch.llm.train.sft import SFTConfig, train_sft
+
+    train_sft(load_config(SFTConfig, overrides=dict(model=base, data=data, out=str(single / "sft"), **SFT)), quiet=True)
+    reward_models = {"rm": {}, **({"rm_lora": {"lora": True}} if rm_lora else {})}
+    for name, extra in reward_models.items():
+        train_reward_model(load_config(RMConfig, overrides=dict(model=base, data=data, out=str(single / name), **extra,
+                                                                **RM)), quiet=True)
+
+
 def _kill_at_step(at):
     """Make PPOTrainer.step and DPOTrainer.step raise :class:`Killed` before step ``at`` (None: undo)."""
     from prefmatch.llm.train.dpo import DPOTrainer

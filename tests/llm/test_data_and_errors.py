@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from cli_errors import one_line_error
 
-from prefmatch.cli import main
 from prefmatch.llm.config import ConfigError, load_config, parse_overrides
 from prefmatch.llm.data import DataError, load_records, load_split, split_records, synthetic_preferences, write_jsonl
 
@@ -95,14 +95,6 @@ def test_ppo_config_refuses_what_cannot_reach_the_optimum(overrides, message):
 
     with pytest.raises(ConfigError, match=message):
         load_config(PPOConfig, None, {"data": "d", "policy": "p", "reward_model": "r", **overrides})
-
-
-def one_line_error(capsys, argv):
-    capsys.readouterr()
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("prefmatch: error:") and "\n" not in err and "Traceback" not in err
-    return err
 
 
 def test_cli_bad_inputs_exit_2_with_one_line(tmp_path, tiny, capsys, monkeypatch):

@@ -72,10 +72,6 @@ def runs(tmp_path_factory, tiny):
         import fsdp_worker
     finally:
         sys.path.pop(0)
-    from prefmatch.llm.config import load_config
-    from prefmatch.llm.train.reward_model import RMConfig, train_reward_model
-    from prefmatch.llm.train.sft import SFTConfig, train_sft
-
     root = tmp_path_factory.mktemp("deepspeed")
     data, base = tiny["data"], tiny["base"]
     out = {}
@@ -97,10 +93,7 @@ def runs(tmp_path_factory, tiny):
                     str(WORKER), data, base, str(ddp), "ppo,ppo_critic"], check=True, capture_output=True, cwd=root,
                    env={**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}, timeout=900)
     single = root / "single"
-    train_sft(load_config(SFTConfig, overrides=dict(model=base, data=data, out=str(single / "sft"), **fsdp_worker.SFT)),
-              quiet=True)
-    train_reward_model(load_config(RMConfig, overrides=dict(model=base, data=data, out=str(single / "rm"),
-                                                            **fsdp_worker.RM)), quiet=True)
+    fsdp_worker.train_unsharded(data, base, single)
     return {**out, "ddp": ddp, "single": single, "shipped3": root / "zero3_shipped"}
 
 

@@ -128,11 +128,8 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
-def test_kill_during_checkpoint_write_then_resume(tmp_path, tiny, capsys):
-    run, marker = tmp_path / "run", tmp_path / "marker"
-    script = tmp_path / "killme.py"
-    script.write_text(KILL_SCRIPT)
-    argv = ppo_argv(tiny, run, "--steps", "3", "--save-every", "1")
+def _run_until_marker(script, marker, argv):
+    """Start ``script`` (KILL_SCRIPT) on ``argv`` and return the process once it is inside the second checkpoint's write."""
     proc = subprocess.Popen([sys.executable, str(script), str(marker), *argv], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     deadline = time.time() + 300
@@ -140,6 +137,15 @@ def test_kill_during_checkpoint_write_then_resume(tmp_path, tiny, capsys):
         assert proc.poll() is None, proc.stderr.read().decode()
         assert time.time() < deadline
         time.sleep(0.2)
+    return proc
+
+
+def test_kill_during_checkpoint_write_then_resume(tmp_path, tiny, capsys):
+    run, marker = tmp_path / "run", tmp_path / "marker"
+    script = tmp_path / "killme.py"
+    script.write_text(KILL_SCRIPT)
+    argv = ppo_argv(tiny, run, "--steps", "3", "--save-every", "1")
+    proc = _run_until_marker(script, marker, argv)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     ckpts = run / "checkpoints"
@@ -602,13 +608,7 @@ def test_sigterm_during_an_overwrite_brings_the_old_run_back(tmp_path, tiny, cap
     script = tmp_path / "term.py"
     script.write_text(KILL_SCRIPT)
     argv = ppo_argv(tiny, run, "--steps", "3", "--save-every", "1", "--overwrite")
-    proc = subprocess.Popen([sys.executable, str(script), str(marker), *argv], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    deadline = time.time() + 300
-    while not marker.exists():
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.time() < deadline
-        time.sleep(0.2)
+    proc = _run_until_marker(script, marker, argv)
     assert not (run / "model" / "weights").exists()  # the old run is aside while the new one runs
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=240) == 130

@@ -60,10 +60,6 @@ def runs(tmp_path_factory, tiny):
         import fsdp_worker
     finally:
         sys.path.pop(0)
-    from prefmatch.llm.config import load_config
-    from prefmatch.llm.train.reward_model import RMConfig, train_reward_model
-    from prefmatch.llm.train.sft import SFTConfig, train_sft
-
     root = tmp_path_factory.mktemp("fsdp")
     data, base = tiny["data"], tiny["base"]
     fsdp, ddp, single = root / "fsdp", root / "ddp", root / "single"
@@ -74,12 +70,7 @@ def runs(tmp_path_factory, tiny):
     for stage in ("sft", "rm"):  # the same SFT policy and reward model for both PPO runs
         shutil.copytree(fsdp / stage, ddp / stage)
     _launch([torchrun, "--standalone", "--nproc_per_node", "2", str(WORKER), data, base, str(ddp), "ppo,ppo_critic"], root)
-    train_sft(load_config(SFTConfig, overrides=dict(model=base, data=data, out=str(single / "sft"),
-                                                    **fsdp_worker.SFT)), quiet=True)
-    train_reward_model(load_config(RMConfig, overrides=dict(model=base, data=data, out=str(single / "rm"),
-                                                            **fsdp_worker.RM)), quiet=True)
-    train_reward_model(load_config(RMConfig, overrides=dict(model=base, data=data, out=str(single / "rm_lora"),
-                                                            lora=True, **fsdp_worker.RM)), quiet=True)
+    fsdp_worker.train_unsharded(data, base, single, rm_lora=True)
     return {"fsdp": fsdp, "ddp": ddp, "single": single, "base": base, "data": data}
 
 
