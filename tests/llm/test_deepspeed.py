@@ -67,11 +67,7 @@ use_cpu: false
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny):
-    sys.path.insert(0, str(WORKER.parent))
-    try:
-        import fsdp_worker
-    finally:
-        sys.path.pop(0)
+    import fsdp_worker  # tests/llm, on sys.path as the test's folder (like cli_errors)
     root = tmp_path_factory.mktemp("deepspeed")
     data, base = tiny["data"], tiny["base"]
     out = {}

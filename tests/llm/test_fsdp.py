@@ -55,11 +55,7 @@ def runs(tmp_path_factory, tiny):
     accelerate, torchrun = _bin("accelerate"), _bin("torchrun")
     if accelerate is None or torchrun is None:
         pytest.skip("accelerate / torchrun not found")
-    sys.path.insert(0, str(WORKER.parent))
-    try:
-        import fsdp_worker
-    finally:
-        sys.path.pop(0)
+    import fsdp_worker  # tests/llm, on sys.path as the test's folder (like cli_errors)
     root = tmp_path_factory.mktemp("fsdp")
     data, base = tiny["data"], tiny["base"]
     fsdp, ddp, single = root / "fsdp", root / "ddp", root / "single"

@@ -34,6 +34,20 @@ def _lbfgs_max(f, n, x0=None):
 
 
 # --------------------------------------------------------------------------- when they coincide
+def _disagreement_slopes(rng, gap: str) -> list[float]:
+    """The slope of log ``gap`` (a key of :func:`TM.compare`) in log s over s ∈ [3e-3, 3e-2], for K = 2, T = 2 and
+    K = 3, T = 3 (one seed each drawn from ``rng``): 4 when the gap is of order s⁴."""
+    ss = np.geomspace(3e-3, 3e-2, 5)
+    slopes = []
+    for k, length in ((2, 2), (3, 3)):
+        seed = int(rng.integers(2**31))
+        w = np.ones(k) / k
+        r = np.random.default_rng(seed + 1).uniform(0, 1, 3 ** length)
+        gaps = [TM.compare(TM.random_token_references(np.random.default_rng(seed), k, 3, length, s), w, r, 0.5)[gap] for s in ss]
+        slopes.append(float(np.polyfit(np.log(ss), np.log(gaps), 1)[0]))
+    return slopes
+
+
 @check(
     "mref.practice.coincide",
     statement="The per-token geometric ensemble equals the sequence-level generalized escort, and the per-token arithmetic "
@@ -120,15 +134,7 @@ def check_geometric_gap():
         rows.append(f"K={k} V={vocab} T={length} β={beta} s={s}: TV(q_geo, π̂)={c['tv_geometric']:.4f}, KL={c['kl_geometric']:.2e}, "
                     f"D ∈ [{d.min():.3f}, {d.max():.3f}], objective gap={c['rkl_gap']:.3e}, TV(π_geo, π*)={c['tv_policy_rkl']:.4f}")
     # order in the disagreement s: gap = β KL(π_geo‖π*) ∝ s⁴ (D − E D = O(s²))
-    ss = np.geomspace(3e-3, 3e-2, 5)
-    slopes = []
-    for k, length in ((2, 2), (3, 3)):
-        seed = int(rng.integers(2**31))
-        w = np.ones(k) / k
-        r = np.random.default_rng(seed + 1).uniform(0, 1, 3 ** length)
-        gaps = [TM.compare(TM.random_token_references(np.random.default_rng(seed), k, 3, length, s), w, r, 0.5)["rkl_gap_kl_form"]
-                for s in ss]
-        slopes.append(float(np.polyfit(np.log(ss), np.log(gaps), 1)[0]))
+    slopes = _disagreement_slopes(rng, "rkl_gap_kl_form")
     # the gap grows with length (same per-token disagreement), positive for every T ≥ 2
     by_len = []
     for length in (2, 3, 4, 5):
@@ -185,14 +191,7 @@ def check_arithmetic_gap():
         rows.append(f"K={k} V={vocab} T={length} β={beta} s={s}: TV(q_ari, P̄)={c['tv_arithmetic']:.4f}, KL={c['kl_arithmetic']:.2e}, "
                     f"forward-KL objective gap of Algorithm 2 with q_ari = {c['fkl_gap']:.3e} (TV of policies {c['tv_policy_fkl']:.4f}); "
                     f"reverse KL to q_ari (PPO with the ensemble) loses {gap_rkl_ari:.3e} of it")
-    ss = np.geomspace(3e-3, 3e-2, 5)
-    slopes = []
-    for k, length in ((2, 2), (3, 3)):
-        seed = int(rng.integers(2**31))
-        w = np.ones(k) / k
-        r = np.random.default_rng(seed + 1).uniform(0, 1, 3 ** length)
-        gaps = [TM.compare(TM.random_token_references(np.random.default_rng(seed), k, 3, length, s), w, r, 0.5)["fkl_gap"] for s in ss]
-        slopes.append(float(np.polyfit(np.log(ss), np.log(gaps), 1)[0]))
+    slopes = _disagreement_slopes(rng, "fkl_gap")
     ok = worst_post <= 1e-12 and worst_fit <= 1e-5 and min_gap > 1e-6 and all(abs(sl - 4.0) <= 0.2 for sl in slopes)
     return ok, (
         f"posterior-weighted next-token laws vs the sequence-level mixture: {worst_post:.1e} (tol 1e-12); forward-KL optimum with "
