@@ -32,11 +32,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefmatch.llm import rundir
 from prefmatch.llm.train import loop
+from prefmatch.llm.train.checkpoints import CheckpointedTrainer
 from prefmatch.llm.train.common import CommonConfig
 from prefmatch.llm.config import (ConfigError, cfg_field, check_fields, check_trainer_regularizer_params,
-                                  regularizer_params_help, save_config)
+                                  regularizer_params_help)
 from prefmatch.llm.data import encode_prompt, encode_response, load_split
 from prefmatch.llm.models import check_finite_weights, logprobs_from_logits, disable_dropout, frozen_dtype, load_causal_lm, model_inputs, save_model
 from prefmatch.llm.train.rewards import RegularizerConfigError, build_regularizer
@@ -48,7 +48,6 @@ from prefmatch.llm.train.sft import (
     epoch_batches,
     make_optimizer,
     make_scheduler,
-    set_schedule_step,
     setup_trainable,
 )
 from prefmatch.llm.tokenizer import load_tokenizer, same_tokenizer
@@ -151,7 +150,7 @@ def check_complete_responses(pairs, eos_token_id: int | None) -> None:
                     "is a complete outcome")
 
 
-class DPOTrainer:
+class DPOTrainer(CheckpointedTrainer):
     """Models, optimizer and pairs of a DPO run; :meth:`step` is one optimizer step.
 
     ``DPOTrainer(cfg)`` loads local HF directories; :meth:`from_modules` runs the same
@@ -369,86 +368,12 @@ class DPOTrainer:
                 "eval_accuracy": float(((margin > 0).float() + 0.5 * (margin == 0).float()).mean()),
                 "eval_pairs": len(self.eval_pairs)}
 
-    # ------------------------------------------------------------------ checkpoints
-    def save_checkpoint(self) -> str:
-        """Write ``checkpoints/checkpoint-NNNNNN`` atomically (policy, optimizer, step).
+    # ------------------------------------------------------------------ checkpoints (CheckpointedTrainer)
+    def _save_policy(self, model, folder: Path) -> None:
+        save_model(model, folder, self.tok)
 
-        Sharded runs (FSDP2, DeepSpeed) also write every process's model and optimizer state in
-        ``sharded/`` (torch.distributed.checkpoint / the DeepSpeed engine) and resume from it."""
-        import torch
-
-        acc = self.acc
-        path = self.out / "checkpoints" / f"checkpoint-{self.step_count:06d}"
-        acc.wait_for_everyone()
-        if sharding.engine_checkpoints(acc):
-            with sharding.shared_atomic_dir(acc, path) as tmp:
-                sharding.save_sharded_state(acc, self.model, self.optimizer, tmp)
-                plain = sharding.savable_model(acc, self.model)  # collective
-                if acc.is_main_process:
-                    save_model(plain, tmp / "policy", self.tok)
-                    save_config(self.cfg, tmp / "config.yaml")
-                    loop.write_trainer_state(tmp, self.out, self.step_count)
-        elif acc.is_main_process:
-            with rundir.atomic_dir(path) as tmp:
-                policy = self.policy
-                save_model(policy, tmp / "policy", self.tok)
-                if self.cfg.lora:  # the merged HF dir has no adapters: keep the trainable tensors
-                    names = {n for n, p in policy.named_parameters() if p.requires_grad}
-                    torch.save({k: v.detach().cpu() for k, v in policy.state_dict().items() if k in names},
-                               tmp / "trainable.pt")
-                torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-                save_config(self.cfg, tmp / "config.yaml")
-                loop.write_trainer_state(tmp, self.out, self.step_count)
-        if acc.is_main_process:
-            rundir.write_text_atomic(self.out / "checkpoints" / "latest", path.name)
-            ckpts = sorted((self.out / "checkpoints").glob("checkpoint-*"))
-            import shutil
-
-            for old in ckpts[: max(0, len(ckpts) - max(1, self.cfg.keep_checkpoints))]:
-                shutil.rmtree(old, ignore_errors=True)
-        acc.wait_for_everyone()
-        self.last_checkpoint = str(path)
-        return str(path)
-
-    def load_checkpoint(self, path: str | Path) -> None:
-        """Restore weights, optimizer and step from a checkpoint directory (validated by
-        :func:`prefmatch.llm.train.loop.find_checkpoint`; a load that still fails is one line)."""
-        import torch
-
-        path = Path(path)
-        if sharding.engine_checkpoints(self.acc):
-            try:
-                sharding.load_sharded_state(self.acc, self.model, self.optimizer, path)
-            except ValueError as e:
-                raise ConfigError(str(e)) from None
-            self.step_count = loop.resume_step(path)
-        elif (path / sharding.SHARDED_DIR).is_dir():
-            raise ConfigError(f"--resume: {path} was written by a sharded run (FSDP/DeepSpeed); resume it under the "
-                              "same launcher config and process count")
-        else:
-            policy = self.policy
-            try:
-                if self.cfg.lora:
-                    policy.load_state_dict(torch.load(path / "trainable.pt", map_location="cpu"), strict=False)
-                else:
-                    policy.load_state_dict(load_causal_lm(path / "policy", what="--resume checkpoint").state_dict())
-                self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
-                self.step_count = loop.resume_step(path)
-            except (OSError, RuntimeError, ValueError, KeyError, EOFError) as e:
-                raise loop.TrainingError(f"--resume: checkpoint {path} cannot be loaded ({type(e).__name__}: "
-                                             f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); it does "
-                                             "not match this run's models or is damaged") from None
-        set_schedule_step(self.scheduler, self.step_count)  # the lr where the checkpoint left it
-        self.last_checkpoint = str(path)
-
-    def save_final(self) -> str:
-        self.acc.wait_for_everyone()
-        plain = sharding.savable_model(self.acc, self.model)  # collective under FSDP2 / ZeRO-3
-        if self.acc.is_main_process:
-            with rundir.atomic_dir(self.out / "model") as tmp:
-                save_model(plain, tmp, self.tok)
-        self.acc.wait_for_everyone()
-        return str(self.out / "model")
+    def _load_full_policy(self, folder: Path) -> None:
+        self.policy.load_state_dict(load_causal_lm(folder, what="--resume checkpoint").state_dict())
 
 
 def train_dpo(cfg: DPOConfig, quiet: bool = False, resume: str | None = None, allow_changes: bool = False) -> dict:

@@ -42,7 +42,7 @@ from pathlib import Path
 
 from prefmatch.llm.train.common import CommonConfig
 from prefmatch.llm.config import (ConfigError, cfg_field, check_fields, check_trainer_regularizer_params,
-                                  regularizer_params_help, save_config)
+                                  regularizer_params_help)
 from prefmatch.llm.train.rewards import REGULARIZER_MODES
 from prefmatch.llm.data import encode_prompt, load_split, pad_batch
 from prefmatch.llm.train.losses import (
@@ -76,11 +76,10 @@ from prefmatch.llm.train.rewards import (
     ppo_token_rewards,
     resolve_mode,
 )
-from prefmatch.llm.train.sft import (backward_accumulated, current_lr, make_optimizer, make_scheduler, set_schedule_step,
-                               setup_trainable)
+from prefmatch.llm.train.sft import (backward_accumulated, current_lr, make_optimizer, make_scheduler, setup_trainable)
 from prefmatch.llm.tokenizer import load_tokenizer, same_tokenizer
-from prefmatch.llm import rundir
 from prefmatch.llm.train import loop
+from prefmatch.llm.train.checkpoints import CheckpointedTrainer
 from prefmatch.llm import sharding
 from prefmatch.theory.regularizers import trainable_names
 
@@ -217,7 +216,7 @@ class PPOConfig(CommonConfig):
 
 # ----------------------------------------------------------------------------- the trainer
 
-class PPOTrainer:
+class PPOTrainer(CheckpointedTrainer):
     """Holds models, optimizer and data of a PPO run; :meth:`step` is one PPO iteration.
 
     ``PPOTrainer(cfg)`` loads local HF directories; :meth:`from_modules` runs the same
@@ -582,51 +581,6 @@ class PPOTrainer:
         metrics["lr"] = lr
         return {"step": step, **metrics}
 
-    # ------------------------------------------------------------------ checkpoints
-    def save_checkpoint(self) -> str:
-        """Write ``checkpoints/checkpoint-NNNNNN`` atomically (policy, value head, optimizer, state).
-
-        Sharded runs (FSDP2, DeepSpeed) also write every process's model and optimizer state in
-        ``sharded/`` (torch.distributed.checkpoint / the DeepSpeed engine) and resume from it; the
-        ``policy`` folder is the gathered HF model, as in unsharded runs."""
-        import torch
-
-        acc = self.acc
-        path = self.out / "checkpoints" / f"checkpoint-{self.step_count:06d}"
-        acc.wait_for_everyone()
-        if sharding.engine_checkpoints(acc):
-            with sharding.shared_atomic_dir(acc, path) as tmp:
-                sharding.save_sharded_state(acc, self.model, self.optimizer, tmp)
-                plain = sharding.savable_model(acc, self.model)  # collective
-                if acc.is_main_process:
-                    plain.save_pretrained(tmp / "policy", self.tok_for_saving())
-                    self._save_whitening(tmp)
-                    save_config(self.cfg, tmp / "config.yaml")
-                    loop.write_trainer_state(tmp, self.out, self.step_count)
-            if acc.is_main_process:
-                rundir.write_text_atomic(self.out / "checkpoints" / "latest", path.name)
-                self._prune_checkpoints()
-            acc.wait_for_everyone()
-            self.last_checkpoint = str(path)
-            return str(path)
-        if acc.is_main_process:
-            with rundir.atomic_dir(path) as tmp:
-                policy = self.policy
-                policy.save_pretrained(tmp / "policy", self.tok_for_saving())
-                trainable = {k: v.detach().cpu() for k, v in policy.state_dict().items()}
-                if self.cfg.lora:  # adapters are not in the merged HF dir: keep the trainable tensors
-                    names = {n for n, p in policy.named_parameters() if p.requires_grad}
-                    torch.save({k: v for k, v in trainable.items() if k in names}, tmp / "trainable.pt")
-                torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-                self._save_whitening(tmp)
-                save_config(self.cfg, tmp / "config.yaml")
-                loop.write_trainer_state(tmp, self.out, self.step_count)
-            rundir.write_text_atomic(self.out / "checkpoints" / "latest", path.name)
-            self._prune_checkpoints()
-        acc.wait_for_everyone()
-        self.last_checkpoint = str(path)
-        return str(path)
-
     def tok_for_saving(self):
         import copy
 
@@ -634,74 +588,31 @@ class PPOTrainer:
         tok.padding_side = "right"
         return tok
 
-    def _prune_checkpoints(self) -> None:
-        import shutil
+    # ------------------------------------------------------------------ checkpoints (CheckpointedTrainer)
+    def _save_policy(self, model, folder: Path) -> None:
+        model.save_pretrained(folder, self.tok_for_saving())  # the LM with its value head or critic
 
-        ckpts = sorted((self.out / "checkpoints").glob("checkpoint-*"))
-        for old in ckpts[: max(0, len(ckpts) - max(1, self.cfg.keep_checkpoints))]:
-            shutil.rmtree(old, ignore_errors=True)
+    def _load_full_policy(self, folder: Path) -> None:
+        self.policy.lm.load_state_dict(load_causal_lm(folder, what="--resume checkpoint").state_dict())
 
-    def load_checkpoint(self, path: str | Path) -> None:
-        """Restore weights, value head, optimizer and step from a checkpoint directory (validated by
-        :func:`resolve_checkpoint`; a load that still fails is one line naming the checkpoint)."""
-        import torch
+    def _load_heads(self, folder: Path) -> None:
         from safetensors.torch import load_file
 
-        path = Path(path)
-        if sharding.engine_checkpoints(self.acc):
-            try:
-                sharding.load_sharded_state(self.acc, self.model, self.optimizer, path)
-            except ValueError as e:
-                raise ConfigError(str(e)) from None
-            self.step_count = loop.resume_step(path)
-            self._load_whitening(path)
-            set_schedule_step(self.scheduler, self.step_count)
-            self.last_checkpoint = str(path)
-            return
-        if (path / sharding.SHARDED_DIR).is_dir():
-            raise ConfigError(f"--resume: {path} was written by a sharded run (FSDP/DeepSpeed); resume it under the "
-                              "same launcher config and process count")
-        policy = self.policy
-        try:
-            if self.cfg.lora:
-                policy.load_state_dict(torch.load(path / "trainable.pt", map_location="cpu"), strict=False)
-            else:
-                lm = load_causal_lm(path / "policy", what="--resume checkpoint")
-                policy.lm.load_state_dict(lm.state_dict())
-            if self.cfg.critic == "reward_model":
-                from prefmatch.llm.critic import CRITIC_DIR
+        if self.cfg.critic == "reward_model":
+            from prefmatch.llm.critic import CRITIC_DIR
 
-                policy.critic.load_state_dict(load_reward_model(path / "policy" / CRITIC_DIR, what="critic").state_dict())
-            else:
-                policy.value_head.load_state_dict(load_file(str(path / "policy" / VALUE_HEAD_FILE)))
-            self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
-            self.step_count = loop.resume_step(path)
-            self._load_whitening(path)
-        except (OSError, RuntimeError, ValueError, KeyError, EOFError) as e:
-            raise loop.TrainingError(f"--resume: checkpoint {path} cannot be loaded ({type(e).__name__}: "
-                                         f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); it does "
-                                         "not match this run's models or is damaged") from None
-        set_schedule_step(self.scheduler, self.step_count)  # the lr where the checkpoint left it
-        self.last_checkpoint = str(path)
+            self.policy.critic.load_state_dict(load_reward_model(folder / CRITIC_DIR, what="critic").state_dict())
+        else:
+            self.policy.value_head.load_state_dict(load_file(str(folder / VALUE_HEAD_FILE)))
 
-    def _save_whitening(self, folder: Path) -> None:
+    def _save_extra(self, folder: Path) -> None:
         (folder / "whitening.json").write_text(json.dumps({"adv_moments": self.adv_moments}))
 
-    def _load_whitening(self, path: Path) -> None:
+    def _load_extra(self, folder: Path) -> None:
         """The running advantage moments saved with a checkpoint (none in checkpoints from before them)."""
-        f = path / "whitening.json"
+        f = folder / "whitening.json"
         moments = json.loads(f.read_text())["adv_moments"] if f.is_file() else None
         self.adv_moments = tuple(moments) if moments is not None else None
-
-    def save_final(self) -> str:
-
-        self.acc.wait_for_everyone()
-        plain = sharding.savable_model(self.acc, self.model)  # collective under FSDP
-        if self.acc.is_main_process:
-            with rundir.atomic_dir(self.out / "model") as tmp:
-                plain.save_pretrained(tmp, self.tok_for_saving())
-        self.acc.wait_for_everyone()
-        return str(self.out / "model")
 
 
 def resolve_checkpoint(path: str | Path, report=None) -> Path:
