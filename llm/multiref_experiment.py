@@ -4,7 +4,7 @@ the practical shortcuts, each trained policy compared with every objective's opt
 ``python -m prefmatch.llm.multiref_experiment [--quick] [--out DIR] [--page FILE]``
 
 The world is the most direct one for the question: a tabular autoregressive language model
-(:func:`prefmatch.llm.battery.tabular_modules`: one logit row per response prefix, so every
+(:func:`prefmatch.llm.battery.ppo.tabular_modules`: one logit row per response prefix, so every
 distribution over the V^T responses is representable and every optimum is computed exactly).  The
 two references share random base logits and carry **opposite biases**: at every prefix reference 1
 adds a bias to token 0 and reference 2 the same bias to token V−1, its size drawn uniformly in

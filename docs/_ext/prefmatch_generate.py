@@ -98,7 +98,8 @@ READING_ORDER = {
                "checks.items", "checks.dpo", "cli"),
     "tabular": ("bandit", "solvers", "reward_learning", "experiments", "plots", "cli"),
     "llm": ("config", "data", "tokenizer", "models", "train", "train.common", "train.rewards", "train.losses",
-            "train.loop", "train.sft", "train.reward_model", "train.ppo", "critic", "train.dpo", "metrics", "rundir",
+            "train.loop", "train.checkpoints", "train.sft", "train.reward_model", "train.ppo", "critic", "train.dpo", "metrics",
+            "rundir",
             "battery", "battery.ppo", "battery.dpo", "battery.trl", "opinion", "opinion_cli", "cli"),
 }
 

@@ -6,7 +6,7 @@ preference pairs are sampled: two distinct responses drawn uniformly, the first 
 the Bradley–Terry probability σ(r(y) − r(y′)) (uniform pairs compare every response equally
 often; pairs drawn from the reference compare its rare responses rarely, and their sampling error
 then dominates).  A
-tabular autoregressive policy (the PPO battery's :func:`~prefmatch.llm.battery.tabular_modules`,
+tabular autoregressive policy (the PPO battery's :func:`~prefmatch.llm.battery.ppo.tabular_modules`,
 one logit row per response prefix, so every distribution over responses is representable),
 started at the reference, is trained by :meth:`DPOTrainer.from_modules` — the trainer's own
 step and loss — and its Polyak average (parameters averaged over the second half of the run)

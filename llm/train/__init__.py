@@ -7,7 +7,8 @@ integrations or the experiments above them.
 * ``reward_model``  ``RMConfig``, ``train_reward_model(cfg)``
 * ``ppo``           ``PPOConfig``, ``PPOTrainer(cfg).step()`` / ``PPOTrainer.from_modules``, ``train_ppo``
 * ``dpo``           ``DPOConfig``, ``DPOTrainer``, ``train_dpo``
-* ``loop``          what every trainer shares: accelerator, seeds, finite checks, metrics log, checkpoints, resume
+* ``loop``          what every trainer shares: accelerator, seeds, finite checks, metrics log, resume
+* ``checkpoints``   ``CheckpointedTrainer``: how PPO and DPO write, keep, resume from and finish checkpoints
 * ``common``        the config fields every trainer shares (``CommonConfig``)
 * ``losses``        ``gae``, ``clipped_policy_loss``, ``clipped_value_loss``, ``bradley_terry_loss``, ...
 * ``rewards``       ``build_regularizer``, ``ppo_token_rewards`` (ψ_t from the theory regularizer objects)

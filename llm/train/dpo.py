@@ -34,7 +34,7 @@ from pathlib import Path
 
 from prefmatch.llm.train import loop
 from prefmatch.llm.train.checkpoints import CheckpointedTrainer
-from prefmatch.llm.train.common import CommonConfig
+from prefmatch.llm.train.common import ResumableConfig
 from prefmatch.llm.config import (ConfigError, cfg_field, check_fields, check_trainer_regularizer_params,
                                   regularizer_params_help)
 from prefmatch.llm.data import encode_prompt, encode_response, load_split
@@ -61,7 +61,7 @@ def _regularizer_params_help() -> str:
 
 
 @dataclass
-class DPOConfig(CommonConfig):
+class DPOConfig(ResumableConfig):
     model: str = cfg_field("", help="initial policy directory (the SFT model); also the default reference")
     reference: list[str] = cfg_field([], help="reference model directories (default: model); several for "
                                      "multi_rkl, in the order of regularizer_params.weights; not used by the "
@@ -83,8 +83,6 @@ class DPOConfig(CommonConfig):
         "this); the gradient equals the large batch's", range="[1, inf)")
     eval_fraction: float = cfg_field(0.1, help="fraction of the pairs held out for the final implicit-reward "
                                      "accuracy and loss", range="[0, 1)")
-    save_every: int = cfg_field(0, help="checkpoint every N steps (0 = only the final model)", range="[0, inf)")
-    keep_checkpoints: int = cfg_field(2, help="how many recent checkpoints to keep", range="[1, inf)")
 
     def check(self) -> None:
         super().check()

@@ -40,7 +40,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefmatch.llm.train.common import CommonConfig
+from prefmatch.llm.train.common import ResumableConfig
 from prefmatch.llm.config import (ConfigError, cfg_field, check_fields, check_trainer_regularizer_params,
                                   regularizer_params_help)
 from prefmatch.llm.train.rewards import REGULARIZER_MODES
@@ -94,7 +94,7 @@ def _regularizer_params_help() -> str:
 
 
 @dataclass
-class PPOConfig(CommonConfig):
+class PPOConfig(ResumableConfig):
     policy: str = cfg_field("", help="initial policy directory (usually the SFT model)")
     reward_model: str = cfg_field("", help="reward model directory (from `prefmatch train rm`)")
     reward_fn: str = cfg_field("", help="instead of reward_model: a rule-based reward 'package.module:function' "
@@ -151,8 +151,6 @@ class PPOConfig(CommonConfig):
                                        "(off-policy: an ablation, not the theory's algorithm)")
     min_new_tokens: int = cfg_field(0, help="minimum generated tokens; must be 0 (suppressing EOS samples from "
                                     "another distribution than the one in the ratio and ψ)", range="[0, inf)")
-    save_every: int = cfg_field(0, help="checkpoint every N steps (0 = only the final model)", range="[0, inf)")
-    keep_checkpoints: int = cfg_field(2, help="how many recent checkpoints to keep", range="[1, inf)")
 
     def check(self) -> None:
         super().check()

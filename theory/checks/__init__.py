@@ -8,6 +8,11 @@ modules listed in :data:`CHECK_MODULES`; :func:`run_checks` imports them and run
 A check function must be deterministic (seed its own random generator) and take no
 arguments.  It compares a closed form with an *independent* computation (``dsolve``,
 cvxpy, scipy on logits, finite differences) to a tolerance stated in ``detail``.
+
+Every check has the same head on purpose: ``@check(id, statement=, source=, method=)``, a seeded
+generator, the worst errors so far, a loop over instances.  ``duplicates`` pairs those heads (same
+shape, other names); what they compute is each check's own, and what two checks share is factored into
+the module's helpers (``_instance``, ``_optimum_vs_cvxpy``, ``_disagreement_slopes``, ...).
 """
 from __future__ import annotations
 

@@ -34,6 +34,19 @@ def _lbfgs_max(f, n, x0=None):
 
 
 # --------------------------------------------------------------------------- when they coincide
+#: (K, vocabulary, length, β, disagreement s) of the per-token reference instances of the gap checks
+GAP_CASES = [(2, 3, 2, 0.5, 1.0), (3, 3, 3, 0.5, 1.0), (2, 2, 4, 1.0, 1.5), (4, 3, 3, 0.2, 0.7)]
+
+
+def _token_reference_instances(rng):
+    """For each of :data:`GAP_CASES`: the case, weights w, per-token references ``cond``, their sequence
+    log-probabilities L and rewards r in [0, 1) (drawn from ``rng`` in that order, one case at a time)."""
+    for k, vocab, length, beta, s in GAP_CASES:
+        w = rng.dirichlet(np.ones(k))
+        cond = TM.random_token_references(rng, k, vocab, length, disagreement=s)
+        yield k, vocab, length, beta, s, w, cond, TM.sequence_logps(cond), rng.uniform(0, 1, vocab ** length)
+
+
 def _disagreement_slopes(rng, gap: str) -> list[float]:
     """The slope of log ``gap`` (a key of :func:`TM.compare`) in log s over s ∈ [3e-3, 3e-2], for K = 2, T = 2 and
     K = 3, T = 3 (one seed each drawn from ``rng``): 4 when the gap is of order s⁴."""
@@ -101,12 +114,8 @@ def check_geometric_gap():
     rng = np.random.default_rng(292)
     worst_id, worst_rec, worst_obj, worst_argmax, worst_gibbs, min_d = 0.0, 0.0, 0.0, 0.0, 0.0, np.inf
     rows = []
-    for k, vocab, length, beta, s in [(2, 3, 2, 0.5, 1.0), (3, 3, 3, 0.5, 1.0), (2, 2, 4, 1.0, 1.5), (4, 3, 3, 0.2, 0.7)]:
-        w = rng.dirichlet(np.ones(k))
-        cond = TM.random_token_references(rng, k, vocab, length, disagreement=s)
-        L = TM.sequence_logps(cond)
+    for k, vocab, length, beta, s, w, cond, L, r in _token_reference_instances(rng):
         n = vocab ** length
-        r = rng.uniform(0, 1, n)
         log_hat, log_f = generalized_escort(L, w)
         geo_c, _ = TM.per_token_geometric(cond, w)
         log_geo = TM.conditionals_to_sequence(geo_c)
@@ -168,12 +177,8 @@ def check_geometric_gap():
 def check_arithmetic_gap():
     rng = np.random.default_rng(295)
     worst_post, worst_fit, min_gap, rows = 0.0, 0.0, np.inf, []
-    for k, vocab, length, beta, s in [(2, 3, 2, 0.5, 1.0), (3, 3, 3, 0.5, 1.0), (2, 2, 4, 1.0, 1.5), (4, 3, 3, 0.2, 0.7)]:
-        w = rng.dirichlet(np.ones(k))
-        cond = TM.random_token_references(rng, k, vocab, length, disagreement=s)
-        L = TM.sequence_logps(cond)
+    for k, vocab, length, beta, s, w, cond, L, r in _token_reference_instances(rng):
         n = vocab ** length
-        r = rng.uniform(0, 1, n)
         log_bar = arithmetic_mixture(L, w)
         worst_post = max(worst_post, float(np.max(np.abs(TM.conditionals_to_sequence(TM.mixture_conditionals(cond, w)) - log_bar))))
         log_ari = TM.conditionals_to_sequence(TM.per_token_arithmetic(cond, w))
