@@ -127,6 +127,29 @@ class CheckpointedTrainer:
         set_schedule_step(self.scheduler, self.step_count)  # the lr where the checkpoint left it
         self.last_checkpoint = str(path)
 
+    def run_steps(self, cfg, ckpt, *, total: int, run_name: str, quiet: bool, postfix) -> tuple[Any, dict]:
+        """Step to ``total`` (from a resumed ``ckpt``'s step): the metrics log every ``cfg.log_every`` steps and
+        at the last, a checkpoint every ``cfg.save_every``, a progress bar showing ``postfix(metrics)``.
+        Returns the open metrics log and the last step's metrics."""
+        log = loop.start_run(self, cfg, ckpt, run_name=run_name, total=total, quiet=quiet)
+        bar = loop.progress(total, run_name, quiet, self.acc)
+        bar.update(self.step_count)
+        last: dict = {}
+        while self.step_count < total:
+            last = self.step()
+            if self.step_count % cfg.log_every == 0 or self.step_count == total:
+                log.log(last)
+            if cfg.save_every and self.step_count % cfg.save_every == 0:
+                self.save_checkpoint()
+            bar.update(1)
+            bar.set_postfix(**postfix(last))
+        bar.close()
+        return log, last
+
+    def step(self) -> dict:
+        """One optimizer step; its metrics."""
+        raise NotImplementedError
+
     def save_final(self) -> str:
         """The trained policy as ``out/model`` (a plain HF folder)."""
         acc = self.acc

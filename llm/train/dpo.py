@@ -398,20 +398,8 @@ def train_dpo(cfg: DPOConfig, quiet: bool = False, resume: str | None = None, al
             return loop.finished_run_result(ckpt, step, trainer.out)
         trainer.load_checkpoint(ckpt)
     acc = trainer.acc
-    log = loop.start_run(trainer, cfg, ckpt, run_name=f"dpo[{cfg.regularizer}]", total=trainer.total_steps,
-                             quiet=quiet)
-    bar = loop.progress(trainer.total_steps, f"dpo[{cfg.regularizer}]", quiet, acc)
-    bar.update(trainer.step_count)
-    last: dict = {}
-    while trainer.step_count < trainer.total_steps:
-        last = trainer.step()
-        if trainer.step_count % cfg.log_every == 0 or trainer.step_count == trainer.total_steps:
-            log.log(last)
-        if cfg.save_every and trainer.step_count % cfg.save_every == 0:
-            trainer.save_checkpoint()
-        bar.update(1)
-        bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['accuracy']:.2f}")
-    bar.close()
+    log, last = trainer.run_steps(cfg, ckpt, total=trainer.total_steps, run_name=f"dpo[{cfg.regularizer}]", quiet=quiet,
+                                  postfix=lambda m: {"loss": f"{m['loss']:.3f}", "acc": f"{m['accuracy']:.2f}"})
     ev = trainer.evaluate()
     out = trainer.save_final()
     result = {"out": out, "steps": trainer.step_count, "loss": last.get("loss", float("nan")),

@@ -636,21 +636,9 @@ def train_ppo(cfg: PPOConfig, quiet: bool = False, resume: str | None = None, al
     trainer = PPOTrainer(cfg, quiet=quiet)
     if ckpt is not None:
         trainer.load_checkpoint(ckpt)
-    acc = trainer.acc
-    log = loop.start_run(trainer, cfg, ckpt, run_name=f"ppo[{cfg.regularizer}]", total=cfg.steps,
-                             quiet=quiet)
-    bar = loop.progress(cfg.steps, f"ppo[{cfg.regularizer}]", quiet, acc)
-    bar.update(trainer.step_count)
-    last = {}
-    while trainer.step_count < cfg.steps:
-        last = trainer.step()
-        if trainer.step_count % cfg.log_every == 0 or trainer.step_count == cfg.steps:
-            log.log(last)
-        if cfg.save_every and trainer.step_count % cfg.save_every == 0:
-            trainer.save_checkpoint()
-        bar.update(1)
-        bar.set_postfix(reward=f"{last['reward']:.3f}", kl=f"{last['kl']:.3f}", psi=f"{last['regularizer']:.3f}")
-    bar.close()
+    log, last = trainer.run_steps(cfg, ckpt, total=cfg.steps, run_name=f"ppo[{cfg.regularizer}]", quiet=quiet,
+                                  postfix=lambda m: {"reward": f"{m['reward']:.3f}", "kl": f"{m['kl']:.3f}",
+                                                     "psi": f"{m['regularizer']:.3f}"})
     log.close()
     out = trainer.save_final()
     return {"out": out, "steps": trainer.step_count, "final_metrics": last,
