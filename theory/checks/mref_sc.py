@@ -35,6 +35,14 @@ def _common():
     return world, sim, delta, n
 
 
+def _measured(family: str, gap: str):
+    """The shared simulation's world, its ``family`` (rkl or fkl) results, δ, the N grid and the measured
+    (1 − δ)-quantile of ``gap`` (suboptimality or optimality) at every N."""
+    world, sim, delta, n = _common()
+    s = sim[family]
+    return world, s, delta, n, FC.quantiles(s[gap], delta)
+
+
 def _bound(func, world, n, delta, coverage, **kw):
     return np.array([float(func(float(x), beta=world.beta, r_max=world.r_max, delta=delta,
                                 class_size=world.class_size, coverage=coverage, **kw)) for x in n])
@@ -71,12 +79,9 @@ def evaluate_lemma_a1(rate: float = 1.0, constant_scale: float = 1.0, bound_rate
     return ok, _SETUP + "\n" + "\n".join(rows)
 
 
-
 # --------------------------------------------------------------------------- Theorem 5.5
 def evaluate_rkl_suboptimality(rate: float = 1.0, constant_scale: float = 1.0, bound_rate=None):
-    world, sim, delta, n = _common()
-    s = sim["rkl"]
-    q = FC.quantiles(s["suboptimality"], delta)
+    world, s, delta, n, q = _measured("rkl", "suboptimality")
     parts = {form: FC.assess(n, q, _bound(B.rkl_suboptimality, world, n, delta, s["coverage"], form=form), rate,
                              constant_scale=constant_scale, bound_rate=bound_rate) for form in ("derived", "paper")}
     ok = _verdict(parts, "derived", rate)
@@ -85,12 +90,9 @@ def evaluate_rkl_suboptimality(rate: float = 1.0, constant_scale: float = 1.0, b
                 f"measured slope {parts['derived']['slope']:.3f} vs claimed −{rate:g} ± 0.1")
 
 
-
 # --------------------------------------------------------------------------- Theorem 5.6
 def evaluate_rkl_optimality(rate: float = 0.5, constant_scale: float = 1.0, bound_rate=None):
-    world, sim, delta, n = _common()
-    s = sim["rkl"]
-    q = FC.quantiles(s["optimality"], delta)
+    world, s, delta, n, q = _measured("rkl", "optimality")
     parts = {"derived": FC.assess(n, q, _bound(B.rkl_optimality, world, n, delta, s["coverage"]), rate,
                                   constant_scale=constant_scale, bound_rate=bound_rate)}
     ok = _verdict(parts, "derived", rate)
@@ -99,12 +101,9 @@ def evaluate_rkl_optimality(rate: float = 0.5, constant_scale: float = 1.0, boun
                 f"extracted text)\nmeasured slope {parts['derived']['slope']:.3f} vs claimed −{rate:g} ± 0.1")
 
 
-
 # --------------------------------------------------------------------------- Theorem 6.4
 def evaluate_fkl_suboptimality(rate: float = 1.0, constant_scale: float = 1.0, bound_rate=None):
-    world, sim, delta, n = _common()
-    s = sim["fkl"]
-    q = FC.quantiles(s["suboptimality"], delta)
+    world, s, delta, n, q = _measured("fkl", "suboptimality")
     parts = {
         "fast": FC.assess(n, q, _bound(B.fkl_suboptimality_fast, world, n, delta, s["coverage"]), rate,
                           constant_scale=constant_scale, bound_rate=bound_rate),
@@ -120,12 +119,9 @@ def evaluate_fkl_suboptimality(rate: float = 1.0, constant_scale: float = 1.0, b
                 "(Theorem 6.4 states N^{-1/2}: valid, not tight — finding 16)")
 
 
-
 # --------------------------------------------------------------------------- Theorem 6.5
 def evaluate_fkl_optimality(rate: float = 0.5, constant_scale: float = 1.0, bound_rate=None):
-    world, sim, delta, n = _common()
-    s = sim["fkl"]
-    q = FC.quantiles(s["optimality"], delta)
+    world, s, delta, n, q = _measured("fkl", "optimality")
     parts = {
         "fixed": FC.assess(n, q, _bound(B.fkl_optimality_fixed_beta, world, n, delta, s["coverage"]), rate,
                            constant_scale=constant_scale, bound_rate=bound_rate),
@@ -138,7 +134,6 @@ def evaluate_fkl_optimality(rate: float = 0.5, constant_scale: float = 1.0, boun
                 f"{_fmt('[D] fixed-β (R/(2β)) C^(3/2) √(ε²/2)', parts['fixed'], q)}\n"
                 f"{_fmt('[D] Theorem 6.5 form √(2C) ε + β log(1 + R/β) at β = 1', parts['thm65'], q)} (its second term does not "
                 f"decay at fixed β)\nmeasured slope {parts['fixed']['slope']:.3f} vs claimed −{rate:g} ± 0.1")
-
 
 
 # --------------------------------------------------------------------------- the registered checks
