@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 OUT    ?= out
 
-.PHONY: install test test-slow test-wheel test-readme test-battery test-dpo-battery test-all test-explore test-browser docs test-trl-range \
+.PHONY: install lint typecheck test test-slow test-wheel test-readme test-battery test-dpo-battery test-all test-explore test-browser docs test-trl-range \
         figures bench demo smollm2 opinion-full opinion-part opinion-page multiref clean test-trl test-fsdp test-verl verl-env bench-ppo \
         test-deepspeed deepspeed-env gpu-check bench-smollm2 openrlhf-env test-openrlhf
 
@@ -23,10 +23,23 @@ $(STAMP): pyproject.toml
 	PYTHONWARNINGS='ignore:Editable installation:UserWarning' $(PIP) install -q -e '.[llm,test,docs,trl]'
 	touch $(STAMP)
 
-# the default suite (slow tests excluded) plus a warning-free docs build
-test: install
+# the default suite (slow tests excluded) plus a warning-free docs build, after the linter and the type checker
+test: install lint typecheck
 	$(VENV)/bin/pytest -q -m "not slow and not gpu and not browser"
 	$(MAKE) docs
+
+# ruff with the rules in pyproject.toml ([tool.ruff]): the package, tests, benchmarks, examples, docs/_ext
+lint: install
+	$(VENV)/bin/ruff check .
+
+# mypy ([tool.mypy] in pyproject.toml) over the package as installed: the folders theory/, tabular/, llm/ are
+# mapped to prefmatch.* by a tree of links (mypy reads no editable-install import hook)
+TYPECHECK_TREE := .cache/typecheck/prefmatch
+typecheck: install
+	@mkdir -p $(TYPECHECK_TREE)
+	@for d in theory tabular llm; do ln -sfn ../../../$$d $(TYPECHECK_TREE)/$$d; done
+	@for f in prefmatch/*.py; do ln -sf ../../../$$f $(TYPECHECK_TREE)/; done
+	MYPYPATH=.cache/typecheck $(VENV)/bin/mypy -p prefmatch
 
 # the built docs in headless Chromium (Debian's chromium, installed when missing): math typeset
 # offline, papers' numbers on theorem boxes, nothing cut off; screenshots in docs/_build/screenshots/
@@ -146,6 +159,12 @@ define side_env
 	$(PYTHON) -m venv $(1)
 	echo "import site; site.addsitedir('$(SITE)')" > "$$($(1)/bin/python -c 'import site; print(site.getsitepackages()[0])')/_project.pth"
 endef
+# the side environment .cache/NAME: SIDE_PKGS_NAME installed without their dependencies (deepspeed, verl, openrlhf,
+# trl-1.12, trl-1.16; each defined next to the target that uses it)
+.cache/%/.installed: | install
+	$(call side_env,.cache/$*)
+	.cache/$*/bin/pip install -q --no-deps $(SIDE_PKGS_$*)
+	touch $@
 
 # TRL's GRPO/RLOO with prefmatch regularizers: the TRL battery and the argument checks (about 8 minutes)
 test-trl: install
@@ -165,26 +184,18 @@ test-fsdp: install
 # and its pure-Python dependencies without the rest (it would pull a CUDA torch); SFT, reward model, PPO
 # and DPO against unsharded runs, checkpoints and resume (about 4 minutes; DeepSpeed builds its
 # shared-memory op once with g++)
-DEEPSPEED_PKGS := deepspeed==0.19.8 hjson==3.1.0 py-cpuinfo==9.0.0 ninja==1.13.2 msgpack==1.2.4 einops==0.8.2
-.cache/deepspeed/.installed: | install
-	$(call side_env,.cache/deepspeed)
-	.cache/deepspeed/bin/pip install -q --no-deps $(DEEPSPEED_PKGS)
-	touch $@
+SIDE_PKGS_deepspeed := deepspeed==0.19.8 hjson==3.1.0 py-cpuinfo==9.0.0 ninja==1.13.2 msgpack==1.2.4 einops==0.8.2
 deepspeed-env: .cache/deepspeed/.installed
 
 test-deepspeed: deepspeed-env
 	.cache/deepspeed/bin/python -m pytest -q -m deepspeed tests/llm/test_deepspeed.py
 
 # verl 0.9.1 without its GPU dependencies (only what verl.trainer.ppo.ray_trainer imports on CPU)
-VERL_PKGS := verl==0.9.1 ray==2.60.0 tensordict==0.10.0 torchdata==0.11.0 omegaconf==2.4.0 hydra-core==1.3.8 \
+SIDE_PKGS_verl := verl==0.9.1 ray==2.60.0 tensordict==0.10.0 torchdata==0.11.0 omegaconf==2.4.0 hydra-core==1.3.8 \
 	codetiming==1.4.0 msgpack==1.2.4 protobuf==7.36.2 jsonschema==4.26.0 jsonschema-specifications==2025.9.1 \
 	referencing==0.37.0 rpds-py==2026.9.1 attrs==26.1.0 pyvers==0.2.3 orjson==3.13.0 cachetools==8.0.2 \
 	fastapi==0.165.0 starlette==1.10.0 uvicorn==0.54.0 opentelemetry-api==1.45.2 opentelemetry-sdk==1.45.2 \
 	opentelemetry-semantic-conventions==0.66b2
-.cache/verl/.installed: | install
-	$(call side_env,.cache/verl)
-	.cache/verl/bin/pip install -q --no-deps $(VERL_PKGS)
-	touch $@
 verl-env: .cache/verl/.installed
 
 # the verl recipe against verl's own core_algos / apply_kl_penalty
@@ -192,10 +203,7 @@ test-verl: verl-env
 	$(VENV)/bin/pytest -q tests/llm/test_trl_verl.py
 
 # OpenRLHF 0.11.2 without its dependencies (its reward functions need torch only; DeepSpeed is stubbed in the check)
-.cache/openrlhf/.installed: | install
-	$(call side_env,.cache/openrlhf)
-	.cache/openrlhf/bin/pip install -q --no-deps openrlhf==0.11.2
-	touch $@
+SIDE_PKGS_openrlhf := openrlhf==0.11.2
 openrlhf-env: .cache/openrlhf/.installed
 
 # the OpenRLHF recipe against OpenRLHF's own compute_approx_kl / compute_reward (seconds)
@@ -203,10 +211,8 @@ test-openrlhf: openrlhf-env
 	$(VENV)/bin/pytest -q tests/llm/test_openrlhf.py
 
 # TRL 1.12 (the last with a PPO trainer) and 1.16 side environments for the PPO benchmark
-.cache/trl-%/.installed: | install
-	$(call side_env,.cache/trl-$*)
-	.cache/trl-$*/bin/pip install -q --no-deps trl==$*.0
-	touch $@
+SIDE_PKGS_trl-1.12 := trl==1.12.0
+SIDE_PKGS_trl-1.16 := trl==1.16.0
 
 # tokens/s of our PPO (shared trunk and separate critic) vs TRL 1.12's PPO; GRPO overhead ratio
 bench-ppo: install .cache/trl-1.12/.installed .cache/trl-1.16/.installed

@@ -92,8 +92,8 @@ class Peak:
 
 def supervised_row(stage: str, setup: dict, a, peak: Peak) -> dict:
     from prefmatch.llm.config import load_config
-    from prefmatch.llm.reward_model import RMConfig, train_reward_model
-    from prefmatch.llm.sft import SFTConfig, train_sft
+    from prefmatch.llm.train.reward_model import RMConfig, train_reward_model
+    from prefmatch.llm.train.sft import SFTConfig, train_sft
 
     common = dict(data=setup["data"], split="all", batch_size=a.batch, steps=a.steps, lr=1e-5,
                   max_prompt_len=a.prompt_len, max_response_len=a.gen_len, seed=a.seed, cpu=a.cpu,
@@ -118,7 +118,7 @@ def supervised_row(stage: str, setup: dict, a, peak: Peak) -> dict:
 
 def ppo_row(regularizer: str, setup: dict, a, peak: Peak) -> dict:
     from prefmatch.llm.config import load_config
-    from prefmatch.llm.ppo import PPOConfig, PPOTrainer
+    from prefmatch.llm.train.ppo import PPOConfig, PPOTrainer
 
     params = {"alpha": 0.3, "level": "token"} if regularizer == "cpm" else {}
     cfg = load_config(PPOConfig, overrides=dict(
@@ -150,20 +150,13 @@ def grpo_row(setup: dict, a, peak: Peak) -> dict | str:
         return "TRL not installed (pip install -e '.[trl]')"
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
+    from trl_timing import read_prompts, reward_len, step_timer, timed_train
 
     tok = AutoTokenizer.from_pretrained(setup["sft"])
-    prompts = [json.loads(x)["prompt"] for x in Path(setup["data"]).read_text().splitlines() if x.strip()]
-    stamps: list[float] = []
-
-    class Stamp(TrainerCallback):
-        def on_step_end(self, args, state, control, **kw):
-            stamps.append(time.perf_counter())
-
-    def reward_len(completions, **kw):
-        return [float(len(c)) / 100 for c in completions]
-
+    prompts = read_prompts(setup["data"])
+    stamp, stamps = step_timer()
     cuda = not a.cpu and torch.cuda.is_available()
     n_gen = 4 if a.batch % 4 == 0 else 1
     cfg = GRPOConfig(output_dir=str(Path(a.work) / "grpo"), per_device_train_batch_size=a.batch,
@@ -174,15 +167,8 @@ def grpo_row(setup: dict, a, peak: Peak) -> dict | str:
     model = AutoModelForCausalLM.from_pretrained(setup["sft"], dtype=torch.float32)
     trainer = GRPOTrainer(model=model, reward_funcs=reward_len, args=cfg,
                           train_dataset=Dataset.from_dict({"prompt": prompts}), processing_class=tok,
-                          callbacks=[Stamp()])
-    import contextlib
-    import io
-
-    start = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()):  # TRL prints every logged step
-        trainer.train()
-    stamps = [start] + stamps
-    per_step = [b - c for b, c in zip(stamps[2:], stamps[1:-1])]  # after the warm-up step
+                          callbacks=[stamp])
+    per_step = timed_train(trainer, stamps, quiet=True)
     lengths = [r["completions/mean_length"] for r in trainer.state.log_history if "completions/mean_length" in r][1:]
     mean_len = sum(lengths) / len(lengths) if lengths else float(a.gen_len)
     secs = sum(per_step)

@@ -20,7 +20,6 @@ over ``--steps`` steps (after one warm-up) in each of ``--repeats`` repeats.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -46,13 +45,12 @@ def make_trainer(setup: dict, a, regularizer: str | None, params: dict | None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
+    from trl_timing import reward_len
+
     from prefmatch.llm.integrations.trl import PMGRPOTrainer
 
     tok = AutoTokenizer.from_pretrained(setup["base"])
     ds = Dataset.from_dict({"prompt": setup["prompts"]})
-
-    def reward_len(completions, **kw):
-        return [float(len(c)) / 100 for c in completions]
 
     cfg = GRPOConfig(output_dir=str(Path(a.work) / "grpo"), per_device_train_batch_size=a.batch,
                      gradient_accumulation_steps=1, num_generations=a.generations, max_completion_length=a.gen_len,
@@ -103,17 +101,14 @@ ROWS = [("cpm", {"alpha": 0.3}), ("fdiv", {"f": "chi2"})]
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--steps", type=int, default=6, help="timed optimizer steps per run (after one warm-up)")
-    p.add_argument("--repeats", type=int, default=3, help="alternating baseline/prefmatch runs (medians)")
-    p.add_argument("--batch", type=int, default=16, help="completions per step")
+    from trl_timing import timing_parser
+
+    p = timing_parser(__doc__, steps=6, steps_help="timed optimizer steps per run (after one warm-up)",
+                      batch_help="completions per step", gen_len_help="tokens per completion",
+                      repeats_help="alternating baseline/prefmatch runs (medians)")
     p.add_argument("--generations", type=int, default=4, help="completions per prompt (G)")
-    p.add_argument("--gen-len", type=int, default=32, help="tokens per completion")
     p.add_argument("--beta", type=float, default=0.05, help="the KL / regularizer coefficient")
     p.add_argument("--size", default="tiny", choices=("tiny", "small"), help="model size")
-    p.add_argument("--threads", type=int, default=max(1, min(4, os.cpu_count() or 1)), help="torch threads")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-ratio", type=float, default=1.05, help="fail (exit 1) above this ratio")
     p.add_argument("--markdown", metavar="FILE", help="also write the result as a table, with the command and the "
                    "machine, to FILE (docs/results/grpo_overhead.md is written this way)")

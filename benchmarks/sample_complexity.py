@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -26,6 +25,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from output import emit  # noqa: E402  (beside this script)
 from prefmatch.theory import identities  # noqa: E402
 from prefmatch.theory.distributions import bradley_terry  # noqa: E402
 from prefmatch.tabular.bandit import random_bandit  # noqa: E402
@@ -120,14 +120,11 @@ def main(argv=None) -> int:
         "goal": {"ratio": ">= 50"},
         "goal_met": loop_est / sweep_s >= 50,
     }
-    if args.json:
-        print(json.dumps(out))
-    else:
-        print(f"full sweep (n = {n_list[0]}..{n_list[-1]}, {trials} trials/n): {sweep_s:.2f} s")
-        print(f"per-sample loop baseline: {c_s * 1e6:.1f} us/sample + {c_t * 1e3:.1f} ms/trial per objective")
-        print(f"  estimated full-sweep time: {loop_est:.0f} s  ->  ratio {out['ratio']:.0f}x (goal >= 50)")
-        print(f"  same subset ({list(subset)}, {args.subset_trials} trials): ratio {out['ratio_same_subset']:.1f}x")
-    return 0
+    return emit(out, args.json, [
+        f"full sweep (n = {n_list[0]}..{n_list[-1]}, {trials} trials/n): {sweep_s:.2f} s",
+        f"per-sample loop baseline: {c_s * 1e6:.1f} us/sample + {c_t * 1e3:.1f} ms/trial per objective",
+        f"  estimated full-sweep time: {loop_est:.0f} s  ->  ratio {out['ratio']:.0f}x (goal >= 50)",
+        f"  same subset ({list(subset)}, {args.subset_trials} trials): ratio {out['ratio_same_subset']:.1f}x"])
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ The machine's OPENBLAS_* variables do not matter here (no BLAS call is timed).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -28,6 +27,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from output import emit  # noqa: E402  (beside this script)
 from prefmatch.theory import regularizers  # noqa: E402
 from prefmatch.tabular.solvers import closed_form, cvxpy_solve  # noqa: E402
 
@@ -117,16 +117,12 @@ def main(argv=None) -> int:
         "cvxpy_speedup": out["cvxpy_speedup"] >= 1000,
         "cvxpy_max_abs_diff": diff <= 1e-7,
     }
-    if args.json:
-        print(json.dumps(out))
-    else:
-        print(f"size {B} x {n}; np.exp floor {t_exp * 1e3:.1f} ms")
-        for k, v in out["closed_form_vs_exp_each"].items():
-            print(f"  closed form {k:<14} {v:6.2f} x floor")
-        print(f"  forward-KL lambda root   {out['fkl_vs_exp']:6.2f} x floor (multi_fkl K=4: {out['multi_fkl_k4_vs_exp']:.2f} x)")
-        print(f"  cvxpy / closed form (n=1000): {out['cvxpy_speedup']:.0f} x, max |dpi| = {diff:.1e}")
-        print(f"  goals met: {out['goals_met']}")
-    return 0
+    return emit(out, args.json, [
+        f"size {B} x {n}; np.exp floor {t_exp * 1e3:.1f} ms",
+        *[f"  closed form {k:<14} {v:6.2f} x floor" for k, v in out["closed_form_vs_exp_each"].items()],
+        f"  forward-KL lambda root   {out['fkl_vs_exp']:6.2f} x floor (multi_fkl K=4: {out['multi_fkl_k4_vs_exp']:.2f} x)",
+        f"  cvxpy / closed form (n=1000): {out['cvxpy_speedup']:.0f} x, max |dpi| = {diff:.1e}",
+        f"  goals met: {out['goals_met']}"])
 
 
 if __name__ == "__main__":

@@ -12,25 +12,29 @@ import dataclasses
 import functools
 import json
 import os
+from typing import Any
+from collections.abc import Callable
 from pathlib import Path
 
 from prefmatch.llm.config import ConfigError, field_choices, field_help, field_range, load_config, read_yaml
 from prefmatch.llm.data import DataError, load_records
-from prefmatch.llm.dpo import DPOConfig, train_dpo
+from prefmatch.llm.train.dpo import DPOConfig, train_dpo
 from prefmatch.llm.metrics import METRIC_NAMES, METRIC_UNITS, evaluate, run_defaults
 from prefmatch.llm.models import ARCHS, ModelLoadError, SIZES, count_parameters, init_model, load_causal_lm
-from prefmatch.llm.ppo import PPOConfig, resolve_checkpoint, train_ppo
-from prefmatch.llm.reward_model import RMConfig, train_reward_model
-from prefmatch.llm.sft import SFTConfig, train_sft
-from prefmatch.llm.rewards import RegularizerConfigError
+from prefmatch.llm.train.ppo import PPOConfig, resolve_checkpoint, train_ppo
+from prefmatch.llm.train.reward_model import RMConfig, train_reward_model
+from prefmatch.llm.train.sft import SFTConfig, train_sft
+from prefmatch.llm.train.rewards import RegularizerConfigError
 from prefmatch.llm.tokenizer import MIN_VOCAB
-from prefmatch.llm.training import TrainingError, check_output_dir, resume_config, run_session
+from prefmatch.llm.train.loop import TrainingError, resume_config
+from prefmatch.llm.rundir import check_output_dir, run_session
 from prefmatch.theory.dpo import dpo_regularizers
 from prefmatch.theory.validate import SEED, number
 from prefmatch.theory.errors import UsageError as CLIError
 
 #: stage → (config class, training function, help)
-STAGES = {
+#: stage → (its config class, its train function, one line of help)
+STAGES: dict[str, tuple[type, Callable[..., dict], str]] = {
     "sft": (SFTConfig, train_sft, "supervised fine-tuning on the response tokens"),
     "rm": (RMConfig, train_reward_model, "Bradley-Terry reward model (PM paper eq. 2.2) with pairwise accuracy"),
     "ppo": (PPOConfig, train_ppo, "PPO with a theory regularizer (--regularizer) placed where it is exact"),
@@ -84,14 +88,14 @@ def _add_config_options(parser: argparse.ArgumentParser, cls) -> None:
     group = parser.add_argument_group("config fields (override the YAML file)")
     for f in dataclasses.fields(cls):
         choices = field_choices(f)
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[operator]
         helptext = f"{field_help(f)} (default: {default!r})"
         if choices:
             helptext += f" {{{', '.join(map(str, choices))}}}"
         if field_range(f) is not None:
             helptext += f" in {field_range(f)}"
         names = [f"--{f.name.replace('_', '-')}"]  # --field_name is accepted too (prefmatch.cli.accept_underscores)
-        extra = {"nargs": "?", "const": "true"} if f.type in (bool, "bool") else {}
+        extra: dict[str, Any] = {"nargs": "?", "const": "true"} if f.type in (bool, "bool") else {}
         helptext = helptext.replace("%", "%%")  # argparse %-formats help strings
         group.add_argument(*names, dest=f"cfg__{f.name}", default=argparse.SUPPRESS, metavar="V", help=helptext,
                            **extra)
@@ -112,7 +116,7 @@ def _stage_config(stage: str, args):
 @_guard
 def _run_train(args) -> int:
     """Config → every input checked (:mod:`prefmatch.llm.preflight`) → the run directory claimed and
-    locked (:func:`prefmatch.llm.training.run_session`; ``--overwrite`` keeps the old run until the
+    locked (:func:`prefmatch.llm.rundir.run_session`; ``--overwrite`` keeps the old run until the
     new one has finished) → the stage's training function."""
     from prefmatch.llm.preflight import check_train_inputs
 
@@ -214,7 +218,7 @@ def _run_eval(args) -> int:
     _check_args(args, {"n_prompts": ("[1, inf)", True), "max_new_tokens": ("[1, inf)", True),
                        "max_prompt_len": ("[1, inf)", True), "seed": (SEED, True)})
     run = run_defaults(args.policy)
-    opts = {k: getattr(args, k) if getattr(args, k) is not None else run.get(k, fallback)
+    opts: dict[str, Any] = {k: getattr(args, k) if getattr(args, k) is not None else run.get(k, fallback)
             for k, fallback in (("reward_model", None), ("ref", None), ("data", None), ("max_new_tokens", 64),
                                 ("max_prompt_len", 256))}
     config = next((c for c in (Path(args.policy) / "config.yaml", Path(args.policy).parent / "config.yaml")

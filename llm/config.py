@@ -17,7 +17,8 @@ import sys
 import types
 import typing
 from pathlib import Path
-from typing import Any, Callable, get_args, get_origin
+from typing import Any, get_args, get_origin
+from collections.abc import Callable
 
 import yaml
 
@@ -37,7 +38,7 @@ def cfg_field(default: Any = dataclasses.MISSING, help: str | Callable[[], str] 
     registry, such as the regularizers, is the registry's at that moment).  Every int and float
     field declares its range here, next to the field: :func:`validate` checks it (and finiteness)
     before any work starts, and the CLI help shows it."""
-    meta = {"help": help}
+    meta: dict[str, Any] = {"help": help}
     if choices is not None:
         meta["choices"] = choices if callable(choices) else tuple(choices)
     if range is not None:

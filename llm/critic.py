@@ -2,7 +2,7 @@
 
 :class:`PolicyWithCritic` has the call convention of :class:`prefmatch.llm.models.PolicyWithValue`
 — ``forward(input_ids, attention_mask) -> (logits [B,T,V], values [B,T])`` — so that
-:meth:`prefmatch.llm.ppo.PPOTrainer.step` trains it unchanged: ``values[:, t]`` is the critic's
+:meth:`prefmatch.llm.train.ppo.PPOTrainer.step` trains it unchanged: ``values[:, t]`` is the critic's
 scalar head on its own last hidden state at position t, where the shared-trunk actor-critic reads
 a value head on the policy's.  The critic is a trainable copy of the reward model
 (``AutoModelForSequenceClassification``, backbone and score head), so its value at the last token
@@ -15,6 +15,7 @@ in ``critic/`` (a reward-model directory).
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +23,9 @@ from typing import Any
 CRITIC_DIR = "critic"
 
 
-class _Lazy:
-    cls = None
-
-
+@functools.cache
 def policy_with_critic_class():
     """The :class:`PolicyWithCritic` class (built on first use: this module imports without torch)."""
-    if _Lazy.cls is not None:
-        return _Lazy.cls
     from torch import nn
 
     from prefmatch.llm.models import _backbone_and_head, model_inputs, save_model
@@ -89,7 +85,6 @@ def policy_with_critic_class():
             save_model(self.lm, out_dir, tokenizer)
             save_model(self.critic, Path(out_dir) / CRITIC_DIR, tokenizer)
 
-    _Lazy.cls = PolicyWithCritic
     return PolicyWithCritic
 
 

@@ -21,7 +21,8 @@ import json
 import os
 import random
 from pathlib import Path
-from typing import Sequence
+from typing import Any
+from collections.abc import Sequence
 
 PREFERENCE_KEYS = ("prompt", "chosen", "rejected")
 SPLITS = ("all", "sft", "rm", "rl")
@@ -107,7 +108,7 @@ def _split_conversation(msgs: list[dict], what: str) -> tuple[list[dict], str]:
     return msgs[:-1], msgs[-1]["content"]
 
 
-def normalize_record(rec: dict, tokenizer=None) -> dict:
+def normalize_record(rec: dict[str, Any], tokenizer=None) -> dict:
     r"""One record in the package's layout ``{prompt, chosen, rejected}`` (strings) from the layouts
     people have:
 
@@ -126,7 +127,8 @@ def normalize_record(rec: dict, tokenizer=None) -> dict:
         rec["prompt"], rec["chosen"] = render_prompt(prompt, tokenizer), resp
         return rec
     if _is_messages(rec.get("chosen")) or _is_messages(rec.get("rejected")):
-        chosen, rejected = rec.get("chosen"), rec.get("rejected")
+        chosen: Any = rec.get("chosen")  # message lists (checked by _is_messages where it matters)
+        rejected: Any = rec.get("rejected")
         if _is_messages(rec.get("prompt")):
             prompt = rec["prompt"]
             conv = {k: v for k, v in (("chosen", chosen), ("rejected", rejected)) if _is_messages(v)}

@@ -115,7 +115,7 @@ def _check_scores(src: Path, out: Path, reward: bool) -> float:
 def export_model(run: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False) -> dict:
     """Write ``run``'s model to ``out`` as a plain HF directory; returns ``{"out", "kind", ...}``."""
     from prefmatch.llm.models import quiet_transformers
-    from prefmatch.llm.training import atomic_dir, check_output_dir
+    from prefmatch.llm.rundir import atomic_dir, check_output_dir
 
     src = model_dir_of(run)
     dest = check_output_dir(out, "out")

@@ -17,7 +17,7 @@ own probabilities.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from prefmatch.llm.data import encode_prompt, encode_response, held_out, load_split, pad_batch
 from prefmatch.llm.models import load_causal_lm, load_reward_model, reward_scores, token_logprobs

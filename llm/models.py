@@ -14,14 +14,13 @@ Everything torch is imported lazily: ``import prefmatch.llm.models`` is cheap.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
 from typing import Any
 
-from prefmatch.llm.losses import logprobs_from_logits
-from prefmatch.llm.tokenizer import build_tokenizer, resolve_model_dir
-from prefmatch.llm.training import accepts_position_ids, position_ids_from_mask
+from prefmatch.llm.tokenizer import build_tokenizer, require_folder, resolve_model_dir
 
 SIZES = ("tiny", "small")
 ARCHS = ("gpt2", "llama")
@@ -138,11 +137,7 @@ def check_model_dir(path, option: str, *, tokenizer: bool = True) -> tuple[Path,
     if not str(path).strip():
         raise ModelLoadError(f"{option}: an empty path; give a model directory")
     raw = Path(path)
-    if raw.is_file():
-        raise ModelLoadError(f"{option}: {raw} is a file, not a model directory (give the folder that holds "
-                             "config.json, the weights and the tokenizer)")
-    if not raw.is_dir():
-        raise ModelLoadError(f"{option}: directory not found: {raw}")
+    require_folder(raw, option, ModelLoadError)
     p = resolve_model_dir(raw)
     if not (p / "config.json").is_file() and not (p / "adapter_config.json").is_file():
         if (p / "config.yaml").is_file() or (p / "metrics.jsonl").is_file():
@@ -408,14 +403,9 @@ def adapter_disabled_reference(peft_model):
     return AdapterDisabled(peft_model)
 
 
-class _Lazy:
-    """Builds :class:`PolicyWithValue` on first use so that this module imports without torch."""
-    cls = None
-
-
+@functools.cache
 def policy_with_value_class():
-    if _Lazy.cls is not None:
-        return _Lazy.cls
+    """The :class:`PolicyWithValue` class (built on first use so that this module imports without torch)."""
     from torch import nn
 
     class PolicyWithValue(nn.Module):
@@ -467,7 +457,6 @@ def policy_with_value_class():
                 model.value_head.load_state_dict(load_file(str(vh)))
             return model
 
-    _Lazy.cls = PolicyWithValue
     return PolicyWithValue
 
 
@@ -519,3 +508,31 @@ def convert_gguf(src_dir: str | os.PathLike, gguf_file: str, out_dir: str | os.P
     model.save_pretrained(str(out))
     tok.save_pretrained(str(out))
     return out
+
+
+def position_ids_from_mask(attention_mask):
+    """Positions that skip left padding: cumsum(mask) − 1, clamped at 0 (as ``generate`` uses)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def accepts_position_ids(model) -> bool:
+    import inspect
+
+    inner = model
+    for attr in ("module", "lm"):
+        inner = getattr(inner, attr, inner)
+    if hasattr(inner, "get_base_model"):
+        inner = inner.get_base_model()
+    try:
+        return "position_ids" in inspect.signature(inner.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover
+        return False
+
+
+def logprobs_from_logits(logits, tokens):
+    """log π(y_t | ·) = log_softmax(logits)[y_t], shape [B, T] (at least float32; float64 logits stay float64,
+    so that a threshold on the log-probs, as cPM's, is decided at the precision the model computed them)."""
+    import torch
+
+    logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+    return torch.gather(logp, -1, tokens[..., None]).squeeze(-1)

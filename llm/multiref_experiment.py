@@ -4,14 +4,14 @@ the practical shortcuts, each trained policy compared with every objective's opt
 ``python -m prefmatch.llm.multiref_experiment [--quick] [--out DIR] [--page FILE]``
 
 The world is the most direct one for the question: a tabular autoregressive language model
-(:func:`prefmatch.llm.battery.tabular_modules`: one logit row per response prefix, so every
+(:func:`prefmatch.llm.battery.ppo.tabular_modules`: one logit row per response prefix, so every
 distribution over the V^T responses is representable and every optimum is computed exactly).  The
 two references share random base logits and carry **opposite biases**: at every prefix reference 1
 adds a bias to token 0 and reference 2 the same bias to token V−1, its size drawn uniformly in
 [0, 2·``bias``] per prefix (so that the disagreement, and the per-token normalizer, vary with the prefix).  The reward is random per response.
 
 Trained with the package's trainers through their public module API
-(:meth:`prefmatch.llm.ppo.PPOTrainer.from_modules`, :meth:`prefmatch.llm.dpo.DPOTrainer.from_modules`):
+(:meth:`prefmatch.llm.train.ppo.PPOTrainer.from_modules`, :meth:`prefmatch.llm.train.dpo.DPOTrainer.from_modules`):
 
 * PPO with ``multi_rkl`` and both references (the exact objective, Theorem 5.2);
 * PPO with ``kl`` and the **per-token geometric ensemble** as its one reference (what the public
@@ -37,6 +37,7 @@ import platform
 import sys
 import time
 from dataclasses import asdict, dataclass
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -107,7 +108,7 @@ def make_world(cfg: MultirefConfig, seed: int) -> dict:
 
     import torch
 
-    from prefmatch.llm.battery import n_prefixes
+    from prefmatch.llm.battery.ppo import n_prefixes
 
     rng = np.random.default_rng([seed, 2929])
     rows = n_prefixes(cfg.vocab, cfg.length)
@@ -124,7 +125,7 @@ def _modules():
     import torch
     from torch import nn
 
-    from prefmatch.llm.battery import tabular_modules
+    from prefmatch.llm.battery.ppo import tabular_modules
 
     TabularPolicy, _ = tabular_modules()
 
@@ -181,20 +182,16 @@ def optima(cfg: MultirefConfig, world: dict) -> dict:
 
 # --------------------------------------------------------------------------- training
 def _polyak(trainer, steps: int, get_w):
-    avg, n = None, 0
-    for k in range(steps):
-        trainer.step()
-        if k >= steps // 2:
-            w = get_w(trainer).detach().clone()
-            avg = w if avg is None else avg + w
-            n += 1
+    from prefmatch.llm.battery.ppo import polyak_sum
+
+    avg, n = polyak_sum(trainer, steps, get_w)
     return avg / n
 
 
 def train_variant(cfg: MultirefConfig, world: dict, variant: str, seed: int) -> np.ndarray:
     """The trained policy's log-probabilities over the responses."""
-    from prefmatch.llm.dpo import DPOConfig, DPOTrainer
-    from prefmatch.llm.ppo import PPOConfig, PPOTrainer
+    from prefmatch.llm.train.dpo import DPOConfig, DPOTrainer
+    from prefmatch.llm.train.ppo import PPOConfig, PPOTrainer
 
     TabularPolicy, GeometricEnsemble = _modules()
     refs = [TabularPolicy(cfg.vocab, cfg.length, init=t) for t in world["tables"]]
@@ -210,7 +207,7 @@ def train_variant(cfg: MultirefConfig, world: dict, variant: str, seed: int) -> 
         pcfg = PPOConfig(regularizer=reg, regularizer_params=params, beta=cfg.beta, steps=cfg.ppo_steps,
                          batch_size=cfg.ppo_batch, mini_batch_size=cfg.ppo_batch, ppo_epochs=1, lr=cfg.ppo_lr,
                          max_response_len=cfg.length, lam=1.0, cpu=True, seed=seed)
-        trainer = PPOTrainer.from_modules(pcfg, policy=policy, reference=reference, reward_fn=_reward_fn(world, cfg.vocab),
+        trainer: Any = PPOTrainer.from_modules(pcfg, policy=policy, reference=reference, reward_fn=_reward_fn(world, cfg.vocab),
                                           prompts=[[0]])
         w = _polyak(trainer, cfg.ppo_steps, lambda t: t.policy.lm.W)
     else:
@@ -304,9 +301,9 @@ def run(cfg: MultirefConfig | None = None, progress: bool = False) -> dict:
         L, r = opt["ref_logp"], world["reward"]
         mrkl = regularizers.multi_rkl(weights=tuple(cfg.weights), beta=cfg.beta)
         v_star = float(mrkl.optimal_value(r, L))
-        row = {"seed": seed, "optima_tv": {f"{a}|{b}": _tv(opt[a], opt[b]) for a in OPTIMA for b in OPTIMA if a < b},
+        row: dict[str, Any] = {"seed": seed, "optima_tv": {f"{a}|{b}": _tv(opt[a], opt[b]) for a in OPTIMA for b in OPTIMA if a < b},
                "variants": {}}
-        opt_mle = None
+        opt_mle: Any = None
         if any(v.startswith("dpo") for v in cfg.variants):
             r_hat = bt_mle(_bt_pairs(world, cfg.dpo_pairs, seed), world["responses"])
             opt_mle = optima(cfg, {**world, "reward": r_hat})
@@ -325,7 +322,7 @@ def run(cfg: MultirefConfig | None = None, progress: bool = False) -> dict:
                 print(f"seed {seed} {variant}: TV to its optimum {row['variants'][variant]['tv'][TARGET[variant]]:.4f} "
                       f"({row['variants'][variant]['seconds']:.1f} s)", file=sys.stderr, flush=True)
         per_seed.append(row)
-    summary = {}
+    summary: dict[str, Any] = {}
     for variant in cfg.variants:
         summary[variant] = {
             "tv": {o: dict(zip(("mean", "ci"), _t_interval([s["variants"][variant]["tv"][o] for s in per_seed]))) for o in OPTIMA},
@@ -450,7 +447,7 @@ def main(argv=None) -> int:
     ap.add_argument("--page", default=None, help="also write the results page (markdown) here")
     ap.add_argument("--progress", action="store_true", help="one line per trained policy on stderr")
     args = ap.parse_args(argv)
-    overrides = dict(QUICK) if args.quick else {}
+    overrides: dict[str, Any] = dict(QUICK) if args.quick else {}
     if args.seeds is not None:
         overrides["seeds"] = args.seeds
     try:

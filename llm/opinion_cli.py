@@ -56,7 +56,8 @@ def _run(args) -> int:
     from prefmatch.llm.cli import _overrides, user_errors
     from prefmatch.llm.config import read_yaml
     from prefmatch.llm.opinion import pipeline, report
-    from prefmatch.llm.training import TrainingError, check_output_dir
+    from prefmatch.llm.train.loop import TrainingError
+    from prefmatch.llm.rundir import check_output_dir
 
     mode = "full" if args.full else "quick"
     try:

@@ -1,7 +1,7 @@
 """Every input of a command checked before its output directory is created, cleared or written.
 
 :func:`check_train_inputs` is what ``prefmatch train`` runs after its config is built and before
-:func:`prefmatch.llm.training.run_session` touches ``--out``; :func:`check_eval_inputs` the same
+:func:`prefmatch.llm.rundir.run_session` touches ``--out``; :func:`check_eval_inputs` the same
 for ``prefmatch eval``.  Each problem is one line that names the option or config field: a model
 directory that is a file, missing, without ``config.json``, weights or tokenizer; data that cannot
 be read or used; lengths beyond the models' positions; an ``--out`` that contains an input.
@@ -74,7 +74,7 @@ def check_train_inputs(stage: str, cfg, resume: bool = False) -> None:
     from prefmatch.llm.data import PREFERENCE_KEYS
     from prefmatch.llm.models import check_model_dir
 
-    from prefmatch.llm.training import check_output_path
+    from prefmatch.llm.rundir import check_output_path
 
     models = stage_models(stage, cfg)
     check_output_path(cfg.out)

@@ -273,16 +273,16 @@ def unsharded_checkpoint_into_sharded_run(acc, folder) -> bool:
 
 @contextlib.contextmanager
 def shared_atomic_dir(acc, final):
-    """:func:`prefmatch.llm.training.atomic_dir` for a folder every process writes into: the main
+    """:func:`prefmatch.llm.rundir.atomic_dir` for a folder every process writes into: the main
     process names the temporary folder (all processes get its name), and after everyone has
     written, renames it into place.  Yields the temporary folder on every process."""
     from pathlib import Path
 
-    from prefmatch.llm import training
+    from prefmatch.llm import rundir
 
     final = Path(final)
     if acc.num_processes == 1:
-        with training.atomic_dir(final) as tmp:
+        with rundir.atomic_dir(final) as tmp:
             yield tmp
         return
     import torch.distributed as dist
@@ -308,7 +308,7 @@ def shared_atomic_dir(acc, final):
         acc.wait_for_everyone()
         if acc.is_main_process:
             if ok:
-                training.publish_dir(tmp, final)
+                rundir.publish_dir(tmp, final)
             else:
                 import shutil
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable
+from collections.abc import Iterable
 
 PAD, BOS, EOS = "<|pad|>", "<|bos|>", "<|eos|>"
 SPECIAL_TOKENS = [PAD, BOS, EOS]
@@ -84,6 +84,15 @@ def build_tokenizer(out_dir: str | os.PathLike, texts: Iterable[str] | None = No
     return tok
 
 
+def require_folder(p: Path, what: str, error: type[Exception]) -> None:
+    """Raise ``error`` naming ``what`` when ``p`` is a file or does not exist (the model and tokenizer checks)."""
+    if p.is_file():
+        raise error(f"{what}: {p} is a file, not a model directory (give the folder that holds "
+                    "config.json, the weights and the tokenizer)")
+    if not p.is_dir():
+        raise error(f"{what}: directory not found: {p}")
+
+
 def resolve_model_dir(path: str | os.PathLike) -> Path:
     """``path``, or ``path/model`` when ``path`` is a run directory of ``prefmatch train``
     (which saves the model in its ``model/`` subfolder next to ``metrics.jsonl``)."""
@@ -108,11 +117,7 @@ def load_tokenizer(path: str | os.PathLike, what: str = "model"):
     from transformers import AutoTokenizer
 
     p = resolve_model_dir(path)
-    if p.is_file():
-        raise FileNotFoundError(f"{what}: {p} is a file, not a model directory (give the folder that holds "
-                                "config.json, the weights and the tokenizer)")
-    if not p.is_dir():
-        raise FileNotFoundError(f"{what}: directory not found: {p}")
+    require_folder(p, what, FileNotFoundError)
     try:
         tok = AutoTokenizer.from_pretrained(str(p), local_files_only=True)
     except Exception as e:  # transformers raises OSError/ValueError with long messages

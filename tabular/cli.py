@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import sys
+from typing import Any
 
 from prefmatch.tabular.experiments import EXPERIMENTS
 from prefmatch.tabular.plots import make_all_figures, plot
@@ -89,7 +90,7 @@ def cmd_run(args) -> int:
     if args.name not in EXPERIMENTS:
         raise _error(f"experiment must be one of {', '.join(EXPERIMENTS)}; got {args.name!r}")
     seed = _int(args.seed, "--seed", validate.SEED)
-    sizes = {}
+    sizes: dict[str, Any] = {}
     if args.quick:
         if args.name != "sample-complexity":
             raise _error(f"--quick applies to sample-complexity only, not {args.name!r}")

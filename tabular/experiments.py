@@ -19,8 +19,9 @@ Experiments: ``bias`` (PM paper Fig. 2, eq. 5.2), ``beta-bias`` (Fig. 9, App. A.
 from __future__ import annotations
 
 import math
+from typing import Any
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -228,7 +229,7 @@ def run_collapse(seed: int = 0, progress: bool = False) -> dict:
     p_ref = np.exp(ref_logp[:, 0])
     p_rewards = [0.2, 0.5, 0.8]
     alphas = [0.01, 0.1]
-    out = {"kl": {}, "pm": {}, **{f"cpm_alpha={a:g}": {} for a in alphas}}
+    out: dict[str, dict] = {"kl": {}, "pm": {}, **{f"cpm_alpha={a:g}": {} for a in alphas}}
     checks = []
     kl_ok0, kl_ok1, pm_err, cpm_on_err, cpm_off_zero = True, True, 0.0, 0.0, True
     cpm_off_err, cpm_off_points, cpm_off_gap = 0.0, 0, 0.0
@@ -318,7 +319,7 @@ def run_conditional_pm(seed: int = 0, progress: bool = False, n_prompts: int = 2
     lp_pm = closed_form(regularizers.pm(), reward)
     lp_kl = closed_form(regularizers.kl(beta=1.0), reward, ref_logp)
     i, j = np.triu_indices(n_responses, 1)
-    series = {"alpha": alphas, "mass_on_M": {"cpm": [], "pm": [], "kl": []},
+    series: dict[str, Any] = {"alpha": alphas, "mass_on_M": {"cpm": [], "pm": [], "kl": []},
               "pm_divergence_on_M": {"cpm": [], "pm": [], "kl": []}, "fraction_prompts_M_nonempty": [],
               "pairs_in_M": []}
     pl_err, off_err, ma_err = 0.0, 0.0, 0.0
@@ -396,7 +397,7 @@ def run_multi_reference(seed: int = 0, progress: bool = False, beta: float = 0.5
                   for x in range(2) for reg, lp in ((rkl, lp_r), (fkl, lp_f)))
     # weight sweep with K = 2 (first two references) on prompt 0
     w_grid = np.linspace(0.0, 1.0, 21)
-    sweep = {k: [] for k in ("rkl", "mrpo", "holder", "fkl", "corollary_c1")}
+    sweep: dict[str, list] = {k: [] for k in ("rkl", "mrpo", "holder", "fkl", "corollary_c1")}
     r0, ref2 = r[:1], refl[:2, :1]
     for w in w_grid:
         ww = (float(w), float(1 - w))
@@ -575,8 +576,9 @@ def run_sample_complexity(seed: int = 0, progress: bool = False, trials: int | N
                            concentration=2.0, min_prob=0.05)
     gaps = sample_complexity_sweep(rng, bandit, beta, n_list, trials, progress)
     q = 1.0 - delta
-    series: dict = {"n": list(map(int, n_list))}
-    slopes, holds, checks = {}, {}, []
+    series: dict[str, Any] = {"n": list(map(int, n_list))}
+    slopes: dict[str, dict[str, Any]] = {}
+    holds, checks = {}, []
     predicted = {"rkl_optimality": -0.5, "rkl_suboptimality": -1.0, "fkl_optimality": -0.5, "fkl_suboptimality": -0.5}
 
     for key in GAP_KEYS:

@@ -59,7 +59,7 @@ def run_multiref_practice(seed: int = 0, progress: bool = False, instances: int 
     a_grid = list(np.linspace(0.0, 1.0, 11))
     series["weight"] = {"alpha": _list(a_grid), **sweep(
         "a", a_grid, lambda rng, a: _gaps(rng, 2, vocab, 3, 1.0, (1.0 - a, a), beta) if 0 < a < 1 else
-        {key: 0.0 for key in ("geometric", "arithmetic", "tv_geometric", "tv_arithmetic")})}
+        dict.fromkeys(("geometric", "arithmetic", "tv_geometric", "tv_arithmetic"), 0.0))}
     # MRPO is undefined at α ∈ {0, 1} (one reference): there its objective is that reference's, and the gap is its own
     ks = [1, 2, 3, 4, 6]
     series["K"] = {"K": ks, **sweep("K", ks, lambda rng, k: _gaps(rng, k, vocab, 3, 1.0, tuple(np.ones(k) / k), beta))}

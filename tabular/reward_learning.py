@@ -72,7 +72,7 @@ def bt_mle_tabular(
     w = np.asarray(wins, dtype=np.float64)
     n = w.shape[-1]
     batch = w.shape[:-2]
-    w = w.reshape((-1, n, n))
+    w = np.reshape(w, (-1, n, n))
     r = np.full((w.shape[0], n), 0.5 * r_max) if init is None else np.clip(
         np.asarray(init, dtype=np.float64).reshape(-1, n), 0.0, r_max).copy()
     lo, hi = 0.0, float(r_max)

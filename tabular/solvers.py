@@ -136,7 +136,7 @@ def mirror_ascent(
             # finite-difference noise floor when ψ is large, e.g. C2/π or χ² at tiny π)
             return (res <= tol_row) | ((stalls >= 3) & (res <= 1e3 * tol_row))
 
-        for it in range(1, max_iter + 1):
+        for it in range(1, max_iter + 1):  # noqa: B007 - the count is returned
             if np.all(finished()):
                 break
             obj_before = obj.copy()

@@ -7,6 +7,7 @@ tests are fast and run by default.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import re
 import subprocess
@@ -133,22 +134,31 @@ def _documented_commands():
     for path in files:
         if not path.is_file():
             continue
-        in_code, buf = False, ""
+        blocks, in_code = [], False
         for line in path.read_text().splitlines():
             if line.startswith("```"):
-                in_code, buf = not in_code, ""
-                continue
-            if not in_code:
-                continue
-            text = buf + line.strip()
-            if text.endswith("\\"):
-                buf = text[:-1] + " "
-                continue
-            buf = ""
-            text = text.removeprefix("$ ").split("  #")[0].split(" # ")[0].strip()
-            if text.startswith("prefmatch ") and "|" not in text:
-                cmds.append((path.name, shlex.split(text)[1:]))
+                in_code = not in_code
+                blocks.append([])
+            elif in_code:
+                blocks[-1].append(line)
+        for block in blocks:
+            for text in _joined(block):
+                text = text.removeprefix("$ ").split("  #")[0].split(" # ")[0].strip()
+                if text.startswith("prefmatch ") and "|" not in text:
+                    cmds.append((path.name, shlex.split(text)[1:]))
     return cmds
+
+
+def _joined(lines):
+    """Shell lines, stripped, with backslash continuations joined into one."""
+    buf = ""
+    for line in lines:
+        text = buf + line.strip()
+        if text.endswith("\\"):
+            buf = text[:-1] + " "
+            continue
+        buf = ""
+        yield text
 
 
 def test_documented_commands_parse():
@@ -177,19 +187,8 @@ def readme_llm_block() -> list[list[str]]:
 
     lines = (ROOT / "README.md").read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("# the LLM trainer"))
-    cmds, buf = [], ""
-    for line in lines[start:]:
-        if not line.strip():
-            break
-        if line.startswith("#"):
-            continue
-        text = buf + line.strip()
-        if text.endswith("\\"):
-            buf = text[:-1] + " "
-            continue
-        buf = ""
-        cmds.append(shlex.split(text.split("  #")[0])[1:])
-    return cmds
+    block = itertools.takewhile(str.strip, lines[start:])  # up to the blank line
+    return [shlex.split(text.split("  #")[0])[1:] for text in _joined(x for x in block if not x.startswith("#"))]
 
 
 @pytest.mark.slow
@@ -256,5 +255,5 @@ def test_readme_first_block_runs_in_a_fresh_directory(tmp_path):
     res = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env, capture_output=True,
                          text=True, timeout=900, check=False)
     assert res.returncode == 0, res.stderr[-2000:]
-    plots = [p for p in re.findall(r"--plot (\S+)", script)]
+    plots = list(re.findall(r"--plot (\S+)", script))
     assert plots and all((tmp_path / p).is_file() for p in plots), plots

@@ -165,13 +165,18 @@ def browser(request):
     b.close()
 
 
-# After MathJax's startup promise: what a reader sees of the page.
-_INSPECT = r"""
+# The start of every page script: wait for MathJax to typeset, then `main` is the article.
+_TYPESET = r"""
 (async () => {
   const mj = window.MathJax;
   if (mj && mj.startup && mj.startup.promise) { await mj.startup.promise; }
   if (mj && mj.typesetPromise) { await mj.typesetPromise(); }
   const main = document.querySelector('article') || document.body;
+"""
+
+
+# After MathJax's startup promise: what a reader sees of the page.
+_INSPECT = _TYPESET + r"""
   const text = main.innerText;
   const mathjaxSrc = [...document.scripts].map(s => s.src).filter(s => /mathjax/i.test(s));
   const boxes = [...document.querySelectorAll('div.proof > p.admonition-title')].map(p => p.innerText.trim());
@@ -277,12 +282,7 @@ def test_nothing_overflows_sideways(browser, page, width):
 
 # Every page: code blocks and check boxes show all they hold at 1280 px (no line hidden behind a
 # scroll bar or cut at the edge), and a check box's formulas are typeset.
-_BLOCKS = r"""
-(async () => {
-  const mj = window.MathJax;
-  if (mj && mj.startup && mj.startup.promise) { await mj.startup.promise; }
-  if (mj && mj.typesetPromise) { await mj.typesetPromise(); }
-  const main = document.querySelector('article') || document.body;
+_BLOCKS = _TYPESET + r"""
   const right = main.getBoundingClientRect().right;
   const clipped = [];
   for (const el of main.querySelectorAll('pre, .pm-check')) {

@@ -78,7 +78,7 @@ def test_every_numbered_box_in_the_docs_names_its_paper():
 def test_config_fields_show_their_help():
     pytest.importorskip("sphinx")
     gen = _ext("prefmatch_generate")
-    from prefmatch.llm.ppo import PPOConfig
+    from prefmatch.llm.train.ppo import PPOConfig
 
     lines = list((PPOConfig.__doc__ or "").splitlines())
     gen.add_config_field_help(None, "class", "PPOConfig", PPOConfig, {}, lines)
@@ -97,7 +97,7 @@ def test_api_pages_follow_the_reading_order():
     assert theory.index("prefmatch.theory.bounds") > theory.index("prefmatch.theory.identities")
     assert theory.index("prefmatch.theory.checks") > theory.index("prefmatch.theory.bounds")
     llm = gen._modules(ROOT, "llm", "prefmatch.llm")
-    assert llm.index("prefmatch.llm.config") < llm.index("prefmatch.llm.ppo")
+    assert llm.index("prefmatch.llm.config") < llm.index("prefmatch.llm.train.ppo")
 
 
 _TRACKER = re.compile(r"\b[Ii]ssues? ?#?\d+\b|\(#\d+\)|shared/(?:spec|seeds)|/work/|\bdesign\.md\b")

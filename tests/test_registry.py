@@ -93,7 +93,7 @@ def test_registered_regularizer_passes_the_regularizer_battery(registered):
 
 def test_registered_regularizer_is_in_the_convergence_battery(registered):
     pytest.importorskip("torch")
-    from prefmatch.llm import battery as B
+    from prefmatch.llm.battery import ppo as B
 
     assert ("partial_kl", {"gamma": 0.4}) in B.regularizer_cases()
     assert any(c.regularizer == "partial_kl" for c in B.all_cases())

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import numpy as np
 
@@ -112,7 +112,7 @@ def kappa(r_max: float) -> float:
     return 2.0 + math.exp(r) + math.exp(-r)
 
 
-def log_class_term(delta: float, log_class_size: Optional[float] = None, class_size: Optional[float] = None) -> float:
+def log_class_term(delta: float, log_class_size: float | None = None, class_size: float | None = None) -> float:
     r"""log(|R|/δ) from either ``log_class_size`` = log|R| or ``class_size`` = |R| (≥ 1)."""
     d = float("nan") if delta is None else float(delta)
     if not (0.0 < d < 1.0):
@@ -126,7 +126,7 @@ def log_class_term(delta: float, log_class_size: Optional[float] = None, class_s
     return _check_pos("log_class_size", log_class_size, allow_zero=True) - math.log(d)
 
 
-def tabular_log_class_size(n_prompts: int, n_responses: int, r_max: float, resolution: Optional[float] = None, n: Optional[int] = None) -> float:
+def tabular_log_class_size(n_prompts: int, n_responses: int, r_max: float, resolution: float | None = None, n: int | None = None) -> float:
     r"""Replacement of log|R| for the tabular class [0, R_max]^{|X|×|Y|} ([D], module docstring).
 
     log N(η) = d·log(1 + ⌈R_max/(2η)⌉), d = |X|(|Y| − 1) (BT is blind to per-prompt shifts).
@@ -382,7 +382,7 @@ class BoundSpec:
     statement: str
     source: str
     provenance: str
-    beta_schedule: Optional[Callable] = None
+    beta_schedule: Callable | None = None
 
 
 BOUNDS: dict[str, BoundSpec] = {

@@ -47,7 +47,7 @@ def register(sub) -> None:
     p = sub.add_parser(
         "verify",
         help="run every registered check of the papers' claims (sympy and numeric)",
-        description="Run the registry of executable checks (theory/checks.py). Exit code 1 if any fails.",
+        description="Run the registry of executable checks (theory/checks/__init__.py). Exit code 1 if any fails.",
     )
     p.add_argument("--json", action="store_true", help="print a JSON list of check results")
     p.add_argument("--only", metavar="PATTERN", help="run only checks whose id matches the glob or substring")

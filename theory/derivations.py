@@ -1,7 +1,7 @@
 r"""Symbolic derivations of the PM paper, step by step, in sympy.
 
 Every function returns sympy objects (expressions, ``Eq``\ s, or an ordered list of named
-steps) so that the checks of :mod:`prefmatch.theory.checks_pm` and the documentation show the
+steps) so that the checks of :mod:`prefmatch.theory.checks.pm` and the documentation show the
 *same* derivation.  Notation: ``pi`` is the probability π = π(y|x) ∈ (0, 1], ``R`` the
 regularizer as a function of π, ``r`` a reward, ``lam`` the Lagrange multiplier of Σ π = 1.
 
@@ -193,7 +193,7 @@ def response_dependent_solution():
     sol = sp.dsolve(sp.Eq(R(PI) + PI * sp.diff(R(PI), PI) + sp.log(PI), c), R(PI))
     # the part of R_i + log π that is constant in π: drop the integration constant's C/π term
     c_int = [s for s in sol.rhs.free_symbols if s.name.startswith("C")]
-    const = sp.expand(sol.rhs + sp.log(PI)).subs({s: 0 for s in c_int})
+    const = sp.expand(sol.rhs + sp.log(PI)).subs(dict.fromkeys(c_int, 0))
     return sol, c, sp.simplify(const)
 
 

@@ -99,7 +99,7 @@ def sequence_dpo_loss(reg: regularizers.Regularizer, logp_t_w, logp_t_l, ref_log
     :meth:`~prefmatch.theory.regularizers.Regularizer.sequence_implicit_reward` (for an affine
     ψ = −a log π + b: h = a Σ_t log π(y_t|·) − b(y)).
 
-    This is the loss the DPO trainer (:mod:`prefmatch.llm.dpo`) and its convergence battery
+    This is the loss the DPO trainer (:mod:`prefmatch.llm.train.dpo`) and its convergence battery
     minimize.  Its population minimizer under Bradley–Terry pairs is the optimum of the objective
     the PPO trainer's per-token terms define (``reg.sequence_optimal_logp``): Definition 4.1 for
     sequence-level cPM, its token-level variant for ``level="token"`` (``dpo.*`` checks).

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -221,7 +222,7 @@ def solve_normalizer(spec: FSpec, s, ref_logp, *, tol: float = 1e-13, max_iter: 
             # rows whose top response has π_ref below the normal range (log π_ref < −690, e.g.
             # a long sequence): q_top and the gap d underflow, so those rows are solved in log
             # space (:func:`_solve_log_rows`) and skipped here (q_top = 1 keeps them harmless)
-            tiny = q_top < _TINY
+            tiny: Any = q_top < _TINY  # None where no row's top response underflows
             if bool(xp.any(tiny)):
                 log_q_top = logsumexp(xp.where(base == 0, ref_logp, -math.inf), axis=-1, keepdims=True)
                 q_top = xp.where(tiny, 1.0, q_top)

@@ -25,6 +25,7 @@ surely as one that is too fast.
 from __future__ import annotations
 
 import functools
+from typing import Any
 from dataclasses import dataclass
 
 import numpy as np
@@ -131,7 +132,7 @@ def simulate(world: FiniteClassWorld, n_list, trials: int, seed: int = 0) -> dic
 
 
 #: the configuration the ``mref.sc.*`` checks share (one simulation per process)
-SHARED = dict(seed=0, n_list=(1000, 2154, 4642, 10000, 21544, 46416, 100000), trials=2000, delta=0.1)
+SHARED: dict[str, Any] = dict(seed=0, n_list=(1000, 2154, 4642, 10000, 21544, 46416, 100000), trials=2000, delta=0.1)
 
 
 @functools.lru_cache(maxsize=2)

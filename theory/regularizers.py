@@ -238,7 +238,7 @@ def beta_param(default: float = 1.0) -> Param:
 
 #: regularizer name → class: every entry point (``get``, ``prefmatch solve``, the trainers, the
 #: batteries) reads its list of regularizers and their parameters from here
-REGISTRY: dict[str, type] = {}
+REGISTRY: dict[str, type[Regularizer]] = {}
 
 
 def register(cls):
@@ -609,7 +609,7 @@ class KL(AffineLogRegularizer):
     ψ_t = −β k_t, with l_t = log π(y_t|·) − log π_ref(y_t|·) and ρ_t = e^{−l_t}:
     ``"k1"`` = l_t, ``"k2"`` = l_t²/2, ``"k3"`` = (ρ_t − 1) + l_t (Schulman's estimators).
     Which gradient each gives, as a reward or as a loss, is the ``grad.*`` table
-    (:mod:`prefmatch.theory.checks_grad`): as a reward only k1 is exact; with its pathwise
+    (:mod:`prefmatch.theory.checks.grad`): as a reward only k1 is exact; with its pathwise
     term (``regularizer_mode: loss``) k1 and k3 are exact (E_π[k3_t] = E_π[l_t]); k2 is exact
     only as a pure loss (E_π[∇k2] = ∇KL), which no trainer mode here uses.
     """
@@ -834,9 +834,9 @@ class _KReferences:
     refs: ClassVar[str] = "K"
     weights: tuple = (0.5, 0.5)
     beta: float = 1.0
-    params: ClassVar = (Param("weights", (0.5, 0.5), kind="weights", help="alpha_i, one per reference"),
-                        beta_param())
-    battery_cases: ClassVar = ({"weights": [0.3, 0.7]},)
+    params: ClassVar[tuple[Param, ...]] = (Param("weights", (0.5, 0.5), kind="weights", help="alpha_i, one per reference"),
+                                           beta_param())
+    battery_cases: ClassVar[tuple[dict, ...]] = ({"weights": [0.3, 0.7]},)
 
     def _check_k(self, ref_logp):
         ref_logp = _require_ref(ref_logp, self.name)
@@ -898,11 +898,11 @@ class Weighted(AffineLogRegularizer):
             raise ValueError("weighted() cannot mix single- and multi-reference regularizers")
 
     @property
-    def multi_reference(self):  # type: ignore[override]
+    def multi_reference(self):
         return self.terms[0].multi_reference
 
     @property
-    def refs(self):  # type: ignore[override]
+    def refs(self):
         kinds = {t.refs for t in self.terms} - {"none"}
         return kinds.pop() if kinds else "none"
 
@@ -978,7 +978,7 @@ class FDivergence(Regularizer):
         return self.f == "kl"
 
     @property
-    def token_additive(self):  # type: ignore[override]
+    def token_additive(self):
         return self.f == "kl"
 
     def token_reward(self, logp_t, ref_logp_t, mask_t):

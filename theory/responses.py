@@ -3,7 +3,7 @@ tokens, as the trainers generate them (a response ends at its first EOS or is cu
 ``length`` tokens), and the prefix tree that indexes an autoregressive tabular policy.
 
 Shared by the ``grad.*`` checks (exact expectations over responses and batches) and the
-trainers' convergence batteries (:mod:`prefmatch.llm.battery`), so that both reason about the
+trainers' convergence batteries (:mod:`prefmatch.llm.battery.ppo`), so that both reason about the
 same set of outcomes.
 """
 from __future__ import annotations

@@ -28,7 +28,7 @@ class Interval:
     hi_closed: bool = False
 
     @classmethod
-    def parse(cls, text: str) -> "Interval":
+    def parse(cls, text: str) -> Interval:
         m = re.fullmatch(r"\s*([\[(])\s*([^,]+?)\s*,\s*([^,]+?)\s*([\])])\s*", text)
         if not m:
             raise ValueError(f"interval {text!r} is not written like '(0, 1]'")
@@ -84,7 +84,7 @@ def number(name: str, value: Any, interval: Interval | str | None = None, *, int
         if isinstance(value, (float, np.floating)):
             if not math.isfinite(value) or not float(value).is_integer():
                 raise ValueError(f"{name} must be an integer{where}, got {value!r}")
-        v = int(value)
+        v: float = int(value)
     else:
         try:
             v = float(value)

@@ -307,19 +307,8 @@ class CheckTableDirective(SphinxDirective):
         _ensure(app)
         results = app.prefmatch_checks["results"]
         ids = list(CONTRACT_IDS) + sorted(set(results) - set(CONTRACT_IDS))
-        table = nodes.table(classes=["pm-check-table"])
-        tgroup = nodes.tgroup(cols=5)
-        table += tgroup
-        for w in (22, 10, 38, 18, 12):
-            tgroup += nodes.colspec(colwidth=w)
-        thead = nodes.thead()
-        tgroup += thead
-        row = nodes.row()
-        for h in ("check id", "status", "statement", "source", "documented in"):
-            row += nodes.entry("", nodes.paragraph(text=h))
-        thead += row
-        tbody = nodes.tbody()
-        tgroup += tbody
+        table, tbody = _table(["pm-check-table"], ("check id", "status", "statement", "source", "documented in"),
+                              (22, 10, 38, 18, 12))
         for cid in ids:
             cls, label = _status(app, cid)
             r = results.get(cid, {})
@@ -346,6 +335,24 @@ class CheckTableDirective(SphinxDirective):
         return out
 
 
+def _table(classes: list[str], headers: tuple[str, ...], widths: tuple[int, ...]):
+    """An empty docutils table with a header row: ``(table, tbody)``, rows to be appended to ``tbody``."""
+    table = nodes.table(classes=classes)
+    tgroup = nodes.tgroup(cols=len(headers))
+    table += tgroup
+    for w in widths:
+        tgroup += nodes.colspec(colwidth=w)
+    thead = nodes.thead()
+    tgroup += thead
+    row = nodes.row()
+    for h in headers:
+        row += nodes.entry("", nodes.paragraph(text=h))
+    thead += row
+    tbody = nodes.tbody()
+    tgroup += tbody
+    return table, tbody
+
+
 class CoverageTableDirective(SphinxDirective):
     """Every numbered item of one paper (``theory/paper_items.toml``) with its checks' live
     status, or the reason it cannot be checked. Option ``:paper:`` is ``pm`` or ``mref``."""
@@ -365,26 +372,16 @@ class CoverageTableDirective(SphinxDirective):
             raise self.error(f"coverage-table: :paper: must be one of {', '.join(PAPERS)}, got {paper!r}")
         results = app.prefmatch_checks["results"]
         rows = [r for r in coverage_rows(load_items(), results) if r["paper"] == paper]
-        table = nodes.table(classes=["pm-check-table", "pm-coverage-table"])
-        tgroup = nodes.tgroup(cols=5)
-        table += tgroup
-        for w in (14, 14, 30, 22, 20):
-            tgroup += nodes.colspec(colwidth=w)
-        thead = nodes.thead()
-        tgroup += thead
-        row = nodes.row()
-        for h in ("item", "where", "what it says", "checks (live)", "not checkable because"):
-            row += nodes.entry("", nodes.paragraph(text=h))
-        thead += row
-        tbody = nodes.tbody()
-        tgroup += tbody
+        table, tbody = _table(["pm-check-table", "pm-coverage-table"],
+                              ("item", "where", "what it says", "checks (live)", "not checkable because"),
+                              (14, 14, 30, 22, 20))
         for r in rows:
             row = nodes.row()
             row += nodes.entry("", nodes.paragraph("", "", nodes.strong(r["item"], r["item"])))
             row += nodes.entry("", nodes.paragraph(text=r["where"]))
             row += nodes.entry("", nodes.paragraph(text=r["what"]))
             cell = nodes.entry()
-            for cid, st in r["check_status"]:
+            for cid, _st in r["check_status"]:
                 cls, label = _status(app, cid)
                 para = nodes.paragraph()
                 para += check_ref(cid=cid, literal=True)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import re
 import sys
@@ -94,12 +93,14 @@ def generate_cli(app) -> None:
 # the checks last.  A module not listed (a new one) follows, alphabetically.
 READING_ORDER = {
     "theory": ("regularizers", "fdivergences", "distributions", "derivations", "identities", "dpo",
-               "bounds", "cvx", "validate", "errors", "responses", "paper_items", "checks", "checks_pm",
-               "checks_mref", "checks_grad", "checks_grad_trainers", "checks_items", "checks_dpo", "cli"),
+               "bounds", "cvx", "validate", "errors", "responses", "paper_items", "checks", "checks.pm",
+               "checks.mref", "checks.mref_practice", "checks.mref_sc", "checks.grad", "checks.grad_trainers",
+               "checks.items", "checks.dpo", "cli"),
     "tabular": ("bandit", "solvers", "reward_learning", "experiments", "plots", "cli"),
-    "llm": ("config", "common", "data", "tokenizer", "models", "rewards", "losses", "training",
-            "sft", "reward_model", "ppo", "dpo", "metrics", "battery", "dpo_battery", "opinion",
-            "opinion_cli", "cli"),
+    "llm": ("config", "data", "tokenizer", "models", "train", "train.common", "train.rewards", "train.losses",
+            "train.loop", "train.checkpoints", "train.sft", "train.reward_model", "train.ppo", "critic", "train.dpo", "metrics",
+            "rundir",
+            "battery", "battery.ppo", "battery.dpo", "battery.trl", "opinion", "opinion_cli", "cli"),
 }
 
 
@@ -147,11 +148,11 @@ START_HERE = (
     ("prefmatch.tabular.solvers.mirror_ascent", "the same optimum found numerically (a cross-check)"),
     ("prefmatch.tabular.experiments.run_experiment", "one tabular experiment with its checks"),
     ("prefmatch.theory.checks.run_checks", "the checks of the papers' claims (`prefmatch verify`)"),
-    ("prefmatch.llm.sft.train_sft", "supervised fine-tuning"),
-    ("prefmatch.llm.reward_model.train_reward_model", "a Bradley-Terry reward model"),
-    ("prefmatch.llm.ppo.train_ppo", "PPO with any regularizer, placed where it is exact"),
-    ("prefmatch.llm.ppo.PPOTrainer", "the PPO trainer, one step at a time"),
-    ("prefmatch.llm.dpo.train_dpo", "DPO with a regularizer's implicit reward"),
+    ("prefmatch.llm.train.sft.train_sft", "supervised fine-tuning"),
+    ("prefmatch.llm.train.reward_model.train_reward_model", "a Bradley-Terry reward model"),
+    ("prefmatch.llm.train.ppo.train_ppo", "PPO with any regularizer, placed where it is exact"),
+    ("prefmatch.llm.train.ppo.PPOTrainer", "the PPO trainer, one step at a time"),
+    ("prefmatch.llm.train.dpo.train_dpo", "DPO with a regularizer's implicit reward"),
     ("prefmatch.llm.metrics.evaluate", "the PM paper's Section 6.1 metrics of a policy"),
     ("prefmatch.llm.export.export_model", "a run's model as a plain Hugging Face folder"),
     ("prefmatch.llm.integrations.trl.PMGRPOTrainer", "TRL's GRPO with a prefmatch regularizer"),

@@ -17,7 +17,7 @@ the coefficient of the divergence, for every regularizer), r the weighted sum of
 functions, and π the policy TRL samples from (at its ``temperature``; the references are scored
 at temperature 1).  The optimum is ``reg.optimal_logp(r, log π_ref)`` (``sequence_optimal_logp``
 over whole completions).  Nothing is re-derived here: ψ per token is ``reg.token_reward`` and its
-placement is :func:`prefmatch.llm.rewards.resolve_mode`, the table the ``grad.*`` checks prove:
+placement is :func:`prefmatch.llm.train.rewards.resolve_mode`, the table the ``grad.*`` checks prove:
 
 * **reward placement** (ψ affine in log π: kl with k1, pm, cpm, maxent, multi_rkl): ψ(y) =
   Σ_t ψ_t, computed on the sampling policy, is added to the task reward *before* TRL's group
@@ -67,7 +67,7 @@ try:  # TRL >= 1.15 scores log-probs through a fused LM head, at a temperature s
 except ImportError:  # TRL < 1.15 divides every model's logits by the sampling temperature
     add_fused_lm_head = None
 
-from prefmatch.llm.rewards import RegularizerConfigError, build_regularizer, resolve_mode
+from prefmatch.llm.train.rewards import RegularizerConfigError, build_regularizer, resolve_mode
 
 #: the TRL versions these trainers support (``prefmatch[trl]`` requires this range); the lowest and the
 #: highest are tested (``make test-trl`` with the project's TRL, ``make test-trl-range`` in a side environment)

@@ -28,10 +28,9 @@ import contextlib
 from typing import Any
 
 import torch
-import trl
 from trl import DPOTrainer
 
-from prefmatch.llm.rewards import RegularizerConfigError, build_regularizer
+from prefmatch.llm.train.rewards import RegularizerConfigError, build_regularizer
 from prefmatch.theory.dpo import dpo_regularizers
 
 #: the TRL version this trainer is tested against; it needs TRL's fused LM head and its cache key of precomputed
@@ -79,7 +78,7 @@ class PMDPOTrainer(DPOTrainer):
         # TRL caches the precomputed column by (dataset, model): add the regularizer to the key
         from datasets.fingerprint import Hasher
 
-        model_hash = self._precompute_model_hash
+        model_hash = self._precompute_model_hash  # type: ignore[has-type]  # TRL's attribute (its base class is Any here)
         self._precompute_model_hash = Hasher.hash((model_hash, repr(self.reg)))
         try:
             return super()._precompute_ref_logps(dataset, name, batch_size)

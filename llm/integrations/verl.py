@@ -42,7 +42,7 @@ import json
 import os
 import sys
 
-from prefmatch.llm.rewards import RegularizerConfigError, build_regularizer, resolve_mode
+from prefmatch.llm.train.rewards import RegularizerConfigError, build_regularizer, resolve_mode
 
 #: the verl version this recipe is tested against (where it imports; see the docs)
 TESTED_VERL_VERSION = "0.9.1"
@@ -106,7 +106,7 @@ def install(name: str, params: dict | None = None, beta: float | None = None):
         if getattr(mod, "__name__", "").startswith("verl") and getattr(mod, "apply_kl_penalty", None) is not None:
             current = mod.apply_kl_penalty
             if current is original or getattr(current, "__wrapped_verl__", None) is original:
-                mod.apply_kl_penalty = fn
+                mod.apply_kl_penalty = fn  # type: ignore[attr-defined]  # a verl module, found at run time
     STATE.update(reg=reg, error=None)
     return reg
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from prefmatch.llm.opinion.exact import exact_evaluation
-from prefmatch.llm.rewards import build_regularizer
+from prefmatch.llm.train.rewards import build_regularizer
 from prefmatch.theory.regularizers import REGISTRY, trainable_names
 
 

@@ -24,11 +24,11 @@ from prefmatch.llm.opinion.exact import (answer_logprobs, answer_rewards, exact_
 from prefmatch.llm.opinion.optimum import optimum_evaluation, phase_curve
 from prefmatch.llm.opinion.sampled import heldout_perplexity, sampled_metrics
 from prefmatch.llm.opinion.world import OpinionCorpus, answer_vocabulary, build_corpus, sft_majority_share
-from prefmatch.llm.ppo import PPOConfig, train_ppo
-from prefmatch.llm.reward_model import RMConfig, train_reward_model
-from prefmatch.llm.sft import SFTConfig, train_sft
+from prefmatch.llm.train.ppo import PPOConfig, train_ppo
+from prefmatch.llm.train.reward_model import RMConfig, train_reward_model
+from prefmatch.llm.train.sft import SFTConfig, train_sft
 from prefmatch.llm.tokenizer import load_tokenizer
-from prefmatch.llm.training import seed_everything
+from prefmatch.llm.train.loop import seed_everything
 from prefmatch.theory.regularizers import REGISTRY
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -145,7 +145,7 @@ def train_policy(cfg: BenchmarkConfig, run: Run, refs: dict[str, Any], out: Path
     params, ref = _regularizer(cfg, run, refs)
     if run.trainer == "dpo":
         try:
-            from prefmatch.llm.dpo import DPOConfig, train_dpo
+            from prefmatch.llm.train.dpo import DPOConfig, train_dpo
         except ImportError:
             raise OpinionConfigError("dpo: DPO rows need prefmatch.llm.dpo, which this installation lacks") from None
         dcfg = load_config(DPOConfig, overrides=dict(

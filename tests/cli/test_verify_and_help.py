@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 import sys
 
 import pytest
@@ -76,7 +77,7 @@ def test_help_lists_subcommands_one_line_each():
         assert f"    {cmd} " in res.stdout
     parser = build_parser()
     sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    for name, choice in sub.choices.items():
+    for name, _choice in sub.choices.items():
         helps = [a.help for a in sub._choices_actions if a.dest == name]
         assert helps and helps[0] and "\n" not in helps[0], name
 
@@ -97,6 +98,65 @@ def test_tabular_never_imports_llm(mod):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "False"
+
+
+# The rooms and which rooms each may import (lazy imports inside functions included), read from the source.
+# Imports flow one way: theory <- tabular <- llm plumbing <- llm.train <- llm.integrations <- llm.battery
+# <- the experiments and the command lines.  Within theory, the objects never import their checks.
+ROOT = Path(__file__).resolve().parents[2]
+FOLDERS = {"theory": "prefmatch.theory", "tabular": "prefmatch.tabular", "llm": "prefmatch.llm", "prefmatch": "prefmatch"}
+LLM_PLUMBING = tuple(f"prefmatch.llm.{m}" for m in ("config", "data", "tokenizer", "models", "critic", "metrics",
+                                                     "sharding", "rundir", "preflight", "export"))
+TOP = ("prefmatch.cli", "prefmatch.demo", "prefmatch.__main__", "prefmatch.llm.cli", "prefmatch.llm.opinion_cli")
+ROOMS = [  # (room: module prefixes, what it may not import), first match wins
+    (("prefmatch.theory.checks", "prefmatch.theory.cli"), ("prefmatch.tabular", "prefmatch.llm", *TOP)),
+    (("prefmatch.theory",), ("prefmatch.theory.checks", "prefmatch.theory.cli", "prefmatch.tabular", "prefmatch.llm", *TOP)),
+    (("prefmatch.tabular",), ("prefmatch.llm", *TOP)),
+    (LLM_PLUMBING, ("prefmatch.llm.train", "prefmatch.llm.battery", "prefmatch.llm.integrations", "prefmatch.llm.opinion",
+                    "prefmatch.llm.multiref_experiment", *TOP)),
+    (("prefmatch.llm.train",), ("prefmatch.llm.battery", "prefmatch.llm.integrations", "prefmatch.llm.opinion",
+                                "prefmatch.llm.multiref_experiment", *TOP)),
+    (("prefmatch.llm.integrations",), ("prefmatch.llm.battery", "prefmatch.llm.opinion", "prefmatch.llm.multiref_experiment", *TOP)),
+    (("prefmatch.llm.battery",), ("prefmatch.llm.opinion", "prefmatch.llm.multiref_experiment", *TOP)),
+    (("prefmatch.llm.opinion", "prefmatch.llm.multiref_experiment"), TOP),
+]
+
+
+def _module_imports():
+    import ast
+
+    for folder, package in FOLDERS.items():
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            parts = list(path.relative_to(ROOT / folder).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            mod = ".".join([package, *parts])
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                else:
+                    continue
+                yield mod, f"{path.relative_to(ROOT)}:{node.lineno}", [n for n in names if n.startswith("prefmatch")]
+
+
+def _under(name, prefixes):
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def test_rooms_import_one_way():
+    bad, rooms_seen = [], set()
+    for mod, where, names in _module_imports():
+        room = next(((prefixes, banned) for prefixes, banned in ROOMS if _under(mod, prefixes)), None)
+        if room is None:
+            continue
+        rooms_seen.add(room[0])
+        # `from prefmatch.llm import rundir` names the package and the module: judge the module
+        target = [n for n in names if not any(o != n and o.startswith(n + ".") for o in names)]
+        bad += [f"{where}: {mod} imports {n}" for n in target if _under(n, room[1]) and not _under(n, room[0])]
+    assert not bad, "imports against the direction of the rooms:\n" + "\n".join(bad)
+    assert rooms_seen == {prefixes for prefixes, _ in ROOMS}  # every room has modules (a renamed one would vanish)
 
 
 def _walk(parser, path=()):

@@ -17,8 +17,8 @@ def tiny(tmp_path_factory):
     from prefmatch.llm.config import load_config
     from prefmatch.llm.data import synthetic_preferences, write_jsonl
     from prefmatch.llm.models import init_model
-    from prefmatch.llm.reward_model import RMConfig, train_reward_model
-    from prefmatch.llm.sft import SFTConfig, train_sft
+    from prefmatch.llm.train.reward_model import RMConfig, train_reward_model
+    from prefmatch.llm.train.sft import SFTConfig, train_sft
 
     root = tmp_path_factory.mktemp("tiny")
     recs = synthetic_preferences(60, seed=1)

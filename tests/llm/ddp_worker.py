@@ -9,7 +9,7 @@ import torch
 
 def main(data, policy, reward, out):
     from prefmatch.llm.config import load_config
-    from prefmatch.llm.ppo import PPOConfig, PPOTrainer
+    from prefmatch.llm.train.ppo import PPOConfig, PPOTrainer
 
     cfg = load_config(PPOConfig, overrides=dict(
         data=data, policy=policy, reward_model=reward, out=out, steps=2, batch_size=4, mini_batch_size=2,

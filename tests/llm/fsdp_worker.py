@@ -27,10 +27,24 @@ class Killed(Exception):
 _ORIGINAL = {}
 
 
+def train_unsharded(data, base, single, rm_lora: bool = False):
+    """The single-process SFT and reward-model runs (in ``single``/sft, /rm, /rm_lora) that the sharded
+    runs of test_fsdp.py and test_deepspeed.py are compared with."""
+    from prefmatch.llm.config import load_config
+    from prefmatch.llm.train.reward_model import RMConfig, train_reward_model
+    from prefmatch.llm.train.sft import SFTConfig, train_sft
+
+    train_sft(load_config(SFTConfig, overrides=dict(model=base, data=data, out=str(single / "sft"), **SFT)), quiet=True)
+    reward_models = {"rm": {}, **({"rm_lora": {"lora": True}} if rm_lora else {})}
+    for name, extra in reward_models.items():
+        train_reward_model(load_config(RMConfig, overrides=dict(model=base, data=data, out=str(single / name), **extra,
+                                                                **RM)), quiet=True)
+
+
 def _kill_at_step(at):
     """Make PPOTrainer.step and DPOTrainer.step raise :class:`Killed` before step ``at`` (None: undo)."""
-    from prefmatch.llm.dpo import DPOTrainer
-    from prefmatch.llm.ppo import PPOTrainer
+    from prefmatch.llm.train.dpo import DPOTrainer
+    from prefmatch.llm.train.ppo import PPOTrainer
 
     for cls in (PPOTrainer, DPOTrainer):
         orig = _ORIGINAL.setdefault(cls, cls.step)
@@ -60,9 +74,9 @@ def shard_info(acc, model):
 
 def main(data, base, out, stages="sft,rm,ppo"):
     from prefmatch.llm.config import load_config
-    from prefmatch.llm.ppo import PPOConfig, PPOTrainer
-    from prefmatch.llm.reward_model import RMConfig, train_reward_model
-    from prefmatch.llm.sft import SFTConfig, train_sft
+    from prefmatch.llm.train.ppo import PPOConfig, PPOTrainer
+    from prefmatch.llm.train.reward_model import RMConfig, train_reward_model
+    from prefmatch.llm.train.sft import SFTConfig, train_sft
 
     out = Path(out)
     stages = stages.split(",")
@@ -87,7 +101,7 @@ def main(data, base, out, stages="sft,rm,ppo"):
         if kind == "part":  # killed after its step-2 checkpoint: step 3 never starts
             _kill_at_step(3)
         if algo == "ppo":
-            from prefmatch.llm.ppo import train_ppo
+            from prefmatch.llm.train.ppo import train_ppo
 
             cfg = load_config(PPOConfig, overrides=dict(
                 data=data, policy=str(out / "sft" / "model"), reward_model=str(out / "rm" / "model"),
@@ -97,7 +111,7 @@ def main(data, base, out, stages="sft,rm,ppo"):
             except Killed:
                 pass
         else:
-            from prefmatch.llm.dpo import DPOConfig, train_dpo
+            from prefmatch.llm.train.dpo import DPOConfig, train_dpo
 
             cfg = load_config(DPOConfig, overrides=dict(data=data, model=str(out / "sft" / "model"), out=str(run_dir),
                                                         **DPO, steps=steps))

@@ -12,7 +12,8 @@ pytest.importorskip("torch")
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ppo_step.py"
 
 
-def test_benchmark_json_without_trl_environment(tmp_path, capsys):
+def test_benchmark_json_without_trl_environment(tmp_path, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # its shared helpers (trl_timing) sit beside it
     spec = importlib.util.spec_from_file_location("ppo_step", SCRIPT)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

@@ -9,11 +9,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from prefmatch.llm import battery as B  # noqa: E402
+from prefmatch.llm.battery import ppo as B  # noqa: E402
 from prefmatch.llm.config import ConfigError  # noqa: E402
-from prefmatch.llm.ppo import PPOConfig, PPOTrainer  # noqa: E402
+from prefmatch.llm.train.ppo import PPOConfig, PPOTrainer  # noqa: E402
 from prefmatch.theory.regularizers import REGISTRY, trainable_names  # noqa: E402
-from prefmatch.llm.rewards import REGULARIZER_MODES, RegularizerConfigError, build_regularizer, resolve_mode  # noqa: E402
+from prefmatch.llm.train.rewards import REGULARIZER_MODES, RegularizerConfigError, build_regularizer, resolve_mode  # noqa: E402
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tabular tensors (tests/llm/conftest.py)
@@ -131,10 +131,10 @@ def test_battery_markdown_names_its_command_machine_and_versions(tmp_path):
     import torch
 
     page = tmp_path / "table.md"
-    B.write_markdown(str(page), "python -m prefmatch.llm.battery --markdown x", "3 configurations",
+    B.write_markdown(str(page), "python -m prefmatch.llm.battery.ppo --markdown x", "3 configurations",
                      B.format_table([]), versions=("trl 9.9",))
     head, run_on, blank, table = page.read_text().splitlines()[:4]
-    assert head == "<!-- written by `python -m prefmatch.llm.battery --markdown x`; do not edit -->"
+    assert head == "<!-- written by `python -m prefmatch.llm.battery.ppo --markdown x`; do not edit -->"
     assert run_on.endswith(f", {platform.machine()} CPU, torch {torch.__version__}, trl 9.9: 3 configurations.")
     assert blank == "" and table.startswith("| configuration |")
 

@@ -15,7 +15,7 @@ from prefmatch.llm.config import ConfigError, load_config  # noqa: E402
 def test_critic_starts_at_the_reward_model_and_trains(tiny, tmp_path, ppo_overrides):
     from prefmatch.llm.critic import CRITIC_DIR
     from prefmatch.llm.models import load_reward_model, reward_scores
-    from prefmatch.llm.ppo import PPOConfig, PPOTrainer
+    from prefmatch.llm.train.ppo import PPOConfig, PPOTrainer
 
     cfg = load_config(PPOConfig, overrides=ppo_overrides(tmp_path / "c", critic="reward_model", steps=3))
     trainer = PPOTrainer(cfg, quiet=True)
@@ -43,7 +43,7 @@ def test_critic_starts_at_the_reward_model_and_trains(tiny, tmp_path, ppo_overri
 def test_critic_checkpoint_resume_gives_the_uninterrupted_weights(tiny, tmp_path, ppo_overrides):
     from prefmatch.llm.critic import CRITIC_DIR
     from prefmatch.llm.models import load_reward_model
-    from prefmatch.llm.ppo import PPOConfig, train_ppo
+    from prefmatch.llm.train.ppo import PPOConfig, train_ppo
 
     def cfg(out):
         return load_config(PPOConfig, overrides=ppo_overrides(out, critic="reward_model", steps=4, save_every=2))
@@ -58,8 +58,8 @@ def test_critic_checkpoint_resume_gives_the_uninterrupted_weights(tiny, tmp_path
 
 
 def test_critic_needs_a_reward_model(tiny, tmp_path, ppo_overrides):
-    from prefmatch.llm.ppo import PPOConfig
+    from prefmatch.llm.train.ppo import PPOConfig
 
     with pytest.raises(ConfigError, match="critic"):
         load_config(PPOConfig, overrides={**ppo_overrides(tmp_path / "x", critic="reward_model"),
-                                          "reward_model": "", "reward_fn": "prefmatch.llm.battery:n_prefixes"}).check()
+                                          "reward_model": "", "reward_fn": "prefmatch.llm.battery.ppo:n_prefixes"}).check()

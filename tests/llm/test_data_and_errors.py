@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from cli_errors import one_line_error
 
-from prefmatch.cli import main
 from prefmatch.llm.config import ConfigError, load_config, parse_overrides
 from prefmatch.llm.data import DataError, load_records, load_split, split_records, synthetic_preferences, write_jsonl
 
@@ -55,7 +55,7 @@ def test_missing_file_and_empty_split(tmp_path):
 
 
 def test_config_yaml_overrides_and_errors(tmp_path):
-    from prefmatch.llm.ppo import PPOConfig
+    from prefmatch.llm.train.ppo import PPOConfig
 
     y = tmp_path / "c.yaml"
     y.write_text("data: d.jsonl\npolicy: p\nreward_model: r\nbeta: 0.5\nregularizer: cpm\nregularizer_params: {alpha: 0.1}\n")
@@ -91,18 +91,10 @@ def test_config_yaml_overrides_and_errors(tmp_path):
 ])
 def test_ppo_config_refuses_what_cannot_reach_the_optimum(overrides, message):
     """Refused when the config is built, with one line naming the field and what works."""
-    from prefmatch.llm.ppo import PPOConfig
+    from prefmatch.llm.train.ppo import PPOConfig
 
     with pytest.raises(ConfigError, match=message):
         load_config(PPOConfig, None, {"data": "d", "policy": "p", "reward_model": "r", **overrides})
-
-
-def one_line_error(capsys, argv):
-    capsys.readouterr()
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("prefmatch: error:") and "\n" not in err and "Traceback" not in err
-    return err
 
 
 def test_cli_bad_inputs_exit_2_with_one_line(tmp_path, tiny, capsys, monkeypatch):
@@ -141,8 +133,8 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_checkpoint(tmp_path, tin
 
     import torch
 
-    from prefmatch.llm import ppo
-    from prefmatch.llm.training import TrainingError
+    from prefmatch.llm.train import ppo
+    from prefmatch.llm.train.loop import TrainingError
 
     cfg = load_config(ppo.PPOConfig, overrides=ppo_overrides(tmp_path / "run", steps=3, save_every=1))
     trainer = ppo.PPOTrainer(cfg, quiet=True)
@@ -164,7 +156,7 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_checkpoint(tmp_path, tin
 
 
 def test_metrics_jsonl_and_resolved_config_written(tmp_path, tiny, ppo_overrides):
-    from prefmatch.llm.ppo import PPOConfig, train_ppo
+    from prefmatch.llm.train.ppo import PPOConfig, train_ppo
 
     cfg = load_config(PPOConfig, overrides=ppo_overrides(tmp_path / "r", steps=2, regularizer="fdiv",
                                                          regularizer_params={"f": "chi2"}))
@@ -184,7 +176,7 @@ def test_packaged_configs_load_by_name(name):
 
     stage = read_yaml_stage(name)
     mod, cls = {"sft": ("sft", "SFTConfig"), "rm": ("reward_model", "RMConfig"), "ppo": ("ppo", "PPOConfig")}[stage]
-    cls = getattr(importlib.import_module(f"prefmatch.llm.{mod}"), cls)
+    cls = getattr(importlib.import_module(f"prefmatch.llm.train.{mod}"), cls)
     req = {"data": "d.jsonl", "model": "m"} if stage != "ppo" else {"data": "d", "policy": "p", "reward_model": "r"}
     cfg = load_config(cls, name, req)
     assert cfg.data == "d.jsonl" or cfg.data == "d"

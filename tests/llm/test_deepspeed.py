@@ -67,15 +67,7 @@ use_cpu: false
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny):
-    sys.path.insert(0, str(WORKER.parent))
-    try:
-        import fsdp_worker
-    finally:
-        sys.path.pop(0)
-    from prefmatch.llm.config import load_config
-    from prefmatch.llm.reward_model import RMConfig, train_reward_model
-    from prefmatch.llm.sft import SFTConfig, train_sft
-
+    import fsdp_worker  # tests/llm, on sys.path as the test's folder (like cli_errors)
     root = tmp_path_factory.mktemp("deepspeed")
     data, base = tiny["data"], tiny["base"]
     out = {}
@@ -97,10 +89,7 @@ def runs(tmp_path_factory, tiny):
                     str(WORKER), data, base, str(ddp), "ppo,ppo_critic"], check=True, capture_output=True, cwd=root,
                    env={**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}, timeout=900)
     single = root / "single"
-    train_sft(load_config(SFTConfig, overrides=dict(model=base, data=data, out=str(single / "sft"), **fsdp_worker.SFT)),
-              quiet=True)
-    train_reward_model(load_config(RMConfig, overrides=dict(model=base, data=data, out=str(single / "rm"),
-                                                            **fsdp_worker.RM)), quiet=True)
+    fsdp_worker.train_unsharded(data, base, single)
     return {**out, "ddp": ddp, "single": single, "shipped3": root / "zero3_shipped"}
 
 
@@ -193,7 +182,7 @@ def test_dpo_with_accumulation_equals_the_single_process_run(runs, stage, tmp_pa
     """DPO (gradient_accumulation_steps 2, linear schedule) under DeepSpeed: DeepSpeed steps only at
     the accumulation boundary the trainer marks, so its losses are the single-process run's."""
     from prefmatch.llm.config import load_config, read_yaml
-    from prefmatch.llm.dpo import DPOConfig, train_dpo
+    from prefmatch.llm.train.dpo import DPOConfig, train_dpo
 
     saved = read_yaml(runs[stage] / "dpo_full" / "config.yaml")
     assert saved["gradient_accumulation_steps"] == 2

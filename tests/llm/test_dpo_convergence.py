@@ -6,8 +6,8 @@ import pytest
 
 pytest.importorskip("torch")
 
-from prefmatch.llm import dpo_battery as B  # noqa: E402
-from prefmatch.llm.rewards import build_regularizer  # noqa: E402
+from prefmatch.llm.battery import dpo as B  # noqa: E402
+from prefmatch.llm.train.rewards import build_regularizer  # noqa: E402
 from prefmatch.theory.dpo import dpo_regularizers  # noqa: E402
 
 

@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 
 from prefmatch.cli import main  # noqa: E402
 from prefmatch.llm.config import ConfigError, load_config  # noqa: E402
-from prefmatch.llm.dpo import DPOConfig, DPOTrainer, train_dpo  # noqa: E402
+from prefmatch.llm.train.dpo import DPOConfig, DPOTrainer, train_dpo  # noqa: E402
 from prefmatch.theory.dpo import dpo_regularizers  # noqa: E402
 
 PARAMS = {"cpm": {"alpha": 0.3}, "multi_rkl": {"weights": [0.3, 0.7]}, "pm": {"c1": 0.2}}

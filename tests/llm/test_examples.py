@@ -24,9 +24,9 @@ def test_examples_exist():
 
 @pytest.mark.parametrize("path", STAGE_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_example_config_dry_run_on_tiny_model(path, tmp_path, tiny):
-    from prefmatch.llm.ppo import PPOConfig, train_ppo
-    from prefmatch.llm.reward_model import RMConfig, train_reward_model
-    from prefmatch.llm.sft import SFTConfig, train_sft
+    from prefmatch.llm.train.ppo import PPOConfig, train_ppo
+    from prefmatch.llm.train.reward_model import RMConfig, train_reward_model
+    from prefmatch.llm.train.sft import SFTConfig, train_sft
 
     stage = read_yaml(path)["stage"]
     swap = dict(data=tiny["data"], out=str(tmp_path / "out"), batch_size=4, **tiny["lens"])

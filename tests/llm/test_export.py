@@ -12,7 +12,7 @@ TINY = dict(max_prompt_len=32, max_response_len=8)  # the session fixture's leng
 
 
 def _pairs(tiny, n=6):
-    from prefmatch.llm.reward_model import pair_batch
+    from prefmatch.llm.train.reward_model import pair_batch
     from prefmatch.llm.tokenizer import load_tokenizer
 
     tok = load_tokenizer(tiny["rm"])
@@ -26,7 +26,7 @@ def test_exported_reward_model_scores_normalized_with_the_standard_class(tiny, t
 
     from prefmatch.llm.config import load_config
     from prefmatch.llm.models import load_reward_model, reward_scores
-    from prefmatch.llm.reward_model import RMConfig, train_reward_model
+    from prefmatch.llm.train.reward_model import RMConfig, train_reward_model
 
     run = tmp_path / "rm"
     res = train_reward_model(load_config(RMConfig, overrides=dict(
@@ -36,7 +36,7 @@ def test_exported_reward_model_scores_normalized_with_the_standard_class(tiny, t
     assert abs(norm["mean"]) > 1e-3 and (norm["std"] != 1.0) == normalize_std  # something to fold
 
     # the run directory itself is not what HF loads; the export is
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 - what HF raises for a foreign folder differs across versions
         AutoModelForSequenceClassification.from_pretrained(str(run))
     assert main(["export", str(run), "--out", str(tmp_path / "hf"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -88,7 +88,7 @@ def test_eval_default_split_is_the_reward_models_held_out_pairs(tiny, capsys):
     from prefmatch.llm.data import load_records, split_records
     from prefmatch.llm.metrics import eval_records
     from prefmatch.llm.models import load_reward_model
-    from prefmatch.llm.reward_model import pairwise_accuracy, score_pairs
+    from prefmatch.llm.train.reward_model import pairwise_accuracy, score_pairs
     from prefmatch.llm.tokenizer import load_tokenizer
 
     assert build_parser().parse_args(["eval", "--policy", "p"]).split == "heldout"

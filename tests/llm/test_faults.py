@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from prefmatch.cli import main
-from prefmatch.llm.training import read_metrics
+from prefmatch.llm.train.loop import read_metrics
 
 TINY_ARGS = ["--max-prompt-len", "32", "--max-response-len", "8"]
 
@@ -111,11 +111,11 @@ def test_resume_refuses_a_conflicting_option(tmp_path, tiny, capsys):
 KILL_SCRIPT = r"""
 import sys, time
 from pathlib import Path
-from prefmatch.llm import training
+from prefmatch.llm import rundir
 from prefmatch.cli import main
 
 marker = Path(sys.argv[1])
-real = training._fsync_tree
+real = rundir._fsync_tree
 
 def slow_fsync(root):
     real(root)
@@ -123,16 +123,13 @@ def slow_fsync(root):
         marker.write_text("writing")
         time.sleep(600)
 
-training._fsync_tree = slow_fsync
+rundir._fsync_tree = slow_fsync
 sys.exit(main(sys.argv[2:]))
 """
 
 
-def test_kill_during_checkpoint_write_then_resume(tmp_path, tiny, capsys):
-    run, marker = tmp_path / "run", tmp_path / "marker"
-    script = tmp_path / "killme.py"
-    script.write_text(KILL_SCRIPT)
-    argv = ppo_argv(tiny, run, "--steps", "3", "--save-every", "1")
+def _run_until_marker(script, marker, argv):
+    """Start ``script`` (KILL_SCRIPT) on ``argv`` and return the process once it is inside the second checkpoint's write."""
     proc = subprocess.Popen([sys.executable, str(script), str(marker), *argv], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     deadline = time.time() + 300
@@ -140,6 +137,15 @@ def test_kill_during_checkpoint_write_then_resume(tmp_path, tiny, capsys):
         assert proc.poll() is None, proc.stderr.read().decode()
         assert time.time() < deadline
         time.sleep(0.2)
+    return proc
+
+
+def test_kill_during_checkpoint_write_then_resume(tmp_path, tiny, capsys):
+    run, marker = tmp_path / "run", tmp_path / "marker"
+    script = tmp_path / "killme.py"
+    script.write_text(KILL_SCRIPT)
+    argv = ppo_argv(tiny, run, "--steps", "3", "--save-every", "1")
+    proc = _run_until_marker(script, marker, argv)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     ckpts = run / "checkpoints"
@@ -248,8 +254,8 @@ def test_nan_weights_stop_ppo_with_checkpoint_intact(tmp_path, tiny, ppo_overrid
 
     from prefmatch.llm.config import load_config
     from prefmatch.llm.models import load_causal_lm
-    from prefmatch.llm.ppo import PPOConfig, PPOTrainer
-    from prefmatch.llm.training import TrainingError
+    from prefmatch.llm.train.ppo import PPOConfig, PPOTrainer
+    from prefmatch.llm.train.loop import TrainingError
 
     cfg = load_config(PPOConfig, overrides=ppo_overrides(tmp_path / "run", max_grad_norm=0.0))
     tr = PPOTrainer(cfg, quiet=True)
@@ -410,7 +416,7 @@ def test_failed_overwrite_brings_the_old_run_back(tmp_path, tiny, capsys, monkey
 
 def test_a_second_run_into_a_directory_in_use_is_refused(tmp_path, tiny, capsys):
     """The lock: refused while its holder lives; a lock file left by a dead process is no obstacle."""
-    from prefmatch.llm.training import LOCK_FILE, _RunLock
+    from prefmatch.llm.rundir import LOCK_FILE, _RunLock
 
     run = tmp_path / "run"
     run.mkdir()
@@ -582,7 +588,7 @@ def test_model_directories_without_tokenizer_or_final_model(tmp_path, tiny, caps
     argv = sft_argv(tiny, tmp_path / "run")
     argv[argv.index("--model") + 1] = str(notok)
     msg = one_line(capsys, argv)
-    assert msg.startswith(f"prefmatch: error: model: ") and "tokenizer" in msg and str(notok) in msg
+    assert msg.startswith("prefmatch: error: model: ") and "tokenizer" in msg and str(notok) in msg
     msg = one_line(capsys, _eval_argv(tiny, str(notok), tiny["sft"]))
     assert msg.startswith("prefmatch: error: --policy: ") and "tokenizer" in msg  # not blamed on --reward
     unfinished = tmp_path / "unfinished"
@@ -602,13 +608,7 @@ def test_sigterm_during_an_overwrite_brings_the_old_run_back(tmp_path, tiny, cap
     script = tmp_path / "term.py"
     script.write_text(KILL_SCRIPT)
     argv = ppo_argv(tiny, run, "--steps", "3", "--save-every", "1", "--overwrite")
-    proc = subprocess.Popen([sys.executable, str(script), str(marker), *argv], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    deadline = time.time() + 300
-    while not marker.exists():
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.time() < deadline
-        time.sleep(0.2)
+    proc = _run_until_marker(script, marker, argv)
     assert not (run / "model" / "weights").exists()  # the old run is aside while the new one runs
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=240) == 130

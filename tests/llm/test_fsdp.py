@@ -55,15 +55,7 @@ def runs(tmp_path_factory, tiny):
     accelerate, torchrun = _bin("accelerate"), _bin("torchrun")
     if accelerate is None or torchrun is None:
         pytest.skip("accelerate / torchrun not found")
-    sys.path.insert(0, str(WORKER.parent))
-    try:
-        import fsdp_worker
-    finally:
-        sys.path.pop(0)
-    from prefmatch.llm.config import load_config
-    from prefmatch.llm.reward_model import RMConfig, train_reward_model
-    from prefmatch.llm.sft import SFTConfig, train_sft
-
+    import fsdp_worker  # tests/llm, on sys.path as the test's folder (like cli_errors)
     root = tmp_path_factory.mktemp("fsdp")
     data, base = tiny["data"], tiny["base"]
     fsdp, ddp, single = root / "fsdp", root / "ddp", root / "single"
@@ -74,12 +66,7 @@ def runs(tmp_path_factory, tiny):
     for stage in ("sft", "rm"):  # the same SFT policy and reward model for both PPO runs
         shutil.copytree(fsdp / stage, ddp / stage)
     _launch([torchrun, "--standalone", "--nproc_per_node", "2", str(WORKER), data, base, str(ddp), "ppo,ppo_critic"], root)
-    train_sft(load_config(SFTConfig, overrides=dict(model=base, data=data, out=str(single / "sft"),
-                                                    **fsdp_worker.SFT)), quiet=True)
-    train_reward_model(load_config(RMConfig, overrides=dict(model=base, data=data, out=str(single / "rm"),
-                                                            **fsdp_worker.RM)), quiet=True)
-    train_reward_model(load_config(RMConfig, overrides=dict(model=base, data=data, out=str(single / "rm_lora"),
-                                                            lora=True, **fsdp_worker.RM)), quiet=True)
+    fsdp_worker.train_unsharded(data, base, single, rm_lora=True)
     return {"fsdp": fsdp, "ddp": ddp, "single": single, "base": base, "data": data}
 
 
@@ -196,7 +183,7 @@ def test_sharded_checkpoint_resume_gives_the_uninterrupted_run(resumed, algo):
     assert a[1]["lr"] != a[3]["lr"]  # the schedule moved
     if algo == "dpo":  # pairs split evenly: the sharded, accumulated run is the single-process run
         from prefmatch.llm.config import load_config, read_yaml
-        from prefmatch.llm.dpo import DPOConfig, train_dpo
+        from prefmatch.llm.train.dpo import DPOConfig, train_dpo
 
         saved = read_yaml(full / "config.yaml")
         one = resumed / "dpo_single"

@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.gpu,
 
 def test_gpu_ppo_steps_bf16(tmp_path, tiny, ppo_overrides):
     from prefmatch.llm.config import load_config
-    from prefmatch.llm.ppo import PPOConfig, PPOTrainer
+    from prefmatch.llm.train.ppo import PPOConfig, PPOTrainer
 
     cfg = load_config(PPOConfig, overrides=ppo_overrides(tmp_path / "gpu", steps=3, regularizer="cpm",
                                                          regularizer_params={"alpha": 0.3}))

@@ -10,8 +10,8 @@ def test_tensorboard_and_console_lines(tmp_path, tiny, capsys):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from prefmatch.llm.config import load_config
-    from prefmatch.llm.sft import SFTConfig, train_sft
-    from prefmatch.llm.training import read_metrics
+    from prefmatch.llm.train.sft import SFTConfig, train_sft
+    from prefmatch.llm.train.loop import read_metrics
 
     out = tmp_path / "sft"
     train_sft(load_config(SFTConfig, overrides=dict(model=tiny["base"], data=tiny["data"], out=str(out), steps=3,
@@ -45,7 +45,7 @@ def test_report_to_a_missing_tracker_is_one_line(tmp_path, tiny, capsys):
 
 def test_checkpoint_keeps_the_log_history(tmp_path, tiny, ppo_overrides):
     from prefmatch.llm.config import load_config
-    from prefmatch.llm.ppo import PPOConfig, train_ppo
+    from prefmatch.llm.train.ppo import PPOConfig, train_ppo
 
     res = train_ppo(load_config(PPOConfig, overrides=ppo_overrides(tmp_path / "p", steps=2, save_every=2)), quiet=True)
     state = json.loads((Path(res["last_checkpoint"]) / "trainer_state.json").read_text())

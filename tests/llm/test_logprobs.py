@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_sequence_logprobs_match_unbatched_prefix_loop(tmp_path, arch):
     from prefmatch.llm.data import encode_prompt, encode_response, pad_batch
-    from prefmatch.llm.losses import logprobs_from_logits
+    from prefmatch.llm.models import logprobs_from_logits
     from prefmatch.llm.metrics import sequence_logprobs
     from prefmatch.llm.models import init_model, load_causal_lm, model_inputs
     from prefmatch.llm.tokenizer import load_tokenizer

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 
 
 def test_lora_reference_is_the_adapter_disabled_policy_and_the_adapter_is_saved(tmp_path, tiny, ppo_overrides):
@@ -14,7 +13,7 @@ def test_lora_reference_is_the_adapter_disabled_policy_and_the_adapter_is_saved(
     from prefmatch.llm.config import load_config
     from prefmatch.llm.metrics import sequence_logprobs_ids
     from prefmatch.llm.models import ADAPTER_DIR, count_parameters, load_causal_lm
-    from prefmatch.llm.ppo import PPOConfig, PPOTrainer
+    from prefmatch.llm.train.ppo import PPOConfig, PPOTrainer
 
     cfg = load_config(PPOConfig, overrides=ppo_overrides(tmp_path / "lora", lora=True, lora_r=4, lr=5e-2, steps=2))
     tr = PPOTrainer(cfg, quiet=True)
@@ -43,7 +42,7 @@ def test_lora_reference_is_the_adapter_disabled_policy_and_the_adapter_is_saved(
 def test_sft_lora_saves_the_adapter(tmp_path, tiny):
     from prefmatch.llm.config import load_config
     from prefmatch.llm.models import ADAPTER_DIR
-    from prefmatch.llm.sft import SFTConfig, train_sft
+    from prefmatch.llm.train.sft import SFTConfig, train_sft
 
     res = train_sft(load_config(SFTConfig, overrides=dict(model=tiny["base"], data=tiny["data"], out=str(tmp_path / "s"),
                                                           lora=True, steps=1, batch_size=4, max_prompt_len=32,

@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from prefmatch.llm.losses import (  # noqa: E402
+from prefmatch.llm.train.losses import (  # noqa: E402
     bradley_terry_loss, clipped_policy_loss, clipped_value_loss, entropy_from_logits, explained_variance, gae,
     logprobs_from_logits, masked_whiten)
 

@@ -2,16 +2,7 @@
 from __future__ import annotations
 
 import pytest
-
-from prefmatch.cli import main
-
-
-def _one_line_error(capsys, argv):
-    capsys.readouterr()
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("prefmatch: error:") and "\n" not in err and "Traceback" not in err
-    return err
+from cli_errors import one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -37,29 +28,24 @@ def nan_model(tmp_path_factory, tiny):
     return str(out)
 
 
-def test_ppo_names_the_reference_whose_tokenizer_differs(tmp_path, tiny, other_tokenizer_model, capsys):
-    err = _one_line_error(capsys, ["train", "ppo", "--data", tiny["data"], "--policy", tiny["sft"],
-                                   "--reward-model", tiny["rm"], "--regularizer", "multi_rkl",
-                                   "--ref", f"[{tiny['sft']}, {other_tokenizer_model}]", "--out", str(tmp_path / "run")])
-    assert "ref 2 of 2" in err and other_tokenizer_model in err and "does not match" in err
+def _argv(trainer, tiny, refs, out):
+    """``prefmatch train ppo|dpo`` with multi_rkl on the references ``refs`` (PPO calls them --ref, DPO --reference)."""
+    if trainer == "ppo":
+        return ["train", "ppo", "--data", tiny["data"], "--policy", tiny["sft"], "--reward-model", tiny["rm"],
+                "--regularizer", "multi_rkl", "--ref", f"[{', '.join(refs)}]", "--out", str(out)]
+    return ["train", "dpo", "--data", tiny["data"], "--model", tiny["sft"], "--regularizer", "multi_rkl",
+            "--reference", f"[{', '.join(refs)}]", "--out", str(out)]
 
 
-def test_dpo_names_the_reference_whose_tokenizer_differs(tmp_path, tiny, other_tokenizer_model, capsys):
-    err = _one_line_error(capsys, ["train", "dpo", "--data", tiny["data"], "--model", tiny["sft"],
-                                   "--regularizer", "multi_rkl", "--reference", f"[{other_tokenizer_model}, {tiny['sft']}]",
-                                   "--out", str(tmp_path / "run")])
-    assert "reference 1 of 2" in err and other_tokenizer_model in err and "does not match" in err
+@pytest.mark.parametrize("trainer, bad_first, option", [("ppo", False, "ref"), ("dpo", True, "reference")])
+def test_names_the_reference_whose_tokenizer_differs(tmp_path, tiny, other_tokenizer_model, capsys, trainer, bad_first,
+                                                     option):
+    refs = [other_tokenizer_model, tiny["sft"]] if bad_first else [tiny["sft"], other_tokenizer_model]
+    err = one_line_error(capsys, _argv(trainer, tiny, refs, tmp_path / "run"))
+    assert f"{option} {1 if bad_first else 2} of 2" in err and other_tokenizer_model in err and "does not match" in err
 
 
-def test_ppo_refuses_a_reference_with_non_finite_weights(tmp_path, tiny, nan_model, capsys):
-    err = _one_line_error(capsys, ["train", "ppo", "--data", tiny["data"], "--policy", tiny["sft"],
-                                   "--reward-model", tiny["rm"], "--regularizer", "multi_rkl",
-                                   "--ref", f"[{tiny['sft']}, {nan_model}]", "--out", str(tmp_path / "run")])
-    assert "ref 2 of 2" in err and nan_model in err and "non-finite weights" in err
-
-
-def test_dpo_refuses_a_reference_with_non_finite_weights(tmp_path, tiny, nan_model, capsys):
-    err = _one_line_error(capsys, ["train", "dpo", "--data", tiny["data"], "--model", tiny["sft"],
-                                   "--regularizer", "multi_rkl", "--reference", f"[{tiny['sft']}, {nan_model}]",
-                                   "--out", str(tmp_path / "run")])
-    assert "reference 2 of 2" in err and "non-finite weights" in err
+@pytest.mark.parametrize("trainer, option", [("ppo", "ref"), ("dpo", "reference")])
+def test_refuses_a_reference_with_non_finite_weights(tmp_path, tiny, nan_model, capsys, trainer, option):
+    err = one_line_error(capsys, _argv(trainer, tiny, [tiny["sft"], nan_model], tmp_path / "run"))
+    assert f"{option} 2 of 2" in err and nan_model in err and "non-finite weights" in err

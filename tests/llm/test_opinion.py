@@ -243,7 +243,7 @@ def test_config_pairs_schedule_and_nucleus_grid():
 
 def test_ppo_nucleus_sampling_only_as_a_declared_ablation():
     from prefmatch.llm.config import ConfigError
-    from prefmatch.llm.ppo import PPOConfig
+    from prefmatch.llm.train.ppo import PPOConfig
 
     with pytest.raises(ConfigError, match="top_p: must be 1"):
         PPOConfig(policy="p", reward_model="r", top_p=0.9).check_algorithm()

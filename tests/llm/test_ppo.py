@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from prefmatch.llm.config import load_config  # noqa: E402
-from prefmatch.llm.ppo import PPOConfig, PPOTrainer, train_ppo  # noqa: E402
+from prefmatch.llm.train.ppo import PPOConfig, PPOTrainer, train_ppo  # noqa: E402
 
 
 @pytest.mark.parametrize("reg,params,mode,n_refs", [
@@ -46,7 +46,7 @@ def test_ppo_increases_reward_slow(tmp_path, tiny, ppo_overrides):
     """Start from a policy fine-tuned on the *rejected* answers: PPO must raise the reward."""
     import json
 
-    from prefmatch.llm.sft import SFTConfig, train_sft
+    from prefmatch.llm.train.sft import SFTConfig, train_sft
 
     bad = train_sft(load_config(SFTConfig, overrides=dict(model=tiny["base"], data=tiny["data"], split="all",
                                                           out=str(tmp_path / "bad"), response_key="rejected",

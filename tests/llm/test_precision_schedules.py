@@ -67,9 +67,9 @@ def test_fp16_checkpoint_loads_in_float32_and_frozen_models_in_the_compute_dtype
 def test_fp16_weights_in_the_optimizer_are_refused_naming_the_dtype(saved):
     from transformers import AutoModelForCausalLM
 
-    from prefmatch.llm.common import CommonConfig
-    from prefmatch.llm.sft import make_optimizer
-    from prefmatch.llm.training import TrainingError, low_precision_hint
+    from prefmatch.llm.train.common import CommonConfig
+    from prefmatch.llm.train.sft import make_optimizer
+    from prefmatch.llm.train.loop import TrainingError, low_precision_hint
 
     m = AutoModelForCausalLM.from_pretrained(saved["sft16"])
     with pytest.raises(TrainingError, match="float16.*float32"):
@@ -79,10 +79,10 @@ def test_fp16_weights_in_the_optimizer_are_refused_naming_the_dtype(saved):
 
 
 def _run(stage, saved, tiny, out, tag):
-    from prefmatch.llm.dpo import DPOConfig, train_dpo
-    from prefmatch.llm.ppo import PPOConfig, train_ppo
-    from prefmatch.llm.reward_model import RMConfig, train_reward_model
-    from prefmatch.llm.sft import SFTConfig, train_sft
+    from prefmatch.llm.train.dpo import DPOConfig, train_dpo
+    from prefmatch.llm.train.ppo import PPOConfig, train_ppo
+    from prefmatch.llm.train.reward_model import RMConfig, train_reward_model
+    from prefmatch.llm.train.sft import SFTConfig, train_sft
 
     common = dict(data=tiny["data"], out=str(out), lr=3e-3, seed=0, log_every=1, **tiny["lens"])
     if stage == "sft":
@@ -131,7 +131,7 @@ def _lr_closed_form(kind, k, total, warmup, lr):
 
 @pytest.mark.parametrize("kind", ["constant", "linear", "cosine"])
 def test_dpo_lr_at_each_step_and_after_resume(kind, tiny, tmp_path):
-    from prefmatch.llm.dpo import DPOConfig, train_dpo
+    from prefmatch.llm.train.dpo import DPOConfig, train_dpo
 
     def cfg(out, **kw):
         return load_config(DPOConfig, overrides=dict(
@@ -152,8 +152,8 @@ def test_dpo_lr_at_each_step_and_after_resume(kind, tiny, tmp_path):
 
 
 def test_sft_and_ppo_follow_the_cosine_schedule(tiny, tmp_path, ppo_overrides):
-    from prefmatch.llm.ppo import PPOConfig, train_ppo
-    from prefmatch.llm.sft import SFTConfig, train_sft
+    from prefmatch.llm.train.ppo import PPOConfig, train_ppo
+    from prefmatch.llm.train.sft import SFTConfig, train_sft
 
     train_sft(load_config(SFTConfig, overrides=dict(model=tiny["base"], data=tiny["data"], out=str(tmp_path / "sft"),
                                                     split="all", batch_size=8, steps=5, lr=1e-3,
@@ -168,7 +168,7 @@ def test_sft_and_ppo_follow_the_cosine_schedule(tiny, tmp_path, ppo_overrides):
 
 def test_warmup_longer_than_the_run_is_a_config_error(tiny, tmp_path):
     from prefmatch.llm.config import ConfigError
-    from prefmatch.llm.dpo import DPOConfig, train_dpo
+    from prefmatch.llm.train.dpo import DPOConfig, train_dpo
 
     with pytest.raises(ConfigError, match="warmup_steps"):
         train_dpo(load_config(DPOConfig, overrides=dict(
@@ -201,9 +201,9 @@ def _first_grads(monkeypatch, module, run):
 
 @pytest.mark.parametrize("stage", ["sft", "rm", "dpo"])
 def test_accumulated_gradient_equals_the_large_batch_gradient(stage, tiny, tmp_path, monkeypatch):
-    import prefmatch.llm.dpo as dpo
-    import prefmatch.llm.sft as sft
-    from prefmatch.llm.reward_model import RMConfig, train_reward_model
+    import prefmatch.llm.train.dpo as dpo
+    import prefmatch.llm.train.sft as sft
+    from prefmatch.llm.train.reward_model import RMConfig, train_reward_model
 
     def run(bs, k, out):
         common = dict(data=tiny["data"], out=str(tmp_path / out), split="all", batch_size=bs, lr=1e-3, seed=0,

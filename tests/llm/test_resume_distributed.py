@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from prefmatch.llm.config import load_config  # noqa: E402
-from prefmatch.llm.ppo import PPOConfig, train_ppo  # noqa: E402
+from prefmatch.llm.train.ppo import PPOConfig, train_ppo  # noqa: E402
 
 TIMING = {"tokens_per_s", "step_time_s", "model_time_fraction"}
 

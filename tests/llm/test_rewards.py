@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from prefmatch.llm.rewards import (  # noqa: E402
+from prefmatch.llm.train.rewards import (  # noqa: E402
     RegularizerConfigError, build_regularizer, pathwise_regularizer_loss, ppo_token_rewards,
     renormalized_mixture_token_reward, resolve_mode, sequence_psi)
 from prefmatch.theory import regularizers as R  # noqa: E402

@@ -42,7 +42,7 @@ def _checkpoint(folder: Path, step: int) -> Path:
 def test_checkpoint_validation_names_what_is_damaged(tmp_path):
     """Each part of a checkpoint is checked without loading a model; the newest valid one is chosen."""
     from prefmatch.llm.config import ConfigError
-    from prefmatch.llm.training import checkpoint_problem, find_checkpoint
+    from prefmatch.llm.train.loop import checkpoint_problem, find_checkpoint
 
     ckpts = tmp_path / "run" / "checkpoints"
     c1, c2 = _checkpoint(ckpts, 1), _checkpoint(ckpts, 2)

@@ -54,9 +54,9 @@ def test_smoke_llama_arch_programmatic(tmp_path, tiny):
     """The Llama-style tiny model goes through SFT and PPO with the same code."""
     from prefmatch.llm.config import load_config
     from prefmatch.llm.models import init_model
-    from prefmatch.llm.ppo import PPOConfig, train_ppo
-    from prefmatch.llm.reward_model import RMConfig, train_reward_model
-    from prefmatch.llm.sft import SFTConfig, train_sft
+    from prefmatch.llm.train.ppo import PPOConfig, train_ppo
+    from prefmatch.llm.train.reward_model import RMConfig, train_reward_model
+    from prefmatch.llm.train.sft import SFTConfig, train_sft
 
     TINY = tiny["lens"]
 

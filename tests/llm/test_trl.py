@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("trl", reason="the trl extra is not installed (pip install -e .[trl])")
 
-from prefmatch.llm.integrations import trl_battery  # noqa: E402
+from prefmatch.llm.battery import trl as trl_battery  # noqa: E402
 from prefmatch.llm.integrations.trl import regularizer_from_config  # noqa: E402
 
 pytestmark = pytest.mark.trl

@@ -17,7 +17,7 @@ trl = pytest.importorskip("trl")
 pytest.importorskip("datasets")
 
 from prefmatch.llm.integrations.trl_dpo import PMDPOTrainer  # noqa: E402
-from prefmatch.llm.rewards import RegularizerConfigError  # noqa: E402
+from prefmatch.llm.train.rewards import RegularizerConfigError  # noqa: E402
 
 ALPHA = 0.002  # about the per-token probability of an untrained tiny model: the token indicator splits
 

@@ -11,12 +11,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from prefmatch.llm import battery as B  # noqa: E402
+from prefmatch.llm.battery import ppo as B  # noqa: E402
 from prefmatch.llm.config import ConfigError  # noqa: E402
-from prefmatch.llm.dpo import DPOConfig, DPOTrainer  # noqa: E402
-from prefmatch.llm.losses import (  # noqa: E402
+from prefmatch.llm.train.dpo import DPOConfig, DPOTrainer  # noqa: E402
+from prefmatch.llm.train.losses import (  # noqa: E402
     batch_moments, clipped_policy_loss, fold_moments, whitening_from_moments)
-from prefmatch.llm.ppo import PPOConfig, PPOTrainer  # noqa: E402
+from prefmatch.llm.train.ppo import PPOConfig, PPOTrainer  # noqa: E402
 
 
 def _response_gradient(lengths_of_company, normalizer):

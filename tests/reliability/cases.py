@@ -459,7 +459,7 @@ def all_cases() -> list[Case]:
 
 def counts_by_class() -> dict[str, int]:
     """Number of cases per class: the one-line cases, the numeric problems and the fault tests."""
-    counts = {c: 0 for c in CLASSES}
+    counts = dict.fromkeys(CLASSES, 0)
     for case in all_cases():
         counts[case.cls] += 1
     counts["numerics"] += len(numeric_problems())

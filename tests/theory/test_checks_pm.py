@@ -1,4 +1,4 @@
-"""Tests of theory/checks_pm.py: every id is registered and passes, and the comparisons catch
+"""Tests of theory/checks/pm.py: every id is registered and passes, and the comparisons catch
 wrong formulas (each *_report is run with a perturbed closed form and must fail)."""
 import math
 
@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import log_softmax, logsumexp
 
-from prefmatch.theory import checks_pm as C
+from prefmatch.theory.checks import pm as C
 from prefmatch.theory import regularizers as REG
 from prefmatch.theory.checks import REGISTRY, run_check
 

@@ -49,7 +49,7 @@ def test_every_item_has_a_registered_check_or_a_reason():
 def test_item_checks_registered_and_pass():
     registered = checks.load_all()
     assert ITEM_CHECKS <= set(registered)
-    assert {cid for cid, c in registered.items() if c.func.__module__.endswith("checks_items")} == ITEM_CHECKS
+    assert {cid for cid, c in registered.items() if c.func.__module__.endswith(".checks.items")} == ITEM_CHECKS
 
 
 def test_load_items_rejects_an_item_without_check_or_reason(tmp_path):

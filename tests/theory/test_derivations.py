@@ -1,7 +1,6 @@
 """Tests of theory/derivations.py: every closed form against dsolve or substitution."""
 import math
 
-import numpy as np
 import pytest
 import sympy as sp
 from hypothesis import given, settings

@@ -161,7 +161,7 @@ def test_fdiv_implicit_reward_recovers_the_reward_on_the_support(f):
 
 # --------------------------------------------------------------------------- every affine regularizer
 def _affine(name):
-    from prefmatch.llm.rewards import build_regularizer
+    from prefmatch.llm.train.rewards import build_regularizer
 
     params = {"cpm": {"alpha": 0.3, "level": "sequence"}, "multi_rkl": {"weights": (0.3, 0.7)},
               "pm": {"c1": 0.4, "c2": 0.3}}.get(name, {})

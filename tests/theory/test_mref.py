@@ -324,7 +324,7 @@ def test_registered_check_passes(cid):
 def test_exactly_the_mref_ids_are_registered():
     from prefmatch.theory import checks
 
-    ids = {c for c, chk in checks.load_all().items() if chk.func.__module__.endswith(".checks_mref")}
+    ids = {c for c, chk in checks.load_all().items() if chk.func.__module__.endswith(".checks.mref")}
     assert ids == {
         "mref.escort_identity", "mref.rkl_optimum", "mref.rkl_mrpo_lower_bound", "mref.rkl_holder_upper_bound",
         "mref.softmax_sensitivity", "mref.fkl_identity", "mref.fkl_optimum", "mref.bounds_monotone",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from prefmatch.theory import checks_mref_sc as SC
+from prefmatch.theory.checks import mref_sc as SC
 from prefmatch.theory import finite_class as FC
 from prefmatch.theory.checks import load_all
 

@@ -15,11 +15,10 @@ reverse KL's optimum on one-token completions —, without it the row "k3 as a l
 the reward's part of the update by (G−1)/G (E[(R_i − mean_g R)∇log π(y_i)] = (1 − 1/G)·E[R∇log π])
 while the KL loss keeps its full weight.
 
-``python -m prefmatch.llm.integrations.trl_battery [--json]`` prints the table.
+``python -m prefmatch.llm.battery.trl [--json]`` prints the table.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import sys
@@ -132,7 +131,7 @@ def run_case(case: TRLCase, *, work: Path | None = None, seed: int = 0, batch: i
 
     torch.set_num_threads(1)
     tmp = tempfile.TemporaryDirectory(prefix="trl_battery_") if work is None else None
-    work = Path(tmp.name) if tmp else Path(work)
+    work = Path(tmp.name) if tmp is not None else Path(work)  # type: ignore[arg-type]  # one of the two is set
     n_refs = len(case.params.get("weights", ())) or 1
     dirs, token_reward = build_problem(work, n_refs=n_refs, seed=seed)
     tokens, mask = enumerate_responses(VOCAB, case.length, eos=VOCAB - 1)  # every completion TRL can sample
@@ -156,20 +155,16 @@ def run_case(case: TRLCase, *, work: Path | None = None, seed: int = 0, batch: i
                   beta=BETA, report_to=[], save_strategy="no", logging_steps=10 ** 6, use_cpu=True, bf16=False,
                   seed=seed, disable_tqdm=True, temperature=1.0, warmup_steps=0, weight_decay=0.0,
                   lr_scheduler_type="linear", max_grad_norm=0.0)
-    if case.trainer == "rloo":
-        cfg = RLOOConfig(**common)
+    if case.trainer in ("rloo", "grpo"):
+        if case.trainer == "rloo":
+            cfg, trainer_cls = RLOOConfig(**common), PMRLOOTrainer
+        else:
+            cfg, trainer_cls = GRPOConfig(**common, scale_rewards=case.scale_rewards, loss_type=case.loss_type), PMGRPOTrainer
         reg, placement = regularizer_from_config(case.regularizer, case.params, BETA)
         refs = [AutoModelForCausalLM.from_pretrained(d) for d in dirs] if n_refs > 1 else None
-        trainer = PMRLOOTrainer(model=policy, reward_funcs=reward_fn, args=cfg, train_dataset=ds,
-                                processing_class=tok, regularizer=case.regularizer,
-                                regularizer_params=case.params, ref_model=refs)
-    elif case.trainer == "grpo":
-        cfg = GRPOConfig(**common, scale_rewards=case.scale_rewards, loss_type=case.loss_type)
-        reg, placement = regularizer_from_config(case.regularizer, case.params, BETA)
-        refs = [AutoModelForCausalLM.from_pretrained(d) for d in dirs] if n_refs > 1 else None
-        trainer = PMGRPOTrainer(model=policy, reward_funcs=reward_fn, args=cfg, train_dataset=ds,
-                                processing_class=tok, regularizer=case.regularizer,
-                                regularizer_params=case.params, ref_model=refs)
+        trainer = trainer_cls(model=policy, reward_funcs=reward_fn, args=cfg, train_dataset=ds,
+                              processing_class=tok, regularizer=case.regularizer,
+                              regularizer_params=case.params, ref_model=refs)
     elif case.trainer == "trl-grpo":
         cfg = GRPOConfig(**common, scale_rewards=case.scale_rewards, loss_type=case.loss_type,
                          use_bias_correction_kl=case.bias_correction)
@@ -241,12 +236,11 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m prefmatch.llm.integrations.trl_battery",
-                                 description="The convergence battery through TRL's GRPO and RLOO trainers.")
-    ap.add_argument("--json", action="store_true", help="print the rows as JSON")
+    from prefmatch.llm.battery.ppo import battery_parser
+
+    ap = battery_parser("prefmatch.llm.battery.trl", "The convergence battery through TRL's GRPO and RLOO trainers.",
+                        "trl_battery_table.md", quick=False)
     ap.add_argument("--only", default=None, help="run the cases whose id contains this text")
-    ap.add_argument("--markdown", metavar="FILE", help="also write the table, with the command and the machine, "
-                    "to FILE (docs/results/trl_battery_table.md is written this way)")
     a = ap.parse_args(argv)
     cases = [c for c in CASES if a.only is None or a.only in c.id]
     rows = [run_case(c) for c in cases]
@@ -254,10 +248,10 @@ def main(argv=None) -> int:
     if a.markdown:
         import trl
 
-        from prefmatch.llm.battery import write_markdown
+        from prefmatch.llm.battery.ppo import write_markdown
 
         n_ok = sum(r["tv"] <= TV_TOL for r in rows)
-        write_markdown(a.markdown, f"python -m prefmatch.llm.integrations.trl_battery --markdown {a.markdown}",
+        write_markdown(a.markdown, f"python -m prefmatch.llm.battery.trl --markdown {a.markdown}",
                        f"{len(rows)} configurations, {n_ok} within TV {TV_TOL} of the optimum they are compared "
                        f"with; β = {BETA}, vocabulary {VOCAB}, 64 completions (8 prompts × G = 8) per step",
                        format_table(rows), versions=(f"trl {trl.__version__}",))

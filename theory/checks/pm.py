@@ -63,6 +63,7 @@ def lbfgs_optimum(objective, n: int, seed: int = 0, restarts: int = 2):
                        options={"maxiter": 5000, "ftol": 1e-15, "gtol": 1e-11})
         if best is None or res.fun < best.fun:
             best = res
+    assert best is not None  # at least one start ran
     return _softmax(best.x), -float(best.fun)
 
 
@@ -457,7 +458,7 @@ def check_pm_examples():
 
     rng = _rng(61)
     e1 = e2 = e2v = e2m = 0.0
-    for i in range(8):
+    for _i in range(8):
         k = int(rng.integers(2, 8))
         r = rng.normal(size=k) * 3
         ref = rng.dirichlet(np.ones(k))
@@ -470,7 +471,7 @@ def check_pm_examples():
         e2m = max(e2m, abs(float(ref @ (r + c1))))
     e3 = e3_opt = 0.0
     offs = []
-    for i in range(8):
+    for _i in range(8):
         k = int(rng.integers(2, 10))
         r = rng.normal(size=k)
         pi = rng.dirichlet(np.ones(k))
@@ -510,7 +511,7 @@ def check_pm_robust_dual():
 
     rng = _rng(71)
     e_conj = e_pen = e_con = 0.0
-    for i in range(6):
+    for _i in range(6):
         k = int(rng.integers(2, 7))
         pi = rng.dirichlet(np.ones(k) * 2) * (1 - 1e-9) + 1e-9 / k
         negent = float(np.sum(pi * np.log(pi)))
@@ -616,7 +617,7 @@ def check_pm_conditional():
 # =========================================================================== Prop. 5.1
 def _kl_instances(rng):
     inst = []
-    for i in range(14):
+    for _i in range(14):
         k = int(rng.integers(2, 9))
         r = rng.normal(size=k)
         ref = rng.dirichlet(np.ones(k) * rng.choice([0.3, 1.0, 3.0]))
@@ -1057,7 +1058,7 @@ def mle_report(fit=None):
     ns = (200, 2000, 20000, 200000)
     for n in ns:
         errs_n = []
-        for rep in range(3):
+        for _rep in range(3):
             idx = rng.integers(len(pairs), size=n)
             W = np.zeros((k, k))
             counts = np.bincount(idx, minlength=len(pairs))

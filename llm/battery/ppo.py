@@ -10,7 +10,7 @@ parameters averaged over the second half of the run) is compared with the theory
 whole responses, ``reg.sequence_optimal_logp`` (for token-level cPM its own token-level
 optimum), in total variation.
 
-``python -m prefmatch.llm.battery [--quick] [--json]`` prints the table (combination → TV, or
+``python -m prefmatch.llm.battery.ppo [--quick] [--json]`` prints the table (combination → TV, or
 refused with the reason).  Tests: tests/llm/test_convergence.py (a fast subset in ``make test``,
 the full sweep marked slow: ``make test-battery``).
 """
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from prefmatch.llm.config import ConfigError
-from prefmatch.llm.ppo import PPOConfig, PPOTrainer
+from prefmatch.llm.train.ppo import PPOConfig, PPOTrainer
 from prefmatch.theory.regularizers import REGISTRY
 from prefmatch.theory.responses import enumerate_responses
 
@@ -101,6 +101,21 @@ def prefix_rows(input_ids, prompt_len: int, vocab: int, length: int):
         m = min(max(i - prompt_len + 1, 0), len(codes) - 1)
         cols.append(offsets[m] + codes[m])
     return torch.stack(cols, 1)
+
+
+def polyak_sum(trainer, steps: int, weights) -> tuple[Any, int]:
+    """Run ``trainer.step()`` ``steps`` times; the sum of ``weights(trainer)`` over the second half of the
+    run and how many were summed (the Polyak–Ruppert average is their ratio, taken by the caller).  The PPO
+    and DPO batteries and the multi-reference experiment all average this way."""
+    total: Any = None
+    n = 0
+    for k in range(steps):
+        trainer.step()
+        if k >= steps // 2:
+            w = weights(trainer).detach().clone()
+            total = w if total is None else total + w
+            n += 1
+    return total, n
 
 
 def tabular_modules():
@@ -203,7 +218,7 @@ class Problem:
         return reward
 
 
-def budget(case: "Case") -> tuple[int, float]:
+def budget(case: Case) -> tuple[int, float]:
     """(steps, lr) of a case.  Without a baseline (no whitening, no value model) the advantage is the
     raw return, whose variance makes the Polyak average converge slowly (1000 steps instead of 300);
     several updates per rollout take a proportionally smaller step; responses ending at EOS (15 of
@@ -257,13 +272,7 @@ def run_case(case: Case, *, steps: int | None = None, lr: float | None = None,
                                           eos_token_id=eos)
     except ConfigError as e:
         return {"id": case.id, "accepted": False, "tv": None, "reason": str(e)}
-    avg, n_avg = None, 0
-    for k in range(steps):
-        trainer.step()
-        if k >= steps // 2:  # Polyak–Ruppert average of the second half
-            w = trainer.policy.lm.W.detach().clone()
-            avg = w if avg is None else avg + w
-            n_avg += 1
+    avg, n_avg = polyak_sum(trainer, steps, lambda t: t.policy.lm.W)
     averaged = TabularPolicy(vocab, case.length, init=avg / (n_avg * case.temperature))  # the trained policy
     logp = prob.token_logp(averaged).sum(-1)
     ref_t = np.stack([prob.token_logp(r) for r in refs]) if n_refs > 1 else prob.token_logp(refs[0])
@@ -302,8 +311,9 @@ def all_cases(lengths=(1, 2)) -> list[Case]:
              for whiten in (True, False) for T in lengths]
     # three-token responses (27 of them) where cheap: with whitening, every regularizer and placement
     cases += [Case(name, params, mode, True, 3) for name, params in regularizer_cases() for mode in ("reward", "loss")]
-    for name, params in [("kl", {"estimator": "k1"}), ("cpm", {"alpha": 0.3, "level": "sequence"}),
-                         ("fdiv", {"f": "chi2"})]:
+    variants: list[tuple[str, dict]] = [("kl", {"estimator": "k1"}), ("cpm", {"alpha": 0.3, "level": "sequence"}),
+                                        ("fdiv", {"f": "chi2"})]
+    for name, params in variants:
         cases.append(Case(name, params, "auto", True, 2, value=True))
         cases.append(Case(name, params, "auto", True, 2, ppo_epochs=2, mini_batches=4))
         cases.append(Case(name, params, "auto", True, 2, max_grad_norm=1.0))  # the trainer's default clipping
@@ -311,8 +321,9 @@ def all_cases(lengths=(1, 2)) -> list[Case]:
     # --- responses that end at EOS
     cases += [Case(name, params, mode, whiten, 3, eos=True) for name, params in regularizer_cases()
               for mode in ("reward", "loss") for whiten in (True, False)]
-    for name, params in [("kl", {"estimator": "k1"}), ("fdiv", {"f": "chi2"}), ("multi_fkl", {"weights": [0.3, 0.7]}),
-                         ("cpm", {"alpha": 0.3, "level": "token"})]:
+    variants = [("kl", {"estimator": "k1"}), ("fdiv", {"f": "chi2"}), ("multi_fkl", {"weights": [0.3, 0.7]}),
+                ("cpm", {"alpha": 0.3, "level": "token"})]
+    for name, params in variants:
         cases.append(Case(name, params, "auto", True, 3, eos=True, batch_size=64, mini_batches=64))  # minibatch 1
         cases.append(Case(name, params, "auto", True, 3, eos=True, mini_batches=32))  # minibatch 8
         cases.append(Case(name, params, "auto", True, 3, eos=True, ppo_epochs=2, mini_batches=4))
@@ -325,9 +336,8 @@ def all_cases(lengths=(1, 2)) -> list[Case]:
         cases.append(Case(name, params, "auto", True, 3, eos=True, reward_scale=8.0))
         cases.append(Case(name, params, "auto", True, 3, eos=True, reward_scale=8.0, reward_clip=5.0))
     for beta in BETAS:
-        for name, params in [("kl", {"estimator": "k1"}), ("pm", {}),
-                             ("cpm", {"alpha": 0.3, "level": "sequence"}), ("maxent", {})] + [
-                ("fdiv", {"f": f}) for f in ("reverse_kl", "js", "hellinger", "chi2")]:
+        variants = [("kl", {"estimator": "k1"}), ("pm", {}), ("cpm", {"alpha": 0.3, "level": "sequence"}), ("maxent", {})]
+        for name, params in variants + [("fdiv", {"f": f}) for f in ("reverse_kl", "js", "hellinger", "chi2")]:
             cases.append(Case(name, {**params, "beta": beta}, "auto", True, 3, eos=True, reward_scale=max(1.0, beta)))
     for name in ("multi_rkl", "multi_fkl"):
         cases.append(Case(name, {"weights": [0.2, 0.3, 0.5]}, "auto", True, 3, eos=True))
@@ -405,13 +415,21 @@ def write_markdown(path: str, command: str, summary: str, table: str, versions: 
     Path(path).write_text(f"<!-- written by `{command}`; do not edit -->\n{run_on}: {summary}.\n\n{table}\n")
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m prefmatch.llm.battery",
-                                 description="The PPO trainer's convergence battery on tabular policies.")
-    ap.add_argument("--quick", action="store_true", help="only the fast subset that `make test` runs")
+def battery_parser(module: str, description: str, table: str, quick: bool = True) -> argparse.ArgumentParser:
+    """The command line every battery shares (``python -m module``): --quick (when it has a fast subset),
+    --json, and --markdown FILE for the kept ``table`` in docs/results/."""
+    ap = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
+    if quick:
+        ap.add_argument("--quick", action="store_true", help="only the fast subset that `make test` runs")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON")
     ap.add_argument("--markdown", metavar="FILE", help="also write the table, with the command and the machine, "
-                    "to FILE (docs/results/battery_table.md is written this way)")
+                    f"to FILE (docs/results/{table} is written this way)")
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = battery_parser("prefmatch.llm.battery.ppo", "The PPO trainer's convergence battery on tabular policies.",
+                        "battery_table.md")
     ap.add_argument("--steps", type=int, default=None, help="PPO steps per case (default: budget())")
     ap.add_argument("--jobs", type=int, default=1, help="cases run in this many processes at once")
     a = ap.parse_args(argv)
@@ -421,7 +439,7 @@ def main(argv=None) -> int:
     bad = [r for r in rows if r["accepted"] and r["tv"] > TV_TOL]
     if a.markdown:
         n_acc = sum(r["accepted"] for r in rows)
-        write_markdown(a.markdown, f"python -m prefmatch.llm.battery{' --quick' if a.quick else ''} --markdown "
+        write_markdown(a.markdown, f"python -m prefmatch.llm.battery.ppo{' --quick' if a.quick else ''} --markdown "
                        f"{a.markdown}", f"{len(rows)} configurations, {n_acc} accepted, {n_acc - len(bad)} of them "
                        f"within TV {TV_TOL} of the optimum, {len(rows) - n_acc} refused; worst accepted TV "
                        f"{max((r['tv'] for r in rows if r['accepted']), default=float('nan')):.4f}", format_table(rows))

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 
 from prefmatch.llm.config import ConfigError, cfg_field
 from prefmatch.llm.data import held_out, load_split, prompt_response_batch
-from prefmatch.llm.losses import bradley_terry_loss
+from prefmatch.llm.train.losses import bradley_terry_loss
 from prefmatch.llm.models import REWARD_NORM_FILE, load_reward_model, reward_scores, save_model
 from prefmatch.llm.tokenizer import load_tokenizer
 from prefmatch.llm.sharding import savable_model
-from prefmatch.llm.sft import SupervisedConfig, run_supervised
-from prefmatch.llm.training import atomic_dir
+from prefmatch.llm.train.sft import SupervisedConfig, run_supervised
+from prefmatch.llm.rundir import atomic_dir
 
 
 @dataclass

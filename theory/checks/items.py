@@ -407,7 +407,7 @@ def check_prop_6_3():
         refs = rng.dirichlet(np.ones(n), size=k)
         w = rng.dirichlet(np.ones(k))
         r_star = rng.uniform(0, 1, n)
-        for name, fac, U in (("rkl", regularizers.multi_rkl, _u_rkl), ("fkl", regularizers.multi_fkl, _u_fkl)):
+        for _name, fac, U in (("rkl", regularizers.multi_rkl, _u_rkl), ("fkl", regularizers.multi_fkl, _u_fkl)):
             reg = fac(weights=tuple(w), beta=beta)
             p_star, _ = cvx_optimum(reg, r_star, refs)
             for scale in (0.5, 0.2):

@@ -11,27 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from prefmatch.llm.common import CommonConfig
+from prefmatch.llm.train.common import CommonConfig
 from prefmatch.llm.config import ConfigError, cfg_field, save_config
 from prefmatch.llm.data import load_split, prompt_response_batch
-from prefmatch.llm.losses import response_nll
+from prefmatch.llm.train.losses import response_nll
 from prefmatch.llm.models import disable_dropout, load_causal_lm, lora_wrap, model_inputs, save_model
 from prefmatch.llm.tokenizer import load_tokenizer
 from prefmatch.llm.sharding import savable_model
-from prefmatch.llm.training import (
-    MetricsLog,
-    atomic_dir,
-    check_finite,
-    check_weights_finite,
-    clip_and_check_grads,
-    console_logging,
-    derived_seed,
-    make_accelerator,
-    mean_over_processes,
-    progress,
-    rank_slice,
-    seed_everything,
-)
+from prefmatch.llm.train.loop import MetricsLog, check_finite, check_weights_finite, clip_and_check_grads, console_logging, derived_seed, make_accelerator, mean_over_processes, progress, rank_slice, seed_everything
+from prefmatch.llm.rundir import atomic_dir
 
 
 @dataclass
@@ -92,7 +80,7 @@ def make_optimizer(model, cfg):
     params = [p for p in model.parameters() if p.requires_grad]
     low = sorted({str(p.dtype).replace("torch.", "") for p in params if p.dtype in (torch.float16, torch.bfloat16)})
     if low:
-        from prefmatch.llm.training import TrainingError
+        from prefmatch.llm.train.loop import TrainingError
 
         raise TrainingError(f"trainable weights in {', '.join(low)}: AdamW needs float32 master weights; load the "
                             "model in float32 (load_causal_lm(dir) does) and use mixed_precision: bf16 for the forward")

@@ -8,6 +8,11 @@ modules listed in :data:`CHECK_MODULES`; :func:`run_checks` imports them and run
 A check function must be deterministic (seed its own random generator) and take no
 arguments.  It compares a closed form with an *independent* computation (``dsolve``,
 cvxpy, scipy on logits, finite differences) to a tolerance stated in ``detail``.
+
+Every check has the same head on purpose: ``@check(id, statement=, source=, method=)``, a seeded
+generator, the worst errors so far, a loop over instances.  ``duplicates`` pairs those heads (same
+shape, other names); what they compute is each check's own, and what two checks share is factored into
+the module's helpers (``_instance``, ``_optimum_vs_cvxpy``, ``_disagreement_slopes``, ...).
 """
 from __future__ import annotations
 
@@ -16,18 +21,18 @@ import importlib
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 #: modules that register checks when imported (order = report order)
 CHECK_MODULES = (
-    "prefmatch.theory.checks_pm",
-    "prefmatch.theory.checks_mref",
-    "prefmatch.theory.checks_mref_practice",
-    "prefmatch.theory.checks_mref_sc",
-    "prefmatch.theory.checks_grad",
-    "prefmatch.theory.checks_grad_trainers",
-    "prefmatch.theory.checks_items",
-    "prefmatch.theory.checks_dpo",
+    "prefmatch.theory.checks.pm",
+    "prefmatch.theory.checks.mref",
+    "prefmatch.theory.checks.mref_practice",
+    "prefmatch.theory.checks.mref_sc",
+    "prefmatch.theory.checks.grad",
+    "prefmatch.theory.checks.grad_trainers",
+    "prefmatch.theory.checks.items",
+    "prefmatch.theory.checks.dpo",
 )
 
 

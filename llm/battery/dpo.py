@@ -6,7 +6,7 @@ preference pairs are sampled: two distinct responses drawn uniformly, the first 
 the Bradley–Terry probability σ(r(y) − r(y′)) (uniform pairs compare every response equally
 often; pairs drawn from the reference compare its rare responses rarely, and their sampling error
 then dominates).  A
-tabular autoregressive policy (the PPO battery's :func:`~prefmatch.llm.battery.tabular_modules`,
+tabular autoregressive policy (the PPO battery's :func:`~prefmatch.llm.battery.ppo.tabular_modules`,
 one logit row per response prefix, so every distribution over responses is representable),
 started at the reference, is trained by :meth:`DPOTrainer.from_modules` — the trainer's own
 step and loss — and its Polyak average (parameters averaged over the second half of the run)
@@ -18,13 +18,12 @@ logits, an independent optimizer) from the optimum, which must itself be within 
 (the pairs pin the optimum down).  The optimum's logits scale like r/β, and so does the effect of
 a pair's noise on them: below β = 0.7 the pairs and the steps grow like 0.7/β.
 
-``python -m prefmatch.llm.dpo_battery [--quick] [--json] [--markdown FILE]`` prints the table.
+``python -m prefmatch.llm.battery.dpo [--quick] [--json] [--markdown FILE]`` prints the table.
 Tests: tests/llm/test_dpo_convergence.py (the quick subset in ``make test``, the full sweep
 marked slow: ``make test-dpo-battery``).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from dataclasses import dataclass, field
@@ -32,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from prefmatch.llm.battery import Problem, tabular_modules
-from prefmatch.llm.dpo import DPOConfig, DPOTrainer
+from prefmatch.llm.battery.ppo import Problem, battery_parser, polyak_sum, tabular_modules
+from prefmatch.llm.train.dpo import DPOConfig, DPOTrainer
 from prefmatch.theory.dpo import dpo_regularizers
 from prefmatch.theory.regularizers import REGISTRY
 from prefmatch.theory.responses import enumerate_responses
@@ -122,7 +121,7 @@ def run_case(case: Case, *, n_pairs: int | None = None, steps: int | None = None
     lr = lr or 0.035 / case.beta
     default_pairs, default_steps = budget(case)
     n_pairs, steps = n_pairs or default_pairs, steps or default_steps
-    from prefmatch.llm.rewards import build_regularizer
+    from prefmatch.llm.train.rewards import build_regularizer
 
     TabularPolicy, _ = tabular_modules()
     reg = build_regularizer(case.regularizer, dict(case.params), case.beta)
@@ -141,13 +140,7 @@ def run_case(case: Case, *, n_pairs: int | None = None, steps: int | None = None
                     max_response_len=case.length)
     trainer = DPOTrainer.from_modules(cfg, policy=policy, reference=refs if n_refs > 1 else refs[0], pairs=pairs,
                                       eos_token_id=eos)
-    avg, n_avg = None, 0
-    for k in range(steps):
-        trainer.step()
-        if k >= steps // 2:  # Polyak–Ruppert average of the second half
-            w = trainer.policy.W.detach().clone()
-            avg = w if avg is None else avg + w
-            n_avg += 1
+    avg, n_avg = polyak_sum(trainer, steps, lambda t: t.policy.W)
     logp = prob.token_logp(TabularPolicy(VOCAB, case.length, init=avg / n_avg)).sum(-1)
     target = reg.sequence_optimal_logp(prob.reward, ref_t, prob.mask)
 
@@ -224,12 +217,8 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m prefmatch.llm.dpo_battery",
-                                 description="The DPO trainer's convergence battery on tabular policies.")
-    ap.add_argument("--quick", action="store_true", help="only the fast subset that `make test` runs")
-    ap.add_argument("--json", action="store_true", help="print the rows as JSON")
-    ap.add_argument("--markdown", metavar="FILE", help="also write the table, with the command and the machine, "
-                    "to FILE (docs/results/dpo_battery_table.md is written this way)")
+    ap = battery_parser("prefmatch.llm.battery.dpo", "The DPO trainer's convergence battery on tabular policies.",
+                        "dpo_battery_table.md")
     a = ap.parse_args(argv)
     import time
 
@@ -239,9 +228,9 @@ def main(argv=None) -> int:
     print(json.dumps(rows, indent=1) if a.json else format_table(rows))
     bad = [r for r in rows if not passes(r)]
     if a.markdown:
-        from prefmatch.llm.battery import write_markdown
+        from prefmatch.llm.battery.ppo import write_markdown
 
-        write_markdown(a.markdown, f"python -m prefmatch.llm.dpo_battery{' --quick' if a.quick else ''} --markdown "
+        write_markdown(a.markdown, f"python -m prefmatch.llm.battery.dpo{' --quick' if a.quick else ''} --markdown "
                        f"{a.markdown}", f"{len(rows)} configurations, "
                        f"{min(r['pairs'] for r in rows):,} to {max(r['pairs'] for r in rows):,} pairs and "
                        f"{min(r['steps'] for r in rows)} to {max(r['steps'] for r in rows)} steps (by β and response "

@@ -1,4 +1,5 @@
-"""Config fields shared by the three stages (SFT, reward model, PPO)."""
+"""Config fields shared by the trainers: every stage (:class:`CommonConfig`), and the ones that checkpoint and
+resume (PPO, DPO: :class:`ResumableConfig`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,12 +7,15 @@ from dataclasses import dataclass
 from prefmatch.llm.config import ConfigError, cfg_field
 from prefmatch.theory.validate import SEED
 from prefmatch.llm.data import SPLITS
-from prefmatch.llm.training import MIXED_PRECISION, REPORT_TO
+from prefmatch.llm.train.loop import MIXED_PRECISION, REPORT_TO
 
 #: learning-rate schedules (transformers' ``get_scheduler`` names, as DeepSpeed-Chat uses them)
 LR_SCHEDULERS = ("constant", "linear", "cosine")
 
 
+# Config fields are declarations, one line each (`name: type = cfg_field(default, help=..., range=...)`, as
+# TRL's configs): the CLI option, its help, the range check and the YAML key all come from the line. The
+# trainers' configs declare their own fields in the same shape on purpose.
 @dataclass
 class CommonConfig:
     data: str = cfg_field("", help="preference data: a .jsonl file of {prompt, chosen, rejected} or a "
@@ -53,3 +57,11 @@ class CommonConfig:
             raise ConfigError("data: required (a .jsonl file or a datasets directory)")
         if len(self.split_fractions) != 3 or abs(sum(self.split_fractions) - 1) > 1e-6:
             raise ConfigError(f"split_fractions: three fractions summing to 1, got {self.split_fractions}")
+
+
+@dataclass
+class ResumableConfig(CommonConfig):
+    """The checkpoint fields of the trainers that resume (:mod:`prefmatch.llm.train.checkpoints`)."""
+
+    save_every: int = cfg_field(0, help="checkpoint every N steps (0 = only the final model)", range="[0, inf)")
+    keep_checkpoints: int = cfg_field(2, help="how many recent checkpoints to keep", range="[1, inf)")

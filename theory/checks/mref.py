@@ -37,11 +37,11 @@ def _random_refs(rng, k, n, zeros=0, batch=()):
     return refs / refs.sum(-1, keepdims=True)
 
 
-def _instance(rng, k, n, zeros=0):
+def _instance(rng, k, n, zeros=0, r_hi=2.0):
     """K references on n responses (``zeros`` zero entries each), weights on the simplex, rewards
-    in [0, 2), and the references' log-probabilities."""
+    in [0, r_hi), and the references' log-probabilities (drawn in that order)."""
     refs = _random_refs(rng, k, n, zeros=zeros)
-    return refs, rng.dirichlet(np.ones(k)), rng.uniform(0, 2, n), _log(refs)
+    return refs, rng.dirichlet(np.ones(k)), rng.uniform(0, r_hi, n), _log(refs)
 
 
 def _optimum_vs_cvxpy(reg, r, refs, L):
@@ -119,10 +119,7 @@ def check_mrpo_lower_bound():
     ok, rows = True, []
     worst_pointwise, worst_ident, worst_argmax = 0.0, 0.0, 0.0
     for t, (k, n, beta) in enumerate([(2, 5, 0.5), (3, 6, 1.0), (4, 8, 0.3), (8, 6, 2.0)]):
-        refs = _random_refs(rng, k, n)
-        w = rng.dirichlet(np.ones(k))
-        r = rng.uniform(0, 1, n)
-        L = _log(refs)
+        refs, w, r, L = _instance(rng, k, n, r_hi=1.0)
         reg = regularizers.multi_rkl(weights=tuple(w), beta=beta)
         log_h = identities.harmonic_reference_logp(L, w)
         log_g = np.tensordot(w, L, axes=1)
@@ -191,10 +188,7 @@ def check_softmax_sensitivity():
     rng = np.random.default_rng(25)
     worst_fd, worst_ad, worst_shift = 0.0, 0.0, 0.0
     for k, n, beta in [(2, 5, 0.7), (4, 6, 2.0), (3, 4, 0.25)]:
-        refs = _random_refs(rng, k, n)
-        w = rng.dirichlet(np.ones(k))
-        L = _log(refs)
-        r = rng.uniform(0, 1, n)
+        refs, w, r, L = _instance(rng, k, n, r_hi=1.0)
         reg = regularizers.multi_rkl(weights=tuple(w), beta=beta)
         pi = lambda rr: np.exp(reg.optimal_logp(rr, L))
         jac = identities.softmax_jacobian(reg.optimal_logp(r, L), beta)
@@ -416,10 +410,8 @@ def check_dpo_objectives():
 
     rng = np.random.default_rng(75)
     n, k, beta = 6, 3, 0.6
-    refs = _random_refs(rng, k, n)
-    w = tuple(rng.dirichlet(np.ones(k)))
-    r = rng.uniform(0, 2, n)
-    L = _log(refs)
+    refs, w_arr, r, L = _instance(rng, k, n)
+    w = tuple(w_arr)
     ok, rows = True, []
     for reg in (regularizers.multi_rkl(weights=w, beta=beta), regularizers.multi_fkl(weights=w, beta=beta)):
         lp_star = reg.optimal_logp(r, L)

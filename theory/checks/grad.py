@@ -33,7 +33,7 @@ from prefmatch.theory.checks import check
 
 V, T = 3, 2
 TOL = 1e-10
-SOURCE = "PM paper eq. 2.3, §5.1; multi-reference paper eqs. 17, 28; prefmatch.llm.rewards, 'Where ψ goes'"
+SOURCE = "PM paper eq. 2.3, §5.1; multi-reference paper eqs. 17, 28; prefmatch.llm.train.rewards, 'Where ψ goes'"
 
 
 # --------------------------------------------------------------------------- the tabular problem
@@ -62,7 +62,7 @@ class _Problem:
         """log π(y_t | y_{t-1}, t) of every response [n, T] (the prompt's last token is 0)."""
         return self.next_token_logp(W).gather(-1, self.responses[..., None]).squeeze(-1)
 
-    def frozen_prefix_kl_gradient(self, forward: bool, beta: float = None):
+    def frozen_prefix_kl_gradient(self, forward: bool, beta: float | None = None):
         """∇ of −β Σ_t E_{y_<t∼π}[KL_t] with the prefix distribution held fixed (stop-gradient):
         KL_t = KL(π_θ(·|y_<t) ‖ π_ref(·|y_<t)), or the forward KL(π_ref(·|y_<t) ‖ π_θ(·|y_<t))."""
         torch = self.torch

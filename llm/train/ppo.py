@@ -6,7 +6,7 @@ One iteration (:meth:`PPOTrainer.step`) reads top to bottom like the algorithm:
 2. **score**: per-token log-probs of the policy (and its values) and of the reference(s);
    the reward model's score of prompt + response;
 3. **rewards**: r_t = ψ_t + 1[t = last]·r_θ, where ψ_t is the regularizer's per-token term
-   (theory layer; see :mod:`prefmatch.llm.rewards`), β inside ψ (r_θ clipped to ±c only when
+   (theory layer; see :mod:`prefmatch.llm.train.rewards`), β inside ψ (r_θ clipped to ±c only when
    ``reward_clip`` is set: the run then optimizes the clipped reward, and says so);
 4. **advantages**: GAE(γ = 1, λ) on the value head's estimates, whitened with the mean and scale
    σ⁻¹ of the *earlier* rollouts (a running average: a scale drawn from the rollout itself is
@@ -19,7 +19,7 @@ One iteration (:meth:`PPOTrainer.step`) reads top to bottom like the algorithm:
    (Dr. GRPO's length bias) and move the fixed point off the optimum on responses of varying length.
 
 Every configuration this trainer accepts reaches the theory's optimum on tabular policies: the
-convergence battery (:mod:`prefmatch.llm.battery`) drives this same :meth:`PPOTrainer.step`
+convergence battery (:mod:`prefmatch.llm.battery.ppo`) drives this same :meth:`PPOTrainer.step`
 through :meth:`PPOTrainer.from_modules`; a configuration that cannot be made exact is refused
 when the config is built (:meth:`PPOConfig.check_algorithm`).
 
@@ -33,18 +33,19 @@ saved with the weights.
 """
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefmatch.llm.common import CommonConfig
+from prefmatch.llm.train.common import ResumableConfig
 from prefmatch.llm.config import (ConfigError, cfg_field, check_fields, check_trainer_regularizer_params,
-                                  regularizer_params_help, save_config)
-from prefmatch.llm.rewards import REGULARIZER_MODES
+                                  regularizer_params_help)
+from prefmatch.llm.train.rewards import REGULARIZER_MODES
 from prefmatch.llm.data import encode_prompt, load_split, pad_batch
-from prefmatch.llm.losses import (
+from prefmatch.llm.train.losses import (
     clipped_policy_loss,
     clipped_value_loss,
     entropy_from_logits,
@@ -68,17 +69,17 @@ from prefmatch.llm.models import (
     policy_with_value_class,
     reward_scores,
 )
-from prefmatch.llm.rewards import (
+from prefmatch.llm.train.rewards import (
     RegularizerConfigError,
     build_regularizer,
     pathwise_regularizer_loss,
     ppo_token_rewards,
     resolve_mode,
 )
-from prefmatch.llm.sft import (backward_accumulated, current_lr, make_optimizer, make_scheduler, set_schedule_step,
-                               setup_trainable)
+from prefmatch.llm.train.sft import (backward_accumulated, current_lr, make_optimizer, make_scheduler, setup_trainable)
 from prefmatch.llm.tokenizer import load_tokenizer, same_tokenizer
-from prefmatch.llm import training
+from prefmatch.llm.train import loop
+from prefmatch.llm.train.checkpoints import CheckpointedTrainer
 from prefmatch.llm import sharding
 from prefmatch.theory.regularizers import trainable_names
 
@@ -93,7 +94,7 @@ def _regularizer_params_help() -> str:
 
 
 @dataclass
-class PPOConfig(CommonConfig):
+class PPOConfig(ResumableConfig):
     policy: str = cfg_field("", help="initial policy directory (usually the SFT model)")
     reward_model: str = cfg_field("", help="reward model directory (from `prefmatch train rm`)")
     reward_fn: str = cfg_field("", help="instead of reward_model: a rule-based reward 'package.module:function' "
@@ -150,8 +151,6 @@ class PPOConfig(CommonConfig):
                                        "(off-policy: an ablation, not the theory's algorithm)")
     min_new_tokens: int = cfg_field(0, help="minimum generated tokens; must be 0 (suppressing EOS samples from "
                                     "another distribution than the one in the ratio and ψ)", range="[0, inf)")
-    save_every: int = cfg_field(0, help="checkpoint every N steps (0 = only the final model)", range="[0, inf)")
-    keep_checkpoints: int = cfg_field(2, help="how many recent checkpoints to keep", range="[1, inf)")
 
     def check(self) -> None:
         super().check()
@@ -215,14 +214,13 @@ class PPOConfig(CommonConfig):
 
 # ----------------------------------------------------------------------------- the trainer
 
-class PPOTrainer:
+class PPOTrainer(CheckpointedTrainer):
     """Holds models, optimizer and data of a PPO run; :meth:`step` is one PPO iteration.
 
     ``PPOTrainer(cfg)`` loads local HF directories; :meth:`from_modules` runs the same
     :meth:`step` on any torch modules that follow the HF call convention.
     """
     def __init__(self, cfg: PPOConfig, quiet: bool = False):
-        import torch
 
         reg, placement = cfg.check_algorithm()
         if cfg.top_p != 1:  # allowed only with nucleus_ablation: say once that this is outside the battery
@@ -237,8 +235,8 @@ class PPOTrainer:
                              tokenizer=load_tokenizer(cfg.policy, what="policy"))
         reward_fn = load_reward_fn(cfg.reward_fn) if cfg.reward_fn else None
 
-        acc = training.make_accelerator(cfg.mixed_precision, cfg.cpu, cfg.report_to, cfg.out)
-        training.seed_everything(cfg.seed)
+        acc = loop.make_accelerator(cfg.mixed_precision, cfg.cpu, cfg.report_to, cfg.out)
+        loop.seed_everything(cfg.seed)
         tok = load_tokenizer(cfg.policy, what="policy")
         tok.padding_side = "left"
         ref_names = [f"ref {i + 1} of {len(ref_dirs)}" if len(ref_dirs) > 1 else "ref" for i in range(len(ref_dirs))]
@@ -272,7 +270,7 @@ class PPOTrainer:
 
     @classmethod
     def from_modules(cls, config: PPOConfig, *, policy, reference, reward_fn, prompts, value=None,
-                     eos_token_id: int | None = None, pad_token_id: int = 0, quiet: bool = True) -> "PPOTrainer":
+                     eos_token_id: int | None = None, pad_token_id: int = 0, quiet: bool = True) -> PPOTrainer:
         """The trainer on user modules, with the same :meth:`step`.
 
         ``policy``/``reference``: torch modules called as ``m(input_ids=..., attention_mask=...)``
@@ -298,8 +296,8 @@ class PPOTrainer:
             raise ConfigError("prompts: a non-empty list of non-empty token-id lists")
         self = cls.__new__(cls)
         self.tok, self.rm = None, None
-        acc = training.make_accelerator(config.mixed_precision, config.cpu)
-        training.seed_everything(config.seed)
+        acc = loop.make_accelerator(config.mixed_precision, config.cpu)
+        loop.seed_everything(config.seed)
         model = _actor_critic(policy, value)
         for r in refs:
             if isinstance(r, nn.Module):
@@ -324,7 +322,7 @@ class PPOTrainer:
         self.model, self.optimizer = acc.prepare(model, optimizer)
         if sharding.is_sharded(acc):  # FSDP initialises from the first forward: make it the root's
             sharding.initialize_root(self.model, acc.device)
-        self.timer = training.Timer(cuda=acc.device.type == "cuda")
+        self.timer = loop.Timer(cuda=acc.device.type == "cuda")
         self.step_count = 0
         self.adv_moments = None  # running (mean, second moment, weight) of the advantages: losses.fold_moments
         self.last_checkpoint: str | None = None
@@ -345,11 +343,11 @@ class PPOTrainer:
         """This process's prompt token ids of iteration ``step``: drawn from a seed of (seed, step) only."""
         import numpy as np
 
-        rng = np.random.default_rng(training.derived_seed(self.cfg.seed, step, 0))
+        rng = np.random.default_rng(loop.derived_seed(self.cfg.seed, step, 0))
         n = len(self.prompts)
         B = self.cfg.batch_size
         idx = rng.choice(n, size=B, replace=n < B).tolist()
-        return [self.prompts[i] for i in training.rank_slice(idx, self.acc)]
+        return [self.prompts[i] for i in loop.rank_slice(idx, self.acc)]
 
     def generate(self, prompts: list[list[int]]):
         """(query_ids, query_mask, response_ids, response_mask); response_mask covers tokens up to EOS.
@@ -445,7 +443,7 @@ class PPOTrainer:
     def whiten(self, advantages, rmask):
         """``(whitened advantages, 1/σ)`` with the running moments of the earlier rollouts (the first
         rollout: its own); then this rollout's moments (averaged over processes) join them."""
-        fresh = training.mean_over_processes(self.acc, dict(zip("mvw", batch_moments(advantages, rmask))))
+        fresh = loop.mean_over_processes(self.acc, dict(zip("mvw", batch_moments(advantages, rmask))))
         fresh = (fresh["m"], fresh["v"], 1.0)
         mean, scale = whitening_from_moments(self.adv_moments or fresh)
         self.adv_moments = fold_moments(self.adv_moments, fresh, self.cfg.whiten_decay)
@@ -460,7 +458,7 @@ class PPOTrainer:
         cfg, acc, timer = self.cfg, self.acc, self.timer
         step = self.step_count + 1
         t0 = time.perf_counter()
-        torch.manual_seed(training.derived_seed(cfg.seed, step, acc.process_index + 1))
+        torch.manual_seed(loop.derived_seed(cfg.seed, step, acc.process_index + 1))
 
         # 1. rollout
         prompts = self.sample_prompts(step)
@@ -483,8 +481,8 @@ class PPOTrainer:
                 score = self.scores(query, qmask, response, rmask)
         ref_for_reg = ref_logp if self.reg.multi_reference else ref_logp[0]
         for what, lp in (("policy", old_logp), ("reference", ref_logp)):
-            if not training.all_finite(acc, torch.where(rmask > 0, lp, 0.0)):
-                raise training.TrainingError(
+            if not loop.all_finite(acc, torch.where(rmask > 0, lp, 0.0)):
+                raise loop.TrainingError(
                     f"non-finite {what} log-probabilities (logits) at step {step}; stopped before the update; "
                     + (f"last checkpoint {self.last_checkpoint} left untouched" if self.last_checkpoint
                        else "no checkpoint written"))
@@ -504,8 +502,8 @@ class PPOTrainer:
         # 5. update: ppo_epochs × shuffled minibatches
         self.model.train()
         B = input_ids.shape[0]
-        rng = np.random.default_rng(training.derived_seed(cfg.seed, step, 10_000 + acc.process_index))
-        stats = {"policy_loss": [], "value_loss": [], "clipfrac": [], "approx_kl": []}
+        rng = np.random.default_rng(loop.derived_seed(cfg.seed, step, 10_000 + acc.process_index))
+        stats: dict[str, list] = {"policy_loss": [], "value_loss": [], "clipfrac": [], "approx_kl": []}
         for _ in range(cfg.ppo_epochs):
             perm = rng.permutation(B)
             for start in range(0, B, cfg.mini_batch_size):
@@ -528,17 +526,17 @@ class PPOTrainer:
                             ref_mb = ref_for_reg[:, mb] if self.reg.multi_reference else ref_for_reg[mb]
                             loss = loss + pathwise_regularizer_loss(self.reg, logp, ref_mb, rmask[mb],
                                                                     normalizer=normalizer, scale=adv_scale)
-                    training.check_finite(acc, step, self.last_checkpoint, policy_loss=pg_loss, value_loss=vf_loss,
+                    loop.check_finite(acc, step, self.last_checkpoint, policy_loss=pg_loss, value_loss=vf_loss,
                                           loss=loss)
                     return loss, (pg_loss, vf_loss, clipfrac, approx_kl)
 
                 with timer.section("update forward+backward"):
                     parts = backward_accumulated(acc, self.model, [(lambda mb=mb: micro_loss(mb), 1.0) for mb in micro])
                 with timer.section("optimizer"):
-                    training.clip_and_check_grads(acc, self.model, cfg.max_grad_norm, step, self.last_checkpoint)
+                    loop.clip_and_check_grads(acc, self.model, cfg.max_grad_norm, step, self.last_checkpoint)
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
-                    training.check_weights_finite(acc, self.model, step, self.last_checkpoint)
+                    loop.check_weights_finite(acc, self.model, step, self.last_checkpoint)
                 # per minibatch: the losses add over micro-batches, the token means average
                 for j, k in enumerate(stats):
                     vals = [float(m[j].detach()) for _, m in parts]
@@ -574,57 +572,12 @@ class PPOTrainer:
         for i in range(1, len(self.refs)):
             metrics[f"kl_ref{i}"] = float(seq_kl_k3(ref_logp[i]).mean())
 
-        metrics = training.mean_over_processes(acc, metrics)
+        metrics = loop.mean_over_processes(acc, metrics)
         metrics["tokens_per_s"] = n_tokens * acc.num_processes / elapsed
         metrics["step_time_s"] = elapsed
         metrics["model_time_fraction"] = sum(times.values()) / elapsed
         metrics["lr"] = lr
         return {"step": step, **metrics}
-
-    # ------------------------------------------------------------------ checkpoints
-    def save_checkpoint(self) -> str:
-        """Write ``checkpoints/checkpoint-NNNNNN`` atomically (policy, value head, optimizer, state).
-
-        Sharded runs (FSDP2, DeepSpeed) also write every process's model and optimizer state in
-        ``sharded/`` (torch.distributed.checkpoint / the DeepSpeed engine) and resume from it; the
-        ``policy`` folder is the gathered HF model, as in unsharded runs."""
-        import torch
-
-        acc = self.acc
-        path = self.out / "checkpoints" / f"checkpoint-{self.step_count:06d}"
-        acc.wait_for_everyone()
-        if sharding.engine_checkpoints(acc):
-            with sharding.shared_atomic_dir(acc, path) as tmp:
-                sharding.save_sharded_state(acc, self.model, self.optimizer, tmp)
-                plain = sharding.savable_model(acc, self.model)  # collective
-                if acc.is_main_process:
-                    plain.save_pretrained(tmp / "policy", self.tok_for_saving())
-                    self._save_whitening(tmp)
-                    save_config(self.cfg, tmp / "config.yaml")
-                    training.write_trainer_state(tmp, self.out, self.step_count)
-            if acc.is_main_process:
-                training.write_text_atomic(self.out / "checkpoints" / "latest", path.name)
-                self._prune_checkpoints()
-            acc.wait_for_everyone()
-            self.last_checkpoint = str(path)
-            return str(path)
-        if acc.is_main_process:
-            with training.atomic_dir(path) as tmp:
-                policy = self.policy
-                policy.save_pretrained(tmp / "policy", self.tok_for_saving())
-                trainable = {k: v.detach().cpu() for k, v in policy.state_dict().items()}
-                if self.cfg.lora:  # adapters are not in the merged HF dir: keep the trainable tensors
-                    names = {n for n, p in policy.named_parameters() if p.requires_grad}
-                    torch.save({k: v for k, v in trainable.items() if k in names}, tmp / "trainable.pt")
-                torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-                self._save_whitening(tmp)
-                save_config(self.cfg, tmp / "config.yaml")
-                training.write_trainer_state(tmp, self.out, self.step_count)
-            training.write_text_atomic(self.out / "checkpoints" / "latest", path.name)
-            self._prune_checkpoints()
-        acc.wait_for_everyone()
-        self.last_checkpoint = str(path)
-        return str(path)
 
     def tok_for_saving(self):
         import copy
@@ -633,81 +586,38 @@ class PPOTrainer:
         tok.padding_side = "right"
         return tok
 
-    def _prune_checkpoints(self) -> None:
-        import shutil
+    # ------------------------------------------------------------------ checkpoints (CheckpointedTrainer)
+    def _save_policy(self, model, folder: Path) -> None:
+        model.save_pretrained(folder, self.tok_for_saving())  # the LM with its value head or critic
 
-        ckpts = sorted((self.out / "checkpoints").glob("checkpoint-*"))
-        for old in ckpts[: max(0, len(ckpts) - max(1, self.cfg.keep_checkpoints))]:
-            shutil.rmtree(old, ignore_errors=True)
+    def _load_full_policy(self, folder: Path) -> None:
+        self.policy.lm.load_state_dict(load_causal_lm(folder, what="--resume checkpoint").state_dict())
 
-    def load_checkpoint(self, path: str | Path) -> None:
-        """Restore weights, value head, optimizer and step from a checkpoint directory (validated by
-        :func:`resolve_checkpoint`; a load that still fails is one line naming the checkpoint)."""
-        import torch
+    def _load_heads(self, folder: Path) -> None:
         from safetensors.torch import load_file
 
-        path = Path(path)
-        if sharding.engine_checkpoints(self.acc):
-            try:
-                sharding.load_sharded_state(self.acc, self.model, self.optimizer, path)
-            except ValueError as e:
-                raise ConfigError(str(e)) from None
-            self.step_count = training.resume_step(path)
-            self._load_whitening(path)
-            set_schedule_step(self.scheduler, self.step_count)
-            self.last_checkpoint = str(path)
-            return
-        if (path / sharding.SHARDED_DIR).is_dir():
-            raise ConfigError(f"--resume: {path} was written by a sharded run (FSDP/DeepSpeed); resume it under the "
-                              "same launcher config and process count")
-        policy = self.policy
-        try:
-            if self.cfg.lora:
-                policy.load_state_dict(torch.load(path / "trainable.pt", map_location="cpu"), strict=False)
-            else:
-                lm = load_causal_lm(path / "policy", what="--resume checkpoint")
-                policy.lm.load_state_dict(lm.state_dict())
-            if self.cfg.critic == "reward_model":
-                from prefmatch.llm.critic import CRITIC_DIR
+        if self.cfg.critic == "reward_model":
+            from prefmatch.llm.critic import CRITIC_DIR
 
-                policy.critic.load_state_dict(load_reward_model(path / "policy" / CRITIC_DIR, what="critic").state_dict())
-            else:
-                policy.value_head.load_state_dict(load_file(str(path / "policy" / VALUE_HEAD_FILE)))
-            self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
-            self.step_count = training.resume_step(path)
-            self._load_whitening(path)
-        except (OSError, RuntimeError, ValueError, KeyError, EOFError) as e:
-            raise training.TrainingError(f"--resume: checkpoint {path} cannot be loaded ({type(e).__name__}: "
-                                         f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); it does "
-                                         "not match this run's models or is damaged") from None
-        set_schedule_step(self.scheduler, self.step_count)  # the lr where the checkpoint left it
-        self.last_checkpoint = str(path)
+            self.policy.critic.load_state_dict(load_reward_model(folder / CRITIC_DIR, what="critic").state_dict())
+        else:
+            self.policy.value_head.load_state_dict(load_file(str(folder / VALUE_HEAD_FILE)))
 
-    def _save_whitening(self, folder: Path) -> None:
+    def _save_extra(self, folder: Path) -> None:
         (folder / "whitening.json").write_text(json.dumps({"adv_moments": self.adv_moments}))
 
-    def _load_whitening(self, path: Path) -> None:
+    def _load_extra(self, folder: Path) -> None:
         """The running advantage moments saved with a checkpoint (none in checkpoints from before them)."""
-        f = path / "whitening.json"
+        f = folder / "whitening.json"
         moments = json.loads(f.read_text())["adv_moments"] if f.is_file() else None
         self.adv_moments = tuple(moments) if moments is not None else None
-
-    def save_final(self) -> str:
-
-        self.acc.wait_for_everyone()
-        plain = sharding.savable_model(self.acc, self.model)  # collective under FSDP
-        if self.acc.is_main_process:
-            with training.atomic_dir(self.out / "model") as tmp:
-                plain.save_pretrained(tmp, self.tok_for_saving())
-        self.acc.wait_for_everyone()
-        return str(self.out / "model")
 
 
 def resolve_checkpoint(path: str | Path, report=None) -> Path:
     """A valid checkpoint directory from itself, a ``checkpoints`` directory or a run's ``out``
-    directory (:func:`prefmatch.llm.training.find_checkpoint`: a missing, dangling or damaged
+    directory (:func:`prefmatch.llm.train.loop.find_checkpoint`: a missing, dangling or damaged
     ``latest`` falls back to the newest valid checkpoint, said in one line)."""
-    return training.find_checkpoint(path, report=report)
+    return loop.find_checkpoint(path, report=report)
 
 
 def train_ppo(cfg: PPOConfig, quiet: bool = False, resume: str | None = None, allow_changes: bool = False) -> dict:
@@ -719,28 +629,16 @@ def train_ppo(cfg: PPOConfig, quiet: bool = False, resume: str | None = None, al
 
     ckpt = resolve_checkpoint(resume) if resume else None
     if ckpt is not None:
-        training.check_fingerprint(ckpt, dataclasses.asdict(cfg), allow_changes)
-        step = training.resume_step(ckpt)
-        if training.check_resume_steps(ckpt, step, cfg.steps, Path(cfg.out)):
-            return training.finished_run_result(ckpt, step, Path(cfg.out))
+        loop.check_fingerprint(ckpt, dataclasses.asdict(cfg), allow_changes)
+        step = loop.resume_step(ckpt)
+        if loop.check_resume_steps(ckpt, step, cfg.steps, Path(cfg.out)):
+            return loop.finished_run_result(ckpt, step, Path(cfg.out))
     trainer = PPOTrainer(cfg, quiet=quiet)
     if ckpt is not None:
         trainer.load_checkpoint(ckpt)
-    acc = trainer.acc
-    log = training.start_run(trainer, cfg, ckpt, run_name=f"ppo[{cfg.regularizer}]", total=cfg.steps,
-                             quiet=quiet)
-    bar = training.progress(cfg.steps, f"ppo[{cfg.regularizer}]", quiet, acc)
-    bar.update(trainer.step_count)
-    last = {}
-    while trainer.step_count < cfg.steps:
-        last = trainer.step()
-        if trainer.step_count % cfg.log_every == 0 or trainer.step_count == cfg.steps:
-            log.log(last)
-        if cfg.save_every and trainer.step_count % cfg.save_every == 0:
-            trainer.save_checkpoint()
-        bar.update(1)
-        bar.set_postfix(reward=f"{last['reward']:.3f}", kl=f"{last['kl']:.3f}", psi=f"{last['regularizer']:.3f}")
-    bar.close()
+    log, last = trainer.run_steps(cfg, ckpt, total=cfg.steps, run_name=f"ppo[{cfg.regularizer}]", quiet=quiet,
+                                  postfix=lambda m: {"reward": f"{m['reward']:.3f}", "kl": f"{m['kl']:.3f}",
+                                                     "psi": f"{m['regularizer']:.3f}"})
     log.close()
     out = trainer.save_final()
     return {"out": out, "steps": trainer.step_count, "final_metrics": last,
@@ -764,26 +662,25 @@ def load_reward_fn(spec: str):
     return fn
 
 
-class _LazyActorCritic:
-    cls = None
+@functools.cache
+def _actor_critic_class():
+    import torch
+    from torch import nn
+
+    class ActorCritic(nn.Module):
+        def __init__(self, lm, value):
+            super().__init__()
+            self.lm, self.value = lm, value
+
+        def forward(self, input_ids, attention_mask):
+            logits = self.lm(input_ids=input_ids, attention_mask=attention_mask).logits
+            if self.value is None:
+                return logits, torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
+            return logits, self.value(input_ids=input_ids, attention_mask=attention_mask)
+
+    return ActorCritic
 
 
 def _actor_critic(policy, value):
     """Actor-critic from user modules: ``forward(ids, mask) -> (logits, values)`` (values 0 without one)."""
-    import torch
-    from torch import nn
-
-    if _LazyActorCritic.cls is None:
-        class ActorCritic(nn.Module):
-            def __init__(self, lm, value):
-                super().__init__()
-                self.lm, self.value = lm, value
-
-            def forward(self, input_ids, attention_mask):
-                logits = self.lm(input_ids=input_ids, attention_mask=attention_mask).logits
-                if self.value is None:
-                    return logits, torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
-                return logits, self.value(input_ids=input_ids, attention_mask=attention_mask)
-
-        _LazyActorCritic.cls = ActorCritic
-    return _LazyActorCritic.cls(policy, value)
+    return _actor_critic_class()(policy, value)

@@ -11,7 +11,7 @@ not additive over tokens pays ψ of the whole response at its last token),
 r_θ the task reward (reward model or rule) and c the reward clip.  β is the regularizer's own
 coefficient (E_π[r] − β·D); the task reward is never rescaled.
 
-Where ψ goes (the ``grad.*`` checks of :mod:`prefmatch.theory.checks_grad` prove each row):
+Where ψ goes (the ``grad.*`` checks of :mod:`prefmatch.theory.checks.grad` prove each row):
 
 * ``regularizer_mode: reward`` pays ψ_t as a reward only (score-function part).  Exact when the
   per-token terms are affine in log π (``reg.reward_gradient_exact``: KL with k1, PM for every

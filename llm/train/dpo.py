@@ -18,7 +18,7 @@ epochs, the same order after a resume) → chosen and rejected rows in one right
 per-token log-probs of the policy and (without gradient) of the reference(s) over the response
 tokens → the loss → clipped AdamW update.  :meth:`DPOTrainer.from_modules` runs the same step on
 any torch modules that follow the HF call convention: the convergence battery
-(:mod:`prefmatch.llm.dpo_battery`) trains tabular policies with it and compares them with
+(:mod:`prefmatch.llm.battery.dpo`) trains tabular policies with it and compares them with
 ``reg.sequence_optimal_logp``.
 
 ``prefmatch train dpo --config FILE.yaml [--key value ...]``; programmatic: :func:`train_dpo`.
@@ -32,23 +32,22 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefmatch.llm import training
-from prefmatch.llm.common import CommonConfig
+from prefmatch.llm.train import loop
+from prefmatch.llm.train.checkpoints import CheckpointedTrainer
+from prefmatch.llm.train.common import ResumableConfig
 from prefmatch.llm.config import (ConfigError, cfg_field, check_fields, check_trainer_regularizer_params,
-                                  regularizer_params_help, save_config)
+                                  regularizer_params_help)
 from prefmatch.llm.data import encode_prompt, encode_response, load_split
-from prefmatch.llm.losses import logprobs_from_logits
-from prefmatch.llm.models import check_finite_weights, disable_dropout, frozen_dtype, load_causal_lm, model_inputs, save_model
-from prefmatch.llm.rewards import RegularizerConfigError, build_regularizer
+from prefmatch.llm.models import check_finite_weights, logprobs_from_logits, disable_dropout, frozen_dtype, load_causal_lm, model_inputs, save_model
+from prefmatch.llm.train.rewards import RegularizerConfigError, build_regularizer
 from prefmatch.llm import sharding
-from prefmatch.llm.sft import (
+from prefmatch.llm.train.sft import (
     accumulation_weights,
     backward_accumulated,
     current_lr,
     epoch_batches,
     make_optimizer,
     make_scheduler,
-    set_schedule_step,
     setup_trainable,
 )
 from prefmatch.llm.tokenizer import load_tokenizer, same_tokenizer
@@ -62,7 +61,7 @@ def _regularizer_params_help() -> str:
 
 
 @dataclass
-class DPOConfig(CommonConfig):
+class DPOConfig(ResumableConfig):
     model: str = cfg_field("", help="initial policy directory (the SFT model); also the default reference")
     reference: list[str] = cfg_field([], help="reference model directories (default: model); several for "
                                      "multi_rkl, in the order of regularizer_params.weights; not used by the "
@@ -84,8 +83,6 @@ class DPOConfig(CommonConfig):
         "this); the gradient equals the large batch's", range="[1, inf)")
     eval_fraction: float = cfg_field(0.1, help="fraction of the pairs held out for the final implicit-reward "
                                      "accuracy and loss", range="[0, 1)")
-    save_every: int = cfg_field(0, help="checkpoint every N steps (0 = only the final model)", range="[0, inf)")
-    keep_checkpoints: int = cfg_field(2, help="how many recent checkpoints to keep", range="[1, inf)")
 
     def check(self) -> None:
         super().check()
@@ -151,7 +148,7 @@ def check_complete_responses(pairs, eos_token_id: int | None) -> None:
                     "is a complete outcome")
 
 
-class DPOTrainer:
+class DPOTrainer(CheckpointedTrainer):
     """Models, optimizer and pairs of a DPO run; :meth:`step` is one optimizer step.
 
     ``DPOTrainer(cfg)`` loads local HF directories; :meth:`from_modules` runs the same
@@ -161,7 +158,6 @@ class DPOTrainer:
     def __init__(self, cfg: DPOConfig, quiet: bool = False):
         import random
 
-        import torch
 
         reg = cfg.check_algorithm()
         n_refs = 0 if reg.refs == "none" else (len(reg.weights) if reg.multi_reference else 1)
@@ -171,8 +167,8 @@ class DPOTrainer:
                               f"(one per weight), got {len(ref_dirs)}")
         records = load_split(cfg.data, cfg.split, cfg.split_fractions, cfg.split_seed,
                              tokenizer=load_tokenizer(cfg.model))
-        acc = training.make_accelerator(cfg.mixed_precision, cfg.cpu, cfg.report_to, cfg.out)
-        training.seed_everything(cfg.seed)
+        acc = loop.make_accelerator(cfg.mixed_precision, cfg.cpu, cfg.report_to, cfg.out)
+        loop.seed_everything(cfg.seed)
         tok = load_tokenizer(cfg.model)
         tok.padding_side = "right"
         ref_names = [f"reference {i + 1} of {n_refs}" if n_refs > 1 else "reference" for i in range(n_refs)]
@@ -205,7 +201,7 @@ class DPOTrainer:
 
     @classmethod
     def from_modules(cls, config: DPOConfig, *, policy, reference=None, pairs, eval_pairs=(), pad_token_id: int = 0,
-                     eos_token_id: int | None = None, quiet: bool = True) -> "DPOTrainer":
+                     eos_token_id: int | None = None, quiet: bool = True) -> DPOTrainer:
         """The trainer on user modules, with the same :meth:`step`.
 
         ``policy``/``reference``: torch modules called as ``m(input_ids=..., attention_mask=...)``
@@ -238,8 +234,8 @@ class DPOTrainer:
             raise ConfigError("pairs: at least one (prompt, chosen, rejected) triple")
         self = cls.__new__(cls)
         self.tok = None
-        acc = training.make_accelerator(config.mixed_precision, config.cpu)
-        training.seed_everything(config.seed)
+        acc = loop.make_accelerator(config.mixed_precision, config.cpu)
+        loop.seed_everything(config.seed)
         for r in refs[:n_refs]:
             if isinstance(r, nn.Module):
                 r.requires_grad_(False)
@@ -304,8 +300,8 @@ class DPOTrainer:
                 ref = torch.stack([response_token_logprobs(r, ids, attn, rmask)[0].float() for r in self.refs])
             ref_t = ref if self.reg.multi_reference else ref[0]
         for what, lp in (("policy", logp_t), ("reference", ref_t)):
-            if lp is not None and not training.all_finite(self.acc, torch.where(m > 0, lp.detach(), 0.0)):
-                raise training.TrainingError(
+            if lp is not None and not loop.all_finite(self.acc, torch.where(m > 0, lp.detach(), 0.0)):
+                raise loop.TrainingError(
                     f"non-finite {what} log-probabilities (logits) at step {self.step_count + 1}; stopped before the "
                     "update; " + (f"last checkpoint {self.last_checkpoint} left untouched" if self.last_checkpoint
                                   else "no checkpoint written"))
@@ -323,7 +319,7 @@ class DPOTrainer:
         cfg, acc = self.cfg, self.acc
         step = self.step_count + 1
         t0 = time.perf_counter()
-        micro = [[self.pairs[i] for i in training.rank_slice(self.micro_batch_indices(m), acc)]
+        micro = [[self.pairs[i] for i in loop.rank_slice(self.micro_batch_indices(m), acc)]
                  for m in self.step_micro_batches(step)]
         weights = accumulation_weights([len(mine) for mine in micro])  # the loss is a mean over pairs
         lr = current_lr(self.optimizer)
@@ -332,21 +328,21 @@ class DPOTrainer:
         def micro_loss(mine):
             with acc.autocast():
                 loss, margin, lp_w, lp_l = self.pair_loss(self.model, mine)
-            training.check_finite(acc, step, self.last_checkpoint, loss=loss)
+            loop.check_finite(acc, step, self.last_checkpoint, loss=loss)
             return loss, {"accuracy": float((margin > 0).float().mean()), "margin": float(margin.mean()),
                           "logp_chosen": float(lp_w.mean()), "logp_rejected": float(lp_l.mean())}
 
         done = backward_accumulated(
             acc, self.model, [(lambda mine=mine: micro_loss(mine), w) for mine, w in zip(micro, weights)])
-        training.clip_and_check_grads(acc, self.model, cfg.max_grad_norm, step, self.last_checkpoint)
+        loop.clip_and_check_grads(acc, self.model, cfg.max_grad_norm, step, self.last_checkpoint)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
-        training.check_weights_finite(acc, self.model, step, self.last_checkpoint)
+        loop.check_weights_finite(acc, self.model, step, self.last_checkpoint)
         self.step_count = step
         metrics = {"loss": sum(w * float(loss) for (loss, _), w in zip(done, weights)),
                    **{key: sum(w * ms[key] for (_, ms), w in zip(done, weights)) for key in done[0][1]}}
-        metrics = training.mean_over_processes(acc, metrics)
+        metrics = loop.mean_over_processes(acc, metrics)
         metrics["step_time_s"] = time.perf_counter() - t0
         epoch = self.step_micro_batches(step)[0] // self.batches_per_epoch
         return {"step": step, "epoch": epoch, "lr": lr, **metrics}
@@ -370,86 +366,12 @@ class DPOTrainer:
                 "eval_accuracy": float(((margin > 0).float() + 0.5 * (margin == 0).float()).mean()),
                 "eval_pairs": len(self.eval_pairs)}
 
-    # ------------------------------------------------------------------ checkpoints
-    def save_checkpoint(self) -> str:
-        """Write ``checkpoints/checkpoint-NNNNNN`` atomically (policy, optimizer, step).
+    # ------------------------------------------------------------------ checkpoints (CheckpointedTrainer)
+    def _save_policy(self, model, folder: Path) -> None:
+        save_model(model, folder, self.tok)
 
-        Sharded runs (FSDP2, DeepSpeed) also write every process's model and optimizer state in
-        ``sharded/`` (torch.distributed.checkpoint / the DeepSpeed engine) and resume from it."""
-        import torch
-
-        acc = self.acc
-        path = self.out / "checkpoints" / f"checkpoint-{self.step_count:06d}"
-        acc.wait_for_everyone()
-        if sharding.engine_checkpoints(acc):
-            with sharding.shared_atomic_dir(acc, path) as tmp:
-                sharding.save_sharded_state(acc, self.model, self.optimizer, tmp)
-                plain = sharding.savable_model(acc, self.model)  # collective
-                if acc.is_main_process:
-                    save_model(plain, tmp / "policy", self.tok)
-                    save_config(self.cfg, tmp / "config.yaml")
-                    training.write_trainer_state(tmp, self.out, self.step_count)
-        elif acc.is_main_process:
-            with training.atomic_dir(path) as tmp:
-                policy = self.policy
-                save_model(policy, tmp / "policy", self.tok)
-                if self.cfg.lora:  # the merged HF dir has no adapters: keep the trainable tensors
-                    names = {n for n, p in policy.named_parameters() if p.requires_grad}
-                    torch.save({k: v.detach().cpu() for k, v in policy.state_dict().items() if k in names},
-                               tmp / "trainable.pt")
-                torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-                save_config(self.cfg, tmp / "config.yaml")
-                training.write_trainer_state(tmp, self.out, self.step_count)
-        if acc.is_main_process:
-            training.write_text_atomic(self.out / "checkpoints" / "latest", path.name)
-            ckpts = sorted((self.out / "checkpoints").glob("checkpoint-*"))
-            import shutil
-
-            for old in ckpts[: max(0, len(ckpts) - max(1, self.cfg.keep_checkpoints))]:
-                shutil.rmtree(old, ignore_errors=True)
-        acc.wait_for_everyone()
-        self.last_checkpoint = str(path)
-        return str(path)
-
-    def load_checkpoint(self, path: str | Path) -> None:
-        """Restore weights, optimizer and step from a checkpoint directory (validated by
-        :func:`prefmatch.llm.training.find_checkpoint`; a load that still fails is one line)."""
-        import torch
-
-        path = Path(path)
-        if sharding.engine_checkpoints(self.acc):
-            try:
-                sharding.load_sharded_state(self.acc, self.model, self.optimizer, path)
-            except ValueError as e:
-                raise ConfigError(str(e)) from None
-            self.step_count = training.resume_step(path)
-        elif (path / sharding.SHARDED_DIR).is_dir():
-            raise ConfigError(f"--resume: {path} was written by a sharded run (FSDP/DeepSpeed); resume it under the "
-                              "same launcher config and process count")
-        else:
-            policy = self.policy
-            try:
-                if self.cfg.lora:
-                    policy.load_state_dict(torch.load(path / "trainable.pt", map_location="cpu"), strict=False)
-                else:
-                    policy.load_state_dict(load_causal_lm(path / "policy", what="--resume checkpoint").state_dict())
-                self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
-                self.step_count = training.resume_step(path)
-            except (OSError, RuntimeError, ValueError, KeyError, EOFError) as e:
-                raise training.TrainingError(f"--resume: checkpoint {path} cannot be loaded ({type(e).__name__}: "
-                                             f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); it does "
-                                             "not match this run's models or is damaged") from None
-        set_schedule_step(self.scheduler, self.step_count)  # the lr where the checkpoint left it
-        self.last_checkpoint = str(path)
-
-    def save_final(self) -> str:
-        self.acc.wait_for_everyone()
-        plain = sharding.savable_model(self.acc, self.model)  # collective under FSDP2 / ZeRO-3
-        if self.acc.is_main_process:
-            with training.atomic_dir(self.out / "model") as tmp:
-                save_model(plain, tmp, self.tok)
-        self.acc.wait_for_everyone()
-        return str(self.out / "model")
+    def _load_full_policy(self, folder: Path) -> None:
+        self.policy.load_state_dict(load_causal_lm(folder, what="--resume checkpoint").state_dict())
 
 
 def train_dpo(cfg: DPOConfig, quiet: bool = False, resume: str | None = None, allow_changes: bool = False) -> dict:
@@ -462,34 +384,22 @@ def train_dpo(cfg: DPOConfig, quiet: bool = False, resume: str | None = None, al
     import dataclasses
 
     from prefmatch.llm.config import validate
-    from prefmatch.llm.ppo import resolve_checkpoint
+    from prefmatch.llm.train.ppo import resolve_checkpoint
 
     t0 = time.perf_counter()
     validate(cfg)
     ckpt = resolve_checkpoint(resume) if resume else None
     if ckpt is not None:
-        training.check_fingerprint(ckpt, dataclasses.asdict(cfg), allow_changes)
+        loop.check_fingerprint(ckpt, dataclasses.asdict(cfg), allow_changes)
     trainer = DPOTrainer(cfg, quiet=quiet)
     if ckpt is not None:
-        step = training.resume_step(ckpt)
-        if training.check_resume_steps(ckpt, step, trainer.total_steps, trainer.out):
-            return training.finished_run_result(ckpt, step, trainer.out)
+        step = loop.resume_step(ckpt)
+        if loop.check_resume_steps(ckpt, step, trainer.total_steps, trainer.out):
+            return loop.finished_run_result(ckpt, step, trainer.out)
         trainer.load_checkpoint(ckpt)
     acc = trainer.acc
-    log = training.start_run(trainer, cfg, ckpt, run_name=f"dpo[{cfg.regularizer}]", total=trainer.total_steps,
-                             quiet=quiet)
-    bar = training.progress(trainer.total_steps, f"dpo[{cfg.regularizer}]", quiet, acc)
-    bar.update(trainer.step_count)
-    last: dict = {}
-    while trainer.step_count < trainer.total_steps:
-        last = trainer.step()
-        if trainer.step_count % cfg.log_every == 0 or trainer.step_count == trainer.total_steps:
-            log.log(last)
-        if cfg.save_every and trainer.step_count % cfg.save_every == 0:
-            trainer.save_checkpoint()
-        bar.update(1)
-        bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['accuracy']:.2f}")
-    bar.close()
+    log, last = trainer.run_steps(cfg, ckpt, total=trainer.total_steps, run_name=f"dpo[{cfg.regularizer}]", quiet=quiet,
+                                  postfix=lambda m: {"loss": f"{m['loss']:.3f}", "acc": f"{m['accuracy']:.2f}"})
     ev = trainer.evaluate()
     out = trainer.save_final()
     result = {"out": out, "steps": trainer.step_count, "loss": last.get("loss", float("nan")),

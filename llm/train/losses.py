@@ -4,16 +4,8 @@ Shapes: B sequences, T response positions, V vocabulary; ``mask`` is 1 on respon
 """
 from __future__ import annotations
 
+from prefmatch.llm.models import logprobs_from_logits
 from prefmatch.theory.distributions import log_sigmoid
-
-
-def logprobs_from_logits(logits, tokens):
-    """log π(y_t | ·) = log_softmax(logits)[y_t], shape [B, T] (at least float32; float64 logits stay float64,
-    so that a threshold on the log-probs, as cPM's, is decided at the precision the model computed them)."""
-    import torch
-
-    logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
-    return torch.gather(logp, -1, tokens[..., None]).squeeze(-1)
 
 
 def entropy_from_logits(logits):

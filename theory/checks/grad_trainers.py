@@ -1,7 +1,7 @@
 r"""``grad.*`` checks of the estimators *as trainers compute them*: responses that end at EOS,
 batches, the loss normalizer, advantage whitening and GRPO's group scaling.
 
-:mod:`prefmatch.theory.checks_grad` proves which objective each (regularizer, estimator,
+:mod:`prefmatch.theory.checks.grad` proves which objective each (regularizer, estimator,
 placement) optimizes for one response at a time.  A trainer also divides its loss by a
 normalizer, whitens advantages with batch statistics and (GRPO) scales them per group; whatever
 depends on which responses share a batch changes the fixed point.  Here a tabular
@@ -28,7 +28,7 @@ from prefmatch.theory.checks import check
 from prefmatch.theory.responses import enumerate_responses, prefix_rows
 
 SOURCE = ("PM paper eq. 2.3; Liu et al. 2025 (Dr. GRPO) on length and std normalization; "
-          "prefmatch.llm.ppo and prefmatch.llm.integrations.trl")
+          "prefmatch.llm.train.ppo and prefmatch.llm.integrations.trl")
 V, EOS, LENGTH = 3, 2, 2
 BETA = 0.7
 EXACT_TV, BIASED_TV = 1e-6, 1e-3
@@ -268,7 +268,7 @@ class _StraightThroughK3:
        "the gradient of −β·KL(π‖π_ref) on one-token responses; on longer ones that of the per-token KL with the "
        "prefix distribution frozen, not the sequence KL (as k2 as a loss)", source=SOURCE, method="numeric")
 def _k3plus():
-    from prefmatch.theory.checks_grad import BETA as GRAD_BETA, _per_token_identity
+    from prefmatch.theory.checks.grad import BETA as GRAD_BETA, _per_token_identity
 
     return _per_token_identity(_StraightThroughK3(GRAD_BETA), "loss", target_one=regularizers.kl(beta=GRAD_BETA),
                                forward=False)

@@ -35,6 +35,14 @@ def _common():
     return world, sim, delta, n
 
 
+def _measured(family: str, gap: str):
+    """The shared simulation's world, its ``family`` (rkl or fkl) results, δ, the N grid and the measured
+    (1 − δ)-quantile of ``gap`` (suboptimality or optimality) at every N."""
+    world, sim, delta, n = _common()
+    s = sim[family]
+    return world, s, delta, n, FC.quantiles(s[gap], delta)
+
+
 def _bound(func, world, n, delta, coverage, **kw):
     return np.array([float(func(float(x), beta=world.beta, r_max=world.r_max, delta=delta,
                                 class_size=world.class_size, coverage=coverage, **kw)) for x in n])
@@ -71,23 +79,9 @@ def evaluate_lemma_a1(rate: float = 1.0, constant_scale: float = 1.0, bound_rate
     return ok, _SETUP + "\n" + "\n".join(rows)
 
 
-@check(
-    "mref.sc.lemma_a1",
-    statement="Lemma A.1 with the class MLE in the loop: the probability that E_{x,y,y′∼π_data}(Δ(y) − Δ(y′))² exceeds "
-    "ε²_MLE = 2κ² log(|R|/δ)/N (and the paper's 128 e^{4R_max} R_max² log(|R|/δ)/N) is ≤ δ at every N, and the measured "
-    "(1 − δ)-quantile decays like N^{-1} (slope −1 ± 0.1); a wrong rate or a constant below the measured slack fails",
-    source=f"{_SRC}, Lemma A.1 (Chang et al. 2024, Lemma C.2), eq. (3)",
-    method="numeric",
-)
-def check_lemma_a1():
-    return evaluate_lemma_a1()
-
-
 # --------------------------------------------------------------------------- Theorem 5.5
 def evaluate_rkl_suboptimality(rate: float = 1.0, constant_scale: float = 1.0, bound_rate=None):
-    world, sim, delta, n = _common()
-    s = sim["rkl"]
-    q = FC.quantiles(s["suboptimality"], delta)
+    world, s, delta, n, q = _measured("rkl", "suboptimality")
     parts = {form: FC.assess(n, q, _bound(B.rkl_suboptimality, world, n, delta, s["coverage"], form=form), rate,
                              constant_scale=constant_scale, bound_rate=bound_rate) for form in ("derived", "paper")}
     ok = _verdict(parts, "derived", rate)
@@ -96,23 +90,9 @@ def evaluate_rkl_suboptimality(rate: float = 1.0, constant_scale: float = 1.0, b
                 f"measured slope {parts['derived']['slope']:.3f} vs claimed −{rate:g} ± 0.1")
 
 
-@check(
-    "mref.sc.rkl_suboptimality",
-    statement="Theorem 5.5 with the MLE in the loop: the (1 − δ)-quantile of the reverse-KL sub-optimality gap is below the "
-    "derived bound C ε²_MLE/(4β) and the paper's C·128 e^{4R} R² log(|R|/δ)/(Nβ) at every N, and decays like N^{-1} "
-    "(slope −1 ± 0.1: the rate is tight)",
-    source=f"{_SRC}, Theorem 5.5 (App. B, eqs. 53–57)",
-    method="numeric",
-)
-def check_rkl_suboptimality():
-    return evaluate_rkl_suboptimality()
-
-
 # --------------------------------------------------------------------------- Theorem 5.6
 def evaluate_rkl_optimality(rate: float = 0.5, constant_scale: float = 1.0, bound_rate=None):
-    world, sim, delta, n = _common()
-    s = sim["rkl"]
-    q = FC.quantiles(s["optimality"], delta)
+    world, s, delta, n, q = _measured("rkl", "optimality")
     parts = {"derived": FC.assess(n, q, _bound(B.rkl_optimality, world, n, delta, s["coverage"]), rate,
                                   constant_scale=constant_scale, bound_rate=bound_rate)}
     ok = _verdict(parts, "derived", rate)
@@ -121,22 +101,9 @@ def evaluate_rkl_optimality(rate: float = 0.5, constant_scale: float = 1.0, boun
                 f"extracted text)\nmeasured slope {parts['derived']['slope']:.3f} vs claimed −{rate:g} ± 0.1")
 
 
-@check(
-    "mref.sc.rkl_optimality",
-    statement="Theorem 5.6 with the MLE in the loop: the (1 − δ)-quantile of |J(π*) − J(π̂)| for reverse KL is below the derived "
-    "bound (R_max/(2β)) √(C ε²_MLE/2) at every N and decays like N^{-1/2} (slope −0.5 ± 0.1: the rate is tight)",
-    source=f"{_SRC}, Theorem 5.6 (App. B, eqs. 58–60)",
-    method="numeric",
-)
-def check_rkl_optimality():
-    return evaluate_rkl_optimality()
-
-
 # --------------------------------------------------------------------------- Theorem 6.4
 def evaluate_fkl_suboptimality(rate: float = 1.0, constant_scale: float = 1.0, bound_rate=None):
-    world, sim, delta, n = _common()
-    s = sim["fkl"]
-    q = FC.quantiles(s["suboptimality"], delta)
+    world, s, delta, n, q = _measured("fkl", "suboptimality")
     parts = {
         "fast": FC.assess(n, q, _bound(B.fkl_suboptimality_fast, world, n, delta, s["coverage"]), rate,
                           constant_scale=constant_scale, bound_rate=bound_rate),
@@ -152,23 +119,9 @@ def evaluate_fkl_suboptimality(rate: float = 1.0, constant_scale: float = 1.0, b
                 "(Theorem 6.4 states N^{-1/2}: valid, not tight — finding 16)")
 
 
-@check(
-    "mref.sc.fkl_suboptimality",
-    statement="Theorem 6.4 with the MLE in the loop: the (1 − δ)-quantile of the forward-KL sub-optimality gap is below the derived "
-    "√(2C) ε_MLE, the paper's 16 C e^{2R} R √(log(|R|/δ)/N) and the fixed-β C² ε²_MLE/(4β) at every N, and decays like N^{-1} "
-    "(slope −1 ± 0.1): the paper's N^{-1/2} holds but is not the rate",
-    source=f"{_SRC}, Theorem 6.4 (App. C); bounds.fkl_suboptimality_fast",
-    method="numeric",
-)
-def check_fkl_suboptimality():
-    return evaluate_fkl_suboptimality()
-
-
 # --------------------------------------------------------------------------- Theorem 6.5
 def evaluate_fkl_optimality(rate: float = 0.5, constant_scale: float = 1.0, bound_rate=None):
-    world, sim, delta, n = _common()
-    s = sim["fkl"]
-    q = FC.quantiles(s["optimality"], delta)
+    world, s, delta, n, q = _measured("fkl", "optimality")
     parts = {
         "fixed": FC.assess(n, q, _bound(B.fkl_optimality_fixed_beta, world, n, delta, s["coverage"]), rate,
                            constant_scale=constant_scale, bound_rate=bound_rate),
@@ -183,22 +136,37 @@ def evaluate_fkl_optimality(rate: float = 0.5, constant_scale: float = 1.0, boun
                 f"decay at fixed β)\nmeasured slope {parts['fixed']['slope']:.3f} vs claimed −{rate:g} ± 0.1")
 
 
-@check(
-    "mref.sc.fkl_optimality",
-    statement="Theorem 6.5 with the MLE in the loop at fixed β: the (1 − δ)-quantile of |J(π̃*) − J(π̃)| is below the fixed-β bound "
-    "(R_max/(2β)) C^{3/2} √(ε²_MLE/2) and Theorem 6.5's form at every N, and decays like N^{-1/2} (slope −0.5 ± 0.1)",
-    source=f"{_SRC}, Theorem 6.5, Remark 6.6; bounds.fkl_optimality_fixed_beta",
-    method="numeric",
-)
-def check_fkl_optimality():
-    return evaluate_fkl_optimality()
+# --------------------------------------------------------------------------- the registered checks
+#: (check id, its evaluation (run with the claimed rate and constants), the claimed rate, statement, source); the
+#: falsification tests call the same evaluations with wrong rates and constants
+CHECKS = [
+    ("mref.sc.lemma_a1", evaluate_lemma_a1, 1.0,
+     "Lemma A.1 with the class MLE in the loop: the probability that E_{x,y,y′∼π_data}(Δ(y) − Δ(y′))² exceeds "
+     "ε²_MLE = 2κ² log(|R|/δ)/N (and the paper's 128 e^{4R_max} R_max² log(|R|/δ)/N) is ≤ δ at every N, and the measured "
+     "(1 − δ)-quantile decays like N^{-1} (slope −1 ± 0.1); a wrong rate or a constant below the measured slack fails",
+     f"{_SRC}, Lemma A.1 (Chang et al. 2024, Lemma C.2), eq. (3)"),
+    ("mref.sc.rkl_suboptimality", evaluate_rkl_suboptimality, 1.0,
+     "Theorem 5.5 with the MLE in the loop: the (1 − δ)-quantile of the reverse-KL sub-optimality gap is below the "
+     "derived bound C ε²_MLE/(4β) and the paper's C·128 e^{4R} R² log(|R|/δ)/(Nβ) at every N, and decays like N^{-1} "
+     "(slope −1 ± 0.1: the rate is tight)",
+     f"{_SRC}, Theorem 5.5 (App. B, eqs. 53–57)"),
+    ("mref.sc.rkl_optimality", evaluate_rkl_optimality, 0.5,
+     "Theorem 5.6 with the MLE in the loop: the (1 − δ)-quantile of |J(π*) − J(π̂)| for reverse KL is below the derived "
+     "bound (R_max/(2β)) √(C ε²_MLE/2) at every N and decays like N^{-1/2} (slope −0.5 ± 0.1: the rate is tight)",
+     f"{_SRC}, Theorem 5.6 (App. B, eqs. 58–60)"),
+    ("mref.sc.fkl_suboptimality", evaluate_fkl_suboptimality, 1.0,
+     "Theorem 6.4 with the MLE in the loop: the (1 − δ)-quantile of the forward-KL sub-optimality gap is below the derived "
+     "√(2C) ε_MLE, the paper's 16 C e^{2R} R √(log(|R|/δ)/N) and the fixed-β C² ε²_MLE/(4β) at every N, and decays like N^{-1} "
+     "(slope −1 ± 0.1): the paper's N^{-1/2} holds but is not the rate",
+     f"{_SRC}, Theorem 6.4 (App. C); bounds.fkl_suboptimality_fast"),
+    ("mref.sc.fkl_optimality", evaluate_fkl_optimality, 0.5,
+     "Theorem 6.5 with the MLE in the loop at fixed β: the (1 − δ)-quantile of |J(π̃*) − J(π̃)| is below the fixed-β bound "
+     "(R_max/(2β)) C^{3/2} √(ε²_MLE/2) and Theorem 6.5's form at every N, and decays like N^{-1/2} (slope −0.5 ± 0.1)",
+     f"{_SRC}, Theorem 6.5, Remark 6.6; bounds.fkl_optimality_fixed_beta"),
+]
 
+#: check id → (its evaluation function, the claimed rate)
+EVALUATORS = {cid: (evaluate, rate) for cid, evaluate, rate, _, _ in CHECKS}
 
-#: check id → its evaluation function (the falsification tests call these with wrong rates/constants)
-EVALUATORS = {
-    "mref.sc.lemma_a1": (evaluate_lemma_a1, 1.0),
-    "mref.sc.rkl_suboptimality": (evaluate_rkl_suboptimality, 1.0),
-    "mref.sc.rkl_optimality": (evaluate_rkl_optimality, 0.5),
-    "mref.sc.fkl_suboptimality": (evaluate_fkl_suboptimality, 1.0),
-    "mref.sc.fkl_optimality": (evaluate_fkl_optimality, 0.5),
-}
+for _cid, _evaluate, _rate, _statement, _source in CHECKS:
+    check(_cid, statement=_statement, source=_source, method="numeric")(_evaluate)

@@ -34,6 +34,33 @@ def _lbfgs_max(f, n, x0=None):
 
 
 # --------------------------------------------------------------------------- when they coincide
+#: (K, vocabulary, length, β, disagreement s) of the per-token reference instances of the gap checks
+GAP_CASES = [(2, 3, 2, 0.5, 1.0), (3, 3, 3, 0.5, 1.0), (2, 2, 4, 1.0, 1.5), (4, 3, 3, 0.2, 0.7)]
+
+
+def _token_reference_instances(rng):
+    """For each of :data:`GAP_CASES`: the case, weights w, per-token references ``cond``, their sequence
+    log-probabilities L and rewards r in [0, 1) (drawn from ``rng`` in that order, one case at a time)."""
+    for k, vocab, length, beta, s in GAP_CASES:
+        w = rng.dirichlet(np.ones(k))
+        cond = TM.random_token_references(rng, k, vocab, length, disagreement=s)
+        yield k, vocab, length, beta, s, w, cond, TM.sequence_logps(cond), rng.uniform(0, 1, vocab ** length)
+
+
+def _disagreement_slopes(rng, gap: str) -> list[float]:
+    """The slope of log ``gap`` (a key of :func:`TM.compare`) in log s over s ∈ [3e-3, 3e-2], for K = 2, T = 2 and
+    K = 3, T = 3 (one seed each drawn from ``rng``): 4 when the gap is of order s⁴."""
+    ss = np.geomspace(3e-3, 3e-2, 5)
+    slopes = []
+    for k, length in ((2, 2), (3, 3)):
+        seed = int(rng.integers(2**31))
+        w = np.ones(k) / k
+        r = np.random.default_rng(seed + 1).uniform(0, 1, 3 ** length)
+        gaps = [TM.compare(TM.random_token_references(np.random.default_rng(seed), k, 3, length, s), w, r, 0.5)[gap] for s in ss]
+        slopes.append(float(np.polyfit(np.log(ss), np.log(gaps), 1)[0]))
+    return slopes
+
+
 @check(
     "mref.practice.coincide",
     statement="The per-token geometric ensemble equals the sequence-level generalized escort, and the per-token arithmetic "
@@ -87,12 +114,8 @@ def check_geometric_gap():
     rng = np.random.default_rng(292)
     worst_id, worst_rec, worst_obj, worst_argmax, worst_gibbs, min_d = 0.0, 0.0, 0.0, 0.0, 0.0, np.inf
     rows = []
-    for k, vocab, length, beta, s in [(2, 3, 2, 0.5, 1.0), (3, 3, 3, 0.5, 1.0), (2, 2, 4, 1.0, 1.5), (4, 3, 3, 0.2, 0.7)]:
-        w = rng.dirichlet(np.ones(k))
-        cond = TM.random_token_references(rng, k, vocab, length, disagreement=s)
-        L = TM.sequence_logps(cond)
+    for k, vocab, length, beta, s, w, cond, L, r in _token_reference_instances(rng):
         n = vocab ** length
-        r = rng.uniform(0, 1, n)
         log_hat, log_f = generalized_escort(L, w)
         geo_c, _ = TM.per_token_geometric(cond, w)
         log_geo = TM.conditionals_to_sequence(geo_c)
@@ -120,15 +143,7 @@ def check_geometric_gap():
         rows.append(f"K={k} V={vocab} T={length} β={beta} s={s}: TV(q_geo, π̂)={c['tv_geometric']:.4f}, KL={c['kl_geometric']:.2e}, "
                     f"D ∈ [{d.min():.3f}, {d.max():.3f}], objective gap={c['rkl_gap']:.3e}, TV(π_geo, π*)={c['tv_policy_rkl']:.4f}")
     # order in the disagreement s: gap = β KL(π_geo‖π*) ∝ s⁴ (D − E D = O(s²))
-    ss = np.geomspace(3e-3, 3e-2, 5)
-    slopes = []
-    for k, length in ((2, 2), (3, 3)):
-        seed = int(rng.integers(2**31))
-        w = np.ones(k) / k
-        r = np.random.default_rng(seed + 1).uniform(0, 1, 3 ** length)
-        gaps = [TM.compare(TM.random_token_references(np.random.default_rng(seed), k, 3, length, s), w, r, 0.5)["rkl_gap_kl_form"]
-                for s in ss]
-        slopes.append(float(np.polyfit(np.log(ss), np.log(gaps), 1)[0]))
+    slopes = _disagreement_slopes(rng, "rkl_gap_kl_form")
     # the gap grows with length (same per-token disagreement), positive for every T ≥ 2
     by_len = []
     for length in (2, 3, 4, 5):
@@ -162,12 +177,8 @@ def check_geometric_gap():
 def check_arithmetic_gap():
     rng = np.random.default_rng(295)
     worst_post, worst_fit, min_gap, rows = 0.0, 0.0, np.inf, []
-    for k, vocab, length, beta, s in [(2, 3, 2, 0.5, 1.0), (3, 3, 3, 0.5, 1.0), (2, 2, 4, 1.0, 1.5), (4, 3, 3, 0.2, 0.7)]:
-        w = rng.dirichlet(np.ones(k))
-        cond = TM.random_token_references(rng, k, vocab, length, disagreement=s)
-        L = TM.sequence_logps(cond)
+    for k, vocab, length, beta, s, w, cond, L, r in _token_reference_instances(rng):
         n = vocab ** length
-        r = rng.uniform(0, 1, n)
         log_bar = arithmetic_mixture(L, w)
         worst_post = max(worst_post, float(np.max(np.abs(TM.conditionals_to_sequence(TM.mixture_conditionals(cond, w)) - log_bar))))
         log_ari = TM.conditionals_to_sequence(TM.per_token_arithmetic(cond, w))
@@ -185,14 +196,7 @@ def check_arithmetic_gap():
         rows.append(f"K={k} V={vocab} T={length} β={beta} s={s}: TV(q_ari, P̄)={c['tv_arithmetic']:.4f}, KL={c['kl_arithmetic']:.2e}, "
                     f"forward-KL objective gap of Algorithm 2 with q_ari = {c['fkl_gap']:.3e} (TV of policies {c['tv_policy_fkl']:.4f}); "
                     f"reverse KL to q_ari (PPO with the ensemble) loses {gap_rkl_ari:.3e} of it")
-    ss = np.geomspace(3e-3, 3e-2, 5)
-    slopes = []
-    for k, length in ((2, 2), (3, 3)):
-        seed = int(rng.integers(2**31))
-        w = np.ones(k) / k
-        r = np.random.default_rng(seed + 1).uniform(0, 1, 3 ** length)
-        gaps = [TM.compare(TM.random_token_references(np.random.default_rng(seed), k, 3, length, s), w, r, 0.5)["fkl_gap"] for s in ss]
-        slopes.append(float(np.polyfit(np.log(ss), np.log(gaps), 1)[0]))
+    slopes = _disagreement_slopes(rng, "fkl_gap")
     ok = worst_post <= 1e-12 and worst_fit <= 1e-5 and min_gap > 1e-6 and all(abs(sl - 4.0) <= 0.2 for sl in slopes)
     return ok, (
         f"posterior-weighted next-token laws vs the sequence-level mixture: {worst_post:.1e} (tol 1e-12); forward-KL optimum with "
@@ -220,7 +224,7 @@ def check_mrpo():
     rng = np.random.default_rng(296)
     worst_h, worst_le, worst_dpo, worst_sur, worst_eta0, worst_big, min_gap, rows = 0.0, -np.inf, 0.0, 0.0, 0.0, 0.0, np.inf, []
     above_found = False
-    for k_case, (vocab, length, alpha, beta, s) in enumerate([(3, 2, 0.3, 0.5, 1.0), (3, 3, 0.5, 1.0, 1.0), (2, 4, 0.7, 0.3, 1.5)]):
+    for _k_case, (vocab, length, alpha, beta, s) in enumerate([(3, 2, 0.3, 0.5, 1.0), (3, 3, 0.5, 1.0, 1.0), (2, 4, 0.7, 0.3, 1.5)]):
         cond = TM.random_token_references(rng, 2, vocab, length, disagreement=s)
         L = TM.sequence_logps(cond)
         n = vocab ** length

@@ -1,0 +1,11 @@
+"""How the benchmark scripts print their result: one JSON object with ``--json`` (what report.py reads),
+otherwise a few lines for a reader."""
+from __future__ import annotations
+
+import json
+
+
+def emit(result: dict, as_json: bool, lines: list[str]) -> int:
+    """Print ``result`` as JSON, or ``lines``; the exit code 0."""
+    print(json.dumps(result) if as_json else "\n".join(lines))
+    return 0
