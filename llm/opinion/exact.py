@@ -53,6 +53,7 @@ def answer_logprobs(model, tokenizer, prompts: Sequence[OpinionPrompt], per_toke
     out = [seq[bounds[i]:bounds[i + 1]] for i in range(len(prompts))]
     if not per_token:
         return out
+    assert toks is not None
     return out, [[t.numpy() for t in toks[bounds[i]:bounds[i + 1]]] for i in range(len(prompts))]
 
 
@@ -151,7 +152,7 @@ def exact_evaluation(prompts: Sequence[OpinionPrompt], logp: Sequence[np.ndarray
             "answer_set_mass": float(np.exp(z)),
             "majority_mass": float((w[:, None] * p.is_majority()).sum(0).mean()),
         })
-    out = {k: float(np.mean([row[k] for row in rows])) for k in rows[0]}
+    out: dict[str, Any] = {k: float(np.mean([row[k] for row in rows])) for k in rows[0]}
     out["collapsed_fraction"] = float(np.mean([row["majority_preference"] >= 0.95 for row in rows]))
     out["instance_pm_divergence"] = [row["pm_divergence_exact"] for row in rows]
     return out

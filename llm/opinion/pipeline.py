@@ -257,7 +257,8 @@ def run_one(cfg: BenchmarkConfig, out: Path, seed: int, bias: float, run: Run, r
     th = unit.optimum(run)
     for k in ("pm_divergence_exact", "pm_divergence_pairs", "majority_preference"):
         ev[f"theory_{k}"] = th[k]
-    ev["tokens_in_M_reference"] = unit.ref_tokens_in_m(run.alpha, run.level) if run.method == "cpm" else None
+    ev["tokens_in_M_reference"] = (unit.ref_tokens_in_m(run.alpha, run.level or "token")
+                                   if run.method == "cpm" and run.alpha is not None else None)
     ev["train_time_s"] = t_train
     ev["wall_time_s"] = time.perf_counter() - t0
     return ev

@@ -244,7 +244,8 @@ def topic_groups(cfg: WorldConfig, rng) -> list[tuple[int, ...]]:
     ``cfg.slots`` topics drawn by ``rng``, each in a drawn order, or the disjoint groups in order."""
     if not cfg.groups:
         return [tuple(g * cfg.slots + s for s in range(cfg.slots)) for g in range(cfg.n_topics // cfg.slots)]
-    out, seen = [], set()
+    out: list[tuple[int, ...]] = []
+    seen: set[frozenset[int]] = set()
     while len(out) < cfg.groups:
         g = tuple(int(t) for t in rng.choice(cfg.n_topics, size=cfg.slots, replace=False))
         if frozenset(g) not in seen:
@@ -288,7 +289,7 @@ def build_corpus(cfg: WorldConfig = WorldConfig()) -> OpinionCorpus:
     prompts = [replace(p, heldout=True) if p.group in held else p for p in prompts]
 
     def demonstrations(p: OpinionPrompt, favoured, share: float, n: int) -> list[dict]:
-        by_choice = {c: a for c, a in zip(p.choice, p.answers)}
+        by_choice = dict(zip(p.choice, p.answers))
         # per slot, the annotator's option distribution as a CDF: searchsorted(cdf, u, "right") on one
         # uniform draw u is what rng.choice(k, p=...) does, without its per-call overhead
         cdfs = []
@@ -303,10 +304,13 @@ def build_corpus(cfg: WorldConfig = WorldConfig()) -> OpinionCorpus:
             out.append({"prompt": p.prompt, "chosen": by_choice[ch]})
         return out
 
-    sft, sft_alt, comparisons, heldout = [], [], [], []
+    sft: list[dict] = []
+    sft_alt: list[dict] = []
+    comparisons: list[dict] = []
+    heldout: list[dict] = []
     for p in prompts:
         demo = demonstrations(p, p.majority, cfg.bias, cfg.sft_per_prompt)
-        alt = demonstrations(p, p.alt_majority, cfg.alt_bias, cfg.sft_per_prompt)
+        demo_alt = demonstrations(p, p.alt_majority, cfg.alt_bias, cfg.sft_per_prompt)
         n, r = len(p.answers), np.asarray(p.gt_reward)
         bt = np.asarray(bradley_terry(r[:, None], r[None, :]))  # P(answer i beats answer j)
         bt_bad = np.asarray(bradley_terry(r, r.min() - cfg.malformed_gap))  # P(answer i beats a malformed one)
@@ -324,7 +328,9 @@ def build_corpus(cfg: WorldConfig = WorldConfig()) -> OpinionCorpus:
         if p.heldout:
             heldout += demo
         else:
-            sft, sft_alt, comparisons = sft + demo, sft_alt + alt, comparisons + comps
+            sft += demo
+            sft_alt += demo_alt
+            comparisons += comps
     shuffle = lambda xs: [xs[i] for i in rng.permutation(len(xs))]  # noqa: E731
     return OpinionCorpus(cfg, prompts, shuffle(sft), shuffle(sft_alt), shuffle(comparisons), heldout)
 

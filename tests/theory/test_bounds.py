@@ -103,8 +103,7 @@ def test_rkl_coverage_default_and_transfer():
 # --------------------------------------------------------------------------- the derivations
 @st.composite
 def gap_instances(draw):
-    seed = draw(st.integers(0, 2**32 - 1))
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     k = draw(st.integers(1, 4))
     n = draw(st.integers(2, 8))
     beta = draw(st.sampled_from([0.05, 0.2, 1.0, 5.0]))

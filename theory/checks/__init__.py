@@ -9,18 +9,22 @@ A check function must be deterministic (seed its own random generator) and take 
 arguments.  It compares a closed form with an *independent* computation (``dsolve``,
 cvxpy, scipy on logits, finite differences) to a tolerance stated in ``detail``.
 
-Every check has the same head on purpose: ``@check(id, statement=, source=, method=)``, a seeded
-generator, the worst errors so far, a loop over instances.  ``duplicates`` pairs those heads (same
-shape, other names); what they compute is each check's own, and what two checks share is factored into
-the module's helpers (``_instance``, ``_optimum_vs_cvxpy``, ``_disagreement_slopes``, ...).
+A check is registered by ``@check(id)``; what it claims (statement, source in the papers, method) is data,
+written once per id in ``claims.toml`` beside the modules, so the code holds only how each claim is checked.
+What two checks share is factored into the module's helpers (``_instance``, ``_optimum_vs_cvxpy``,
+``_disagreement_slopes``, ...).  Every check ends the same way on purpose, ``return ok, (f"...")`` with its
+measured errors against its stated tolerances; ``duplicates`` pairs some of those tails by shape.
 """
 from __future__ import annotations
 
 import fnmatch
+import functools
 import importlib
 import time
+import tomllib
 import traceback
 from dataclasses import dataclass
+from pathlib import Path
 from collections.abc import Callable
 
 #: modules that register checks when imported (order = report order)
@@ -83,8 +87,27 @@ class Check:
 REGISTRY: dict[str, Check] = {}
 
 
-def check(id: str, *, statement: str, source: str, method: str):
-    """Decorator registering ``func() -> (passed, detail)`` under a stable ``id``."""
+#: what every check claims (statement, source, method), by id: data beside the code that checks it
+CLAIMS_FILE = Path(__file__).with_name("claims.toml")
+
+
+@functools.cache
+def _claims() -> dict[str, dict[str, str]]:
+    with CLAIMS_FILE.open("rb") as fh:
+        return tomllib.load(fh)
+
+
+def check(id: str, *, statement: str | None = None, source: str | None = None, method: str | None = None):
+    """Decorator registering ``func() -> (passed, detail)`` under a stable ``id``, with the claim written for
+    ``id`` in :data:`CLAIMS_FILE` (``statement``, ``source``, ``method`` given together instead: checks made
+    from a table in code)."""
+    if (statement, source, method) == (None, None, None):
+        if id not in _claims():
+            raise ValueError(f"check id {id!r}: no claim for it in {CLAIMS_FILE} (add [\"{id}\"] with statement, "
+                             "source and method)")
+        statement, source, method = (_claims()[id][k] for k in ("statement", "source", "method"))
+    elif None in (statement, source, method):
+        raise ValueError(f"check id {id!r}: pass statement, source and method together, or none (then {CLAIMS_FILE.name})")
     if method not in ("sympy", "numeric"):
         raise ValueError(f"method must be 'sympy' or 'numeric', got {method!r}")
 

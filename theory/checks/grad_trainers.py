@@ -27,8 +27,6 @@ from prefmatch.theory import regularizers
 from prefmatch.theory.checks import check
 from prefmatch.theory.responses import enumerate_responses, prefix_rows
 
-SOURCE = ("PM paper eq. 2.3; Liu et al. 2025 (Dr. GRPO) on length and std normalization; "
-          "prefmatch.llm.train.ppo and prefmatch.llm.integrations.trl")
 V, EOS, LENGTH = 3, 2, 2
 BETA = 0.7
 EXACT_TV, BIASED_TV = 1e-6, 1e-3
@@ -164,10 +162,7 @@ def _fmt(res) -> str:
     return f"update at the optimum {res[0]:.1e} (relative), fixed point at TV {res[1]:.1e}"
 
 
-@check("grad.eos_constant_normalizer", statement="PPO on responses of varying length ending at EOS: a loss divided by "
-       "one constant (minibatch size × max length) has the optimum as its fixed point; divided by the minibatch's "
-       "token count it does not (a response's weight depends on the lengths beside it)", source=SOURCE,
-       method="numeric")
+@check("grad.eos_constant_normalizer")
 def _normalizer():
     kl = regularizers.kl(beta=BETA, estimator="k1")
     const = _ppo_case(kl, "reward", batch=2, normalizer="constant", whiten="none")
@@ -176,9 +171,7 @@ def _normalizer():
                                      f"token count: {_fmt(tokens)}")
 
 
-@check("grad.eos_whitening_scale", statement="advantage whitening with the batch's own mean and std moves the fixed "
-       "point (for KL k3 in loss placement, and for k1 as a reward); with moments fixed before the batch is drawn "
-       "(the PPO trainer's earlier rollouts) it is the optimum", source=SOURCE, method="numeric")
+@check("grad.eos_whitening_scale")
 def _whitening():
     res = {}
     for est, placement in (("k3", "loss"), ("k1", "reward")):
@@ -227,10 +220,7 @@ def _grpo_update(prob: _EOSProblem, reg, placement: str, *, group: int, scale_re
     return update
 
 
-@check("grad.grpo_scaling_and_loss_type", statement="TRL GRPO on completions ending at EOS: with ψ affine in log π "
-       "(reward placement) every scale_rewards and loss_type keeps the optimum as the fixed point (r + ψ is constant "
-       "there, so every advantage is 0); with a pathwise term (loss placement) only scale_rewards='none' with "
-       "loss_type='dr_grpo' does", source=SOURCE, method="numeric")
+@check("grad.grpo_scaling_and_loss_type")
 def _grpo():
     settings = (("none", "dr_grpo"), ("group", "dr_grpo"), ("none", "dapo"), ("none", "grpo"))
     out, ok = [], True
@@ -264,9 +254,7 @@ class _StraightThroughK3:
         return k3.detach() + (k2 - k2.detach())
 
 
-@check("grad.kl_k3plus_loss", statement="verl's straight-through k3 (k3+: value of k3, gradient of k2) as a loss: "
-       "the gradient of −β·KL(π‖π_ref) on one-token responses; on longer ones that of the per-token KL with the "
-       "prefix distribution frozen, not the sequence KL (as k2 as a loss)", source=SOURCE, method="numeric")
+@check("grad.kl_k3plus_loss")
 def _k3plus():
     from prefmatch.theory.checks.grad import BETA as GRAD_BETA, _per_token_identity
 

@@ -25,9 +25,6 @@ from prefmatch.theory.checks import check
 from prefmatch.theory.cvx import cvx_optimum
 from prefmatch.theory.distributions import arithmetic_mixture, escort, generalized_escort, plackett_luce_logp
 
-PM = "PM paper"
-MREF = "Multi-reference paper (Aminian et al. 2025)"
-
 
 def _log(x):
     with np.errstate(divide="ignore"):
@@ -58,13 +55,7 @@ def _solve(prob, **kw):
 
 
 # =========================================================================== PM paper
-@check(
-    "pm.prop_3_1",
-    statement="Without a regularizer the maximizer of E_π[r] over the simplex puts probability one on the "
-    "highest-reward response (with ties: all mass on the argmax set), however small the reward gap",
-    source=f"{PM}, Proposition 3.1 (App. B.3)",
-    method="numeric",
-)
+@check("pm.prop_3_1")
 def check_prop_3_1():
     import cvxpy as cp
     from scipy.optimize import linprog
@@ -117,14 +108,7 @@ def _pl_ranking_prob(r, tau) -> float:
     return p
 
 
-@check(
-    "pm.pl_subset",
-    statement="Under the Plackett–Luce ranking model (Assumption A.1) the first-place marginal is softmax(r) (A.1), "
-    "and for every subset C the probability that y ∈ C is ranked first among C is e^{r_y}/Σ_{C} e^{r} "
-    "(the subset property the appendix derives); the ordering it induces on C is again Plackett–Luce, and pairs are BTL",
-    source=f"{PM}, Assumption A.1, eq. (A.1), Appendix A.1; eq. (2.1)",
-    method="numeric",
-)
+@check("pm.pl_subset")
 def check_pl_subset():
     import sympy as sp
 
@@ -198,14 +182,7 @@ def _two_response_phi(gamma):
     return p, phi
 
 
-@check(
-    "pm.ode.two_responses",
-    statement="With k = 2 responses the PM differential equation is not necessary: R = φ(π)/π with "
-    "(πR)' = −log π + γ(π − ½)², 0 < γ < 1, is concave, violates π R'' + 2R' + 1/π = 0, and still yields "
-    "π = σ(r1 − r2) for every pair of rewards; with k = 3 its optimum is not the PL distribution",
-    source=f"{PM}, Section 3.1 (differentiating (3.7)), Theorem 1",
-    method="numeric",
-)
+@check("pm.ode.two_responses")
 def check_ode_two_responses():
     import sympy as sp
     from scipy.optimize import brentq, minimize, minimize_scalar
@@ -255,14 +232,7 @@ def check_ode_two_responses():
     )
 
 
-@check(
-    "pm.cpm_off_M",
-    statement="Definition 4.1 off M: for two responses with π_ref(y1) < α ≤ π_ref(y2) the cPM optimum has "
-    "p(y1) = σ(r1 − r2 + log π_ref(y1)), the KL-RLHF (β = 1) answer against π_ref(y1) alone, at every π_ref(y1) "
-    "in (0, α) — so p_ref → 0 drives it to 0 as in KL-RLHF, not only at p_ref = 0",
-    source=f"{PM}, Definition 4.1, Theorem 4 (App. B.2), Section 5.2",
-    method="numeric",
-)
+@check("pm.cpm_off_M")
 def check_cpm_off_m():
     alpha = 0.3
     reg = regularizers.cpm(alpha=alpha)
@@ -290,13 +260,7 @@ def check_cpm_off_m():
 
 
 # =========================================================================== multi-reference paper
-@check(
-    "mref.escort",
-    statement="Definition 3.1: the escort P_λ ∝ P^λ is the tilted distribution (P, U)_λ with U uniform, and (P, Q)_λ ∝ "
-    "P^λ Q^{1−λ} minimizes λ KL(·‖P) + (1 − λ) KL(·‖Q); P_1 = P, H(P_λ) decreases in λ; exact in log space for P of 1e-300",
-    source=f"{MREF}, Definition 3.1",
-    method="numeric",
-)
+@check("mref.escort")
 def check_escort():
     import cvxpy as cp
     import mpmath as mp
@@ -345,14 +309,7 @@ def _u_fkl(pi, r, refs, w, beta) -> float:
     return float(pi @ r) - beta * sum(wi * _rel_entr_sum(ri, pi) for wi, ri in zip(w, refs))
 
 
-@check(
-    "mref.functional_derivative",
-    statement="Definition 3.2 on a finite set: U(m′) − U(m) = ∫₀¹ Σ_y δU/δm(m + λ(m′ − m), y)(m′ − m)(y) dλ, with "
-    "δU/δm = r − β(log(π/π̂_α) + 1) for the reverse-KL objective (eq. 50) and r + β π̄_α/π for the forward-KL one "
-    "(eq. 69); each equals the autograd gradient up to an additive constant",
-    source=f"{MREF}, Definition 3.2, eqs. 50 and 69 (proofs of Propositions 5.3 and 6.3)",
-    method="numeric",
-)
+@check("mref.functional_derivative")
 def check_functional_derivative():
     import torch
     from scipy.integrate import quad
@@ -392,14 +349,7 @@ def check_functional_derivative():
     )
 
 
-@check(
-    "mref.prop_5_3_6_3",
-    statement="Propositions 5.3 and 6.3: 0 ≤ 𝒥(π_{r*}) − 𝒥(π_{r̂}) ≤ Σ_y (r* − r̂)(π_{r*} − π_{r̂}) for the multi-reference "
-    "reverse-KL and forward-KL objectives (optima from cvxpy, objectives from scipy); the bound is first order and "
-    "the gap second order: their ratio → ½ as r̂ → r*",
-    source=f"{MREF}, Propositions 5.3 and 6.3 (eqs. 50–51, 69–71)",
-    method="numeric",
-)
+@check("mref.prop_5_3_6_3")
 def check_prop_6_3():
     rng = np.random.default_rng(63)
     worst_lo, worst_hi, ratios, cases = np.inf, np.inf, [], 0
@@ -432,14 +382,7 @@ def check_prop_6_3():
     )
 
 
-@check(
-    "mref.remark_b3",
-    statement="Remark B.3 (choosing α): eq. (49) is not recoverable from the extracted paper text; what can be checked is that the "
-    "optimal value V_α = β log Σ_y Π_i π_ref,i^{α_i} e^{r/β} is convex in α, so maximizing it over the simplex picks a "
-    "single reference (a vertex) and any useful criterion for α must be another one",
-    source=f"{MREF}, Remark B.3 (eq. 49), Theorem 5.2",
-    method="numeric",
-)
+@check("mref.remark_b3")
 def check_remark_b3():
     import torch
 
@@ -471,13 +414,7 @@ def check_remark_b3():
     )
 
 
-@check(
-    "mref.hoeffding",
-    statement="Lemma A.3 (Hoeffding's lemma): log E_P e^{λ(f − E_P f)} ≤ λ²(b − a)²/8 for f ∈ [a, b], tight as λ → 0 for the "
-    "two-point law; consequence for the comparison (61)–(62): E_π̂ r ≤ β log Σ π̂ e^{r/β} ≤ E_π̂ r + R_max²/(8β) (package β)",
-    source=f"{MREF}, Lemma A.3 (eq. 38), App. B eqs. 61–62",
-    method="numeric",
-)
+@check("mref.hoeffding")
 def check_hoeffding():
     import mpmath as mp
 
@@ -522,17 +459,7 @@ def check_hoeffding():
     )
 
 
-@check(
-    "mref.local_coverage",
-    statement="Assumptions 4.4–4.5 exercised: references whose common support misses responses have no global "
-    "coverage (Ass. 4.3: sup π/π̂_α = ∞) but a finite reverse-KL-ball constant C_ε (ε = R_max/β contains every Gibbs "
-    "policy of the proofs); C_ε from a 1-D root equals cvxpy's; along the Gibbs path π/π̂_α ≤ C_ε, and the exact RKL gaps "
-    "obey the derived Theorem 5.5/5.6 bounds with C_ε for 200 randomly perturbed rewards (no MLE: the statistical version is "
-    "the sample-complexity experiment's sc.local_coverage). Forward KL: KL(π̄‖π̃) ≤ log(1 + R_max/β) "
-    "and the FKL-ball constant from a root equals cvxpy's",
-    source=f"{MREF}, Assumptions 4.3–4.5, Section 7 (eqs. 34–35), Theorems 5.5–5.6, 6.4",
-    method="numeric",
-)
+@check("mref.local_coverage")
 def check_local_coverage():
     import cvxpy as cp
 
@@ -602,13 +529,7 @@ def check_local_coverage():
     )
 
 
-@check(
-    "mref.coverage_transfer",
-    statement="Section 7 (eq. 34): if π ≤ C_i π_ref,i for every i then π/π̂_α ≤ F_α Π_i C_i^{α_i} and π/π̄_α ≤ (Σ_i α_i/C_i)^{-1}; "
-    "the second bound is attained (an LP finds the supremum), so the spec's min(Σ α_i C_i, min C_i/α_i) is not sharp",
-    source=f"{MREF}, Section 7, eqs. 34–35 (coverage for multiple references)",
-    method="numeric",
-)
+@check("mref.coverage_transfer")
 def check_coverage_transfer():
     from scipy.optimize import linprog
 
@@ -643,13 +564,7 @@ def check_coverage_transfer():
     )
 
 
-@check(
-    "mref.corollary_c1",
-    statement="Corollary C.1: the multi-reference forward-KL optimum is at most the α-weighted sum of the single-reference "
-    "forward-KL optima, max_π{E_π r − β Σ α_i KL(π_ref,i‖π)} ≤ Σ_i α_i max_π{E_π r − β KL(π_ref,i‖π)}, each maximum from cvxpy",
-    source=f"{MREF}, Corollary C.1 (eq. 68)",
-    method="numeric",
-)
+@check("mref.corollary_c1")
 def check_corollary_c1():
     rng = np.random.default_rng(68)
     worst, worst_pkg, rows = np.inf, 0.0, 0
@@ -670,14 +585,7 @@ def check_corollary_c1():
                 f"the package's multi-reference value vs cvxpy {worst_pkg:.1e}")
 
 
-@check(
-    "mref.assumptions_d1_d2",
-    statement="Assumptions D.1–D.2 hold at the RLHF optima: for rewards in [0, R_max] the implicit rewards satisfy "
-    "|β log(π*/π̂_α)| ≤ R_max (D.1 with R̃ = R_max) and 0 < β π̄_α/π̃* ≤ R_max + β (D.2 with R̃ = R_max + β, package β); "
-    "they are real restrictions elsewhere: a policy with small mass where the references have mass violates both",
-    source=f"{MREF}, Appendix D, Assumptions D.1–D.2 (eqs. 77–78)",
-    method="numeric",
-)
+@check("mref.assumptions_d1_d2")
 def check_assumptions_d1_d2():
     rng = np.random.default_rng(77)
     d1_max, d2_max, d2_min, rows = 0.0, 0.0, np.inf, 0

@@ -19,8 +19,6 @@ from prefmatch.theory.checks import check
 from prefmatch.theory.cvx import cvx_optimum
 from prefmatch.theory.distributions import arithmetic_mixture, generalized_escort
 
-_SRC = "Multi-reference paper (Aminian et al. 2025)"
-
 
 def _log(x):
     with np.errstate(divide="ignore"):
@@ -53,12 +51,7 @@ def _optimum_vs_cvxpy(reg, r, refs, L):
 
 
 # --------------------------------------------------------------------------- Lemma 5.1
-@check(
-    "mref.escort_identity",
-    statement="Σ_i α_i KL(Q‖P_i) = KL(Q‖P̂_α) − log F_α with P̂_α ∝ Π_i P_i^{α_i}, F_α ≤ 1, for supp Q ⊆ ∩ supp P_i",
-    source=f"{_SRC}, Lemma 5.1 (eq. 19), eqs. 21–22",
-    method="numeric",
-)
+@check("mref.escort_identity")
 def check_escort_identity():
     rng = np.random.default_rng(51)
     worst, worst_f, cases = 0.0, -np.inf, 0
@@ -81,12 +74,7 @@ def check_escort_identity():
 
 
 # --------------------------------------------------------------------------- Theorem 5.2
-@check(
-    "mref.rkl_optimum",
-    statement="argmax_π E_π[r] − β Σ α_i KL(π‖π_ref,i) = π̂_α e^{r/β}/Ẑ with value β log Σ_y Π_i π_ref,i^{α_i} e^{r/β} (package β)",
-    source=f"{_SRC}, Theorem 5.2 (eqs. 20–23)",
-    method="numeric",
-)
+@check("mref.rkl_optimum")
 def check_rkl_optimum():
     rng = np.random.default_rng(52)
     rows, ok = [], True
@@ -106,12 +94,7 @@ def check_rkl_optimum():
 
 
 # --------------------------------------------------------------------------- MRPO surrogate
-@check(
-    "mref.rkl_mrpo_lower_bound",
-    statement="The MRPO surrogate E_π[r] − β E_π log(π/H_α), H_α = (Σ α_i/π_ref,i)^{-1}, is ≤ the multi-reference objective for every π; its maximizer is π_L ∝ H_α e^{r/β} with value β log Z_L ≤ V^RKL; gap = β E_π log(Π π_i^{α_i}/H_α) ≥ 0",
-    source=f"{_SRC}, eq. 18 (Le et al. 2024, Prop. 1; harmonic-mean form reconstructed)",
-    method="numeric",
-)
+@check("mref.rkl_mrpo_lower_bound")
 def check_mrpo_lower_bound():
     from scipy.optimize import minimize
 
@@ -149,12 +132,7 @@ def check_mrpo_lower_bound():
 
 
 # --------------------------------------------------------------------------- Hölder
-@check(
-    "mref.rkl_holder_upper_bound",
-    statement="V^RKL_α ≤ Σ_i α_i V_i, V_i = β log Σ_y π_ref,i e^{r/β} (single-reference optima), F_α ≤ 1; equality for identical references",
-    source=f"{_SRC}, App. B (eqs. 46–48), Hölder's inequality",
-    method="numeric",
-)
+@check("mref.rkl_holder_upper_bound")
 def check_holder():
     rng = np.random.default_rng(46)
     min_slack, eq_err, n_inst = np.inf, 0.0, 0
@@ -176,12 +154,7 @@ def check_holder():
 
 
 # --------------------------------------------------------------------------- Lemma 5.4
-@check(
-    "mref.softmax_sensitivity",
-    statement="∂π*(y)/∂r(ỹ) = (1/β) π*(y)(1{y=ỹ} − π*(ỹ)) in the package β — the paper's β_s π(y)(1{y=ỹ} − π(ỹ)) with β_s = 1/β; π*_{r+c} = π*_r",
-    source=f"{_SRC}, Lemma 5.4 (eq. 25), Lemma A.4",
-    method="numeric",
-)
+@check("mref.softmax_sensitivity")
 def check_softmax_sensitivity():
     import torch
 
@@ -204,12 +177,7 @@ def check_softmax_sensitivity():
 
 
 # --------------------------------------------------------------------------- Lemma 6.1
-@check(
-    "mref.fkl_identity",
-    statement="Σ_i α_i KL(P_i‖Q) = KL(P̄_α‖Q) + Σ_i α_i KL(P_i‖P̄_α), P̄_α = Σ α_i P_i, for supp P_i ⊆ supp Q",
-    source=f"{_SRC}, Lemma 6.1 (eq. 30)",
-    method="numeric",
-)
+@check("mref.fkl_identity")
 def check_fkl_identity():
     rng = np.random.default_rng(61)
     worst, cases = 0.0, 0
@@ -243,12 +211,7 @@ def _mp_gap(r, bar, beta, d0):
         return rmax + (lo + hi) / 2, (lo + hi) / 2
 
 
-@check(
-    "mref.fkl_optimum",
-    statement="argmax_π E_π[r] − β Σ α_i KL(π_ref,i‖π) = β P̄_α/(λ − r) with λ > max r the unique root of Σ β P̄_α/(λ − r) = 1 (g strictly decreasing); E_P̄ r + β ≤ λ ≤ max r + β; E_π*[r] = λ − β (package β)",
-    source=f"{_SRC}, Theorem 6.2 (eqs. 29–30, 67), App. C lemma on λ_x",
-    method="numeric",
-)
+@check("mref.fkl_optimum")
 def check_fkl_optimum():
     import mpmath as mp
 
@@ -317,16 +280,7 @@ def check_fkl_optimum():
 
 
 # --------------------------------------------------------------------------- bounds
-@check(
-    "mref.bounds_monotone",
-    statement="The gaps' order in the reward error, with no MLE (a deterministic perturbation; the statistical rates with "
-    "the MLE in the loop are the mref.sc.* checks): along r̂ = r* + tΔ the exact RKL/FKL gaps computed from the optima scale "
-    "like t² (sub-optimality, FKL included) and t (optimality), the Taylor orders that give n^{-1} and n^{-1/2} once "
-    "ε_MLE ∝ n^{-1/2}, and stay below the derived bounds evaluated at the population ε²; every bound function of "
-    "theory/bounds.py decreases in n with lim n^{rate}·bound(n) finite and nonzero (a property of the formulas)",
-    source=f"{_SRC}, Theorems 5.5, 5.6, 6.4, 6.5, Remark 6.6, Lemma A.1",
-    method="numeric",
-)
+@check("mref.bounds_monotone")
 def check_bounds_monotone():
     import sympy as sp
 
@@ -398,12 +352,7 @@ def check_bounds_monotone():
 
 
 # --------------------------------------------------------------------------- DPO
-@check(
-    "mref.dpo_objectives",
-    statement="At the RLHF optimum the multi-reference DPO implicit-reward differences equal r(y_w) − r(y_l), and minimizing the population DPO loss (BT data) over policy logits recovers the RKL / FKL optimum",
-    source=f"{_SRC}, Appendix D (eqs. 75–76), Theorems 5.2 and 6.2",
-    method="numeric",
-)
+@check("mref.dpo_objectives")
 def check_dpo_objectives():
     import torch
     from scipy.optimize import minimize
@@ -444,6 +393,5 @@ def check_dpo_objectives():
         rows.append(f"{reg.name}: max|Δh − Δr| at π* = {diff_err:.1e} (tol 1e-9); population loss at π* = {pop:.10f} (pairwise route {pop_pairs:.10f}); "
                     f"L-BFGS min − L(π*) = {loss_gap:.1e} (≥ 0); |π_fit − π*|∞ = {pi_err:.1e} (tol 1e-5)")
     return ok, f"n={n}, K={k}, β={beta}, BT data from the uniform distribution over pairs\n" + "\n".join(rows)
-
 
 

@@ -17,9 +17,6 @@ from prefmatch.theory import token_mixtures as TM
 from prefmatch.theory.checks import check
 from prefmatch.theory.distributions import arithmetic_mixture, generalized_escort
 
-_SRC = "Multi-reference paper (Aminian et al. 2025)"
-_CODE = "public code: idanshen/multi_ref EnsembleModel (per-token geometric/arithmetic)"
-
 
 def _lbfgs_max(f, n, x0=None):
     """max of f over the simplex by scipy L-BFGS on logits (an optimizer that knows no closed form)."""
@@ -61,15 +58,7 @@ def _disagreement_slopes(rng, gap: str) -> list[float]:
     return slopes
 
 
-@check(
-    "mref.practice.coincide",
-    statement="The per-token geometric ensemble equals the sequence-level generalized escort, and the per-token arithmetic "
-    "ensemble the sequence-level mixture, with identical trained policies and zero objective gap, at length 1 and when the "
-    "references differ only at the first token; when they differ at one later position only, the arithmetic ensemble still "
-    "coincides (the posterior weights equal α wherever the next-token laws differ) but the geometric one does not",
-    source=f"{_SRC}, Theorems 5.2 and 6.2, Algorithms 1–2; {_CODE}",
-    method="numeric",
-)
+@check("mref.practice.coincide")
 def check_coincide():
     rng = np.random.default_rng(291)
     zero_keys = ("tv_geometric", "tv_arithmetic", "rkl_gap_kl_form", "fkl_gap", "tv_policy_rkl", "tv_policy_fkl")
@@ -100,16 +89,7 @@ def check_coincide():
 
 
 # --------------------------------------------------------------------------- geometric ensemble
-@check(
-    "mref.practice.geometric_gap",
-    statement="The per-token geometric ensemble is q_geo ∝ π̂_α e^{D} with the disagreement bonus D(y) = −Σ_t log Z_t(y_<t) ≥ 0, "
-    "Z_t(h) = Σ_v Π_i p_i(v|h)^{α_i}; the escort's own next-token law is the ensemble's times the look-ahead e^{W_{t+1}(hv)}; "
-    "a trainer with q_geo as its single reverse-KL reference maximizes E_π[r + βD] − β Σ_i α_i KL(π‖p_i) (not the paper's "
-    "objective), and loses exactly β KL(π_geo‖π*) > 0 of the multi-reference objective, of order s⁴ in the references' "
-    "disagreement s",
-    source=f"{_SRC}, Theorem 5.2 (eqs. 20–23), Lemma 5.1, Algorithm 1; {_CODE}",
-    method="numeric",
-)
+@check("mref.practice.geometric_gap")
 def check_geometric_gap():
     rng = np.random.default_rng(292)
     worst_id, worst_rec, worst_obj, worst_argmax, worst_gibbs, min_d = 0.0, 0.0, 0.0, 0.0, 0.0, np.inf
@@ -165,15 +145,7 @@ def check_geometric_gap():
 
 
 # --------------------------------------------------------------------------- arithmetic ensemble
-@check(
-    "mref.practice.arithmetic_gap",
-    statement="The sequence-level mixture P̄_α has next-token law Σ_i w_i(h) p_i(·|h) with posterior weights w_i(h) ∝ α_i p_i(h), "
-    "so the per-token arithmetic ensemble (prior weights α at every token) differs from it for T ≥ 2 unless the references "
-    "differ at one position only; Algorithm 2 run with the per-token ensemble as its reference loses a positive amount of the "
-    "multi-reference forward-KL objective, of order s⁴ in the disagreement s",
-    source=f"{_SRC}, Theorem 6.2 (eqs. 29–30), Lemma 6.1, Algorithm 2; {_CODE}",
-    method="numeric",
-)
+@check("mref.practice.arithmetic_gap")
 def check_arithmetic_gap():
     rng = np.random.default_rng(295)
     worst_post, worst_fit, min_gap, rows = 0.0, 0.0, np.inf, []
@@ -207,16 +179,7 @@ def check_arithmetic_gap():
 
 
 # --------------------------------------------------------------------------- MRPO
-@check(
-    "mref.practice.mrpo",
-    statement="MRPO's combined reference log p₁ + log p₂ − log(α p₁ + (1−α) p₂) is the weighted harmonic mean with weights "
-    "(1−α, α) (≤ p₁^{1−α} p₂^α), so its DPO loss is minimized by π ∝ H e^{r/β}, the maximizer of the eq. (18) lower-bound "
-    "surrogate, which loses a positive amount of the multi-reference objective; with the clip log p₂ ∈ [(1+η) log p₁, "
-    "(1−η) log p₁] it optimizes reverse KL to the clipped harmonic mean: η = 0 is DPO with p₁ alone, and an active clip can "
-    "lift the combined reference above the geometric mean, so the clipped surrogate is no longer a lower bound",
-    source=f"{_SRC}, eq. (18) (Le et al. 2024, MRPO), Theorem 5.2, Appendix D (eq. 75)",
-    method="numeric",
-)
+@check("mref.practice.mrpo")
 def check_mrpo():
     import torch
     from scipy.optimize import minimize

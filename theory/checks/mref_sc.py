@@ -80,6 +80,8 @@ def evaluate_lemma_a1(rate: float = 1.0, constant_scale: float = 1.0, bound_rate
 
 
 # --------------------------------------------------------------------------- Theorem 5.5
+# The evaluators of Theorems 5.5, 5.6 and 6.4 measure through one _measured and judge through one _verdict;
+# what stays parallel on purpose is each detail text, which states its own bound and constant.
 def evaluate_rkl_suboptimality(rate: float = 1.0, constant_scale: float = 1.0, bound_rate=None):
     world, s, delta, n, q = _measured("rkl", "suboptimality")
     parts = {form: FC.assess(n, q, _bound(B.rkl_suboptimality, world, n, delta, s["coverage"], form=form), rate,

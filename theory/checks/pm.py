@@ -22,9 +22,6 @@ from prefmatch.theory import regularizers
 from prefmatch.theory.checks import check
 from prefmatch.theory.cvx import cvx_optimum
 
-PM_PAPER = "PM paper"
-
-
 
 # =========================================================================== helpers
 def _rng(seed: int) -> np.random.Generator:
@@ -86,13 +83,7 @@ def _sympy_zero(expr) -> bool:
 
 
 # =========================================================================== Theorem 1
-@check(
-    "pm.ode.derivation",
-    statement="From the first-order conditions of max Σπ_i(r_i + R(π_i)) s.t. Σπ_i = 1 and the PM "
-    "policy π_i ∝ e^{r_i}, R must satisfy R + πR' = −log π + c', hence π R'' + 2R' + 1/π = 0, i.e. (πR)'' = −1/π.",
-    source=f"{PM_PAPER}, Theorem 1 (necessity), eqs. (3.5)–(3.8)",
-    method="sympy",
-)
+@check("pm.ode.derivation")
 def check_pm_ode_derivation():
     import sympy as sp
 
@@ -155,23 +146,12 @@ def ode_solution_report(candidate=None):
     return ok, detail
 
 
-@check(
-    "pm.ode.general_solution",
-    statement="dsolve of π R'' + 2R' + 1/π = 0 gives R = −log π + C1 + C2/π; substituting it gives 0.",
-    source=f"{PM_PAPER}, Theorem 1, eq. (3.8)",
-    method="sympy",
-)
+@check("pm.ode.general_solution")
 def check_pm_ode_general_solution():
     return ode_solution_report()
 
 
-@check(
-    "pm.ode.uniqueness",
-    statement="The solutions of the PM ODE on (0, 1] are exactly −log π + C1 + C2/π: {1, 1/π} solve the "
-    "homogeneous equation with Wronskian −1/π² ≠ 0, and every initial-value problem has a member of the family.",
-    source=f"{PM_PAPER}, Theorem 1 ('only if'), eq. (3.8)",
-    method="sympy",
-)
+@check("pm.ode.uniqueness")
 def check_pm_ode_uniqueness():
     import sympy as sp
     from scipy.integrate import solve_ivp
@@ -257,25 +237,13 @@ def sufficiency_report(objective=None, n_inst: int = 40):
     return ok, detail
 
 
-@check(
-    "pm.sufficiency",
-    statement="With R = −log π + C1 + C2/π, J(π) = −KL(π‖π*) + log Z + C1 + k·C2 with π* = softmax(r), "
-    "so π* is the unique maximizer.",
-    source=f"{PM_PAPER}, Section 3.5 (proof of Theorem 1, sufficiency)",
-    method="numeric",
-)
+@check("pm.sufficiency")
 def check_pm_sufficiency():
     return sufficiency_report()
 
 
 # =========================================================================== Theorem 2
-@check(
-    "pm.response_dependent",
-    statement="With R_{x,y} = −log π + C1,x + C2,x,y/π (C2 per response) the optimum is still the PL "
-    "distribution softmax(r); a per-response C1 breaks it; integrating (3.13) gives C1 = c' + 1.",
-    source=f"{PM_PAPER}, Theorem 2, eq. (3.13)",
-    method="numeric",
-)
+@check("pm.response_dependent")
 def check_pm_response_dependent():
 
     rng = _rng(21)
@@ -310,13 +278,7 @@ def check_pm_response_dependent():
 
 
 # =========================================================================== Prop. 3.7
-@check(
-    "pm.kl_rlhf_not_pm",
-    statement="KL-RLHF's R = −β log(π/π_ref) solves the PM ODE only if β = 1 and is of Theorem 2's form "
-    "only if also π_ref is uniform; otherwise its optimum is not softmax(r).",
-    source=f"{PM_PAPER}, Proposition 3.7 (and Example 3)",
-    method="sympy",
-)
+@check("pm.kl_rlhf_not_pm")
 def check_pm_kl_rlhf_not_pm():
     import sympy as sp
 
@@ -434,25 +396,13 @@ def generalized_g_report(closed_logp=None):
     return ok, detail
 
 
-@check(
-    "pm.generalized_g",
-    statement="(3.14) solves π R'' + 2R' + 1/g'(g⁻¹(π)) = 0 and (πR)' = −g⁻¹(π) + C1, so the optimum is "
-    "π_i = g(r_i + c) with c fixed by normalization; this equals g(r_i)/Σ_j g(r_j) only for exponential-type g.",
-    source=f"{PM_PAPER}, Theorem 3, eq. (3.14), Appendix B.1",
-    method="numeric",
-)
+@check("pm.generalized_g")
 def check_pm_generalized_g():
     return generalized_g_report()
 
 
 # =========================================================================== Examples 1–3
-@check(
-    "pm.examples",
-    statement="Example 1 (C1 = C2 = 0) and Example 2 (C1 = −E_{π_ref} r) have optimum softmax(r); Example 3's "
-    "objective equals E_π r − KL(π‖Unif), i.e. KL-RLHF with β = 1 and uniform π_ref, when C1 = log(1/k).",
-    source=f"{PM_PAPER}, Section 3.2, Examples 1–3",
-    method="numeric",
-)
+@check("pm.examples")
 def check_pm_examples():
     from scipy.special import rel_entr
 
@@ -497,14 +447,7 @@ def check_pm_examples():
 
 
 # =========================================================================== robust dual
-@check(
-    "pm.robust_dual",
-    statement="sup_Δ ⟨Δ, π⟩ − logsumexp(Δ) = Σ π log π (negative entropy) on the simplex; hence "
-    "min_{r'} E_π r' + lse(r − r') = E_π[r − log π] (the PM objective 3.10), and the constrained robust "
-    "program min E_π r' s.t. lse(r − r') ≤ ε has value E_π[r − log π] − ε.",
-    source=f"{PM_PAPER}, Section 3.2, Example 1 (robust optimization reading)",
-    method="numeric",
-)
+@check("pm.robust_dual")
 def check_pm_robust_dual():
     import cvxpy as cp
     from scipy.optimize import minimize
@@ -603,13 +546,7 @@ def conditional_report(closed=None):
     return ok, detail
 
 
-@check(
-    "pm.conditional",
-    statement="The cPM optimum (Definition 4.1) is π* ∝ e^r on M = {π_ref ≥ α} and ∝ π_ref e^r off M; "
-    "conditioned on M it is the PL distribution of r on M.",
-    source=f"{PM_PAPER}, Theorem 4, Definition 4.1, Appendix B.2",
-    method="numeric",
-)
+@check("pm.conditional")
 def check_pm_conditional():
     return conditional_report()
 
@@ -676,12 +613,7 @@ def kl_optimum_report(closed_logp=None):
     return ok, detail
 
 
-@check(
-    "rlhf.kl_optimum",
-    statement="The maximizer of E_π r − β KL(π‖π_ref) is π* = π_ref e^{r/β}/Σ π_ref e^{r/β}.",
-    source=f"{PM_PAPER}, Proposition 5.1, eq. (5.1), Appendix B.4",
-    method="numeric",
-)
+@check("rlhf.kl_optimum")
 def check_rlhf_kl_optimum():
     return kl_optimum_report()
 
@@ -746,25 +678,13 @@ def bias_report(p_rlhf_formula=None):
     return ok, detail
 
 
-@check(
-    "rlhf.bias",
-    statement="(5.2): p_rlhf ∝ p_ref·p_reward with p_reward = σ((r1 − r2)/β); with β = 0.1 and uniform π_ref, "
-    "σ(r1 − r2) > 0.7 ⇒ p_rlhf > 0.99 (App. A.3, read with the β-free reward probability).",
-    source=f"{PM_PAPER}, eq. (5.2), Table 5, Appendix A.3",
-    method="numeric",
-)
+@check("rlhf.bias")
 def check_rlhf_bias():
     return bias_report()
 
 
 # =========================================================================== collapse
-@check(
-    "rlhf.collapse",
-    statement="p_ref(y1) = 0 ⇒ p_rlhf(y1) = 0 and p_ref(y1) = 1 ⇒ p_rlhf(y1) = 1 for every reward and β; "
-    "as p_ref(y1) → 0 (fixed reward) p_rlhf(y1) → 0.",
-    source=f"{PM_PAPER}, Section 5.2 (preference collapse)",
-    method="numeric",
-)
+@check("rlhf.collapse")
 def check_rlhf_collapse():
     import mpmath as mp
 
@@ -970,24 +890,12 @@ def _h_inv_numeric(f):
     return sp.lambdify(D.U, sp.diff(D.F_FUNCTIONS[f], D.U), "numpy")
 
 
-@check(
-    "fdiv.optimum",
-    statement="The maximizer of E_π r − β D_f(π‖π_ref) is π* = π_ref·(f')⁻¹((r − λ)/β) with λ fixed by "
-    "normalization (f = KL, reverse KL, χ², squared Hellinger, JS).",
-    source=f"{PM_PAPER}, Section 5.1, eq. (5.3)",
-    method="numeric",
-)
+@check("fdiv.optimum")
 def check_fdiv_optimum():
     return fdiv_optimum_report()
 
 
-@check(
-    "fdiv.only_kl_is_exp",
-    statement="(f')⁻¹(u) = exp(u + c) iff f(u) = u log u + c'(u − 1) (the KL generator up to an affine term "
-    "that vanishes in D_f); none of reverse KL, χ², Hellinger, JS qualifies.",
-    source=f"{PM_PAPER}, Section 5.1, after (5.3)",
-    method="sympy",
-)
+@check("fdiv.only_kl_is_exp")
 def check_fdiv_only_kl_is_exp():
     import sympy as sp
 
@@ -1087,12 +995,6 @@ def mle_report(fit=None):
     return ok, detail
 
 
-@check(
-    "bt.mle_recovers_reward",
-    statement="The Bradley–Terry MLE is consistent for r* up to an additive constant: its error → 0 as the "
-    "number of comparisons grows, and the population loss is minimized at r*.",
-    source=f"{PM_PAPER}, Appendix A.2, Proposition A.2",
-    method="numeric",
-)
+@check("bt.mle_recovers_reward")
 def check_bt_mle_recovers_reward():
     return mle_report()
