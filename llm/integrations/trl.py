@@ -58,7 +58,7 @@ from typing import Any
 import torch
 import trl
 from accelerate.utils import gather
-from trl import GRPOTrainer, RLOOTrainer
+from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 from trl.models import prepare_deepspeed, prepare_fsdp
 from trl.trainer.utils import nanstd
 
@@ -226,8 +226,8 @@ _SampledTokenLogps.__call__.__signature__ = inspect.signature(_SampledTokenLogps
 class _Regularized:
     """What the GRPO and RLOO variants share: the construction, the regularizer, its references, ψ per completion."""
 
-    #: the name of the TRL config class the trainer takes
-    _pm_config_class = ""
+    #: the TRL config class the trainer takes
+    _pm_config_class: type
     # what the TRL trainer this mixes into provides (declared for the type checker)
     model: Any
     ref_model: Any
@@ -242,11 +242,11 @@ class _Regularized:
 
     def __init__(self, model, reward_funcs, args=None, *, regularizer: str = "kl",
                  regularizer_params: dict | None = None, ref_model=None, **kwargs):
-        config_class = getattr(trl, self._pm_config_class)
+        name = self._pm_config_class.__name__
         if args is None:
-            raise ValueError(f"args: pass a trl.{self._pm_config_class} with beta > 0 (the regularizer's coefficient)")
-        if not isinstance(args, config_class):
-            raise ValueError(f"args: must be a trl.{self._pm_config_class}, got {type(args).__name__}")
+            raise ValueError(f"args: pass a trl.{name} with beta > 0 (the regularizer's coefficient)")
+        if not isinstance(args, self._pm_config_class):
+            raise ValueError(f"args: must be a trl.{name}, got {type(args).__name__}")
         self._pm_check_args(args)
         args = self._pm_before_init(model, args, regularizer, regularizer_params, ref_model, kwargs)
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)  # type: ignore[call-arg]
@@ -504,7 +504,7 @@ class PMGRPOTrainer(_Regularized, GRPOTrainer):
     frozen copy of the initial policy where one is needed).
     """
 
-    _pm_config_class = "GRPOConfig"
+    _pm_config_class = GRPOConfig
 
     def _pm_check_args(self, args):
         if args.multi_objective_aggregation != "sum_then_normalize":
@@ -583,7 +583,7 @@ class PMRLOOTrainer(_Regularized, RLOOTrainer):
     as in :class:`PMGRPOTrainer`.
     """
 
-    _pm_config_class = "RLOOConfig"
+    _pm_config_class = RLOOConfig
 
     _pm_kl_estimator = "k1"
 
