@@ -223,7 +223,7 @@ class PPOTrainer(CheckpointedTrainer):
     def __init__(self, cfg: PPOConfig, quiet: bool = False):
 
         reg, placement = cfg.check_algorithm()
-        if cfg.top_p != 1:  # allowed only with nucleus_ablation: say once that this is outside the battery
+        if cfg.top_p != 1 and not quiet:  # allowed only with nucleus_ablation: say that it is outside the battery
             print(f"ppo: top_p={cfg.top_p:g} with nucleus_ablation samples off-policy; the convergence battery does "
                   "not cover it and the run is not expected to reach the theory's optimum", file=sys.stderr)
         n_refs = len(reg.weights) if reg.multi_reference else 1
@@ -328,8 +328,6 @@ class PPOTrainer(CheckpointedTrainer):
         self.last_checkpoint: str | None = None
         self.out = Path(cfg.out)
         if cfg.reward_clip and not quiet:
-            import sys
-
             print(f"reward_clip: {cfg.reward_clip:g} — this run optimizes the clipped reward clip(r, ±{cfg.reward_clip:g}), "
                   "whose optimum differs from r's wherever |r| exceeds it", file=sys.stderr)
 
