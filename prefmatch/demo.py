@@ -58,9 +58,11 @@ def summary_lines(out: Path, verify: list | None, n_fig: int | None, opinion: di
             lines.append(f"opinion  quick grid ({times.get('opinion', 0):.0f} s): tiny models trained on CPU, one seed, "
                          "a smoke run of the pipeline")
             for cell in opinion.get("table3", {}).get("cells", [])[:3]:
-                paper = cell.get("paper_reduction")
-                lines.append(f"         cPM α={cell['alpha']:g} ({cell['level']}): PM-divergence reduction vs KL "
-                             f"{cell['reduction']:.1%}" + (f" (paper, OPT-1.3B: {paper:.1%})" if paper is not None else ""))
+                paper, red = cell.get("paper_reduction"), cell.get("reduction")
+                # a cell without converged seeds has no reduction: its verdict says why
+                what = f"{red:.1%}" if red is not None else cell.get("verdict") or "not evaluated"
+                lines.append(f"         cPM α={cell['alpha']:g} ({cell['level']}) vs KL: {what}"
+                             + (f"; paper (OPT-1.3B) {paper:.1%}" if paper is not None else ""))
             lines.append(f"         claims: {hold} of {len(claims)} hold, {len(claims) - hold - none} do not"
                          + (f", {none} not evaluated" if none else "") + f": {out / 'opinion.json'}")
             lines.append(f"         table, figures: {out / 'opinion'}/; the full grid's verdict: docs, results/opinion")
