@@ -3,7 +3,7 @@ regularizers as per-token rewards.  Nothing here imports torch at import time.
 
 Public API (all importable from their modules):
 
-* models     ``init_model(out_dir, size="tiny"|"small", arch="gpt2"|"llama", texts=None)``,
+* models     ``init_model(out_dir, size="tiny"|"medium"|"small", arch="gpt2"|"llama", texts=None)``,
              ``load_causal_lm(dir)``, ``load_reward_model(dir)``, ``reward_scores(rm, ids, mask)``,
              ``policy_with_value_class()`` (PolicyWithValue), ``token_logprobs(model, ids, mask)``
 * tokenizer  ``build_tokenizer(out_dir, texts)``, ``load_tokenizer(dir)``, ``same_tokenizer(a, b)``

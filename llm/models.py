@@ -22,7 +22,7 @@ from typing import Any
 
 from prefmatch.llm.tokenizer import build_tokenizer, require_folder, resolve_model_dir
 
-SIZES = ("tiny", "small")
+SIZES = ("tiny", "medium", "small")
 ARCHS = ("gpt2", "llama")
 VALUE_HEAD_FILE = "value_head.safetensors"
 REWARD_NORM_FILE = "reward_normalization.json"
@@ -34,6 +34,8 @@ class ModelLoadError(FileNotFoundError):
 def _size_params(size: str) -> dict[str, int]:
     if size == "tiny":
         return dict(hidden=64, layers=2, heads=2, positions=512, vocab=512)
+    if size == "medium":
+        return dict(hidden=128, layers=3, heads=4, positions=512, vocab=1024)
     if size == "small":
         return dict(hidden=256, layers=4, heads=4, positions=1024, vocab=2048)
     raise ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")

@@ -95,8 +95,9 @@ class BenchmarkConfig:
                           "package, LoRA)", choices=("tiny", "smollm2"))
     cache: str = cfg_field("out/smollm2_hf", help="where base smollm2 keeps the model converted from GGUF")
     vocab_size: int = cfg_field(512, help="tokenizer size of the tiny model", range="[260, 1000000]")
-    size: str = cfg_field("tiny", help="size of the from-scratch model: tiny (hidden 64, 2 layers) or small "
-                          "(hidden 256, 4 layers)", choices=("tiny", "small"))
+    size: str = cfg_field("tiny", help="size of the from-scratch model: tiny (hidden 64, 2 layers, 2 heads), "
+                          "medium (hidden 128, 3 layers, 4 heads) or small (hidden 256, 4 layers)",
+                          choices=("tiny", "medium", "small"))
     answer_tokens: bool = cfg_field(True, help="answer-format tokenizer: every option (with its leading space), "
                                     "the comma and the full stop are one token each")
     max_prompt_len: int = cfg_field(40, help="prompt tokens (a longer prompt is refused)", range="[1, inf)")

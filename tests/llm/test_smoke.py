@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
 from prefmatch.cli import main
 
 PPO_KEYS = {"reward", "regularizer", "kl", "entropy", "clipfrac", "approx_kl", "value_loss",
@@ -70,3 +72,15 @@ def test_smoke_llama_arch_programmatic(tmp_path, tiny):
                                                           out=str(tmp_path / "p"), steps=2, batch_size=4,
                                                           regularizer="pm", **TINY)), quiet=True)
     assert res["steps"] == 2 and math.isfinite(res["final_metrics"]["reward"])
+
+
+@pytest.mark.parametrize("size,hidden,layers,heads", [("tiny", 64, 2, 2), ("medium", 128, 3, 4), ("small", 256, 4, 4)])
+def test_init_model_sizes(tmp_path, size, hidden, layers, heads):
+    """Each named size writes the model it documents (the opinion benchmark's `size` picks among them)."""
+    from transformers import AutoConfig
+
+    from prefmatch.llm.models import SIZES, init_model
+
+    assert size in SIZES
+    cfg = AutoConfig.from_pretrained(init_model(tmp_path / size, size, texts=["tea or coffee"] * 4, vocab_size=300))
+    assert (cfg.n_embd, cfg.n_layer, cfg.n_head) == (hidden, layers, heads)
