@@ -79,7 +79,8 @@ def rm_eval_pairs(unit: dict, cfg: dict) -> int:
 
     if unit.get("rm_eval_pairs") is not None:
         return int(unit["rm_eval_pairs"])
-    return int(round(RM_EVAL_FRACTION * cfg["comparisons_per_prompt"] * unit["n_train_prompts"]))
+    per_prompt = cfg["comparisons_per_prompt"] + cfg.get("content_negatives", 0)
+    return int(round(RM_EVAL_FRACTION * per_prompt * unit["n_train_prompts"]))
 
 
 def reward_model_accuracy(result: dict) -> dict:

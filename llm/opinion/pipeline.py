@@ -159,7 +159,7 @@ def train_policy(cfg: BenchmarkConfig, run: Run, refs: dict[str, Any], out: Path
         out=str(out / run.name), regularizer=run.method, regularizer_params=params, beta=run.beta,
         top_p=run.top_p, nucleus_ablation=run.top_p < 1,
         steps=steps, lr=lr, batch_size=cfg.batch_size, mini_batch_size=cfg.mini_batch_size,
-        ppo_epochs=cfg.ppo_epochs, vf_coef=cfg.vf_coef, seed=seed, lora=cfg.lora, **_lens(cfg)))
+        ppo_epochs=cfg.ppo_epochs, vf_coef=cfg.vf_coef, lam=cfg.lam, lr_scheduler=cfg.lr_scheduler, critic=cfg.critic, seed=seed, lora=cfg.lora, **_lens(cfg)))
     return train_ppo(pcfg, quiet=quiet)["out"]
 
 

@@ -216,7 +216,9 @@ def _setup(result: dict) -> str:
         "| part | what |", "|---|---|",
         f"| world | {_world(c, u0)}; an answer states one option per topic (\" tea, winter, dogs.\"), so its "
         f"preference is carried by {c['slots']} decisions; {round(100 * c.get('malformed_fraction', 0.25))} % of the "
-        f"comparisons pit an answer against a malformed one |",
+        f"comparisons pit an answer against a malformed one"
+        + (f", and {c['content_negatives']} more per training prompt against a variant with a content error only "
+           f"(foreign or repeated option, swapped topics)" if c.get("content_negatives") else "") + " |",
         f"| ground truth | r\\*(x, y) = Σ_topics log share + ε_y, ε ~ N(0, {c['answer_noise']:g}²) |",
         f"| data | demonstrations: {c['sft_per_prompt']} per prompt, each topic's majority option with probability "
         f"**bias** (main world {c['bias']:g}; phase diagram also {', '.join(f'{b:g}' for b in c['phase_biases']) or '–'}); "
@@ -232,11 +234,15 @@ def _setup(result: dict) -> str:
 
 
 def _schedule(c: dict) -> str:
+    sched = c.get("lr_scheduler", "constant")
+    how = "" if sched == "constant" else f" ({sched} decay to 0)"
+    critic = {"reward_model": "; a separate critic initialised from the reward model",
+              "shared": "; a value head on the policy"}.get(c.get("critic", "shared"), "")
     if not c.get("steps_by_beta") and not c.get("lr_by_beta"):
-        return f"{c['steps']} iterations at lr {c['lr']:g}"
+        return f"{c['steps']} iterations at lr {c['lr']:g}{how}{critic}"
     steps = c.get("steps_by_beta") or [c["steps"]] * len(c["betas"])
     lrs = c.get("lr_by_beta") or [c["lr"]] * len(c["betas"])
-    return "; ".join(f"β = {b:g}: {n} iterations at lr {lr:g}" for b, n, lr in zip(c["betas"], steps, lrs)) + ";"
+    return "; ".join(f"β = {b:g}: {n} iterations at lr {lr:g}" for b, n, lr in zip(c["betas"], steps, lrs)) + f"{how}{critic};"
 
 
 def _world(c: dict, u0: dict) -> str:
@@ -256,7 +262,8 @@ def _world(c: dict, u0: dict) -> str:
 def _models(c: dict) -> str:
     if c["base"] != "tiny":
         return "SmolLM2-135M-Instruct with LoRA"
-    size = "GPT-2 small (hidden 256, 4 layers)" if c.get("size") == "small" else "GPT-2 tiny (hidden 64, 2 layers)"
+    size = {"small": "GPT-2 small (hidden 256, 4 layers)", "medium": "GPT-2 medium-tiny (hidden 128, 3 layers, 4 heads)"}.get(
+        c.get("size", "tiny"), "GPT-2 tiny (hidden 64, 2 layers)")
     tok = (", every option, the comma and the full stop one token each (answer-format tokenizer)"
            if c.get("answer_tokens") else "")
     return f"{size}, byte-level BPE of {c['vocab_size']} tokens{tok}"

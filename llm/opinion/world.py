@@ -17,7 +17,10 @@ shares: minority answers carry real preference mass. Three data sets are drawn f
   reward model's data); a share ``malformed_fraction`` of them pits an answer against a
   malformed one (a topic's option replaced by another topic's, repeated, or left out), whose
   ground-truth reward is ``malformed_gap`` below the prompt's worst answer: the annotators reject
-  malformed text, so the reward model learns to, as a real one does;
+  malformed text, so the reward model learns to, as a real one does; ``content_negatives`` more per
+  training prompt pit an answer against a variant with a content error only (an option of a topic
+  not asked, an option repeated, two topics swapped), the errors a reward model that scores each
+  option on its own rates *above* valid answers (measured: PPO then drifts into them);
 * **demonstrations** (SFT data) from a *biased* annotator who picks the majority option of each
   topic with probability ``bias`` (else a minority option uniformly): the reference's token
   probability of a minority option is then ≈ (1 − bias)/(k − 1), which is what decides whether
@@ -112,6 +115,7 @@ class WorldConfig:
     malformed_gap: float = 3.0  # the malformed answer's ground truth, this far below the prompt's worst
     groups: int = 0  # topic groups drawn as distinct combinations (0: the disjoint groups, in order)
     phrasings: int = 0  # phrasings per group, drawn from PROMPT_TEMPLATES (0: every one)
+    content_negatives: int = 0  # further comparisons per training prompt against a content-malformed answer
 
     def n_groups(self) -> int:
         return self.groups or self.n_topics // self.slots
@@ -141,6 +145,8 @@ class WorldConfig:
         for name in ("sft_per_prompt", "comparisons_per_prompt"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.content_negatives < 0:
+            raise ValueError(f"content_negatives must be >= 0, got {self.content_negatives}")
         if not self.answer_noise >= 0:
             raise ValueError(f"answer_noise must be >= 0, got {self.answer_noise}")
 
@@ -325,6 +331,13 @@ def build_corpus(cfg: WorldConfig = WorldConfig()) -> OpinionCorpus:
                 a, b = (i, j) if rng.random() < float(bt[i, j]) else (j, i)
                 win, lose = p.answers[a], p.answers[b]
             comps.append({"prompt": p.prompt, "chosen": win, "rejected": lose})
+        content = [k for k in CONTENT_KINDS if k in malformed_kinds(p, cfg.n_topics)]
+        for _ in range(cfg.content_negatives if content and not p.heldout else 0):
+            i = int(rng.integers(n))
+            bad = malformed(p, i, rng, cfg.n_topics, kind=content[int(rng.integers(len(content)))])
+            ok = rng.random() < float(bt_bad[i])
+            comps.append({"prompt": p.prompt, "chosen": p.answers[i] if ok else bad,
+                          "rejected": bad if ok else p.answers[i]})
         if p.heldout:
             heldout += demo
         else:
@@ -338,6 +351,9 @@ def build_corpus(cfg: WorldConfig = WorldConfig()) -> OpinionCorpus:
 #: the ways :func:`malformed` breaks an answer
 MALFORMED_KINDS = ("foreign option", "repeated option", "missing topic", "swapped order", "extra option",
                    "no full stop")
+#: the kinds that break an answer's content while keeping its format (a reward model that scores each option
+#: on its own misses them, and PPO then finds them: ``content_negatives`` adds comparisons against them)
+CONTENT_KINDS = (0, 1, 3)
 
 
 def malformed_kinds(p: OpinionPrompt, n_topics: int = len(TOPICS)) -> list[int]:

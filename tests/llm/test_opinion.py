@@ -8,6 +8,7 @@ import argparse
 import itertools
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -147,6 +148,40 @@ def test_malformed_answers_of_a_requested_kind():
     assert malformed_kinds(one, n_topics=2) == [0, 4, 5]
     with pytest.raises(ValueError, match="swapped order"):
         malformed(one, 0, rng, n_topics=2, kind=3)
+
+
+def test_content_negatives_add_content_errors_on_training_prompts_only():
+    """``content_negatives`` appends, per training prompt, that many comparisons of an answer against a variant
+    with a content error only (kinds read from the text: foreign option, repeated option, swapped order), the
+    valid answer chosen about as often as Bradley-Terry with the malformed gap says; held-out prompts get none,
+    and the rest of the world is unchanged in kind (the same prompts and split)."""
+    from prefmatch.theory.distributions import bradley_terry
+
+    base = O.WorldConfig(seed=5, groups=40, phrasings=1, comparisons_per_prompt=8)
+    plain, more = O.build_corpus(base), O.build_corpus(replace(base, content_negatives=12))
+    assert [p.prompt for p in plain.prompts] == [p.prompt for p in more.prompts]
+    assert [p.heldout for p in plain.prompts] == [p.heldout for p in more.prompts]
+    n_train = len(more.train_prompts)
+    assert len(more.comparisons) == len(plain.comparisons) + 12 * n_train
+    by_prompt = {p.prompt: p for p in more.prompts}
+    kinds, wins, expect = set(), [], []
+    for c in more.comparisons:
+        p = by_prompt[c["prompt"]]
+        assert not p.heldout
+        if c["chosen"] in p.answers and c["rejected"] in p.answers:
+            continue
+        good, bad = (c["chosen"], c["rejected"]) if c["chosen"] in p.answers else (c["rejected"], c["chosen"])
+        kind = _kind_of(p, p.answers.index(good), bad)
+        if kind in ("foreign option", "repeated option", "swapped order"):
+            kinds.add(kind)
+            r = np.asarray(p.gt_reward)
+            wins.append(c["chosen"] == good)
+            expect.append(float(bradley_terry(r[p.answers.index(good)], r.min() - base.malformed_gap)))
+    assert kinds == {"foreign option", "repeated option", "swapped order"}
+    assert len(wins) >= 12 * n_train
+    assert abs(np.mean(wins) - np.mean(expect)) < 3 * np.sqrt(np.mean(expect) * (1 - np.mean(expect)) / len(wins)) + 0.01
+    with pytest.raises(ValueError, match="content_negatives"):
+        replace(base, content_negatives=-1).check()
 
 
 def test_answer_format_tokenizer_makes_each_decision_one_token():
@@ -446,6 +481,7 @@ def _fake_result(kl_vals, cpm_vals, valid=0.9, rm_accuracy=0.6, rm_pairs=1000, g
     def ev(pm, maj, rm_maj=0.7, v=valid, gap=0.0):
         d = {k: 0.1 for k in ROW_KEYS[5:] + EXTRA_KEYS if k not in ("pm_divergence_ci",)}
         d.update(pm_divergence=pm, pm_divergence_exact=pm, pm_divergence_pairs=pm, theory_pm_divergence_pairs=pm + gap,
+                 theory_pm_divergence_exact=pm + gap,
                  majority_preference=maj, rm_majority_preference=rm_maj, valid_rate=v, perplexity_outliers=0,
                  n_samples=16, tokens_in_M=0.5, tokens_in_M_reference=0.5, perplexity_heldout=2.0)
         return d
@@ -610,7 +646,10 @@ def test_a_reward_model_at_chance_leaves_every_claim_unevaluated():
     # older records without the pair count: 10 % of the training prompts' comparisons
     old = _fake_result([0.4], [0.2])
     del old["units"][0]["rm_eval_pairs"]
+    old["config"].update(comparisons_per_prompt=64, content_negatives=0)
     assert O.rm_eval_pairs(old["units"][0], old["config"]) == round(0.1 * 64 * 12)
+    old["config"].update(content_negatives=16)
+    assert O.rm_eval_pairs(old["units"][0], old["config"]) == round(0.1 * 80 * 12)
 
 
 def test_smollm2_section_says_what_the_run_shows():
