@@ -120,10 +120,11 @@ opinion-full: install
 
 # the full grid in parts: `make opinion-part PART=k` (k = 0, 1, …) runs seeds k·PART_SEEDS … on the FULL preset,
 # keeps the part as docs/results/opinion/results_full_partk.json.gz and regenerates the page from every kept part
-# (a part of 2 seeds: about 45 minutes on 2 idle cores). The parts must share one configuration: remove a kept
-# results_full.json.gz of another configuration first.
+# (the medium model: a part of one seed is estimated at 40-45 minutes on 2 idle cores from its β = 1 runs, 1.4
+# CPU-minutes per 80 PPO iterations, and references of 15 CPU-minutes). The parts must share one configuration:
+# remove a kept results_full.json.gz of another configuration first.
 PART ?= 0
-PART_SEEDS ?= 2
+PART_SEEDS ?= 1
 opinion-part: install
 	$(VENV)/bin/prefmatch opinion --full --overwrite --out $(OUT)/opinion-part$(PART) --no-figures \
 	    --seeds $(PART_SEEDS) --first-seed $$(( $(PART) * $(PART_SEEDS) ))

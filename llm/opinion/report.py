@@ -226,7 +226,7 @@ def _setup(result: dict) -> str:
         f"| models | {_models(c)} |",
         f"| training | SFT {c['sft_epochs']} epochs; reward model {c['rm_epochs']} epochs (held-out pairwise accuracy "
         f"{_rm_accuracy(rm)}); PPO {_schedule(c)} × {c['batch_size']} prompts, "
-        f"{c['ppo_epochs']} epochs of minibatches of {c['mini_batch_size']}; β multiplies the "
+        f"{c['ppo_epochs']} epochs of minibatches of {c['mini_batch_size']}, {_critic(c)}; β multiplies the "
         f"divergence for every method |",
         f"| metrics | on the held-out prompts; {_samples(c, u0)} samples per prompt, the same prompts and sampling seed "
         f"for every method of a seed (common random numbers) |",
@@ -236,13 +236,17 @@ def _setup(result: dict) -> str:
 def _schedule(c: dict) -> str:
     sched = c.get("lr_scheduler", "constant")
     how = "" if sched == "constant" else f" ({sched} decay to 0)"
-    critic = {"reward_model": "; a separate critic initialised from the reward model",
-              "shared": "; a value head on the policy"}.get(c.get("critic", "shared"), "")
     if not c.get("steps_by_beta") and not c.get("lr_by_beta"):
-        return f"{c['steps']} iterations at lr {c['lr']:g}{how}{critic}"
+        return f"{c['steps']} iterations at lr {c['lr']:g}{how}"
     steps = c.get("steps_by_beta") or [c["steps"]] * len(c["betas"])
     lrs = c.get("lr_by_beta") or [c["lr"]] * len(c["betas"])
-    return "; ".join(f"β = {b:g}: {n} iterations at lr {lr:g}" for b, n, lr in zip(c["betas"], steps, lrs)) + f"{how}{critic};"
+    return "; ".join(f"β = {b:g}: {n} iterations at lr {lr:g}" for b, n, lr in zip(c["betas"], steps, lrs)) + f"{how};"
+
+
+def _critic(c: dict) -> str:
+    """PPO's value model (records before the setting existed used the value head)."""
+    return {"reward_model": "a separate critic initialised from the reward model",
+            "shared": "a value head on the policy"}[c.get("critic", "shared")]
 
 
 def _world(c: dict, u0: dict) -> str:
