@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 OUT    ?= out
 
 .PHONY: install lint typecheck test test-slow test-wheel test-readme test-battery test-dpo-battery test-all test-explore test-browser docs test-trl-range \
-        figures bench demo smollm2 opinion-full opinion-part opinion-page multiref clean test-trl test-fsdp test-verl verl-env bench-ppo \
+        figures bench demo smollm2 opinion-full opinion-part opinion-page opinion-check multiref clean test-trl test-fsdp test-verl verl-env bench-ppo \
         test-deepspeed deepspeed-env gpu-check bench-smollm2 openrlhf-env test-openrlhf
 
 install: $(STAMP)
@@ -134,6 +134,14 @@ opinion-part: install
 	$(MAKE) opinion-page
 
 OPINION_RUNS = docs/results/opinion
+# a kept check of the v4 world's settings on the medium model at β = 1 (2 seeds, about 21 minutes on 2 idle cores),
+# not read by the page: docs/results/opinion/checks/v4_medium_beta1.json.gz
+opinion-check: install
+	$(VENV)/bin/prefmatch opinion --quick --size medium --seeds 2 --levels token --methods kl --overwrite \
+	    --out $(OUT)/opinion-check --no-figures
+	$(PY) -c "import sys; from prefmatch.llm.opinion.report import load_results, save_results; \
+	    save_results(load_results(sys.argv[1]), sys.argv[2])" \
+	    $(OUT)/opinion-check/results.json $(OPINION_RUNS)/checks/v4_medium_beta1.json.gz
 # the multi-reference LLM experiment (two opposite references; about 14 min on a loaded 2-core CPU):
 # its JSON and its results page, regenerated together
 multiref: install
