@@ -266,8 +266,11 @@ def _world(c: dict, u0: dict) -> str:
 def _models(c: dict) -> str:
     if c["base"] != "tiny":
         return "SmolLM2-135M-Instruct with LoRA"
-    size = {"small": "GPT-2 small (hidden 256, 4 layers)", "medium": "GPT-2 medium-tiny (hidden 128, 3 layers, 4 heads)"}.get(
-        c.get("size", "tiny"), "GPT-2 tiny (hidden 64, 2 layers)")
+    from prefmatch.llm.models import _size_params
+
+    name = c.get("size", "tiny")
+    s = _size_params(name)  # the sizes' one definition (not GPT-2's own "small"/"medium")
+    size = f"a GPT-2-style model of size {name} (hidden {s['hidden']}, {s['layers']} layers, {s['heads']} heads)"
     tok = (", every option, the comma and the full stop one token each (answer-format tokenizer)"
            if c.get("answer_tokens") else "")
     return f"{size}, byte-level BPE of {c['vocab_size']} tokens{tok}"

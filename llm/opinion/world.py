@@ -320,13 +320,16 @@ def build_corpus(cfg: WorldConfig = WorldConfig()) -> OpinionCorpus:
         n, r = len(p.answers), np.asarray(p.gt_reward)
         bt = np.asarray(bradley_terry(r[:, None], r[None, :]))  # P(answer i beats answer j)
         bt_bad = np.asarray(bradley_terry(r, r.min() - cfg.malformed_gap))  # P(answer i beats a malformed one)
+        def against_malformed(i: int, kind: int | None = None) -> tuple[str, str]:
+            """(winner, loser) of answer i against a malformed variant, by Bradley-Terry with the gap."""
+            bad = malformed(p, i, rng, cfg.n_topics, kind=kind)
+            return (p.answers[i], bad) if rng.random() < float(bt_bad[i]) else (bad, p.answers[i])
+
         comps = []
         for _ in range(cfg.comparisons_per_prompt):
             i, j = rng.choice(n, size=2, replace=False)
             if rng.random() < cfg.malformed_fraction:
-                bad = malformed(p, i, rng, cfg.n_topics)
-                ok = rng.random() < float(bt_bad[i])
-                win, lose = (p.answers[i], bad) if ok else (bad, p.answers[i])
+                win, lose = against_malformed(i)
             else:
                 a, b = (i, j) if rng.random() < float(bt[i, j]) else (j, i)
                 win, lose = p.answers[a], p.answers[b]
@@ -334,10 +337,8 @@ def build_corpus(cfg: WorldConfig = WorldConfig()) -> OpinionCorpus:
         content = [k for k in CONTENT_KINDS if k in malformed_kinds(p, cfg.n_topics)]
         for _ in range(cfg.content_negatives if content and not p.heldout else 0):
             i = int(rng.integers(n))
-            bad = malformed(p, i, rng, cfg.n_topics, kind=content[int(rng.integers(len(content)))])
-            ok = rng.random() < float(bt_bad[i])
-            comps.append({"prompt": p.prompt, "chosen": p.answers[i] if ok else bad,
-                          "rejected": bad if ok else p.answers[i]})
+            win, lose = against_malformed(i, content[int(rng.integers(len(content)))])
+            comps.append({"prompt": p.prompt, "chosen": win, "rejected": lose})
         if p.heldout:
             heldout += demo
         else:
